@@ -1,0 +1,31 @@
+/**
+ * Storage cost of a model's weights.
+ *
+ * @module
+ */
+import { LINEAR_NAMES, type LlamaModel, type Matrix } from "./model.ts";
+import { intBitsPerWeight } from "../../kernels/formats/int.ts";
+
+/** Bits a matrix takes in storage, scales and zero points included. */
+export function matrixBits(m: Matrix): number {
+  if (m.kind === "dense") return 32 * m.rows * m.cols;
+  const config = { bits: m.bits, group: m.groupSize, symmetric: m.symmetric };
+  return intBitsPerWeight(config, m.cols) * m.rows * m.cols;
+}
+
+/**
+ * Average bits per weight over the transformer blocks' linear layers — the weights PTQ methods
+ * quantize, and the figure GPTQ/AWQ tables quote (int4 g128 → 4.125).
+ */
+export function linearBitsPerWeight(model: LlamaModel): number {
+  let bits = 0;
+  let count = 0;
+  for (const layer of model.weights.layers) {
+    for (const name of LINEAR_NAMES) {
+      const m = layer[name];
+      bits += matrixBits(m);
+      count += m.rows * m.cols;
+    }
+  }
+  return bits / count;
+}

@@ -1,0 +1,113 @@
+/**
+ * The work of one cell: load the model, quantize it, load it onto the backend, run the tasks. Used
+ * in process and inside worker threads alike.
+ *
+ * @module
+ */
+import type { Cell, Suite, TaskSpec } from "../suite/types.ts";
+import type { CachedRow } from "./cache.ts";
+import { methods } from "../methods/registry.ts";
+import { tasks } from "../tasks/registry.ts";
+import { backends } from "../../kernels/registry.ts";
+import { loadModel } from "../models/load.ts";
+import { linearBitsPerWeight } from "../models/bits.ts";
+
+/** Events a cell computation reports, in order. */
+export type CellEvent =
+  | { type: "begin"; task: number }
+  | { type: "progress"; task: number; fraction: number }
+  | { type: "rows"; task: number; rows: CachedRow[]; seconds: number }
+  | { type: "failed"; task: number; message: string };
+
+/** What a computation needs: plain data, so it can cross a worker boundary. */
+export interface CellJob {
+  suite: Suite;
+  cell: Cell;
+  /** Indices into `suite.tasks` still to compute. */
+  taskIndices: number[];
+  limit?: number;
+}
+
+/** Computes the tasks of one cell, reporting each result through `emit`. Never throws. */
+export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): Promise<void> {
+  const { suite, cell } = job;
+  let runner;
+  let model;
+  let quantizeSeconds = 0;
+  let failure: string | undefined;
+  try {
+    const loaded = await loadModel(cell.model);
+    const t0 = performance.now();
+    model = await methods.get(cell.method.method).quantize(
+      loaded,
+      cell.format,
+      cell.method.options,
+      { seed: suite.seed },
+    );
+    quantizeSeconds = (performance.now() - t0) / 1000;
+    runner = await backends.get(cell.backend).load(model);
+  } catch (e) {
+    failure = errorText(e);
+  }
+  for (const index of job.taskIndices) {
+    const task = suite.tasks[index]!;
+    emit({ type: "begin", task: index });
+    if (failure !== undefined || !runner || !model) {
+      emit({ type: "failed", task: index, message: failure ?? "model not loaded" });
+      continue;
+    }
+    const started = performance.now();
+    try {
+      const dataset = task.dataset ? suite.datasets[task.dataset] : undefined;
+      const metrics = await tasks.get(task.task).run({
+        model,
+        runner,
+        task,
+        dataset,
+        seed: suite.seed,
+        limit: job.limit,
+        progress: (fraction) => emit({ type: "progress", task: index, fraction }),
+      });
+      const seconds = (performance.now() - started) / 1000;
+      const bpw = linearBitsPerWeight(model);
+      const rows: CachedRow[] = metrics.map((m) => ({
+        ...rowKey(suite, cell, task),
+        metric: m.metric,
+        value: m.value,
+        unit: m.unit,
+        higher_is_better: m.higher_is_better,
+        n: m.n,
+        stderr: m.stderr,
+        ci_low: m.ci_low,
+        ci_high: m.ci_high,
+        bits_per_weight: bpw,
+        status: "ok",
+        detail: m.detail,
+        extra: { seconds, quantize_seconds: quantizeSeconds },
+        samples: m.samples,
+      }));
+      emit({ type: "rows", task: index, rows, seconds });
+    } catch (e) {
+      emit({ type: "failed", task: index, message: errorText(e) });
+    }
+  }
+  runner?.dispose();
+}
+
+/** The identifying columns of a cell × task row. */
+export function rowKey(suite: Suite, cell: Cell, task: TaskSpec) {
+  return {
+    suite: suite.name,
+    model: cell.model.id,
+    method: cell.method.id,
+    format: cell.format.id,
+    backend: cell.backend,
+    task: task.id,
+    dataset: task.dataset ?? "",
+  };
+}
+
+/** An error's message, without a stack. */
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

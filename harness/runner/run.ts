@@ -1,0 +1,238 @@
+/**
+ * Runs a suite: expands cells, reuses cached cell × task results, computes the rest on a pool of
+ * worker threads (one cell per worker at a time), and returns the rows in suite order with run
+ * metadata. Each finished cell × task is cached at once, so a killed run resumes where it stopped.
+ *
+ * @module
+ */
+import type { Cell, Suite } from "../suite/types.ts";
+import type { ResultRow, ResultsFile } from "../../reports/row.ts";
+import { expandCells } from "../suite/expand.ts";
+import { backends } from "../../kernels/registry.ts";
+import { type CachedRow, ResultCache } from "./cache.ts";
+import { codeVersion, hashPath } from "./fingerprint.ts";
+import { Progress } from "./progress.ts";
+import { gitSha } from "./git.ts";
+import { type CellEvent, type CellJob, computeCell, errorText, rowKey } from "./compute.ts";
+
+/** How to run. */
+export interface RunOptions {
+  runId: string;
+  cacheDir: string;
+  filter?: string;
+  /** Replaces the suite's backends. */
+  backend?: string;
+  /** Cells to run (already planned and sharded); default: all planned cells. */
+  cells?: Cell[];
+  limit?: number;
+  fresh?: boolean;
+  quiet?: boolean;
+  /** Cells computed at once (default: one per CPU core, at most 2); 1 runs in process. */
+  jobs?: number;
+  argv?: string[];
+}
+
+/** The cells a run would compute, after `--backend` and `--filter`. */
+export function planCells(suite: Suite, options: Pick<RunOptions, "backend" | "filter">): Cell[] {
+  const s = options.backend ? { ...suite, backends: [options.backend] } : suite;
+  return expandCells(s, { filter: options.filter });
+}
+
+/** Runs the suite and returns the complete results. */
+export async function runSuite(suite: Suite, options: RunOptions): Promise<ResultsFile> {
+  const startedAt = new Date().toISOString();
+  const cells = options.cells ?? planCells(suite, options);
+  const cache = new ResultCache(options.cacheDir);
+  const progress = new Progress(cells.length * suite.tasks.length, { quiet: options.quiet });
+  const slots: CachedRow[][][] = cells.map(() => suite.tasks.map(() => []));
+  const keyer = new CellKeyer(suite, options.limit ?? null);
+  const jobs: { cellIndex: number; job: CellJob; keys: string[] }[] = [];
+
+  for (const [c, cell] of cells.entries()) {
+    const skip = cell.skipReason ?? await backends.get(cell.backend).unavailable();
+    const pending: number[] = [];
+    const keys: string[] = [];
+    for (const [t, task] of suite.tasks.entries()) {
+      const label = `${cell.id} ${task.id}${task.dataset ? `(${task.dataset})` : ""}`;
+      const base = rowKey(suite, cell, task);
+      if (skip) {
+        slots[c]![t] = [statusRow(base, "skipped", skip)];
+        progress.begin(label);
+        progress.end(`skipped: ${skip}`);
+        continue;
+      }
+      let key: string;
+      try {
+        key = await keyer.key(cell, t);
+      } catch (e) {
+        slots[c]![t] = [statusRow(base, "failed", errorText(e))];
+        progress.begin(label);
+        progress.end(`failed: ${errorText(e)}`);
+        continue;
+      }
+      keys[t] = key;
+      const cached = options.fresh ? undefined : await cache.get(key);
+      if (cached) {
+        slots[c]![t] = cached;
+        progress.begin(label);
+        progress.end("cached");
+      } else {
+        pending.push(t);
+      }
+    }
+    if (pending.length > 0) {
+      jobs.push({
+        cellIndex: c,
+        job: { suite, cell, taskIndices: pending, limit: options.limit },
+        keys,
+      });
+    }
+  }
+
+  const onEvent = async (cellIndex: number, keys: string[], e: CellEvent) => {
+    const cell = cells[cellIndex]!;
+    const task = suite.tasks[e.task]!;
+    const label = `${cell.id} ${task.id}${task.dataset ? `(${task.dataset})` : ""}`;
+    if (e.type === "begin") progress.begin(label);
+    else if (e.type === "progress") progress.update(e.fraction, label);
+    else if (e.type === "rows") {
+      slots[cellIndex]![e.task] = e.rows;
+      await cache.put(keys[e.task]!, e.rows);
+      const head = e.rows[0];
+      const value = head?.value;
+      progress.end(
+        `${head?.metric}=${typeof value === "number" ? value.toPrecision(5) : value} ` +
+          `(${e.seconds.toFixed(1)} s)`,
+        label,
+      );
+    } else {
+      slots[cellIndex]![e.task] = [statusRow(rowKey(suite, cell, task), "failed", e.message)];
+      progress.end(`failed: ${e.message}`, label);
+    }
+  };
+
+  const workers = Math.max(
+    1,
+    Math.min(options.jobs ?? Math.min(2, navigator.hardwareConcurrency), jobs.length),
+  );
+  if (workers === 1) {
+    for (const { cellIndex, job, keys } of jobs) {
+      const events: CellEvent[] = [];
+      await computeCell(job, (e) => events.push(e));
+      for (const e of events) await onEvent(cellIndex, keys, e);
+    }
+  } else {
+    await runPool(jobs, workers, onEvent);
+  }
+  progress.finish();
+
+  const rows: ResultRow[] = slots.flat(2).map((r) => ({ run_id: options.runId, ...r }));
+  return {
+    schema_version: 1,
+    meta: {
+      run_id: options.runId,
+      suite: suite.name,
+      suite_file: suite.file,
+      suite_hash: suite.hash,
+      git_sha: await gitSha(),
+      deno_version: Deno.version.deno,
+      quantbench_version: await codeVersion(),
+      os: `${Deno.build.os}-${Deno.build.arch}`,
+      adapter: null,
+      started_at: startedAt,
+      finished_at: new Date().toISOString(),
+      argv: options.argv ?? [],
+    },
+    rows,
+  };
+}
+
+/** Runs jobs on `size` worker threads, delivering each worker's events in order. */
+async function runPool(
+  jobs: { cellIndex: number; job: CellJob; keys: string[] }[],
+  size: number,
+  onEvent: (cellIndex: number, keys: string[], e: CellEvent) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    const worker = new Worker(new URL("./cell_worker.ts", import.meta.url), { type: "module" });
+    try {
+      while (next < jobs.length) {
+        const { cellIndex, job, keys } = jobs[next++]!;
+        // Events are handled one after another so cache writes finish before `done` resolves.
+        let chain = Promise.resolve();
+        await new Promise<void>((resolve, reject) => {
+          worker.onmessage = (m: MessageEvent<CellEvent | { type: "done" }>) => {
+            const data = m.data;
+            if (data.type === "done") chain.then(resolve, reject);
+            else chain = chain.then(() => onEvent(cellIndex, keys, data));
+          };
+          worker.onerror = (e) => {
+            e.preventDefault();
+            reject(new Error(`Worker for ${job.cell.id} crashed: ${e.message}`));
+          };
+          worker.postMessage(job);
+        });
+      }
+    } finally {
+      worker.terminate();
+    }
+  };
+  await Promise.all(Array.from({ length: size }, lane));
+}
+
+/** Cache keys of cell × task computations; file hashes are computed once per path. */
+class CellKeyer {
+  readonly #hashes = new Map<string, Promise<string>>();
+  constructor(readonly suite: Suite, readonly limit: number | null) {}
+
+  #hash(path: string): Promise<string> {
+    let h = this.#hashes.get(path);
+    if (!h) this.#hashes.set(path, h = hashPath(path));
+    return h;
+  }
+
+  async key(cell: Cell, taskIndex: number): Promise<string> {
+    const task = this.suite.tasks[taskIndex]!;
+    const dataset = task.dataset ? this.suite.datasets[task.dataset] : undefined;
+    return ResultCache.key({
+      code: await codeVersion(),
+      seed: this.suite.seed,
+      limit: this.limit,
+      model: await this.#hash(cell.model.path),
+      tokenizer: cell.model.tokenizer ? await this.#hash(cell.model.tokenizer) : null,
+      method: { method: cell.method.method, options: cell.method.options },
+      format: { ...cell.format, id: undefined },
+      backend: cell.backend,
+      task: { task: task.task, options: task.options },
+      dataset: dataset
+        ? {
+          hash: await this.#hash(dataset.path),
+          maxChars: dataset.maxChars,
+          separator: dataset.separator ?? null,
+        }
+        : null,
+    });
+  }
+}
+
+function statusRow(
+  base: ReturnType<typeof rowKey>,
+  status: "failed" | "skipped",
+  detail: string,
+): CachedRow {
+  return {
+    ...base,
+    metric: "",
+    value: null,
+    unit: "",
+    higher_is_better: null,
+    n: null,
+    stderr: null,
+    ci_low: null,
+    ci_high: null,
+    bits_per_weight: null,
+    status,
+    detail,
+  };
+}

@@ -1,0 +1,97 @@
+/**
+ * The CPU backend: the numerical reference. Runs a {@linkcode LlamaModel} with the kernels of
+ * `ops.ts` and a float32 KV cache.
+ *
+ * @module
+ */
+import type { Backend, ModelRunner } from "../backend.ts";
+import type { LlamaModel } from "../../harness/models/model.ts";
+import { attention, matmul, rmsnorm, rope, swiglu } from "./ops.ts";
+
+/** A model prepared for the CPU. */
+export class CpuRunner implements ModelRunner {
+  readonly #model: LlamaModel;
+  readonly #maxSeqLen: number;
+  readonly #keys: Float32Array[];
+  readonly #values: Float32Array[];
+  #length = 0;
+
+  constructor(model: LlamaModel, maxSeqLen = model.config.maxSeqLen) {
+    this.#model = model;
+    this.#maxSeqLen = maxSeqLen;
+    const kvDim = model.config.nKvHeads * model.config.headDim;
+    this.#keys = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
+    this.#values = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
+  }
+
+  forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {
+    return Promise.resolve(this.forwardSync(tokens, pos));
+  }
+
+  /** Synchronous forward pass (the CPU needs no await). */
+  forwardSync(tokens: ArrayLike<number>, pos: number): Float32Array {
+    const { config: c, weights: w } = this.#model;
+    const T = tokens.length;
+    if (pos !== this.#length) {
+      throw new RangeError(`Forward at position ${pos}, but the KV cache holds ${this.#length}`);
+    }
+    if (pos + T > this.#maxSeqLen) {
+      throw new RangeError(`Context ${pos + T} exceeds the runner's maximum ${this.#maxSeqLen}`);
+    }
+    const dim = c.dim;
+    const kvDim = c.nKvHeads * c.headDim;
+    const x = new Float32Array(T * dim);
+    for (let t = 0; t < T; t++) {
+      const id = tokens[t]!;
+      if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`Token id ${id} is out of range`);
+      x.set(w.tokenEmbedding.subarray(id * dim, (id + 1) * dim), t * dim);
+    }
+    const xb = new Float32Array(T * dim);
+    const q = new Float32Array(T * dim);
+    const k = new Float32Array(T * kvDim);
+    const v = new Float32Array(T * kvDim);
+    const att = new Float32Array(T * dim);
+    const proj = new Float32Array(T * dim);
+    const gate = new Float32Array(T * c.hiddenDim);
+    const up = new Float32Array(T * c.hiddenDim);
+    for (let l = 0; l < c.nLayers; l++) {
+      const layer = w.layers[l]!;
+      rmsnorm(xb, x, layer.attnNorm, c.normEps);
+      matmul(q, xb, layer.wq);
+      matmul(k, xb, layer.wk);
+      matmul(v, xb, layer.wv);
+      rope(q, c.nHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle);
+      rope(k, c.nKvHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle);
+      this.#keys[l]!.set(k, pos * kvDim);
+      this.#values[l]!.set(v, pos * kvDim);
+      attention(att, q, this.#keys[l]!, this.#values[l]!, pos, c.nHeads, c.nKvHeads, c.headDim);
+      matmul(proj, att, layer.wo);
+      for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
+      rmsnorm(xb, x, layer.ffnNorm, c.normEps);
+      matmul(gate, xb, layer.w1);
+      matmul(up, xb, layer.w3);
+      swiglu(gate, up);
+      matmul(proj, gate, layer.w2);
+      for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
+    }
+    this.#length = pos + T;
+    rmsnorm(x, x, w.finalNorm, c.normEps);
+    const logits = new Float32Array(T * c.vocabSize);
+    matmul(logits, x, w.output);
+    return logits;
+  }
+
+  reset(): void {
+    this.#length = 0;
+  }
+
+  dispose(): void {}
+}
+
+/** The CPU backend. */
+export const cpuBackend: Backend = {
+  name: "cpu",
+  description: "float32 reference kernels on the CPU",
+  unavailable: () => Promise.resolve(undefined),
+  load: (model, options) => Promise.resolve(new CpuRunner(model, options?.maxSeqLen)),
+};

@@ -1,0 +1,164 @@
+/**
+ * CPU reference kernels in float32 storage with float64 accumulation. These define the numbers every
+ * other backend is checked against.
+ *
+ * @module
+ */
+import type { Matrix } from "../../harness/models/model.ts";
+import { dequantizeRow } from "../formats/int.ts";
+
+/**
+ * `out[t][r] = Σ_c x[t][c] · W[r][c]` for `T = x.length / W.cols` rows of activations. Quantized
+ * weights are decoded one row at a time inside the loop, never as a whole matrix.
+ */
+export function matmul(out: Float32Array, x: Float32Array, w: Matrix): void {
+  const { rows, cols } = w;
+  const T = x.length / cols;
+  // Four weight rows at a time: each activation element loaded once feeds four sums.
+  const block = new Float32Array(4 * cols);
+  for (let r0 = 0; r0 < rows; r0 += 4) {
+    const nr = Math.min(4, rows - r0);
+    if (w.kind === "dense") {
+      block.set(w.data.subarray(r0 * cols, (r0 + nr) * cols));
+    } else {
+      for (let i = 0; i < nr; i++) {
+        dequantizeRow(w, r0 + i, block.subarray(i * cols, (i + 1) * cols));
+      }
+    }
+    if (nr < 4) block.fill(0, nr * cols);
+    for (let t = 0; t < T; t++) {
+      const xo = t * cols;
+      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      for (let c = 0; c < cols; c++) {
+        const xv = x[xo + c]!;
+        s0 += xv * block[c]!;
+        s1 += xv * block[cols + c]!;
+        s2 += xv * block[2 * cols + c]!;
+        s3 += xv * block[3 * cols + c]!;
+      }
+      const o = t * rows + r0;
+      out[o] = s0;
+      if (nr > 1) out[o + 1] = s1;
+      if (nr > 2) out[o + 2] = s2;
+      if (nr > 3) out[o + 3] = s3;
+    }
+  }
+}
+
+/** Dot product of `a[offset, offset + n)` with `b[0, n)`, unrolled by four. */
+export function dot(a: Float32Array, offset: number, b: Float32Array, n: number): number {
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let i = 0;
+  for (; i + 3 < n; i += 4) {
+    s0 += a[offset + i]! * b[i]!;
+    s1 += a[offset + i + 1]! * b[i + 1]!;
+    s2 += a[offset + i + 2]! * b[i + 2]!;
+    s3 += a[offset + i + 3]! * b[i + 3]!;
+  }
+  for (; i < n; i++) s0 += a[offset + i]! * b[i]!;
+  return (s0 + s1) + (s2 + s3);
+}
+
+/** RMSNorm of each `dim`-row of `x` into `out`: `x / sqrt(mean(x²) + eps) · weight`. */
+export function rmsnorm(
+  out: Float32Array,
+  x: Float32Array,
+  weight: Float32Array,
+  eps: number,
+): void {
+  const dim = weight.length;
+  for (let base = 0; base < x.length; base += dim) {
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[base + i]! * x[base + i]!;
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) out[base + i] = weight[i]! * (inv * x[base + i]!);
+  }
+}
+
+/**
+ * Rotary position embedding in place over rows of `nHeads × headDim`, row `t` at position
+ * `pos + t`. `interleaved` rotates (x[2i], x[2i+1]); `half` rotates (x[i], x[i + headDim/2]).
+ */
+export function rope(
+  x: Float32Array,
+  nHeads: number,
+  headDim: number,
+  pos: number,
+  theta: number,
+  style: "interleaved" | "half",
+): void {
+  const width = nHeads * headDim;
+  const T = x.length / width;
+  const half = headDim / 2;
+  for (let t = 0; t < T; t++) {
+    const p = pos + t;
+    for (let i = 0; i < half; i++) {
+      const freq = 1 / Math.pow(theta, (2 * i) / headDim);
+      const angle = p * freq;
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      for (let h = 0; h < nHeads; h++) {
+        const base = t * width + h * headDim;
+        const a = style === "interleaved" ? base + 2 * i : base + i;
+        const b = style === "interleaved" ? a + 1 : a + half;
+        const x0 = x[a]!;
+        const x1 = x[b]!;
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+/** In place `gate[i] = silu(gate[i]) · up[i]`. */
+export function swiglu(gate: Float32Array, up: Float32Array): void {
+  for (let i = 0; i < gate.length; i++) {
+    const g = gate[i]!;
+    gate[i] = (g / (1 + Math.exp(-g))) * up[i]!;
+  }
+}
+
+/**
+ * Causal grouped-query attention for `T` new query rows at positions `pos .. pos+T-1` against a
+ * cache holding keys/values for positions `0 .. pos+T-1` (`[position][nKvHeads × headDim]`).
+ */
+export function attention(
+  out: Float32Array,
+  q: Float32Array,
+  keyCache: Float32Array,
+  valueCache: Float32Array,
+  pos: number,
+  nHeads: number,
+  nKvHeads: number,
+  headDim: number,
+): void {
+  const T = q.length / (nHeads * headDim);
+  const kvDim = nKvHeads * headDim;
+  const group = nHeads / nKvHeads;
+  const scale = 1 / Math.sqrt(headDim);
+  const scores = new Float64Array(pos + T);
+  const acc = new Float64Array(headDim);
+  for (let t = 0; t < T; t++) {
+    const len = pos + t + 1;
+    for (let h = 0; h < nHeads; h++) {
+      const qBase = (t * nHeads + h) * headDim;
+      const kvOff = Math.floor(h / group) * headDim;
+      let max = -Infinity;
+      for (let j = 0, kb = kvOff; j < len; j++, kb += kvDim) {
+        let s = 0;
+        for (let d = 0; d < headDim; d++) s += q[qBase + d]! * keyCache[kb + d]!;
+        s *= scale;
+        scores[j] = s;
+        if (s > max) max = s;
+      }
+      let sum = 0;
+      acc.fill(0);
+      for (let j = 0, vb = kvOff; j < len; j++, vb += kvDim) {
+        const e = Math.exp(scores[j]! - max);
+        sum += e;
+        for (let d = 0; d < headDim; d++) acc[d]! += e * valueCache[vb + d]!;
+      }
+      for (let d = 0; d < headDim; d++) out[qBase + d] = acc[d]! / sum;
+    }
+  }
+}

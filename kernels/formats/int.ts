@@ -1,0 +1,175 @@
+/**
+ * Integer weight quantization: unsigned codes with float16-rounded scales (and integer zero points
+ * when asymmetric), per output channel or per group of `group` input columns. The conventions follow
+ * the GPTQ reference quantizer (and llm-compressor's symmetric int scheme):
+ *
+ * - symmetric: `scale = max|w| / ((2^b − 1) / 2)`, zero point `2^(b−1)`, so codes span
+ *   `[−2^(b−1), 2^(b−1) − 1]` around zero (int4: −8…7);
+ * - asymmetric: `scale = (max − min) / (2^b − 1)` over a range that always includes 0,
+ *   `zero = round(−min / scale)`;
+ * - `w ≈ scale · (code − zero)`.
+ *
+ * @module
+ */
+
+/** How a matrix is quantized. */
+export interface IntQuantConfig {
+  bits: number;
+  /** Input columns per scale; 0 means one scale per output row (per channel). */
+  group: number;
+  symmetric: boolean;
+}
+
+/**
+ * A `[rows][cols]` weight matrix as integer codes: `w[r][c] = scales[r·G + g] · (codes[r·cols + c] −
+ * zero)` with `g = floor(c / groupSize)` and `zero = zeros[r·G + g]` (asymmetric) or `2^(bits−1)`.
+ */
+export interface QuantizedMatrix {
+  kind: "int";
+  rows: number;
+  cols: number;
+  bits: number;
+  /** Effective group size in columns (equals `cols` for per-channel); the last group may be short. */
+  groupSize: number;
+  symmetric: boolean;
+  /** One unsigned code per weight, `0 … 2^bits − 1`. */
+  codes: Uint8Array;
+  /** `rows × groupsPerRow` scales, each exactly representable in float16. */
+  scales: Float32Array;
+  /** `rows × groupsPerRow` integer zero points; null when symmetric. */
+  zeros: Uint8Array | null;
+}
+
+/** Thrown for an integer format the quantizer cannot produce. */
+export class IntFormatError extends Error {
+  override name = "IntFormatError";
+}
+
+/** Number of scale groups per row. */
+export function groupsPerRow(m: Pick<QuantizedMatrix, "cols" | "groupSize">): number {
+  return Math.ceil(m.cols / m.groupSize);
+}
+
+/**
+ * Storage bits per weight of a `rows × cols` matrix in this format, counting codes, 16-bit scales
+ * and (asymmetric) `bits`-bit zero points, as GPTQ-style checkpoints pack them.
+ */
+export function intBitsPerWeight(config: IntQuantConfig, cols: number): number {
+  const groupSize = config.group > 0 ? config.group : cols;
+  const groups = Math.ceil(cols / groupSize);
+  const perRow = cols * config.bits + groups * (16 + (config.symmetric ? 0 : config.bits));
+  return perRow / cols;
+}
+
+/** Float16 rounding of a scale (scales are stored as f16, so they are computed as f16). */
+function f16(x: number): number {
+  return Math.f16round(x);
+}
+
+/**
+ * Quantizes a dense `[rows][cols]` matrix by rounding to nearest (RTN), optionally shrinking each
+ * group's range by `clip` (1 = no clipping).
+ *
+ * @example
+ * ```ts
+ * const q = quantizeInt(new Float32Array([1, -2, 3, 4]), 1, 4, { bits: 4, group: 0, symmetric: true });
+ * dequantizeInt(q); // ≈ [1.07, -2.13, 3.2, 4]
+ * ```
+ */
+export function quantizeInt(
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  config: IntQuantConfig,
+): QuantizedMatrix {
+  const { bits, symmetric } = config;
+  if (!Number.isInteger(bits) || bits < 2 || bits > 8) {
+    throw new IntFormatError(`Integer width ${bits} is not supported; use 2 to 8 bits`);
+  }
+  if (config.group < 0 || !Number.isInteger(config.group)) {
+    throw new IntFormatError(`Group size ${config.group} must be a non-negative integer`);
+  }
+  const groupSize = config.group > 0 ? Math.min(config.group, cols) : cols;
+  const groups = Math.ceil(cols / groupSize);
+  const codes = new Uint8Array(rows * cols);
+  const scales = new Float32Array(rows * groups);
+  const zeros = symmetric ? null : new Uint8Array(rows * groups);
+  const maxq = (1 << bits) - 1;
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < groups; g++) {
+      const start = r * cols + g * groupSize;
+      const end = r * cols + Math.min(cols, (g + 1) * groupSize);
+      const { scale, zero } = groupParams(data, start, end, bits, symmetric);
+      scales[r * groups + g] = scale;
+      if (zeros) zeros[r * groups + g] = zero;
+      for (let i = start; i < end; i++) {
+        const q = roundHalfEven(data[i]! / scale) + zero;
+        codes[i] = q < 0 ? 0 : q > maxq ? maxq : q;
+      }
+    }
+  }
+  return { kind: "int", rows, cols, bits, groupSize, symmetric, codes, scales, zeros };
+}
+
+/**
+ * Scale and zero point of one group `data[start, end)`, per the GPTQ reference quantizer. An
+ * all-zero group gets scale 1 so that it decodes to exact zeros.
+ */
+export function groupParams(
+  data: Float32Array,
+  start: number,
+  end: number,
+  bits: number,
+  symmetric: boolean,
+  shrink = 1,
+): { scale: number; zero: number } {
+  const maxq = (1 << bits) - 1;
+  let lo = 0;
+  let hi = 0;
+  for (let i = start; i < end; i++) {
+    const v = data[i]!;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  lo *= shrink;
+  hi *= shrink;
+  if (symmetric) {
+    const amax = Math.max(-lo, hi);
+    if (amax === 0) return { scale: 1, zero: 1 << (bits - 1) };
+    return { scale: f16((2 * amax) / maxq) || f16(2 ** -24), zero: 1 << (bits - 1) };
+  }
+  if (hi === lo) return { scale: 1, zero: 0 };
+  const scale = f16((hi - lo) / maxq) || f16(2 ** -24);
+  const zero = Math.min(maxq, Math.max(0, roundHalfEven(-lo / scale)));
+  return { scale, zero };
+}
+
+/** Rounds to the nearest integer, ties to even (as `torch.round` does). */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** The zero point of group `index` (a stored one, or the fixed midpoint when symmetric). */
+export function zeroAt(m: QuantizedMatrix, index: number): number {
+  return m.zeros ? m.zeros[index]! : 1 << (m.bits - 1);
+}
+
+/** Decodes row `r` into `out` (length `cols`). */
+export function dequantizeRow(m: QuantizedMatrix, r: number, out: Float32Array): void {
+  const groups = groupsPerRow(m);
+  const base = r * m.cols;
+  for (let g = 0; g < groups; g++) {
+    const scale = m.scales[r * groups + g]!;
+    const zero = zeroAt(m, r * groups + g);
+    const end = Math.min(m.cols, (g + 1) * m.groupSize);
+    for (let c = g * m.groupSize; c < end; c++) out[c] = scale * (m.codes[base + c]! - zero);
+  }
+}
+
+/** Decodes the whole matrix (for tests and writers; kernels decode inside the matmul). */
+export function dequantizeInt(m: QuantizedMatrix): Float32Array {
+  const out = new Float32Array(m.rows * m.cols);
+  for (let r = 0; r < m.rows; r++) dequantizeRow(m, r, out.subarray(r * m.cols, (r + 1) * m.cols));
+  return out;
+}

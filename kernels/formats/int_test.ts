@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { dequantizeInt, intBitsPerWeight, quantizeInt, roundHalfEven } from "./int.ts";
+
+// Expected values below are worked by hand from the GPTQ reference quantizer's formulas
+// (scale = 2·amax/maxq with zero (maxq+1)/2 when symmetric; (max−min)/maxq and round(−min/scale)
+// otherwise; codes clamp(round(w/scale) + zero, 0, maxq)), with scales rounded to float16.
+
+Deno.test("int: symmetric int4 per channel matches the GPTQ formulas", () => {
+  const q = quantizeInt(new Float32Array([1, -2, 3, 4]), 1, 4, {
+    bits: 4,
+    group: 0,
+    symmetric: true,
+  });
+  // amax 4 → scale 8/15 = 0.5333… → f16 0.533203125; zero 8.
+  assert.equal(q.scales[0], 0.533203125);
+  assert.deepEqual([...q.codes], [10, 4, 14, 15]); // 4/0.5332 = 7.50 → 8 + 8 clamps to 15
+  assert.deepEqual([...dequantizeInt(q)], [2, -4, 6, 7].map((k) => Math.fround(k * 0.533203125)));
+});
+
+Deno.test("int: asymmetric int2 groups with a short last group", () => {
+  const data = new Float32Array([0, 1, 2, 3, -1, 0.5, 10]);
+  const q = quantizeInt(data, 1, 7, { bits: 2, group: 4, symmetric: false });
+  assert.equal(q.groupSize, 4);
+  assert.equal(q.scales.length, 2);
+  // group 0: range [0, 3] → scale 1, zero 0 → codes 0 1 2 3.
+  assert.equal(q.scales[0], 1);
+  assert.equal(q.zeros![0], 0);
+  // group 1: range [−1, 10] → scale 11/3 = 3.666… → f16 3.666015625, zero round(1/3.666) = 0.
+  assert.equal(q.scales[1], 3.666015625);
+  assert.equal(q.zeros![1], 0);
+  assert.deepEqual([...q.codes], [0, 1, 2, 3, 0, 0, 3]);
+});
+
+Deno.test("int: all-zero groups decode to exact zeros; int8 error is within half a step", () => {
+  const zeros = quantizeInt(new Float32Array(8), 2, 4, { bits: 8, group: 0, symmetric: true });
+  assert.deepEqual([...dequantizeInt(zeros)], new Array(8).fill(0));
+  const data = Float32Array.from({ length: 256 }, (_, i) => Math.sin(i * 1.7) * (1 + (i % 5)));
+  for (const symmetric of [true, false]) {
+    const q = quantizeInt(data, 4, 64, { bits: 8, group: 32, symmetric });
+    const back = dequantizeInt(q);
+    for (let i = 0; i < data.length; i++) {
+      const scale = q.scales[Math.floor(i / 32)]!;
+      // Rounding costs at most half a step; a code clamped at 0 or 255 (the symmetric grid stops
+      // one step short of +amax) at most one step.
+      const clamped = q.codes[i] === 0 || q.codes[i] === 255;
+      assert.ok(Math.abs(back[i]! - data[i]!) <= (clamped ? scale : scale / 2) * (1 + 1e-6));
+    }
+  }
+});
+
+Deno.test("int: bits per weight counts 16-bit scales and zero points", () => {
+  assert.equal(intBitsPerWeight({ bits: 4, group: 128, symmetric: true }, 4096), 4.125);
+  assert.equal(intBitsPerWeight({ bits: 4, group: 128, symmetric: false }, 4096), 4 + 20 / 128);
+  assert.equal(intBitsPerWeight({ bits: 8, group: 0, symmetric: true }, 64), 8 + 16 / 64);
+  // 172 columns in groups of 32: 6 groups, the last one short.
+  assert.equal(intBitsPerWeight({ bits: 3, group: 32, symmetric: true }, 172), 3 + (6 * 16) / 172);
+});
+
+Deno.test("int: round half to even as torch.round", () => {
+  assert.deepEqual([0.5, 1.5, 2.5, -0.5, -1.5, 2.4, -2.6].map(roundHalfEven), [
+    0,
+    2,
+    2,
+    -0,
+    -2,
+    2,
+    -3,
+  ]);
+});
+
+Deno.test("int: widths outside 2..8 are rejected with the value quoted", () => {
+  assert.throws(
+    () => quantizeInt(new Float32Array(4), 1, 4, { bits: 9, group: 0, symmetric: true }),
+    /Integer width 9 is not supported/,
+  );
+});

@@ -1,0 +1,112 @@
+/**
+ * `deno task perf`: quantized GEMV (decode, one activation row) and GEMM (prefill, many rows) per
+ * weight format on the CPU backend, with effective bandwidth over the bytes the format stores and the
+ * ratio to a plain copy of as many bytes measured in the same run. Output: a markdown table on
+ * stdout and, with `--out DIR`, `perf.csv`.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { matmul } from "./cpu/ops.ts";
+import { quantizeInt } from "./formats/int.ts";
+import { matrixBits } from "../harness/models/bits.ts";
+import { dense, type Matrix } from "../harness/models/model.ts";
+import { markdownTable } from "../reports/markdown.ts";
+import { rowsToCsvTable } from "./perf_csv.ts";
+import { writeFileAtomic } from "../reports/atomic.ts";
+
+/** Options of a perf run. */
+export interface PerfOptions {
+  /** Activation rows for GEMM (default 128). */
+  rows?: number;
+  /** Matrix side (default 1024: CPU-sized; GPU backends take LLM sizes). */
+  size?: number;
+  /** Directory for perf.csv. */
+  out?: string;
+}
+
+/** One measurement. */
+export interface PerfResult {
+  backend: string;
+  format: string;
+  kernel: "gemv" | "gemm";
+  shape: string;
+  median_ms: number;
+  weight_bytes: number;
+  gbps: number;
+  copy_ratio: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+function time(fn: () => void, minMs = 200): number {
+  fn(); // warm-up
+  const samples: number[] = [];
+  const start = performance.now();
+  while (samples.length < 5 || (performance.now() - start < minMs && samples.length < 50)) {
+    const t0 = performance.now();
+    fn();
+    samples.push(performance.now() - t0);
+  }
+  return median(samples);
+}
+
+/** Runs the CPU micro-benchmarks and prints the table. */
+export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> {
+  const n = options.size ?? 1024;
+  const rows = options.rows ?? 128;
+  let s = 1;
+  const w = Float32Array.from({ length: n * n }, () => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return s / 2147483648 - 0.5;
+  });
+  const formats: [string, Matrix][] = [["f32", dense(n, n, w)]];
+  for (const bits of [8, 4, 3, 2]) {
+    for (const group of [0, 128, 32]) {
+      const m = quantizeInt(w, n, n, { bits, group, symmetric: true });
+      formats.push([`int${bits}${group ? `-g${group}` : ""}`, m]);
+    }
+  }
+  const results: PerfResult[] = [];
+  for (const [format, m] of formats) {
+    const bytes = matrixBits(m) / 8;
+    const src = new Uint8Array(bytes);
+    const dst = new Uint8Array(bytes);
+    const copyMs = time(() => dst.set(src));
+    for (const [kernel, T] of [["gemv", 1], ["gemm", rows]] as const) {
+      const x = w.subarray(0, T * n);
+      const out = new Float32Array(T * n);
+      const ms = time(() => matmul(out, x, m));
+      results.push({
+        backend: "cpu",
+        format,
+        kernel,
+        shape: `${T}x${n}x${n}`,
+        median_ms: ms,
+        weight_bytes: bytes,
+        gbps: bytes / (ms * 1e6),
+        copy_ratio: copyMs / ms,
+      });
+    }
+  }
+  const table = markdownTable(
+    ["backend", "format", "kernel", "shape", "median ms", "weight MB", "GB/s", "÷ copy"],
+    results.map((r) => [
+      r.backend,
+      r.format,
+      r.kernel,
+      r.shape,
+      r.median_ms.toFixed(3),
+      (r.weight_bytes / 1e6).toFixed(3),
+      r.gbps.toFixed(3),
+      r.copy_ratio.toFixed(4),
+    ]),
+  );
+  console.log(`adapter: cpu (${Deno.build.arch}, ${navigator.hardwareConcurrency} threads)\n`);
+  console.log(table);
+  if (options.out) await writeFileAtomic(join(options.out, "perf.csv"), rowsToCsvTable(results));
+  return results;
+}

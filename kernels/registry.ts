@@ -1,0 +1,13 @@
+/**
+ * Registry of backends.
+ *
+ * @module
+ */
+import { Registry } from "../harness/registry.ts";
+import type { Backend } from "./backend.ts";
+import { cpuBackend } from "./cpu/backend.ts";
+
+/** All known backends by name. */
+export const backends = new Registry<Backend>("backend", [
+  ["cpu", cpuBackend],
+]);

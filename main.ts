@@ -1,0 +1,239 @@
+/**
+ * quantbench's single entry point: `deno task <command>` runs `main.ts <command> …`.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { basename, join, resolve } from "node:path";
+import { existsSync, statSync } from "node:fs";
+import { loadSuite } from "./harness/suite/load.ts";
+import { formatCellTable } from "./harness/suite/expand.ts";
+import { planCells, runSuite } from "./harness/runner/run.ts";
+import { parseShard, selectShard } from "./harness/runner/shard.ts";
+import { rowsToCsv } from "./reports/csv.ts";
+import { readResults, resultsToJson } from "./reports/json.ts";
+import { renderHtml } from "./reports/html.ts";
+import { summaryTable } from "./reports/markdown.ts";
+import { writeFileAtomic } from "./reports/atomic.ts";
+import {
+  compareResults,
+  comparisonHasRegression,
+  parseThresholdFlag,
+  renderComparisonMarkdown,
+} from "./reports/compare.ts";
+import type { ResultsFile } from "./reports/row.ts";
+import type { Threshold } from "./harness/suite/types.ts";
+import { runPerf } from "./kernels/perf.ts";
+
+/** Exit codes (DESIGN.md): 0 ok, 1 failed cells or a regression, 2 invalid input. */
+export const EXIT = { ok: 0, failed: 1, invalid: 2 } as const;
+
+/** A user error: printed without a stack trace, exit code 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+const USAGE = `quantbench — what do you lose and gain by quantizing a model this way?
+
+usage:
+  deno task bench SUITE.yaml [--out DIR] [--backend cpu] [--filter EXPR] [--limit N]
+                             [--dry-run] [--fresh] [--shard I/N] [--quiet] [--cache DIR]
+  deno task validate SUITE.yaml [--filter EXPR]
+  deno task compare BASE HEAD [--suite SUITE.yaml] [--threshold METRIC=REL]... [--markdown FILE]
+  deno task report RESULTS.json [--out DIR]
+  deno task perf [--rows N] [--out DIR]
+`;
+
+function write(text: string): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(text));
+}
+
+function parse<O extends NonNullable<ParseArgsConfig["options"]>>(args: string[], options: O) {
+  try {
+    return parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\n\n${USAGE}`, { cause: e });
+  }
+}
+
+function positional(positionals: string[], count: number, what: string): string[] {
+  if (positionals.length !== count) {
+    throw new UsageError(`Expected ${what}, got ${positionals.length} argument(s)\n\n${USAGE}`);
+  }
+  return positionals;
+}
+
+function utcStamp(d = new Date()): string {
+  return d.toISOString().replace(/\.\d+Z$/, "Z").replaceAll(":", "-");
+}
+
+/** Writes results.json, results.csv and report.html into `dir`, each atomically. */
+export async function writeReports(dir: string, file: ResultsFile): Promise<void> {
+  await writeFileAtomic(join(dir, "results.csv"), rowsToCsv(file.rows));
+  await writeFileAtomic(join(dir, "results.json"), resultsToJson(file));
+  await writeFileAtomic(join(dir, "report.html"), renderHtml(file));
+}
+
+async function bench(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    out: { type: "string" },
+    backend: { type: "string" },
+    filter: { type: "string" },
+    limit: { type: "string" },
+    "dry-run": { type: "boolean" },
+    fresh: { type: "boolean" },
+    shard: { type: "string" },
+    quiet: { type: "boolean" },
+    cache: { type: "string" },
+  });
+  const [suitePath] = positional(positionals, 1, "one suite file");
+  const limit = values.limit === undefined ? undefined : Number(values.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) {
+    throw new UsageError(`--limit must be a positive integer, got "${values.limit}"`);
+  }
+  const shard = values.shard === undefined ? undefined : parseShard(String(values.shard));
+  const suite = await loadSuite(suitePath!);
+  if (values.backend !== undefined) {
+    const { backends } = await import("./kernels/registry.ts");
+    backends.get(String(values.backend));
+  }
+  const planned = planCells(suite, {
+    backend: values.backend as string | undefined,
+    filter: values.filter as string | undefined,
+  });
+  const cells = shard ? selectShard(planned, shard) : planned;
+  if (values["dry-run"]) {
+    write(formatCellTable(cells) + "\n");
+    write(`${cells.length} cells × ${suite.tasks.length} tasks (dry run: nothing computed)\n`);
+    return EXIT.ok;
+  }
+  const runId = utcStamp();
+  const outDir = resolve(String(values.out ?? join("out", suite.name, runId)));
+  const cacheDir = resolve(
+    String(values.cache ?? Deno.env.get("QUANTBENCH_CACHE") ?? join(".quantbench", "cache")),
+  );
+  const file = await runSuite(suite, {
+    runId,
+    cacheDir,
+    filter: values.filter as string | undefined,
+    backend: values.backend as string | undefined,
+    cells,
+    limit,
+    fresh: Boolean(values.fresh),
+    quiet: Boolean(values.quiet),
+    argv: ["bench", ...args],
+  });
+  await writeReports(outDir, file);
+  write(summaryTable(file.rows) + "\n");
+  write(`\nwrote ${join(outDir, "results.csv")}, results.json, report.html\n`);
+  return file.rows.some((r) => r.status === "failed") ? EXIT.failed : EXIT.ok;
+}
+
+async function validate(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { filter: { type: "string" } });
+  const [suitePath] = positional(positionals, 1, "one suite file");
+  const suite = await loadSuite(suitePath!);
+  const cells = planCells(suite, { filter: values.filter as string | undefined });
+  write(formatCellTable(cells) + "\n");
+  const skipped = cells.filter((c) => c.skipReason).length;
+  write(
+    `${suitePath}: valid — ${cells.length} cells (${skipped} skipped) × ${suite.tasks.length} tasks\n`,
+  );
+  return EXIT.ok;
+}
+
+function resultsPath(p: string): string {
+  return existsSync(p) && statSync(p).isDirectory() ? join(p, "results.json") : p;
+}
+
+async function compare(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    suite: { type: "string" },
+    threshold: { type: "string", multiple: true },
+    markdown: { type: "string" },
+  });
+  const [basePath, headPath] = positional(positionals, 2, "BASE and HEAD results");
+  const base = await readResults(resultsPath(basePath!));
+  const head = await readResults(resultsPath(headPath!));
+  let thresholds: Record<string, Threshold> = {};
+  if (values.suite) thresholds = { ...(await loadSuite(String(values.suite))).thresholds };
+  for (const flag of (values.threshold ?? []) as string[]) {
+    thresholds = { ...thresholds, ...parseThresholdFlag(flag) };
+  }
+  const comparison = compareResults(base, head, thresholds);
+  const markdown = renderComparisonMarkdown(comparison);
+  write(markdown + "\n");
+  if (values.markdown) await writeFileAtomic(String(values.markdown), markdown);
+  return comparisonHasRegression(comparison) ? EXIT.failed : EXIT.ok;
+}
+
+async function report(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { out: { type: "string" } });
+  const [path] = positional(positionals, 1, "one results.json");
+  const file = await readResults(resultsPath(path!));
+  const outDir = resolve(String(values.out ?? resolve(resultsPath(path!), "..")));
+  await writeFileAtomic(join(outDir, "results.csv"), rowsToCsv(file.rows));
+  await writeFileAtomic(join(outDir, "report.html"), renderHtml(file));
+  write(`wrote ${join(outDir, "results.csv")} and report.html from ${basename(path!)}\n`);
+  return EXIT.ok;
+}
+
+async function perf(args: string[]): Promise<number> {
+  const { values } = parse(args, { rows: { type: "string" }, out: { type: "string" } });
+  await runPerf({
+    rows: values.rows === undefined ? undefined : Number(values.rows),
+    out: values.out as string | undefined,
+  });
+  return EXIT.ok;
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  bench,
+  validate,
+  compare,
+  report,
+  perf,
+};
+
+/** Runs a command line and returns the exit code; user errors print without stack traces. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "help" || command === "--help") {
+    write(USAGE);
+    return command === undefined ? EXIT.invalid : EXIT.ok;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    const { didYouMean } = await import("./harness/registry.ts");
+    const hint = didYouMean(command, Object.keys(COMMANDS));
+    console.error(
+      `Unknown command "${command}"${hint ? `; did you mean "${hint}"?` : ""}\n\n${USAGE}`,
+    );
+    return EXIT.invalid;
+  }
+  try {
+    return await run(rest);
+  } catch (e) {
+    if (isUserError(e)) {
+      console.error((e as Error).message);
+      return EXIT.invalid;
+    }
+    throw e;
+  }
+}
+
+/** Errors caused by input (suite, arguments, files) rather than bugs. */
+function isUserError(e: unknown): boolean {
+  const names = new Set([
+    "UsageError",
+    "SuiteError",
+    "FilterError",
+    "UnknownNameError",
+    "ResultsFileError",
+    "ShardError",
+    "ThresholdError",
+  ]);
+  return e instanceof Error && names.has(e.name);
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

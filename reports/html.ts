@@ -1,0 +1,517 @@
+/**
+ * report.html: one self-contained page (no network, no scripts) with the run's metadata, a summary
+ * table, per-task tables and inline SVG charts of quality against bits per weight with their Pareto
+ * fronts (DESIGN.md, "Report schema").
+ *
+ * Every piece of text from the results (model names, details, which may quote model output) goes
+ * through the {@linkcode markup} template tag, which escapes all interpolations; a Content Security
+ * Policy that forbids scripts and remote loads backs that up.
+ *
+ * @module
+ */
+import { formatSignificant } from "./format.ts";
+import type { ResultRow, ResultsFile } from "./row.ts";
+
+/** Markup that is already safe to insert: only the {@linkcode markup} tag makes these. */
+class SafeHtml {
+  constructor(readonly text: string) {}
+  toString(): string {
+    return this.text;
+  }
+}
+
+/** Escapes `& < > " '` so text is inert in HTML content and quoted attribute values. */
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
+}
+
+const ESCAPES: Record<string, string> = {
+  "&": "&amp;",
+  "<": "&lt;",
+  ">": "&gt;",
+  '"': "&quot;",
+  "'": "&#39;",
+};
+
+type Interpolation = SafeHtml | string | number | null | undefined | Interpolation[];
+
+/**
+ * Template tag for markup: interpolated strings and numbers are escaped, arrays are joined, null
+ * and undefined are empty, and only nested `markup` results are inserted as they are.
+ */
+function markup(strings: TemplateStringsArray, ...values: Interpolation[]): SafeHtml {
+  let out = strings[0]!;
+  values.forEach((value, i) => {
+    out += interpolate(value) + strings[i + 1]!;
+  });
+  return new SafeHtml(out);
+}
+
+function interpolate(value: Interpolation): string {
+  if (value === null || value === undefined) return "";
+  if (value instanceof SafeHtml) return value.text;
+  if (Array.isArray(value)) return value.map(interpolate).join("");
+  return escapeHtml(String(value));
+}
+
+/** The whole report page for a results file. */
+export function renderHtml(file: ResultsFile): string {
+  const { meta, rows } = file;
+  const counts = statusCounts(rows);
+  const page = markup`<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>quantbench — ${meta.suite} — ${meta.run_id}</title>
+<style>${new SafeHtml(STYLE)}</style>
+</head>
+<body>
+<header>
+<h1>quantbench — ${meta.suite}</h1>
+<p class="sub">Run ${meta.run_id}: ${rows.length} rows${counts ? ` (${counts})` : ""}</p>
+${metaTable(file)}
+</header>
+<main>
+<h2>Summary</h2>
+${summary(rows)}
+<h2>Quality against bits per weight</h2>
+${charts(rows)}
+<h2>Tasks</h2>
+${taskTables(rows)}
+</main>
+</body>
+</html>
+`;
+  return page.text;
+}
+
+const STYLE = `
+:root { color-scheme: light dark; --fg: #1b1f24; --bg: #fff; --muted: #59636e; --line: #d1d9e0;
+  --head: #f6f8fa; --bad: #b42318; --warn: #9a6700; --good: #1a7f37; }
+@media (prefers-color-scheme: dark) { :root { --fg: #e6edf3; --bg: #0d1117; --muted: #9198a1;
+  --line: #3d444d; --head: #151b23; --bad: #ff7b72; --warn: #d29922; --good: #3fb950; } }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg);
+  background: var(--bg); margin: 2rem auto; max-width: 1200px; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin: 0 0 .25rem; } h2 { margin-top: 2rem; border-bottom: 1px solid
+  var(--line); } h3 { margin-bottom: .4rem; }
+.sub, figcaption, .note { color: var(--muted); }
+table { border-collapse: collapse; margin: .5rem 0 1rem; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid var(--line); padding: .25rem .5rem; text-align: left;
+  vertical-align: top; }
+th { background: var(--head); font-weight: 600; } td.num { text-align: right; white-space: nowrap; }
+.meta th { width: 10rem; } .meta td { font-family: ui-monospace, monospace; word-break: break-all; }
+.detail { font-family: ui-monospace, monospace; font-size: 12px; white-space: pre-wrap;
+  word-break: break-word; max-width: 40rem; }
+.s-failed { color: var(--bad); } .s-skipped { color: var(--warn); } .s-ok { color: var(--good); }
+.err { color: var(--muted); font-size: 12px; }
+.wide { overflow-x: auto; }
+svg { max-width: 100%; height: auto; font: 11px system-ui, sans-serif; }
+svg .axis { stroke: var(--muted); } svg .grid { stroke: var(--line); }
+svg text { fill: var(--fg); } svg .lbl { fill: var(--muted); font-size: 10px; }
+svg .front { fill: none; stroke-width: 1.5; stroke-dasharray: 5 3; }
+`;
+
+/** E.g. `3 ok, 1 failed`: the non-zero counts by status. */
+function statusCounts(rows: ResultRow[]): string {
+  return (["ok", "failed", "skipped"] as const)
+    .map((status) => [status, rows.filter((r) => r.status === status).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([status, n]) => `${n} ${status}`)
+    .join(", ");
+}
+
+function metaTable({ meta }: ResultsFile): SafeHtml {
+  const adapter = meta.adapter === null
+    ? "none"
+    : Object.entries(meta.adapter).map(([k, v]) => `${k}=${v}`).join(", ");
+  const seconds = (Date.parse(meta.finished_at) - Date.parse(meta.started_at)) / 1000;
+  const duration = Number.isFinite(seconds) ? ` (${formatSignificant(seconds, 4)} s)` : "";
+  const entries: [string, string][] = [
+    ["suite file", meta.suite_file],
+    ["suite hash", meta.suite_hash],
+    ["git sha", meta.git_sha ?? "unknown"],
+    ["quantbench", meta.quantbench_version],
+    ["Deno", meta.deno_version],
+    ["OS", meta.os],
+    ["adapter", adapter],
+    ["started", meta.started_at],
+    ["finished", meta.finished_at + duration],
+    ["command", meta.argv.join(" ")],
+  ];
+  return markup`
+    <table class="meta">
+      <tbody>
+    ${
+    entries.map(([k, v]) =>
+      markup`
+        <tr>
+          <th>${k}</th>
+          <td>${v}</td>
+        </tr>
+      `
+    )
+  }</tbody>
+    </table>
+  `;
+}
+
+/** Items of `items` grouped by `key`, groups in order of first appearance. */
+function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const group = groups.get(k);
+    if (group) group.push(item);
+    else groups.set(k, [item]);
+  }
+  return groups;
+}
+
+const SEP = "\u0000";
+const cellKey = (r: ResultRow) => [r.model, r.method, r.format, r.backend].join(SEP);
+const taskKey = (r: ResultRow) => [r.task, r.dataset].join(SEP);
+
+/**
+ * One line per cell (model/method/format/backend), one column per task and dataset showing its
+ * headline metric: the first metric the task reported for that dataset.
+ */
+function summary(rows: ResultRow[]): SafeHtml {
+  if (rows.length === 0) return markup`<p class="note">No rows.</p>`;
+  const headlines = [...groupBy(rows, taskKey).values()].map((group) => group[0]!);
+  const header = headlines.map((h) =>
+    markup`<th>${h.task}<br><span class="sub">${h.dataset}${
+      h.dataset ? " · " : ""
+    }${h.metric}</span></th>`
+  );
+  const lines = [...groupBy(rows, cellKey).values()].map((cellRows) => {
+    const first = cellRows[0]!;
+    const bpw = cellRows.find((r) => r.bits_per_weight !== null)?.bits_per_weight ?? null;
+    const values = headlines.map((h) => {
+      const row = cellRows.find((r) =>
+        r.task === h.task && r.dataset === h.dataset && r.metric === h.metric
+      );
+      if (row === undefined) return markup`<td></td>`;
+      if (row.status !== "ok") {
+        return markup`<td class="s-${row.status}" title="${row.detail}">${row.status}</td>`;
+      }
+      const err = row.stderr === null
+        ? null
+        : markup` <span class="err">± ${formatSignificant(row.stderr, 2)}</span>`;
+      return markup`<td class="num">${formatSignificant(row.value)}${err}</td>`;
+    });
+    const status = statusCounts(cellRows);
+    const cls = cellRows.some((r) => r.status === "failed")
+      ? "s-failed"
+      : cellRows.some((r) => r.status === "skipped")
+      ? "s-skipped"
+      : "s-ok";
+    return markup`<tr><td>${first.model}</td><td>${first.method}</td><td>${first.format}</td><td>${first.backend}</td><td class="num">${
+      formatSignificant(bpw)
+    }</td>${values}<td class="${cls}">${status}</td></tr>\n`;
+  });
+  return markup`
+    <div class="wide">
+      <table class="summary">
+        <thead>
+          <tr><th>model</th><th>method</th><th>format</th><th>backend</th><th>bits/weight</th>${header}<th>status</th></tr>
+        </thead>
+        <tbody>
+    ${lines}</tbody>
+      </table>
+    </div>
+  `;
+}
+
+/** A table of every row per task, tasks in order of first appearance. */
+function taskTables(rows: ResultRow[]): SafeHtml[] {
+  return [...groupBy(rows, (r) => r.task)].map(([task, group]) =>
+    markup`
+      <section class="task">
+        <h3>${task}</h3>
+        <div class="wide">
+          <table>
+            <thead>
+              <tr>
+                <th>model</th>
+                <th>method</th>
+                <th>format</th>
+                <th>backend</th>
+                <th>dataset</th>
+                <th>metric</th>
+                <th>value</th>
+                <th>unit</th>
+                <th>stderr</th>
+                <th>95% CI</th>
+                <th>n</th>
+                <th>bits/weight</th>
+                <th>status</th>
+                <th>detail</th>
+              </tr>
+            </thead>
+            <tbody>
+      ${group.map(taskRow)}</tbody>
+          </table>
+        </div>
+      </section>
+    `
+  );
+}
+
+function taskRow(r: ResultRow): SafeHtml {
+  const ci = r.ci_low === null || r.ci_high === null
+    ? ""
+    : `${formatSignificant(r.ci_low, 6)} – ${formatSignificant(r.ci_high, 6)}`;
+  const direction = r.higher_is_better === null ? "" : r.higher_is_better ? " ↑" : " ↓";
+  return markup`
+    <tr data-row>
+      <td>${r.model}</td>
+      <td>${r.method}</td>
+      <td>${r.format}</td>
+      <td>${r.backend}</td>
+      <td>${r.dataset}</td>
+      <td>${r.metric}${direction}</td>
+      <td class="num" title="${r.value === null ? "" : String(r.value)}">${
+    formatSignificant(
+      r.value,
+      6,
+    )
+  }</td>
+      <td>${r.unit}</td>
+      <td class="num">${formatSignificant(r.stderr, 3)}</td>
+      <td class="num">${ci}</td>
+      <td class="num">${r.n}</td>
+      <td class="num">${formatSignificant(r.bits_per_weight)}</td>
+      <td class="s-${r.status}">${r.status}</td>
+      <td class="detail">${r.detail}</td>
+    </tr>
+  `;
+}
+
+/** One point of a chart. */
+interface Point {
+  x: number;
+  y: number;
+  label: string;
+  title: string;
+}
+
+/** A chart per metric with a known direction: `ppl` first, then the others by first appearance. */
+function charts(rows: ResultRow[]): SafeHtml[] {
+  const byMetric = groupBy(
+    rows.filter((r) => r.status === "ok" && r.higher_is_better !== null),
+    (r) => r.metric,
+  );
+  const metrics = [...byMetric.keys()].sort((a, b) => Number(b === "ppl") - Number(a === "ppl"));
+  const figures = metrics.map((metric) => chart(metric, byMetric.get(metric)!));
+  return figures.length > 0
+    ? figures
+    : [markup`<p class="note">No successful rows with a known better direction to chart.</p>`];
+}
+
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"];
+const W = 760;
+const H = 400;
+const M = { left: 64, right: 24, top: 32, bottom: 48 };
+/** Tick candidates for a logarithmic bits-per-weight axis. */
+const BITS_TICKS = [1, 1.5, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64];
+
+function chart(metric: string, rows: ResultRow[]): SafeHtml {
+  const higherIsBetter = rows[0]!.higher_is_better === true;
+  const plotted = rows.filter((r) =>
+    r.value !== null && Number.isFinite(r.value) && r.bits_per_weight !== null &&
+    Number.isFinite(r.bits_per_weight)
+  );
+  const missing = rows.length - plotted.length;
+  const note = missing > 0
+    ? ` ${missing} row(s) without a value or bits per weight not shown.`
+    : "";
+  const caption = markup`<figcaption>${metric} (${
+    higherIsBetter ? "higher" : "lower"
+  } is better) against bits per weight, one series per task and dataset; dashed: Pareto front.${note}</figcaption>`;
+  if (plotted.length === 0) return markup`<figure data-metric="${metric}">${caption}</figure>\n`;
+
+  const severalTasks = new Set(plotted.map((r) => r.task)).size > 1;
+  const showModel = new Set(plotted.map((r) => r.model)).size > 1;
+  const showBackend = new Set(plotted.map((r) => r.backend)).size > 1;
+  const series = [...groupBy(plotted, taskKey).values()].map((group) => ({
+    name: severalTasks ? `${group[0]!.task}: ${group[0]!.dataset}` : group[0]!.dataset,
+    points: group.map((r): Point => ({
+      x: r.bits_per_weight!,
+      y: r.value!,
+      label: [showModel ? r.model : "", `${r.method}/${r.format}`, showBackend ? r.backend : ""]
+        .filter((s) => s !== "").join(" "),
+      title:
+        `${r.model} ${r.method}/${r.format} ${r.backend} — ${r.task} ${r.dataset}: ${metric} ` +
+        `${formatSignificant(r.value, 6)} at ${
+          formatSignificant(r.bits_per_weight, 4)
+        } bits/weight`,
+    })),
+  }));
+
+  const xs = plotted.map((r) => r.bits_per_weight!);
+  const ys = plotted.map((r) => r.value!);
+  const xMin = Math.min(...xs);
+  const xMax = Math.max(...xs);
+  // A full-precision baseline at 16 or 32 bits would squash the 2–8 bit region on a linear axis.
+  const x = xMin > 0 && xMax / xMin > 4
+    ? logScale(xMin, xMax, M.left, W - M.right, BITS_TICKS)
+    : linearScale(xMin, xMax, M.left, W - M.right);
+  const yMin = Math.min(...ys);
+  const yMax = Math.max(...ys);
+  // Perplexity spans orders of magnitude between 2 and 8 bits: a log axis keeps the good end legible.
+  const y = yMin > 0 && yMax / yMin > 4
+    ? logScale(yMin, yMax, H - M.bottom, M.top, decadeTicks(yMin, yMax))
+    : linearScale(yMin, yMax, H - M.bottom, M.top);
+
+  const grid = [
+    ...x.ticks.map((t) =>
+      markup`
+        <line class="grid" x1="${f(x.at(t))}" x2="${f(x.at(t))}" y1="${M.top}" y2="${
+        H -
+        M.bottom
+      }" /><text
+          x="${f(x.at(t))}" y="${H - M.bottom + 16}" text-anchor="middle">${
+        formatSignificant(
+          t,
+          3,
+        )
+      }</text>
+      `
+    ),
+    ...y.ticks.map((t) =>
+      markup`
+        <line class="grid" x1="${M.left}" x2="${W - M.right}" y1="${f(y.at(t))}" y2="${
+        f(
+          y.at(t),
+        )
+      }" /><text
+          x="${M.left - 6}" y="${f(y.at(t)) + 4}" text-anchor="end">${
+        formatSignificant(
+          t,
+          3,
+        )
+      }</text>
+      `
+    ),
+  ];
+  const axes = markup`
+    <line class="axis" x1="${M.left}" x2="${W - M.right}" y1="${H - M.bottom}" y2="${
+    H -
+    M.bottom
+  }" /><line
+      class="axis" x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${H - M.bottom}" />
+    <text x="${(M.left + W - M.right) / 2}" y="${H - 8}" text-anchor="middle">bits per weight${
+    x.log ? " (log scale)" : ""
+  }</text>
+    <text transform="translate(16 ${(M.top + H - M.bottom) / 2}) rotate(-90)"
+      text-anchor="middle">${metric}${y.log ? " (log scale)" : ""}</text>
+  `;
+  const marks = series.map((s, i) => {
+    const color = PALETTE[i % PALETTE.length]!;
+    const front = paretoFront(s.points, higherIsBetter)
+      .map((p) => `${f(x.at(p.x))},${f(y.at(p.y))}`).join(" ");
+    // Legend entries side by side above the plot, spaced by an estimate of their text width.
+    const legendX = M.left + series.slice(0, i).reduce((sum, t) => sum + 24 + 6 * t.name.length, 0);
+    // Labels of points near the right edge go to their left so they stay inside the chart.
+    const label = (p: Point) => {
+      const px = x.at(p.x);
+      return px > W - M.right - 90
+        ? markup`<text class="lbl" x="${f(px - 6)}" y="${
+          f(y.at(p.y) - 6)
+        }" text-anchor="end">${p.label}</text>`
+        : markup`<text class="lbl" x="${f(px + 6)}" y="${f(y.at(p.y) - 6)}">${p.label}</text>`;
+    };
+    return markup`<g class="series">
+<polyline class="front" stroke="${color}" points="${front}"/>
+${
+      s.points.map((p) =>
+        markup`
+          <circle class="pt" cx="${f(x.at(p.x))}" cy="${f(y.at(p.y))}" r="4" fill="${color}">
+            <title>${p.title}</title>
+          </circle>${label(p)}
+        `
+      )
+    }<circle cx="${legendX + 4}" cy="12" r="4" fill="${color}"/><text x="${
+      legendX + 12
+    }" y="16">${s.name}</text>
+</g>\n`;
+  });
+  return markup`<figure data-metric="${metric}">
+<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${metric} against bits per weight">
+${grid}${axes}${marks}</svg>
+${caption}
+</figure>\n`;
+}
+
+/** SVG coordinates to one decimal. */
+function f(v: number): string {
+  return v.toFixed(1);
+}
+
+interface Scale {
+  at(v: number): number;
+  ticks: number[];
+  log: boolean;
+}
+
+/** Maps [lo, hi] (widened by 5% each side, or ±1 when they are equal) onto [from, to]. */
+function linearScale(lo: number, hi: number, from: number, to: number): Scale {
+  const pad = hi > lo ? (hi - lo) * 0.05 : Math.max(Math.abs(lo) * 0.1, 1);
+  const a = lo - pad;
+  const b = hi + pad;
+  const step = niceStep((b - a) / 5);
+  const ticks: number[] = [];
+  for (let t = Math.ceil(a / step) * step; t <= b + step * 1e-9; t += step) {
+    ticks.push(Number(t.toPrecision(12)));
+  }
+  return { at: (v) => from + ((v - a) / (b - a)) * (to - from), ticks, log: false };
+}
+
+/**
+ * Maps [lo, hi] (lo > 0, widened by 10% each side) onto [from, to] logarithmically, with the given
+ * tick candidates that fall inside.
+ */
+function logScale(lo: number, hi: number, from: number, to: number, candidates: number[]): Scale {
+  const a = Math.log10(lo / 1.1);
+  const b = Math.log10(hi * 1.1);
+  const ticks = candidates.filter((t) => Math.log10(t) >= a && Math.log10(t) <= b);
+  return { at: (v) => from + ((Math.log10(v) - a) / (b - a)) * (to - from), ticks, log: true };
+}
+
+/** 1, 2 and 5 × 10^k for every decade touching [lo, hi], with one decade to spare each side. */
+function decadeTicks(lo: number, hi: number): number[] {
+  const ticks: number[] = [];
+  for (let e = Math.floor(Math.log10(lo)) - 1; e <= Math.ceil(Math.log10(hi)); e++) {
+    for (const m of [1, 2, 5]) ticks.push(Number((m * 10 ** e).toPrecision(12)));
+  }
+  return ticks;
+}
+
+/** The smallest 1, 2 or 5 × 10^k at least `raw`. */
+function niceStep(raw: number): number {
+  const base = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * base).find((s) => s >= raw * (1 - 1e-9))!;
+}
+
+/**
+ * The points no other point beats on both axes (fewer bits and a better value), sorted by bits.
+ * Exact duplicates appear once.
+ */
+export function paretoFront<P extends { x: number; y: number }>(
+  points: P[],
+  higherIsBetter: boolean,
+): P[] {
+  const cost = (p: P) => (higherIsBetter ? -p.y : p.y);
+  const sorted = [...points].sort((p, q) => p.x - q.x || cost(p) - cost(q));
+  const front: P[] = [];
+  let best = Infinity;
+  for (const p of sorted) {
+    if (cost(p) < best) {
+      front.push(p);
+      best = cost(p);
+    }
+  }
+  return front;
+}
