@@ -9,7 +9,7 @@
 import { join } from "node:path";
 import { matmul } from "./cpu/ops.ts";
 import { quantizeInt } from "./formats/int.ts";
-import { matrixBits } from "../harness/models/bits.ts";
+import { matrixBits } from "./formats/matrix.ts";
 import { dense, type Matrix } from "../harness/models/model.ts";
 import { markdownTable } from "../reports/markdown.ts";
 import { rowsToCsvTable } from "./perf_csv.ts";

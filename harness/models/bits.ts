@@ -3,15 +3,8 @@
  *
  * @module
  */
-import { LINEAR_NAMES, type LlamaModel, type Matrix } from "./model.ts";
-import { intBitsPerWeight } from "../../kernels/formats/int.ts";
-
-/** Bits a matrix takes in storage, scales and zero points included. */
-export function matrixBits(m: Matrix): number {
-  if (m.kind === "dense") return 32 * m.rows * m.cols;
-  const config = { bits: m.bits, group: m.groupSize, symmetric: m.symmetric };
-  return intBitsPerWeight(config, m.cols) * m.rows * m.cols;
-}
+import { LINEAR_NAMES, type LlamaModel } from "./model.ts";
+import { matrixBits } from "../../kernels/formats/matrix.ts";
 
 /**
  * Average bits per weight over the transformer blocks' linear layers — the weights PTQ methods

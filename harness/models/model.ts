@@ -5,6 +5,7 @@
  * @module
  */
 import type { QuantizedMatrix } from "../../kernels/formats/int.ts";
+import type { CodedMatrix } from "../../kernels/formats/coded.ts";
 
 /** Architecture hyper-parameters of a Llama-family decoder. */
 export interface LlamaConfig {
@@ -37,8 +38,11 @@ export interface DenseMatrix {
   data: Float32Array;
 }
 
-/** A linear layer's weight: dense float32 or quantized codes + scales. */
-export type Matrix = DenseMatrix | QuantizedMatrix;
+/**
+ * A linear layer's weight: dense float32, integer codes + scales (`int`), or rows of codec blocks
+ * (`coded`: GGUF blocks, MX, NVFP4, FP8 …).
+ */
+export type Matrix = DenseMatrix | QuantizedMatrix | CodedMatrix;
 
 /** Weights of one transformer block. Linear weights are `[out][in]`. */
 export interface LayerWeights {

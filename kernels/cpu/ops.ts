@@ -5,7 +5,7 @@
  * @module
  */
 import type { Matrix } from "../../harness/models/model.ts";
-import { dequantizeRow } from "../formats/int.ts";
+import { decodeRow } from "../formats/matrix.ts";
 
 /**
  * `out[t][r] = Σ_c x[t][c] · W[r][c]` for `T = x.length / W.cols` rows of activations. Quantized
@@ -22,7 +22,7 @@ export function matmul(out: Float32Array, x: Float32Array, w: Matrix): void {
       block.set(w.data.subarray(r0 * cols, (r0 + nr) * cols));
     } else {
       for (let i = 0; i < nr; i++) {
-        dequantizeRow(w, r0 + i, block.subarray(i * cols, (i + 1) * cols));
+        decodeRow(w, r0 + i, block.subarray(i * cols, (i + 1) * cols));
       }
     }
     if (nr < 4) block.fill(0, nr * cols);
