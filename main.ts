@@ -18,12 +18,16 @@ import { writeFileAtomic } from "./reports/atomic.ts";
 import {
   compareResults,
   comparisonHasRegression,
+  comparisonToJson,
   parseThresholdFlag,
-  renderComparisonMarkdown,
 } from "./reports/compare.ts";
+import { renderComparisonMarkdown, renderStepSummary } from "./reports/compare_markdown.ts";
+import { renderComparisonHtml } from "./reports/compare_html.ts";
+import { mergeShards } from "./harness/runner/merge.ts";
 import type { ResultsFile } from "./reports/row.ts";
 import type { Threshold } from "./harness/suite/types.ts";
 import { runPerf } from "./kernels/perf.ts";
+import { runInspect } from "./harness/models/inspect.ts";
 
 /** Exit codes (DESIGN.md): 0 ok, 1 failed cells or a regression, 2 invalid input. */
 export const EXIT = { ok: 0, failed: 1, invalid: 2 } as const;
@@ -40,8 +44,12 @@ usage:
                              [--dry-run] [--fresh] [--shard I/N] [--quiet] [--cache DIR]
   deno task validate SUITE.yaml [--filter EXPR]
   deno task compare BASE HEAD [--suite SUITE.yaml] [--threshold METRIC=REL]... [--markdown FILE]
+                             [--html FILE] [--json FILE]
+  deno task merge OUT_DIR SHARD_DIR... [--suite SUITE.yaml]
   deno task report RESULTS.json [--out DIR]
-  deno task perf [--rows N] [--out DIR]
+  deno task perf [--rows N] [--out DIR] [--backend cpu|webgpu]
+  deno task inspect MODEL [--json]
+  deno task score TASK --dataset FILE --predictions FILE [--out DIR] [--samples FILE]
 `;
 
 function write(text: string): void {
@@ -151,20 +159,43 @@ async function compare(args: string[]): Promise<number> {
     suite: { type: "string" },
     threshold: { type: "string", multiple: true },
     markdown: { type: "string" },
+    html: { type: "string" },
+    json: { type: "string" },
   });
   const [basePath, headPath] = positional(positionals, 2, "BASE and HEAD results");
   const base = await readResults(resultsPath(basePath!));
   const head = await readResults(resultsPath(headPath!));
-  let thresholds: Record<string, Threshold> = {};
-  if (values.suite) thresholds = { ...(await loadSuite(String(values.suite))).thresholds };
+  const thresholds = values.suite ? (await loadSuite(String(values.suite))).thresholds : {};
+  let flags: Record<string, Threshold> = {};
   for (const flag of (values.threshold ?? []) as string[]) {
-    thresholds = { ...thresholds, ...parseThresholdFlag(flag) };
+    flags = { ...flags, ...parseThresholdFlag(flag) };
   }
-  const comparison = compareResults(base, head, thresholds);
+  const comparison = compareResults(base, head, thresholds, flags);
   const markdown = renderComparisonMarkdown(comparison);
-  write(markdown + "\n");
+  write(markdown);
   if (values.markdown) await writeFileAtomic(String(values.markdown), markdown);
+  if (values.html) await writeFileAtomic(String(values.html), renderComparisonHtml(comparison));
+  if (values.json) await writeFileAtomic(String(values.json), comparisonToJson(comparison));
+  const summary = Deno.env.get("GITHUB_STEP_SUMMARY");
+  if (summary) await Deno.writeTextFile(summary, renderStepSummary(comparison), { append: true });
   return comparisonHasRegression(comparison) ? EXIT.failed : EXIT.ok;
+}
+
+async function merge(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, { suite: { type: "string" } });
+  if (positionals.length < 2) {
+    throw new UsageError(`Expected OUT_DIR and at least one SHARD_DIR\n\n${USAGE}`);
+  }
+  const [outDir, ...shardPaths] = positionals;
+  const shards = await Promise.all(
+    shardPaths.map(async (p) => ({ label: p, file: await readResults(resultsPath(p)) })),
+  );
+  const suite = values.suite ? await loadSuite(String(values.suite)) : undefined;
+  const file = mergeShards(shards, suite);
+  await writeReports(resolve(outDir!), file);
+  write(summaryTable(file.rows) + "\n");
+  write(`\nmerged ${shards.length} shards into ${join(resolve(outDir!), "results.json")}\n`);
+  return file.rows.some((r) => r.status === "failed") ? EXIT.failed : EXIT.ok;
 }
 
 async function report(args: string[]): Promise<number> {
@@ -179,11 +210,46 @@ async function report(args: string[]): Promise<number> {
 }
 
 async function perf(args: string[]): Promise<number> {
-  const { values } = parse(args, { rows: { type: "string" }, out: { type: "string" } });
+  const { values } = parse(args, {
+    rows: { type: "string" },
+    out: { type: "string" },
+    backend: { type: "string" },
+  });
   await runPerf({
     rows: values.rows === undefined ? undefined : Number(values.rows),
     out: values.out as string | undefined,
+    backend: values.backend as string | undefined,
   });
+  return EXIT.ok;
+}
+
+/** Scores a predictions file (JSONL {id, output}) with a task's rules (harness/tasks/score.ts). */
+async function score(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    dataset: { type: "string" },
+    predictions: { type: "string" },
+    out: { type: "string" },
+    samples: { type: "string" },
+  });
+  const [task] = positional(positionals, 1, "one task name");
+  if (values.dataset === undefined || values.predictions === undefined) {
+    throw new UsageError(`score needs --dataset FILE and --predictions FILE\n\n${USAGE}`);
+  }
+  const { scoreResults } = await import("./harness/tasks/score.ts");
+  const { file, scores } = await scoreResults(
+    task!,
+    String(values.dataset),
+    String(values.predictions),
+    ["score", ...args],
+  );
+  write(summaryTable(file.rows) + "\n");
+  if (values.samples !== undefined) {
+    await writeFileAtomic(
+      String(values.samples),
+      scores.map((x) => JSON.stringify(x) + "\n").join(""),
+    );
+  }
+  if (values.out !== undefined) await writeReports(resolve(String(values.out)), file);
   return EXIT.ok;
 }
 
@@ -191,8 +257,11 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   bench,
   validate,
   compare,
+  merge,
   report,
   perf,
+  score,
+  inspect: runInspect,
 };
 
 /** Runs a command line and returns the exit code; user errors print without stack traces. */
@@ -232,6 +301,11 @@ function isUserError(e: unknown): boolean {
     "ResultsFileError",
     "ShardError",
     "ThresholdError",
+    "ThresholdFlagError",
+    "CompareError",
+    "MergeError",
+    "ScoreInputError",
+    "DatasetError",
   ]);
   return e instanceof Error && names.has(e.name);
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LlamaModel } from "../harness/models/model.ts";
+import type { LlamaModel, Matrix } from "../harness/models/model.ts";
 
 /** A model loaded onto a backend, with its own KV cache. */
 export interface ModelRunner {
@@ -19,6 +19,35 @@ export interface ModelRunner {
   dispose(): void;
 }
 
+/**
+ * Single ops with the semantics of `kernels/cpu/ops.ts` (which defines the numbers), for
+ * conformance tests. Inputs are left unchanged; each call returns a new array.
+ */
+export interface BackendOps {
+  /** `[T][w.rows]` with `T = x.length / w.cols`. */
+  matmul(x: Float32Array, w: Matrix): Promise<Float32Array>;
+  rmsnorm(x: Float32Array, weight: Float32Array, eps: number): Promise<Float32Array>;
+  rope(
+    x: Float32Array,
+    nHeads: number,
+    headDim: number,
+    pos: number,
+    theta: number,
+    style: "interleaved" | "half",
+  ): Promise<Float32Array>;
+  /** `silu(gate) · up`. */
+  swiglu(gate: Float32Array, up: Float32Array): Promise<Float32Array>;
+  attention(
+    q: Float32Array,
+    keyCache: Float32Array,
+    valueCache: Float32Array,
+    pos: number,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+  ): Promise<Float32Array>;
+}
+
 /** A way to execute models. */
 export interface Backend {
   name: string;
@@ -27,4 +56,6 @@ export interface Backend {
   unavailable(): Promise<string | undefined>;
   /** Prepares a model to run; may repack weights for the backend's kernels. */
   load(model: LlamaModel, options?: { maxSeqLen?: number }): Promise<ModelRunner>;
+  /** Op-level entry points (for the conformance suite), where the backend offers them. */
+  ops?: BackendOps;
 }

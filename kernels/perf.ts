@@ -1,15 +1,15 @@
 /**
- * `deno task perf`: quantized GEMV (decode, one activation row) and GEMM (prefill, many rows) per
- * weight format on the CPU backend, with effective bandwidth over the bytes the format stores and the
- * ratio to a plain copy of as many bytes measured in the same run. Output: a markdown table on
- * stdout and, with `--out DIR`, `perf.csv`.
+ * `deno task perf`: quantized GEMV (decode, one activation row) and GEMM (prefill, many rows) for
+ * every registered weight format ({@linkcode perfFormats}) on the CPU backend, with effective
+ * bandwidth over the bytes the format stores and the ratio to a plain copy of as many bytes
+ * measured in the same run. Output: a markdown table on stdout and, with `--out DIR`, `perf.csv`.
  *
  * @module
  */
 import { join } from "node:path";
 import { matmul } from "./cpu/ops.ts";
-import { quantizeInt } from "./formats/int.ts";
 import { matrixBits } from "./formats/matrix.ts";
+import { elementFormats, type FormatSettings } from "./formats/registry.ts";
 import { dense, type Matrix } from "../harness/models/model.ts";
 import { markdownTable } from "../reports/markdown.ts";
 import { rowsToCsvTable } from "./perf_csv.ts";
@@ -23,6 +23,8 @@ export interface PerfOptions {
   size?: number;
   /** Directory for perf.csv. */
   out?: string;
+  /** `webgpu` runs `kernels/webgpu/perf.ts` instead (default: the CPU kernels). */
+  backend?: string;
 }
 
 /** One measurement. */
@@ -35,6 +37,27 @@ export interface PerfResult {
   weight_bytes: number;
   gbps: number;
   copy_ratio: number;
+}
+
+/**
+ * The formats a perf run measures: every registered element format with its default settings,
+ * plus groups of 128 and 32 for integer formats and of 128 for scaled minifloats (whose group is
+ * free); fixed-block formats (MX, NVFP4, ggml) have one setting. Labels as suite ids (`int4-g32`).
+ */
+export function perfFormats(): { label: string; weights: string; settings: FormatSettings }[] {
+  return elementFormats.names().flatMap((weights) => {
+    const element = elementFormats.get(weights);
+    const groups = element.kind === "int"
+      ? [0, 128, 32]
+      : element.kind === "coded" && element.block === undefined
+      ? [0, 128]
+      : [0];
+    return groups.map((group) => ({
+      label: weights + (group ? `-g${group}` : ""),
+      weights,
+      settings: { group, symmetric: true, options: {} },
+    }));
+  });
 }
 
 function median(xs: number[]): number {
@@ -56,6 +79,7 @@ function time(fn: () => void, minMs = 200): number {
 
 /** Runs the CPU micro-benchmarks and prints the table. */
 export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> {
+  if (options.backend === "webgpu") return (await import("./webgpu/perf.ts")).runWebGpuPerf(options);
   const n = options.size ?? 1024;
   const rows = options.rows ?? 128;
   let s = 1;
@@ -63,16 +87,12 @@ export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> 
     s = (s * 1103515245 + 12345) % 2147483648;
     return s / 2147483648 - 0.5;
   });
-  const formats: [string, Matrix][] = [["f32", dense(n, n, w)]];
-  for (const bits of [8, 4, 3, 2]) {
-    for (const group of [0, 128, 32]) {
-      const m = quantizeInt(w, n, n, { bits, group, symmetric: true });
-      formats.push([`int${bits}${group ? `-g${group}` : ""}`, m]);
-    }
-  }
+  const weights = dense(n, n, w);
   const results: PerfResult[] = [];
-  for (const [format, m] of formats) {
-    const bytes = matrixBits(m) / 8;
+  for (const { label: format, weights: name, settings } of perfFormats()) {
+    const element = elementFormats.get(name);
+    const m: Matrix = element.kind === "float" ? weights : element.quantize(settings, weights);
+    const bytes = Math.ceil(matrixBits(m) / 8);
     const src = new Uint8Array(bytes);
     const dst = new Uint8Array(bytes);
     const copyMs = time(() => dst.set(src));

@@ -6,8 +6,10 @@
 import { Registry } from "../harness/registry.ts";
 import type { Backend } from "./backend.ts";
 import { cpuBackend } from "./cpu/backend.ts";
+import { webgpuBackend } from "./webgpu/backend.ts";
 
 /** All known backends by name. */
 export const backends = new Registry<Backend>("backend", [
   ["cpu", cpuBackend],
+  ["webgpu", webgpuBackend],
 ]);

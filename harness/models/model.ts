@@ -28,7 +28,28 @@ export interface LlamaConfig {
    * GGUF store them, or `half` pairs (x[i], x[i + d/2]) as Hugging Face checkpoints do.
    */
   ropeStyle: "interleaved" | "half";
+  /** RoPE frequency scaling; absent for plain RoPE. */
+  ropeScaling?: RopeScaling;
+  /** The source's architecture name (`llama`, `mistral`, `qwen2`, `qwen3`), when known. */
+  architecture?: string;
 }
+
+/**
+ * How RoPE's inverse frequencies `θ^(−2i/d)` are rescaled for long contexts: `linear` divides all
+ * by `factor` (positions interpolated); `llama3` divides the low frequencies by `factor` and blends
+ * the middle band (Hugging Face `rope_type: llama3`); `factors` divides frequency `i` by
+ * `factors[i]` (llama.cpp's `rope_freqs` tensor, which its converter writes for llama3 models).
+ */
+export type RopeScaling =
+  | { type: "linear"; factor: number }
+  | {
+    type: "llama3";
+    factor: number;
+    lowFreqFactor: number;
+    highFreqFactor: number;
+    originalMaxPositions: number;
+  }
+  | { type: "factors"; factors: Float32Array };
 
 /** A dense row-major matrix `[rows = out features][cols = in features]` in float32. */
 export interface DenseMatrix {
@@ -58,6 +79,14 @@ export interface LayerWeights {
   w2: Matrix;
   /** Up projection. */
   w3: Matrix;
+  /** Biases of the q, k, v (Qwen2; Llama with `attention_bias`) and output projections. */
+  bq?: Float32Array;
+  bk?: Float32Array;
+  bv?: Float32Array;
+  bo?: Float32Array;
+  /** RMSNorm weights (`headDim`) applied to each query and key head before RoPE (Qwen3). */
+  qNorm?: Float32Array;
+  kNorm?: Float32Array;
 }
 
 /** All weights of a model. */
@@ -81,6 +110,56 @@ export interface Tokenizer {
   encode(text: string): number[];
   /** Decodes ids to text; special tokens vanish and a leading BOS drops the dummy-prefix space. */
   decode(ids: readonly number[]): string;
+  /** Whether the tokenizer's configuration starts a sequence with BOS (absent: unknown). */
+  readonly addBos?: boolean;
+  /** Whether the tokenizer's configuration ends a sequence with EOS. */
+  readonly addEos?: boolean;
+  /** The model's chat template, when it ships one. */
+  readonly chat?: ChatTemplate;
+  /** The vocabulary in GGUF terms, for writers and `inspect`. */
+  readonly vocab?: Vocabulary;
+}
+
+/** One chat message as chat templates see it (`tool_calls` and other keys pass through). */
+export interface ChatMessage {
+  role: string;
+  content?: string;
+  [key: string]: unknown;
+}
+
+/** A chat template (Jinja, as in `tokenizer_config.json` or `tokenizer.chat_template`). */
+export interface ChatTemplate {
+  /** The template's source text. */
+  readonly source: string;
+  /** Renders a conversation; `tools` are JSON-schema tool descriptions passed as `tools`. */
+  render(
+    messages: readonly ChatMessage[],
+    options?: { tools?: readonly unknown[]; addGenerationPrompt?: boolean },
+  ): string;
+}
+
+/**
+ * A tokenizer vocabulary as GGUF stores it (`tokenizer.ggml.*`): `llama` is SentencePiece (pieces
+ * with `▁` for spaces, merge scores, `<0xAB>` byte pieces), `gpt2` byte-level BPE (merges).
+ */
+export interface Vocabulary {
+  model: "llama" | "gpt2";
+  /** The pre-tokenizer name llama.cpp uses for `gpt2` vocabularies (`gpt-2`, `qwen2`, …). */
+  pre?: string;
+  tokens: readonly string[];
+  scores?: readonly number[];
+  /** GGUF token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte. */
+  tokenTypes: readonly number[];
+  merges?: readonly string[];
+  bosId?: number;
+  eosId?: number;
+  unknownId?: number;
+  paddingId?: number;
+  addBos?: boolean;
+  addEos?: boolean;
+  /** `tokenizer.ggml.add_space_prefix` (SentencePiece's dummy prefix; default true). */
+  addSpacePrefix?: boolean;
+  chatTemplate?: string;
 }
 
 /** A loaded model. */

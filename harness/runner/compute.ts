@@ -11,6 +11,7 @@ import { tasks } from "../tasks/registry.ts";
 import { backends } from "../../kernels/registry.ts";
 import { loadModel } from "../models/load.ts";
 import { linearBitsPerWeight } from "../models/bits.ts";
+import { type ReferenceJob, ReferenceModels } from "../tasks/reference.ts";
 
 /** Events a cell computation reports, in order. */
 export type CellEvent =
@@ -26,6 +27,10 @@ export interface CellJob {
   /** Indices into `suite.tasks` still to compute. */
   taskIndices: number[];
   limit?: number;
+  /** Resolved reference cells of tasks that compare against one, by task index. */
+  references?: Record<number, ReferenceJob>;
+  /** The result cache folder; tasks cache reference results beneath it. */
+  cacheDir?: string;
 }
 
 /** Computes the tasks of one cell, reporting each result through `emit`. Never throws. */
@@ -49,6 +54,9 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
   } catch (e) {
     failure = errorText(e);
   }
+  const references = runner && model
+    ? new ReferenceModels(cell, suite.seed, { model, runner }, job.cacheDir)
+    : undefined;
   for (const index of job.taskIndices) {
     const task = suite.tasks[index]!;
     emit({ type: "begin", task: index });
@@ -67,6 +75,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         seed: suite.seed,
         limit: job.limit,
         progress: (fraction) => emit({ type: "progress", task: index, fraction }),
+        reference: references?.context(job.references?.[index]),
       });
       const seconds = (performance.now() - started) / 1000;
       const bpw = linearBitsPerWeight(model);
@@ -91,6 +100,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
       emit({ type: "failed", task: index, message: errorText(e) });
     }
   }
+  await references?.dispose();
   runner?.dispose();
 }
 

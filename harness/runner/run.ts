@@ -14,6 +14,7 @@ import { codeVersion, hashPath } from "./fingerprint.ts";
 import { Progress } from "./progress.ts";
 import { gitSha } from "./git.ts";
 import { type CellEvent, type CellJob, computeCell, errorText, rowKey } from "./compute.ts";
+import { referenceCell, type ReferenceJob, resolveReference } from "../tasks/reference.ts";
 
 /** How to run. */
 export interface RunOptions {
@@ -52,6 +53,7 @@ export async function runSuite(suite: Suite, options: RunOptions): Promise<Resul
     const skip = cell.skipReason ?? await backends.get(cell.backend).unavailable();
     const pending: number[] = [];
     const keys: string[] = [];
+    const references: Record<number, ReferenceJob> = {};
     for (const [t, task] of suite.tasks.entries()) {
       const label = `${cell.id} ${task.id}${task.dataset ? `(${task.dataset})` : ""}`;
       const base = rowKey(suite, cell, task);
@@ -64,6 +66,13 @@ export async function runSuite(suite: Suite, options: RunOptions): Promise<Resul
       let key: string;
       try {
         key = await keyer.key(cell, t);
+        // A task comparing against a reference cell gets it resolved, with a cache key of its own.
+        if (task.options.reference !== undefined) {
+          const ref = resolveReference(suite, task.options.reference);
+          references[t] = { ...ref, key: await keyer.key(referenceCell(cell, ref), t) };
+          // The cell's result depends on the reference cell too (its method options may change).
+          key = ResultCache.key({ cell: key, reference: references[t].key });
+        }
       } catch (e) {
         slots[c]![t] = [statusRow(base, "failed", errorText(e))];
         progress.begin(label);
@@ -83,7 +92,14 @@ export async function runSuite(suite: Suite, options: RunOptions): Promise<Resul
     if (pending.length > 0) {
       jobs.push({
         cellIndex: c,
-        job: { suite, cell, taskIndices: pending, limit: options.limit },
+        job: {
+          suite,
+          cell,
+          taskIndices: pending,
+          limit: options.limit,
+          references,
+          cacheDir: options.cacheDir,
+        },
         keys,
       });
     }

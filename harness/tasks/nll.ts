@@ -33,3 +33,27 @@ export function meanAndStderr(values: readonly number[]): { mean: number; stderr
   for (const v of values) ss += (v - mean) ** 2;
   return { mean, stderr: Math.sqrt(ss / (n - 1) / n) };
 }
+
+/** log Σ exp(logits[base .. base + vocab)), computed stably (float64). */
+export function logSumExp(logits: Float32Array, vocab: number, row: number): number {
+  const base = row * vocab;
+  let max = -Infinity;
+  for (let i = 0; i < vocab; i++) {
+    const v = logits[base + i]!;
+    if (v > max) max = v;
+  }
+  let sum = 0;
+  for (let i = 0; i < vocab; i++) sum += Math.exp(logits[base + i]! - max);
+  return Math.log(sum) + max;
+}
+
+/** Index of the largest logit of a row (the first one on ties). */
+export function argmaxRow(logits: Float32Array, vocab: number, row: number): number {
+  const base = row * vocab;
+  let best = 0;
+  for (let i = 1; i < vocab; i++) if (logits[base + i]! > logits[base + best]!) best = i;
+  return best;
+}
+
+/** The two-sided 95 % normal quantile. */
+export const Z95 = 1.959963984540054;

@@ -1,101 +1,317 @@
 /**
- * Perplexity, `gptq` protocol (as the GPTQ and AWQ papers evaluate): the whole text is tokenized
- * once without BOS, cut into non-overlapping windows of `context` tokens (the tail that does not
- * fill a window is dropped), and tokens 1..n−1 of each window are scored given the tokens before
- * them in the same window.
+ * Perplexity under three protocols (see `windows.ts` for how each cuts the text):
+ *
+ * - `gptq` (default, as the GPTQ and AWQ papers evaluate): the whole text tokenized once without
+ *   BOS, non-overlapping windows of `context` tokens, tokens 1..n−1 of each window scored. `stderr`
+ *   is the standard error over windows (for `ppl` by the delta method).
+ * - `llama.cpp` (as `llama-perplexity`): BOS first, `context`-token chunks whose first token is
+ *   replaced by BOS (both only when the tokenizer adds BOS), the second half of each chunk scored;
+ *   it needs at least 2·`context` tokens.
+ *   `stderr` is llama.cpp's "PPL = … +/- …": `sqrt((mean(nll²) − mean(nll)²)/(N − 1))` over the N
+ *   scored tokens, times PPL for `ppl`.
+ * - `rolling` (as lm-evaluation-harness `loglikelihood_rolling`): each document (the dataset split
+ *   on its `separator`) is scored on its own, every token once, with BOS as the prefix token and
+ *   windows of at most `context` tokens. Reports token perplexity `ppl` and `nll`, and
+ *   lm-evaluation-harness's `word_perplexity` (words = `re.split(r"\s+", doc)` pieces),
+ *   `byte_perplexity` (UTF-8 bytes) and `bits_per_byte`, each a ratio of sums over documents;
+ *   `stderr` comes from the per-document ratio estimator (delta method).
+ *
+ * Every row keeps per-sample values (`samples`): per window for `gptq` and `llama.cpp`, per
+ * document for `rolling`, as NLL per unit with the unit count as weight, so the row's log-domain
+ * value is the weighted mean of the samples. `--limit` caps windows, chunks or documents.
  *
  * @module
  */
 import type { Metric, Task } from "./task.ts";
-import { meanAndStderr, tokenNll } from "./nll.ts";
-import { DatasetError, readText } from "./dataset.ts";
+import type { ModelRunner } from "../../kernels/backend.ts";
+import type { Samples } from "../../reports/row.ts";
+import type { Tokenizer } from "../models/model.ts";
+import { meanAndStderr, tokenNll, Z95 } from "./nll.ts";
+import { DatasetError, readDocuments, readText } from "./dataset.ts";
+import { gptqWindows, llamaCppChunks, rollingWindows, type ScoredWindow } from "./windows.ts";
 
 /** Options and their defaults. */
 export const PERPLEXITY_OPTIONS = { context: 512, protocol: "gptq", max_tokens: 0 };
 
-/** Known protocols (more come with the scoring issue). */
-const PROTOCOLS = ["gptq"];
+/** Known protocols. */
+export const PROTOCOLS = ["gptq", "llama.cpp", "rolling"] as const;
+
+/** One of {@linkcode PROTOCOLS}. */
+export type Protocol = typeof PROTOCOLS[number];
+
+/** Checks a protocol name. */
+export function checkProtocol(name: unknown, allowed: readonly string[] = PROTOCOLS): Protocol {
+  if (!allowed.includes(String(name))) {
+    throw new DatasetError(
+      `Perplexity protocol "${name}" is not supported; known: ${allowed.join(", ")}`,
+    );
+  }
+  return name as Protocol;
+}
+
+/** Checks a context length against the model. */
+export function checkContext(value: unknown, maxSeqLen: number, what = "Perplexity"): number {
+  const context = Number(value);
+  if (!(Number.isInteger(context) && context >= 2)) {
+    throw new DatasetError(`${what} context must be an integer ≥ 2, got ${value}`);
+  }
+  if (context > maxSeqLen) {
+    throw new DatasetError(`${what} context ${context} exceeds the model's maximum ${maxSeqLen}`);
+  }
+  return context;
+}
+
+/** The BOS a tokenizer puts first, or undefined when its configuration adds none. */
+export function bosOf(tokenizer: Tokenizer): number | undefined {
+  return tokenizer.addBos === false ? undefined : tokenizer.bosId;
+}
+
+/** Runs one window and returns the NLL (nats) of each target. */
+export async function windowNlls(
+  runner: ModelRunner,
+  vocab: number,
+  window: ScoredWindow,
+): Promise<number[]> {
+  runner.reset();
+  const logits = await runner.forward(window.input, 0);
+  return window.targets.map((target, k) => tokenNll(logits, vocab, window.offset + k, target));
+}
+
+/**
+ * The windows of a text under the `gptq` or `llama.cpp` protocol (at most `limit`), after cutting
+ * the token stream to `maxTokens` (0 = all). `bosId` is the BOS the llama.cpp protocol adds, or
+ * undefined for a tokenizer that adds none ({@linkcode bosOf}).
+ */
+export function textWindows(
+  protocol: "gptq" | "llama.cpp",
+  ids: number[],
+  context: number,
+  bosId: number | undefined,
+  maxTokens: number,
+  limit: number | undefined,
+  label: string,
+): ScoredWindow[] {
+  let stream = protocol === "llama.cpp" && bosId !== undefined ? [bosId, ...ids] : ids;
+  if (maxTokens > 0) stream = stream.slice(0, maxTokens);
+  if (protocol === "llama.cpp" && stream.length < 2 * context) {
+    throw new DatasetError(
+      `Dataset "${label}" has ${stream.length} tokens; the llama.cpp protocol needs at least ` +
+        `2 × context = ${2 * context}`,
+    );
+  }
+  let windows = protocol === "gptq"
+    ? gptqWindows(stream, context)
+    : llamaCppChunks(stream, context, bosId);
+  if (limit !== undefined) windows = windows.slice(0, limit);
+  if (windows.length === 0) {
+    throw new DatasetError(
+      `Dataset "${label}" has ${stream.length} tokens, fewer than one window of ${context}`,
+    );
+  }
+  return windows;
+}
 
 /** The perplexity task. */
 export const perplexity: Task = {
   name: "perplexity",
-  description: "token perplexity over non-overlapping windows (gptq protocol)",
+  description: "perplexity under the gptq, llama.cpp or rolling (lm-evaluation-harness) protocol",
   needsDataset: true,
   options: PERPLEXITY_OPTIONS,
   async run(ctx) {
     const opts = { ...PERPLEXITY_OPTIONS, ...ctx.task.options };
-    const context = Number(opts.context);
+    const protocol = checkProtocol(opts.protocol);
+    const context = checkContext(opts.context, ctx.model.config.maxSeqLen);
     const maxTokens = Number(opts.max_tokens);
-    if (!PROTOCOLS.includes(String(opts.protocol))) {
-      throw new DatasetError(
-        `Perplexity protocol "${opts.protocol}" is not supported; known: ${PROTOCOLS.join(", ")}`,
-      );
-    }
-    if (!(Number.isInteger(context) && context >= 2)) {
-      throw new DatasetError(`Perplexity context must be an integer ≥ 2, got ${opts.context}`);
-    }
-    if (context > ctx.model.config.maxSeqLen) {
-      throw new DatasetError(
-        `Perplexity context ${context} exceeds the model's maximum ${ctx.model.config.maxSeqLen}`,
-      );
-    }
     const dataset = ctx.dataset!;
-    let ids = ctx.model.tokenizer.encode(await readText(dataset));
-    if (maxTokens > 0) ids = ids.slice(0, maxTokens);
-    let windows = Math.floor(ids.length / context);
-    if (ctx.limit !== undefined) windows = Math.min(windows, ctx.limit);
-    if (windows === 0) {
-      throw new DatasetError(
-        `Dataset "${dataset.id}" has ${ids.length} tokens, fewer than one window of ${context}`,
-      );
-    }
-    const vocab = ctx.model.config.vocabSize;
+    if (protocol === "rolling") return await rolling(ctx, context);
+    const { tokenizer, config } = ctx.model;
+    const ids = tokenizer.encode(await readText(dataset));
+    const windows = textWindows(
+      protocol,
+      ids,
+      context,
+      bosOf(tokenizer),
+      maxTokens,
+      ctx.limit,
+      dataset.id,
+    );
     const windowNll: number[] = [];
+    const weights: number[] = [];
     let total = 0;
-    for (let w = 0; w < windows; w++) {
-      const window = ids.slice(w * context, (w + 1) * context);
-      ctx.runner.reset();
-      const logits = await ctx.runner.forward(window, 0);
+    let total2 = 0;
+    for (const [w, window] of windows.entries()) {
+      const nlls = await windowNlls(ctx.runner, config.vocabSize, window);
       let sum = 0;
-      for (let t = 0; t + 1 < context; t++) sum += tokenNll(logits, vocab, t, window[t + 1]!);
-      windowNll.push(sum / (context - 1));
+      for (const v of nlls) {
+        sum += v;
+        total2 += v * v;
+      }
+      windowNll.push(sum / nlls.length);
+      weights.push(nlls.length);
       total += sum;
-      ctx.progress((w + 1) / windows);
+      ctx.progress((w + 1) / windows.length);
     }
-    const scored = windows * (context - 1);
+    const scored = weights.reduce((a, b) => a + b, 0);
     const nll = total / scored;
-    const { stderr } = meanAndStderr(windowNll);
-    const detail = `ppl protocol=gptq ctx=${context} bos=false unit=token windows=${windows}`;
-    const samples = {
-      kind: "window_nll",
-      values: windowNll,
-      weights: windowNll.map(() => context - 1),
-    };
-    const z = 1.959963984540054;
-    const ppl: Metric = {
-      metric: "ppl",
-      value: Math.exp(nll),
-      unit: "perplexity",
-      higher_is_better: false,
-      n: scored,
-      stderr: stderr === null ? null : Math.exp(nll) * stderr,
-      ci_low: stderr === null ? null : Math.exp(nll - z * stderr),
-      ci_high: stderr === null ? null : Math.exp(nll + z * stderr),
-      detail,
-      samples,
-    };
-    const nllMetric: Metric = {
-      metric: "nll",
-      value: nll,
-      unit: "nats/token",
-      higher_is_better: false,
-      n: scored,
-      stderr,
-      ci_low: stderr === null ? null : nll - z * stderr,
-      ci_high: stderr === null ? null : nll + z * stderr,
-      detail,
-      samples,
-    };
-    return [ppl, nllMetric];
+    const samples: Samples = { kind: "window_nll", values: windowNll, weights };
+    let stderr: number | null;
+    let detail: string;
+    if (protocol === "gptq") {
+      stderr = meanAndStderr(windowNll).stderr;
+      detail = `ppl protocol=gptq ctx=${context} bos=false unit=token windows=${windows.length}`;
+    } else {
+      const variance = total2 / scored - nll * nll;
+      stderr = variance > 0 && scored > 1 ? Math.sqrt(variance / (scored - 1)) : null;
+      detail = `ppl protocol=llama.cpp ctx=${context} bos=${bosOf(tokenizer) !== undefined} ` +
+        `unit=token ` +
+        `chunks=${windows.length} first=${Math.floor(context / 2)}`;
+    }
+    return [
+      logDomainMetric("ppl", "perplexity", nll, stderr, scored, detail, samples, true),
+      logDomainMetric("nll", "nats/token", nll, stderr, scored, detail, samples, false),
+    ];
   },
 };
+
+/**
+ * A metric whose log-domain value is `x` with standard error `se`: reported as `exp(x)` (with the
+ * delta-method standard error and the exponentiated interval) when `exponentiate`, else as `x`.
+ */
+export function logDomainMetric(
+  metric: string,
+  unit: string,
+  x: number,
+  se: number | null,
+  n: number,
+  detail: string,
+  samples: Samples | undefined,
+  exponentiate: boolean,
+  scale = 1,
+): Metric {
+  const f = (v: number) => exponentiate ? Math.exp(v) : v * scale;
+  return {
+    metric,
+    value: f(x),
+    unit,
+    higher_is_better: false,
+    n,
+    stderr: se === null ? null : exponentiate ? Math.exp(x) * se : se * scale,
+    ci_low: se === null ? null : f(x - Z95 * se),
+    ci_high: se === null ? null : f(x + Z95 * se),
+    detail,
+    samples,
+  };
+}
+
+/** Words as lm-evaluation-harness counts them: `len(re.split(r"\s+", doc))`. */
+export function countWords(doc: string): number {
+  return doc.split(/\s+/).length;
+}
+
+/** The `rolling` protocol. */
+async function rolling(ctx: Parameters<Task["run"]>[0], context: number): Promise<Metric[]> {
+  const dataset = ctx.dataset!;
+  const { tokenizer, config } = ctx.model;
+  let docs = await readDocuments(dataset);
+  if (ctx.limit !== undefined) docs = docs.slice(0, ctx.limit);
+  if (docs.length === 0) throw new DatasetError(`Dataset "${dataset.id}" has no documents`);
+  const loglik: number[] = [];
+  const units = { token: [] as number[], word: [] as number[], byte: [] as number[] };
+  let windowCount = 0;
+  const encoder = new TextEncoder();
+  for (const [d, doc] of docs.entries()) {
+    const tokens = tokenizer.encode(doc);
+    let ll = 0;
+    for (const window of rollingWindows(tokens, tokenizer.bosId, context)) {
+      for (const v of await windowNlls(ctx.runner, config.vocabSize, window)) ll -= v;
+      windowCount++;
+    }
+    loglik.push(ll);
+    units.token.push(tokens.length);
+    units.word.push(countWords(doc));
+    units.byte.push(encoder.encode(doc).length);
+    ctx.progress((d + 1) / docs.length);
+  }
+  const detail = (unit: string) =>
+    `ppl protocol=rolling ctx=${context} bos=true unit=${unit} docs=${docs.length} ` +
+    `windows=${windowCount}`;
+  const ratio = (unit: "token" | "word" | "byte") => {
+    const w = units[unit];
+    const { value, stderr } = ratioOfSums(loglik.map((l) => -l), w);
+    const samples: Samples = {
+      kind: `doc_nll_per_${unit}`,
+      values: loglik.map((l, i) => -l / w[i]!),
+      weights: w,
+    };
+    return { value, stderr, samples, n: w.reduce((a, b) => a + b, 0) };
+  };
+  const tok = ratio("token"), word = ratio("word"), byte = ratio("byte");
+  return [
+    logDomainMetric(
+      "ppl",
+      "perplexity",
+      tok.value,
+      tok.stderr,
+      tok.n,
+      detail("token"),
+      tok.samples,
+      true,
+    ),
+    logDomainMetric(
+      "nll",
+      "nats/token",
+      tok.value,
+      tok.stderr,
+      tok.n,
+      detail("token"),
+      tok.samples,
+      false,
+    ),
+    logDomainMetric(
+      "word_perplexity",
+      "perplexity",
+      word.value,
+      word.stderr,
+      word.n,
+      detail("word"),
+      word.samples,
+      true,
+    ),
+    logDomainMetric(
+      "byte_perplexity",
+      "perplexity",
+      byte.value,
+      byte.stderr,
+      byte.n,
+      detail("byte"),
+      byte.samples,
+      true,
+    ),
+    logDomainMetric(
+      "bits_per_byte",
+      "bits/byte",
+      byte.value,
+      byte.stderr,
+      byte.n,
+      detail("byte"),
+      byte.samples,
+      false,
+      1 / Math.LN2,
+    ),
+  ];
+}
+
+/**
+ * Σa/Σb over samples with the delta-method standard error of a ratio estimator:
+ * `sqrt(n/(n−1) · Σ(aᵢ − R·bᵢ)²) / Σb` (null for fewer than two samples).
+ */
+export function ratioOfSums(a: readonly number[], b: readonly number[]) {
+  const sa = a.reduce((x, y) => x + y, 0);
+  const sb = b.reduce((x, y) => x + y, 0);
+  const value = sa / sb;
+  const n = a.length;
+  if (n < 2) return { value, stderr: null };
+  let ss = 0;
+  for (let i = 0; i < n; i++) ss += (a[i]! - value * b[i]!) ** 2;
+  return { value, stderr: Math.sqrt((n / (n - 1)) * ss) / sb };
+}

@@ -33,6 +33,29 @@ export interface TaskContext {
   limit?: number;
   /** Reports progress within the task, from 0 to 1. */
   progress(fraction: number): void;
+  /** The reference cell of a task with a `reference` option (kld, long_context), when resolved. */
+  reference?: ReferenceContext;
+}
+
+/**
+ * The reference cell a task compares against: by default the same model with `method: none` in
+ * `f32` on the same backend. The runner resolves it (`reference.ts`) and opens it lazily.
+ */
+export interface ReferenceContext {
+  /** `method/format` of the reference cell, for details. */
+  id: string;
+  /**
+   * Identifies what the task computes on the reference cell: a hash of the reference cell (model
+   * and tokenizer bytes, method and options, format, backend), the task and its options, the
+   * dataset bytes, seed, `--limit` and the code version. Reference results are cached under it.
+   */
+  key: string;
+  /** Whether the reference cell is the cell being scored (its results need no second model). */
+  isSelf: boolean;
+  /** The reference model loaded on the cell's backend; loaded once per cell, on first use. */
+  open(): Promise<{ model: LlamaModel; runner: ModelRunner }>;
+  /** Folder for cached reference results; absent, nothing is cached. */
+  cacheDir?: string;
 }
 
 /** A scorer. */

@@ -4,9 +4,10 @@
  *
  * @module
  */
-import type { Backend, ModelRunner } from "../backend.ts";
+import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
 import type { LlamaModel } from "../../harness/models/model.ts";
 import { attention, matmul, rmsnorm, rope, swiglu } from "./ops.ts";
+import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
 
 /** A model prepared for the CPU. */
 export class CpuRunner implements ModelRunner {
@@ -14,6 +15,7 @@ export class CpuRunner implements ModelRunner {
   readonly #maxSeqLen: number;
   readonly #keys: Float32Array[];
   readonly #values: Float32Array[];
+  readonly #invFreq: Float64Array;
   #length = 0;
 
   constructor(model: LlamaModel, maxSeqLen = model.config.maxSeqLen) {
@@ -22,6 +24,7 @@ export class CpuRunner implements ModelRunner {
     const kvDim = model.config.nKvHeads * model.config.headDim;
     this.#keys = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
     this.#values = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
+    this.#invFreq = ropeInverseFrequencies(model.config);
   }
 
   forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {
@@ -40,6 +43,8 @@ export class CpuRunner implements ModelRunner {
     }
     const dim = c.dim;
     const kvDim = c.nKvHeads * c.headDim;
+    // Query width may differ from the model width (Qwen3 sets head_dim explicitly).
+    const qDim = c.nHeads * c.headDim;
     const x = new Float32Array(T * dim);
     for (let t = 0; t < T; t++) {
       const id = tokens[t]!;
@@ -47,10 +52,10 @@ export class CpuRunner implements ModelRunner {
       x.set(w.tokenEmbedding.subarray(id * dim, (id + 1) * dim), t * dim);
     }
     const xb = new Float32Array(T * dim);
-    const q = new Float32Array(T * dim);
+    const q = new Float32Array(T * qDim);
     const k = new Float32Array(T * kvDim);
     const v = new Float32Array(T * kvDim);
-    const att = new Float32Array(T * dim);
+    const att = new Float32Array(T * qDim);
     const proj = new Float32Array(T * dim);
     const gate = new Float32Array(T * c.hiddenDim);
     const up = new Float32Array(T * c.hiddenDim);
@@ -60,12 +65,18 @@ export class CpuRunner implements ModelRunner {
       matmul(q, xb, layer.wq);
       matmul(k, xb, layer.wk);
       matmul(v, xb, layer.wv);
-      rope(q, c.nHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle);
-      rope(k, c.nKvHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle);
+      if (layer.bq) addBias(q, layer.bq);
+      if (layer.bk) addBias(k, layer.bk);
+      if (layer.bv) addBias(v, layer.bv);
+      if (layer.qNorm) rmsnorm(q, q, layer.qNorm, c.normEps);
+      if (layer.kNorm) rmsnorm(k, k, layer.kNorm, c.normEps);
+      rope(q, c.nHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle, this.#invFreq);
+      rope(k, c.nKvHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle, this.#invFreq);
       this.#keys[l]!.set(k, pos * kvDim);
       this.#values[l]!.set(v, pos * kvDim);
       attention(att, q, this.#keys[l]!, this.#values[l]!, pos, c.nHeads, c.nKvHeads, c.headDim);
       matmul(proj, att, layer.wo);
+      if (layer.bo) addBias(proj, layer.bo);
       for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
       rmsnorm(xb, x, layer.ffnNorm, c.normEps);
       matmul(gate, xb, layer.w1);
@@ -88,10 +99,47 @@ export class CpuRunner implements ModelRunner {
   dispose(): void {}
 }
 
+/** Adds `bias` to every row of `x`. */
+function addBias(x: Float32Array, bias: Float32Array): void {
+  for (let base = 0; base < x.length; base += bias.length) {
+    for (let i = 0; i < bias.length; i++) x[base + i]! += bias[i]!;
+  }
+}
+
+/** The reference ops behind the {@linkcode BackendOps} interface (copies in, new arrays out). */
+export const cpuOps: BackendOps = {
+  matmul(x, w) {
+    const out = new Float32Array((x.length / w.cols) * w.rows);
+    matmul(out, x, w);
+    return Promise.resolve(out);
+  },
+  rmsnorm(x, weight, eps) {
+    const out = new Float32Array(x.length);
+    rmsnorm(out, x, weight, eps);
+    return Promise.resolve(out);
+  },
+  rope(x, nHeads, headDim, pos, theta, style) {
+    const out = x.slice();
+    rope(out, nHeads, headDim, pos, theta, style);
+    return Promise.resolve(out);
+  },
+  swiglu(gate, up) {
+    const out = gate.slice();
+    swiglu(out, up);
+    return Promise.resolve(out);
+  },
+  attention(q, keyCache, valueCache, pos, nHeads, nKvHeads, headDim) {
+    const out = new Float32Array(q.length);
+    attention(out, q, keyCache, valueCache, pos, nHeads, nKvHeads, headDim);
+    return Promise.resolve(out);
+  },
+};
+
 /** The CPU backend. */
 export const cpuBackend: Backend = {
   name: "cpu",
   description: "float32 reference kernels on the CPU",
   unavailable: () => Promise.resolve(undefined),
   load: (model, options) => Promise.resolve(new CpuRunner(model, options?.maxSeqLen)),
+  ops: cpuOps,
 };

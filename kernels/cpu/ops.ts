@@ -5,58 +5,15 @@
  * @module
  */
 import type { Matrix } from "../../harness/models/model.ts";
-import { decodeRow } from "../formats/matrix.ts";
+import { wasmMatmul } from "./wasm_matmul.ts";
 
 /**
- * `out[t][r] = Σ_c x[t][c] · W[r][c]` for `T = x.length / W.cols` rows of activations. Quantized
- * weights are decoded one row at a time inside the loop, never as a whole matrix.
+ * `out[t][r] = Σ_c x[t][c] · W[r][c]` for `T = x.length / W.cols` rows of activations, in float32
+ * on a WebAssembly SIMD kernel. Quantized weights are decoded one row at a time inside the loop,
+ * never as a whole matrix.
  */
 export function matmul(out: Float32Array, x: Float32Array, w: Matrix): void {
-  const { rows, cols } = w;
-  const T = x.length / cols;
-  // Four weight rows at a time: each activation element loaded once feeds four sums.
-  const block = new Float32Array(4 * cols);
-  for (let r0 = 0; r0 < rows; r0 += 4) {
-    const nr = Math.min(4, rows - r0);
-    if (w.kind === "dense") {
-      block.set(w.data.subarray(r0 * cols, (r0 + nr) * cols));
-    } else {
-      for (let i = 0; i < nr; i++) {
-        decodeRow(w, r0 + i, block.subarray(i * cols, (i + 1) * cols));
-      }
-    }
-    if (nr < 4) block.fill(0, nr * cols);
-    for (let t = 0; t < T; t++) {
-      const xo = t * cols;
-      let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      for (let c = 0; c < cols; c++) {
-        const xv = x[xo + c]!;
-        s0 += xv * block[c]!;
-        s1 += xv * block[cols + c]!;
-        s2 += xv * block[2 * cols + c]!;
-        s3 += xv * block[3 * cols + c]!;
-      }
-      const o = t * rows + r0;
-      out[o] = s0;
-      if (nr > 1) out[o + 1] = s1;
-      if (nr > 2) out[o + 2] = s2;
-      if (nr > 3) out[o + 3] = s3;
-    }
-  }
-}
-
-/** Dot product of `a[offset, offset + n)` with `b[0, n)`, unrolled by four. */
-export function dot(a: Float32Array, offset: number, b: Float32Array, n: number): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  let i = 0;
-  for (; i + 3 < n; i += 4) {
-    s0 += a[offset + i]! * b[i]!;
-    s1 += a[offset + i + 1]! * b[i + 1]!;
-    s2 += a[offset + i + 2]! * b[i + 2]!;
-    s3 += a[offset + i + 3]! * b[i + 3]!;
-  }
-  for (; i < n; i++) s0 += a[offset + i]! * b[i]!;
-  return (s0 + s1) + (s2 + s3);
+  wasmMatmul(out, x, w);
 }
 
 /** RMSNorm of each `dim`-row of `x` into `out`: `x / sqrt(mean(x²) + eps) · weight`. */
@@ -78,6 +35,7 @@ export function rmsnorm(
 /**
  * Rotary position embedding in place over rows of `nHeads × headDim`, row `t` at position
  * `pos + t`. `interleaved` rotates (x[2i], x[2i+1]); `half` rotates (x[i], x[i + headDim/2]).
+ * Pair `i` turns by `(pos + t) · invFreq[i]`; without `invFreq`, by `(pos + t) · θ^(−2i/headDim)`.
  */
 export function rope(
   x: Float32Array,
@@ -86,6 +44,7 @@ export function rope(
   pos: number,
   theta: number,
   style: "interleaved" | "half",
+  invFreq?: ArrayLike<number>,
 ): void {
   const width = nHeads * headDim;
   const T = x.length / width;
@@ -93,7 +52,7 @@ export function rope(
   for (let t = 0; t < T; t++) {
     const p = pos + t;
     for (let i = 0; i < half; i++) {
-      const freq = 1 / Math.pow(theta, (2 * i) / headDim);
+      const freq = invFreq ? invFreq[i]! : 1 / Math.pow(theta, (2 * i) / headDim);
       const angle = p * freq;
       const c = Math.cos(angle);
       const s = Math.sin(angle);

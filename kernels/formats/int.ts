@@ -1,7 +1,8 @@
 /**
- * Integer weight quantization: unsigned codes with float16-rounded scales (and integer zero points
- * when asymmetric), per output channel or per group of `group` input columns. The conventions follow
- * the GPTQ reference quantizer (and llm-compressor's symmetric int scheme):
+ * Integer weight quantization: unsigned codes with float16-rounded scales (or bfloat16 or float32
+ * ones, `scaleDtype`) and integer zero points when asymmetric, per output channel, per group of
+ * `group` input columns, or per tensor (`group: -1`). The conventions follow the GPTQ reference
+ * quantizer (and llm-compressor's symmetric int scheme):
  *
  * - symmetric: `scale = max|w| / ((2^b − 1) / 2)`, zero point `2^(b−1)`, so codes span
  *   `[−2^(b−1), 2^(b−1) − 1]` around zero (int4: −8…7);
@@ -11,14 +12,23 @@
  *
  * @module
  */
+import { roundScale, SCALE_DTYPE_BITS, SCALE_DTYPE_MIN, type ScaleDtype } from "./scale_dtype.ts";
 
 /** How a matrix is quantized. */
 export interface IntQuantConfig {
   bits: number;
-  /** Input columns per scale; 0 means one scale per output row (per channel). */
+  /**
+   * Input columns per scale; 0 means one scale per output row (per channel), -1 one scale for
+   * the whole matrix (per tensor).
+   */
   group: number;
   symmetric: boolean;
+  /** How scales are stored and rounded (default f16). */
+  scaleDtype?: ScaleDtype;
 }
+
+/** `group` value meaning one scale (and zero point) for the whole matrix. */
+export const PER_TENSOR = -1;
 
 /**
  * A `[rows][cols]` weight matrix as integer codes: `w[r][c] = scales[r·G + g] · (codes[r·cols + c] −
@@ -34,10 +44,17 @@ export interface QuantizedMatrix {
   symmetric: boolean;
   /** One unsigned code per weight, `0 … 2^bits − 1`. */
   codes: Uint8Array;
-  /** `rows × groupsPerRow` scales, each exactly representable in float16. */
+  /** `rows × groupsPerRow` scales, each exactly representable in `scaleDtype`. */
   scales: Float32Array;
   /** `rows × groupsPerRow` integer zero points; null when symmetric. */
   zeros: Uint8Array | null;
+  /** Type the scales are rounded to and stored as (default f16). */
+  scaleDtype?: ScaleDtype;
+  /**
+   * One scale (and zero point) for the whole matrix, repeated in every row's entry so rows decode
+   * alike; storage counts it once. Default false.
+   */
+  perTensor?: boolean;
 }
 
 /** Thrown for an integer format the quantizer cannot produce. */
@@ -51,19 +68,28 @@ export function groupsPerRow(m: Pick<QuantizedMatrix, "cols" | "groupSize">): nu
 }
 
 /**
- * Storage bits per weight of a `rows × cols` matrix in this format, counting codes, 16-bit scales
- * and (asymmetric) `bits`-bit zero points, as GPTQ-style checkpoints pack them.
+ * Storage bits per weight of a `rows × cols` matrix in this format, counting codes, scales
+ * (16 bits unless `scaleDtype` is f32) and (asymmetric) `bits`-bit zero points, as GPTQ-style
+ * checkpoints pack them. `rows` matters only per tensor, where one scale serves every row.
  */
-export function intBitsPerWeight(config: IntQuantConfig, cols: number): number {
+export function intBitsPerWeight(config: IntQuantConfig, cols: number, rows = 1): number {
+  const perScale = SCALE_DTYPE_BITS[config.scaleDtype ?? "f16"] +
+    (config.symmetric ? 0 : config.bits);
+  if (config.group === PER_TENSOR) return config.bits + perScale / (rows * cols);
   const groupSize = config.group > 0 ? config.group : cols;
   const groups = Math.ceil(cols / groupSize);
-  const perRow = cols * config.bits + groups * (16 + (config.symmetric ? 0 : config.bits));
-  return perRow / cols;
+  return (cols * config.bits + groups * perScale) / cols;
 }
 
-/** Float16 rounding of a scale (scales are stored as f16, so they are computed as f16). */
-function f16(x: number): number {
-  return Math.f16round(x);
+/** Storage bits of a whole quantized matrix (codes, scales and zero points). */
+export function intMatrixBits(m: QuantizedMatrix): number {
+  const config = {
+    bits: m.bits,
+    group: m.perTensor ? PER_TENSOR : m.groupSize,
+    symmetric: m.symmetric,
+    scaleDtype: m.scaleDtype,
+  };
+  return intBitsPerWeight(config, m.cols, m.rows) * m.rows * m.cols;
 }
 
 /**
@@ -86,20 +112,28 @@ export function quantizeInt(
   if (!Number.isInteger(bits) || bits < 2 || bits > 8) {
     throw new IntFormatError(`Integer width ${bits} is not supported; use 2 to 8 bits`);
   }
-  if (config.group < 0 || !Number.isInteger(config.group)) {
-    throw new IntFormatError(`Group size ${config.group} must be a non-negative integer`);
+  if ((config.group < 0 && config.group !== PER_TENSOR) || !Number.isInteger(config.group)) {
+    throw new IntFormatError(
+      `Group size ${config.group} must be a non-negative integer, or -1 for per tensor`,
+    );
   }
+  const scaleDtype = config.scaleDtype ?? "f16";
+  const perTensor = config.group === PER_TENSOR;
   const groupSize = config.group > 0 ? Math.min(config.group, cols) : cols;
   const groups = Math.ceil(cols / groupSize);
   const codes = new Uint8Array(rows * cols);
   const scales = new Float32Array(rows * groups);
   const zeros = symmetric ? null : new Uint8Array(rows * groups);
   const maxq = (1 << bits) - 1;
+  const tensorParams = perTensor
+    ? groupParams(data, 0, rows * cols, bits, symmetric, 1, scaleDtype)
+    : undefined;
   for (let r = 0; r < rows; r++) {
     for (let g = 0; g < groups; g++) {
       const start = r * cols + g * groupSize;
       const end = r * cols + Math.min(cols, (g + 1) * groupSize);
-      const { scale, zero } = groupParams(data, start, end, bits, symmetric);
+      const { scale, zero } = tensorParams ??
+        groupParams(data, start, end, bits, symmetric, 1, scaleDtype);
       scales[r * groups + g] = scale;
       if (zeros) zeros[r * groups + g] = zero;
       for (let i = start; i < end; i++) {
@@ -108,12 +142,25 @@ export function quantizeInt(
       }
     }
   }
-  return { kind: "int", rows, cols, bits, groupSize, symmetric, codes, scales, zeros };
+  return {
+    kind: "int",
+    rows,
+    cols,
+    bits,
+    groupSize,
+    symmetric,
+    codes,
+    scales,
+    zeros,
+    scaleDtype,
+    perTensor,
+  };
 }
 
 /**
- * Scale and zero point of one group `data[start, end)`, per the GPTQ reference quantizer. An
- * all-zero group gets scale 1 so that it decodes to exact zeros.
+ * Scale and zero point of one group `data[start, end)`, per the GPTQ reference quantizer, the
+ * scale rounded to `scaleDtype` (a scale that rounds to 0 becomes the type's smallest positive
+ * value). An all-zero group gets scale 1 so that it decodes to exact zeros.
  */
 export function groupParams(
   data: Float32Array,
@@ -122,6 +169,7 @@ export function groupParams(
   bits: number,
   symmetric: boolean,
   shrink = 1,
+  scaleDtype: ScaleDtype = "f16",
 ): { scale: number; zero: number } {
   const maxq = (1 << bits) - 1;
   let lo = 0;
@@ -136,10 +184,13 @@ export function groupParams(
   if (symmetric) {
     const amax = Math.max(-lo, hi);
     if (amax === 0) return { scale: 1, zero: 1 << (bits - 1) };
-    return { scale: f16((2 * amax) / maxq) || f16(2 ** -24), zero: 1 << (bits - 1) };
+    return {
+      scale: roundScale((2 * amax) / maxq, scaleDtype) || SCALE_DTYPE_MIN[scaleDtype],
+      zero: 1 << (bits - 1),
+    };
   }
   if (hi === lo) return { scale: 1, zero: 0 };
-  const scale = f16((hi - lo) / maxq) || f16(2 ** -24);
+  const scale = roundScale((hi - lo) / maxq, scaleDtype) || SCALE_DTYPE_MIN[scaleDtype];
   const zero = Math.min(maxq, Math.max(0, roundHalfEven(-lo / scale)));
   return { scale, zero };
 }

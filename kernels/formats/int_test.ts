@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { dequantizeInt, intBitsPerWeight, quantizeInt, roundHalfEven } from "./int.ts";
+import {
+  dequantizeInt,
+  intBitsPerWeight,
+  intMatrixBits,
+  PER_TENSOR,
+  quantizeInt,
+  roundHalfEven,
+} from "./int.ts";
 
 // Expected values below are worked by hand from the GPTQ reference quantizer's formulas
 // (scale = 2·amax/maxq with zero (maxq+1)/2 when symmetric; (max−min)/maxq and round(−min/scale)
@@ -72,5 +79,46 @@ Deno.test("int: widths outside 2..8 are rejected with the value quoted", () => {
   assert.throws(
     () => quantizeInt(new Float32Array(4), 1, 4, { bits: 9, group: 0, symmetric: true }),
     /Integer width 9 is not supported/,
+  );
+});
+
+Deno.test("int: scales round to the scale dtype (bf16, f32) and bits count it", () => {
+  const data = new Float32Array([1, -2, 3, 4]);
+  // 2·4/15 = 0.5333…: bf16 keeps 8 significant bits → 137/256 = 0.53515625; f32 → fround(8/15).
+  for (
+    const [scaleDtype, scale, bits] of [["bf16", 0.53515625, 16], [
+      "f32",
+      Math.fround(8 / 15),
+      32,
+    ]] as const
+  ) {
+    const q = quantizeInt(data, 1, 4, { bits: 4, group: 0, symmetric: true, scaleDtype });
+    assert.deepEqual([...q.scales], [scale]);
+    assert.deepEqual([...dequantizeInt(q)], [2, -4, 6, 7].map((k) => Math.fround(k * scale)));
+    assert.equal(intMatrixBits(q), 4 * 4 + bits);
+  }
+});
+
+Deno.test("int: per tensor (group -1) shares one scale and zero point across rows", () => {
+  const data = new Float32Array([0.5, -1, 0.25, 0, 10, -2, 0, 1]);
+  const q = quantizeInt(data, 2, 4, { bits: 8, group: PER_TENSOR, symmetric: true });
+  const scale = Math.f16round(20 / 255);
+  assert.deepEqual([...q.scales], [scale, scale]);
+  assert.equal(q.perTensor, true);
+  // One f16 scale for 8 weights.
+  assert.equal(intMatrixBits(q), 8 * 8 + 16);
+  assert.equal(intBitsPerWeight({ bits: 8, group: -1, symmetric: true }, 4, 2), 8 + 16 / 8);
+  const back = dequantizeInt(q);
+  // Half a step, or a whole one for 10, which the symmetric grid (127 steps up) clamps.
+  for (let i = 0; i < data.length; i++) {
+    assert.ok(Math.abs(back[i]! - data[i]!) <= (data[i] === 10 ? scale : scale / 2));
+  }
+  const asym = quantizeInt(data, 2, 4, { bits: 4, group: PER_TENSOR, symmetric: false });
+  // Range [-2, 10]: scale f16(12/15) = 0.7998046875, zero round(2 / 0.7998046875 = 2.5006) = 3.
+  assert.deepEqual([...asym.scales], [0.7998046875, 0.7998046875]);
+  assert.deepEqual([...asym.zeros!], [3, 3]);
+  assert.throws(
+    () => quantizeInt(data, 2, 4, { bits: 4, group: -2, symmetric: true }),
+    /Group size -2 must be a non-negative integer, or -1 for per tensor/,
   );
 });

@@ -4,7 +4,7 @@
  * @module
  */
 import type { Matrix } from "../../harness/models/model.ts";
-import { dequantizeRow, intBitsPerWeight } from "./int.ts";
+import { dequantizeRow, intMatrixBits } from "./int.ts";
 import { rowCodecs } from "./codecs.ts";
 
 /** Decodes row `r` of any matrix into `out` (length `cols`). */
@@ -31,10 +31,7 @@ export function matrixBits(m: Matrix): number {
     case "dense":
       return 32 * m.rows * m.cols;
     case "int":
-      return intBitsPerWeight(
-        { bits: m.bits, group: m.groupSize, symmetric: m.symmetric },
-        m.cols,
-      ) * m.rows * m.cols;
+      return intMatrixBits(m);
     case "coded":
       // The per-tensor scale (32 bits) counts once.
       return rowCodecs.get(m.codec).bitsPerWeight(m.cols) * m.rows * m.cols +

@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import { REPO_ROOT, sharedPath } from "../shared.ts";
+import { longContext, passkeyItems } from "./long_context.ts";
+import { chatPrompt } from "./chat.ts";
+import {
+  contextFor,
+  datasetOf,
+  missing,
+  referenceOver,
+  samplesReproduce,
+  stories,
+} from "./test_context.ts";
+
+const ESSAYS = "data/longctx/paul_graham_essays.txt";
+
+Deno.test({
+  name: "long_context: passkey prompts fill the length budget with the needle at its depth",
+  ignore: missing(ESSAYS),
+  async fn() {
+    const model = await stories();
+    const haystack = (await Deno.readTextFile(sharedPath(ESSAYS))).slice(0, 50000);
+    const items = passkeyItems(model, haystack, [128, 256], {
+      depths: [0.1, 0.9],
+      trials: 2,
+      maxNewTokens: 16,
+    }, 0);
+    assert.equal(items.length, 8);
+    for (const item of items) {
+      const tokens = chatPrompt(model, [{ role: "user", content: item.prompt }]).ids.length;
+      assert.ok(tokens <= item.length - 16 && tokens > item.length - 40, `${item.id}: ${tokens}`);
+      const needle =
+        `The pass key is ${item.answer}. Remember it. ${item.answer} is the pass key. `;
+      const at = item.prompt.indexOf(needle);
+      const filler = item.prompt.length - needle.length - "\n\nWhat is the pass key?".length;
+      const where = at / filler;
+      // Within a word or sentence of the depth (the 128-token haystacks are ~150 characters).
+      assert.ok(Math.abs(where - item.depth) < 0.15, `${item.id} needle at ${where.toFixed(2)}`);
+      assert.match(item.answer, /^\d{5}$/);
+    }
+    assert.notEqual(items[0]!.answer, items[1]!.answer, "trials draw their own keys");
+    assert.deepEqual(
+      passkeyItems(model, haystack, [128], {
+        depths: [0.1],
+        trials: 1,
+        maxNewTokens: 16,
+      }, 0)[0],
+      items[0],
+      "seeded",
+    );
+  },
+});
+
+Deno.test({
+  name: "long_context: rows by length and depth; against itself the ratios are 1 and deltas 0",
+  ignore: missing(),
+  async fn() {
+    const model = await stories();
+    const options = {
+      lengths: [128, 256, 1024],
+      depths: [0.5],
+      trials: 2,
+      windows: 2,
+      max_new_tokens: 8,
+    };
+    const rows = await longContext.run(contextFor(model, "long_context", options, {
+      reference: referenceOver(model, { isSelf: true }),
+    }));
+    const metrics = rows.map((r) => r.metric);
+    assert.deepEqual(metrics, [
+      "ppl@128",
+      "ppl_ratio@128",
+      "ppl@256",
+      "ppl_ratio@256",
+      "retrieval@128",
+      "retrieval@128:d=0.5",
+      "retrieval_delta@128",
+      "retrieval@256",
+      "retrieval@256:d=0.5",
+      "retrieval_delta@256",
+    ]);
+    const get = (m: string) => rows.find((r) => r.metric === m)!;
+    assert.equal(get("ppl_ratio@128").value, 1);
+    assert.deepEqual(samplesReproduce(rows), []);
+    assert.equal(get("retrieval_delta@256").value, 0);
+    assert.equal(get("ppl@256").samples!.values.length, 2);
+    assert.ok(get("ppl@256").value > 1 && get("ppl@256").n === 2);
+    assert.match(rows[0]!.detail, /source=generated .* skipped_lengths=1024>512/);
+  },
+});
+
+Deno.test({
+  name: "long_context: a JSON Lines set supplies its own questions (fixture long_context.jsonl)",
+  ignore: missing(),
+  async fn() {
+    const model = await stories();
+    const dataset = datasetOf(`${REPO_ROOT}/fixtures/datasets/long_context.jsonl`, "jsonl");
+    const rows = await longContext.run(contextFor(model, "long_context", {
+      lengths: [128],
+      windows: 1,
+      limit: 3,
+      max_new_tokens: 4,
+    }, { dataset }));
+    // Questions of 256 tokens fit stories260K's 512; the 3-sample limit is spread over strata.
+    const retrieval = rows.filter((r) => /^retrieval@\d+$/.test(r.metric));
+    assert.equal(retrieval.reduce((a, r) => a + r.n!, 0), 3);
+    assert.ok(rows.every((r) => !r.metric.startsWith("retrieval@1024")));
+    assert.match(rows[0]!.detail, /source=jsonl/);
+  },
+});

@@ -1,0 +1,189 @@
+/**
+ * The reference cell of tasks that compare against one (`kld`, `long_context`): resolving the
+ * `reference: { method, format }` option of a task to a method and a format, opening the reference
+ * model once per cell, and caching what a task computes on it on disk, so that the reference
+ * distributions are computed once per model (and dataset and options) and not once per cell.
+ *
+ * `method` names a method id of the suite, else a registered method with its default options;
+ * `format` names a format id of the suite, else an element format preset (`f32`, `int8`, …). The
+ * reference runs on the backend of the cell being scored.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { Cell, FormatSpec, MethodSpec, Suite } from "../suite/types.ts";
+import type { LlamaModel } from "../models/model.ts";
+import type { ModelRunner } from "../../kernels/backend.ts";
+import type { ReferenceContext } from "./task.ts";
+import { methods } from "../methods/registry.ts";
+import { backends } from "../../kernels/registry.ts";
+import { elementFormats } from "../../kernels/formats/registry.ts";
+import { loadModel } from "../models/load.ts";
+import { writeFileAtomic } from "../../reports/atomic.ts";
+
+/** The default reference: the same model unquantized in float32. */
+export const DEFAULT_REFERENCE = { method: "none", format: "f32" };
+
+/** Thrown when a task's `reference` cannot be resolved. */
+export class ReferenceCellError extends Error {
+  override name = "ReferenceCellError";
+}
+
+/** A resolved reference: what the runner passes to the cell computation (plain data). */
+export interface ReferenceJob {
+  method: MethodSpec;
+  format: FormatSpec;
+  /** See {@linkcode ReferenceContext.key}. */
+  key: string;
+}
+
+/** Resolves a task's `reference` option against the suite. */
+export function resolveReference(
+  suite: Pick<Suite, "methods" | "formats">,
+  spec: unknown,
+): { method: MethodSpec; format: FormatSpec } {
+  const { method: m, format: f } = { ...DEFAULT_REFERENCE, ...(spec as object) } as Record<
+    string,
+    unknown
+  >;
+  if (typeof m !== "string" || typeof f !== "string") {
+    throw new ReferenceCellError(
+      `Reference ${JSON.stringify(spec)} must name a method and a format, e.g. ` +
+        `{ method: none, format: f32 }`,
+    );
+  }
+  const method: MethodSpec | undefined = suite.methods.find((x) => x.id === m) ??
+    (methods.has(m)
+      ? { id: m, method: m, options: structuredClone(methods.get(m).options) }
+      : undefined);
+  if (!method) {
+    throw new ReferenceCellError(
+      `Reference method "${m}" is neither a method id of the suite nor a known method ` +
+        `(known: ${methods.names().join(", ")})`,
+    );
+  }
+  const format: FormatSpec | undefined = suite.formats.find((x) => x.id === f) ??
+    (elementFormats.has(f)
+      ? { id: f, weights: f, group: 0, symmetric: true, options: {} }
+      : undefined);
+  if (!format) {
+    throw new ReferenceCellError(
+      `Reference format "${f}" is neither a format id of the suite nor a known weight format ` +
+        `(known: ${elementFormats.names().join(", ")})`,
+    );
+  }
+  const why = methods.get(method.method).unsupported(format);
+  if (why) throw new ReferenceCellError(`Reference ${m}/${f}: ${why}`);
+  return { method, format };
+}
+
+/** The reference cell of `cell` for a resolved reference. */
+export function referenceCell(cell: Cell, ref: { method: MethodSpec; format: FormatSpec }): Cell {
+  return {
+    id: `${cell.model.id}/${ref.method.id}/${ref.format.id}/${cell.backend}`,
+    model: cell.model,
+    method: ref.method,
+    format: ref.format,
+    backend: cell.backend,
+  };
+}
+
+/**
+ * Reference models of one cell computation: each distinct reference is loaded, quantized and put
+ * on the backend at most once, on first use; a reference equal to the cell reuses its runner.
+ */
+export class ReferenceModels {
+  readonly #opened = new Map<string, Promise<{ model: LlamaModel; runner: ModelRunner }>>();
+
+  constructor(
+    readonly cell: Cell,
+    readonly seed: number,
+    readonly own: { model: LlamaModel; runner: ModelRunner },
+    readonly cacheDir?: string,
+  ) {}
+
+  /** The task context's view of a reference, or undefined when the task has none. */
+  context(job: ReferenceJob | undefined): ReferenceContext | undefined {
+    if (!job) return undefined;
+    const isSelf = sameSetup(this.cell, job);
+    const id = `${job.method.id}/${job.format.id}`;
+    return {
+      id,
+      key: job.key,
+      isSelf,
+      cacheDir: this.cacheDir,
+      open: () => isSelf ? Promise.resolve(this.own) : this.#open(id, job),
+    };
+  }
+
+  #open(id: string, job: ReferenceJob) {
+    let opened = this.#opened.get(id);
+    if (!opened) {
+      opened = (async () => {
+        const loaded = await loadModel(this.cell.model);
+        const model = await methods.get(job.method.method).quantize(
+          loaded,
+          job.format,
+          job.method.options,
+          { seed: this.seed },
+        );
+        return { model, runner: await backends.get(this.cell.backend).load(model) };
+      })();
+      this.#opened.set(id, opened);
+    }
+    return opened;
+  }
+
+  /** Frees the reference runners this object opened. */
+  async dispose(): Promise<void> {
+    for (const opened of this.#opened.values()) {
+      try {
+        (await opened).runner.dispose();
+      } catch {
+        // A reference that failed to open has nothing to free; its task already reported why.
+      }
+    }
+  }
+}
+
+function sameSetup(cell: Cell, ref: { method: MethodSpec; format: FormatSpec }): boolean {
+  const strip = (f: FormatSpec) => ({ ...f, id: undefined });
+  return cell.method.method === ref.method.method &&
+    JSON.stringify(cell.method.options) === JSON.stringify(ref.method.options) &&
+    JSON.stringify(strip(cell.format)) === JSON.stringify(strip(ref.format));
+}
+
+/**
+ * Bytes computed on a reference, cached under `cacheDir/reference/` by the reference key and a
+ * name; computed (and stored atomically) when absent or when there is no cache folder.
+ */
+export async function cachedReferenceBytes(
+  ref: Pick<ReferenceContext, "key" | "cacheDir">,
+  name: string,
+  compute: () => Promise<Uint8Array>,
+): Promise<Uint8Array> {
+  if (!ref.cacheDir) return await compute();
+  const path = join(ref.cacheDir, "reference", ref.key.slice(0, 2), `${ref.key}.${name}`);
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const bytes = await compute();
+  await writeFileAtomic(path, bytes);
+  return bytes;
+}
+
+/** {@linkcode cachedReferenceBytes} for a JSON value. */
+export async function cachedReferenceJson<T>(
+  ref: Pick<ReferenceContext, "key" | "cacheDir">,
+  name: string,
+  compute: () => Promise<T>,
+): Promise<T> {
+  const bytes = await cachedReferenceBytes(
+    ref,
+    `${name}.json`,
+    async () => new TextEncoder().encode(JSON.stringify(await compute())),
+  );
+  return JSON.parse(new TextDecoder().decode(bytes)) as T;
+}

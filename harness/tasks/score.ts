@@ -1,0 +1,172 @@
+/**
+ * Scoring predictions made elsewhere (another engine, a hosted model) with the same rules as the
+ * tasks: `deno task score TASK --dataset FILE --predictions FILE`.
+ *
+ * Predictions file: JSON Lines, one `{"id": "<sample id>", "output": "<the model's answer text>"}`
+ * per line (a JSON array of such objects works too). Ids are the dataset's `id` fields (or
+ * `line_N` for lines without one). A dataset sample with no prediction is scored as failed with
+ * code `missing_prediction`; a prediction whose id is not in the dataset is an error.
+ *
+ * @module
+ */
+import { basename } from "node:path";
+import type { Metric } from "./task.ts";
+import type { ResultsFile } from "../../reports/row.ts";
+import { codeVersion } from "../runner/fingerprint.ts";
+import { parseJsonl } from "./dataset.ts";
+import { jsonMetrics, type JsonScore, loadJsonSamples, scoreJsonOutput } from "./json_validity.ts";
+import { loadToolSamples, scoreToolOutput, toolMetrics, type ToolScore } from "./tool_use.ts";
+import { SchemaValidator } from "./schema_validator.ts";
+
+/** Tasks that can score predictions. */
+export const SCORABLE_TASKS = ["json", "tool_use"] as const;
+
+/** Thrown for unusable predictions or an unknown task. */
+export class ScoreInputError extends Error {
+  override name = "ScoreInputError";
+}
+
+/** Reads a predictions file: id → output. */
+export async function readPredictions(path: string): Promise<Map<string, string>> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new ScoreInputError(`Cannot read predictions ${path}: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+  const out = new Map<string, string>();
+  for (const { value, line } of parseJsonl(text, path)) {
+    const v = value as { id?: unknown; output?: unknown } | null;
+    if (v === null || typeof v !== "object" || v.id === undefined || typeof v.output !== "string") {
+      throw new ScoreInputError(
+        `${path} line ${line}: expected {"id": …, "output": "<text>"}, got ${
+          JSON.stringify(value)
+        }`,
+      );
+    }
+    const id = String(v.id);
+    if (out.has(id)) throw new ScoreInputError(`${path} line ${line}: id "${id}" appears twice`);
+    out.set(id, v.output);
+  }
+  return out;
+}
+
+/** Per-sample results of scoring. */
+export type SampleScore = (JsonScore | ToolScore) & { id: string; code: string };
+
+/** Scores a predictions file against a dataset with a task's rules. */
+export async function scorePredictions(
+  task: string,
+  datasetPath: string,
+  predictionsPath: string,
+): Promise<{ metrics: Metric[]; scores: SampleScore[] }> {
+  if (!(SCORABLE_TASKS as readonly string[]).includes(task)) {
+    throw new ScoreInputError(
+      `Task "${task}" cannot score predictions; known: ${SCORABLE_TASKS.join(", ")}`,
+    );
+  }
+  const predictions = await readPredictions(predictionsPath);
+  const dataset = { id: datasetPath, path: datasetPath };
+  const detail = `${task} scored predictions=${predictionsPath}`;
+  if (task === "json") {
+    const samples = await loadJsonSamples(dataset);
+    checkIds(predictions, samples.map((s) => s.id), predictionsPath);
+    const validator = new SchemaValidator();
+    const scores: JsonScore[] = [];
+    try {
+      for (const s of samples) {
+        const output = predictions.get(s.id);
+        scores.push(
+          output === undefined
+            ? {
+              id: s.id,
+              parse_valid: 0,
+              schema_valid: 0,
+              exact_match: "gold" in s ? 0 : null,
+              code: "missing_prediction",
+              message: "no prediction for this id",
+            }
+            : await scoreJsonOutput(s, output, validator),
+        );
+      }
+    } finally {
+      validator.close();
+    }
+    return { metrics: jsonMetrics(scores, detail), scores };
+  }
+  const samples = await loadToolSamples(dataset);
+  checkIds(predictions, samples.map((s) => s.id), predictionsPath);
+  const scores = samples.map((s): ToolScore => {
+    const output = predictions.get(s.id);
+    return output === undefined
+      ? {
+        id: s.id,
+        category: s.category,
+        correct: 0,
+        code: "missing_prediction",
+        message: "no prediction for this id",
+      }
+      : scoreToolOutput(s, output);
+  });
+  return { metrics: toolMetrics(scores, detail), scores };
+}
+
+function checkIds(predictions: Map<string, string>, ids: string[], path: string): void {
+  const known = new Set(ids);
+  const unknown = [...predictions.keys()].filter((id) => !known.has(id));
+  if (unknown.length > 0) {
+    throw new ScoreInputError(
+      `${path}: ${unknown.length} prediction id(s) are not in the dataset, e.g. ` +
+        unknown.slice(0, 3).map((id) => `"${id}"`).join(", "),
+    );
+  }
+}
+
+/**
+ * A results file for scored predictions: one row per metric, with `model` the predictions file's
+ * name, `task` the task, `dataset` the dataset file's name, and empty method, format and backend.
+ */
+export async function scoreResults(
+  task: string,
+  datasetPath: string,
+  predictionsPath: string,
+  argv: string[],
+): Promise<{ file: ResultsFile; scores: SampleScore[] }> {
+  const startedAt = new Date();
+  const runId = startedAt.toISOString().replace(/\.\d+Z$/, "Z").replaceAll(":", "-");
+  const { metrics, scores } = await scorePredictions(task, datasetPath, predictionsPath);
+  const rows = metrics.map((m) => ({
+    run_id: runId,
+    suite: "score",
+    model: basename(predictionsPath),
+    method: "",
+    format: "",
+    backend: "",
+    task,
+    dataset: basename(datasetPath),
+    ...m,
+    bits_per_weight: null,
+    status: "ok" as const,
+  }));
+  const file: ResultsFile = {
+    schema_version: 1,
+    meta: {
+      run_id: runId,
+      suite: "score",
+      suite_file: "",
+      suite_hash: "",
+      git_sha: null,
+      deno_version: Deno.version.deno,
+      quantbench_version: await codeVersion(),
+      os: `${Deno.build.os}-${Deno.build.arch}`,
+      adapter: null,
+      started_at: startedAt.toISOString(),
+      finished_at: new Date().toISOString(),
+      argv,
+    },
+    rows,
+  };
+  return { file, scores };
+}

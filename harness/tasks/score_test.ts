@@ -1,0 +1,87 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { hasShared, REPO_ROOT, sharedPath } from "../shared.ts";
+import { readPredictions, ScoreInputError, scorePredictions } from "./score.ts";
+import { groundTruthOutput, loadToolSamples } from "./tool_use.ts";
+
+const JSON_SET = join(REPO_ROOT, "fixtures/datasets/json_tasks.jsonl");
+
+async function write(lines: unknown[]): Promise<string> {
+  const path = await Deno.makeTempFile({ suffix: ".jsonl" });
+  await Deno.writeTextFile(path, lines.map((l) => JSON.stringify(l)).join("\n") + "\n");
+  return path;
+}
+
+Deno.test("score: json predictions are scored with the task's rules; missing ids fail", async () => {
+  const gold = (await Deno.readTextFile(JSON_SET)).trim().split("\n").map((l) => JSON.parse(l));
+  const predictions = gold.slice(0, 10).map((g, i) => ({
+    id: g.id,
+    output: i < 8 ? "```json\n" + JSON.stringify(g.gold) + "\n```" : "no idea",
+  }));
+  const { metrics, scores } = await scorePredictions("json", JSON_SET, await write(predictions));
+  const get = (m: string) => metrics.find((r) => r.metric === m)!;
+  assert.equal(scores.length, gold.length);
+  assert.equal(get("exact_match").value, 8 / gold.length);
+  assert.equal(scores.filter((s) => s.code === "missing_prediction").length, gold.length - 10);
+  assert.equal(scores[9]!.code, "no_json");
+});
+
+Deno.test({
+  name: "score: tool_use predictions in BFCL's layout; the command line writes reports",
+  ignore: !hasShared("data/toolcall/bfcl_v4/BFCL_v4_parallel.json"),
+  async fn() {
+    const dataset = sharedPath("data/toolcall/bfcl_v4/BFCL_v4_parallel.json");
+    const samples = await loadToolSamples({ id: "p", path: dataset });
+    const predictions = await write(
+      samples.map((s, i) => ({ id: s.id, output: i % 2 ? groundTruthOutput(s, "python") : "" })),
+    );
+    const { metrics } = await scorePredictions("tool_use", dataset, predictions);
+    assert.equal(metrics[0]!.value, 0.5);
+    const out = await Deno.makeTempDir();
+    const samplesFile = join(out, "samples.jsonl");
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        join(REPO_ROOT, "main.ts"),
+        "score",
+        "tool_use",
+        "--dataset",
+        dataset,
+        "--predictions",
+        predictions,
+        "--out",
+        out,
+        "--samples",
+        samplesFile,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+    assert.match(new TextDecoder().decode(r.stdout), /\| accuracy \|\s+0\.5 \|/);
+    const results = JSON.parse(await Deno.readTextFile(join(out, "results.json")));
+    assert.equal(results.rows[0].task, "tool_use");
+    assert.equal(results.rows[0].samples.values.length, samples.length);
+    const perSample = (await Deno.readTextFile(samplesFile)).trim().split("\n");
+    assert.equal(perSample.length, samples.length);
+    // An empty answer decodes, as in BFCL, to an empty list of calls.
+    assert.equal(JSON.parse(perSample[0]!).code, "parallel_function_checker_no_order:wrong_count");
+  },
+});
+
+Deno.test("score: unusable predictions are named errors", async () => {
+  await assert.rejects(readPredictions(await write([{ id: "a" }])), ScoreInputError);
+  await assert.rejects(
+    readPredictions(await write([{ id: "a", output: "" }, { id: "a", output: "x" }])),
+    /id "a" appears twice/,
+  );
+  await assert.rejects(
+    scorePredictions("json", JSON_SET, await write([{ id: "nope", output: "{}" }])),
+    /1 prediction id\(s\) are not in the dataset, e.g. "nope"/,
+  );
+  await assert.rejects(
+    scorePredictions("perplexity", JSON_SET, await write([])),
+    /Task "perplexity" cannot score predictions; known: json, tool_use/,
+  );
+});

@@ -1,0 +1,172 @@
+/**
+ * The `throughput` task: speed of the cell's kernels on this machine, as `llama-bench` measures it.
+ *
+ * One run: the KV cache is emptied, `prompt_tokens` tokens are run in one forward pass (prefill),
+ * the most likely next token is chosen (time to first token = prefill + that choice), and then
+ * `generate_tokens` tokens are decoded one forward pass at a time, each greedy choice fed back.
+ * The prompt is the start of the dataset's text when one is given, else seeded random token ids
+ * (BOS and EOS excluded). `warmup` runs are discarded; `repeats` runs are measured.
+ *
+ * Rows (each the median over the runs, per-run values in `samples`, `stderr` the standard
+ * deviation over √runs, and [`ci_low`, `ci_high`] the fastest and slowest run — for the median a
+ * distribution-free interval of coverage 1 − 2^(1−runs), 94 % for 5 runs):
+ * `prefill_tokens_per_s`, `decode_tokens_per_s`, `ttft_ms`, `decode_gb_per_s` (bytes read per
+ * decoded token × decode speed: every linear weight with its scales, the classifier, the norms and
+ * one embedding row), and `model_bytes` (storage of all weights).
+ *
+ * @module
+ */
+import type { LlamaModel, Matrix } from "../models/model.ts";
+import type { Metric, Task } from "./task.ts";
+import { matrixBits } from "../../kernels/formats/matrix.ts";
+import { DatasetError, readText } from "./dataset.ts";
+import { argmaxRow } from "./nll.ts";
+import { randomInt, seededRandom } from "./sample.ts";
+import { percentile } from "./kld.ts";
+import { bosOf } from "./perplexity.ts";
+
+/** Options and their defaults. */
+export const THROUGHPUT_OPTIONS = {
+  prompt_tokens: 128,
+  generate_tokens: 32,
+  warmup: 1,
+  repeats: 5,
+};
+
+/** Bytes of a model's weights: all of them, and those one decoded token reads. */
+export function modelBytes(model: LlamaModel): { total: number; perToken: number } {
+  const w = model.weights;
+  const bytes = (m: Matrix) => matrixBits(m) / 8;
+  let layers = 0;
+  for (const l of w.layers) {
+    layers += bytes(l.wq) + bytes(l.wk) + bytes(l.wv) + bytes(l.wo) + bytes(l.w1) + bytes(l.w2) +
+      bytes(l.w3);
+    for (const v of [l.attnNorm, l.ffnNorm, l.bq, l.bk, l.bv, l.bo, l.qNorm, l.kNorm]) {
+      layers += v?.byteLength ?? 0;
+    }
+  }
+  const head = bytes(w.output) + w.finalNorm.byteLength;
+  const embedding = w.tokenEmbedding.byteLength;
+  const total = layers + head + (w.tiedEmbeddings && w.output.kind === "dense" ? 0 : embedding);
+  return { total, perToken: layers + head + model.config.dim * 4 };
+}
+
+/** The throughput task. */
+export const throughput: Task = {
+  name: "throughput",
+  description: "prefill and decode tokens/s, time to first token, effective memory bandwidth",
+  needsDataset: false,
+  options: THROUGHPUT_OPTIONS,
+  async run(ctx) {
+    const opts = { ...THROUGHPUT_OPTIONS, ...ctx.task.options };
+    const promptTokens = Number(opts.prompt_tokens);
+    const generate = Number(opts.generate_tokens);
+    const repeats = Number(opts.repeats);
+    const warmup = Number(opts.warmup);
+    const { config, tokenizer } = ctx.model;
+    if (!(promptTokens >= 1 && generate >= 1 && repeats >= 1 && warmup >= 0)) {
+      throw new DatasetError(
+        `throughput needs prompt_tokens ≥ 1, generate_tokens ≥ 1, repeats ≥ 1 and warmup ≥ 0`,
+      );
+    }
+    if (promptTokens + generate > config.maxSeqLen) {
+      throw new DatasetError(
+        `prompt_tokens + generate_tokens = ${promptTokens + generate} exceeds the model's ` +
+          `context ${config.maxSeqLen}`,
+      );
+    }
+    let prompt: number[];
+    if (ctx.dataset) {
+      const bos = bosOf(tokenizer);
+      prompt = [
+        ...(bos === undefined ? [] : [bos]),
+        ...tokenizer.encode(await readText(ctx.dataset)),
+      ]
+        .slice(
+          0,
+          promptTokens,
+        );
+      if (prompt.length < promptTokens) {
+        throw new DatasetError(
+          `Dataset "${ctx.dataset.id}" has ${prompt.length} tokens, fewer than ${promptTokens}`,
+        );
+      }
+    } else {
+      const random = seededRandom(ctx.seed, "throughput");
+      prompt = [];
+      while (prompt.length < promptTokens) {
+        const id = randomInt(random, config.vocabSize);
+        if (id !== tokenizer.bosId && id !== tokenizer.eosId) prompt.push(id);
+      }
+    }
+    const runs = { prefill: [] as number[], decode: [] as number[], ttft: [] as number[] };
+    for (let r = 0; r < warmup + repeats; r++) {
+      ctx.runner.reset();
+      const t0 = performance.now();
+      let logits = await ctx.runner.forward(prompt, 0);
+      const t1 = performance.now();
+      let next = argmaxRow(logits, logits.length / prompt.length, prompt.length - 1);
+      const t2 = performance.now();
+      for (let g = 0; g < generate; g++) {
+        logits = await ctx.runner.forward([next], promptTokens + g);
+        next = argmaxRow(logits, logits.length, 0);
+      }
+      const t3 = performance.now();
+      if (r >= warmup) {
+        runs.prefill.push(promptTokens / ((t1 - t0) / 1000));
+        runs.ttft.push(t2 - t0);
+        runs.decode.push(generate / ((t3 - t2) / 1000));
+      }
+      ctx.progress((r + 1) / (warmup + repeats));
+    }
+    const bytes = modelBytes(ctx.model);
+    const detail = `throughput prompt_tokens=${promptTokens} generate_tokens=${generate} ` +
+      `warmup=${warmup} repeats=${repeats} prompt=${ctx.dataset ? "dataset" : "random"} ` +
+      `bytes_per_token=${bytes.perToken}`;
+    const bandwidth = runs.decode.map((tps) => (tps * bytes.perToken) / 1e9);
+    return [
+      timing("prefill_tokens_per_s", "tokens/s", runs.prefill, true, promptTokens, detail),
+      timing("decode_tokens_per_s", "tokens/s", runs.decode, true, generate, detail),
+      timing("ttft_ms", "ms", runs.ttft, false, promptTokens, detail),
+      timing("decode_gb_per_s", "GB/s", bandwidth, true, generate, detail),
+      {
+        metric: "model_bytes",
+        value: bytes.total,
+        unit: "bytes",
+        higher_is_better: false,
+        n: null,
+        stderr: null,
+        ci_low: null,
+        ci_high: null,
+        detail,
+      },
+    ];
+  },
+};
+
+function timing(
+  metric: string,
+  unit: string,
+  values: number[],
+  higher: boolean,
+  n: number,
+  detail: string,
+): Metric {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  const sd = values.length > 1
+    ? Math.sqrt(values.reduce((a, v) => a + (v - mean) ** 2, 0) / (values.length - 1))
+    : null;
+  return {
+    metric,
+    value: percentile(sorted, 0.5),
+    unit,
+    higher_is_better: higher,
+    n,
+    stderr: sd === null ? null : sd / Math.sqrt(values.length),
+    ci_low: sorted[0]!,
+    ci_high: sorted[sorted.length - 1]!,
+    detail,
+    samples: { kind: `run_${metric}`, values },
+  };
+}

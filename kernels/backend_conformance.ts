@@ -1,0 +1,421 @@
+/**
+ * The conformance suite every {@linkcode Backend} passes, in the manner of Hono's shared router
+ * tests: {@linkcode describeBackendConformance} registers the same `Deno.test`s for any backend,
+ * comparing it with the CPU reference kernels (`kernels/cpu/ops.ts`, float64 accumulation).
+ *
+ * Tolerances (`‖a − b‖∞ ≤ tol · ‖ref‖∞` over the whole output):
+ *
+ * | check                                                     | tol  |
+ * | --------------------------------------------------------- | ---- |
+ * | matmul, every weight format, GEMV (T = 1) and GEMM (T > 4) | 1e-5 |
+ * | RMSNorm, RoPE, SwiGLU                                      | 1e-6 |
+ * | attention (GQA, KV cache, chunked softmax)                 | 1e-5 |
+ * | stories260K logits, f32 and RTN int4-g32 / int8 weights    | 1e-3 |
+ * | a synthetic model with biases, q/k norms, RoPE scaling, mixed formats | 1e-4 |
+ * | prefill then one-token decode steps vs one batched forward | 1e-4 |
+ * | a suite's perplexities on this backend vs `cpu` (relative) | 1e-4 |
+ *
+ * A float32 backend lands near 1e-6 on all of them; the looser model-level bounds leave room for
+ * backends that compute in lower precision. Op tests need {@linkcode Backend.ops}; a backend
+ * without them runs the model-level checks only.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import type { Backend, BackendOps } from "./backend.ts";
+import { cpuOps } from "./cpu/backend.ts";
+import { cpuBackend } from "./cpu/backend.ts";
+import { dense, type LlamaModel, type Matrix, type Tokenizer } from "../harness/models/model.ts";
+import { quantizeInt } from "./formats/int.ts";
+import { rowCodecs } from "./formats/codecs.ts";
+import { encodeMatrix } from "./formats/row_codecs.ts";
+import { hasShared, sharedPath } from "../harness/shared.ts";
+import { loadLlama2c } from "../harness/models/llama2c.ts";
+import { rtn } from "../harness/methods/rtn.ts";
+import type { FormatSpec } from "../harness/suite/types.ts";
+import { parseSuite } from "../harness/suite/load.ts";
+import { runSuite } from "../harness/runner/run.ts";
+
+/** Which parts of the suite to register. */
+export interface ConformanceOptions {
+  /** Op × format tests (default true; needs `backend.ops`). */
+  ops?: boolean;
+  /** Whole-model tests (default true). */
+  models?: boolean;
+  /** The suite run against `cpu` (default true; the backend must be in the registry). */
+  suite?: boolean;
+  /** Context for the model tests (default: the model's; small values test KV-cache limits). */
+  maxSeqLen?: number;
+}
+
+/** `‖a − b‖∞ / ‖ref‖∞`, with NaN where the arrays disagree on non-finite values. */
+export function relativeError(actual: Float32Array, ref: Float32Array): number {
+  assert.equal(actual.length, ref.length, "output length");
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < ref.length; i++) {
+    const a = actual[i]!;
+    const b = ref[i]!;
+    if (!Number.isFinite(b)) {
+      if (!Object.is(a, b) && !(Number.isNaN(a) && Number.isNaN(b))) return NaN;
+      continue;
+    }
+    diff = Math.max(diff, Math.abs(a - b));
+    scale = Math.max(scale, Math.abs(b));
+  }
+  return scale === 0 ? diff : diff / scale;
+}
+
+function assertClose(actual: Float32Array, ref: Float32Array, tol: number, what: string): void {
+  const err = relativeError(actual, ref);
+  assert.ok(err <= tol, `${what}: relative error ${err} exceeds ${tol}`);
+}
+
+/** Deterministic values in [-0.5, 0.5) (a 32-bit LCG, so fixtures need no files). */
+export function pseudoRandom(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = s / 2 ** 32 - 0.5;
+  }
+  return out;
+}
+
+/** Integer layouts covered: bits, group (0 = per channel), symmetric. */
+const INT_CASES: [number, number, boolean][] = [
+  [8, 0, true],
+  [8, 32, false],
+  [4, 32, true],
+  [4, 128, false],
+  [4, 16, true],
+  [3, 64, true],
+  [3, 0, false],
+  [2, 32, true],
+  [2, 16, false],
+];
+
+/** Every weight format the matmul tests cover, as `[name, make(rows, cols, data)]`. */
+function weightFormats(): [string, (r: number, c: number, w: Float32Array) => Matrix][] {
+  return [
+    ["f32", (r, c, w) => dense(r, c, w)],
+    ...INT_CASES.map(([bits, group, symmetric]) =>
+      [
+        `int${bits}${group ? `-g${group}` : ""}${symmetric ? "" : "-asym"}`,
+        (r: number, c: number, w: Float32Array) => quantizeInt(w, r, c, { bits, group, symmetric }),
+      ] as [string, (r: number, c: number, w: Float32Array) => Matrix]
+    ),
+    ...rowCodecs.names().map((name) =>
+      [
+        name,
+        (r: number, c: number, w: Float32Array) => encodeMatrix(rowCodecs.get(name), r, c, w),
+      ] as [string, (r: number, c: number, w: Float32Array) => Matrix]
+    ),
+  ];
+}
+
+function registerOps(name: string, ops: BackendOps, ignore: boolean): void {
+  const test = (label: string, fn: () => Promise<void>) =>
+    Deno.test({ name: `${name}: ${label}`, ignore, fn });
+  for (const [format, make] of weightFormats()) {
+    test(`matmul ${format}`, async () => {
+      // 172 columns: a short last chunk and group; 37 rows: partial workgroups.
+      const w = make(37, 172, pseudoRandom(37 * 172, 1));
+      for (const T of [1, 6]) {
+        const x = pseudoRandom(T * 172, 2 + T);
+        assertClose(await ops.matmul(x, w), await cpuOps.matmul(x, w), 1e-5, `T=${T}`);
+      }
+    });
+  }
+  test("matmul long rows and many tokens", async () => {
+    // 9000 columns: more chunks than threads per row; 171: activation rows not 16-byte
+    // aligned; 70 tokens: two GEMM token tiles.
+    for (const [rows, cols, T] of [[5, 9000, 1], [3, 171, 3], [70, 96, 70]]) {
+      const data = pseudoRandom(rows! * cols!, 3);
+      const x = pseudoRandom(T! * cols!, 4);
+      for (
+        const w of [
+          dense(rows!, cols!, data),
+          quantizeInt(data, rows!, cols!, {
+            bits: 4,
+            group: 32,
+            symmetric: true,
+          }),
+        ]
+      ) {
+        assertClose(await ops.matmul(x, w), await cpuOps.matmul(x, w), 1e-5, `${rows}x${cols}`);
+      }
+    }
+  });
+  test("rmsnorm", async () => {
+    for (const dim of [64, 300]) {
+      const x = pseudoRandom(3 * dim, 5).map((v) => v * 4);
+      const weight = pseudoRandom(dim, 6);
+      assertClose(
+        await ops.rmsnorm(x, weight, 1e-5),
+        await cpuOps.rmsnorm(x, weight, 1e-5),
+        1e-6,
+        `${dim}`,
+      );
+    }
+  });
+  test("rope", async () => {
+    for (const style of ["interleaved", "half"] as const) {
+      for (const [heads, headDim, pos] of [[8, 8, 0], [4, 64, 37]]) {
+        const x = pseudoRandom(3 * heads! * headDim!, 7);
+        assertClose(
+          await ops.rope(x, heads!, headDim!, pos!, 10000, style),
+          await cpuOps.rope(x, heads!, headDim!, pos!, 10000, style),
+          1e-6,
+          `${style} ${headDim} at ${pos}`,
+        );
+      }
+    }
+  });
+  test("swiglu", async () => {
+    const gate = pseudoRandom(1000, 8).map((v) => v * 60);
+    const up = pseudoRandom(1000, 9);
+    assertClose(await ops.swiglu(gate, up), await cpuOps.swiglu(gate, up), 1e-6, "swiglu");
+  });
+  test("attention", async () => {
+    // Grouped heads, a cache longer than one 64-key chunk, prefill rows and a decode row.
+    for (const [nHeads, nKv, headDim, pos, T] of [[8, 4, 16, 100, 3], [4, 1, 128, 300, 1]]) {
+      const len = pos! + T!;
+      const q = pseudoRandom(T! * nHeads! * headDim!, 10).map((v) => v * 3);
+      const keys = pseudoRandom(len * nKv! * headDim!, 11);
+      const values = pseudoRandom(len * nKv! * headDim!, 12);
+      assertClose(
+        await ops.attention(q, keys, values, pos!, nHeads!, nKv!, headDim!),
+        await cpuOps.attention(q, keys, values, pos!, nHeads!, nKv!, headDim!),
+        1e-5,
+        `${nHeads}/${nKv} heads of ${headDim} at ${pos}`,
+      );
+    }
+  });
+}
+
+/** A minimal tokenizer for synthetic models (ids only). */
+const ID_TOKENIZER: Tokenizer = {
+  vocabSize: 96,
+  bosId: 1,
+  eosId: 2,
+  encode: (text) => [...text].map((ch) => ch.charCodeAt(0) % 96),
+  decode: (ids) => ids.join(" "),
+};
+
+/**
+ * A two-layer model exercising every optional part of the forward pass: biases, query/key
+ * norms, llama3 RoPE scaling, half-split RoPE, grouped heads, a query width unlike the model
+ * width, and a different weight format per projection.
+ */
+export function syntheticModel(): LlamaModel {
+  const dim = 48;
+  const hiddenDim = 80;
+  const nHeads = 4;
+  const nKvHeads = 2;
+  const headDim = 16;
+  const vocabSize = 96;
+  let seed = 100;
+  const rand = (n: number, scale = 1) => pseudoRandom(n, seed++).map((v) => v * scale);
+  const coded = (name: string, rows: number, cols: number) =>
+    rowCodecs.has(name)
+      ? encodeMatrix(rowCodecs.get(name), rows, cols, rand(rows * cols, 0.4))
+      : dense(rows, cols, rand(rows * cols, 0.4));
+  const qDim = nHeads * headDim;
+  const kvDim = nKvHeads * headDim;
+  const layer = (i: number) => ({
+    attnNorm: rand(dim).map((v) => 1 + v),
+    wq: dense(qDim, dim, rand(qDim * dim, 0.4)),
+    wk: quantizeInt(rand(kvDim * dim, 0.4), kvDim, dim, { bits: 4, group: 16, symmetric: false }),
+    wv: coded(i ? "q8_0" : "mxfp4", kvDim, dim),
+    wo: coded(i ? "nvfp4" : "q4_0", dim, qDim),
+    ffnNorm: rand(dim).map((v) => 1 + v),
+    w1: coded("fp8_e4m3-ch-f32", hiddenDim, dim),
+    w2: quantizeInt(rand(dim * hiddenDim, 0.4), dim, hiddenDim, {
+      bits: 3,
+      group: 0,
+      symmetric: true,
+    }),
+    w3: coded(i ? "q2_k" : "q5_1", hiddenDim, dim),
+    bq: rand(qDim, 0.1),
+    bk: rand(kvDim, 0.1),
+    bv: rand(kvDim, 0.1),
+    bo: rand(dim, 0.1),
+    qNorm: rand(headDim).map((v) => 1 + v),
+    kNorm: rand(headDim).map((v) => 1 + v),
+  });
+  return {
+    config: {
+      dim,
+      hiddenDim,
+      nLayers: 2,
+      nHeads,
+      nKvHeads,
+      headDim,
+      vocabSize,
+      maxSeqLen: 64,
+      ropeTheta: 10000,
+      normEps: 1e-5,
+      ropeStyle: "half",
+      ropeScaling: {
+        type: "llama3",
+        factor: 8,
+        lowFreqFactor: 1,
+        highFreqFactor: 4,
+        originalMaxPositions: 16,
+      },
+    },
+    weights: {
+      tokenEmbedding: rand(vocabSize * dim),
+      layers: [layer(0), layer(1)],
+      finalNorm: rand(dim).map((v) => 1 + v),
+      output: dense(vocabSize, dim, rand(vocabSize * dim, 0.4)),
+      tiedEmbeddings: false,
+    },
+    tokenizer: ID_TOKENIZER,
+  };
+}
+
+/** Logits of one batched forward, then of a prefill of `split` tokens and single-token steps. */
+async function batchedAndStepwise(
+  backend: Backend,
+  model: LlamaModel,
+  tokens: number[],
+  split: number,
+  maxSeqLen?: number,
+): Promise<[Float32Array, Float32Array]> {
+  const runner = await backend.load(model, { maxSeqLen });
+  try {
+    const batched = await runner.forward(tokens, 0);
+    runner.reset();
+    const stepwise = new Float32Array(batched.length);
+    stepwise.set(await runner.forward(tokens.slice(0, split), 0));
+    const vocab = model.config.vocabSize;
+    for (let t = split; t < tokens.length; t++) {
+      stepwise.set(await runner.forward([tokens[t]!], t), t * vocab);
+    }
+    return [batched, stepwise];
+  } finally {
+    runner.dispose();
+  }
+}
+
+async function cpuLogits(model: LlamaModel, tokens: number[]): Promise<Float32Array> {
+  const runner = await cpuBackend.load(model);
+  return await runner.forward(tokens, 0);
+}
+
+const STORIES = ["models", "stories260K", "stories260K.bin"] as const;
+
+function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): void {
+  const haveStories = !ignore && hasShared(...STORIES);
+  Deno.test({
+    name: `${backend.name}: stories260K logits (f32, rtn int4-g32, rtn int8) and decode steps`,
+    ignore: !haveStories,
+    async fn() {
+      const base = await loadLlama2c(
+        sharedPath(...STORIES),
+        sharedPath("models", "stories260K", "tok512.bin"),
+      );
+      const tokens = [
+        base.tokenizer.bosId,
+        ...base.tokenizer.encode("Once upon a time, a little girl named Lily found a shiny key."),
+      ];
+      const formats: (FormatSpec | undefined)[] = [
+        undefined,
+        { id: "int4-g32", weights: "int4", group: 32, symmetric: true, options: {} },
+        { id: "int8", weights: "int8", group: 0, symmetric: true, options: {} },
+      ];
+      for (const format of formats) {
+        const model = format ? await rtn.quantize(base, format, {}, { seed: 0 }) : base;
+        const [batched, stepwise] = await batchedAndStepwise(backend, model, tokens, 5, maxSeqLen);
+        const label = format?.id ?? "f32";
+        assertClose(batched, await cpuLogits(model, tokens), 1e-3, `${label} logits`);
+        assertClose(stepwise, batched, 1e-4, `${label} prefill + decode vs batched`);
+      }
+    },
+  });
+  Deno.test({
+    name: `${backend.name}: synthetic model (biases, q/k norms, RoPE scaling, mixed formats)`,
+    ignore,
+    async fn() {
+      const model = syntheticModel();
+      const tokens = [...pseudoRandom(20, 13)].map((v) => Math.floor((v + 0.5) * 96));
+      const [batched, stepwise] = await batchedAndStepwise(backend, model, tokens, 7, maxSeqLen);
+      assertClose(batched, await cpuLogits(model, tokens), 1e-4, "logits");
+      assertClose(stepwise, batched, 1e-4, "prefill + decode vs batched");
+    },
+  });
+}
+
+function registerSuite(backend: Backend, ignore: boolean): void {
+  const haveData = !ignore && hasShared(...STORIES) &&
+    hasShared("data", "text", "tinystories_sample.txt");
+  Deno.test({
+    name: `${backend.name}: a suite run gives the CPU's perplexities`,
+    ignore: !haveData,
+    async fn() {
+      const dir = await Deno.makeTempDir({ prefix: "quantbench-conformance-" });
+      try {
+        const yaml = `name: conformance
+models:
+  - id: stories260K
+    path: ${JSON.stringify(sharedPath(...STORIES))}
+    tokenizer: ${JSON.stringify(sharedPath("models", "stories260K", "tok512.bin"))}
+datasets:
+  tiny: { kind: text, path: ${
+          JSON.stringify(sharedPath("data", "text", "tinystories_sample.txt"))
+        }, max_chars: 2500 }
+methods: [none, rtn]
+formats: [f32, { weights: int4, group: 32 }]
+backends: ${JSON.stringify([...new Set(["cpu", backend.name])])}
+tasks:
+  - { task: perplexity, dataset: tiny, context: 64 }
+exclude:
+  - { method: none, format: "!f32" }
+  - { method: rtn, format: f32 }
+`;
+        const suite = await parseSuite(yaml, `${dir}/suite.yaml`);
+        const file = await runSuite(suite, {
+          runId: "conformance",
+          cacheDir: `${dir}/cache`,
+          fresh: true,
+          quiet: true,
+          jobs: 1,
+        });
+        const ppl = (b: string) =>
+          file.rows
+            .filter((r) => r.backend === b && r.metric === "ppl")
+            .map((r) => ({ key: `${r.method}/${r.format}`, value: r.value, status: r.status }));
+        const ref = ppl("cpu");
+        const got = ppl(backend.name);
+        assert.equal(ref.length, 2, "two CPU perplexities");
+        assert.deepEqual(got.map((r) => r.key), ref.map((r) => r.key));
+        for (const [i, r] of ref.entries()) {
+          assert.equal(got[i]!.status, "ok", `${r.key} on ${backend.name}`);
+          const a = got[i]!.value as number;
+          const b = r.value as number;
+          assert.ok(Math.abs(a - b) <= 1e-4 * b, `${r.key}: ppl ${a} vs cpu ${b}`);
+        }
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
+
+/**
+ * Registers the conformance tests for `backend`; they are ignored (with the reason printed) when
+ * the backend is unavailable here.
+ */
+export async function describeBackendConformance(
+  backend: Backend,
+  options: ConformanceOptions = {},
+): Promise<void> {
+  const reason = await backend.unavailable();
+  if (reason) console.warn(`skipping ${backend.name} conformance: ${reason}`);
+  const ignore = reason !== undefined;
+  if ((options.ops ?? true) && backend.ops) registerOps(backend.name, backend.ops, ignore);
+  if (options.models ?? true) registerModels(backend, ignore, options.maxSeqLen);
+  if (options.suite ?? true) registerSuite(backend, ignore);
+}

@@ -1,0 +1,72 @@
+/**
+ * The CPU matmul on a WebAssembly SIMD kernel (`matmul.wat`): activations and a chunk of weight rows
+ * are copied into the module's memory (quantized rows decoded there, one row at a time), and four
+ * rows × four lanes of float32 sums are computed per activation row.
+ *
+ * @module
+ */
+import type { Matrix } from "../../harness/models/model.ts";
+import { decodeRow } from "../formats/matrix.ts";
+import { MATMUL_WASM_BASE64 } from "./matmul_wasm.ts";
+
+const bytes = Uint8Array.from(atob(MATMUL_WASM_BASE64), (c) => c.charCodeAt(0));
+const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
+const memory = instance.exports.memory as WebAssembly.Memory;
+const kernel = instance.exports.matmul as (
+  x: number,
+  w: number,
+  out: number,
+  T: number,
+  rows: number,
+  cols: number,
+  ldo: number,
+) => void;
+
+/** Bytes of weight rows staged per kernel call. */
+const CHUNK_BYTES = 1 << 20;
+
+function ensure(bytesNeeded: number): Float32Array {
+  const have = memory.buffer.byteLength;
+  if (have < bytesNeeded) memory.grow(Math.ceil((bytesNeeded - have) / 65536));
+  return new Float32Array(memory.buffer);
+}
+
+const up4 = (n: number) => (n + 3) & ~3;
+
+/** `out[t][r] = Σ_c x[t][c] · W[r][c]`, as `ops.matmul` documents. */
+export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void {
+  const { rows, cols } = w;
+  const T = x.length / cols;
+  const colsP = up4(cols);
+  const chunk = Math.max(4, Math.min(up4(rows), Math.floor(CHUNK_BYTES / (colsP * 4)) & ~3));
+  const xOff = 0;
+  const wOff = T * colsP;
+  const oOff = wOff + chunk * colsP;
+  const mem = ensure((oOff + T * chunk) * 4);
+  if (colsP === cols) {
+    mem.set(x, xOff);
+  } else {
+    for (let t = 0; t < T; t++) {
+      mem.set(x.subarray(t * cols, (t + 1) * cols), xOff + t * colsP);
+      mem.fill(0, xOff + t * colsP + cols, xOff + (t + 1) * colsP);
+    }
+  }
+  for (let r0 = 0; r0 < rows; r0 += chunk) {
+    const nr = Math.min(chunk, rows - r0);
+    const nrP = up4(nr);
+    if (w.kind === "dense" && colsP === cols) {
+      mem.set(w.data.subarray(r0 * cols, (r0 + nr) * cols), wOff);
+    } else {
+      for (let i = 0; i < nr; i++) {
+        const at = wOff + i * colsP;
+        decodeRow(w, r0 + i, mem.subarray(at, at + cols));
+        mem.fill(0, at + cols, at + colsP);
+      }
+    }
+    mem.fill(0, wOff + nr * colsP, wOff + nrP * colsP);
+    kernel(xOff * 4, wOff * 4, oOff * 4, T, nrP, colsP, nrP);
+    for (let t = 0; t < T; t++) {
+      out.set(mem.subarray(oOff + t * nrP, oOff + t * nrP + nr), t * rows + r0);
+    }
+  }
+}

@@ -1,0 +1,407 @@
+/**
+ * The WebGPU backend: the ops of `kernels/cpu/ops.ts` in WGSL, with weights repacked at load time
+ * (see `pack.ts`) and dequantized inside the matmul kernels. A forward pass records every layer's
+ * dispatches into one command encoder (one compute pass per slice of at most `maxTokens` tokens,
+ * so activations stay within a storage binding), submits once and reads the logits back once.
+ * The token embedding is gathered on the host: it is a lookup, not arithmetic. Activations and the
+ * KV cache are float32, so results match the CPU reference to float32 rounding; f16 is used
+ * where it is exact (scales are stored as f16).
+ *
+ * Coded formats without a WGSL decoder, and integer matrices the kernels cannot take (e.g. a
+ * group size that is not a power of two), are decoded to f32 on load; {@linkcode
+ * WebGpuRunner.fallbacks} lists them, and the numbers stay exact.
+ *
+ * @module
+ */
+import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
+import type { LlamaModel } from "../../harness/models/model.ts";
+import { adapterUnavailable, getGpu } from "./device.ts";
+import { type Dispatch, encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
+import { type PackedMatrix, packMatrix } from "./pack.ts";
+import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
+
+/** Thrown when the device reports an error while running kernels. */
+export class WebGpuError extends Error {
+  override name = "WebGpuError";
+}
+
+/**
+ * `[position][pair]` (cos, sin) of `position · invFreq[pair]`, computed in float64 as the CPU
+ * kernel does.
+ */
+export function ropeTable(positions: number, invFreq: ArrayLike<number>): Float32Array {
+  const half = invFreq.length;
+  const table = new Float32Array(positions * half * 2);
+  for (let p = 0; p < positions; p++) {
+    for (let i = 0; i < half; i++) {
+      const angle = p * invFreq[i]!;
+      table[2 * (p * half + i)] = Math.cos(angle);
+      table[2 * (p * half + i) + 1] = Math.sin(angle);
+    }
+  }
+  return table;
+}
+
+/** Runs recorded dispatches once over `T` rows and reads `out` back. */
+async function runOnce(
+  k: Kernels,
+  dispatches: Dispatch[],
+  step: GPUBuffer,
+  T: number,
+  pos: number,
+  out: GPUBuffer,
+  length: number,
+): Promise<Float32Array> {
+  const device = k.device;
+  device.queue.writeBuffer(step, 0, new Uint32Array([T, pos, 0, 0]));
+  const read = k.buffer(length * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+  device.pushErrorScope("validation");
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  encodeDispatches(pass, dispatches, T, 0);
+  pass.end();
+  enc.copyBufferToBuffer(out, 0, read, 0, length * 4);
+  device.queue.submit([enc.finish()]);
+  const error = await device.popErrorScope();
+  if (error) throw new WebGpuError(`WebGPU validation failed: ${error.message}`);
+  await read.mapAsync(GPUMapMode.READ);
+  const result = new Float32Array(read.getMappedRange().slice(0));
+  read.unmap();
+  return result;
+}
+
+/** Op-level entry points on the device (one submit per call; for tests, not speed). */
+function webgpuOps(maxBinding?: number): BackendOps {
+  const withKernels = async <R>(fn: (k: Kernels, step: GPUBuffer) => Promise<R>): Promise<R> => {
+    const k = new Kernels(await getGpu());
+    try {
+      return await fn(k, k.buffer(STEP_STRIDE, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST));
+    } finally {
+      k.destroy();
+    }
+  };
+  return {
+    matmul: (x, w) =>
+      withKernels(async (k, step) => {
+        const T = x.length / w.cols;
+        const packed = packMatrix(w, Math.min(maxBinding ?? Infinity, k.gpu.maxBinding));
+        const out = k.storage(T * w.rows * 4);
+        const ds = await k.matmul(step, packed, k.upload(packed), k.storage(x), out, {});
+        return runOnce(k, ds, step, T, 0, out, T * w.rows);
+      }),
+    rmsnorm: (x, weight, eps) =>
+      withKernels(async (k, step) => {
+        const out = k.storage(x.length * 4);
+        const d = await k.rmsnorm(step, k.storage(x), k.storage(weight), out, weight.length, eps);
+        return runOnce(k, [d], step, x.length / weight.length, 0, out, x.length);
+      }),
+    rope: (x, nHeads, headDim, pos, theta, style) =>
+      withKernels(async (k, step) => {
+        const width = nHeads * headDim;
+        const T = x.length / width;
+        const buf = k.storage(x);
+        const table = k.storage(
+          ropeTable(pos + T, ropeInverseFrequencies({ headDim, ropeTheta: theta })),
+        );
+        const d = await k.rope(step, table, buf, {
+          nHeads,
+          headDim,
+          rowStride: width,
+          off: 0,
+          posStride: 0,
+          style,
+        });
+        return runOnce(k, [d], step, T, pos, buf, x.length);
+      }),
+    swiglu: (gate, up) =>
+      withKernels(async (k, step) => {
+        const g = k.storage(gate);
+        const d = await k.swiglu(step, g, k.storage(up), gate.length);
+        return runOnce(k, [d], step, 1, 0, g, gate.length);
+      }),
+    attention: (q, keyCache, valueCache, pos, nHeads, nKvHeads, headDim) =>
+      withKernels(async (k, step) => {
+        const T = q.length / (nHeads * headDim);
+        const out = k.storage(q.length * 4);
+        const d = await k.attention(
+          step,
+          k.storage(q),
+          k.storage(keyCache),
+          k.storage(valueCache),
+          out,
+          { nHeads, nKvHeads, headDim },
+        );
+        return runOnce(k, [d], step, T, pos, out, q.length);
+      }),
+  };
+}
+
+/** Largest token slice of one compute pass. */
+const MAX_SLICE = 512;
+
+/** A model on the GPU with its KV cache. */
+export class WebGpuRunner implements ModelRunner {
+  /** Matrices decoded to f32 on load, with the reason (empty when all run in their format). */
+  readonly fallbacks: string[];
+  readonly #k: Kernels;
+  readonly #model: LlamaModel;
+  readonly #maxSeqLen: number;
+  readonly #slice: number;
+  readonly #program: Dispatch[];
+  readonly #step: GPUBuffer;
+  readonly #x: GPUBuffer;
+  readonly #logits: GPUBuffer;
+  #embed: GPUBuffer | undefined;
+  #read: GPUBuffer | undefined;
+  #length = 0;
+
+  private constructor(
+    k: Kernels,
+    model: LlamaModel,
+    maxSeqLen: number,
+    slice: number,
+    buffers: { step: GPUBuffer; x: GPUBuffer; logits: GPUBuffer },
+    program: Dispatch[],
+    fallbacks: string[],
+  ) {
+    this.#k = k;
+    this.#model = model;
+    this.#maxSeqLen = maxSeqLen;
+    this.#slice = slice;
+    this.#step = buffers.step;
+    this.#x = buffers.x;
+    this.#logits = buffers.logits;
+    this.#program = program;
+    this.fallbacks = fallbacks;
+  }
+
+  /** Uploads a model: packs its weights, allocates activations and the KV cache. */
+  static async create(
+    k: Kernels,
+    model: LlamaModel,
+    maxSeqLen: number,
+    maxBinding: number,
+  ): Promise<WebGpuRunner> {
+    const { config: c, weights: w } = model;
+    const qDim = c.nHeads * c.headDim;
+    const kvDim = c.nKvHeads * c.headDim;
+    const widest = Math.max(c.dim, qDim, c.hiddenDim, c.vocabSize);
+    const slice = Math.max(
+      1,
+      Math.min(maxSeqLen, MAX_SLICE, Math.floor(maxBinding / (4 * widest))),
+    );
+    if (maxSeqLen * kvDim * 4 > maxBinding) {
+      throw new RangeError(
+        `A KV cache of ${maxSeqLen} positions × ${kvDim} exceeds the largest storage binding`,
+      );
+    }
+    const step = k.buffer(
+      Math.ceil(maxSeqLen / slice) * STEP_STRIDE,
+      GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    );
+    const act = (width: number) => k.storage(slice * width * 4);
+    const x = act(c.dim);
+    const xb = act(c.dim);
+    const q = act(qDim);
+    const att = act(qDim);
+    const gate = act(c.hiddenDim);
+    const up = act(c.hiddenDim);
+    const logits = act(c.vocabSize);
+    const table = k.storage(ropeTable(maxSeqLen, ropeInverseFrequencies(c)));
+    const fallbacks: string[] = [];
+    const mm = (
+      name: string,
+      m: LlamaModel["weights"]["output"],
+      input: GPUBuffer,
+      out: GPUBuffer,
+      o: Parameters<Kernels["matmul"]>[5],
+    ): Promise<Dispatch[]> => {
+      const packed: PackedMatrix = packMatrix(m, maxBinding);
+      if (packed.fallback) fallbacks.push(`${name}: ${packed.fallback}`);
+      return k.matmul(step, packed, k.upload(packed), input, out, o);
+    };
+    const program: Dispatch[] = [];
+    for (const [l, layer] of w.layers.entries()) {
+      const keys = k.storage(maxSeqLen * kvDim * 4);
+      const values = k.storage(maxSeqLen * kvDim * 4);
+      const cacheOut = { outStride: kvDim, outPosStride: kvDim };
+      program.push(
+        await k.rmsnorm(step, x, k.storage(layer.attnNorm), xb, c.dim, c.normEps),
+        ...await mm(`layer ${l} wq`, layer.wq, xb, q, {}),
+        ...await mm(`layer ${l} wk`, layer.wk, xb, keys, cacheOut),
+        ...await mm(`layer ${l} wv`, layer.wv, xb, values, cacheOut),
+      );
+      // Optional biases (Qwen2) and per-head query/key norms (Qwen3), in the CPU's order.
+      const qRows = { rowStride: qDim };
+      const kvRows = { posStride: kvDim, rowStride: kvDim };
+      if (layer.bq) program.push(await k.bias(step, k.storage(layer.bq), q, qDim, qRows));
+      if (layer.bk) program.push(await k.bias(step, k.storage(layer.bk), keys, kvDim, kvRows));
+      if (layer.bv) program.push(await k.bias(step, k.storage(layer.bv), values, kvDim, kvRows));
+      const norm = { headDim: c.headDim, eps: c.normEps };
+      if (layer.qNorm) {
+        program.push(
+          await k.headNorm(step, k.storage(layer.qNorm), q, { ...norm, heads: c.nHeads, ...qRows }),
+        );
+      }
+      if (layer.kNorm) {
+        program.push(
+          await k.headNorm(step, k.storage(layer.kNorm), keys, {
+            ...norm,
+            heads: c.nKvHeads,
+            ...kvRows,
+          }),
+        );
+      }
+      program.push(
+        await k.rope(step, table, q, {
+          nHeads: c.nHeads,
+          headDim: c.headDim,
+          rowStride: qDim,
+          off: 0,
+          posStride: 0,
+          style: c.ropeStyle,
+        }),
+        await k.rope(step, table, keys, {
+          nHeads: c.nKvHeads,
+          headDim: c.headDim,
+          rowStride: kvDim,
+          off: 0,
+          posStride: kvDim,
+          style: c.ropeStyle,
+        }),
+        await k.attention(step, q, keys, values, att, {
+          nHeads: c.nHeads,
+          nKvHeads: c.nKvHeads,
+          headDim: c.headDim,
+        }),
+        ...await mm(`layer ${l} wo`, layer.wo, att, x, { accumulate: true }),
+      );
+      if (layer.bo) {
+        program.push(await k.bias(step, k.storage(layer.bo), x, c.dim, { rowStride: c.dim }));
+      }
+      program.push(
+        await k.rmsnorm(step, x, k.storage(layer.ffnNorm), xb, c.dim, c.normEps),
+        ...await mm(`layer ${l} w1`, layer.w1, xb, gate, {}),
+        ...await mm(`layer ${l} w3`, layer.w3, xb, up, {}),
+        await k.swiglu(step, gate, up, c.hiddenDim),
+        ...await mm(`layer ${l} w2`, layer.w2, gate, x, { accumulate: true }),
+      );
+    }
+    program.push(
+      await k.rmsnorm(step, x, k.storage(w.finalNorm), xb, c.dim, c.normEps),
+      ...await mm("output", w.output, xb, logits, {}),
+    );
+    return new WebGpuRunner(k, model, maxSeqLen, slice, { step, x, logits }, program, fallbacks);
+  }
+
+  async forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {
+    const { config: c, weights: w } = this.#model;
+    const T = tokens.length;
+    if (pos !== this.#length) {
+      throw new RangeError(`Forward at position ${pos}, but the KV cache holds ${this.#length}`);
+    }
+    if (pos + T > this.#maxSeqLen) {
+      throw new RangeError(`Context ${pos + T} exceeds the runner's maximum ${this.#maxSeqLen}`);
+    }
+    const dim = c.dim;
+    const emb = new Float32Array(T * dim);
+    for (let t = 0; t < T; t++) {
+      const id = tokens[t]!;
+      if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`Token id ${id} is out of range`);
+      emb.set(w.tokenEmbedding.subarray(id * dim, (id + 1) * dim), t * dim);
+    }
+    if (T === 0) return new Float32Array(0);
+    const k = this.#k;
+    const device = k.device;
+    if (!this.#embed || this.#embed.size < emb.byteLength) {
+      this.#embed?.destroy();
+      this.#embed = device.createBuffer({
+        size: Math.ceil(emb.byteLength / 16) * 16,
+        usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      });
+    }
+    const logitBytes = T * c.vocabSize * 4;
+    if (!this.#read || this.#read.size < logitBytes) {
+      this.#read?.destroy();
+      this.#read = device.createBuffer({
+        size: logitBytes,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+    }
+    const slices: [number, number][] = [];
+    for (let s = 0; s < T; s += this.#slice) slices.push([s, Math.min(this.#slice, T - s)]);
+    const steps = new Uint32Array((slices.length * STEP_STRIDE) / 4);
+    slices.forEach(([s, n], i) => steps.set([n, pos + s], (i * STEP_STRIDE) / 4));
+    device.queue.writeBuffer(this.#embed, 0, emb);
+    device.queue.writeBuffer(this.#step, 0, steps);
+    device.pushErrorScope("validation");
+    const enc = device.createCommandEncoder();
+    slices.forEach(([s, n], i) => {
+      enc.copyBufferToBuffer(this.#embed!, s * dim * 4, this.#x, 0, n * dim * 4);
+      const pass = enc.beginComputePass();
+      encodeDispatches(pass, this.#program, n, i * STEP_STRIDE);
+      pass.end();
+      enc.copyBufferToBuffer(
+        this.#logits,
+        0,
+        this.#read!,
+        s * c.vocabSize * 4,
+        n * c.vocabSize * 4,
+      );
+    });
+    device.queue.submit([enc.finish()]);
+    const error = await device.popErrorScope();
+    if (error) throw new WebGpuError(`WebGPU validation failed: ${error.message}`);
+    await this.#read.mapAsync(GPUMapMode.READ, 0, logitBytes);
+    const logits = new Float32Array(this.#read.getMappedRange(0, logitBytes).slice(0));
+    this.#read.unmap();
+    this.#length = pos + T;
+    return logits;
+  }
+
+  reset(): void {
+    this.#length = 0;
+  }
+
+  dispose(): void {
+    this.#embed?.destroy();
+    this.#read?.destroy();
+    this.#k.destroy();
+  }
+}
+
+/** Options of {@linkcode createWebGpuBackend}. */
+export interface WebGpuBackendOptions {
+  /** Registry name (default `webgpu`). */
+  name?: string;
+  /** Caps the storage binding size (tests use a small one to exercise row splitting). */
+  maxBinding?: number;
+}
+
+/** A WebGPU backend; the registry's `webgpu` is `createWebGpuBackend()`. */
+export function createWebGpuBackend(options: WebGpuBackendOptions = {}): Backend {
+  return {
+    name: options.name ?? "webgpu",
+    description: "WGSL kernels on the WebGPU adapter (float32 activations and KV cache)",
+    unavailable: adapterUnavailable,
+    async load(model, loadOptions) {
+      const gpu = await getGpu();
+      const k = new Kernels(gpu);
+      try {
+        return await WebGpuRunner.create(
+          k,
+          model,
+          loadOptions?.maxSeqLen ?? model.config.maxSeqLen,
+          Math.min(options.maxBinding ?? Infinity, gpu.maxBinding),
+        );
+      } catch (e) {
+        k.destroy();
+        throw e;
+      }
+    },
+    ops: webgpuOps(options.maxBinding),
+  };
+}
+
+/** The WebGPU backend. */
+export const webgpuBackend: Backend = createWebGpuBackend();

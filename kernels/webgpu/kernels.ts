@@ -1,0 +1,399 @@
+/**
+ * Compiled pipelines and recorded dispatches of the WebGPU backend. A {@linkcode Dispatch} holds
+ * a bind group made once at load time; encoding a forward pass only sets pipelines, bind groups
+ * (with the dynamic offset of the slice's `Step` uniform) and workgroup counts.
+ *
+ * @module
+ */
+import type { Gpu } from "./device.ts";
+import { GEMM_TILE, gemmShader, gemvShader } from "./matmul_wgsl.ts";
+import {
+  ATTENTION_WGSL,
+  BIAS_WGSL,
+  HEADNORM_WGSL,
+  RMSNORM_WGSL,
+  ROPE_WGSL,
+  SWIGLU_WGSL,
+} from "./ops_wgsl.ts";
+import { gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
+
+/** Byte stride of `Step` slots in the step buffer (the dynamic-offset alignment). */
+export const STEP_STRIDE = 256;
+
+/** Token rows up to which matmuls use the GEMV kernel (above: GEMM). */
+export const GEMV_MAX_ROWS = 4;
+
+/** Thrown when a WGSL pipeline fails to compile. */
+export class ShaderError extends Error {
+  override name = "ShaderError";
+}
+
+/** One recorded kernel launch; pipeline and grid may depend on the slice's token count. */
+export interface Dispatch {
+  label: string;
+  pipeline(T: number): GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  groups(T: number): [number, number, number];
+}
+
+/** Binding kinds: `u` uniform, `s` step uniform (dynamic offset), `r` read-only, `w` storage. */
+type Signature = string;
+
+/** Workgroup counts for `n` threads of 256, folded into two dimensions past 65535. */
+export function linearGroups(n: number): [number, number, number] {
+  const wgs = Math.max(1, Math.ceil(n / 256));
+  const x = Math.min(wgs, 65535);
+  return [x, Math.ceil(wgs / x), 1];
+}
+
+/** Bind group layouts and compiled pipelines, shared by everything on one device. */
+const caches = new WeakMap<
+  GPUDevice,
+  {
+    layouts: Map<Signature, GPUBindGroupLayout>;
+    pipelines: Map<string, Promise<GPUComputePipeline>>;
+  }
+>();
+
+/**
+ * Pipelines and dispatch builders on one device. Buffers made through it are owned by it and
+ * freed by {@linkcode Kernels.destroy}; compiled pipelines are shared per device.
+ */
+export class Kernels {
+  readonly gpu: Gpu;
+  readonly device: GPUDevice;
+  readonly #layouts: Map<Signature, GPUBindGroupLayout>;
+  readonly #pipelines: Map<string, Promise<GPUComputePipeline>>;
+  readonly #owned: GPUBuffer[] = [];
+  /** Bound where a format has no scales (bindings must not be empty). */
+  readonly empty: GPUBuffer;
+
+  constructor(gpu: Gpu) {
+    this.gpu = gpu;
+    this.device = gpu.device;
+    let cache = caches.get(this.device);
+    if (!cache) caches.set(this.device, cache = { layouts: new Map(), pipelines: new Map() });
+    this.#layouts = cache.layouts;
+    this.#pipelines = cache.pipelines;
+    this.empty = this.buffer(16, GPUBufferUsage.STORAGE);
+  }
+
+  /** A new owned buffer. */
+  buffer(size: number, usage: GPUBufferUsageFlags, mappedAtCreation = false): GPUBuffer {
+    const buf = this.device.createBuffer({ size, usage, mappedAtCreation });
+    this.#owned.push(buf);
+    return buf;
+  }
+
+  /** Frees every buffer this instance made. */
+  destroy(): void {
+    for (const b of this.#owned.splice(0)) b.destroy();
+  }
+
+  /** The bind group layout of a signature such as `usrrrw`. */
+  layout(sig: Signature): GPUBindGroupLayout {
+    let l = this.#layouts.get(sig);
+    if (!l) {
+      l = this.device.createBindGroupLayout({
+        entries: [...sig].map((k, binding) => ({
+          binding,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: k === "u"
+            ? { type: "uniform" }
+            : k === "s"
+            ? { type: "uniform", hasDynamicOffset: true }
+            : { type: k === "r" ? "read-only-storage" : "storage" },
+        })),
+      });
+      this.#layouts.set(sig, l);
+    }
+    return l;
+  }
+
+  /** Compiles (once) a pipeline; rejects with {@linkcode ShaderError} on WGSL errors. */
+  pipeline(sig: Signature, code: string): Promise<GPUComputePipeline> {
+    const key = `${sig}\n${code}`;
+    let p = this.#pipelines.get(key);
+    if (!p) {
+      p = (async () => {
+        const module = this.device.createShaderModule({ code });
+        try {
+          return await this.device.createComputePipelineAsync({
+            layout: this.device.createPipelineLayout({ bindGroupLayouts: [this.layout(sig)] }),
+            compute: { module, entryPoint: "main" },
+          });
+        } catch (e) {
+          const info = await module.getCompilationInfo();
+          const messages = info.messages.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`);
+          throw new ShaderError(
+            `WGSL pipeline failed: ${(e as Error).message} ${messages.join("; ")}`,
+            { cause: e },
+          );
+        }
+      })();
+      this.#pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** A uniform buffer holding `words` (u32 or f32 values as given by `floats`). */
+  uniform(words: number[], floats: number[] = []): GPUBuffer {
+    const n = Math.max(4, Math.ceil(words.length / 4) * 4);
+    const buf = this.buffer(n * 4, GPUBufferUsage.UNIFORM, true);
+    const u = new Uint32Array(buf.getMappedRange());
+    const f = new Float32Array(u.buffer);
+    words.forEach((w, i) => (floats.includes(i) ? (f[i] = w) : (u[i] = w)));
+    buf.unmap();
+    return buf;
+  }
+
+  /** A storage buffer initialised from `data` (padded to a multiple of 16 bytes, for vec4s). */
+  storage(data: ArrayBufferView | number, extraUsage = 0): GPUBuffer {
+    const bytes = typeof data === "number" ? data : data.byteLength;
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    const buf = this.buffer(
+      size,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC | extraUsage,
+      typeof data !== "number",
+    );
+    if (typeof data !== "number") {
+      new Uint8Array(buf.getMappedRange()).set(
+        new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+      );
+      buf.unmap();
+    }
+    return buf;
+  }
+
+  #bind(sig: Signature, buffers: (GPUBuffer | { buffer: GPUBuffer; size: number })[]) {
+    return this.device.createBindGroup({
+      layout: this.layout(sig),
+      entries: buffers.map((b, binding) => ({
+        binding,
+        resource: b instanceof GPUBuffer ? { buffer: b } : b,
+      })),
+    });
+  }
+
+  /** RMSNorm of `T` rows of `dim` from `x` into `out`. */
+  async rmsnorm(
+    step: GPUBuffer,
+    x: GPUBuffer,
+    weight: GPUBuffer,
+    out: GPUBuffer,
+    dim: number,
+    eps: number,
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline("usrrw", RMSNORM_WGSL);
+    return {
+      label: "rmsnorm",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrrw", [
+        this.uniform([dim, eps], [1]),
+        { buffer: step, size: 16 },
+        x,
+        weight,
+        out,
+      ]),
+      groups: (T) => [T, 1, 1],
+    };
+  }
+
+  /** RoPE in place on rows at `off + pos·posStride + t·rowStride`. */
+  async rope(
+    step: GPUBuffer,
+    table: GPUBuffer,
+    buf: GPUBuffer,
+    o: {
+      nHeads: number;
+      headDim: number;
+      rowStride: number;
+      off: number;
+      posStride: number;
+      style: "interleaved" | "half";
+    },
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline("usrw", ROPE_WGSL);
+    const params = [
+      o.nHeads,
+      o.headDim,
+      o.rowStride,
+      o.off,
+      o.posStride,
+      o.style === "interleaved" ? 1 : 0,
+    ];
+    return {
+      label: "rope",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrw", [this.uniform(params), { buffer: step, size: 16 }, table, buf]),
+      groups: (T) => linearGroups((T * o.nHeads * o.headDim) / 2),
+    };
+  }
+
+  /** Attention of `T` query rows (row stride `qStride`) against one layer's caches. */
+  async attention(
+    step: GPUBuffer,
+    q: GPUBuffer,
+    keys: GPUBuffer,
+    values: GPUBuffer,
+    out: GPUBuffer,
+    o: { nHeads: number; nKvHeads: number; headDim: number },
+  ): Promise<Dispatch> {
+    if (o.headDim > 256 || o.headDim % 2 !== 0) {
+      throw new RangeError(`Head size ${o.headDim} is not supported (even, at most 256)`);
+    }
+    const pipe = await this.pipeline("usrrrw", ATTENTION_WGSL);
+    const kvDim = o.nKvHeads * o.headDim;
+    const params = [
+      o.nHeads,
+      o.nKvHeads,
+      o.headDim,
+      kvDim,
+      1 / Math.sqrt(o.headDim),
+      o.nHeads * o.headDim,
+      o.headDim < 64 ? Math.floor(64 / o.headDim) : 1,
+    ];
+    return {
+      label: "attention",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrrrw", [
+        this.uniform(params, [4]),
+        { buffer: step, size: 16 },
+        q,
+        keys,
+        values,
+        out,
+      ]),
+      groups: (T) => [o.nHeads, T, 1],
+    };
+  }
+
+  /** In place `gate = silu(gate)·up` over rows of `n`. */
+  async swiglu(step: GPUBuffer, gate: GPUBuffer, up: GPUBuffer, n: number): Promise<Dispatch> {
+    const pipe = await this.pipeline("uswr", SWIGLU_WGSL);
+    return {
+      label: "swiglu",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("uswr", [this.uniform([n]), { buffer: step, size: 16 }, gate, up]),
+      groups: (T) => linearGroups(T * n),
+    };
+  }
+
+  /** In place `buf[off + pos·posStride + t·rowStride + i] += bias[i]`. */
+  async bias(
+    step: GPUBuffer,
+    bias: GPUBuffer,
+    buf: GPUBuffer,
+    n: number,
+    o: { off?: number; posStride?: number; rowStride: number },
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline("usrw", BIAS_WGSL);
+    const params = [n, o.off ?? 0, o.posStride ?? 0, o.rowStride];
+    return {
+      label: "bias",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrw", [this.uniform(params), { buffer: step, size: 16 }, bias, buf]),
+      groups: (T) => linearGroups(T * n),
+    };
+  }
+
+  /** In place RMSNorm of each of `heads` heads of `headDim` in rows at `off + pos·posStride`. */
+  async headNorm(
+    step: GPUBuffer,
+    weight: GPUBuffer,
+    buf: GPUBuffer,
+    o: { heads: number; headDim: number; eps: number; posStride?: number; rowStride: number },
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline("usrw", HEADNORM_WGSL);
+    const params = [o.headDim, o.eps, 0, o.posStride ?? 0, o.rowStride];
+    return {
+      label: "headnorm",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrw", [
+        this.uniform(params, [1]),
+        { buffer: step, size: 16 },
+        weight,
+        buf,
+      ]),
+      groups: (T) => [o.heads, T, 1],
+    };
+  }
+
+  /** GPU buffers of a packed matrix's parts (created once per matrix). */
+  upload(m: PackedMatrix): { codes: GPUBuffer; scales: GPUBuffer }[] {
+    return m.parts.map((part) => ({
+      codes: this.storage(part.codes),
+      scales: part.scales.length > 0 ? this.storage(part.scales) : this.empty,
+    }));
+  }
+
+  /**
+   * `out[outOff + pos·outPosStride + t·outStride + r] (+)= Σ_k x[t·xStride + k]·W[r][k]`, one
+   * dispatch per row part.
+   */
+  async matmul(
+    step: GPUBuffer,
+    m: PackedMatrix,
+    gpuParts: { codes: GPUBuffer; scales: GPUBuffer }[],
+    x: GPUBuffer,
+    out: GPUBuffer,
+    o: {
+      xStride?: number;
+      outOff?: number;
+      outStride?: number;
+      outPosStride?: number;
+      accumulate?: boolean;
+    },
+  ): Promise<Dispatch[]> {
+    const gemv = await this.pipeline("usrrrw", gemvShader(m.layout, m.layout.gemvUnroll));
+    const gemm = await this.pipeline("usrrrw", gemmShader(m.layout));
+    const rowsPerGroup = gemvRowsPerGroup(m.layout);
+    return m.parts.map((part, i) => {
+      const params = [
+        part.rows,
+        m.cols,
+        m.chunks,
+        m.groups,
+        m.layout.gshift,
+        0,
+        o.xStride ?? m.cols,
+        (o.outOff ?? 0) + part.rowStart,
+        o.outStride ?? m.rows,
+        o.outPosStride ?? 0,
+        o.accumulate ? 1 : 0,
+        m.tensorScale,
+      ];
+      return {
+        label: `matmul ${m.rows}x${m.cols} part ${i}`,
+        pipeline: (T: number) => (T <= GEMV_MAX_ROWS ? gemv : gemm),
+        bindGroup: this.#bind("usrrrw", [
+          this.uniform(params, [11]),
+          { buffer: step, size: 16 },
+          x,
+          gpuParts[i]!.codes,
+          gpuParts[i]!.scales,
+          out,
+        ]),
+        groups: (T: number): [number, number, number] =>
+          T <= GEMV_MAX_ROWS
+            ? [Math.ceil(part.rows / rowsPerGroup), T, 1]
+            : [Math.ceil(part.rows / GEMM_TILE), Math.ceil(T / GEMM_TILE), 1],
+      };
+    });
+  }
+}
+
+/** Records `dispatches` for a slice of `T` tokens whose `Step` sits at `stepOffset`. */
+export function encodeDispatches(
+  pass: GPUComputePassEncoder,
+  dispatches: readonly Dispatch[],
+  T: number,
+  stepOffset: number,
+): void {
+  for (const d of dispatches) {
+    pass.setPipeline(d.pipeline(T));
+    pass.setBindGroup(0, d.bindGroup, [stepOffset]);
+    const [x, y, z] = d.groups(T);
+    pass.dispatchWorkgroups(x, y, z);
+  }
+}

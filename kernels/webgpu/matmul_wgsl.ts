@@ -1,0 +1,455 @@
+/**
+ * WGSL for `out[t][r] (+)= tensorScale · Σ_k x[t][k] · W[r][k]` over weights in a
+ * {@linkcode Layout}, dequantized inside the kernel:
+ *
+ * - {@linkcode gemvShader} (decode, a few token rows): `tpr` threads share a row, each taking
+ *   whole 32-element chunks (vectorised loads of the interleaved layout) for `R` rows at once, so
+ *   every activation chunk is loaded once per `R` rows; partial sums meet in a workgroup
+ *   reduction. Integer codes of 2, 4 and 8 bits become floats without conversion instructions:
+ *   a code masked in place and OR-ed into the mantissa of 2^23 is `2^23 + q·2^p` exactly, and the
+ *   activation is pre-scaled by `2^-p`. Zero points and minima are applied once per group
+ *   through the group's activation sum (`s·(Σxq − z·Σx)`).
+ * - {@linkcode gemmShader} (prefill): 64 tokens × 64 rows per workgroup; each 32-wide step
+ *   decodes the weight tile once into workgroup memory and every thread does a 4×4 outer product.
+ *
+ * Both read the same bindings, so one bind group serves either pipeline.
+ *
+ * @module
+ */
+import {
+  CHUNK,
+  constantZero,
+  gemvRowsPerThread,
+  type Layout,
+  vectorWords,
+  WORKGROUP,
+} from "./pack.ts";
+
+/** Uniform block shared by both kernels (12 words). */
+export const MATMUL_PARAMS = `
+struct MP {
+  rows: u32, cols: u32, chunks: u32, groups: u32,
+  gshift: u32, xOff: u32, xStride: u32, outOff: u32,
+  outStride: u32, outPosStride: u32, accumulate: u32, tscale: f32,
+}
+struct Step { T: u32, pos: u32, a: u32, b: u32 }
+@group(0) @binding(0) var<uniform> p: MP;
+@group(0) @binding(1) var<uniform> st: Step;
+@group(0) @binding(4) var<storage, read> sc: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+`;
+
+/** Exponent bits, mantissa bits, bias and special values of the OCP minifloats. */
+const MINIFLOAT_SPECS = {
+  e2m1: [2, 1, 1, "none"],
+  e2m3: [2, 3, 1, "none"],
+  e3m2: [3, 2, 3, "none"],
+  e4m3: [4, 3, 7, "fn"],
+  e5m2: [5, 2, 15, "ieee"],
+} as const;
+
+/**
+ * WGSL decoder `el_<kind>(code) -> f32` of a minifloat, built from the f32 bit pattern: the
+ * magnitude shifted into the mantissa with the exponent rebiased (normal numbers), or
+ * `mag · 2^(1 − bias − M)` (subnormals); `fn` types have NaN at all-ones, `ieee` ones infinities
+ * and NaNs at the top exponent.
+ */
+function minifloatFn(kind: keyof typeof MINIFLOAT_SPECS): string {
+  const [E, M, B, special] = MINIFLOAT_SPECS[kind];
+  const magMask = (1 << (E + M)) - 1;
+  const top = ((1 << E) - 1) << M;
+  const specials = special === "fn"
+    ? `  if (m == ${magMask}u) { v = bitcast<f32>(0x7f800000u | m); }\n`
+    : special === "ieee"
+    ? `  if (m >= ${top}u) { v = bitcast<f32>(0x7f800000u | ((m & ${(1 << M) - 1}u) << ${
+      23 - M
+    }u)); }\n`
+    : "";
+  return `fn el_${kind}(c: u32) -> f32 {
+  let m = c & ${magMask}u;
+  var v = select(bitcast<f32>((m << ${23 - M}u) + (${127 - B}u << 23u)), f32(m) * ${
+    2 ** (1 - B - M)
+  }, m < ${1 << M}u);
+${specials}  return select(v, -v, (c & ${1 << (E + M)}u) != 0u);
+}
+`;
+}
+
+const E8M0_FN = `fn e8m0(e: u32) -> f32 {
+  if (e == 255u) { return bitcast<f32>(0x7fc00000u | e); }
+  if (e == 0u) { return bitcast<f32>(0x00400000u); }
+  return bitcast<f32>(e << 23u);
+}
+`;
+
+const HALF_FNS = `fn el_f16(c: u32) -> f32 {
+  return unpack2x16float(c).x;
+}
+fn el_bf16(c: u32) -> f32 {
+  return bitcast<f32>(c << 16u);
+}
+`;
+
+/** Helper functions a layout's kernels need. */
+function decoders(layout: Layout): string {
+  if (layout.element === "f16" || layout.element === "bf16") return HALF_FNS;
+  const kinds = new Set<string>();
+  if (layout.element !== "uint" && layout.element !== "f32") kinds.add(layout.element);
+  if (layout.scale === "e4m3") kinds.add("e4m3");
+  return [...kinds].map((k) => minifloatFn(k as keyof typeof MINIFLOAT_SPECS)).join("") +
+    (layout.scale === "e8m0" ? E8M0_FN : "");
+}
+
+function elementFn(layout: Layout): string {
+  return layout.element === "uint" ? "f32" : `el_${layout.element}`;
+}
+
+/** WGSL expression of the scale of group entry `idx` (and its zero/min as `.y`). */
+function scaleExpr(layout: Layout, idx: string): string {
+  switch (layout.scale) {
+    case "f16":
+      return `unpack2x16float(sc[${idx} >> 1u])[${idx} & 1u]`;
+    case "bf16":
+      return `bitcast<f32>(((sc[${idx} >> 1u] >> (16u * (${idx} & 1u))) & 0xffffu) << 16u)`;
+    case "f32":
+      return `bitcast<f32>(sc[${idx}])`;
+    case "f16zero":
+    case "f16min":
+      return `unpack2x16float(sc[${idx}])`;
+    case "e8m0":
+      return `e8m0((sc[${idx} >> 2u] >> (8u * (${idx} & 3u))) & 0xffu)`;
+    case "e4m3":
+      return `el_e4m3((sc[${idx} >> 2u] >> (8u * (${idx} & 3u))) & 0xffu)`;
+    case "none":
+      return "1.0";
+  }
+}
+
+/** Code `e` of a chunk whose words are named `w0…`, as a WGSL u32 expression. */
+function codeExpr(bits: number, e: number): string {
+  const bit = e * bits;
+  const w = bit >> 5;
+  const sh = bit & 31;
+  const mask = `0x${((1 << bits) - 1).toString(16)}u`;
+  if (sh + bits <= 32) return sh === 0 ? `(w${w} & ${mask})` : `((w${w} >> ${sh}u) & ${mask})`;
+  return `(((w${w} >> ${sh}u) | (w${w + 1} << ${32 - sh}u)) & ${mask})`;
+}
+
+/** Whether the mantissa trick applies: codes that never straddle a 16-bit half. */
+function magic(layout: Layout): boolean {
+  return layout.element === "uint" && (layout.bits === 2 || layout.bits === 4 ||
+    layout.bits === 8);
+}
+
+/** Elements per scale group inside a chunk (a chunk holds `32 / sub` groups). */
+function subWidth(layout: Layout): number {
+  return Math.min(CHUNK, 2 ** layout.gshift);
+}
+
+function vecType(V: number): string {
+  return V === 4 ? "vec4<u32>" : V === 2 ? "vec2<u32>" : "u32";
+}
+
+/** The dot product of one chunk of row `r` with activations, as WGSL statements. */
+function chunkDot(layout: Layout, u: number, r: number, SUB: number, E: number): string[] {
+  const W = layout.bits;
+  const V = vectorWords(W);
+  const lines: string[] = [];
+  const v = (i: number) => `v${u}_${r}_${i}`;
+  if (layout.element === "f32") {
+    const terms = Array.from(
+      { length: 8 },
+      (_, j) => `dot(x${u}_${j}, bitcast<vec4<f32>>(${v(j)}))`,
+    );
+    return [`    acc${r} += select(0.0, ${terms.join(" + ")}, ok${u});`];
+  }
+  for (let w = 0; w < W; w++) {
+    const comp = V === 1 ? v(w) : `${v(Math.floor(w / V))}.${"xyzw"[w % V]}`;
+    lines.push(`      let w${w} = ${comp};`);
+    if (magic(layout)) lines.push(`      let h${w} = w${w} >> 16u;`);
+  }
+  const parts: string[] = [];
+  for (let s = 0; s < SUB; s++) {
+    const terms: string[] = [];
+    for (let j = s * (E / 4); j < (s + 1) * (E / 4); j++) {
+      if (magic(layout)) {
+        const perWord = 32 / layout.bits;
+        const perHalf = 16 / layout.bits;
+        const src: string[] = [];
+        const masks: string[] = [];
+        for (let i = 0; i < 4; i++) {
+          const e = 4 * j + i;
+          const pos = e % perWord;
+          src.push(`${pos >= perHalf ? "h" : "w"}${Math.floor(e / perWord)}`);
+          const mask = ((1 << layout.bits) - 1) << (layout.bits * (pos % perHalf));
+          masks.push(`0x${mask.toString(16)}u`);
+        }
+        terms.push(
+          `dot(y${u}_${j}, bitcast<vec4<f32>>((vec4<u32>(${src.join(", ")}) & vec4<u32>(${
+            masks.join(", ")
+          })) | vec4<u32>(0x4b000000u)) - vec4<f32>(8388608.0))`,
+        );
+      } else {
+        const f = elementFn(layout);
+        const vals = [0, 1, 2, 3].map((i) => `${f}(${codeExpr(layout.bits, 4 * j + i)})`);
+        terms.push(`dot(x${u}_${j}, vec4<f32>(${vals.join(", ")}))`);
+      }
+    }
+    lines.push(`      let d${s} = ${terms.join(" + ")};`);
+    const idx = `(row${r} * p.groups + gi${u}_${s})`;
+    const xsum = `xsum${u}_${s}`;
+    const dz = constantZero(layout) ? `(d${s} - ${layout.zero}.0 * ${xsum})` : `d${s}`;
+    switch (layout.scale) {
+      case "f16zero":
+        lines.push(`      let sz${s} = ${scaleExpr(layout, idx)};`);
+        parts.push(`sz${s}.x * (d${s} - sz${s}.y * ${xsum})`);
+        break;
+      case "f16min":
+        lines.push(`      let sz${s} = ${scaleExpr(layout, idx)};`);
+        parts.push(`sz${s}.x * d${s} + sz${s}.y * ${xsum}`);
+        break;
+      case "none":
+        parts.push(dz);
+        break;
+      default:
+        parts.push(`${scaleExpr(layout, idx)} * ${dz}`);
+    }
+  }
+  lines.push(`      let c${u}_${r} = ${parts.join(" + ")};`);
+  return [`    {`, ...lines, `      acc${r} += select(0.0, c${u}_${r}, ok${u});`, `    }`];
+}
+
+/**
+ * The GEMV kernel for a layout. Dispatch `(ceil(rows / (R·256/tpr)), T)` workgroups; token `t` is
+ * the workgroup's `y`. Each loop step takes `U` chunks per row (every weight load of the step is
+ * issued before any arithmetic); chunks past the row's end read a clamped chunk and add nothing.
+ */
+export function gemvShader(layout: Layout, U = 1): string {
+  const R = gemvRowsPerThread(layout);
+  const TPR = layout.tpr;
+  const RPW = WORKGROUP / TPR;
+  const W = layout.bits;
+  const V = vectorWords(W);
+  const NV = W / V;
+  const E = subWidth(layout);
+  const SUB = CHUNK / E;
+  const lines: string[] = [];
+  for (let u = 0; u < U; u++) {
+    lines.push(`    let cu${u} = c + ${u * TPR}u;`);
+    lines.push(`    let ok${u} = cu${u} < p.chunks;`);
+    lines.push(`    let cc${u} = min(cu${u}, p.chunks - 1u);`);
+    lines.push(`    let s${u} = (cc${u} / ${TPR}u) * ${TPR}u;`);
+    lines.push(`    let width${u} = min(${TPR}u, p.chunks - s${u});`);
+    for (let r = 0; r < R; r++) {
+      lines.push(`    let b${u}_${r} = (row${r} * p.chunks + s${u}) * ${NV}u + lane;`);
+      for (let v = 0; v < NV; v++) {
+        lines.push(`    let v${u}_${r}_${v} = wq[b${u}_${r} + ${v}u * width${u}];`);
+      }
+    }
+  }
+  for (let u = 0; u < U; u++) {
+    // Whole, 16-byte aligned chunks of activations load as vec4; others element by element
+    // (chunks past the row's end become zeros).
+    lines.push(`    let xl${u} = xBase + cu${u} * ${CHUNK}u;`);
+    for (let j = 0; j < 8; j++) lines.push(`    var x${u}_${j}: vec4<f32>;`);
+    lines.push(`    if ((xl${u} & 3u) == 0u && cu${u} * ${CHUNK}u + ${CHUNK}u <= p.cols) {`);
+    for (let j = 0; j < 8; j++) lines.push(`      x${u}_${j} = x[(xl${u} >> 2u) + ${j}u];`);
+    lines.push(`    } else {`);
+    for (let j = 0; j < 8; j++) {
+      const xs = [0, 1, 2, 3].map((i) => `xa(xl${u} + ${4 * j + i}u, lim)`).join(", ");
+      lines.push(`      x${u}_${j} = vec4<f32>(${xs});`);
+    }
+    lines.push(`    }`);
+    if (magic(layout)) {
+      // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
+      const perHalf = 16 / layout.bits;
+      for (let j = 0; j < 8; j++) {
+        const ps = [0, 1, 2, 3].map((i) => {
+          const pos = (4 * j + i) % (32 / layout.bits) % perHalf;
+          return `${2 ** -(layout.bits * pos)}`;
+        });
+        lines.push(`    let y${u}_${j} = x${u}_${j} * vec4<f32>(${ps.join(", ")});`);
+      }
+    }
+    for (let s = 0; s < SUB; s++) {
+      if (layout.element === "uint") {
+        const js = Array.from({ length: E / 4 }, (_, i) => `x${u}_${s * (E / 4) + i}`);
+        lines.push(`    let xsum${u}_${s} = dot(${js.join(" + ")}, vec4<f32>(1.0));`);
+      }
+      lines.push(`    let gi${u}_${s} = (cc${u} * ${CHUNK}u + ${s * E}u) >> p.gshift;`);
+    }
+    for (let r = 0; r < R; r++) lines.push(...chunkDot(layout, u, r, SUB, E));
+  }
+  const rows = Array.from(
+    { length: R },
+    (_, r) => `  let row${r} = min(rowBase + ${r}u, p.rows - 1u);\n  var acc${r} = 0.0;`,
+  ).join("\n");
+  const store = Array.from({ length: R }, (_, r) => `  red[${r}u * ${WORKGROUP}u + lid] = acc${r};`)
+    .join("\n");
+  const reduce = Array.from(
+    { length: R },
+    (_, r) => `      red[${r}u * ${WORKGROUP}u + lid] += red[${r}u * ${WORKGROUP}u + lid + s];`,
+  ).join("\n");
+  const write = Array.from({ length: R }, (_, r) =>
+    `    if (rowBase + ${r}u < p.rows) {
+      let o = ob + rowBase + ${r}u;
+      out[o] = select(0.0, out[o], p.accumulate != 0u) + red[${r}u * ${WORKGROUP}u + lid] * p.tscale;
+    }`).join("\n");
+  return `${MATMUL_PARAMS}
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> wq: array<${vecType(V)}>;
+var<workgroup> red: array<f32, ${R * WORKGROUP}>;
+${decoders(layout)}
+fn xa(i: u32, lim: u32) -> f32 {
+  let j = min(i, lim - 1u);
+  return select(0.0, x[j >> 2u][j & 3u], i < lim);
+}
+
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+  let t = wg.y;
+  let lane = lid % ${TPR}u;
+  let rowBase = (wg.x * ${RPW}u + lid / ${TPR}u) * ${R}u;
+  let xBase = p.xOff + t * p.xStride;
+  let lim = xBase + p.cols;
+${rows}
+  for (var c = lane; c < p.chunks; c += ${TPR * U}u) {
+${lines.join("\n")}
+  }
+${store}
+  workgroupBarrier();
+  for (var s = ${TPR / 2}u; s > 0u; s >>= 1u) {
+    if (lane < s) {
+${reduce}
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u) {
+    let ob = p.outOff + st.pos * p.outPosStride + t * p.outStride;
+${write}
+  }
+}
+`;
+}
+
+/** Tile edge (tokens and rows) of the GEMM kernel. */
+export const GEMM_TILE = 64;
+
+/**
+ * The GEMM kernel for a layout. Dispatch `(ceil(rows / 64), ceil(T / 64))` workgroups.
+ */
+export function gemmShader(layout: Layout): string {
+  const W = layout.bits;
+  const V = vectorWords(W);
+  const NV = W / V;
+  const f = elementFn(layout);
+  let decode: string;
+  if (layout.element === "f32") {
+    decode = `  for (var i = 0u; i < 8u; i++) {
+    vals[i] = bitcast<f32>(wrd(rr, c, 8u * part + i));
+  }`;
+  } else {
+    let apply: string;
+    const q = constantZero(layout) ? `(q - ${layout.zero}.0)` : "q";
+    switch (layout.scale) {
+      case "f16zero":
+        apply = `sz.x * (q - sz.y)`;
+        break;
+      case "f16min":
+        apply = `sz.x * q + sz.y`;
+        break;
+      case "none":
+        apply = q;
+        break;
+      default:
+        apply = `${scaleExpr(layout, "gidx")} * ${q}`;
+    }
+    decode = `  for (var i = 0u; i < 8u; i++) {
+    let e = 8u * part + i;
+    let bit = e * ${W}u;
+    let wi = bit >> 5u;
+    let sh = bit & 31u;
+    var code = wrd(rr, c, wi) >> sh;
+    if (sh + ${W}u > 32u) { code |= wrd(rr, c, wi + 1u) << (32u - sh); }
+    code &= ${(1 << W) - 1}u;
+    let q = ${f}(code);
+    let gidx = rr * p.groups + ((c * ${CHUNK}u + e) >> p.gshift);
+    ${
+      layout.scale === "f16zero" || layout.scale === "f16min"
+        ? `let sz = ${scaleExpr(layout, "gidx")};`
+        : ""
+    }
+    vals[i] = ${apply};
+  }`;
+  }
+  return `${MATMUL_PARAMS}
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read> wq: array<u32>;
+var<workgroup> xs: array<vec4<f32>, 512>;
+var<workgroup> ws: array<vec4<f32>, 512>;
+${decoders(layout)}
+fn wrd(row: u32, c: u32, w: u32) -> u32 {
+  let s0 = (c / ${layout.tpr}u) * ${layout.tpr}u;
+  let width = min(${layout.tpr}u, p.chunks - s0);
+  let v = (row * p.chunks + s0) * ${NV}u + (w / ${V}u) * width + (c - s0);
+  return wq[v * ${V}u + w % ${V}u];
+}
+
+@compute @workgroup_size(${WORKGROUP})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  let rowBase = wg.x * ${GEMM_TILE}u;
+  let tokBase = wg.y * ${GEMM_TILE}u;
+  let drow = lid / 4u;
+  let part = lid % 4u;
+  let rr = min(rowBase + drow, p.rows - 1u);
+  let rowOk = rowBase + drow < p.rows;
+  var acc0 = vec4<f32>(0.0);
+  var acc1 = vec4<f32>(0.0);
+  var acc2 = vec4<f32>(0.0);
+  var acc3 = vec4<f32>(0.0);
+  var vals: array<f32, 8>;
+  for (var c = 0u; c < p.chunks; c++) {
+    for (var h = 0u; h < 2u; h++) {
+      let slot = lid + h * ${WORKGROUP}u;
+      let kk = slot / 16u;
+      let t4 = (slot % 16u) * 4u;
+      let k = c * ${CHUNK}u + kk;
+      var xv = vec4<f32>(0.0);
+      for (var i = 0u; i < 4u; i++) {
+        let t = tokBase + t4 + i;
+        if (t < st.T && k < p.cols) { xv[i] = x[p.xOff + t * p.xStride + k]; }
+      }
+      xs[slot] = xv;
+    }
+${decode}
+    for (var i = 0u; i < 8u; i++) {
+      ws[(8u * part + i) * 16u + drow / 4u][drow % 4u] = select(0.0, vals[i], rowOk);
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${CHUNK}u; kk++) {
+      let a = xs[kk * 16u + ty];
+      let b = ws[kk * 16u + tx];
+      acc0 += a.x * b;
+      acc1 += a.y * b;
+      acc2 += a.z * b;
+      acc3 += a.w * b;
+    }
+    workgroupBarrier();
+  }
+  var accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+  for (var i = 0u; i < 4u; i++) {
+    let t = tokBase + ty * 4u + i;
+    if (t >= st.T) { break; }
+    let ob = p.outOff + st.pos * p.outPosStride + t * p.outStride;
+    for (var j = 0u; j < 4u; j++) {
+      let r = rowBase + tx * 4u + j;
+      if (r < p.rows) {
+        out[ob + r] = select(0.0, out[ob + r], p.accumulate != 0u) + accs[i][j] * p.tscale;
+      }
+    }
+  }
+}
+`;
+}

@@ -1,0 +1,474 @@
+/**
+ * Weight layouts of the WebGPU backend. Every matrix is repacked at load time into rows of
+ * 32-element *chunks*; a chunk holds its codes as a little-endian bit stream of `bits`-bit codes
+ * (`bits` u32 words per chunk; `f32` weights are 32 words of float bits). Per row, chunks are
+ * interleaved so that the `tpr` threads that share a row in the GEMV kernel read consecutive
+ * vectors: chunk `c` lives in step `s = c / tpr` at lane `c % tpr`, and vector `v` of a chunk is
+ * stored at `(row·chunks + s·tpr)·V + v·width + lane`, where `width` is the number of chunks in
+ * that step and `V` the vectors per chunk. Scales live in a second buffer, one entry per group of
+ * `2^gshift` elements (rows padded to whole groups), so that the kernels dequantize inside the
+ * matmul. Matrices larger than the device's largest storage binding are split into row parts.
+ *
+ * {@linkcode decodePackedRow} decodes this layout on the CPU; tests use it to check packing
+ * against the format's own decoder.
+ *
+ * @module
+ */
+import type { Matrix } from "../../harness/models/model.ts";
+import { groupsPerRow, type QuantizedMatrix, zeroAt } from "../formats/int.ts";
+import { decodeRow } from "../formats/matrix.ts";
+import { FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2 } from "../formats/minifloat.ts";
+import { e8m0Decode } from "../formats/mx.ts";
+import { bf16ToF32 } from "../formats/gguf/numeric.ts";
+import { f32ToBf16 } from "../formats/gguf/blocks.ts";
+import { packCoded } from "./pack_coded.ts";
+
+/**
+ * How an element code becomes a number: an unsigned integer, an OCP minifloat, or IEEE half,
+ * bfloat16 or single bits.
+ */
+export type ElementKind =
+  | "uint"
+  | "e2m1"
+  | "e2m3"
+  | "e3m2"
+  | "e4m3"
+  | "e5m2"
+  | "f16"
+  | "bf16"
+  | "f32";
+
+/**
+ * How a group's scale is stored and applied: `f16`, `bf16`, `f32` (a scale `s`: `s·(q − zero)`
+ * with the layout's constant `zero`), `f16zero` (scale and zero point as two f16 in one word:
+ * `s·(q − z)`), `f16min` (scale and offset: `s·q + m`), `e8m0` (a power-of-two byte), `e4m3`
+ * (an FP8 byte), `none`.
+ */
+export type ScaleKind =
+  | "none"
+  | "f16"
+  | "bf16"
+  | "f32"
+  | "f16zero"
+  | "f16min"
+  | "e8m0"
+  | "e4m3";
+
+/** Bytes of one scale entry. */
+export const SCALE_BYTES: Readonly<Record<ScaleKind, number>> = {
+  none: 0,
+  f16: 2,
+  bf16: 2,
+  f32: 4,
+  f16zero: 4,
+  f16min: 4,
+  e8m0: 1,
+  e4m3: 1,
+};
+
+/** Whether a layout's constant zero point applies (its scales carry none of their own). */
+export function constantZero(layout: Layout): boolean {
+  return layout.element === "uint" && layout.zero !== 0 && layout.scale !== "f16zero" &&
+    layout.scale !== "f16min";
+}
+
+/** What the kernels need to know about a layout; equal layouts share compiled pipelines. */
+export interface Layout {
+  element: ElementKind;
+  /** Bits per code (32 for `f32`); also the u32 words per chunk. */
+  bits: number;
+  /** Constant zero point subtracted from `uint` codes (see {@linkcode constantZero}). */
+  zero: number;
+  scale: ScaleKind;
+  /** Elements per scale group: `2^gshift` (`gshift` 31: one group per row). */
+  gshift: number;
+  /** Threads sharing a row in the GEMV kernel (the chunk interleave): 32, 64, 128 or 256. */
+  tpr: number;
+  /** Rows per GEMV thread, when not the default of {@linkcode gemvRowsPerThread} (perf sweeps). */
+  gemvRows?: number;
+  /** Chunks per row each GEMV loop step loads at once (default 1; perf sweeps). */
+  gemvUnroll?: number;
+}
+
+/** One row range of a packed matrix, small enough for one storage binding per buffer. */
+export interface PackedPart {
+  rowStart: number;
+  rows: number;
+  /** Chunk words in the interleaved order. */
+  codes: Uint32Array;
+  /** Scale words (empty for `none`). */
+  scales: Uint32Array;
+}
+
+/** A matrix in the backend's layout. */
+export interface PackedMatrix {
+  rows: number;
+  cols: number;
+  /** 32-element chunks per row (the last one zero-padded). */
+  chunks: number;
+  /** Scale groups per padded row. */
+  groups: number;
+  layout: Layout;
+  /** Multiplies every result (per-tensor scale of the format); 1 when none. */
+  tensorScale: number;
+  parts: PackedPart[];
+  /** Why the matrix was decoded to f32 instead of kept in its format, when it was. */
+  fallback?: string;
+}
+
+/** Elements per chunk. */
+export const CHUNK = 32;
+
+/** Threads per workgroup of the matmul kernels. */
+export const WORKGROUP = 256;
+
+/** u32 words per vector in the interleave: as wide as a chunk allows, up to vec4. */
+export function vectorWords(bits: number): 1 | 2 | 4 {
+  return bits % 4 === 0 ? 4 : bits % 2 === 0 ? 2 : 1;
+}
+
+/** Threads per row for a row of `chunks` chunks: enough to cover it, 32 to 256. */
+export function threadsPerRow(chunks: number): number {
+  let t = 32;
+  while (t < WORKGROUP && t < chunks) t *= 2;
+  return t;
+}
+
+/** Rows per thread in the GEMV kernel: about 32 weight words in flight per thread. */
+export function gemvRowsPerThread(layout: Layout): number {
+  return layout.gemvRows ?? Math.max(1, Math.min(8, Math.floor(32 / layout.bits)));
+}
+
+/** Rows per workgroup of the GEMV kernel. */
+export function gemvRowsPerGroup(layout: Layout): number {
+  return gemvRowsPerThread(layout) * (WORKGROUP / layout.tpr);
+}
+
+/** Index (in vectors) of vector `v` of chunk `c` of `row` in a part's code buffer. */
+export function vectorIndex(
+  row: number,
+  c: number,
+  v: number,
+  chunks: number,
+  tpr: number,
+  vectors: number,
+): number {
+  const step = Math.floor(c / tpr);
+  const width = Math.min(tpr, chunks - step * tpr);
+  return (row * chunks + step * tpr) * vectors + v * width + (c % tpr);
+}
+
+/** Thrown when a matrix cannot be packed at all (not even as f32 rows). */
+export class PackError extends Error {
+  override name = "PackError";
+}
+
+/** Bytes of one row in each buffer of a layout. */
+function rowBytes(layout: Layout, chunks: number, groups: number): [number, number] {
+  return [chunks * layout.bits * 4, groups * SCALE_BYTES[layout.scale]];
+}
+
+/** Sizes of a packed matrix: chunks and groups per row, and its row parts. */
+export interface PackedShape {
+  chunks: number;
+  groups: number;
+  parts: { rowStart: number; rows: number; codeBytes: number; scaleBytes: number }[];
+}
+
+/**
+ * Chunks, groups and row parts of a `rows × cols` matrix in `layout`, each part's buffers within
+ * `maxBinding` bytes and its GEMV grid within 65535 workgroups.
+ */
+export function packedShape(
+  rows: number,
+  cols: number,
+  layout: Layout,
+  maxBinding: number,
+): PackedShape {
+  const chunks = Math.ceil(cols / CHUNK);
+  const groups = layout.gshift >= 31 ? 1 : Math.ceil((chunks * CHUNK) / 2 ** layout.gshift);
+  const [codeBytes, scaleBytes] = rowBytes(layout, chunks, groups);
+  // Scale words hold up to 4 entries, so a part's scale buffer may end in 3 bytes of padding.
+  const perPart = Math.min(
+    Math.floor(maxBinding / codeBytes),
+    scaleBytes === 0 ? Infinity : Math.floor((maxBinding - 4) / scaleBytes),
+    65535 * gemvRowsPerGroup(layout),
+  );
+  if (perPart < 1) {
+    throw new PackError(
+      `One row of ${cols} columns (${codeBytes} bytes) exceeds the largest storage binding ` +
+        `(${maxBinding} bytes)`,
+    );
+  }
+  const parts: PackedShape["parts"] = [];
+  for (let rowStart = 0; rowStart < rows; rowStart += perPart) {
+    const n = Math.min(perPart, rows - rowStart);
+    parts.push({
+      rowStart,
+      rows: n,
+      codeBytes: n * codeBytes,
+      scaleBytes: Math.ceil((n * scaleBytes) / 4) * 4,
+    });
+  }
+  return { chunks, groups, parts };
+}
+
+/** Builds a packed matrix from per-row code and scale writers. */
+function build(
+  rows: number,
+  cols: number,
+  layout: Layout,
+  tensorScale: number,
+  maxBinding: number,
+  rowCodes: (r: number, out: Uint32Array) => void,
+  rowScales: (r: number, groups: number, put: (g: number, entry: number) => void) => void,
+): PackedMatrix {
+  const { chunks, groups, parts: shapes } = packedShape(rows, cols, layout, maxBinding);
+  const V = vectorWords(layout.bits);
+  const vectors = layout.bits / V;
+  const parts: PackedPart[] = [];
+  const chunkWords = new Uint32Array(chunks * layout.bits);
+  for (const { rowStart, rows: n, codeBytes, scaleBytes } of shapes) {
+    const codes = new Uint32Array(codeBytes / 4);
+    const scales = new Uint32Array(scaleBytes / 4);
+    const bytes = new Uint8Array(scales.buffer);
+    const halves = new Uint16Array(scales.buffer);
+    const size = SCALE_BYTES[layout.scale];
+    for (let i = 0; i < n; i++) {
+      chunkWords.fill(0);
+      rowCodes(rowStart + i, chunkWords);
+      for (let c = 0; c < chunks; c++) {
+        for (let v = 0; v < vectors; v++) {
+          const at = vectorIndex(i, c, v, chunks, layout.tpr, vectors) * V;
+          for (let j = 0; j < V; j++) codes[at + j] = chunkWords[c * layout.bits + v * V + j]!;
+        }
+      }
+      const base = i * groups;
+      rowScales(rowStart + i, groups, (g, entry) => {
+        if (size === 4) scales[base + g] = entry;
+        else if (size === 2) halves[base + g] = entry;
+        else if (size === 1) bytes[base + g] = entry;
+      });
+    }
+    parts.push({ rowStart, rows: n, codes, scales });
+  }
+  return { rows, cols, chunks, groups, layout, tensorScale, parts };
+}
+
+/** The IEEE binary16 bits of a value that is exactly representable in float16. */
+export function f16Bits(x: number): number {
+  const buf = new DataView(new ArrayBuffer(2));
+  // `setFloat16` rounds; the callers check exactness first.
+  buf.setFloat16(0, x, true);
+  return buf.getUint16(0, true);
+}
+
+function f16FromBits(bits: number): number {
+  const buf = new DataView(new ArrayBuffer(2));
+  buf.setUint16(0, bits, true);
+  return buf.getFloat16(0, true);
+}
+
+/** Writes `count` codes of `bits` bits LSB-first into `out` from bit offset `bit`. */
+function putBits(out: Uint32Array, bit: number, bits: number, code: number): void {
+  const w = bit >>> 5;
+  const sh = bit & 31;
+  out[w] = (out[w]! | (code << sh)) >>> 0;
+  if (sh + bits > 32) out[w + 1] = (out[w + 1]! | (code >>> (32 - sh))) >>> 0;
+}
+
+function getBits(words: ArrayLike<number>, bit: number, bits: number): number {
+  const w = bit >>> 5;
+  const sh = bit & 31;
+  let v = words[w]! >>> sh;
+  if (sh + bits > 32) v |= words[w + 1]! << (32 - sh);
+  return (v & ((1 << bits) - 1)) >>> 0;
+}
+
+/** log2 of a power of two, or -1. */
+function log2Exact(n: number): number {
+  const l = Math.log2(n);
+  return Number.isInteger(l) ? l : -1;
+}
+
+/** Packs a dense f32 matrix. */
+export function packDense(
+  rows: number,
+  cols: number,
+  data: Float32Array,
+  maxBinding: number,
+  fallback?: string,
+): PackedMatrix {
+  const chunks = Math.ceil(cols / CHUNK);
+  const layout: Layout = {
+    element: "f32",
+    bits: 32,
+    zero: 0,
+    scale: "none",
+    gshift: 31,
+    tpr: threadsPerRow(chunks),
+  };
+  const bitsView = new Uint32Array(data.buffer, data.byteOffset, data.length);
+  const packed = build(rows, cols, layout, 1, maxBinding, (r, out) => {
+    out.set(bitsView.subarray(r * cols, (r + 1) * cols));
+  }, () => {});
+  return fallback ? { ...packed, fallback } : packed;
+}
+
+/** The scale storage of an integer matrix's kernels, or why it has none. */
+function intScale(m: QuantizedMatrix): ScaleKind | string {
+  if (m.bits < 2 || m.bits > 8) return `${m.bits}-bit codes`;
+  if (groupsPerRow(m) > 1 && log2Exact(m.groupSize) < 2) {
+    return `group size ${m.groupSize} is not a power of two of at least 4`;
+  }
+  const dtype = m.scaleDtype ?? "f16";
+  if (m.zeros && dtype !== "f16") return `zero points with ${dtype} scales`;
+  const exact = dtype === "f16"
+    ? (s: number) => Math.f16round(s) === s
+    : dtype === "bf16"
+    ? (s: number) => bf16ToF32(f32ToBf16(s)) === s
+    : (s: number) => Math.fround(s) === s;
+  for (const s of m.scales) if (!exact(s)) return `scale ${s} is not a ${dtype} value`;
+  return m.zeros ? "f16zero" : dtype;
+}
+
+/**
+ * Packs an integer matrix (unsigned codes, f16/bf16/f32 scales, optional zero points); `tpr`
+ * overrides the threads per row (tests of kernel variants).
+ */
+export function packInt(m: QuantizedMatrix, maxBinding: number, tpr?: number): PackedMatrix {
+  const scale = intScale(m);
+  if (!(scale in SCALE_BYTES)) return packFallback(m, maxBinding, scale);
+  const chunks = Math.ceil(m.cols / CHUNK);
+  const G = groupsPerRow(m);
+  const layout: Layout = {
+    element: "uint",
+    bits: m.bits,
+    zero: m.zeros ? 0 : 1 << (m.bits - 1),
+    scale: scale as ScaleKind,
+    gshift: G === 1 ? 31 : log2Exact(m.groupSize),
+    tpr: tpr ?? threadsPerRow(chunks),
+  };
+  const f32Bits = new Uint32Array(m.scales.buffer, m.scales.byteOffset, m.scales.length);
+  return build(m.rows, m.cols, layout, 1, maxBinding, (r, out) => {
+    const base = r * m.cols;
+    for (let c = 0; c < m.cols; c++) putBits(out, c * m.bits, m.bits, m.codes[base + c]!);
+  }, (r, groups, put) => {
+    for (let g = 0; g < Math.min(G, groups); g++) {
+      const i = r * G + g;
+      const s = m.scales[i]!;
+      if (layout.scale === "f16zero") put(g, (f16Bits(s) | (f16Bits(zeroAt(m, i)) << 16)) >>> 0);
+      else if (layout.scale === "f16") put(g, f16Bits(s));
+      else if (layout.scale === "bf16") put(g, f32ToBf16(s));
+      else put(g, f32Bits[i]!);
+    }
+  });
+}
+
+/** Decodes any matrix to f32 rows and packs those, recording why. */
+export function packFallback(m: Matrix, maxBinding: number, why: string): PackedMatrix {
+  const data = new Float32Array(m.rows * m.cols);
+  for (let r = 0; r < m.rows; r++) decodeRow(m, r, data.subarray(r * m.cols, (r + 1) * m.cols));
+  const label = m.kind === "coded" ? m.codec : m.kind === "int" ? `int${m.bits}` : m.kind;
+  return packDense(m.rows, m.cols, data, maxBinding, `${label} decoded to f32 on load: ${why}`);
+}
+
+/** The project's minifloat decoders, by element kind (the CPU side of the WGSL decoders). */
+const MINIFLOATS = {
+  e2m1: FP4_E2M1,
+  e2m3: FP6_E2M3,
+  e3m2: FP6_E3M2,
+  e4m3: FP8_E4M3,
+  e5m2: FP8_E5M2,
+} as const;
+
+function elementValue(kind: ElementKind, code: number): number {
+  if (kind === "uint") return code;
+  if (kind === "f32") return new Float32Array(new Uint32Array([code]).buffer)[0]!;
+  if (kind === "f16") return f16FromBits(code);
+  if (kind === "bf16") return bf16ToF32(code);
+  return MINIFLOATS[kind].decode(code);
+}
+
+/**
+ * Decodes row `r` of a packed matrix on the CPU, as the kernels do but with each weight rounded
+ * to f32 (`s·(q − z)`, `s·q + m`, `s·e`), then multiplied by the tensor scale.
+ */
+export function decodePackedRow(p: PackedMatrix, r: number): Float32Array {
+  const part = p.parts.find((q) => r >= q.rowStart && r < q.rowStart + q.rows);
+  if (!part) throw new RangeError(`Row ${r} is outside the ${p.rows}-row matrix`);
+  const { layout, chunks, groups } = p;
+  const i = r - part.rowStart;
+  const V = vectorWords(layout.bits);
+  const vectors = layout.bits / V;
+  const words = new Uint32Array(layout.bits);
+  const bytes = new Uint8Array(part.scales.buffer, part.scales.byteOffset);
+  const halves = new Uint16Array(part.scales.buffer, part.scales.byteOffset);
+  const out = new Float32Array(p.cols);
+  for (let c = 0; c < chunks; c++) {
+    for (let v = 0; v < vectors; v++) {
+      const at = vectorIndex(i, c, v, chunks, layout.tpr, vectors) * V;
+      for (let j = 0; j < V; j++) words[v * V + j] = part.codes[at + j]!;
+    }
+    for (let e = 0; e < CHUNK && c * CHUNK + e < p.cols; e++) {
+      const k = c * CHUNK + e;
+      const g = layout.gshift >= 31 ? 0 : k >> layout.gshift;
+      const code = layout.element === "f32"
+        ? words[e]!
+        : getBits(words, e * layout.bits, layout.bits);
+      const q = elementValue(layout.element, code) - (constantZero(layout) ? layout.zero : 0);
+      const at = i * groups + g;
+      let w: number;
+      switch (layout.scale) {
+        case "none":
+          w = q;
+          break;
+        case "f16":
+          w = f16FromBits(halves[at]!) * q;
+          break;
+        case "bf16":
+          w = bf16ToF32(halves[at]!) * q;
+          break;
+        case "f32":
+          w = new Float32Array(part.scales.buffer, part.scales.byteOffset)[at]! * q;
+          break;
+        case "f16zero":
+          w = f16FromBits(part.scales[at]! & 0xffff) * (q - f16FromBits(part.scales[at]! >>> 16));
+          break;
+        case "f16min":
+          w = f16FromBits(part.scales[at]! & 0xffff) * q + f16FromBits(part.scales[at]! >>> 16);
+          break;
+        case "e8m0":
+          w = e8m0Decode(bytes[at]!) * q;
+          break;
+        case "e4m3":
+          w = FP8_E4M3.decode(bytes[at]!) * q;
+          break;
+      }
+      out[k] = Math.fround(Math.fround(w) * p.tensorScale);
+    }
+  }
+  return out;
+}
+
+/** Packs any matrix: dense and integer ones natively, coded ones per their codec. */
+export function packMatrix(m: Matrix, maxBinding: number): PackedMatrix {
+  switch (m.kind) {
+    case "dense":
+      return packDense(m.rows, m.cols, m.data, maxBinding);
+    case "int":
+      return packInt(m, maxBinding);
+    case "coded":
+      return packCoded(m, maxBinding);
+  }
+}
+
+/** Bytes the kernels read for a packed matrix (codes and scales of all parts). */
+export function packedBytes(p: PackedMatrix): number {
+  let n = 0;
+  for (const part of p.parts) n += part.codes.byteLength + part.scales.byteLength;
+  return n;
+}
+
+/** Packs chunk codes with a row writer; for formats defined elsewhere (coded codecs, perf). */
+export { build as buildPacked, getBits, putBits };

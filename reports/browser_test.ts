@@ -1,0 +1,243 @@
+/**
+ * The HTML reports in a real headless browser (Debian's chromium; `.ci/run` installs it): the run
+ * report (`html.ts`) and the diff report (`compare_html.ts`) load without console errors or
+ * Content-Security-Policy violations, every chart has marks, and the tables hold one row per CSV
+ * record (run report) or per comparison entry (diff report).
+ *
+ * Chromium is driven over the DevTools protocol through `--remote-debugging-pipe` (messages
+ * separated by NUL on file descriptors 3 and 4, wired to the child's stdin and stdout by `sh`), so
+ * the test needs no network permission and no browser download. The checks run as a
+ * `Runtime.evaluate` expression, which the pages' CSP (no scripts) does not block.
+ *
+ * Skipped, with a message, where no chromium is installed; `QUANTBENCH_CHROMIUM` names another.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { renderHtml } from "./html.ts";
+import { parseCsv, rowsToCsv } from "./csv.ts";
+import { renderComparisonHtml } from "./compare_html.ts";
+import { comparisonToJson } from "./compare.ts";
+import { fixtureComparison, fixtureRuns } from "./compare_fixture.ts";
+import { makeFile, makeRow } from "./test_rows.ts";
+
+const CANDIDATES = [
+  Deno.env.get("QUANTBENCH_CHROMIUM") ?? "",
+  "/usr/bin/chromium",
+  "/usr/bin/google-chrome",
+  "/usr/bin/chromium-browser",
+];
+const CHROMIUM = CANDIDATES.find((p) => p !== "" && existsSync(p));
+if (!CHROMIUM) {
+  console.warn(
+    "skipping the browser test: no chromium found (apt-get install -y chromium, or set " +
+      "QUANTBENCH_CHROMIUM)",
+  );
+}
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+/** A DevTools-protocol session with one page, over chromium's debugging pipe. */
+class Browser {
+  #child: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #next = 0;
+  #pending = new Map<number, { resolve: (v: Json) => void; reject: (e: Error) => void }>();
+  #events: Json[] = [];
+  #reading: Promise<void>;
+  #session = "";
+  #profile: string;
+
+  private constructor(child: Deno.ChildProcess, profile: string) {
+    this.#child = child;
+    this.#profile = profile;
+    this.#writer = child.stdin.getWriter();
+    this.#reading = this.#read();
+  }
+
+  static async launch(executable: string): Promise<Browser> {
+    const profile = await Deno.makeTempDir({ prefix: "qb-chromium-" });
+    // fd 3 (commands in) ← our stdin, fd 4 (replies out) → our stdout; chromium's own stdout
+    // output goes to stderr so it cannot mix with the protocol.
+    const child = new Deno.Command("sh", {
+      args: [
+        "-c",
+        'exec "$0" "$@" 3<&0 4>&1 1>&2',
+        executable,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        `--user-data-dir=${profile}`,
+        "--remote-debugging-pipe",
+        "about:blank",
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const browser = new Browser(child, profile);
+    const { targetId } = await browser.send("Target.createTarget", { url: "about:blank" });
+    const { sessionId } = await browser.send("Target.attachToTarget", { targetId, flatten: true });
+    browser.#session = sessionId;
+    for (const domain of ["Runtime", "Log", "Page"]) {
+      await browser.send(`${domain}.enable`, {}, true);
+    }
+    return browser;
+  }
+
+  async #read(): Promise<void> {
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const chunk of this.#child.stdout) {
+      buffer += decoder.decode(chunk, { stream: true });
+      for (let end = buffer.indexOf("\0"); end >= 0; end = buffer.indexOf("\0")) {
+        const message = JSON.parse(buffer.slice(0, end));
+        buffer = buffer.slice(end + 1);
+        const waiter = this.#pending.get(message.id);
+        if (waiter) {
+          this.#pending.delete(message.id);
+          if (message.error) waiter.reject(new Error(JSON.stringify(message.error)));
+          else waiter.resolve(message.result);
+        } else if (message.method) this.#events.push(message);
+      }
+    }
+    for (const { reject } of this.#pending.values()) reject(new Error("chromium exited"));
+  }
+
+  send(method: string, params: Json = {}, inPage = false): Promise<Json> {
+    const id = ++this.#next;
+    const message = { id, method, params, ...(inPage ? { sessionId: this.#session } : {}) };
+    // A browser that stops answering fails the test instead of hanging it.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const reply = new Promise<Json>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      timer = setTimeout(() => reject(new Error(`${method}: no reply within 15 s`)), 15_000);
+    });
+    this.#writer.write(new TextEncoder().encode(JSON.stringify(message) + "\0"));
+    return reply.finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Loads a file and returns the errors the page logged while loading (console errors, uncaught
+   * exceptions, CSP violations and failed loads) and the value of `check` evaluated in it.
+   */
+  async open(path: string, check: string): Promise<{ errors: string[]; result: Json }> {
+    this.#events = [];
+    await this.send("Page.navigate", { url: `file://${path}` }, true);
+    const deadline = Date.now() + 10_000;
+    while (!this.#events.some((e) => e.method === "Page.loadEventFired")) {
+      if (Date.now() > deadline) throw new Error(`${path} did not load within 10 s`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const { result, exceptionDetails } = await this.send(
+      "Runtime.evaluate",
+      { expression: check, returnByValue: true },
+      true,
+    );
+    if (exceptionDetails) throw new Error(`check failed: ${JSON.stringify(exceptionDetails)}`);
+    const errors = this.#events.flatMap((e): string[] => {
+      const p = e.params;
+      if (e.method === "Runtime.exceptionThrown") return [p.exceptionDetails.text];
+      if (e.method === "Runtime.consoleAPICalled" && ["error", "assert"].includes(p.type)) {
+        return [p.args.map((a: Json) => a.value ?? a.description).join(" ")];
+      }
+      if (e.method === "Log.entryAdded" && p.entry.level === "error") return [p.entry.text];
+      return [];
+    });
+    return { errors, result: result.value };
+  }
+
+  async close(): Promise<void> {
+    await this.send("Browser.close").catch(() => {});
+    await this.#writer.close().catch(() => {});
+    await this.#reading;
+    await this.#child.status;
+    await Deno.remove(this.#profile, { recursive: true }).catch(() => {});
+  }
+}
+
+/** What the checks read from a page: marks per chart, table rows, scripts that ran. */
+const CHECK = `(() => {
+  const charts = [...document.querySelectorAll("svg")].map((svg) => ({
+    label: svg.getAttribute("aria-label"),
+    marks: svg.querySelectorAll(".pt").length,
+    width: svg.getBoundingClientRect().width,
+  }));
+  return {
+    charts,
+    runRows: document.querySelectorAll("tr[data-row]").length,
+    entryRows: document.querySelectorAll("tr[data-entry]").length,
+    scripts: document.scripts.length,
+    title: document.title,
+    injected: typeof window.alert === "function" && document.body.innerHTML.includes("<script>"),
+  };
+})()`;
+
+/** A run with several cells, tasks and metrics, a failure, a skip and hostile names. */
+function runFile() {
+  const { base } = fixtureRuns();
+  const extra = [
+    makeRow({ method: "none", format: "f32", value: 6.1, bits_per_weight: 32 }),
+    makeRow({ method: "rtn", format: "int3", value: 9.8, bits_per_weight: 3.5 }),
+    makeRow({ dataset: "c4", value: 20.5, bits_per_weight: 4.5 }),
+    makeRow({ method: "awq", format: "int2", status: "skipped", value: null, detail: "no <b>" }),
+  ];
+  return makeFile([...base.rows, ...extra], "run");
+}
+
+Deno.test({
+  name: "the run report and the diff report render in headless chromium",
+  ignore: !CHROMIUM,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const browser = await Browser.launch(CHROMIUM!);
+    try {
+      // Run report: charts with marks, one table row per CSV record.
+      const run = runFile();
+      const csv = rowsToCsv(run.rows);
+      await Deno.writeTextFile(join(dir, "report.html"), renderHtml(run));
+      await Deno.writeTextFile(join(dir, "results.csv"), csv);
+      const report = await browser.open(join(dir, "report.html"), CHECK);
+      assert.deepEqual(report.errors, []);
+      assert.ok(report.result.charts.length >= 2, JSON.stringify(report.result.charts));
+      for (const chart of report.result.charts) {
+        assert.ok(chart.marks > 0 && chart.width > 0, `chart without marks: ${chart.label}`);
+      }
+      const records = parseCsv(await Deno.readTextFile(join(dir, "results.csv"))).length - 1;
+      assert.equal(report.result.runRows, records);
+      assert.equal(report.result.scripts, 0);
+      assert.equal(report.result.injected, false);
+
+      // Diff report: the forest plot has marks, one table row per comparison entry.
+      const comparison = fixtureComparison();
+      await Deno.writeTextFile(join(dir, "compare.html"), renderComparisonHtml(comparison));
+      const entries = JSON.parse(comparisonToJson(comparison)).entries.length;
+      const diff = await browser.open(join(dir, "compare.html"), CHECK);
+      assert.deepEqual(diff.errors, []);
+      assert.equal(diff.result.charts.length, 1);
+      assert.equal(diff.result.charts[0].marks, 5);
+      assert.equal(diff.result.entryRows, entries);
+      assert.equal(diff.result.scripts, 0);
+      assert.match(diff.result.title, /2 regressions, 1 newly failing/);
+
+      // The checks can fail: a page with a blocked script and an empty chart is caught.
+      await Deno.writeTextFile(
+        join(dir, "broken.html"),
+        `<!DOCTYPE html><meta http-equiv="Content-Security-Policy" content="default-src 'none'">` +
+          `<svg aria-label="empty"></svg><script>console.error("boom")</script>`,
+      );
+      const broken = await browser.open(join(dir, "broken.html"), CHECK);
+      assert.equal(broken.errors.length, 1);
+      assert.match(broken.errors[0]!, /Content Security Policy/);
+      assert.equal(broken.result.charts[0].marks, 0);
+    } finally {
+      await browser.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
