@@ -13,7 +13,7 @@ import { type CachedRow, ResultCache } from "./cache.ts";
 import { codeVersion, hashPath } from "./fingerprint.ts";
 import { Progress } from "./progress.ts";
 import { gitSha } from "./git.ts";
-import { type CellEvent, type CellJob, computeCell, errorText, rowKey } from "./compute.ts";
+import { type CellEvent, type CellJob, errorText, rowKey } from "./compute.ts";
 import { referenceCell, type ReferenceJob, resolveReference } from "../tasks/reference.ts";
 
 /** How to run. */
@@ -28,7 +28,7 @@ export interface RunOptions {
   limit?: number;
   fresh?: boolean;
   quiet?: boolean;
-  /** Cells computed at once (default: one per CPU core, at most 2); 1 runs in process. */
+  /** Cells computed at once, each on a worker thread (default: one per CPU core, at most 2). */
   jobs?: number;
   argv?: string[];
 }
@@ -127,19 +127,13 @@ export async function runSuite(suite: Suite, options: RunOptions): Promise<Resul
     }
   };
 
+  // Cells always run on worker threads, so progress and cache writes on this thread go on while
+  // a worker computes (the CPU kernels never yield).
   const workers = Math.max(
     1,
     Math.min(options.jobs ?? Math.min(2, navigator.hardwareConcurrency), jobs.length),
   );
-  if (workers === 1) {
-    for (const { cellIndex, job, keys } of jobs) {
-      const events: CellEvent[] = [];
-      await computeCell(job, (e) => events.push(e));
-      for (const e of events) await onEvent(cellIndex, keys, e);
-    }
-  } else {
-    await runPool(jobs, workers, onEvent);
-  }
+  if (jobs.length > 0) await runPool(jobs, workers, onEvent);
   progress.finish();
 
   const rows: ResultRow[] = slots.flat(2).map((r) => ({ run_id: options.runId, ...r }));

@@ -24,7 +24,7 @@
 import type { Metric, Task } from "./task.ts";
 import type { DatasetSpec } from "../suite/types.ts";
 import { DatasetError, type JsonlLine, readJsonl } from "./dataset.ts";
-import { extractJson } from "./json_extract.ts";
+import { balancedEnd, extractJson } from "./json_extract.ts";
 import { SchemaValidator } from "./schema_validator.ts";
 import { effectiveLimit, stratifiedSubset } from "./sample.ts";
 import { chatPrompt } from "./chat.ts";
@@ -237,8 +237,11 @@ export const jsonTask: Task = {
   },
 };
 
-/** Whether generation may stop: a complete bracketed JSON value has been written. */
-function stopAtJson(text: string): boolean {
-  const e = extractJson(text);
-  return e.ok && e.bracketed;
+/**
+ * Whether generation may stop: the first bracket opened has been closed. (Stopping at any complete
+ * `{…}` would cut an answer short at its first nested object.)
+ */
+export function stopAtJson(text: string): boolean {
+  const start = text.search(/[{[]/);
+  return start >= 0 && balancedEnd(text, start) >= 0;
 }

@@ -143,3 +143,12 @@ Deno.test({
     assert.match(rows[3]!.detail, /codes=ok,missing_prediction,context_overflow,.* counts=/);
   },
 });
+
+Deno.test("json: generation stops when the first bracket closes, not at a nested object", async () => {
+  const { stopAtJson } = await import("./json_validity.ts");
+  assert.equal(stopAtJson('{"a": 1, "b": {"c": 2}'), false);
+  assert.equal(stopAtJson('{"a": 1, "b": {"c": 2}}'), true);
+  assert.equal(stopAtJson("Sure: [1, [2]"), false);
+  assert.equal(stopAtJson("Sure: [1, [2]]"), true);
+  assert.equal(stopAtJson("no json yet"), false);
+});

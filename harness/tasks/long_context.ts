@@ -125,10 +125,11 @@ async function source(
       if (context) contexts.push(context);
       items.push({ id: String(v.id ?? `line_${line}`), length, depth, prompt, answer: v.answer });
     }
-    // The questions' own lengths count here; those beyond the model's context are left out.
+    // The questions' own lengths count here: those of the task's `lengths` are kept (so the
+    // retrieval rows line up with the perplexity rows), those beyond the model's context left out.
     const max = ctx.model.config.maxSeqLen;
     const kept = stratifiedSubset(
-      items.filter((i) => i.length <= max),
+      items.filter((i) => i.length <= max && lengths.includes(i.length)),
       opts.limit,
       (i) => `${i.length}/${i.depth}`,
       ctx.seed,

@@ -55,4 +55,80 @@
             (local.set $t (i32.add (local.get $t) (i32.const 1)))
             (br $tloop)))
         (local.set $r (i32.add (local.get $r) (i32.const 4)))
-        (br $rloop)))))
+        (br $rloop))))
+  ;; Decodes `rows` rows of integer codes (one byte per weight, row-major `rows × cols`) into f32
+  ;; rows of `colsP` floats at $out: w = scale · (code − zero), per group of `group` columns, with
+  ;; scales (f32) and zero points (u8, or the fixed $fixedZero when $hasZeros is 0) per row × group.
+  ;; Columns cols..colsP are zeroed.
+  (func (export "decode_int")
+    (param $codes i32) (param $scales i32) (param $zeros i32) (param $out i32)
+    (param $rows i32) (param $cols i32) (param $colsP i32) (param $group i32) (param $groups i32)
+    (param $fixedZero f32) (param $hasZeros i32)
+    (local $r i32) (local $g i32) (local $c i32) (local $c1 i32) (local $gi i32)
+    (local $scale f32) (local $zero f32) (local $vs v128) (local $vz v128)
+    (local $src i32) (local $dst i32)
+    (block $rdone
+      (loop $rloop
+        (br_if $rdone (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $g (i32.const 0))
+        (block $gdone
+          (loop $gloop
+            (br_if $gdone (i32.ge_u (local.get $g) (local.get $groups)))
+            (local.set $gi (i32.add (i32.mul (local.get $r) (local.get $groups)) (local.get $g)))
+            (local.set $scale (f32.load (i32.add (local.get $scales) (i32.shl (local.get $gi) (i32.const 2)))))
+            (local.set $zero
+              (if (result f32) (local.get $hasZeros)
+                (then (f32.convert_i32_u (i32.load8_u (i32.add (local.get $zeros) (local.get $gi)))))
+                (else (local.get $fixedZero))))
+            (local.set $vs (f32x4.splat (local.get $scale)))
+            (local.set $vz (f32x4.splat (local.get $zero)))
+            (local.set $c (i32.mul (local.get $g) (local.get $group)))
+            (local.set $c1 (i32.add (local.get $c) (local.get $group)))
+            (if (i32.gt_u (local.get $c1) (local.get $cols)) (then (local.set $c1 (local.get $cols))))
+            ;; four at a time
+            (block $vdone
+              (loop $vloop
+                (br_if $vdone (i32.gt_u (i32.add (local.get $c) (i32.const 4)) (local.get $c1)))
+                (local.set $src (i32.add (local.get $codes)
+                  (i32.add (i32.mul (local.get $r) (local.get $cols)) (local.get $c))))
+                (local.set $dst (i32.add (local.get $out)
+                  (i32.shl (i32.add (i32.mul (local.get $r) (local.get $colsP)) (local.get $c)) (i32.const 2))))
+                (v128.store (local.get $dst)
+                  (f32x4.mul (local.get $vs)
+                    (f32x4.sub
+                      (f32x4.convert_i32x4_u
+                        (i32x4.extend_low_i16x8_u (i16x8.extend_low_i8x16_u
+                          (v128.load32_zero (local.get $src)))))
+                      (local.get $vz))))
+                (local.set $c (i32.add (local.get $c) (i32.const 4)))
+                (br $vloop)))
+            ;; the rest one by one
+            (block $sdone
+              (loop $sloop
+                (br_if $sdone (i32.ge_u (local.get $c) (local.get $c1)))
+                (f32.store
+                  (i32.add (local.get $out)
+                    (i32.shl (i32.add (i32.mul (local.get $r) (local.get $colsP)) (local.get $c)) (i32.const 2)))
+                  (f32.mul (local.get $scale)
+                    (f32.sub
+                      (f32.convert_i32_u (i32.load8_u (i32.add (local.get $codes)
+                        (i32.add (i32.mul (local.get $r) (local.get $cols)) (local.get $c)))))
+                      (local.get $zero))))
+                (local.set $c (i32.add (local.get $c) (i32.const 1)))
+                (br $sloop)))
+            (local.set $g (i32.add (local.get $g) (i32.const 1)))
+            (br $gloop)))
+        ;; zero the padding columns
+        (local.set $c (local.get $cols))
+        (block $pdone
+          (loop $ploop
+            (br_if $pdone (i32.ge_u (local.get $c) (local.get $colsP)))
+            (f32.store
+              (i32.add (local.get $out)
+                (i32.shl (i32.add (i32.mul (local.get $r) (local.get $colsP)) (local.get $c)) (i32.const 2)))
+              (f32.const 0))
+            (local.set $c (i32.add (local.get $c) (i32.const 1)))
+            (br $ploop)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rloop))))
+)

@@ -12,6 +12,19 @@ import { MATMUL_WASM_BASE64 } from "./matmul_wasm.ts";
 const bytes = Uint8Array.from(atob(MATMUL_WASM_BASE64), (c) => c.charCodeAt(0));
 const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
 const memory = instance.exports.memory as WebAssembly.Memory;
+const decodeInt = instance.exports.decode_int as (
+  codes: number,
+  scales: number,
+  zeros: number,
+  out: number,
+  rows: number,
+  cols: number,
+  colsP: number,
+  group: number,
+  groups: number,
+  fixedZero: number,
+  hasZeros: number,
+) => void;
 const kernel = instance.exports.matmul as (
   x: number,
   w: number,
@@ -42,7 +55,12 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
   const xOff = 0;
   const wOff = T * colsP;
   const oOff = wOff + chunk * colsP;
-  const mem = ensure((oOff + T * chunk) * 4);
+  // Integer rows are decoded inside the module: their codes, scales and zero points go here.
+  const groups = w.kind === "int" ? Math.ceil(cols / w.groupSize) : 0;
+  const sOff = oOff + T * chunk;
+  const cByte = (sOff + chunk * groups) * 4;
+  const zByte = cByte + chunk * cols;
+  const mem = ensure(zByte + chunk * groups);
   if (colsP === cols) {
     mem.set(x, xOff);
   } else {
@@ -56,6 +74,24 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
     const nrP = up4(nr);
     if (w.kind === "dense" && colsP === cols) {
       mem.set(w.data.subarray(r0 * cols, (r0 + nr) * cols), wOff);
+    } else if (w.kind === "int") {
+      const bytes = new Uint8Array(memory.buffer);
+      bytes.set(w.codes.subarray(r0 * cols, (r0 + nr) * cols), cByte);
+      mem.set(w.scales.subarray(r0 * groups, (r0 + nr) * groups), sOff);
+      if (w.zeros) bytes.set(w.zeros.subarray(r0 * groups, (r0 + nr) * groups), zByte);
+      decodeInt(
+        cByte,
+        sOff * 4,
+        zByte,
+        wOff * 4,
+        nr,
+        cols,
+        colsP,
+        w.groupSize,
+        groups,
+        1 << (w.bits - 1),
+        w.zeros ? 1 : 0,
+      );
     } else {
       for (let i = 0; i < nr; i++) {
         const at = wOff + i * colsP;
