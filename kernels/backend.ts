@@ -54,6 +54,11 @@ export interface Backend {
   description: string;
   /** Why this backend cannot run here (no adapter …), or undefined when it can. */
   unavailable(): Promise<string | undefined>;
+  /**
+   * Which run-time quantization of a model (`LlamaModel.runtime`) the backend executes; a format
+   * asking for one it lacks makes the cell skipped. Absent: none.
+   */
+  runtimeQuantization?: { activations: boolean; kvCache: boolean };
   /** Prepares a model to run; may repack weights for the backend's kernels. */
   load(model: LlamaModel, options?: { maxSeqLen?: number }): Promise<ModelRunner>;
   /** Op-level entry points (for the conformance suite), where the backend offers them. */

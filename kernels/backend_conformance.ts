@@ -27,6 +27,7 @@ import { cpuOps } from "./cpu/backend.ts";
 import { cpuBackend } from "./cpu/backend.ts";
 import { dense, type LlamaModel, type Matrix, type Tokenizer } from "../harness/models/model.ts";
 import { quantizeInt } from "./formats/int.ts";
+import type { ScaleDtype } from "./formats/scale_dtype.ts";
 import { rowCodecs } from "./formats/codecs.ts";
 import { encodeMatrix } from "./formats/row_codecs.ts";
 import { hasShared, sharedPath } from "../harness/shared.ts";
@@ -82,27 +83,33 @@ export function pseudoRandom(n: number, seed: number): Float32Array {
   return out;
 }
 
-/** Integer layouts covered: bits, group (0 = per channel), symmetric. */
-const INT_CASES: [number, number, boolean][] = [
-  [8, 0, true],
-  [8, 32, false],
-  [4, 32, true],
-  [4, 128, false],
-  [4, 16, true],
-  [3, 64, true],
-  [3, 0, false],
-  [2, 32, true],
-  [2, 16, false],
+/** Integer layouts covered: bits, group (0 per channel, -1 per tensor), symmetric, scale type. */
+const INT_CASES: [number, number, boolean, ScaleDtype][] = [
+  [8, 0, true, "f16"],
+  [8, 32, false, "f16"],
+  [8, 0, true, "f32"],
+  [4, 32, true, "f16"],
+  [4, 128, false, "f16"],
+  [4, 16, true, "f16"],
+  [4, 64, true, "bf16"],
+  [4, -1, true, "f16"],
+  [3, 64, true, "f16"],
+  [3, 0, false, "f16"],
+  [2, 32, true, "f16"],
+  [2, 16, false, "f16"],
 ];
 
 /** Every weight format the matmul tests cover, as `[name, make(rows, cols, data)]`. */
 function weightFormats(): [string, (r: number, c: number, w: Float32Array) => Matrix][] {
   return [
     ["f32", (r, c, w) => dense(r, c, w)],
-    ...INT_CASES.map(([bits, group, symmetric]) =>
+    ...INT_CASES.map(([bits, group, symmetric, scaleDtype]) =>
       [
-        `int${bits}${group ? `-g${group}` : ""}${symmetric ? "" : "-asym"}`,
-        (r: number, c: number, w: Float32Array) => quantizeInt(w, r, c, { bits, group, symmetric }),
+        `int${bits}${group > 0 ? `-g${group}` : group < 0 ? "-pt" : ""}${symmetric ? "" : "-asym"}${
+          scaleDtype === "f16" ? "" : `-${scaleDtype}`
+        }`,
+        (r: number, c: number, w: Float32Array) =>
+          quantizeInt(w, r, c, { bits, group, symmetric, scaleDtype }),
       ] as [string, (r: number, c: number, w: Float32Array) => Matrix]
     ),
     ...rowCodecs.names().map((name) =>

@@ -79,7 +79,9 @@ function time(fn: () => void, minMs = 200): number {
 
 /** Runs the CPU micro-benchmarks and prints the table. */
 export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> {
-  if (options.backend === "webgpu") return (await import("./webgpu/perf.ts")).runWebGpuPerf(options);
+  if (options.backend === "webgpu") {
+    return (await import("./webgpu/perf.ts")).runWebGpuPerf(options);
+  }
   const n = options.size ?? 1024;
   const rows = options.rows ?? 128;
   let s = 1;

@@ -4,11 +4,19 @@
  * @module
  */
 import type { LlamaModel } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { DatasetSpec, FormatSpec } from "../suite/types.ts";
 
-/** What a method may use besides the model: the suite seed (calibration data comes later). */
+/** What a method may use besides the model. */
 export interface MethodContext {
+  /** The suite seed (calibration windows are drawn with it). */
   seed: number;
+  /** The suite's datasets by id, for calibration (`calibration: { dataset }`). */
+  datasets?: Record<string, DatasetSpec>;
+  /**
+   * Receives figures about the quantization run (e.g. `quantize_peak_bytes`) that the runner
+   * adds to every row of the cell as extra columns.
+   */
+  record?(stats: Record<string, number>): void;
 }
 
 /** A post-training quantization algorithm. */

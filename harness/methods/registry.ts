@@ -7,9 +7,17 @@ import { Registry } from "../registry.ts";
 import type { Method } from "./method.ts";
 import { none } from "./none.ts";
 import { rtn } from "./rtn.ts";
+import { gptq } from "./gptq.ts";
+import { awq } from "./awq.ts";
+import { smoothquant } from "./smoothquant.ts";
+import { hqq } from "./hqq.ts";
 
 /** All known methods by name. */
 export const methods = new Registry<Method>("method", [
   ["none", none],
   ["rtn", rtn],
+  ["gptq", gptq],
+  ["awq", awq],
+  ["smoothquant", smoothquant],
+  ["hqq", hqq],
 ]);

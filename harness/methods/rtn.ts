@@ -3,7 +3,9 @@
  * calibration, into any integer or coded format — for a coded format RTN is its codec's own
  * encoder (llama.cpp's reference quantizers for ggml blocks, the OCP recipe for MX, vLLM's for
  * NVFP4). The token embedding stays in float32 (it is a table lookup) and so does the classifier,
- * as weight-only PTQ methods (GPTQ, AWQ) leave `lm_head` unquantized by default.
+ * as weight-only PTQ methods (GPTQ, AWQ) leave `lm_head` unquantized by default. With
+ * `clip: mse`, integer formats search each group's clipping range as the GPTQ reference
+ * quantizer's `mse` option does ({@linkcode quantizeIntMse}).
  *
  * @module
  */
@@ -11,7 +13,16 @@ import type { Method } from "./method.ts";
 import type { LlamaModel, Matrix } from "../models/model.ts";
 import { LINEAR_NAMES } from "../models/model.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
+import {
+  groupParams,
+  type IntQuantConfig,
+  type QuantizedMatrix,
+  quantizeInt,
+  roundHalfEven,
+} from "../../kernels/formats/int.ts";
 import type { FormatSpec } from "../suite/types.ts";
+import { matrixBuffers, MemoryMeter } from "./calibration.ts";
+import { withRuntime } from "./runtime.ts";
 
 /** Why `rtn` cannot produce `format`, or undefined when it can. */
 function unsupported(format: FormatSpec): string | undefined {
@@ -31,18 +42,132 @@ export function quantizeMatrix(m: Matrix, format: FormatSpec): Matrix {
   return element.quantize(format, m);
 }
 
+/** Options and their defaults; the clipping search's are the GPTQ reference `Quantizer`'s. */
+export const RTN_OPTIONS = { clip: "none", grid: 100, maxshrink: 0.8, norm: 2.4 };
+
+/** Thrown for RTN options that do not apply. */
+export class RtnOptionsError extends Error {
+  override name = "RtnOptionsError";
+}
+
+/** The clipping search of the GPTQ reference quantizer (`Quantizer.configure(mse=True, …)`). */
+export interface MseSearch {
+  /** Shrink steps `p = 1 − i/grid`, for `i < maxshrink · grid`. */
+  grid: number;
+  maxshrink: number;
+  /** Exponent of the error `Σ |q(x) − x|^norm`. */
+  norm: number;
+}
+
+/**
+ * RTN of an integer format with the GPTQ reference quantizer's MSE clipping search: each group's
+ * range (per channel, group or tensor) is shrunk by `p = 1, 1 − 1/grid, …` and the `p` with the
+ * least `Σ |q(x) − x|^norm` (strictly less than every larger `p`) sets the group's scale and zero
+ * point; scales are rounded to `scale_dtype` before the error is measured, as stored.
+ */
+export function quantizeIntMse(
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  config: IntQuantConfig,
+  search: MseSearch,
+): QuantizedMatrix {
+  // The layout, codes aside, is RTN's; only the parameters change.
+  const q = quantizeInt(data, rows, cols, config);
+  const { bits, symmetric } = config;
+  const scaleDtype = q.scaleDtype ?? "f16";
+  const maxq = (1 << bits) - 1;
+  const groups = Math.ceil(cols / q.groupSize);
+  const steps = Math.floor(search.maxshrink * search.grid);
+  const best = (start: number, end: number) => {
+    let bestErr = Infinity;
+    let params = groupParams(data, start, end, bits, symmetric, 1, scaleDtype);
+    for (let i = 0; i < steps; i++) {
+      const p = groupParams(data, start, end, bits, symmetric, 1 - i / search.grid, scaleDtype);
+      let err = 0;
+      for (let k = start; k < end; k++) {
+        const x = data[k]!;
+        const code = Math.min(maxq, Math.max(0, roundHalfEven(x / p.scale) + p.zero));
+        err += Math.pow(Math.abs(p.scale * (code - p.zero) - x), search.norm);
+      }
+      if (err < bestErr) {
+        bestErr = err;
+        params = p;
+      }
+    }
+    return params;
+  };
+  const apply = (params: { scale: number; zero: number }, r: number, g: number) => {
+    q.scales[r * groups + g] = params.scale;
+    if (q.zeros) q.zeros[r * groups + g] = params.zero;
+    const end = Math.min(cols, (g + 1) * q.groupSize);
+    for (let c = g * q.groupSize; c < end; c++) {
+      const code = roundHalfEven(data[r * cols + c]! / params.scale) + params.zero;
+      q.codes[r * cols + c] = Math.min(maxq, Math.max(0, code));
+    }
+  };
+  if (q.perTensor) {
+    const params = best(0, rows * cols);
+    for (let r = 0; r < rows; r++) apply(params, r, 0);
+    return q;
+  }
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < groups; g++) {
+      const start = r * cols + g * q.groupSize;
+      apply(best(start, Math.min(r * cols + cols, start + q.groupSize)), r, g);
+    }
+  }
+  return q;
+}
+
+/** The clipping search `options` ask for, or undefined for plain RTN. */
+function mseSearch(options: Record<string, unknown>, format: FormatSpec): MseSearch | undefined {
+  const o = { ...RTN_OPTIONS, ...options };
+  if (o.clip === "none") return undefined;
+  if (o.clip !== "mse") {
+    throw new RtnOptionsError(
+      `rtn option clip must be "none" or "mse", got ${JSON.stringify(o.clip)}`,
+    );
+  }
+  if (elementFormats.get(format.weights).kind !== "int") {
+    throw new RtnOptionsError(
+      `rtn clip: mse searches integer scales; format "${format.id}" is ${format.weights}`,
+    );
+  }
+  const search = { grid: Number(o.grid), maxshrink: Number(o.maxshrink), norm: Number(o.norm) };
+  if (!(search.grid >= 1 && search.maxshrink > 0 && search.maxshrink <= 1 && search.norm > 0)) {
+    throw new RtnOptionsError(
+      `rtn clipping needs grid ≥ 1, 0 < maxshrink ≤ 1 and norm > 0, got ${o.grid}, ` +
+        `${o.maxshrink} and ${o.norm}`,
+    );
+  }
+  return search;
+}
+
 /** Round-to-nearest quantization of the transformer blocks' linear weights. */
 export const rtn: Method = {
   name: "rtn",
-  description: "round-to-nearest into any integer or coded format (the codec's own encoder)",
-  options: {},
+  description: "round-to-nearest into any integer or coded format (optional MSE clipping search)",
+  options: RTN_OPTIONS,
   unsupported,
-  quantize(model: LlamaModel, format: FormatSpec): Promise<LlamaModel> {
+  quantize(model, format, options, ctx): Promise<LlamaModel> {
+    const search = mseSearch(options, format);
+    const element = elementFormats.get(format.weights);
+    const meter = new MemoryMeter();
     const layers = model.weights.layers.map((layer) => {
       const out = { ...layer };
-      for (const name of LINEAR_NAMES) out[name] = quantizeMatrix(layer[name], format);
+      for (const name of LINEAR_NAMES) {
+        const m = layer[name];
+        out[name] = search && element.kind === "int" && m.kind === "dense"
+          ? quantizeIntMse(m.data, m.rows, m.cols, element.intConfig(format), search)
+          : quantizeMatrix(m, format);
+        meter.hold(matrixBuffers(out[name]));
+      }
       return out;
     });
-    return Promise.resolve({ ...model, weights: { ...model.weights, layers } });
+    ctx.record?.({ quantize_peak_bytes: meter.peak });
+    return Promise.resolve(
+      withRuntime({ ...model, weights: { ...model.weights, layers } }, format),
+    );
   },
 };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { quantizeMatrix, rtn } from "./rtn.ts";
+import { quantizeIntMse, quantizeMatrix, rtn, RtnOptionsError } from "./rtn.ts";
 import { none } from "./none.ts";
 import { hasShared, sharedPath } from "../shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
@@ -79,7 +79,7 @@ Deno.test({
     assert.ok(ids.length >= context * windows);
     const ppl = new Map<string, number>();
     const baseline = Math.exp(await meanNll(model, ids, context, windows));
-    for (const name of elementFormats.names().filter((n) => n !== "f32")) {
+    for (const name of elementFormats.names().filter((n) => elementFormats.get(n).kind !== "float")) {
       const quantized = await rtn.quantize(model, spec(name), {}, { seed: 0 });
       const value = Math.exp(await meanNll(quantized, ids, context, windows));
       assert.ok(Number.isFinite(value), `${name}: perplexity ${value}`);
@@ -210,7 +210,7 @@ Deno.test("rtn: bits per weight of the quantized model agree with the registry",
   const data = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.37) * 0.1);
   const m = dense(rows, cols, data);
   const settings: FormatSpec[] = [
-    ...elementFormats.names().filter((n) => n !== "f32").map((n) => spec(n)),
+    ...elementFormats.names().filter((n) => elementFormats.get(n).kind !== "float").map((n) => spec(n)),
     spec("int4", { group: 32, symmetric: false, options: { scale_dtype: "bf16" } }),
     spec("int8", { group: -1 }),
     spec("fp8", { group: 64, options: { scale_dtype: "f16" } }),
@@ -240,4 +240,42 @@ Deno.test({
     assert.equal(linearBitsPerWeight(q), bits / weights);
     assert.equal(linearBitsPerWeight(await none.quantize(model, spec("f32"), {}, { seed: 0 })), 32);
   },
+});
+
+Deno.test("rtn clip: mse searches the GPTQ quantizer's shrink grid (brute force by hand)", () => {
+  // One 2-bit symmetric group with an outlier: clipping it lets the seven 0.3s be represented.
+  const row = Float32Array.from([1, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]);
+  const errorOf = (scale: number) =>
+    row.reduce((e, x) => {
+      const code = Math.min(3, Math.max(0, Math.round(x / scale) + 2));
+      return e + Math.pow(Math.abs(scale * (code - 2) - x), 2.4);
+    }, 0);
+  let best = { err: Infinity, scale: 0 };
+  for (let i = 0; i < 80; i++) {
+    const scale = Math.f16round((2 * (1 - i / 100)) / 3);
+    if (errorOf(scale) < best.err) best = { err: errorOf(scale), scale };
+  }
+  const q = quantizeIntMse(row, 1, 8, { bits: 2, group: 0, symmetric: true }, {
+    grid: 100,
+    maxshrink: 0.8,
+    norm: 2.4,
+  });
+  assert.equal(q.scales[0], best.scale);
+  assert.ok(best.err < errorOf(Math.f16round(2 / 3)), "clipping must pay off in this example");
+});
+
+Deno.test("rtn clip: options are checked", () => {
+  const m = {
+    config: {},
+    weights: { layers: [{ wq: dense(1, 8, new Float32Array(8)) }] },
+  } as unknown as Parameters<typeof rtn.quantize>[0];
+  const fp8 = spec("fp8");
+  assert.throws(
+    () => rtn.quantize(m, fp8, { ...rtn.options, clip: "mse" }, { seed: 0 }),
+    RtnOptionsError,
+  );
+  assert.throws(
+    () => rtn.quantize(m, spec("int4"), { ...rtn.options, clip: "max" }, { seed: 0 }),
+    /clip must be "none" or "mse"/,
+  );
 });

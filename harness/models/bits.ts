@@ -22,3 +22,20 @@ export function linearBitsPerWeight(model: LlamaModel): number {
   }
   return bits / count;
 }
+
+/**
+ * The storage format of a model's linear weights as loaded (`f32`, `q4_0`, or a mixture such as
+ * `q4_k+q6_k`, commonest first) — the format column of a file that is already quantized.
+ */
+export function nativeFormatName(model: LlamaModel): string {
+  const counts = new Map<string, number>();
+  for (const layer of model.weights.layers) {
+    for (const name of LINEAR_NAMES) {
+      const m = layer[name];
+      const label = m.kind === "dense" ? "f32" : m.kind === "int" ? `int${m.bits}` : m.codec;
+      counts.set(label, (counts.get(label) ?? 0) + m.rows * m.cols);
+    }
+  }
+  return [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+    .map(([label]) => label).join("+");
+}

@@ -6,6 +6,7 @@
  */
 import type { QuantizedMatrix } from "../../kernels/formats/int.ts";
 import type { CodedMatrix } from "../../kernels/formats/coded.ts";
+import type { RuntimeQuantization } from "../../kernels/formats/runtime_quant.ts";
 
 /** Architecture hyper-parameters of a Llama-family decoder. */
 export interface LlamaConfig {
@@ -167,6 +168,8 @@ export interface LlamaModel {
   config: LlamaConfig;
   weights: LlamaWeights;
   tokenizer: Tokenizer;
+  /** Quantization applied while it runs (activations, KV cache), set by quantization methods. */
+  runtime?: RuntimeQuantization;
 }
 
 /** Builds a dense matrix, checking the element count. */

@@ -10,7 +10,7 @@ import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";
 import { backends } from "../../kernels/registry.ts";
 import { loadModel } from "../models/load.ts";
-import { linearBitsPerWeight } from "../models/bits.ts";
+import { linearBitsPerWeight, nativeFormatName } from "../models/bits.ts";
 import { type ReferenceJob, ReferenceModels } from "../tasks/reference.ts";
 
 /** Events a cell computation reports, in order. */
@@ -39,6 +39,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
   let runner;
   let model;
   let quantizeSeconds = 0;
+  const quantizeStats: Record<string, number> = {};
   let failure: string | undefined;
   try {
     const loaded = await loadModel(cell.model);
@@ -47,7 +48,11 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
       loaded,
       cell.format,
       cell.method.options,
-      { seed: suite.seed },
+      {
+        seed: suite.seed,
+        datasets: suite.datasets,
+        record: (stats) => Object.assign(quantizeStats, stats),
+      },
     );
     quantizeSeconds = (performance.now() - t0) / 1000;
     runner = await backends.get(cell.backend).load(model);
@@ -81,6 +86,8 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
       const bpw = linearBitsPerWeight(model);
       const rows: CachedRow[] = metrics.map((m) => ({
         ...rowKey(suite, cell, task),
+        // `native` keeps a file's own weights: report what they are (e.g. q4_0).
+        ...(cell.format.weights === "native" ? { format: nativeFormatName(model) } : {}),
         metric: m.metric,
         value: m.value,
         unit: m.unit,
@@ -92,7 +99,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         bits_per_weight: bpw,
         status: "ok",
         detail: m.detail,
-        extra: { seconds, quantize_seconds: quantizeSeconds },
+        extra: { seconds, quantize_seconds: quantizeSeconds, ...quantizeStats },
         samples: m.samples,
       }));
       emit({ type: "rows", task: index, rows, seconds });

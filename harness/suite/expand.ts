@@ -7,6 +7,8 @@
  */
 import { didYouMean } from "../registry.ts";
 import { methods } from "../methods/registry.ts";
+import { backends } from "../../kernels/registry.ts";
+import { runtimeUnsupportedOn } from "../../kernels/formats/runtime_quant.ts";
 import type { Cell, ExcludeRule, Suite } from "./types.ts";
 
 /** Thrown for a `--filter` expression that cannot be parsed. */
@@ -31,7 +33,8 @@ export interface ExpandOptions {
 /**
  * Expands a suite into its cells, in suite order (model, then method, then format, then backend),
  * leaving out cells that an `exclude` rule or the filter removes. A combination the method cannot
- * produce stays in the list with `skipReason` set.
+ * produce, or whose run-time quantization (activations, KV cache) the backend cannot run, stays
+ * in the list with `skipReason` set.
  *
  * @example
  * ```ts
@@ -54,7 +57,8 @@ export function expandCells(suite: Suite, options: ExpandOptions = {}): Cell[] {
             backend,
           };
           if (suite.exclude.some((rule) => ruleMatches(rule, cell)) || !keep(cell)) continue;
-          const reason = methods.get(method.method).unsupported(format);
+          const reason = methods.get(method.method).unsupported(format) ??
+            runtimeUnsupportedOn(format, backend, backends.get(backend).runtimeQuantization);
           if (reason !== undefined) cell.skipReason = reason;
           cells.push(cell);
         }

@@ -774,10 +774,13 @@ class Normaliser {
         options.activations = entry.activations;
       }
       if (isRecord(entry.kv_cache)) {
-        const { format, group: kvGroup = 0 } = entry.kv_cache;
+        const { format, group: kvGroup = 0, residual } = entry.kv_cache;
         ok = this.checkElement([...at, "kv_cache", "format"], format) && ok;
         this.checkGroup([...at, "kv_cache", "group"], kvGroup);
-        options.kv_cache = { format, group: kvGroup };
+        // The residual window keeps its default (runtime_quant.ts) unless written.
+        options.kv_cache = residual === undefined
+          ? { format, group: kvGroup }
+          : { format, group: kvGroup, residual };
       }
       if (entry.scale_dtype !== undefined) options.scale_dtype = entry.scale_dtype;
       if (ok && fresh) specs.push({ id, weights: entry.weights, group, symmetric, options });

@@ -738,7 +738,7 @@ Deno.test("loadSuite: a valid suite, normalised with defaults and absolute paths
       },
       methods: [
         { id: "none", method: "none", options: {} },
-        { id: "rtn", method: "rtn", options: {} },
+        { id: "rtn", method: "rtn", options: structuredClone(methods.get("rtn").options) },
         {
           id: "cal",
           method: "calibrated_test",

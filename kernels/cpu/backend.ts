@@ -1,6 +1,8 @@
 /**
  * The CPU backend: the numerical reference. Runs a {@linkcode LlamaModel} with the kernels of
- * `ops.ts` and a float32 KV cache.
+ * `ops.ts` and a float32 KV cache, plus the run-time quantization the model asks for
+ * (`model.runtime`: per-token activations before each transformer linear, a KIVI-style quantized
+ * KV cache, `kv_cache.ts`).
  *
  * @module
  */
@@ -8,6 +10,7 @@ import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
 import type { LlamaModel } from "../../harness/models/model.ts";
 import { attention, matmul, rmsnorm, rope, swiglu } from "./ops.ts";
 import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
+import { QuantizedKvCache } from "./kv_cache.ts";
 
 /** A model prepared for the CPU. */
 export class CpuRunner implements ModelRunner {
@@ -16,6 +19,9 @@ export class CpuRunner implements ModelRunner {
   readonly #keys: Float32Array[];
   readonly #values: Float32Array[];
   readonly #invFreq: Float64Array;
+  /** Element format transformer-linear inputs are quantized to, per token. */
+  readonly #activations: string | undefined;
+  readonly #quantizedKv: QuantizedKvCache | undefined;
   #length = 0;
 
   constructor(model: LlamaModel, maxSeqLen = model.config.maxSeqLen) {
@@ -25,6 +31,16 @@ export class CpuRunner implements ModelRunner {
     this.#keys = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
     this.#values = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
     this.#invFreq = ropeInverseFrequencies(model.config);
+    const { activations, kvCache } = model.runtime ?? {};
+    this.#activations = activations;
+    this.#quantizedKv = kvCache &&
+      new QuantizedKvCache(
+        kvCache,
+        model.config.nLayers,
+        maxSeqLen,
+        model.config.nKvHeads,
+        model.config.headDim,
+      );
   }
 
   forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {
@@ -59,12 +75,13 @@ export class CpuRunner implements ModelRunner {
     const proj = new Float32Array(T * dim);
     const gate = new Float32Array(T * c.hiddenDim);
     const up = new Float32Array(T * c.hiddenDim);
+    const act = this.#activations;
     for (let l = 0; l < c.nLayers; l++) {
       const layer = w.layers[l]!;
       rmsnorm(xb, x, layer.attnNorm, c.normEps);
-      matmul(q, xb, layer.wq);
-      matmul(k, xb, layer.wk);
-      matmul(v, xb, layer.wv);
+      matmul(q, xb, layer.wq, act);
+      matmul(k, xb, layer.wk, act);
+      matmul(v, xb, layer.wv, act);
       if (layer.bq) addBias(q, layer.bq);
       if (layer.bk) addBias(k, layer.bk);
       if (layer.bv) addBias(v, layer.bv);
@@ -74,15 +91,26 @@ export class CpuRunner implements ModelRunner {
       rope(k, c.nKvHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle, this.#invFreq);
       this.#keys[l]!.set(k, pos * kvDim);
       this.#values[l]!.set(v, pos * kvDim);
-      attention(att, q, this.#keys[l]!, this.#values[l]!, pos, c.nHeads, c.nKvHeads, c.headDim);
-      matmul(proj, att, layer.wo);
+      this.#quantizedKv?.update(l, this.#keys[l]!, this.#values[l]!, pos, pos + T);
+      attention(
+        att,
+        q,
+        this.#keys[l]!,
+        this.#values[l]!,
+        pos,
+        c.nHeads,
+        c.nKvHeads,
+        c.headDim,
+        this.#quantizedKv?.view(l),
+      );
+      matmul(proj, att, layer.wo, act);
       if (layer.bo) addBias(proj, layer.bo);
       for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
       rmsnorm(xb, x, layer.ffnNorm, c.normEps);
-      matmul(gate, xb, layer.w1);
-      matmul(up, xb, layer.w3);
+      matmul(gate, xb, layer.w1, act);
+      matmul(up, xb, layer.w3, act);
       swiglu(gate, up);
-      matmul(proj, gate, layer.w2);
+      matmul(proj, gate, layer.w2, act);
       for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
     }
     this.#length = pos + T;
@@ -140,6 +168,7 @@ export const cpuBackend: Backend = {
   name: "cpu",
   description: "float32 reference kernels on the CPU",
   unavailable: () => Promise.resolve(undefined),
+  runtimeQuantization: { activations: true, kvCache: true },
   load: (model, options) => Promise.resolve(new CpuRunner(model, options?.maxSeqLen)),
   ops: cpuOps,
 };

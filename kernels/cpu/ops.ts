@@ -6,14 +6,17 @@
  */
 import type { Matrix } from "../../harness/models/model.ts";
 import { wasmMatmul } from "./wasm_matmul.ts";
+import { quantizeActivations } from "../formats/runtime_quant.ts";
 
 /**
  * `out[t][r] = Σ_c x[t][c] · W[r][c]` for `T = x.length / W.cols` rows of activations, in float32
  * on a WebAssembly SIMD kernel. Quantized weights are decoded one row at a time inside the loop,
- * never as a whole matrix.
+ * never as a whole matrix. With `activations` (an element format such as `int8`), each row of `x`
+ * is first quantized per token, dynamically (`runtime_quant.ts`), and the kernel multiplies the
+ * quantized values.
  */
-export function matmul(out: Float32Array, x: Float32Array, w: Matrix): void {
-  wasmMatmul(out, x, w);
+export function matmul(out: Float32Array, x: Float32Array, w: Matrix, activations?: string): void {
+  wasmMatmul(out, activations ? quantizeActivations(x, w.cols, activations) : x, w);
 }
 
 /** RMSNorm of each `dim`-row of `x` into `out`: `x / sqrt(mean(x²) + eps) · weight`. */
@@ -78,8 +81,21 @@ export function swiglu(gate: Float32Array, up: Float32Array): void {
 }
 
 /**
+ * A quantized KV cache as attention sees it: a query at position `p` reads the key of position
+ * `j` from `keys` when `j < keysBefore(p)` and its value from `values` when `j < valuesBefore(p)`
+ * (the float cache otherwise). Both arrays are laid out like the float cache.
+ */
+export interface KvView {
+  keys: Float32Array;
+  values: Float32Array;
+  keysBefore(p: number): number;
+  valuesBefore(p: number): number;
+}
+
+/**
  * Causal grouped-query attention for `T` new query rows at positions `pos .. pos+T-1` against a
- * cache holding keys/values for positions `0 .. pos+T-1` (`[position][nKvHeads × headDim]`).
+ * cache holding keys/values for positions `0 .. pos+T-1` (`[position][nKvHeads × headDim]`), or
+ * its quantized `view` where given.
  */
 export function attention(
   out: Float32Array,
@@ -90,6 +106,7 @@ export function attention(
   nHeads: number,
   nKvHeads: number,
   headDim: number,
+  view?: KvView,
 ): void {
   const T = q.length / (nHeads * headDim);
   const kvDim = nKvHeads * headDim;
@@ -99,13 +116,16 @@ export function attention(
   const acc = new Float64Array(headDim);
   for (let t = 0; t < T; t++) {
     const len = pos + t + 1;
+    const keysBefore = view ? view.keysBefore(pos + t) : 0;
+    const valuesBefore = view ? view.valuesBefore(pos + t) : 0;
     for (let h = 0; h < nHeads; h++) {
       const qBase = (t * nHeads + h) * headDim;
       const kvOff = Math.floor(h / group) * headDim;
       let max = -Infinity;
       for (let j = 0, kb = kvOff; j < len; j++, kb += kvDim) {
+        const keys = j < keysBefore ? view!.keys : keyCache;
         let s = 0;
-        for (let d = 0; d < headDim; d++) s += q[qBase + d]! * keyCache[kb + d]!;
+        for (let d = 0; d < headDim; d++) s += q[qBase + d]! * keys[kb + d]!;
         s *= scale;
         scores[j] = s;
         if (s > max) max = s;
@@ -113,9 +133,10 @@ export function attention(
       let sum = 0;
       acc.fill(0);
       for (let j = 0, vb = kvOff; j < len; j++, vb += kvDim) {
+        const values = j < valuesBefore ? view!.values : valueCache;
         const e = Math.exp(scores[j]! - max);
         sum += e;
-        for (let d = 0; d < headDim; d++) acc[d]! += e * valueCache[vb + d]!;
+        for (let d = 0; d < headDim; d++) acc[d]! += e * values[vb + d]!;
       }
       for (let d = 0; d < headDim; d++) out[qBase + d] = acc[d]! / sum;
     }

@@ -278,6 +278,14 @@ function scaledFormat(name: string, element: Minifloat, description: string): Co
 /** Known element formats for `weights:`. */
 export const elementFormats = new Registry<ElementFormat>("weight format", [
   ["f32", floatFormat("f32", "IEEE float32, unquantized")],
+  [
+    "native",
+    floatFormat(
+      "native",
+      "the weights as the model file stores them (e.g. a llama-quantize GGUF's blocks), with " +
+        "method none; reported under the file's own type",
+    ),
+  ],
   ["int8", intFormat(8)],
   ["int4", intFormat(4)],
   ["int3", intFormat(3)],

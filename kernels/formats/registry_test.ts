@@ -8,6 +8,7 @@ function settings(group = 0, options: Record<string, unknown> = {}, symmetric = 
 Deno.test("registry: every format of issue 5 is a weight format of the right kind", () => {
   const kinds: Record<string, string> = {
     f32: "float",
+    native: "float",
     int8: "int",
     int4: "int",
     int3: "int",

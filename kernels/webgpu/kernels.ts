@@ -36,6 +36,12 @@ export interface Dispatch {
   groups(T: number): [number, number, number];
 }
 
+/** The GPU buffers (or ranges of buffers) of one row part of a packed matrix. */
+export interface WeightBuffers {
+  codes: GPUBuffer | GPUBufferBinding;
+  scales: GPUBuffer | GPUBufferBinding;
+}
+
 /** Binding kinds: `u` uniform, `s` step uniform (dynamic offset), `r` read-only, `w` storage. */
 type Signature = string;
 
@@ -165,7 +171,7 @@ export class Kernels {
     return buf;
   }
 
-  #bind(sig: Signature, buffers: (GPUBuffer | { buffer: GPUBuffer; size: number })[]) {
+  #bind(sig: Signature, buffers: (GPUBuffer | GPUBufferBinding)[]) {
     return this.device.createBindGroup({
       layout: this.layout(sig),
       entries: buffers.map((b, binding) => ({
@@ -320,7 +326,7 @@ export class Kernels {
   }
 
   /** GPU buffers of a packed matrix's parts (created once per matrix). */
-  upload(m: PackedMatrix): { codes: GPUBuffer; scales: GPUBuffer }[] {
+  upload(m: PackedMatrix): WeightBuffers[] {
     return m.parts.map((part) => ({
       codes: this.storage(part.codes),
       scales: part.scales.length > 0 ? this.storage(part.scales) : this.empty,
@@ -334,7 +340,7 @@ export class Kernels {
   async matmul(
     step: GPUBuffer,
     m: PackedMatrix,
-    gpuParts: { codes: GPUBuffer; scales: GPUBuffer }[],
+    gpuParts: WeightBuffers[],
     x: GPUBuffer,
     out: GPUBuffer,
     o: {
@@ -345,7 +351,7 @@ export class Kernels {
       accumulate?: boolean;
     },
   ): Promise<Dispatch[]> {
-    const gemv = await this.pipeline("usrrrw", gemvShader(m.layout, m.layout.gemvUnroll));
+    const gemv = await this.pipeline("usrrrw", gemvShader(m.layout));
     const gemm = await this.pipeline("usrrrw", gemmShader(m.layout));
     const rowsPerGroup = gemvRowsPerGroup(m.layout);
     return m.parts.map((part, i) => {

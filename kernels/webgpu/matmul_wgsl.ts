@@ -26,7 +26,7 @@ import {
 } from "./pack.ts";
 
 /** Uniform block shared by both kernels (12 words). */
-export const MATMUL_PARAMS = `
+const MATMUL_PARAMS = `
 struct MP {
   rows: u32, cols: u32, chunks: u32, groups: u32,
   gshift: u32, xOff: u32, xStride: u32, outOff: u32,
@@ -150,18 +150,18 @@ function vecType(V: number): string {
   return V === 4 ? "vec4<u32>" : V === 2 ? "vec2<u32>" : "u32";
 }
 
-/** The dot product of one chunk of row `r` with activations, as WGSL statements. */
-function chunkDot(layout: Layout, u: number, r: number, SUB: number, E: number): string[] {
+/** The dot product of this thread's chunk of row `r` with its activations, as WGSL. */
+function chunkDot(layout: Layout, r: number, SUB: number, E: number): string[] {
   const W = layout.bits;
   const V = vectorWords(W);
   const lines: string[] = [];
-  const v = (i: number) => `v${u}_${r}_${i}`;
+  const v = (i: number) => `v${r}_${i}`;
   if (layout.element === "f32") {
     const terms = Array.from(
       { length: 8 },
-      (_, j) => `dot(x${u}_${j}, bitcast<vec4<f32>>(${v(j)}))`,
+      (_, j) => `dot(x${j}, bitcast<vec4<f32>>(${v(j)}))`,
     );
-    return [`    acc${r} += select(0.0, ${terms.join(" + ")}, ok${u});`];
+    return [`    acc${r} += select(0.0, ${terms.join(" + ")}, ok);`];
   }
   for (let w = 0; w < W; w++) {
     const comp = V === 1 ? v(w) : `${v(Math.floor(w / V))}.${"xyzw"[w % V]}`;
@@ -185,28 +185,27 @@ function chunkDot(layout: Layout, u: number, r: number, SUB: number, E: number):
           masks.push(`0x${mask.toString(16)}u`);
         }
         terms.push(
-          `dot(y${u}_${j}, bitcast<vec4<f32>>((vec4<u32>(${src.join(", ")}) & vec4<u32>(${
+          `dot(y${j}, bitcast<vec4<f32>>((vec4<u32>(${src.join(", ")}) & vec4<u32>(${
             masks.join(", ")
           })) | vec4<u32>(0x4b000000u)) - vec4<f32>(8388608.0))`,
         );
       } else {
         const f = elementFn(layout);
         const vals = [0, 1, 2, 3].map((i) => `${f}(${codeExpr(layout.bits, 4 * j + i)})`);
-        terms.push(`dot(x${u}_${j}, vec4<f32>(${vals.join(", ")}))`);
+        terms.push(`dot(x${j}, vec4<f32>(${vals.join(", ")}))`);
       }
     }
     lines.push(`      let d${s} = ${terms.join(" + ")};`);
-    const idx = `(row${r} * p.groups + gi${u}_${s})`;
-    const xsum = `xsum${u}_${s}`;
-    const dz = constantZero(layout) ? `(d${s} - ${layout.zero}.0 * ${xsum})` : `d${s}`;
+    const idx = `(row${r} * p.groups + gi${s})`;
+    const dz = constantZero(layout) ? `(d${s} - ${layout.zero}.0 * xsum${s})` : `d${s}`;
     switch (layout.scale) {
       case "f16zero":
         lines.push(`      let sz${s} = ${scaleExpr(layout, idx)};`);
-        parts.push(`sz${s}.x * (d${s} - sz${s}.y * ${xsum})`);
+        parts.push(`sz${s}.x * (d${s} - sz${s}.y * xsum${s})`);
         break;
       case "f16min":
         lines.push(`      let sz${s} = ${scaleExpr(layout, idx)};`);
-        parts.push(`sz${s}.x * d${s} + sz${s}.y * ${xsum}`);
+        parts.push(`sz${s}.x * d${s} + sz${s}.y * xsum${s}`);
         break;
       case "none":
         parts.push(dz);
@@ -215,16 +214,17 @@ function chunkDot(layout: Layout, u: number, r: number, SUB: number, E: number):
         parts.push(`${scaleExpr(layout, idx)} * ${dz}`);
     }
   }
-  lines.push(`      let c${u}_${r} = ${parts.join(" + ")};`);
-  return [`    {`, ...lines, `      acc${r} += select(0.0, c${u}_${r}, ok${u});`, `    }`];
+  return [`    {`, ...lines, `      acc${r} += select(0.0, ${parts.join(" + ")}, ok);`, `    }`];
 }
 
 /**
  * The GEMV kernel for a layout. Dispatch `(ceil(rows / (R·256/tpr)), T)` workgroups; token `t` is
- * the workgroup's `y`. Each loop step takes `U` chunks per row (every weight load of the step is
- * issued before any arithmetic); chunks past the row's end read a clamped chunk and add nothing.
+ * the workgroup's `y`. Each step covers `tpr` chunks of every row: a thread first issues the
+ * weight loads of its chunk for its `R` rows, the workgroup stages the step's activations in
+ * workgroup memory (coalesced loads, padded so that each thread's reads of its own chunk hit
+ * distinct banks), and the thread then dots its rows with them.
  */
-export function gemvShader(layout: Layout, U = 1): string {
+export function gemvShader(layout: Layout): string {
   const R = gemvRowsPerThread(layout);
   const TPR = layout.tpr;
   const RPW = WORKGROUP / TPR;
@@ -233,53 +233,51 @@ export function gemvShader(layout: Layout, U = 1): string {
   const NV = W / V;
   const E = subWidth(layout);
   const SUB = CHUNK / E;
+  const XS = TPR + 1;
   const lines: string[] = [];
-  for (let u = 0; u < U; u++) {
-    lines.push(`    let cu${u} = c + ${u * TPR}u;`);
-    lines.push(`    let ok${u} = cu${u} < p.chunks;`);
-    lines.push(`    let cc${u} = min(cu${u}, p.chunks - 1u);`);
-    lines.push(`    let s${u} = (cc${u} / ${TPR}u) * ${TPR}u;`);
-    lines.push(`    let width${u} = min(${TPR}u, p.chunks - s${u});`);
-    for (let r = 0; r < R; r++) {
-      lines.push(`    let b${u}_${r} = (row${r} * p.chunks + s${u}) * ${NV}u + lane;`);
-      for (let v = 0; v < NV; v++) {
-        lines.push(`    let v${u}_${r}_${v} = wq[b${u}_${r} + ${v}u * width${u}];`);
-      }
-    }
+  lines.push(`    let c = s0 + lane;`);
+  lines.push(`    let ok = c < p.chunks;`);
+  lines.push(`    let cl = min(c, p.chunks - 1u) - s0;`);
+  lines.push(`    let width = min(${TPR}u, p.chunks - s0);`);
+  for (let r = 0; r < R; r++) {
+    lines.push(`    let b${r} = (row${r} * p.chunks + s0) * ${NV}u + cl;`);
+    for (let v = 0; v < NV; v++) lines.push(`    let v${r}_${v} = wq[b${r} + ${v}u * width];`);
   }
-  for (let u = 0; u < U; u++) {
-    // Whole, 16-byte aligned chunks of activations load as vec4; others element by element
-    // (chunks past the row's end become zeros).
-    lines.push(`    let xl${u} = xBase + cu${u} * ${CHUNK}u;`);
-    for (let j = 0; j < 8; j++) lines.push(`    var x${u}_${j}: vec4<f32>;`);
-    lines.push(`    if ((xl${u} & 3u) == 0u && cu${u} * ${CHUNK}u + ${CHUNK}u <= p.cols) {`);
-    for (let j = 0; j < 8; j++) lines.push(`      x${u}_${j} = x[(xl${u} >> 2u) + ${j}u];`);
-    lines.push(`    } else {`);
+  lines.push(`    for (var q = lid; q < ${8 * TPR}u; q += ${WORKGROUP}u) {`);
+  lines.push(`      let e0 = (s0 + q / 8u) * ${CHUNK}u + (q % 8u) * 4u;`);
+  lines.push(`      var xv: vec4<f32>;`);
+  lines.push(`      if (aligned && e0 + 4u <= p.cols) {`);
+  lines.push(`        xv = x[(xBase + e0) >> 2u];`);
+  lines.push(`      } else {`);
+  lines.push(`        let xe = xBase + e0;`);
+  lines.push(
+    `        xv = vec4<f32>(xa(xe, lim), xa(xe + 1u, lim), xa(xe + 2u, lim), xa(xe + 3u, lim));`,
+  );
+  lines.push(`      }`);
+  lines.push(`      xs[(q % 8u) * ${XS}u + q / 8u] = xv;`);
+  lines.push(`    }`);
+  lines.push(`    workgroupBarrier();`);
+  for (let j = 0; j < 8; j++) lines.push(`    let x${j} = xs[${j * XS}u + lane];`);
+  if (magic(layout)) {
+    // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
+    const perHalf = 16 / layout.bits;
     for (let j = 0; j < 8; j++) {
-      const xs = [0, 1, 2, 3].map((i) => `xa(xl${u} + ${4 * j + i}u, lim)`).join(", ");
-      lines.push(`      x${u}_${j} = vec4<f32>(${xs});`);
+      const ps = [0, 1, 2, 3].map((i) => {
+        const pos = (4 * j + i) % (32 / layout.bits) % perHalf;
+        return `${2 ** -(layout.bits * pos)}`;
+      });
+      lines.push(`    let y${j} = x${j} * vec4<f32>(${ps.join(", ")});`);
     }
-    lines.push(`    }`);
-    if (magic(layout)) {
-      // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
-      const perHalf = 16 / layout.bits;
-      for (let j = 0; j < 8; j++) {
-        const ps = [0, 1, 2, 3].map((i) => {
-          const pos = (4 * j + i) % (32 / layout.bits) % perHalf;
-          return `${2 ** -(layout.bits * pos)}`;
-        });
-        lines.push(`    let y${u}_${j} = x${u}_${j} * vec4<f32>(${ps.join(", ")});`);
-      }
-    }
-    for (let s = 0; s < SUB; s++) {
-      if (layout.element === "uint") {
-        const js = Array.from({ length: E / 4 }, (_, i) => `x${u}_${s * (E / 4) + i}`);
-        lines.push(`    let xsum${u}_${s} = dot(${js.join(" + ")}, vec4<f32>(1.0));`);
-      }
-      lines.push(`    let gi${u}_${s} = (cc${u} * ${CHUNK}u + ${s * E}u) >> p.gshift;`);
-    }
-    for (let r = 0; r < R; r++) lines.push(...chunkDot(layout, u, r, SUB, E));
   }
+  for (let s = 0; s < SUB; s++) {
+    if (layout.element === "uint") {
+      const js = Array.from({ length: E / 4 }, (_, i) => `x${s * (E / 4) + i}`);
+      lines.push(`    let xsum${s} = dot(${js.join(" + ")}, vec4<f32>(1.0));`);
+    }
+    lines.push(`    let gi${s} = ((cl + s0) * ${CHUNK}u + ${s * E}u) >> p.gshift;`);
+  }
+  for (let r = 0; r < R; r++) lines.push(...chunkDot(layout, r, SUB, E));
+  lines.push(`    workgroupBarrier();`);
   const rows = Array.from(
     { length: R },
     (_, r) => `  let row${r} = min(rowBase + ${r}u, p.rows - 1u);\n  var acc${r} = 0.0;`,
@@ -298,6 +296,7 @@ export function gemvShader(layout: Layout, U = 1): string {
   return `${MATMUL_PARAMS}
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> wq: array<${vecType(V)}>;
+var<workgroup> xs: array<vec4<f32>, ${8 * XS}>;
 var<workgroup> red: array<f32, ${R * WORKGROUP}>;
 ${decoders(layout)}
 fn xa(i: u32, lim: u32) -> f32 {
@@ -312,8 +311,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let rowBase = (wg.x * ${RPW}u + lid / ${TPR}u) * ${R}u;
   let xBase = p.xOff + t * p.xStride;
   let lim = xBase + p.cols;
+  let aligned = (xBase & 3u) == 0u;
 ${rows}
-  for (var c = lane; c < p.chunks; c += ${TPR * U}u) {
+  for (var s0 = 0u; s0 < p.chunks; s0 += ${TPR}u) {
 ${lines.join("\n")}
   }
 ${store}
@@ -330,6 +330,11 @@ ${write}
   }
 }
 `;
+}
+
+/** Workgroup memory the GEMV kernel of a layout uses, in bytes. */
+export function gemvWorkgroupBytes(layout: Layout): number {
+  return 8 * (layout.tpr + 1) * 16 + gemvRowsPerThread(layout) * WORKGROUP * 4;
 }
 
 /** Tile edge (tokens and rows) of the GEMM kernel. */

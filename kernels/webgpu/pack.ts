@@ -86,8 +86,6 @@ export interface Layout {
   tpr: number;
   /** Rows per GEMV thread, when not the default of {@linkcode gemvRowsPerThread} (perf sweeps). */
   gemvRows?: number;
-  /** Chunks per row each GEMV loop step loads at once (default 1; perf sweeps). */
-  gemvUnroll?: number;
 }
 
 /** One row range of a packed matrix, small enough for one storage binding per buffer. */
@@ -127,10 +125,13 @@ export function vectorWords(bits: number): 1 | 2 | 4 {
   return bits % 4 === 0 ? 4 : bits % 2 === 0 ? 2 : 1;
 }
 
-/** Threads per row for a row of `chunks` chunks: enough to cover it, 32 to 256. */
+/** Most threads per row by default (the GEMV's staged activations fit 32 KiB with 128). */
+export const MAX_THREADS_PER_ROW = 128;
+
+/** Threads per row for a row of `chunks` chunks: enough to cover it, 32 to 128. */
 export function threadsPerRow(chunks: number): number {
   let t = 32;
-  while (t < WORKGROUP && t < chunks) t *= 2;
+  while (t < MAX_THREADS_PER_ROW && t < chunks) t *= 2;
   return t;
 }
 
@@ -256,7 +257,7 @@ function build(
 }
 
 /** The IEEE binary16 bits of a value that is exactly representable in float16. */
-export function f16Bits(x: number): number {
+function f16Bits(x: number): number {
   const buf = new DataView(new ArrayBuffer(2));
   // `setFloat16` rounds; the callers check exactness first.
   buf.setFloat16(0, x, true);
@@ -463,12 +464,5 @@ export function packMatrix(m: Matrix, maxBinding: number): PackedMatrix {
   }
 }
 
-/** Bytes the kernels read for a packed matrix (codes and scales of all parts). */
-export function packedBytes(p: PackedMatrix): number {
-  let n = 0;
-  for (const part of p.parts) n += part.codes.byteLength + part.scales.byteLength;
-  return n;
-}
-
-/** Packs chunk codes with a row writer; for formats defined elsewhere (coded codecs, perf). */
-export { build as buildPacked, getBits, putBits };
+/** The generic packer and bit writer, for the codecs of `pack_coded.ts`. */
+export { build as buildPacked, putBits };

@@ -1,0 +1,167 @@
+import assert from "node:assert/strict";
+import {
+  awq,
+  clipGroup,
+  clipWeights,
+  decoded,
+  fakeQuantize,
+  meanAbs,
+  ratioScales,
+  searchScales,
+} from "./awq.ts";
+import { rtn } from "./rtn.ts";
+import { dense } from "../models/model.ts";
+import type { FormatSpec } from "../suite/types.ts";
+import { hasShared, sharedPath } from "../shared.ts";
+import { loadLlama2c } from "../models/llama2c.ts";
+import { cpuBackend } from "../../kernels/cpu/backend.ts";
+import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
+
+function spec(weights: string, extra: Partial<FormatSpec> = {}): FormatSpec {
+  return { id: weights, weights, group: 0, symmetric: true, options: {}, ...extra };
+}
+
+Deno.test("awq: activation means and candidate scales (hand-computed)", () => {
+  assert.deepEqual(
+    [...meanAbs([Float32Array.from([1, -4, 3, 0]), Float32Array.from([-2, 8])], 2)],
+    [
+      2,
+      4,
+    ],
+  );
+  // x = [1, 4], α = 1/2: s = [1, 2] / sqrt(2 · 1).
+  const s = ratioScales(Float64Array.from([1, 4]), 0.5);
+  assert.deepEqual([...s], [Math.fround(1 / Math.SQRT2), Math.fround(2 / Math.SQRT2)]);
+  // α = 0: all ones; a zero mean is clamped at 1e-4 before normalising.
+  assert.deepEqual([...ratioScales(Float64Array.from([0, 9]), 0)], [1, 1]);
+  const z = ratioScales(Float64Array.from([0, 1]), 1);
+  assert.deepEqual([...z], [Math.fround(1e-4 / Math.sqrt(1e-4)), Math.fround(1 / Math.sqrt(1e-4))]);
+  assert.equal(clipGroup(spec("int4", { group: 32 }), 172), 32);
+  assert.equal(clipGroup(spec("mxfp4"), 172), 32);
+  assert.equal(clipGroup(spec("int4"), 172), 172);
+});
+
+Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", () => {
+  const [rows, cols, T] = [8, 32, 64];
+  const w = dense(rows, cols, Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i)));
+  // One outlier channel: activation-aware scaling should protect it.
+  const x = Float32Array.from(
+    { length: T * cols },
+    (_, i) => Math.cos(i * 0.3) * (i % cols === 3 ? 30 : 1),
+  );
+  const format = spec("int3", { group: 16 });
+  const matmul = (m: Float32Array) => {
+    const out = new Float32Array(T * rows);
+    for (let t = 0; t < T; t++) {
+      for (let r = 0; r < rows; r++) {
+        let s = 0;
+        for (let c = 0; c < cols; c++) s += x[t * cols + c]! * m[r * cols + c]!;
+        out[t * rows + r] = s;
+      }
+    }
+    return out;
+  };
+  const { scales, losses } = searchScales(
+    {
+      names: ["w2"],
+      inputs: [x],
+      inspect: (r) => [matmul((r.w2 ?? w) === w ? w.data : decoded(r.w2!))],
+    },
+    { w2: w },
+    format,
+    20,
+  );
+  assert.equal(losses.length, 20);
+  const rtnOut = matmul(fakeQuantize(format, rows, cols, w.data));
+  const ref = matmul(w.data);
+  const rtnLoss = rtnOut.reduce((s, v, i) => s + (v - ref[i]!) ** 2, 0) / ref.length;
+  assert.ok(Math.abs(losses[0]! - rtnLoss) <= 1e-6 * rtnLoss, `${losses[0]} vs ${rtnLoss}`);
+  const best = Math.min(...losses);
+  assert.ok(best < 0.9 * rtnLoss, `search should help here: ${losses}`);
+  assert.ok(scales[3]! > 1, "the outlier channel is scaled up");
+});
+
+Deno.test("awq: the clip search picks each group's least-error clamp on the sampled tokens", () => {
+  const [rows, cols, T] = [3, 16, 40];
+  const data = Float32Array.from(
+    { length: rows * cols },
+    (_, i) => (i % 7 === 0 ? 1.5 : Math.sin(i) * 0.3),
+  );
+  const x = Float32Array.from({ length: T * cols }, (_, i) => Math.cos(i * 0.71));
+  const format = spec("int2", { group: 8 });
+  const clipped = clipWeights(dense(rows, cols, data), [x], format, 20, 0.5, 512);
+  // Brute force: for each row and group, the factor among 1, 0.95, …, 0.55 with the least
+  // output error over all 40 tokens (fewer than 512: every token is sampled).
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < 2; g++) {
+      const idx = [...Array(8).keys()].map((k) => r * cols + g * 8 + k);
+      const amax = Math.max(...idx.map((i) => Math.abs(data[i]!)));
+      let best = { err: Infinity, m: amax };
+      for (let i = 0; i < 10; i++) {
+        const m = amax * (1 - i / 20);
+        const trial = data.map((v) => Math.min(m, Math.max(-m, v)));
+        const q = fakeQuantize(format, rows, cols, trial);
+        let err = 0;
+        for (let t = 0; t < T; t++) {
+          let a = 0, b = 0;
+          for (const i of idx) {
+            a += x[t * cols + (i % cols)]! * q[i]!;
+            b += x[t * cols + (i % cols)]! * data[i]!;
+          }
+          err += (a - b) ** 2;
+        }
+        if (err / T < best.err) best = { err: err / T, m };
+      }
+      for (const i of idx) {
+        assert.ok(
+          Math.abs(clipped[i]! - Math.min(best.m, Math.max(-best.m, data[i]!))) < 1e-6,
+          `row ${r} group ${g}`,
+        );
+      }
+    }
+  }
+});
+
+const STORIES = "models/stories260K";
+const haveStories = hasShared(STORIES, "stories260K.bin") &&
+  hasShared("data/text/tinyshakespeare.txt") && hasShared("data/text/tinystories_sample.txt");
+
+Deno.test({
+  name: "awq: folded scales keep a near-lossless model's logits; int3-g32 beats RTN",
+  ignore: !haveStories,
+  async fn() {
+    const model = await loadLlama2c(sharedPath(STORIES, "stories260K.bin"));
+    const ids = model.tokenizer.encode(
+      await Deno.readTextFile(sharedPath("data/text/tinystories_sample.txt")),
+    );
+    const options = {
+      ...structuredClone(awq.options),
+      calibration: { dataset: "shakespeare", samples: 4, seq_len: 128 },
+      n_sample_token: 64,
+    };
+    const ctx = { seed: 0, datasets: CALIBRATION_SETS };
+    // f16 rounding is nearly lossless: a mistake in folding 1/s into norms and rows would show
+    // as a far larger logit difference than f16 rounding alone makes.
+    const logits = async (m: typeof model) => {
+      const runner = await cpuBackend.load(m);
+      return await runner.forward(ids.slice(0, 64), 0);
+    };
+    const base = await logits(model);
+    const maxDiff = async (m: typeof model) => {
+      const l = await logits(m);
+      return l.reduce((d, v, i) => Math.max(d, Math.abs(v - base[i]!)), 0);
+    };
+    const folded = await maxDiff(
+      await awq.quantize(model, spec("f16"), { ...options, mse_range: false }, ctx),
+    );
+    const rounded = await maxDiff(
+      await rtn.quantize(model, spec("f16"), structuredClone(rtn.options), ctx),
+    );
+    assert.ok(folded < 3 * rounded + 1e-3, `AWQ-folded f16 ${folded} vs f16 ${rounded}`);
+    const format = spec("int3", { group: 32 });
+    const q = await awq.quantize(model, format, options, ctx);
+    const r = await rtn.quantize(model, format, structuredClone(rtn.options), { seed: 0 });
+    const [na, nr] = [await heldOutNll(q, ids), await heldOutNll(r, ids)];
+    assert.ok(na < nr - 0.05, `AWQ ${na} vs RTN ${nr}`);
+  },
+});

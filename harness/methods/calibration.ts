@@ -1,0 +1,226 @@
+/**
+ * Calibration data for the methods that need it (GPTQ, AWQ, SmoothQuant): windows of a suite
+ * dataset, and a transformer block split into the pieces whose inputs the methods capture.
+ *
+ * - Windows: the dataset's text is tokenized once without BOS (as the `gptq` perplexity protocol
+ *   does), and `samples` windows of `seq_len` tokens start at positions drawn uniformly from
+ *   `[0, n − seq_len)` with the suite seed — the draw of the GPTQ reference's `get_wikitext2`
+ *   (`random.randint(0, n − seqlen − 1)`), from quantbench's seeded generator.
+ * - Layers are processed one at a time: the methods hold the hidden states of all windows at the
+ *   input of the current layer (`samples × seq_len × dim` floats) and what they capture inside
+ *   it, never the whole model's activations, so memory is bounded by one layer.
+ * - {@linkcode BlockPieces} computes a block exactly as the CPU backend does (same kernels, same
+ *   order), so a float model's calibration inputs equal what the runner sees.
+ *
+ * @module
+ */
+import type { LayerWeights, LlamaConfig, LlamaModel, Matrix } from "../models/model.ts";
+import type { DatasetSpec } from "../suite/types.ts";
+import type { MethodContext } from "./method.ts";
+import { attention, matmul, rmsnorm, rope, swiglu } from "../../kernels/cpu/ops.ts";
+import { ropeInverseFrequencies } from "../models/rope.ts";
+import { readText } from "../tasks/dataset.ts";
+import { randomInt, seededRandom } from "../tasks/sample.ts";
+
+/** Thrown when a method cannot get the calibration data it needs. */
+export class CalibrationError extends Error {
+  override name = "CalibrationError";
+}
+
+/** A method's `calibration` option as the suite loader fills it in. */
+export interface CalibrationOption {
+  /** Dataset id from the suite's `datasets`. */
+  dataset: string;
+  samples: number;
+  seq_len: number;
+}
+
+/** Calibration settings resolved against the suite and the model. */
+export interface Calibration {
+  dataset: DatasetSpec;
+  samples: number;
+  /** Tokens per window (the model's maximum when the option asks for more). */
+  seqLen: number;
+}
+
+/** Resolves a method's `calibration` option; throws {@linkcode CalibrationError} when unusable. */
+export function resolveCalibration(
+  method: string,
+  option: unknown,
+  ctx: MethodContext,
+  maxSeqLen: number,
+): Calibration {
+  const { dataset, samples, seq_len: seqLen } = (option ?? {}) as Partial<CalibrationOption>;
+  if (typeof dataset !== "string" || dataset === "") {
+    throw new CalibrationError(
+      `Method "${method}" needs calibration data: add calibration: { dataset: <id> } naming a ` +
+        `text dataset of the suite`,
+    );
+  }
+  const spec = ctx.datasets?.[dataset];
+  if (spec === undefined) {
+    throw new CalibrationError(`Calibration dataset "${dataset}" is not defined in the suite`);
+  }
+  if (spec.kind !== "text") {
+    throw new CalibrationError(`Calibration dataset "${dataset}" is ${spec.kind}; use a text one`);
+  }
+  if (!(Number.isInteger(samples) && samples! >= 1 && Number.isInteger(seqLen) && seqLen! >= 2)) {
+    throw new CalibrationError(
+      `Calibration needs samples ≥ 1 and seq_len ≥ 2, got ${samples} and ${seqLen}`,
+    );
+  }
+  return { dataset: spec, samples: samples!, seqLen: Math.min(seqLen!, maxSeqLen) };
+}
+
+/** The token windows of a calibration set (see the module notes). */
+export async function calibrationWindows(
+  model: LlamaModel,
+  calibration: Calibration,
+  seed: number,
+): Promise<number[][]> {
+  const { dataset, samples, seqLen } = calibration;
+  const ids = model.tokenizer.encode(await readText(dataset));
+  if (ids.length <= seqLen) {
+    throw new CalibrationError(
+      `Calibration dataset "${dataset.id}" has ${ids.length} tokens; windows of ${seqLen} need ` +
+        `more`,
+    );
+  }
+  const random = seededRandom(seed, `calibration/${dataset.id}`);
+  return Array.from({ length: samples }, () => {
+    const start = randomInt(random, ids.length - seqLen);
+    return ids.slice(start, start + seqLen);
+  });
+}
+
+/** Token embeddings of each window: the hidden states at the input of layer 0. */
+export function embed(model: LlamaModel, windows: number[][]): Float32Array[] {
+  const { dim } = model.config;
+  return windows.map((ids) => {
+    const x = new Float32Array(ids.length * dim);
+    ids.forEach((id, t) => {
+      x.set(model.weights.tokenEmbedding.subarray(id * dim, (id + 1) * dim), t * dim);
+    });
+    return x;
+  });
+}
+
+/** `y = W·x (+ bias)` for the rows of `x`. */
+export function linear(w: Matrix, x: Float32Array, bias?: Float32Array): Float32Array {
+  const out = new Float32Array((x.length / w.cols) * w.rows);
+  matmul(out, x, w);
+  if (bias) {
+    for (let base = 0; base < out.length; base += bias.length) {
+      for (let i = 0; i < bias.length; i++) out[base + i]! += bias[i]!;
+    }
+  }
+  return out;
+}
+
+/** `a + b`, elementwise into a new array (float32 rounding, as the runner's residual adds). */
+export function added(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i]! + b[i]!;
+  return out;
+}
+
+/**
+ * One transformer block of a model split at every linear's input, over one sequence of `T` tokens
+ * at positions `0 … T−1` (rows of `x`), computed as `CpuRunner.forward` computes it.
+ */
+export class BlockPieces {
+  readonly config: LlamaConfig;
+  readonly #invFreq: Float64Array;
+
+  constructor(config: LlamaConfig) {
+    this.config = config;
+    this.#invFreq = ropeInverseFrequencies(config);
+  }
+
+  /** RMSNorm before attention: the input of `wq`, `wk`, `wv`. */
+  attnInput(layer: LayerWeights, x: Float32Array): Float32Array {
+    const out = new Float32Array(x.length);
+    rmsnorm(out, x, layer.attnNorm, this.config.normEps);
+    return out;
+  }
+
+  /** Attention over the projections of `xb`: the input of `wo`. */
+  attention(layer: LayerWeights, xb: Float32Array): Float32Array {
+    const c = this.config;
+    const q = linear(layer.wq, xb, layer.bq);
+    const k = linear(layer.wk, xb, layer.bk);
+    const v = linear(layer.wv, xb, layer.bv);
+    if (layer.qNorm) rmsnorm(q, q, layer.qNorm, c.normEps);
+    if (layer.kNorm) rmsnorm(k, k, layer.kNorm, c.normEps);
+    rope(q, c.nHeads, c.headDim, 0, c.ropeTheta, c.ropeStyle, this.#invFreq);
+    rope(k, c.nKvHeads, c.headDim, 0, c.ropeTheta, c.ropeStyle, this.#invFreq);
+    const att = new Float32Array(q.length);
+    attention(att, q, k, v, 0, c.nHeads, c.nKvHeads, c.headDim);
+    return att;
+  }
+
+  /** The attention sub-block's output `wo·att (+ bo)`. */
+  attnOutput(layer: LayerWeights, att: Float32Array): Float32Array {
+    return linear(layer.wo, att, layer.bo);
+  }
+
+  /** RMSNorm before the MLP: the input of `w1` and `w3`. */
+  ffnInput(layer: LayerWeights, h: Float32Array): Float32Array {
+    const out = new Float32Array(h.length);
+    rmsnorm(out, h, layer.ffnNorm, this.config.normEps);
+    return out;
+  }
+
+  /** `silu(w1·fb) · (w3·fb)`: the input of `w2`. */
+  mlpMid(layer: LayerWeights, fb: Float32Array): Float32Array {
+    const gate = linear(layer.w1, fb);
+    swiglu(gate, linear(layer.w3, fb));
+    return gate;
+  }
+
+  /** The whole block: `h = x + attn(x)`, `out = h + mlp(h)`. */
+  forward(layer: LayerWeights, x: Float32Array): Float32Array {
+    const h = added(x, this.attnOutput(layer, this.attention(layer, this.attnInput(layer, x))));
+    return added(h, linear(layer.w2, this.mlpMid(layer, this.ffnInput(layer, h))));
+  }
+}
+
+/**
+ * Peak working memory of a method, counted from the buffers it holds (hidden states, captured
+ * inputs, Hessians, quantized weights) rather than sampled, so the figure repeats from run to
+ * run.
+ */
+export class MemoryMeter {
+  #now = 0;
+  #peak = 0;
+
+  /** Counts buffers as held; returns their bytes. */
+  hold(...buffers: (ArrayBufferView | ArrayBufferView[])[]): number {
+    const bytes = buffers.flat().reduce((s, b) => s + b.byteLength, 0);
+    this.#now += bytes;
+    this.#peak = Math.max(this.#peak, this.#now);
+    return bytes;
+  }
+
+  /** Counts `bytes` as released. */
+  release(bytes: number): void {
+    this.#now -= bytes;
+  }
+
+  /** The most bytes held at once. */
+  get peak(): number {
+    return this.#peak;
+  }
+}
+
+/** The typed arrays a matrix's storage is made of (for {@linkcode MemoryMeter}). */
+export function matrixBuffers(m: Matrix): ArrayBufferView[] {
+  switch (m.kind) {
+    case "dense":
+      return [m.data];
+    case "int":
+      return m.zeros ? [m.codes, m.scales, m.zeros] : [m.codes, m.scales];
+    case "coded":
+      return [m.data];
+  }
+}

@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import {
+  BlockPieces,
+  CalibrationError,
+  calibrationWindows,
+  embed,
+  linear,
+  MemoryMeter,
+  resolveCalibration,
+} from "./calibration.ts";
+import { hasShared, sharedPath } from "../shared.ts";
+import { loadLlama2c } from "../models/llama2c.ts";
+import { cpuBackend } from "../../kernels/cpu/backend.ts";
+import { rmsnorm } from "../../kernels/cpu/ops.ts";
+import type { DatasetSpec } from "../suite/types.ts";
+
+const STORIES = "models/stories260K";
+const ignore = !hasShared(STORIES, "stories260K.bin") ||
+  !hasShared("data/text/tinyshakespeare.txt");
+const shakespeare: DatasetSpec = {
+  id: "shakespeare",
+  kind: "text",
+  path: sharedPath("data/text/tinyshakespeare.txt"),
+  maxChars: 100000,
+};
+
+Deno.test({
+  name: "calibration: block pieces compose to exactly the CPU runner's logits",
+  ignore,
+  async fn() {
+    const model = await loadLlama2c(sharedPath(STORIES, "stories260K.bin"));
+    const ids = model.tokenizer.encode("Once upon a time, there was a little dog named Max.");
+    const pieces = new BlockPieces(model.config);
+    let [x] = embed(model, [ids]);
+    for (const layer of model.weights.layers) x = pieces.forward(layer, x!);
+    const normed = new Float32Array(x!.length);
+    rmsnorm(normed, x!, model.weights.finalNorm, model.config.normEps);
+    const runner = await cpuBackend.load(model);
+    assert.deepEqual(linear(model.weights.output, normed), await runner.forward(ids, 0));
+  },
+});
+
+Deno.test({
+  name: "calibration: seeded windows of the token stream, repeatable, and the errors",
+  ignore,
+  async fn() {
+    const model = await loadLlama2c(sharedPath(STORIES, "stories260K.bin"));
+    const datasets = { shakespeare, j: { ...shakespeare, id: "j", kind: "jsonl" as const } };
+    const calibration = resolveCalibration(
+      "gptq",
+      { dataset: "shakespeare", samples: 4, seq_len: 4096 },
+      { seed: 0, datasets },
+      512,
+    );
+    assert.equal(calibration.seqLen, 512, "capped at the model's context");
+    const a = await calibrationWindows(model, calibration, 0);
+    const b = await calibrationWindows(model, calibration, 0);
+    const c = await calibrationWindows(model, calibration, 1);
+    assert.deepEqual(a, b);
+    assert.notDeepEqual(a, c);
+    const text = (await Deno.readTextFile(shakespeare.path)).slice(0, shakespeare.maxChars);
+    const stream = model.tokenizer.encode(text).join(",");
+    for (const w of a) {
+      assert.equal(w.length, 512);
+      assert.ok(stream.includes(w.join(",")));
+    }
+    const ctx = { seed: 0, datasets };
+    const bad = (option: unknown, re: RegExp) =>
+      assert.throws(
+        () => resolveCalibration("awq", option, ctx, 512),
+        (e) => e instanceof CalibrationError && re.test(e.message),
+      );
+    bad({ dataset: "", samples: 1, seq_len: 8 }, /needs calibration data/);
+    bad({ dataset: "wiki", samples: 1, seq_len: 8 }, /"wiki" is not defined/);
+    bad({ dataset: "j", samples: 1, seq_len: 8 }, /jsonl; use a text one/);
+    bad({ dataset: "shakespeare", samples: 0, seq_len: 8 }, /samples ≥ 1/);
+    const tiny = resolveCalibration("gptq", { dataset: "shakespeare", samples: 1, seq_len: 8 }, {
+      seed: 0,
+      datasets: { shakespeare: { ...shakespeare, maxChars: 5 } },
+    }, 512);
+    await assert.rejects(() => calibrationWindows(model, tiny, 0), /windows of 8 need more/);
+  },
+});
+
+Deno.test("calibration: the memory meter counts the most bytes held at once", () => {
+  const meter = new MemoryMeter();
+  const held = meter.hold(new Float32Array(10), [new Uint8Array(3), new Float64Array(2)]);
+  assert.equal(held, 40 + 3 + 16);
+  meter.release(held);
+  meter.hold(new Float32Array(5));
+  assert.equal(meter.peak, 59);
+});

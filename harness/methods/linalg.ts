@@ -1,0 +1,92 @@
+/**
+ * Small dense linear algebra in float64 for the calibrated methods: Cholesky factorisation, the
+ * inverse from a Cholesky factor (`torch.cholesky_inverse`), and Gram matrices `XᵀX` of captured
+ * activations. Matrices are row-major `Float64Array`s of `n × n`.
+ *
+ * @module
+ */
+import { dense } from "../models/model.ts";
+import { wasmMatmul } from "../../kernels/cpu/wasm_matmul.ts";
+
+/** Thrown when a matrix that must be symmetric positive definite is not. */
+export class NotPositiveDefiniteError extends Error {
+  override name = "NotPositiveDefiniteError";
+}
+
+/** The lower-triangular `L` with `A = L·Lᵀ` (`torch.linalg.cholesky`). */
+export function cholesky(a: Float64Array, n: number): Float64Array {
+  const l = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    let d = a[j * n + j]!;
+    for (let k = 0; k < j; k++) d -= l[j * n + k]! * l[j * n + k]!;
+    if (!(d > 0)) {
+      throw new NotPositiveDefiniteError(
+        `Matrix is not positive definite: pivot ${j} is ${d} (increase the dampening)`,
+      );
+    }
+    const ljj = Math.sqrt(d);
+    l[j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let s = a[i * n + j]!;
+      for (let k = 0; k < j; k++) s -= l[i * n + k]! * l[j * n + k]!;
+      l[i * n + j] = s / ljj;
+    }
+  }
+  return l;
+}
+
+/** `A⁻¹` from the Cholesky factor `L` of `A` (`torch.cholesky_inverse`): `L⁻ᵀ·L⁻¹`. */
+export function choleskyInverse(l: Float64Array, n: number): Float64Array {
+  // M = L⁻¹ (lower triangular), by forward substitution column by column.
+  const m = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    m[j * n + j] = 1 / l[j * n + j]!;
+    for (let i = j + 1; i < n; i++) {
+      let s = 0;
+      for (let k = j; k < i; k++) s += l[i * n + k]! * m[k * n + j]!;
+      m[i * n + j] = -s / l[i * n + i]!;
+    }
+  }
+  const inv = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = 0;
+      for (let k = i; k < n; k++) s += m[k * n + i]! * m[k * n + j]!;
+      inv[i * n + j] = s;
+      inv[j * n + i] = s;
+    }
+  }
+  return inv;
+}
+
+/** The upper-triangular `U` with `A = Uᵀ·U` (`torch.linalg.cholesky(A, upper=True)`). */
+export function upperCholesky(a: Float64Array, n: number): Float64Array {
+  const l = cholesky(a, n);
+  const u = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j <= i; j++) u[j * n + i] = l[i * n + j]!;
+  }
+  return u;
+}
+
+/** Tokens per float32 kernel call; partial sums are added in float64. */
+const GRAM_CHUNK = 2048;
+
+/**
+ * Adds `XᵀX` to `gram` (`cols × cols`) for `X` = `x` as `tokens × cols` row-major. Chunks of
+ * tokens are multiplied in float32 on the CPU matmul kernel and summed in float64.
+ */
+export function addGram(gram: Float64Array, x: Float32Array, cols: number): void {
+  const tokens = x.length / cols;
+  const part = new Float32Array(cols * cols);
+  for (let t0 = 0; t0 < tokens; t0 += GRAM_CHUNK) {
+    const n = Math.min(GRAM_CHUNK, tokens - t0);
+    // Xᵀ of the chunk: `cols` rows of `n` values; (Xᵀ)·(Xᵀ)ᵀ = XᵀX.
+    const xt = new Float32Array(cols * n);
+    for (let t = 0; t < n; t++) {
+      for (let c = 0; c < cols; c++) xt[c * n + t] = x[(t0 + t) * cols + c]!;
+    }
+    wasmMatmul(part, xt, dense(cols, n, xt));
+    for (let i = 0; i < part.length; i++) gram[i]! += part[i]!;
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * SmoothQuant (Xiao et al., 2023) as the reference implementation (mit-han-lab smoothquant:
+ * `calibration.get_act_scales`, `smooth.smooth_lm` for Llama-like blocks, `fake_quant`):
+ *
+ * 1. Activation scales: `max|x_j|` per input channel of every linear over the calibration
+ *    windows, on the float model.
+ * 2. Smoothing, per block: for the attention input (`wq`, `wk`, `wv` after `attnNorm`) and the
+ *    MLP input (`w1`, `w3` after `ffnNorm`), `s_j = max|X_j|^α / max|W_j|^(1−α)` (the weight
+ *    maximum over all the group's linears, clamped at 1e-5; `s` clamped at 1e-5); the norm's
+ *    weight is divided by `s` and the linears' columns multiplied by it. `wo` and `w2` are not
+ *    smoothed (their inputs have no norm to fold into).
+ * 3. The weights are rounded to the format (W8A8: `int8` per channel, as the reference's
+ *    `quantize_weight_per_channel_absmax`, here with `int.ts`'s symmetric scale); the format's
+ *    `activations:` (e.g. `int8`, `fp8`) makes the backend quantize every transformer linear's
+ *    input per token at run time (`kernels/formats/runtime_quant.ts`).
+ *
+ * @module
+ */
+import type { Method, MethodContext } from "./method.ts";
+import type { DenseMatrix, LayerWeights, LlamaModel } from "../models/model.ts";
+import { dense, LINEAR_NAMES } from "../models/model.ts";
+import type { FormatSpec } from "../suite/types.ts";
+import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
+import {
+  added,
+  BlockPieces,
+  calibrationWindows,
+  embed,
+  linear,
+  matrixBuffers,
+  MemoryMeter,
+  resolveCalibration,
+} from "./calibration.ts";
+import { decoded } from "./awq.ts";
+import { withRuntime } from "./runtime.ts";
+
+/** Options and their defaults: the reference's (`smooth_lm` α, `get_act_scales` 512 × 512). */
+export const SMOOTHQUANT_OPTIONS = {
+  calibration: { dataset: "", samples: 512, seq_len: 512 },
+  alpha: 0.5,
+};
+
+/** Why SmoothQuant cannot produce `format`, or undefined when it can. */
+function unsupported(format: FormatSpec): string | undefined {
+  const element = elementFormats.get(format.weights);
+  if (element.kind === "float") {
+    return `method "smoothquant" quantizes; format "${format.id}" is ${format.weights}, the ` +
+      `unquantized baseline (use method none)`;
+  }
+  return element.unsupported(format);
+}
+
+/** Raises `max` (one entry per channel) to `|x_j|` over the rows of `x`. */
+export function maxInto(max: Float32Array, x: Float32Array): void {
+  const cols = max.length;
+  for (let i = 0; i < x.length; i++) max[i % cols] = Math.max(max[i % cols]!, Math.abs(x[i]!));
+}
+
+/**
+ * Smoothing factors of one norm's linears (`smooth_ln_fcs_llama_like`):
+ * `s_j = max|X_j|^α / max(max_k |W_kj|, 1e-5)^(1−α)`, clamped at 1e-5.
+ */
+export function smoothingScales(
+  actScales: Float32Array,
+  linears: DenseMatrix[],
+  alpha: number,
+): Float32Array {
+  const cols = actScales.length;
+  const weightScales = new Float32Array(cols);
+  for (const w of linears) {
+    for (let i = 0; i < w.data.length; i++) {
+      weightScales[i % cols] = Math.max(weightScales[i % cols]!, Math.abs(w.data[i]!));
+    }
+  }
+  return actScales.map((a, j) =>
+    Math.max(
+      Math.pow(a, alpha) / Math.pow(Math.max(weightScales[j]!, 1e-5), 1 - alpha),
+      1e-5,
+    )
+  );
+}
+
+/** SmoothQuant over a whole model (see the module notes). */
+async function quantizeModel(
+  model: LlamaModel,
+  format: FormatSpec,
+  options: Record<string, unknown>,
+  ctx: MethodContext,
+): Promise<LlamaModel> {
+  const element = elementFormats.get(format.weights);
+  const reason = unsupported(format);
+  if (reason !== undefined || element.kind === "float") throw new FormatSettingsError(reason);
+  const o = { ...SMOOTHQUANT_OPTIONS, ...options };
+  const alpha = Number(o.alpha);
+  if (!(alpha >= 0 && alpha <= 1)) {
+    throw new FormatSettingsError(`SmoothQuant alpha must be in [0, 1], got ${o.alpha}`);
+  }
+  const calibration = resolveCalibration("smoothquant", o.calibration, ctx, model.config.maxSeqLen);
+  const windows = await calibrationWindows(model, calibration, ctx.seed);
+  const meter = new MemoryMeter();
+  let hidden = embed(model, windows);
+  meter.hold(hidden);
+  const pieces = new BlockPieces(model.config);
+  const layers: LayerWeights[] = [];
+  for (const original of model.weights.layers) {
+    const { dim } = model.config;
+    const attnMax = new Float32Array(dim);
+    const ffnMax = new Float32Array(dim);
+    // One window at a time: only the running maxima and the next block's input are kept.
+    hidden = hidden.map((x) => {
+      const xb = pieces.attnInput(original, x);
+      const h = added(x, pieces.attnOutput(original, pieces.attention(original, xb)));
+      const fb = pieces.ffnInput(original, h);
+      maxInto(attnMax, xb);
+      maxInto(ffnMax, fb);
+      return added(h, linear(original.w2, pieces.mlpMid(original, fb)));
+    });
+    const w = Object.fromEntries(
+      LINEAR_NAMES.map((n) => [n, dense(original[n].rows, original[n].cols, decoded(original[n]))]),
+    ) as Record<(typeof LINEAR_NAMES)[number], DenseMatrix>;
+    const attnNorm = original.attnNorm.slice();
+    const ffnNorm = original.ffnNorm.slice();
+    const smooth = (norm: Float32Array, act: Float32Array, names: (keyof typeof w)[]) => {
+      const s = smoothingScales(act, names.map((n) => w[n]), alpha);
+      for (let j = 0; j < s.length; j++) norm[j]! /= s[j]!;
+      for (const n of names) {
+        w[n] = dense(w[n].rows, w[n].cols, w[n].data.map((v, k) => v * s[k % s.length]!));
+      }
+    };
+    smooth(attnNorm, attnMax, ["wq", "wk", "wv"]);
+    smooth(ffnNorm, ffnMax, ["w1", "w3"]);
+    const layer: LayerWeights = { ...original, attnNorm, ffnNorm };
+    for (const name of LINEAR_NAMES) {
+      layer[name] = element.quantize(format, w[name]);
+      meter.hold(matrixBuffers(layer[name]));
+    }
+    layers.push(layer);
+    await Promise.resolve();
+  }
+  ctx.record?.({ quantize_peak_bytes: meter.peak });
+  return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
+}
+
+/** SmoothQuant: migrate activation outliers into the weights, then quantize both (W8A8). */
+export const smoothquant: Method = {
+  name: "smoothquant",
+  description: "SmoothQuant (activation smoothing folded into norms; W8A8 with activations:)",
+  options: SMOOTHQUANT_OPTIONS,
+  unsupported,
+  quantize: quantizeModel,
+};

@@ -1,0 +1,40 @@
+/**
+ * Helpers shared by the methods' tests: held-out NLL on stories260K and the calibration dataset.
+ *
+ * @module
+ */
+import type { LlamaModel } from "../models/model.ts";
+import type { DatasetSpec } from "../suite/types.ts";
+import { cpuBackend } from "../../kernels/cpu/backend.ts";
+import { sharedPath } from "../shared.ts";
+
+/** Mean next-token NLL of `ids` in windows of 256. */
+export async function heldOutNll(model: LlamaModel, ids: number[]): Promise<number> {
+  const runner = await cpuBackend.load(model);
+  const V = model.config.vocabSize;
+  let total = 0;
+  let n = 0;
+  for (let w = 0; (w + 1) * 256 <= ids.length; w++) {
+    const window = ids.slice(w * 256, (w + 1) * 256);
+    runner.reset();
+    const logits = await runner.forward(window, 0);
+    for (let t = 0; t + 1 < window.length; t++) {
+      const row = logits.subarray(t * V, (t + 1) * V);
+      const max = row.reduce((m, v) => Math.max(m, v), -Infinity);
+      total += max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0)) -
+        row[window[t + 1]!]!;
+      n++;
+    }
+  }
+  return total / n;
+}
+
+/** The suite datasets a calibrated test uses. */
+export const CALIBRATION_SETS: Record<string, DatasetSpec> = {
+  shakespeare: {
+    id: "shakespeare",
+    kind: "text",
+    path: sharedPath("data/text/tinyshakespeare.txt"),
+    maxChars: 100000,
+  },
+};
