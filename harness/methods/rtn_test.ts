@@ -79,7 +79,9 @@ Deno.test({
     assert.ok(ids.length >= context * windows);
     const ppl = new Map<string, number>();
     const baseline = Math.exp(await meanNll(model, ids, context, windows));
-    for (const name of elementFormats.names().filter((n) => elementFormats.get(n).kind !== "float")) {
+    for (
+      const name of elementFormats.names().filter((n) => elementFormats.get(n).kind !== "float")
+    ) {
       const quantized = await rtn.quantize(model, spec(name), {}, { seed: 0 });
       const value = Math.exp(await meanNll(quantized, ids, context, windows));
       assert.ok(Number.isFinite(value), `${name}: perplexity ${value}`);
@@ -210,7 +212,9 @@ Deno.test("rtn: bits per weight of the quantized model agree with the registry",
   const data = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i * 0.37) * 0.1);
   const m = dense(rows, cols, data);
   const settings: FormatSpec[] = [
-    ...elementFormats.names().filter((n) => elementFormats.get(n).kind !== "float").map((n) => spec(n)),
+    ...elementFormats.names().filter((n) => elementFormats.get(n).kind !== "float").map((n) =>
+      spec(n)
+    ),
     spec("int4", { group: 32, symmetric: false, options: { scale_dtype: "bf16" } }),
     spec("int8", { group: -1 }),
     spec("fp8", { group: 64, options: { scale_dtype: "f16" } }),
