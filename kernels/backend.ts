@@ -24,8 +24,11 @@ export interface ModelRunner {
  * conformance tests. Inputs are left unchanged; each call returns a new array.
  */
 export interface BackendOps {
-  /** `[T][w.rows]` with `T = x.length / w.cols`. */
-  matmul(x: Float32Array, w: Matrix): Promise<Float32Array>;
+  /**
+   * `[T][w.rows]` with `T = x.length / w.cols`; with `activations` (a run-time format the backend
+   * declares), `x` is first quantized per token as `kernels/formats/runtime_quant.ts` says.
+   */
+  matmul(x: Float32Array, w: Matrix, activations?: string): Promise<Float32Array>;
   rmsnorm(x: Float32Array, weight: Float32Array, eps: number): Promise<Float32Array>;
   rope(
     x: Float32Array,
@@ -58,7 +61,11 @@ export interface Backend {
    * Which run-time quantization of a model (`LlamaModel.runtime`) the backend executes; a format
    * asking for one it lacks makes the cell skipped. Absent: none.
    */
-  runtimeQuantization?: { activations: boolean; kvCache: boolean };
+  runtimeQuantization?: {
+    /** Element formats it quantizes activations to (`RUNTIME_FORMATS` names). */
+    activations: readonly string[];
+    kvCache: boolean;
+  };
   /** Prepares a model to run; may repack weights for the backend's kernels. */
   load(model: LlamaModel, options?: { maxSeqLen?: number }): Promise<ModelRunner>;
   /** Op-level entry points (for the conformance suite), where the backend offers them. */

@@ -31,7 +31,8 @@ export interface PerfOptions {
 export interface PerfResult {
   backend: string;
   format: string;
-  kernel: "gemv" | "gemm";
+  /** `gemv-a8`: decode on run-time int8 activation codes (WebGPU); `quantize`: making them. */
+  kernel: "gemv" | "gemm" | "gemv-a8" | "quantize";
   shape: string;
   median_ms: number;
   weight_bytes: number;

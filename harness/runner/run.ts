@@ -205,6 +205,11 @@ class CellKeyer {
   async key(cell: Cell, taskIndex: number): Promise<string> {
     const task = this.suite.tasks[taskIndex]!;
     const dataset = task.dataset ? this.suite.datasets[task.dataset] : undefined;
+    const calibrationId = (cell.method.options.calibration as { dataset?: unknown } | undefined)
+      ?.dataset;
+    const calibration = typeof calibrationId === "string"
+      ? this.suite.datasets[calibrationId]
+      : undefined;
     return ResultCache.key({
       code: await codeVersion(),
       seed: this.suite.seed,
@@ -219,7 +224,16 @@ class CellKeyer {
         ? {
           hash: await this.#hash(dataset.path),
           maxChars: dataset.maxChars,
+          skipChars: dataset.skipChars ?? 0,
           separator: dataset.separator ?? null,
+        }
+        : null,
+      // The text a method calibrates on (its id alone would let an edited file hit the cache).
+      calibration: calibration
+        ? {
+          hash: await this.#hash(calibration.path),
+          maxChars: calibration.maxChars,
+          skipChars: calibration.skipChars ?? 0,
         }
         : null,
     });

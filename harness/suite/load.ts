@@ -644,6 +644,9 @@ class Normaliser {
         path,
         maxChars: typeof entry.max_chars === "number" ? entry.max_chars : 0,
       };
+      if (typeof entry.skip_chars === "number" && entry.skip_chars > 0) {
+        spec.skipChars = entry.skip_chars;
+      }
       if (typeof entry.separator === "string") spec.separator = entry.separator;
       this.datasets[id] = spec;
     }

@@ -22,6 +22,8 @@ export interface DatasetSpec {
   path: string;
   /** Only the first `max_chars` characters of a text file are used (0 = all). */
   maxChars: number;
+  /** Characters skipped at the start of a text file, before `max_chars` applies (0 = none). */
+  skipChars?: number;
   /** Splits a text dataset into documents (for per-document protocols); undefined = one document. */
   separator?: string;
 }

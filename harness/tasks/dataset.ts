@@ -10,7 +10,7 @@ export class DatasetError extends Error {
   override name = "DatasetError";
 }
 
-/** The text of a `text` dataset, cut to `maxChars` characters when set. */
+/** The text of a `text` dataset: after `skipChars` characters, then cut to `maxChars` when set. */
 export async function readText(dataset: DatasetSpec): Promise<string> {
   let text: string;
   try {
@@ -18,6 +18,7 @@ export async function readText(dataset: DatasetSpec): Promise<string> {
   } catch (e) {
     throw new DatasetError(`Dataset "${dataset.id}": cannot read ${dataset.path}`, { cause: e });
   }
+  if (dataset.skipChars) text = text.slice(dataset.skipChars);
   return dataset.maxChars > 0 ? text.slice(0, dataset.maxChars) : text;
 }
 

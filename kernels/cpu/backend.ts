@@ -11,6 +11,7 @@ import type { LlamaModel } from "../../harness/models/model.ts";
 import { attention, matmul, rmsnorm, rope, swiglu } from "./ops.ts";
 import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
 import { QuantizedKvCache } from "./kv_cache.ts";
+import { RUNTIME_FORMATS } from "../formats/runtime_quant.ts";
 
 /** A model prepared for the CPU. */
 export class CpuRunner implements ModelRunner {
@@ -136,9 +137,9 @@ function addBias(x: Float32Array, bias: Float32Array): void {
 
 /** The reference ops behind the {@linkcode BackendOps} interface (copies in, new arrays out). */
 export const cpuOps: BackendOps = {
-  matmul(x, w) {
+  matmul(x, w, activations) {
     const out = new Float32Array((x.length / w.cols) * w.rows);
-    matmul(out, x, w);
+    matmul(out, x, w, activations);
     return Promise.resolve(out);
   },
   rmsnorm(x, weight, eps) {
@@ -168,7 +169,7 @@ export const cpuBackend: Backend = {
   name: "cpu",
   description: "float32 reference kernels on the CPU",
   unavailable: () => Promise.resolve(undefined),
-  runtimeQuantization: { activations: true, kvCache: true },
+  runtimeQuantization: { activations: RUNTIME_FORMATS, kvCache: true },
   load: (model, options) => Promise.resolve(new CpuRunner(model, options?.maxSeqLen)),
   ops: cpuOps,
 };

@@ -5,7 +5,7 @@
  * - **Activations** (SmoothQuant's W8A8 and its FP8 variant): the input of every transformer
  *   linear is quantized per token, dynamically. Integer `int<b>`: SmoothQuant's
  *   `quantize_activation_per_token_absmax` — `scale = max(amax, 1e-5) / (2^(b−1) − 1)`, codes
- *   `round(x / scale)` (ties to even). FP8 (`fp8` E4M3, `fp8_e5m2`): vLLM's dynamic per-token FP8,
+ *   `round(x / scale)` (ties to even, the division in float32 as on float32 tensors). FP8 (`fp8` E4M3, `fp8_e5m2`): vLLM's dynamic per-token FP8,
  *   `scale = max(amax / elem_max, 1 / (elem_max · 512))`, codes the saturating cast of `x / scale`.
  *   The matmul then multiplies the dequantized values `code · scale` (the products an int8 GEMM
  *   would sum, up to float32 rounding).
@@ -148,7 +148,8 @@ export function quantizeActivations(x: Float32Array, cols: number, format: strin
       const qmax = (1 << (e.bits - 1)) - 1;
       const scale = Math.fround(Math.max(amax, Math.fround(1e-5)) / qmax);
       for (let i = base; i < base + cols; i++) {
-        const q = Math.min(qmax, Math.max(-qmax, roundHalfEven(x[i]! / scale)));
+        // float32 division, as PyTorch's `x.div_(scale).round_()` on float32 tensors.
+        const q = Math.min(qmax, Math.max(-qmax, roundHalfEven(Math.fround(x[i]! / scale))));
         out[i] = q * scale;
       }
     } else {
@@ -210,15 +211,18 @@ export function quantizeKvGroup(
 export function runtimeUnsupportedOn(
   format: FormatSpec,
   backend: string,
-  capabilities: { activations: boolean; kvCache: boolean } | undefined,
+  capabilities: { activations: readonly string[]; kvCache: boolean } | undefined,
 ): string | undefined {
   const runtime = runtimeQuantization(format);
   if (runtime === undefined) return undefined;
   const reason = runtimeUnsupported(format);
   if (reason !== undefined) return reason;
-  if (runtime.activations !== undefined && !capabilities?.activations) {
-    return `backend "${backend}" does not quantize activations at run time (format ` +
-      `"${format.id}" asks for ${runtime.activations} activations)`;
+  const activations = capabilities?.activations ?? [];
+  if (runtime.activations !== undefined && !activations.includes(runtime.activations)) {
+    return `backend "${backend}" does not quantize activations to ${runtime.activations} at ` +
+      `run time (format "${format.id}" asks for it; ${
+        activations.length ? `it quantizes them to ${activations.join(", ")}` : "it has none"
+      })`;
   }
   if (runtime.kvCache !== undefined && !capabilities?.kvCache) {
     return `backend "${backend}" has no quantized KV cache (format "${format.id}" asks for a ` +

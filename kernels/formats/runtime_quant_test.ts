@@ -78,11 +78,21 @@ Deno.test("runtime settings: defaults, checks and backend capability", () => {
   );
   assert.equal(runtimeUnsupported(spec({ kv_cache: { format: "fp8", group: 0 } })), undefined);
   const w8a8 = spec({ activations: "int8" });
-  assert.equal(runtimeUnsupportedOn(w8a8, "cpu", { activations: true, kvCache: true }), undefined);
+  assert.equal(
+    runtimeUnsupportedOn(w8a8, "cpu", { activations: ["int8"], kvCache: true }),
+    undefined,
+  );
   assert.match(runtimeUnsupportedOn(w8a8, "webgpu", undefined)!, /does not quantize activations/);
+  assert.match(
+    runtimeUnsupportedOn(spec({ activations: "fp8" }), "webgpu", {
+      activations: ["int8"],
+      kvCache: false,
+    })!,
+    /activations to fp8 .*it quantizes them to int8/,
+  );
   const kv = spec({ kv_cache: { format: "int8", group: 0 } });
   assert.match(
-    runtimeUnsupportedOn(kv, "webgpu", { activations: true, kvCache: false })!,
+    runtimeUnsupportedOn(kv, "webgpu", { activations: ["int8"], kvCache: false })!,
     /has no quantized KV cache/,
   );
   assert.equal(runtimeUnsupportedOn(spec({}), "webgpu", undefined), undefined);

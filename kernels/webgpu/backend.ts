@@ -16,9 +16,25 @@
 import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
 import type { LlamaModel } from "../../harness/models/model.ts";
 import { adapterUnavailable, getGpu } from "./device.ts";
-import { type Dispatch, encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
+import {
+  type Dispatch,
+  encodeDispatches,
+  Kernels,
+  type QuantizedActivations,
+  STEP_STRIDE,
+} from "./kernels.ts";
+import { a8Supported, codesPerWord, quantizedRowWords } from "./gemv_a8_wgsl.ts";
 import { type PackedMatrix, packMatrix } from "./pack.ts";
 import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
+
+/** Run-time activation formats the backend quantizes to (per-token symmetric integers). */
+const INT_ACTIVATIONS: readonly string[] = ["int8", "int4", "int3", "int2"];
+
+/** `qmax` of per-token integer activations (`int<b>`: 2^(b−1) − 1), or undefined for none. */
+function activationQmax(format: string | undefined): number | undefined {
+  const bits = format === undefined ? NaN : Number(/^int(\d)$/.exec(format)?.[1]);
+  return Number.isInteger(bits) ? 2 ** (bits - 1) - 1 : undefined;
+}
 
 /** Thrown when the device reports an error while running kernels. */
 export class WebGpuError extends Error {
@@ -86,12 +102,28 @@ function webgpuOps(maxBinding?: number): BackendOps {
     }
   };
   return {
-    matmul: (x, w) =>
+    matmul: (x, w, activations) =>
       withKernels(async (k, step) => {
         const T = x.length / w.cols;
         const packed = packMatrix(w, Math.min(maxBinding ?? Infinity, k.gpu.maxBinding));
         const out = k.storage(T * w.rows * 4);
-        const ds = await k.matmul(step, packed, k.upload(packed), k.storage(x), out, {});
+        let input = k.storage(x);
+        const ds: Dispatch[] = [];
+        let xq: QuantizedActivations | undefined;
+        if (activations !== undefined) {
+          const qmax = activationQmax(activations);
+          if (qmax === undefined) {
+            throw new WebGpuUnsupportedError(`No run-time "${activations}" activations here`);
+          }
+          xq = {
+            buffer: k.storage(T * quantizedRowWords(packed.chunks) * 4),
+            per: a8Supported(packed.layout) ? codesPerWord(packed.layout.bits) : 1,
+          };
+          const xd = k.storage(x.byteLength);
+          ds.push(await k.quantizeActivations(step, input, xq, xd, { cols: w.cols, qmax }));
+          input = xd;
+        }
+        ds.push(...await k.matmul(step, packed, k.upload(packed), input, out, { xq }));
         return runOnce(k, ds, step, T, 0, out, T * w.rows);
       }),
     rmsnorm: (x, weight, eps) =>
@@ -214,27 +246,54 @@ export class WebGpuRunner implements ModelRunner {
     const logits = act(c.vocabSize);
     const table = k.storage(ropeTable(maxSeqLen, ropeInverseFrequencies(c)));
     const fallbacks: string[] = [];
+    const pack = (name: string, m: LlamaModel["weights"]["output"]): PackedMatrix => {
+      const packed = packMatrix(m, maxBinding);
+      if (packed.fallback) fallbacks.push(`${name}: ${packed.fallback}`);
+      return packed;
+    };
     const mm = (
-      name: string,
-      m: LlamaModel["weights"]["output"],
+      packed: PackedMatrix,
       input: GPUBuffer,
       out: GPUBuffer,
       o: Parameters<Kernels["matmul"]>[5],
-    ): Promise<Dispatch[]> => {
-      const packed: PackedMatrix = packMatrix(m, maxBinding);
-      if (packed.fallback) fallbacks.push(`${name}: ${packed.fallback}`);
-      return k.matmul(step, packed, k.upload(packed), input, out, o);
+    ): Promise<Dispatch[]> => k.matmul(step, packed, k.upload(packed), input, out, o);
+    // Run-time integer activations (W8A8 and kin): each transformer linear's input is quantized
+    // per token, once for the linears that share it, into its codes (packed for the first
+    // consumer's weight codes, see gemv_a8_wgsl.ts) and its dequantized values, which the
+    // linears then read instead of the input.
+    const qmax = activationQmax(model.runtime?.activations);
+    const widestInput = Math.max(c.dim, qDim, c.hiddenDim);
+    const xqBuffer = qmax === undefined
+      ? undefined
+      : k.storage(slice * quantizedRowWords(Math.ceil(widestInput / 32)) * 4);
+    const xdBuffer = qmax === undefined ? undefined : act(widestInput);
+    const quantize = async (
+      input: GPUBuffer,
+      cols: number,
+      consumer: PackedMatrix,
+    ): Promise<{ dispatches: Dispatch[]; input: GPUBuffer; xq?: QuantizedActivations }> => {
+      if (qmax === undefined || !xqBuffer || !xdBuffer) return { dispatches: [], input };
+      const xq = {
+        buffer: xqBuffer,
+        per: a8Supported(consumer.layout) ? codesPerWord(consumer.layout.bits) : 1,
+      };
+      const d = await k.quantizeActivations(step, input, xq, xdBuffer, { cols, qmax });
+      return { dispatches: [d], input: xdBuffer, xq };
     };
     const program: Dispatch[] = [];
     for (const [l, layer] of w.layers.entries()) {
       const keys = k.storage(maxSeqLen * kvDim * 4);
       const values = k.storage(maxSeqLen * kvDim * 4);
       const cacheOut = { outStride: kvDim, outPosStride: kvDim };
+      const [wq, wk, wv, wo, w1, w3, w2] = (["wq", "wk", "wv", "wo", "w1", "w3", "w2"] as const)
+        .map((n) => pack(`layer ${l} ${n}`, layer[n]));
+      const attnIn = await quantize(xb, c.dim, wq!);
       program.push(
         await k.rmsnorm(step, x, k.storage(layer.attnNorm), xb, c.dim, c.normEps),
-        ...await mm(`layer ${l} wq`, layer.wq, xb, q, {}),
-        ...await mm(`layer ${l} wk`, layer.wk, xb, keys, cacheOut),
-        ...await mm(`layer ${l} wv`, layer.wv, xb, values, cacheOut),
+        ...attnIn.dispatches,
+        ...await mm(wq!, attnIn.input, q, { xq: attnIn.xq }),
+        ...await mm(wk!, attnIn.input, keys, { ...cacheOut, xq: attnIn.xq }),
+        ...await mm(wv!, attnIn.input, values, { ...cacheOut, xq: attnIn.xq }),
       );
       // Optional biases (Qwen2) and per-head query/key norms (Qwen3), in the CPU's order.
       const qRows = { rowStride: qDim };
@@ -279,22 +338,30 @@ export class WebGpuRunner implements ModelRunner {
           nKvHeads: c.nKvHeads,
           headDim: c.headDim,
         }),
-        ...await mm(`layer ${l} wo`, layer.wo, att, x, { accumulate: true }),
+      );
+      const woIn = await quantize(att, qDim, wo!);
+      program.push(
+        ...woIn.dispatches,
+        ...await mm(wo!, woIn.input, x, { accumulate: true, xq: woIn.xq }),
       );
       if (layer.bo) {
         program.push(await k.bias(step, k.storage(layer.bo), x, c.dim, { rowStride: c.dim }));
       }
+      const ffnIn = await quantize(xb, c.dim, w1!);
+      const w2In = await quantize(gate, c.hiddenDim, w2!);
       program.push(
         await k.rmsnorm(step, x, k.storage(layer.ffnNorm), xb, c.dim, c.normEps),
-        ...await mm(`layer ${l} w1`, layer.w1, xb, gate, {}),
-        ...await mm(`layer ${l} w3`, layer.w3, xb, up, {}),
+        ...ffnIn.dispatches,
+        ...await mm(w1!, ffnIn.input, gate, { xq: ffnIn.xq }),
+        ...await mm(w3!, ffnIn.input, up, { xq: ffnIn.xq }),
         await k.swiglu(step, gate, up, c.hiddenDim),
-        ...await mm(`layer ${l} w2`, layer.w2, gate, x, { accumulate: true }),
+        ...w2In.dispatches,
+        ...await mm(w2!, w2In.input, x, { accumulate: true, xq: w2In.xq }),
       );
     }
     program.push(
       await k.rmsnorm(step, x, k.storage(w.finalNorm), xb, c.dim, c.normEps),
-      ...await mm("output", w.output, xb, logits, {}),
+      ...await mm(pack("output", w.output), xb, logits, {}),
     );
     return new WebGpuRunner(k, model, maxSeqLen, slice, { step, x, logits }, program, fallbacks);
   }
@@ -387,16 +454,19 @@ export interface WebGpuBackendOptions {
 export function createWebGpuBackend(options: WebGpuBackendOptions = {}): Backend {
   return {
     name: options.name ?? "webgpu",
-    description: "WGSL kernels on the WebGPU adapter (float32 activations and KV cache)",
+    description:
+      "WGSL kernels on the WebGPU adapter (float32 or run-time integer activations, float32 KV cache)",
     unavailable: adapterUnavailable,
+    runtimeQuantization: { activations: INT_ACTIVATIONS, kvCache: false },
     async load(model, loadOptions) {
-      // Run-time quantization (activations, KV cache) has no WGSL kernels yet; the registry
-      // declares none, so suites skip such cells before they get here.
-      if (model.runtime?.activations || model.runtime?.kvCache) {
+      // The registry declares what run-time quantization runs here, so suites skip other cells
+      // before they get here.
+      const act = model.runtime?.activations;
+      if ((act !== undefined && !INT_ACTIVATIONS.includes(act)) || model.runtime?.kvCache) {
         throw new WebGpuUnsupportedError(
-          `The WebGPU backend runs float32 activations and KV caches; the model asks for ${
-            JSON.stringify(model.runtime)
-          }`,
+          `The WebGPU backend quantizes activations to ${
+            INT_ACTIVATIONS.join(", ")
+          } and keeps a float32 KV cache; the model asks for ${JSON.stringify(model.runtime)}`,
         );
       }
       const gpu = await getGpu();

@@ -15,7 +15,15 @@ import {
   ROPE_WGSL,
   SWIGLU_WGSL,
 } from "./ops_wgsl.ts";
-import { gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
+import { gemvA8RowsPerGroup, gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
+import {
+  a8Supported,
+  codesPerWord,
+  gemvA8Shader,
+  QUANTIZE_WORDS_PER_GROUP,
+  quantizeActivationsShader,
+  quantizedRowWords,
+} from "./gemv_a8_wgsl.ts";
 
 /** Byte stride of `Step` slots in the step buffer (the dynamic-offset alignment). */
 export const STEP_STRIDE = 256;
@@ -33,7 +41,16 @@ export interface Dispatch {
   label: string;
   pipeline(T: number): GPUComputePipeline;
   bindGroup: GPUBindGroup;
+  /** A bind group for `T` rows other than `bindGroup` (kernels reading other inputs). */
+  bindGroupFor?(T: number): GPUBindGroup;
   groups(T: number): [number, number, number];
+}
+
+/** Packed integer activation rows for the integer-activation GEMV (`quantizeActivations`). */
+export interface QuantizedActivations {
+  buffer: GPUBuffer;
+  /** Activation codes per weight word: the weights' code width this packing serves. */
+  per: number;
 }
 
 /** The GPU buffers (or ranges of buffers) of one row part of a packed matrix. */
@@ -325,6 +342,35 @@ export class Kernels {
     };
   }
 
+  /**
+   * Per-token dynamic quantization of `T` rows of `cols` activations in `x` to `±qmax`: the
+   * dequantized rows go to `xd` (same row stride), and `xq` receives the codes packed for weights
+   * of `8 / per`-bit codes (see `gemv_a8_wgsl.ts`).
+   */
+  async quantizeActivations(
+    step: GPUBuffer,
+    x: GPUBuffer,
+    xq: QuantizedActivations,
+    xd: GPUBuffer,
+    o: { cols: number; xStride?: number; qmax: number },
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline("usrww", quantizeActivationsShader(xq.per));
+    const chunks = Math.ceil(o.cols / 32);
+    const params = [o.cols, chunks, o.xStride ?? o.cols, quantizedRowWords(chunks), o.qmax];
+    return {
+      label: "quantize activations",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrww", [
+        this.uniform(params, [4]),
+        { buffer: step, size: 16 },
+        x,
+        xq.buffer,
+        xd,
+      ]),
+      groups: (T) => [Math.ceil((chunks * 8) / QUANTIZE_WORDS_PER_GROUP), T, 1],
+    };
+  }
+
   /** GPU buffers of a packed matrix's parts (created once per matrix). */
   upload(m: PackedMatrix): WeightBuffers[] {
     return m.parts.map((part) => ({
@@ -349,40 +395,55 @@ export class Kernels {
       outStride?: number;
       outPosStride?: number;
       accumulate?: boolean;
+      /**
+       * Integer activation codes of `x` (which then holds their dequantized values): decode
+       * runs the integer-activation GEMV where the layout allows it.
+       */
+      xq?: QuantizedActivations;
     },
   ): Promise<Dispatch[]> {
-    const gemv = await this.pipeline("usrrrw", gemvShader(m.layout));
+    const a8 = o.xq !== undefined && a8Supported(m.layout) &&
+      codesPerWord(m.layout.bits) === o.xq.per;
+    const gemv = await this.pipeline(
+      "usrrrw",
+      a8 ? gemvA8Shader(m.layout) : gemvShader(m.layout),
+    );
     const gemm = await this.pipeline("usrrrw", gemmShader(m.layout));
     const rowsPerGroup = gemvRowsPerGroup(m.layout);
     return m.parts.map((part, i) => {
-      const params = [
+      const params = (xStride: number) => [
         part.rows,
         m.cols,
         m.chunks,
         m.groups,
         m.layout.gshift,
         0,
-        o.xStride ?? m.cols,
+        xStride,
         (o.outOff ?? 0) + part.rowStart,
         o.outStride ?? m.rows,
         o.outPosStride ?? 0,
         o.accumulate ? 1 : 0,
         m.tensorScale,
       ];
-      return {
-        label: `matmul ${m.rows}x${m.cols} part ${i}`,
-        pipeline: (T: number) => (T <= GEMV_MAX_ROWS ? gemv : gemm),
-        bindGroup: this.#bind("usrrrw", [
-          this.uniform(params, [11]),
+      const bind = (input: GPUBuffer, xStride: number) =>
+        this.#bind("usrrrw", [
+          this.uniform(params(xStride), [11]),
           { buffer: step, size: 16 },
-          x,
+          input,
           gpuParts[i]!.codes,
           gpuParts[i]!.scales,
           out,
-        ]),
+        ]);
+      const floatGroup = bind(x, o.xStride ?? m.cols);
+      const a8Group = a8 ? bind(o.xq!.buffer, quantizedRowWords(m.chunks)) : undefined;
+      return {
+        label: `matmul ${m.rows}x${m.cols} part ${i}${a8 ? " (int8 activations)" : ""}`,
+        pipeline: (T: number) => (T <= GEMV_MAX_ROWS ? gemv : gemm),
+        bindGroup: floatGroup,
+        bindGroupFor: a8Group && ((T: number) => (T <= GEMV_MAX_ROWS ? a8Group : floatGroup)),
         groups: (T: number): [number, number, number] =>
           T <= GEMV_MAX_ROWS
-            ? [Math.ceil(part.rows / rowsPerGroup), T, 1]
+            ? [Math.ceil(part.rows / (a8 ? gemvA8RowsPerGroup(m.layout) : rowsPerGroup)), T, 1]
             : [Math.ceil(part.rows / GEMM_TILE), Math.ceil(T / GEMM_TILE), 1],
       };
     });
@@ -398,7 +459,7 @@ export function encodeDispatches(
 ): void {
   for (const d of dispatches) {
     pass.setPipeline(d.pipeline(T));
-    pass.setBindGroup(0, d.bindGroup, [stepOffset]);
+    pass.setBindGroup(0, d.bindGroupFor?.(T) ?? d.bindGroup, [stepOffset]);
     const [x, y, z] = d.groups(T);
     pass.dispatchWorkgroups(x, y, z);
   }

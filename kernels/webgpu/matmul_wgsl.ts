@@ -25,8 +25,8 @@ import {
   WORKGROUP,
 } from "./pack.ts";
 
-/** Uniform block shared by both kernels (12 words). */
-const MATMUL_PARAMS = `
+/** Uniform block shared by the matmul kernels (12 words). */
+export const MATMUL_PARAMS = `
 struct MP {
   rows: u32, cols: u32, chunks: u32, groups: u32,
   gshift: u32, xOff: u32, xStride: u32, outOff: u32,
@@ -91,7 +91,7 @@ fn el_bf16(c: u32) -> f32 {
 `;
 
 /** Helper functions a layout's kernels need. */
-function decoders(layout: Layout): string {
+export function decoders(layout: Layout): string {
   if (layout.element === "f16" || layout.element === "bf16") return HALF_FNS;
   const kinds = new Set<string>();
   if (layout.element !== "uint" && layout.element !== "f32") kinds.add(layout.element);
@@ -105,7 +105,7 @@ function elementFn(layout: Layout): string {
 }
 
 /** WGSL expression of the scale of group entry `idx` (and its zero/min as `.y`). */
-function scaleExpr(layout: Layout, idx: string): string {
+export function scaleExpr(layout: Layout, idx: string): string {
   switch (layout.scale) {
     case "f16":
       return `unpack2x16float(sc[${idx} >> 1u])[${idx} & 1u]`;

@@ -86,6 +86,12 @@ export interface Layout {
   tpr: number;
   /** Rows per GEMV thread, when not the default of {@linkcode gemvRowsPerThread} (perf sweeps). */
   gemvRows?: number;
+  /** Chunks per iteration of the integer-activation GEMV, when not its default (perf sweeps). */
+  gemvUnroll?: number;
+  /** Threads per row of the integer-activation GEMV, when not its default (perf sweeps). */
+  gemvLanes?: number;
+  /** Threads per workgroup of the integer-activation GEMV, when not 256 (perf sweeps). */
+  gemvGroup?: number;
 }
 
 /** One row range of a packed matrix, small enough for one storage binding per buffer. */
@@ -145,6 +151,36 @@ export function gemvRowsPerGroup(layout: Layout): number {
   return gemvRowsPerThread(layout) * (WORKGROUP / layout.tpr);
 }
 
+/**
+ * Threads sharing a row in the integer-activation GEMV (the interleave of the packed codes,
+ * `layout.tpr`, only fixes where each chunk lies). Measured on an H200 (PERF.md): 32 threads ×
+ * 1 row × 2 chunks per iteration, 256 threads per workgroup, was among the fastest of 54 variants
+ * at 8192² and 16384² (within 4 % of the best at each).
+ */
+export function gemvA8Lanes(layout: Layout): number {
+  return layout.gemvLanes ?? 32;
+}
+
+/** Rows per thread of the integer-activation GEMV. */
+export function gemvA8Rows(layout: Layout): number {
+  return layout.gemvRows ?? 1;
+}
+
+/** Chunks each thread loads before it computes (more loads in flight per thread). */
+export function gemvA8Unroll(layout: Layout): number {
+  return layout.gemvUnroll ?? 2;
+}
+
+/** Threads per workgroup of the integer-activation GEMV. */
+export function gemvA8Group(layout: Layout): number {
+  return layout.gemvGroup ?? WORKGROUP;
+}
+
+/** Rows per workgroup of the integer-activation GEMV. */
+export function gemvA8RowsPerGroup(layout: Layout): number {
+  return gemvA8Rows(layout) * (gemvA8Group(layout) / gemvA8Lanes(layout));
+}
+
 /** Index (in vectors) of vector `v` of chunk `c` of `row` in a part's code buffer. */
 export function vectorIndex(
   row: number,
@@ -193,7 +229,7 @@ export function packedShape(
   const perPart = Math.min(
     Math.floor(maxBinding / codeBytes),
     scaleBytes === 0 ? Infinity : Math.floor((maxBinding - 4) / scaleBytes),
-    65535 * gemvRowsPerGroup(layout),
+    65535 * Math.min(gemvRowsPerGroup(layout), gemvA8RowsPerGroup(layout)),
   );
   if (perPart < 1) {
     throw new PackError(

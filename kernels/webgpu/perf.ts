@@ -16,8 +16,12 @@
  *   until two successive int4-g128 GEMV timings agree within 3 %.
  * - GB/s counts the bytes of codes and scales the kernel reads; the copy's GB/s counts bytes read
  *   plus bytes written; `÷ copy` is GEMV GB/s divided by copy GB/s (1.0: as fast as memory).
- * - `--sweep` also times GEMV variants of int4-g128 (threads per row, rows per thread, f16 or f32
- *   scales) at 8192² and 16384², after everything else.
+ * - Integer layouts with an integer-activation GEMV (`gemv_a8_wgsl.ts`) are also timed as
+ *   `gemv-a8`: the decode GEMV on int8 activation codes (W4A8, W8A8); the per-token activation
+ *   quantization before it (one dispatch per linear input, shared by q/k/v and by gate/up) is
+ *   timed on its own as `quantize`.
+ * - `--sweep` also times GEMV variants of int4-g128 (threads per row, rows per thread, chunks per
+ *   iteration), each right after the default kernel, after everything else.
  *
  * @module
  */
@@ -31,6 +35,7 @@ import {
   type WeightBuffers,
 } from "./kernels.ts";
 import {
+  gemvA8RowsPerGroup,
   gemvRowsPerGroup,
   type Layout,
   type PackedMatrix,
@@ -45,6 +50,7 @@ import { elementFormats } from "../formats/registry.ts";
 import { dense } from "../../harness/models/model.ts";
 import { COPY_WGSL, FILL_WGSL } from "./ops_wgsl.ts";
 import { gemvWorkgroupBytes } from "./matmul_wgsl.ts";
+import { a8Supported, codesPerWord, quantizedRowWords } from "./gemv_a8_wgsl.ts";
 import { markdownTable } from "../../reports/markdown.ts";
 import { rowsToCsvTable } from "../perf_csv.ts";
 import { writeFileAtomic } from "../../reports/atomic.ts";
@@ -67,7 +73,11 @@ export interface WebGpuPerfOptions {
 export interface GpuPerfRow {
   backend: string;
   format: string;
-  kernel: "gemv" | "gemm";
+  /**
+   * `gemv-a8`: the decode GEMV on run-time int8 activation codes (`gemv_a8_wgsl.ts`);
+   * `quantize`: the per-token activation quantization before it.
+   */
+  kernel: "gemv" | "gemm" | "gemv-a8" | "quantize";
   /** `T×N×K`: activation rows × output features × input features. */
   shape: string;
   /** `gpu-timestamps` or `wall`. */
@@ -224,6 +234,9 @@ class Timer {
     await this.time(encode, 3, 1);
     const probe = await this.time(encode, 10, 1);
     const n = Math.max(minN, Math.min(2000, Math.ceil(targetMs / Math.max(probe, 1e-4))));
+    // ~100 ms of untimed work first: after the host-side pauses between measurements (pipeline
+    // compilation, filling buffers) the H200 ran short passes up to 4× slower, as if clocked down.
+    await this.time(encode, Math.min(20000, Math.ceil(100 / Math.max(probe, 1e-3))), 1);
     return await this.time(encode, n);
   }
 }
@@ -304,6 +317,8 @@ interface Bench {
   step: GPUBuffer;
   /** Random activations for up to the largest `T × K`. */
   x: GPUBuffer;
+  /** Packed int8 activation codes (constant words) for one row of up to 16384. */
+  xq: GPUBuffer;
 }
 
 /** Copies of a `format` matrix in the arena (random codes, valid scales), as dispatch sets. */
@@ -315,6 +330,7 @@ async function gpuMatrices(
   N: number,
   K: number,
   copies: number,
+  a8: boolean,
 ): Promise<{ sets: Dispatch[][]; bytes: number }> {
   const shape = packedShape(N, K, layout, b.k.gpu.maxBinding);
   const m: PackedMatrix = {
@@ -351,6 +367,7 @@ async function gpuMatrices(
       await b.k.matmul(b.step, m, parts, b.x, out.buffer, {
         outOff: out.offset! / 4,
         outStride: N,
+        xq: a8 ? { buffer: b.xq, per: codesPerWord(layout.bits) } : undefined,
       }),
     );
   }
@@ -360,7 +377,7 @@ async function gpuMatrices(
 
 function encodeOne(pass: GPUComputePassEncoder, d: Dispatch, T: number): void {
   pass.setPipeline(d.pipeline(T));
-  pass.setBindGroup(0, d.bindGroup, [0]);
+  pass.setBindGroup(0, d.bindGroupFor?.(T) ?? d.bindGroup, [0]);
   const [gx, gy, gz] = d.groups(T);
   pass.dispatchWorkgroups(gx, gy, gz);
 }
@@ -415,6 +432,7 @@ async function measure(
   T: number,
   N: number,
   K: number,
+  a8 = false,
 ): Promise<{ ms: number; bytes: number }> {
   b.weights.reset();
   b.outputs.reset();
@@ -424,7 +442,7 @@ async function measure(
     0,
   );
   const copies = T === 1 ? Math.max(1, Math.min(32, Math.ceil(ROTATE_BYTES / one))) : 1;
-  const { sets, bytes } = await gpuMatrices(b, format, layout, T, N, K, copies);
+  const { sets, bytes } = await gpuMatrices(b, format, layout, T, N, K, copies, a8);
   const ms = await b.timer.timeAuto(
     (pass, i) => {
       for (const d of sets[i % sets.length]!) encodeOne(pass, d, T);
@@ -479,6 +497,94 @@ function table(rows: GpuPerfRow[]): string {
   );
 }
 
+/** Time of the per-token activation quantization of one row of `K` (`quantizeActivations`). */
+async function quantizeTime(b: Bench, K: number): Promise<number> {
+  b.outputs.reset();
+  const xd = b.outputs.take(K * 4)!;
+  const d = await b.k.quantizeActivations(
+    b.step,
+    b.x,
+    { buffer: b.xq, per: 2 },
+    xd.buffer,
+    { cols: K, qmax: 127 },
+  );
+  return await b.timer.timeAuto((pass) => encodeOne(pass, d, 1), 5, 20);
+}
+
+/**
+ * GEMV variants of int4-g128 at 8192² and 16384² (`--sweep`): the float-activation kernel over
+ * threads per row × rows per thread, and the integer-activation kernel over threads per row ×
+ * rows per thread × chunks per iteration. Each variant is timed right after the default kernel of
+ * its kind, and `÷ default` compares the two: timings on the H200 drifted by up to 4× over a run,
+ * and adjacent pairs cancel that.
+ */
+async function sweepGemv(
+  b: Bench,
+  quick: boolean,
+  copyFor: (bytes: number) => Promise<number>,
+  log: (line: string) => void,
+): Promise<string> {
+  const f = gpuPerfFormats().find((p) => p.name === "int4-g128")!;
+  const sizes = quick ? [[512, 512]] : [[8192, 8192], [16384, 16384]];
+  const limit = b.k.device.limits.maxComputeWorkgroupStorageSize;
+  const variants: [boolean, number, number, number, number][] = [];
+  for (const tpr of [32, 64]) for (const R of [4, 8]) variants.push([false, tpr, R, 1, 256]);
+  for (const group of [64, 128, 256]) {
+    for (const lanes of [16, 32, 64]) {
+      for (const R of [1, 2]) for (const U of [1, 2, 4]) variants.push([true, lanes, R, U, group]);
+    }
+  }
+  const cells: (string | number)[][] = [];
+  for (const [N, K] of sizes) {
+    const base = { ...f.layout, tpr: threadsPerRow(Math.ceil(K! / 32)) };
+    for (const [a8, tpr, R, U, group] of variants) {
+      if (tpr > group) continue;
+      const layout: Layout = a8
+        ? { ...base, gemvLanes: tpr, gemvRows: R, gemvUnroll: U, gemvGroup: group }
+        : { ...f.layout, tpr, gemvRows: R };
+      const kernel = a8 ? "gemv-a8" : "gemv";
+      const perGroup = a8 ? gemvA8RowsPerGroup(layout) : gemvRowsPerGroup(layout);
+      const label = [`${N}x${K}`, kernel, group, tpr, R, a8 ? U : "", perGroup];
+      if (!a8 && gemvWorkgroupBytes(layout) > limit) {
+        cells.push([...label, "n/a", "", "", ""]);
+        continue;
+      }
+      log(
+        `sweep ${N}x${K} ${kernel} group ${group} threads/row ${tpr} rows/thread ${R} unroll ${U}`,
+      );
+      const reference = await measure(b, f, base, 1, N!, K!, a8);
+      const { ms, bytes } = await measure(b, f, layout, 1, N!, K!, a8);
+      const gbps = bytes / (ms * 1e6);
+      const copy = await copyFor(bytes);
+      cells.push([
+        ...label,
+        ms.toFixed(4),
+        gbps.toFixed(1),
+        (gbps / copy).toFixed(3),
+        (reference.ms / ms).toFixed(3),
+      ]);
+    }
+  }
+  return "GEMV variants, int4-g128 (defaults at these sizes — gemv: threads per row 128, rows per " +
+    "thread 8; gemv-a8: 256 threads per workgroup, threads per row 32, rows per thread 1, unroll 2):\n\n" +
+    markdownTable(
+      [
+        "N×K",
+        "kernel",
+        "threads/workgroup",
+        "threads/row",
+        "rows/thread",
+        "unroll",
+        "rows/workgroup",
+        "ms",
+        "GB/s",
+        "÷ copy",
+        "speed ÷ default",
+      ],
+      cells,
+    );
+}
+
 /** Runs the WebGPU micro-benchmarks, prints the tables and returns the rows. */
 export async function runWebGpuPerf(options: WebGpuPerfOptions = {}): Promise<GpuPerfRow[]> {
   const gpu = await getGpu();
@@ -516,8 +622,10 @@ async function perfRuns(
     copies: new Arena(k, 2, slot),
     step,
     x: k.storage(T * (quick ? 1024 : 16384) * 4),
+    xq: k.storage(quantizedRowWords(16384 / 32) * 4),
   };
   await b.weights.fill({ buffer: b.x, offset: 0, size: b.x.size }, 2, 7);
+  await b.weights.fill({ buffer: b.xq, offset: 0, size: b.xq.size }, 1, 0x01010101);
   const a = gpu.adapter;
   const header = [
     `backend: webgpu; adapter: ${a.description} (vendor ${a.vendor}${
@@ -555,18 +663,25 @@ async function perfRuns(
     if (c === undefined) copyCache.set(bytes, c = (await copyBandwidth(b, bytes)).gbps);
     return c;
   };
-  const runs: [PerfFormat, number, number, number][] = [];
+  const runs: [PerfFormat, number, number, number, boolean][] = [];
   // Formats the backend decodes to f32 on load run exactly as f32; they are listed, not timed.
   const skipped = formats.filter((f) => f.fallback).map((f) => f.name);
   if (skipped.length) log(`as f32 (not timed again): ${skipped.join(", ")}`);
   for (const f of formats.filter((f) => !f.fallback)) {
-    for (const [N, K] of shapes) runs.push([f, 1, N, K], [f, T, N, K]);
-    if (f.name === "int4-g128" && !quick) runs.push([f, 1, 16384, 16384]);
+    // Integer layouts with an integer-activation GEMV are also timed on int8 activation codes.
+    const a8 = a8Supported({ ...f.layout, tpr: 32 });
+    for (const [N, K] of shapes) {
+      runs.push([f, 1, N, K, false], [f, T, N, K, false]);
+      if (a8) runs.push([f, 1, N, K, true]);
+    }
+    if (f.name === "int4-g128" && !quick) {
+      runs.push([f, 1, 16384, 16384, false], [f, 1, 16384, 16384, true]);
+    }
   }
-  for (const [f, rowsT, N, K] of runs) {
+  for (const [f, rowsT, N, K, a8] of runs) {
     const layout: Layout = { ...f.layout, tpr: threadsPerRow(Math.ceil(K / 32)) };
-    const { ms, bytes } = await measure(b, f, layout, rowsT, N, K);
-    const kernel = rowsT === 1 ? "gemv" : "gemm";
+    const { ms, bytes } = await measure(b, f, layout, rowsT, N, K, a8);
+    const kernel = a8 ? "gemv-a8" : rowsT === 1 ? "gemv" : "gemm";
     const r = row(f.name, kernel, rowsT, N, K, timer.method, ms, bytes, await copyFor(bytes));
     out.push(r);
     log(
@@ -574,41 +689,17 @@ async function perfRuns(
         `÷ copy ${r.copy_ratio.toFixed(3)}, ${r.tflops.toFixed(2)} TFLOP/s`,
     );
   }
-  const sweep: string[] = [];
-  if (options.sweep) {
-    const f = gpuPerfFormats().find((p) => p.name === "int4-g128")!;
-    const sizes = quick ? [[512, 512]] : [[8192, 8192], [16384, 16384]];
-    const limit = k.device.limits.maxComputeWorkgroupStorageSize;
-    const cells: (string | number)[][] = [];
-    // Threads per row × rows per thread with f16 scales, and f32 scales (no f16 conversion).
-    const variants: [number, number, ScaleKind][] = [];
-    for (const tpr of [32, 64, 128, 256]) {
-      for (const R of [4, 8, 16]) variants.push([tpr, R, "f16"]);
+  // The per-token activation quantization that feeds gemv-a8 (one dispatch per linear input).
+  if (runs.some(([, , , , a8]) => a8)) {
+    for (const K of [...new Set(runs.map(([, , , K]) => K))].sort((a, b) => a - b)) {
+      const ms = await quantizeTime(b, K);
+      const r = row("x → int8", "quantize", 1, 1, K, timer.method, ms, K * 4, await copyFor(K * 4));
+      out.push({ ...r, tflops: 0 });
+      log(`quantize activations 1×${K}: ${ms.toFixed(4)} ms`);
     }
-    for (const tpr of [32, 64, 128]) variants.push([tpr, 8, "f32"]);
-    for (const [N, K] of sizes) {
-      for (const [tpr, R, scale] of variants) {
-        const layout: Layout = { ...f.layout, scale, tpr, gemvRows: R };
-        const label = [`${N}x${K}`, tpr, R, scale, gemvRowsPerGroup(layout)];
-        if (gemvWorkgroupBytes(layout) > limit) {
-          cells.push([...label, "n/a", "", ""]);
-          continue;
-        }
-        log(`sweep ${N}x${K} threads/row ${tpr} rows/thread ${R} ${scale} scales`);
-        const { ms, bytes } = await measure(b, f, layout, 1, N!, K!);
-        const gbps = bytes / (ms * 1e6);
-        const copy = await copyFor(bytes);
-        cells.push([...label, ms.toFixed(4), gbps.toFixed(1), (gbps / copy).toFixed(3)]);
-      }
-    }
-    sweep.push(
-      "GEMV variants, int4-g128 (threads per row × rows per thread × scale storage):\n",
-      markdownTable(
-        ["N×K", "threads/row", "rows/thread", "scales", "rows/workgroup", "ms", "GB/s", "÷ copy"],
-        cells,
-      ),
-    );
   }
+  const sweep: string[] = [];
+  if (options.sweep) sweep.push(await sweepGemv(b, quick, copyFor, log));
   const md = `${header.join("\n")}\n\n${table(out)}\n${
     skipped.length ? `\nDecoded to f32 on load, so timed as f32: ${skipped.join(", ")}.\n` : ""
   }${sweep.length ? `\n${sweep.join("\n")}\n` : ""}`;
