@@ -26,10 +26,24 @@
  * quantizer takes the bare min and max); groups are the format's group or block, a row when it
  * has none.
  *
+ * The losses are the reference's, computed for speed (the scale search re-runs half a block 20
+ * times per group): the inspected attention and MLP run on the float32 search kernels of
+ * `linalg.ts` (a packed GEMM, a causal attention) rather than the CPU backend's, and are compared
+ * with the float values the block captured; a lone linear's output error `Σ_t ‖(W' − W)·x_t‖²`
+ * is taken as `Σ_r e_rᵀ·G·e_r` with the Gram matrix `G = Σ_t x_t·x_tᵀ`, and a clip group's
+ * likewise from its slice of `G` (in float64). The losses so differ from a direct evaluation
+ * only by float32 rounding.
+ *
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type { DenseMatrix, LayerWeights, LlamaModel, Matrix } from "../models/model.ts";
+import type {
+  DenseMatrix,
+  LayerWeights,
+  LlamaConfig,
+  LlamaModel,
+  Matrix,
+} from "../models/model.ts";
 import { dense, LINEAR_NAMES } from "../models/model.ts";
 import type { FormatSpec } from "../suite/types.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
@@ -44,7 +58,18 @@ import {
   MemoryMeter,
   resolveCalibration,
 } from "./calibration.ts";
+import { addGram } from "./linalg.ts";
+import {
+  causalAttention,
+  gemm,
+  type PackedRows,
+  packRows,
+  siluMul,
+  sumOfSquares,
+} from "./search_kernels.ts";
 import { withRuntime } from "./runtime.ts";
+import { ropeInverseFrequencies } from "../models/rope.ts";
+import { rmsnorm } from "../../kernels/cpu/ops.ts";
 
 /** Options and their defaults: llm-awq's (`run_awq`, `entry.py`, `auto_clip_layer`). */
 export const AWQ_OPTIONS = {
@@ -122,55 +147,55 @@ export function ratioScales(xMean: Float64Array, ratio: number): Float32Array {
 
 /** `W·diag(s)` for a `rows × cols` row-major `w`. */
 function scaleColumns(w: Float32Array, cols: number, s: ArrayLike<number>): Float32Array {
-  return w.map((v, i) => v * s[i % cols]!);
+  const out = new Float32Array(w.length);
+  for (let base = 0; base < w.length; base += cols) {
+    for (let c = 0; c < cols; c++) out[base + c] = w[base + c]! * s[c]!;
+  }
+  return out;
 }
 
-/** Mean squared difference over every element of two lists of arrays. */
-function meanSquaredError(a: Float32Array[], b: Float32Array[]): number {
-  let sum = 0;
-  let n = 0;
-  for (let k = 0; k < a.length; k++) {
-    const x = a[k]!;
-    const y = b[k]!;
-    for (let i = 0; i < x.length; i++) sum += (x[i]! - y[i]!) ** 2;
-    n += x.length;
-  }
-  return sum / n;
-}
+/** Names of the linears a scale group can hold. */
+type ScaledName = "wq" | "wk" | "wv" | "wo" | "w1" | "w3" | "w2";
 
 /** A group of linears sharing an input, as the scale search sees it. */
-interface ScaleGroup {
-  names: readonly ("wq" | "wk" | "wv" | "wo" | "w1" | "w3" | "w2")[];
+export interface ScaleGroup {
+  names: readonly ScaledName[];
   inputs: Float32Array[];
-  /** Output of the inspected module with the group's linears replaced by `weights`. */
-  inspect(weights: Partial<LayerWeights>): Float32Array[];
+  /**
+   * Mean squared error, over every element, of the inspected module's output with the group's
+   * linears replaced by `weights` against its float output.
+   */
+  loss(weights: Partial<Record<ScaledName, DenseMatrix>>): number;
 }
 
 /**
  * The best scales of one group (`_search_module_scale`): the α whose `Q(W·s)/s` gives the least
- * mean squared error of the inspected output. Returns the scales and every α's loss.
+ * mean squared error of the inspected output (the first one on ties). Returns the scales and
+ * every α's loss.
  */
 export function searchScales(
   group: ScaleGroup,
-  weights: Record<string, DenseMatrix>,
+  weights: Partial<Record<ScaledName, DenseMatrix>>,
   format: FormatSpec,
   nGrid: number,
 ): { scales: Float32Array; losses: number[] } {
   const cols = weights[group.names[0]!]!.cols;
   const xMean = meanAbs(group.inputs, cols);
-  const reference = group.inspect({});
   let best: Float32Array | undefined;
   let bestLoss = Infinity;
   const losses: number[] = [];
   for (let i = 0; i < nGrid; i++) {
     const s = ratioScales(xMean, i / nGrid);
-    const replaced: Record<string, DenseMatrix> = {};
+    const replaced: Partial<Record<ScaledName, DenseMatrix>> = {};
     for (const name of group.names) {
       const w = weights[name]!;
       const q = fakeQuantize(format, w.rows, w.cols, scaleColumns(w.data, w.cols, s));
-      replaced[name] = dense(w.rows, w.cols, q.map((v, k) => v / s[k % w.cols]!));
+      for (let base = 0; base < q.length; base += w.cols) {
+        for (let c = 0; c < w.cols; c++) q[base + c]! /= s[c]!;
+      }
+      replaced[name] = dense(w.rows, w.cols, q);
     }
-    const loss = meanSquaredError(reference, group.inspect(replaced));
+    const loss = group.loss(replaced);
     losses.push(loss);
     if (loss < bestLoss) {
       bestLoss = loss;
@@ -181,9 +206,141 @@ export function searchScales(
   return { scales: best, losses };
 }
 
+/** The rows of every array of `xs`. */
+function tokensOf(xs: Float32Array[], cols: number): number {
+  return xs.reduce((n, x) => n + x.length / cols, 0);
+}
+
+/**
+ * The mean squared error of a lone linear's output when its weights `w` become `replaced`,
+ * over inputs whose Gram matrix `Σ xxᵀ` is `gram` (packed) and with `tokens` rows:
+ * `Σ_r e_rᵀ·G·e_r / (tokens · rows)` with `e = replaced − w` — the same sum as over the outputs,
+ * at a cost independent of the number of tokens.
+ */
+function loneLinearError(
+  replaced: DenseMatrix,
+  w: DenseMatrix,
+  gram: PackedRows,
+  tokens: number,
+): number {
+  const e = replaced.data.slice();
+  for (let i = 0; i < e.length; i++) e[i]! -= w.data[i]!;
+  const eg = new Float32Array(e.length);
+  gemm(eg, e, gram);
+  let sum = 0;
+  for (let i = 0; i < e.length; i++) sum += e[i]! * eg[i]!;
+  return sum / (tokens * w.rows);
+}
+
+/** `Σ xxᵀ` over the rows of every array of `xs`, packed for `gemm`. */
+function packedGram(xs: Float32Array[], cols: number): PackedRows {
+  const gram = new Float64Array(cols * cols);
+  for (const x of xs) addGram(gram, x, cols, "search");
+  return packRows(Float32Array.from(gram), cols, cols);
+}
+
+/** A dense matrix packed for `gemm`. */
+function packed(m: DenseMatrix): PackedRows {
+  return packRows(m.data, m.rows, m.cols);
+}
+
+/**
+ * A block's attention and MLP with replaced linears, as the scale searches inspect them twenty
+ * times per group: the computation of `BlockPieces` on the search kernels of `linalg.ts`, with
+ * RoPE's angles tabulated once (the same `cos`/`sin` of `position · invFreq[i]` as `ops.rope`).
+ */
+class InspectedBlock {
+  readonly #config: LlamaConfig;
+  readonly #layer: LayerWeights;
+  readonly #invFreq: Float64Array;
+  readonly #rope = new Map<number, { cos: Float64Array; sin: Float64Array }>();
+
+  constructor(config: LlamaConfig, layer: LayerWeights) {
+    this.#config = config;
+    this.#layer = layer;
+    this.#invFreq = ropeInverseFrequencies(config);
+  }
+
+  /** Attention over `xb` with `wq`, `wk`, `wv` packed: the input of `wo`. */
+  attention(wq: PackedRows, wk: PackedRows, wv: PackedRows, xb: Float32Array): Float32Array {
+    const c = this.#config;
+    const layer = this.#layer;
+    const project = (w: PackedRows, bias: Float32Array | undefined) => {
+      const out = new Float32Array((xb.length / w.cols) * w.rows);
+      gemm(out, xb, w);
+      if (bias) {
+        for (let base = 0; base < out.length; base += w.rows) {
+          for (let i = 0; i < w.rows; i++) out[base + i]! += bias[i]!;
+        }
+      }
+      return out;
+    };
+    const q = project(wq, layer.bq);
+    const k = project(wk, layer.bk);
+    const v = project(wv, layer.bv);
+    if (layer.qNorm) rmsnorm(q, q, layer.qNorm, c.normEps);
+    if (layer.kNorm) rmsnorm(k, k, layer.kNorm, c.normEps);
+    this.#applyRope(q, c.nHeads);
+    this.#applyRope(k, c.nKvHeads);
+    const att = new Float32Array(q.length);
+    causalAttention(att, q, k, v, c.nHeads, c.nKvHeads, c.headDim);
+    return att;
+  }
+
+  /** `silu(w1·fb) · (w3·fb)` with `w1` and `w3` packed: the input of `w2`. */
+  mlpMid(w1: PackedRows, w3: PackedRows, fb: Float32Array): Float32Array {
+    const T = fb.length / w1.cols;
+    const gate = new Float32Array(T * w1.rows);
+    const up = new Float32Array(T * w3.rows);
+    gemm(gate, fb, w1);
+    gemm(up, fb, w3);
+    siluMul(gate, up);
+    return gate;
+  }
+
+  /** `ops.rope` at positions `0 … T−1` with tabulated angles. */
+  #applyRope(x: Float32Array, nHeads: number): void {
+    const { headDim, ropeStyle } = this.#config;
+    const width = nHeads * headDim;
+    const T = x.length / width;
+    const half = headDim / 2;
+    let table = this.#rope.get(T);
+    if (table === undefined) {
+      table = { cos: new Float64Array(T * half), sin: new Float64Array(T * half) };
+      for (let t = 0; t < T; t++) {
+        for (let i = 0; i < half; i++) {
+          const angle = t * this.#invFreq[i]!;
+          table.cos[t * half + i] = Math.cos(angle);
+          table.sin[t * half + i] = Math.sin(angle);
+        }
+      }
+      this.#rope.set(T, table);
+    }
+    const [step, other] = ropeStyle === "interleaved" ? [2, 1] : [1, half];
+    for (let t = 0; t < T; t++) {
+      for (let i = 0; i < half; i++) {
+        const c = table.cos[t * half + i]!;
+        const s = table.sin[t * half + i]!;
+        for (let h = 0; h < nHeads; h++) {
+          const a = t * width + h * headDim + step * i;
+          const x0 = x[a]!;
+          const x1 = x[a + other]!;
+          x[a] = x0 * c - x1 * s;
+          x[a + other] = x0 * s + x1 * c;
+        }
+      }
+    }
+  }
+}
+
 /**
  * Clipping search of one linear (`auto_clip_layer`): per row and group the clamp `±max` with
  * the least output error on the sampled tokens; returns `w` clamped to it.
+ *
+ * The error of a row's group is `Σ_t (x_t·(q − w))² / n` over the sampled tokens `x_t` (the
+ * group's slice); it is computed as the quadratic form `dᵀ·G·d / n` with `d = q − w` and the
+ * group's Gram matrix `G = Σ_t x_t·x_tᵀ`, in float64 — the same sum regrouped, so a row costs
+ * `group²` per shrink step instead of `tokens × group`.
  */
 export function clipWeights(
   w: DenseMatrix,
@@ -193,7 +350,7 @@ export function clipWeights(
   maxShrink: number,
   nSampleToken: number,
 ): Float32Array {
-  const { rows, cols } = w;
+  const { rows, cols, data } = w;
   const group = clipGroup(format, cols);
   const groups = Math.ceil(cols / group);
   // Every stride-th token of all windows, as `input_feat[:, 0::n // n_sample_token]`.
@@ -206,53 +363,76 @@ export function clipWeights(
       if (index % stride === 0) tokens.push(x.subarray(t * cols, (t + 1) * cols));
     }
   }
-  const groupOut = (data: Float32Array, r: number, g: number, out: Float64Array) => {
+  // Gram matrices of the groups' input slices: `group × group` each (the last may be smaller).
+  const grams = Array.from({ length: groups }, (_, g) => {
     const c0 = g * group;
-    const c1 = Math.min(cols, c0 + group);
-    tokens.forEach((x, t) => {
-      let s = 0;
-      for (let c = c0; c < c1; c++) s += x[c]! * data[r * cols + c]!;
-      out[t] = s;
-    });
-  };
+    const n = Math.min(cols, c0 + group) - c0;
+    const gram = new Float64Array(n * n);
+    for (const x of tokens) {
+      for (let i = 0; i < n; i++) {
+        const xi = x[c0 + i]!;
+        for (let j = 0; j <= i; j++) gram[i * n + j]! += xi * x[c0 + j]!;
+      }
+    }
+    for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) gram[j * n + i] = gram[i * n + j]!;
+    return gram;
+  });
   const amax = new Float64Array(rows * groups);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {
       const i = r * groups + Math.floor(c / group);
-      amax[i] = Math.max(amax[i]!, Math.abs(w.data[r * cols + c]!));
+      amax[i] = Math.max(amax[i]!, Math.abs(data[r * cols + c]!));
     }
   }
-  const reference = Array.from({ length: rows * groups }, (_, i) => {
-    const out = new Float64Array(tokens.length);
-    groupOut(w.data, Math.floor(i / groups), i % groups, out);
-    return out;
-  });
   const best = Float64Array.from(amax);
   const minErr = new Float64Array(rows * groups).fill(1e9);
-  const out = new Float64Array(tokens.length);
+  const clamped = new Float32Array(rows * cols);
+  const d = new Float64Array(group);
   for (let step = 0; step < Math.floor(maxShrink * nGrid); step++) {
     const factor = 1 - step / nGrid;
-    const clamped = w.data.map((v, k) => {
-      const m = amax[Math.floor(k / cols) * groups + Math.floor((k % cols) / group)]! * factor;
-      return Math.min(m, Math.max(-m, v));
-    });
+    clampGroups(data, cols, group, amax.map((m) => m * factor), clamped);
     const q = fakeQuantize(format, rows, cols, clamped);
-    for (let i = 0; i < rows * groups; i++) {
-      groupOut(q, Math.floor(i / groups), i % groups, out);
-      const ref = reference[i]!;
-      let err = 0;
-      for (let t = 0; t < tokens.length; t++) err += (out[t]! - ref[t]!) ** 2;
-      err /= tokens.length;
-      if (err < minErr[i]!) {
-        minErr[i] = err;
-        best[i] = amax[i]! * factor;
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < groups; g++) {
+        const c0 = g * group;
+        const n = Math.min(cols, c0 + group) - c0;
+        const gram = grams[g]!;
+        for (let i = 0; i < n; i++) d[i] = q[r * cols + c0 + i]! - data[r * cols + c0 + i]!;
+        // dᵀGd from the lower triangle: Σ_i d_i (G_ii d_i + 2 Σ_{j<i} G_ij d_j).
+        let sum = 0;
+        for (let i = 0; i < n; i++) {
+          let off = 0;
+          for (let j = 0; j < i; j++) off += gram[i * n + j]! * d[j]!;
+          sum += d[i]! * (gram[i * n + i]! * d[i]! + 2 * off);
+        }
+        const err = sum / tokens.length;
+        const i = r * groups + g;
+        if (err < minErr[i]!) {
+          minErr[i] = err;
+          best[i] = amax[i]! * factor;
+        }
       }
     }
   }
-  return w.data.map((v, k) => {
-    const m = best[Math.floor(k / cols) * groups + Math.floor((k % cols) / group)]!;
-    return Math.min(m, Math.max(-m, v));
-  });
+  return clampGroups(data, cols, group, best, new Float32Array(rows * cols));
+}
+
+/** `data` clamped to `±max[r·groups + g]` per row `r` and column group `g`, into `out`. */
+function clampGroups(
+  data: Float32Array,
+  cols: number,
+  group: number,
+  max: Float64Array,
+  out: Float32Array,
+): Float32Array {
+  const groups = Math.ceil(cols / group);
+  for (let r = 0, k = 0; r < data.length / cols; r++) {
+    for (let c = 0; c < cols; c++, k++) {
+      const m = max[r * groups + Math.floor(c / group)]!;
+      out[k] = Math.min(m, Math.max(-m, data[k]!));
+    }
+  }
+  return out;
 }
 
 /** Divides every row of every array by `s` elementwise (the captured inputs after scaling). */
@@ -296,14 +476,30 @@ async function quantizeModel(
     const attnNorm = original.attnNorm.slice();
     const ffnNorm = original.ffnNorm.slice();
     if (o.auto_scale !== false) {
+      // Every loss compares with the float block's captured values (`att`, `mid`): only what
+      // the replaced linears change is recomputed, the error of an output linear is taken on
+      // the difference of its inputs (its bias cancels), and a lone linear's from the Gram
+      // matrix of its inputs.
+      const inspected = new InspectedBlock(model.config, floatLayer);
+      const woPacked = packed(w.wo);
+      const w2Packed = packed(w.w2);
+      const midGram = packedGram(mid, w.w2.cols);
+      const attGram = w.wv.rows === w.wo.rows && w.wv.cols === w.wo.cols
+        ? packedGram(att, w.wo.cols)
+        : undefined;
+      const gramBytes = meter.hold(midGram.panels, attGram?.panels ?? []);
       const groups: { group: ScaleGroup; apply(s: Float32Array): void }[] = [{
         group: {
           names: ["wq", "wk", "wv"],
           inputs: attnIn,
-          inspect: (r) =>
-            attnIn.map((xb) =>
-              pieces.attnOutput(floatLayer, pieces.attention({ ...floatLayer, ...r }, xb))
-            ),
+          loss: (r) => {
+            const [wq, wk, wv] = [packed(r.wq!), packed(r.wk!), packed(r.wv!)];
+            let sum = 0;
+            attnIn.forEach((xb, i) => {
+              sum += sumOfSquares(woPacked, inspected.attention(wq, wk, wv, xb), att[i]!);
+            });
+            return sum / (tokensOf(attnIn, w.wq.cols) * w.wo.rows);
+          },
         },
         apply(s) {
           for (let i = 0; i < s.length; i++) attnNorm[i]! /= s[i]!;
@@ -311,12 +507,12 @@ async function quantizeModel(
           divideInputs(attnIn, s);
         },
       }];
-      if (w.wv.rows === w.wo.rows && w.wv.cols === w.wo.cols) {
+      if (attGram !== undefined) {
         groups.push({
           group: {
             names: ["wo"],
             inputs: att,
-            inspect: (r) => att.map((x) => linear(r.wo ?? floatLayer.wo, x)),
+            loss: (r) => loneLinearError(r.wo!, w.wo, attGram, tokensOf(att, w.wo.cols)),
           },
           apply(s) {
             w.wv = scaleRows(w.wv, s);
@@ -329,8 +525,14 @@ async function quantizeModel(
         group: {
           names: ["w1", "w3"],
           inputs: ffnIn,
-          inspect: (r) =>
-            ffnIn.map((fb) => linear(floatLayer.w2, pieces.mlpMid({ ...floatLayer, ...r }, fb))),
+          loss: (r) => {
+            const [w1, w3] = [packed(r.w1!), packed(r.w3!)];
+            let sum = 0;
+            ffnIn.forEach((fb, i) => {
+              sum += sumOfSquares(w2Packed, inspected.mlpMid(w1, w3, fb), mid[i]!);
+            });
+            return sum / (tokensOf(ffnIn, w.w1.cols) * w.w2.rows);
+          },
         },
         apply(s) {
           for (let i = 0; i < s.length; i++) ffnNorm[i]! /= s[i]!;
@@ -342,7 +544,7 @@ async function quantizeModel(
         group: {
           names: ["w2"],
           inputs: mid,
-          inspect: (r) => mid.map((x) => linear(r.w2 ?? floatLayer.w2, x)),
+          loss: (r) => loneLinearError(r.w2!, w.w2, midGram, tokensOf(mid, w.w2.cols)),
         },
         apply(s) {
           w.w3 = scaleRows(w.w3, s);
@@ -353,6 +555,7 @@ async function quantizeModel(
       // All searches see the original weights (auto_scale_block), then all scales apply.
       const found = groups.map(({ group }) => searchScales(group, w, format, nGrid).scales);
       groups.forEach(({ apply }, i) => apply(found[i]!));
+      meter.release(gramBytes);
     }
     if (o.mse_range !== false) {
       const inputsOf = { wv: attnIn, wo: att, w1: ffnIn, w3: ffnIn, w2: mid };

@@ -3,7 +3,6 @@ import {
   awq,
   clipGroup,
   clipWeights,
-  decoded,
   fakeQuantize,
   meanAbs,
   ratioScales,
@@ -61,11 +60,12 @@ Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", () => 
     }
     return out;
   };
+  const ref = matmul(w.data);
   const { scales, losses } = searchScales(
     {
       names: ["w2"],
       inputs: [x],
-      inspect: (r) => [matmul((r.w2 ?? w) === w ? w.data : decoded(r.w2!))],
+      loss: (r) => matmul(r.w2!.data).reduce((s, v, i) => s + (v - ref[i]!) ** 2, 0) / ref.length,
     },
     { w2: w },
     format,
@@ -73,7 +73,6 @@ Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", () => 
   );
   assert.equal(losses.length, 20);
   const rtnOut = matmul(fakeQuantize(format, rows, cols, w.data));
-  const ref = matmul(w.data);
   const rtnLoss = rtnOut.reduce((s, v, i) => s + (v - ref[i]!) ** 2, 0) / ref.length;
   assert.ok(Math.abs(losses[0]! - rtnLoss) <= 1e-6 * rtnLoss, `${losses[0]} vs ${rtnLoss}`);
   const best = Math.min(...losses);
@@ -81,43 +80,79 @@ Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", () => 
   assert.ok(scales[3]! > 1, "the outlier channel is scaled up");
 });
 
-Deno.test("awq: the clip search picks each group's least-error clamp on the sampled tokens", () => {
-  const [rows, cols, T] = [3, 16, 40];
-  const data = Float32Array.from(
-    { length: rows * cols },
-    (_, i) => (i % 7 === 0 ? 1.5 : Math.sin(i) * 0.3),
-  );
-  const x = Float32Array.from({ length: T * cols }, (_, i) => Math.cos(i * 0.71));
-  const format = spec("int2", { group: 8 });
-  const clipped = clipWeights(dense(rows, cols, data), [x], format, 20, 0.5, 512);
-  // Brute force: for each row and group, the factor among 1, 0.95, …, 0.55 with the least
-  // output error over all 40 tokens (fewer than 512: every token is sampled).
+/**
+ * The clip search by brute force, as `auto_clip_layer` states it: per row and group, the factor
+ * among 1, 0.95, …, 0.55 whose clamped, quantized group output on the sampled tokens (every
+ * stride-th row of the concatenated inputs) is closest to the float one; returns the clamps.
+ */
+function bruteForceClip(
+  data: Float32Array,
+  rows: number,
+  cols: number,
+  xs: Float32Array[],
+  format: FormatSpec,
+  group: number,
+  stride: number,
+): Float64Array {
+  const tokens = xs.flatMap((x) =>
+    Array.from({ length: x.length / cols }, (_, t) => x.subarray(t * cols, (t + 1) * cols))
+  ).filter((_, i) => i % stride === 0);
+  const groups = Math.ceil(cols / group);
+  const clamps = new Float64Array(rows * groups);
   for (let r = 0; r < rows; r++) {
-    for (let g = 0; g < 2; g++) {
-      const idx = [...Array(8).keys()].map((k) => r * cols + g * 8 + k);
+    for (let g = 0; g < groups; g++) {
+      const idx = [...Array(Math.min(group, cols - g * group)).keys()].map((k) =>
+        r * cols + g * group + k
+      );
       const amax = Math.max(...idx.map((i) => Math.abs(data[i]!)));
-      let best = { err: Infinity, m: amax };
+      let best = { err: 1e9, m: amax };
       for (let i = 0; i < 10; i++) {
         const m = amax * (1 - i / 20);
         const trial = data.map((v) => Math.min(m, Math.max(-m, v)));
         const q = fakeQuantize(format, rows, cols, trial);
         let err = 0;
-        for (let t = 0; t < T; t++) {
+        for (const x of tokens) {
           let a = 0, b = 0;
           for (const i of idx) {
-            a += x[t * cols + (i % cols)]! * q[i]!;
-            b += x[t * cols + (i % cols)]! * data[i]!;
+            a += x[i % cols]! * q[i]!;
+            b += x[i % cols]! * data[i]!;
           }
           err += (a - b) ** 2;
         }
-        if (err / T < best.err) best = { err: err / T, m };
+        if (err / tokens.length < best.err) best = { err: err / tokens.length, m };
       }
-      for (const i of idx) {
-        assert.ok(
-          Math.abs(clipped[i]! - Math.min(best.m, Math.max(-best.m, data[i]!))) < 1e-6,
-          `row ${r} group ${g}`,
-        );
-      }
+      clamps[r * groups + g] = best.m;
+    }
+  }
+  return clamps;
+}
+
+Deno.test("awq: the clip search picks each group's least-error clamp on the sampled tokens", () => {
+  const cases = [
+    // Fewer tokens than n_sample_token: every token is sampled.
+    { rows: 3, cols: 16, lengths: [40], format: spec("int2", { group: 8 }), nSample: 512 },
+    // Two windows, every 3rd token of 70 (n_sample_token 20), a short last group.
+    { rows: 5, cols: 40, lengths: [30, 40], format: spec("int4", { group: 16 }), nSample: 20 },
+  ];
+  for (const { rows, cols, lengths, format, nSample } of cases) {
+    const data = Float32Array.from(
+      { length: rows * cols },
+      (_, i) => (i % 7 === 0 ? 1.5 : Math.sin(i) * 0.3),
+    );
+    const xs = lengths.map((T, k) =>
+      Float32Array.from({ length: T * cols }, (_, i) => Math.cos(i * 0.71 + k))
+    );
+    const clipped = clipWeights(dense(rows, cols, data), xs, format, 20, 0.5, nSample);
+    const group = clipGroup(format, cols);
+    const stride = Math.max(1, Math.floor(lengths.reduce((a, b) => a + b) / nSample));
+    const clamps = bruteForceClip(data, rows, cols, xs, format, group, stride);
+    for (let i = 0; i < data.length; i++) {
+      const m =
+        clamps[Math.floor(i / cols) * Math.ceil(cols / group) + Math.floor((i % cols) / group)]!;
+      assert.ok(
+        Math.abs(clipped[i]! - Math.min(m, Math.max(-m, data[i]!))) < 1e-6,
+        `${rows}×${cols}: element ${i}`,
+      );
     }
   }
 });

@@ -1,12 +1,15 @@
 /**
- * Small dense linear algebra in float64 for the calibrated methods: Cholesky factorisation, the
- * inverse from a Cholesky factor (`torch.cholesky_inverse`), and Gram matrices `XᵀX` of captured
- * activations. Matrices are row-major `Float64Array`s of `n × n`.
+ * Dense linear algebra for the calibrated methods.
+ *
+ * - In float64: Cholesky factorisation, the inverse from a Cholesky factor
+ *   (`torch.cholesky_inverse`), and Gram matrices `XᵀX` of captured activations (row-major
+ *   `Float64Array`s of `n × n`).
  *
  * @module
  */
 import { dense } from "../models/model.ts";
 import { wasmMatmul } from "../../kernels/cpu/wasm_matmul.ts";
+import { gemm, packRows } from "./search_kernels.ts";
 
 /** Thrown when a matrix that must be symmetric positive definite is not. */
 export class NotPositiveDefiniteError extends Error {
@@ -37,23 +40,29 @@ export function cholesky(a: Float64Array, n: number): Float64Array {
 
 /** `A⁻¹` from the Cholesky factor `L` of `A` (`torch.cholesky_inverse`): `L⁻ᵀ·L⁻¹`. */
 export function choleskyInverse(l: Float64Array, n: number): Float64Array {
-  // M = L⁻¹ (lower triangular), by forward substitution column by column.
-  const m = new Float64Array(n * n);
+  // M = L⁻¹ (lower triangular) by forward substitution column by column, stored transposed
+  // (`mt[j·n + k] = M[k][j]`) so that every sum below reads both operands contiguously.
+  const mt = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
-    m[j * n + j] = 1 / l[j * n + j]!;
+    const jb = j * n;
+    mt[jb + j] = 1 / l[jb + j]!;
     for (let i = j + 1; i < n; i++) {
+      const ib = i * n;
       let s = 0;
-      for (let k = j; k < i; k++) s += l[i * n + k]! * m[k * n + j]!;
-      m[i * n + j] = -s / l[i * n + i]!;
+      for (let k = j; k < i; k++) s += l[ib + k]! * mt[jb + k]!;
+      mt[jb + i] = -s / l[ib + i]!;
     }
   }
+  // (MᵀM)[i][j] = Σ_{k ≥ i} M[k][i]·M[k][j] for j ≤ i.
   const inv = new Float64Array(n * n);
   for (let i = 0; i < n; i++) {
+    const ib = i * n;
     for (let j = 0; j <= i; j++) {
+      const jb = j * n;
       let s = 0;
-      for (let k = i; k < n; k++) s += m[k * n + i]! * m[k * n + j]!;
-      inv[i * n + j] = s;
-      inv[j * n + i] = s;
+      for (let k = i; k < n; k++) s += mt[ib + k]! * mt[jb + k]!;
+      inv[ib + j] = s;
+      inv[jb + i] = s;
     }
   }
   return inv;
@@ -74,9 +83,15 @@ const GRAM_CHUNK = 2048;
 
 /**
  * Adds `XᵀX` to `gram` (`cols × cols`) for `X` = `x` as `tokens × cols` row-major. Chunks of
- * tokens are multiplied in float32 on the CPU matmul kernel and summed in float64.
+ * tokens are multiplied in float32 on the CPU matmul kernel — or on `search_kernels.ts`'s `gemm`, about twice
+ * as fast but summing in another order, with `kernel: "search"` — and summed in float64.
  */
-export function addGram(gram: Float64Array, x: Float32Array, cols: number): void {
+export function addGram(
+  gram: Float64Array,
+  x: Float32Array,
+  cols: number,
+  kernel: "cpu" | "search" = "cpu",
+): void {
   const tokens = x.length / cols;
   const part = new Float32Array(cols * cols);
   for (let t0 = 0; t0 < tokens; t0 += GRAM_CHUNK) {
@@ -86,7 +101,8 @@ export function addGram(gram: Float64Array, x: Float32Array, cols: number): void
     for (let t = 0; t < n; t++) {
       for (let c = 0; c < cols; c++) xt[c * n + t] = x[(t0 + t) * cols + c]!;
     }
-    wasmMatmul(part, xt, dense(cols, n, xt));
+    if (kernel === "cpu") wasmMatmul(part, xt, dense(cols, n, xt));
+    else gemm(part, xt, packRows(xt, cols, n));
     for (let i = 0; i < part.length; i++) gram[i]! += part[i]!;
   }
 }

@@ -32,13 +32,15 @@ Deno.test("linalg: the inverse from the Cholesky factor times A is the identity"
 Deno.test("linalg: addGram accumulates XᵀX across chunks", () => {
   const [tokens, cols] = [5000, 7];
   const x = Float32Array.from({ length: tokens * cols }, (_, i) => Math.sin(i * 0.7) * 0.5);
-  const gram = new Float64Array(cols * cols).fill(1);
-  addGram(gram, x, cols);
-  for (let i = 0; i < cols; i++) {
-    for (let j = 0; j < cols; j++) {
-      let s = 1;
-      for (let t = 0; t < tokens; t++) s += x[t * cols + i]! * x[t * cols + j]!;
-      assert.ok(Math.abs(gram[i * cols + j]! - s) < 1e-4 * Math.abs(s) + 1e-4, `${i},${j}`);
+  for (const kernel of ["cpu", "search"] as const) {
+    const gram = new Float64Array(cols * cols).fill(1);
+    addGram(gram, x, cols, kernel);
+    for (let i = 0; i < cols; i++) {
+      for (let j = 0; j < cols; j++) {
+        let s = 1;
+        for (let t = 0; t < tokens; t++) s += x[t * cols + i]! * x[t * cols + j]!;
+        assert.ok(Math.abs(gram[i * cols + j]! - s) < 1e-4 * Math.abs(s) + 1e-4, `${i},${j}`);
+      }
     }
   }
 });

@@ -5,7 +5,7 @@ import { parseSuite } from "../suite/load.ts";
 import { expandCells } from "../suite/expand.ts";
 import type { LlamaModel } from "../models/model.ts";
 
-Deno.test("runtime: methods attach the format's run-time quantization; webgpu cells skip", async () => {
+Deno.test("runtime: methods attach the format's run-time quantization; what webgpu lacks skips", async () => {
   const model = { config: {}, weights: { layers: [] } } as unknown as LlamaModel;
   const kv = { format: "int4", group: 32, residual: 64 };
   const format = {
@@ -33,19 +33,27 @@ formats:
   - { id: f32-kv4, weights: f32, kv_cache: { format: int4, group: 32, residual: 128 } }
   - { id: kv-bad, weights: f32, kv_cache: { format: int4, group: 32, residual: 48 } }
   - { id: w8a8, weights: int8, activations: int8 }
+  - { id: w8a8-fp8, weights: int8, activations: fp8 }
 backends: [cpu, webgpu]
 tasks: [{ task: perplexity, dataset: t.txt }]
-exclude: [{ method: none, format: w8a8 }, { method: smoothquant, format: "!w8a8" }]
+exclude:
+  - { method: none, format: int8 }
+  - { method: smoothquant, format: f32 }
 `,
       `${dir}/suite.yaml`,
     );
     const reasons = Object.fromEntries(expandCells(suite).map((c) => [c.id, c.skipReason]));
-    assert.deepEqual(Object.keys(reasons).length, 8);
+    assert.deepEqual(Object.keys(reasons).length, 10);
     assert.equal(reasons["m/none/f32-kv4/cpu"], undefined);
     assert.match(reasons["m/none/f32-kv4/webgpu"]!, /backend "webgpu" has no quantized KV cache/);
     assert.match(reasons["m/none/kv-bad/cpu"]!, /residual 48 must be a multiple of group 32/);
     assert.equal(reasons["m/smoothquant/w8a8/cpu"], undefined);
-    assert.match(reasons["m/smoothquant/w8a8/webgpu"]!, /does not quantize activations/);
+    assert.equal(reasons["m/smoothquant/w8a8/webgpu"], undefined);
+    assert.equal(reasons["m/smoothquant/w8a8-fp8/cpu"], undefined);
+    assert.match(
+      reasons["m/smoothquant/w8a8-fp8/webgpu"]!,
+      /does not quantize activations to fp8 .*it quantizes them to int8, int4, int3, int2/,
+    );
     assert.equal(reasons["m/none/f32/webgpu"], undefined);
   } finally {
     await Deno.remove(dir, { recursive: true });
