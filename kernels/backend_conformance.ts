@@ -134,6 +134,8 @@ const ACTIVATION_CASES: [string, number, number, boolean, string][] = [
   ["int4-g16", 4, 16, true, "int8"],
   ["f32", 32, 0, true, "int8"],
   ["int8", 8, 0, true, "int4"],
+  ["int8", 8, 0, true, "fp8"],
+  ["int4-g32", 4, 32, true, "fp8_e5m2"],
 ];
 
 function registerOps(
@@ -173,10 +175,49 @@ function registerOps(
       },
     });
   }
+  for (const [act, max] of [["fp8", 448], ["fp8_e5m2", 57344]] as const) {
+    Deno.test({
+      name: `${name}: ${act} activations round ties to even and subnormals exactly`,
+      ignore: ignore || !runtimeActivations?.includes(act),
+      async fn() {
+        // The row's maximum makes the scale exactly 1, so x / scale is x; an identity weight
+        // matrix passes the rounded values through unchanged.
+        const q = act === "fp8" ? 2 ** -9 : 2 ** -16; // smallest subnormal
+        const x = Float32Array.from([
+          max, // sets the scale
+          1.0625,
+          1.1875,
+          -1.0625,
+          -1.1875, // ties between 3-bit (E4M3) mantissas
+          1.125,
+          1.375,
+          -1.375, // ties between 2-bit (E5M2) mantissas
+          1.5 * q,
+          2.5 * q,
+          0.5 * q,
+          -1.5 * q,
+          3.49 * q, // subnormal ties and near-ties
+          -max * (1 - 2 ** -12), // rounds to the largest value
+          0.3,
+          -7.77,
+          100.3,
+          1e-3,
+          0, // ordinary values
+        ]);
+        const n = x.length;
+        const eye = dense(
+          n,
+          n,
+          Float32Array.from({ length: n * n }, (_, i) => i % (n + 1) ? 0 : 1),
+        );
+        assert.deepEqual(await ops.matmul(x, eye, act), await cpuOps.matmul(x, eye, act));
+      },
+    });
+  }
   for (const [format, bits, group, symmetric, act] of ACTIVATION_CASES) {
     Deno.test({
       name: `${name}: matmul ${format} with run-time ${act} activations`,
-      ignore: ignore || !intActivations,
+      ignore: ignore || !runtimeActivations?.includes(act),
       async fn() {
         // 9000 columns (many chunks, a short last one), 172 (short last group); T = 1 is the
         // integer-activation GEMV where the layout has one, T = 6 the GEMM on dequantized rows.

@@ -23,17 +23,28 @@ import {
   type QuantizedActivations,
   STEP_STRIDE,
 } from "./kernels.ts";
-import { a8Supported, codesPerWord, quantizedRowWords } from "./gemv_a8_wgsl.ts";
+import {
+  a8Supported,
+  type ActivationElement,
+  codesPerWord,
+  quantizedRowWords,
+} from "./gemv_a8_wgsl.ts";
 import { type PackedMatrix, packMatrix } from "./pack.ts";
 import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
 
-/** Run-time activation formats the backend quantizes to (per-token symmetric integers). */
-const INT_ACTIVATIONS: readonly string[] = ["int8", "int4", "int3", "int2"];
+/** Run-time activation formats the backend quantizes to (per token: integers or FP8). */
+const ACTIVATIONS: readonly string[] = ["int8", "int4", "int3", "int2", "fp8", "fp8_e5m2"];
 
-/** `qmax` of per-token integer activations (`int<b>`: 2^(b−1) − 1), or undefined for none. */
-function activationQmax(format: string | undefined): number | undefined {
+/**
+ * How activations of a run-time `format` are quantized: integers to `±qmax` (`int<b>`:
+ * 2^(b−1) − 1; their codes feed the integer GEMV) or FP8; undefined for none.
+ */
+function activationSpec(
+  format: string | undefined,
+): { element: ActivationElement; qmax: number } | undefined {
+  if (format === "fp8" || format === "fp8_e5m2") return { element: format, qmax: 0 };
   const bits = format === undefined ? NaN : Number(/^int(\d)$/.exec(format)?.[1]);
-  return Number.isInteger(bits) ? 2 ** (bits - 1) - 1 : undefined;
+  return Number.isInteger(bits) ? { element: "int", qmax: 2 ** (bits - 1) - 1 } : undefined;
 }
 
 /** Thrown when the device reports an error while running kernels. */
@@ -111,17 +122,20 @@ function webgpuOps(maxBinding?: number): BackendOps {
         const ds: Dispatch[] = [];
         let xq: QuantizedActivations | undefined;
         if (activations !== undefined) {
-          const qmax = activationQmax(activations);
-          if (qmax === undefined) {
+          const spec = activationSpec(activations);
+          if (spec === undefined) {
             throw new WebGpuUnsupportedError(`No run-time "${activations}" activations here`);
           }
-          xq = {
+          const codes = {
             buffer: k.storage(T * quantizedRowWords(packed.chunks) * 4),
             per: a8Supported(packed.layout) ? codesPerWord(packed.layout.bits) : 1,
           };
           const xd = k.storage(x.byteLength);
-          ds.push(await k.quantizeActivations(step, input, xq, xd, { cols: w.cols, qmax }));
+          ds.push(
+            await k.quantizeActivations(step, input, codes, xd, { cols: w.cols, ...spec }),
+          );
           input = xd;
+          if (spec.element === "int") xq = codes;
         }
         ds.push(...await k.matmul(step, packed, k.upload(packed), input, out, { xq }));
         return runOnce(k, ds, step, T, 0, out, T * w.rows);
@@ -261,24 +275,25 @@ export class WebGpuRunner implements ModelRunner {
     // per token, once for the linears that share it, into its codes (packed for the first
     // consumer's weight codes, see gemv_a8_wgsl.ts) and its dequantized values, which the
     // linears then read instead of the input.
-    const qmax = activationQmax(model.runtime?.activations);
+    const spec = activationSpec(model.runtime?.activations);
     const widestInput = Math.max(c.dim, qDim, c.hiddenDim);
-    const xqBuffer = qmax === undefined
+    const xqBuffer = spec === undefined
       ? undefined
       : k.storage(slice * quantizedRowWords(Math.ceil(widestInput / 32)) * 4);
-    const xdBuffer = qmax === undefined ? undefined : act(widestInput);
+    const xdBuffer = spec === undefined ? undefined : act(widestInput);
     const quantize = async (
       input: GPUBuffer,
       cols: number,
       consumer: PackedMatrix,
     ): Promise<{ dispatches: Dispatch[]; input: GPUBuffer; xq?: QuantizedActivations }> => {
-      if (qmax === undefined || !xqBuffer || !xdBuffer) return { dispatches: [], input };
+      if (spec === undefined || !xqBuffer || !xdBuffer) return { dispatches: [], input };
       const xq = {
         buffer: xqBuffer,
         per: a8Supported(consumer.layout) ? codesPerWord(consumer.layout.bits) : 1,
       };
-      const d = await k.quantizeActivations(step, input, xq, xdBuffer, { cols, qmax });
-      return { dispatches: [d], input: xdBuffer, xq };
+      const d = await k.quantizeActivations(step, input, xq, xdBuffer, { cols, ...spec });
+      // FP8 activations have no integer codes: the float kernels read their values.
+      return { dispatches: [d], input: xdBuffer, xq: spec.element === "int" ? xq : undefined };
     };
     const program: Dispatch[] = [];
     for (const [l, layer] of w.layers.entries()) {
@@ -457,15 +472,15 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): Backend
     description:
       "WGSL kernels on the WebGPU adapter (float32 or run-time integer activations, float32 KV cache)",
     unavailable: adapterUnavailable,
-    runtimeQuantization: { activations: INT_ACTIVATIONS, kvCache: false },
+    runtimeQuantization: { activations: ACTIVATIONS, kvCache: false },
     async load(model, loadOptions) {
       // The registry declares what run-time quantization runs here, so suites skip other cells
       // before they get here.
       const act = model.runtime?.activations;
-      if ((act !== undefined && !INT_ACTIVATIONS.includes(act)) || model.runtime?.kvCache) {
+      if ((act !== undefined && !ACTIVATIONS.includes(act)) || model.runtime?.kvCache) {
         throw new WebGpuUnsupportedError(
           `The WebGPU backend quantizes activations to ${
-            INT_ACTIVATIONS.join(", ")
+            ACTIVATIONS.join(", ")
           } and keeps a float32 KV cache; the model asks for ${JSON.stringify(model.runtime)}`,
         );
       }

@@ -8,7 +8,8 @@
  *   It writes the dequantized values `code · scale` to a second buffer (what the CPU reference
  *   multiplies, and what the float kernels read), and the codes packed four to a u32 for
  *   {@linkcode gemvA8Shader}, with each 32-element chunk's code sum and the row's scale after
- *   them ({@linkcode quantizedRowWords} words per row).
+ *   them ({@linkcode quantizedRowWords} words per row). For FP8 activations it writes only the
+ *   dequantized values (vLLM's dynamic per-token scale and saturating cast, as on the CPU).
  * - {@linkcode gemvA8Shader}: decode GEMV on integer codes with `dot4I8Packed` (four 8-bit
  *   products and their sum in one instruction where the adapter has integer dot products). A
  *   weight word masked with `0x0f0f0f0f` (4-bit codes; `0x03030303` for 2-bit) holds four codes
@@ -48,6 +49,41 @@ export function codesPerWord(bits: number): number {
   return 8 / bits;
 }
 
+/** Element formats of run-time activations: integers (`±qmax`) or OCP FP8. */
+export type ActivationElement = "int" | "fp8" | "fp8_e5m2";
+
+/** Largest finite value, mantissa bits and smallest normal exponent of the FP8 formats. */
+const FP8_SPECS = {
+  fp8: { max: 448, mantissa: 3, minExp: -6 },
+  fp8_e5m2: { max: 57344, mantissa: 2, minExp: -14 },
+} as const;
+
+/**
+ * WGSL `fp8(v)`: `v` rounded to the nearest FP8 value (ties to even), saturating at the largest
+ * finite one — vLLM's saturating cast. Normal numbers round by adding half an ulp (plus the kept
+ * bit, for ties to even) to the f32 bit pattern before truncating the mantissa; subnormals are
+ * multiples of the smallest subnormal, rounded with `round` (ties to even).
+ */
+function fp8Fn(spec: { max: number; mantissa: number; minExp: number }): string {
+  const drop = 23 - spec.mantissa;
+  const quantum = 2 ** (spec.minExp - spec.mantissa);
+  return `fn fp8(v: f32) -> f32 {
+  let a = min(abs(v), ${spec.max}.0);
+  var r: f32;
+  if (a < ${2 ** spec.minExp}) {
+    r = round(a * ${1 / quantum}.0) * ${quantum};
+  } else {
+    let b = bitcast<u32>(a);
+    r = bitcast<f32>((b + ${(1 << (drop - 1)) - 1}u + ((b >> ${drop}u) & 1u)) & ${
+    (0xffffffff << drop) >>> 0
+  }u);
+  }
+  r = min(r, ${spec.max}.0);
+  return select(r, -r, v < 0.0);
+}
+`;
+}
+
 /** Packed activation words each quantization workgroup writes (one per thread). */
 export const QUANTIZE_WORDS_PER_GROUP = WORKGROUP;
 
@@ -60,8 +96,16 @@ export const QUANTIZE_WORDS_PER_GROUP = WORKGROUP;
  * xStride, xqStride, qmax}`, the step uniform, the activations, the packed output and the
  * dequantized rows (same row stride as the input).
  */
-export function quantizeActivationsShader(per: number): string {
-  return `
+export function quantizeActivationsShader(per: number, element: ActivationElement = "int"): string {
+  const fp8 = element === "int" ? undefined : FP8_SPECS[element];
+  const scaleLine = fp8
+    ? `let scale = max(red[0] / ${fp8.max}.0, ${1 / (fp8.max * 512)});`
+    : "let scale = max(red[0], 1e-5) / p.qmax;";
+  const quantize = fp8
+    ? `xd[xb + i] = fp8(x[xb + i] / scale) * scale;`
+    : `q = clamp(round(x[xb + i] / scale), -p.qmax, p.qmax);
+        xd[xb + i] = q * scale;`;
+  return `${fp8 ? fp8Fn(fp8) : ""}
 struct QP { cols: u32, chunks: u32, xStride: u32, xqStride: u32, qmax: f32 }
 struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(0) var<uniform> p: QP;
@@ -95,7 +139,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
     workgroupBarrier();
   }
-  let scale = max(red[0], 1e-5) / p.qmax;
+  ${scaleLine}
   let j = wg.x * ${WORKGROUP}u + lid;
   let ob = t * p.xqStride;
   var sum = 0i;
@@ -109,8 +153,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       let i = e0 + b * ${per}u;
       var q = 0.0;
       if (i < p.cols) {
-        q = clamp(round(x[xb + i] / scale), -p.qmax, p.qmax);
-        xd[xb + i] = q * scale;
+        ${quantize}
       }
       sum += i32(q);
       word |= (bitcast<u32>(i32(q)) & 0xffu) << (8u * b);

@@ -18,6 +18,7 @@ import {
 import { gemvA8RowsPerGroup, gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
 import {
   a8Supported,
+  type ActivationElement,
   codesPerWord,
   gemvA8Shader,
   QUANTIZE_WORDS_PER_GROUP,
@@ -343,7 +344,8 @@ export class Kernels {
   }
 
   /**
-   * Per-token dynamic quantization of `T` rows of `cols` activations in `x` to `±qmax`: the
+   * Per-token dynamic quantization of `T` rows of `cols` activations in `x` to `±qmax` (or to FP8
+   * with `element`, when only `xd` is meaningful): the
    * dequantized rows go to `xd` (same row stride), and `xq` receives the codes packed for weights
    * of `8 / per`-bit codes (see `gemv_a8_wgsl.ts`).
    */
@@ -352,9 +354,9 @@ export class Kernels {
     x: GPUBuffer,
     xq: QuantizedActivations,
     xd: GPUBuffer,
-    o: { cols: number; xStride?: number; qmax: number },
+    o: { cols: number; xStride?: number; qmax: number; element?: ActivationElement },
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrww", quantizeActivationsShader(xq.per));
+    const pipe = await this.pipeline("usrww", quantizeActivationsShader(xq.per, o.element));
     const chunks = Math.ceil(o.cols / 32);
     const params = [o.cols, chunks, o.xStride ?? o.cols, quantizedRowWords(chunks), o.qmax];
     return {
