@@ -565,7 +565,7 @@ async function sweepGemv(
       ]);
     }
   }
-  return "GEMV variants, int4-g128 (defaults at these sizes — gemv: threads per row 128, rows per " +
+  return "GEMV variants, int4-g128 (defaults at these sizes — gemv: threads per row 64, rows per " +
     "thread 8; gemv-a8: 256 threads per workgroup, threads per row 32, rows per thread 1, unroll 2):\n\n" +
     markdownTable(
       [
