@@ -32,7 +32,8 @@ import {
   vectorWords,
   WORKGROUP,
 } from "./pack.ts";
-import { decoders, MATMUL_PARAMS, scaleExpr } from "./matmul_wgsl.ts";
+import { decoders, gemvReduceWgsl, gemvRowsWgsl, MATMUL_PARAMS, scaleExpr } from "./matmul_wgsl.ts";
+import { FP8_E4M3, FP8_E5M2, type Minifloat } from "../formats/minifloat.ts";
 
 /** Whether the integer-activation GEMV takes a layout (others use the float kernels). */
 export function a8Supported(layout: Layout): boolean {
@@ -52,11 +53,8 @@ export function codesPerWord(bits: number): number {
 /** Element formats of run-time activations: integers (`±qmax`) or OCP FP8. */
 export type ActivationElement = "int" | "fp8" | "fp8_e5m2";
 
-/** Largest finite value, mantissa bits and smallest normal exponent of the FP8 formats. */
-const FP8_SPECS = {
-  fp8: { max: 448, mantissa: 3, minExp: -6 },
-  fp8_e5m2: { max: 57344, mantissa: 2, minExp: -14 },
-} as const;
+/** The OCP FP8 formats of run-time activations (`runtime_quant.ts` names). */
+const FP8_FORMATS = { fp8: FP8_E4M3, fp8_e5m2: FP8_E5M2 } as const;
 
 /**
  * WGSL `fp8(v)`: `v` rounded to the nearest FP8 value (ties to even), saturating at the largest
@@ -64,9 +62,10 @@ const FP8_SPECS = {
  * bit, for ties to even) to the f32 bit pattern before truncating the mantissa; subnormals are
  * multiples of the smallest subnormal, rounded with `round` (ties to even).
  */
-function fp8Fn(spec: { max: number; mantissa: number; minExp: number }): string {
+function fp8Fn(format: Minifloat): string {
+  const spec = { max: format.max, mantissa: format.mantissaBits, minExp: format.minExponent };
   const drop = 23 - spec.mantissa;
-  const quantum = 2 ** (spec.minExp - spec.mantissa);
+  const quantum = format.minSubnormal;
   return `fn fp8(v: f32) -> f32 {
   let a = min(abs(v), ${spec.max}.0);
   var r: f32;
@@ -97,7 +96,7 @@ export const QUANTIZE_WORDS_PER_GROUP = WORKGROUP;
  * dequantized rows (same row stride as the input).
  */
 export function quantizeActivationsShader(per: number, element: ActivationElement = "int"): string {
-  const fp8 = element === "int" ? undefined : FP8_SPECS[element];
+  const fp8 = element === "int" ? undefined : FP8_FORMATS[element];
   const scaleLine = fp8
     ? `let scale = max(red[0] / ${fp8.max}.0, ${1 / (fp8.max * 512)});`
     : "let scale = max(red[0], 1e-5) / p.qmax;";
@@ -261,21 +260,6 @@ export function gemvA8Shader(layout: Layout): string {
     body.push(`      let gi${u} = (c${u} * ${CHUNK}u) >> p.gshift;`);
   }
   for (let u = 0; u < U; u++) for (let r = 0; r < R; r++) body.push(...chunkTerms(layout, r, u));
-  const rows = Array.from(
-    { length: R },
-    (_, r) => `  let row${r} = min(rowBase + ${r}u, p.rows - 1u);\n  var acc${r} = 0.0;`,
-  ).join("\n");
-  const store = Array.from({ length: R }, (_, r) => `  red[${r}u * ${WG}u + lid] = acc${r};`)
-    .join("\n");
-  const reduce = Array.from(
-    { length: R },
-    (_, r) => `      red[${r}u * ${WG}u + lid] += red[${r}u * ${WG}u + lid + s];`,
-  ).join("\n");
-  const write = Array.from({ length: R }, (_, r) =>
-    `    if (rowBase + ${r}u < p.rows) {
-      let o = ob + rowBase + ${r}u;
-      out[o] = select(0.0, out[o], p.accumulate != 0u) + red[${r}u * ${WG}u + lid] * f;
-    }`).join("\n");
   return `${MATMUL_PARAMS}
 @group(0) @binding(2) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> wq: array<${vt}>;
@@ -291,23 +275,11 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let lane = lid % ${TPR}u;
   let rowBase = (wg.x * ${RPW}u + lid / ${TPR}u) * ${R}u;
   let xb = t * p.xStride;
-${rows}
+${gemvRowsWgsl(R)}
   for (var s0 = 0u; s0 < p.chunks; s0 += ${U * TPR}u) {
 ${body.join("\n")}
   }
-${store}
-  workgroupBarrier();
-  for (var s = ${TPR / 2}u; s > 0u; s >>= 1u) {
-    if (lane < s) {
-${reduce}
-    }
-    workgroupBarrier();
-  }
-  if (lane == 0u) {
-    let f = bitcast<f32>(xword(xb + p.chunks * 9u)) * p.tscale;
-    let ob = p.outOff + st.pos * p.outPosStride + t * p.outStride;
-${write}
-  }
+${gemvReduceWgsl(R, WG, TPR, "bitcast<f32>(xword(xb + p.chunks * 9u)) * p.tscale")}
 }
 `;
 }

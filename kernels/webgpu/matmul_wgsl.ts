@@ -278,21 +278,6 @@ export function gemvShader(layout: Layout): string {
   }
   for (let r = 0; r < R; r++) lines.push(...chunkDot(layout, r, SUB, E));
   lines.push(`    workgroupBarrier();`);
-  const rows = Array.from(
-    { length: R },
-    (_, r) => `  let row${r} = min(rowBase + ${r}u, p.rows - 1u);\n  var acc${r} = 0.0;`,
-  ).join("\n");
-  const store = Array.from({ length: R }, (_, r) => `  red[${r}u * ${WORKGROUP}u + lid] = acc${r};`)
-    .join("\n");
-  const reduce = Array.from(
-    { length: R },
-    (_, r) => `      red[${r}u * ${WORKGROUP}u + lid] += red[${r}u * ${WORKGROUP}u + lid + s];`,
-  ).join("\n");
-  const write = Array.from({ length: R }, (_, r) =>
-    `    if (rowBase + ${r}u < p.rows) {
-      let o = ob + rowBase + ${r}u;
-      out[o] = select(0.0, out[o], p.accumulate != 0u) + red[${r}u * ${WORKGROUP}u + lid] * p.tscale;
-    }`).join("\n");
   return `${MATMUL_PARAMS}
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> wq: array<${vecType(V)}>;
@@ -312,24 +297,50 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let xBase = p.xOff + t * p.xStride;
   let lim = xBase + p.cols;
   let aligned = (xBase & 3u) == 0u;
-${rows}
+${gemvRowsWgsl(R)}
   for (var s0 = 0u; s0 < p.chunks; s0 += ${TPR}u) {
 ${lines.join("\n")}
   }
-${store}
+${gemvReduceWgsl(R, WORKGROUP, TPR, "p.tscale")}
+}
+`;
+}
+
+/** WGSL declaring a GEMV thread's `R` rows (`row<r>`, clamped) and accumulators (`acc<r>`). */
+export function gemvRowsWgsl(R: number): string {
+  return Array.from(
+    { length: R },
+    (_, r) => `  let row${r} = min(rowBase + ${r}u, p.rows - 1u);\n  var acc${r} = 0.0;`,
+  ).join("\n");
+}
+
+/**
+ * WGSL ending a GEMV: the `acc<r>` of the `tpr` threads sharing rows meet in a tree reduction in
+ * `red` (workgroup memory of `R · group` floats), and lane 0 writes each row's sum times `factor`
+ * (a WGSL f32 expression), added to the output where `p.accumulate` asks for it.
+ */
+export function gemvReduceWgsl(R: number, group: number, tpr: number, factor: string): string {
+  const each = (line: (r: number) => string) => Array.from({ length: R }, (_, r) => line(r));
+  return `${each((r) => `  red[${r}u * ${group}u + lid] = acc${r};`).join("\n")}
   workgroupBarrier();
-  for (var s = ${TPR / 2}u; s > 0u; s >>= 1u) {
+  for (var s = ${tpr / 2}u; s > 0u; s >>= 1u) {
     if (lane < s) {
-${reduce}
+${each((r) => `      red[${r}u * ${group}u + lid] += red[${r}u * ${group}u + lid + s];`).join("\n")}
     }
     workgroupBarrier();
   }
   if (lane == 0u) {
+    let f = ${factor};
     let ob = p.outOff + st.pos * p.outPosStride + t * p.outStride;
-${write}
+${
+    each((r) =>
+      `    if (rowBase + ${r}u < p.rows) {
+      let o = ob + rowBase + ${r}u;
+      out[o] = select(0.0, out[o], p.accumulate != 0u) + red[${r}u * ${group}u + lid] * f;
+    }`
+    ).join("\n")
   }
-}
-`;
+  }`;
 }
 
 /** Workgroup memory the GEMV kernel of a layout uses, in bytes. */
