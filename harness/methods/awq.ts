@@ -49,6 +49,7 @@ import type { FormatSpec } from "../suite/types.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
 import {
+  addBias,
   added,
   BlockPieces,
   calibrationWindows,
@@ -268,11 +269,7 @@ class InspectedBlock {
     const project = (w: PackedRows, bias: Float32Array | undefined) => {
       const out = new Float32Array((xb.length / w.cols) * w.rows);
       gemm(out, xb, w);
-      if (bias) {
-        for (let base = 0; base < out.length; base += w.rows) {
-          for (let i = 0; i < w.rows; i++) out[base + i]! += bias[i]!;
-        }
-      }
+      if (bias) addBias(out, bias);
       return out;
     };
     const q = project(wq, layer.bq);

@@ -109,12 +109,15 @@ export function embed(model: LlamaModel, windows: number[][]): Float32Array[] {
 export function linear(w: Matrix, x: Float32Array, bias?: Float32Array): Float32Array {
   const out = new Float32Array((x.length / w.cols) * w.rows);
   matmul(out, x, w);
-  if (bias) {
-    for (let base = 0; base < out.length; base += bias.length) {
-      for (let i = 0; i < bias.length; i++) out[base + i]! += bias[i]!;
-    }
-  }
+  if (bias) addBias(out, bias);
   return out;
+}
+
+/** Adds `bias` to every row of `out` (rows of `bias.length`), in place. */
+export function addBias(out: Float32Array, bias: Float32Array): void {
+  for (let base = 0; base < out.length; base += bias.length) {
+    for (let i = 0; i < bias.length; i++) out[base + i]! += bias[i]!;
+  }
 }
 
 /** `a + b`, elementwise into a new array (float32 rounding, as the runner's residual adds). */
