@@ -457,35 +457,18 @@ function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): 
         sharedPath("models", "stories260K", "tok512.bin"),
       );
       const tokens = [base.tokenizer.bosId, ...base.tokenizer.encode("The cat sat on a red mat.")];
-      const formats: FormatSpec[] = [
-        {
-          id: "w8a8",
-          weights: "int8",
-          group: 0,
-          symmetric: true,
-          options: { activations: "int8" },
-        },
-        {
-          id: "w4a8-g32-asym",
-          weights: "int4",
-          group: 32,
-          symmetric: false,
-          options: { activations: "int8" },
-        },
-        {
-          id: "w2a8-g64",
-          weights: "int2",
-          group: 64,
-          symmetric: true,
-          options: { activations: "int8" },
-        },
-        {
-          id: "w8a4",
-          weights: "int8",
-          group: 0,
-          symmetric: true,
-          options: { activations: "int4" },
-        },
+      const rtnWith = (
+        id: string,
+        weights: string,
+        group: number,
+        symmetric: boolean,
+        activations: string,
+      ): FormatSpec => ({ id, weights, group, symmetric, options: { activations } });
+      const formats = [
+        rtnWith("w8a8", "int8", 0, true, "int8"),
+        rtnWith("w4a8-g32-asym", "int4", 32, false, "int8"),
+        rtnWith("w2a8-g64", "int2", 64, true, "int8"),
+        rtnWith("w8a4", "int8", 0, true, "int4"),
       ];
       for (const format of formats) {
         const model = await rtn.quantize(base, format, {}, { seed: 0 });
