@@ -14,7 +14,7 @@
  * @module
  */
 import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
-import type { LlamaModel } from "../../harness/models/model.ts";
+import type { LlamaModel, Matrix } from "../../harness/models/model.ts";
 import { adapterUnavailable, getGpu } from "./device.ts";
 import {
   type Dispatch,
@@ -29,7 +29,7 @@ import {
   codesPerWord,
   quantizedRowWords,
 } from "./gemv_a8_wgsl.ts";
-import { type PackedMatrix, packMatrix } from "./pack.ts";
+import { type GemvTuning, type PackedMatrix, packMatrix } from "./pack.ts";
 import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
 
 /** Run-time activation formats the backend quantizes to (per token: integers or FP8). */
@@ -103,7 +103,13 @@ async function runOnce(
 }
 
 /** Op-level entry points on the device (one submit per call; for tests, not speed). */
-function webgpuOps(maxBinding?: number): BackendOps {
+/** `packMatrix` with the GEMV knobs of `tuning` in its layout. */
+function packTuned(m: Matrix, maxBinding: number, tuning?: GemvTuning): PackedMatrix {
+  const packed = packMatrix(m, maxBinding);
+  return tuning ? { ...packed, layout: { ...packed.layout, ...tuning } } : packed;
+}
+
+function webgpuOps(maxBinding?: number, tuning?: GemvTuning): BackendOps {
   const withKernels = async <R>(fn: (k: Kernels, step: GPUBuffer) => Promise<R>): Promise<R> => {
     const k = new Kernels(await getGpu());
     try {
@@ -116,7 +122,7 @@ function webgpuOps(maxBinding?: number): BackendOps {
     matmul: (x, w, activations) =>
       withKernels(async (k, step) => {
         const T = x.length / w.cols;
-        const packed = packMatrix(w, Math.min(maxBinding ?? Infinity, k.gpu.maxBinding));
+        const packed = packTuned(w, Math.min(maxBinding ?? Infinity, k.gpu.maxBinding), tuning);
         const out = k.storage(T * w.rows * 4);
         let input = k.storage(x);
         const ds: Dispatch[] = [];
@@ -232,6 +238,7 @@ export class WebGpuRunner implements ModelRunner {
     model: LlamaModel,
     maxSeqLen: number,
     maxBinding: number,
+    tuning?: GemvTuning,
   ): Promise<WebGpuRunner> {
     const { config: c, weights: w } = model;
     const qDim = c.nHeads * c.headDim;
@@ -261,7 +268,7 @@ export class WebGpuRunner implements ModelRunner {
     const table = k.storage(ropeTable(maxSeqLen, ropeInverseFrequencies(c)));
     const fallbacks: string[] = [];
     const pack = (name: string, m: LlamaModel["weights"]["output"]): PackedMatrix => {
-      const packed = packMatrix(m, maxBinding);
+      const packed = packTuned(m, maxBinding, tuning);
       if (packed.fallback) fallbacks.push(`${name}: ${packed.fallback}`);
       return packed;
     };
@@ -463,6 +470,8 @@ export interface WebGpuBackendOptions {
   name?: string;
   /** Caps the storage binding size (tests use a small one to exercise row splitting). */
   maxBinding?: number;
+  /** Integer-activation GEMV knobs other than the defaults (tests of the perf sweep's variants). */
+  gemv?: GemvTuning;
 }
 
 /** A WebGPU backend; the registry's `webgpu` is `createWebGpuBackend()`. */
@@ -492,13 +501,14 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): Backend
           model,
           loadOptions?.maxSeqLen ?? model.config.maxSeqLen,
           Math.min(options.maxBinding ?? Infinity, gpu.maxBinding),
+          options.gemv,
         );
       } catch (e) {
         k.destroy();
         throw e;
       }
     },
-    ops: webgpuOps(options.maxBinding),
+    ops: webgpuOps(options.maxBinding, options.gemv),
   };
 }
 

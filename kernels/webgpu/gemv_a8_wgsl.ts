@@ -15,9 +15,11 @@
  *   weight word masked with `0x0f0f0f0f` (4-bit codes; `0x03030303` for 2-bit) holds four codes
  *   as bytes, so the activation codes are packed in the matching order: byte `j` of activation
  *   word `k` of a weight word is the word's element `j·per + k`, `per = 8 / bits`. 8-bit codes,
- *   stored unsigned, are made signed by flipping their top bits (`c ^ 0x80` is `c − 128`). A
- *   chunk's sum `d = Σ q·a` is exact in integers; zero points use the chunk's activation code
- *   sum, scales apply per chunk, and the row's activation scale once at the end.
+ *   stored unsigned, are made signed by flipping their top bits (`c ^ 0x80` is `c − 128`), and
+ *   so are symmetric 4- and 2-bit codes ({@linkcode signedCodes}). A chunk's sum `d = Σ q·a` is
+ *   exact in integers; zero points per group use the chunk's activation code sum, scales apply
+ *   per chunk, and the row's activation scale once at the end. Whole iterations run without
+ *   bounds checks; only a partial last one has them.
  *
  * @module
  */
@@ -171,12 +173,48 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
 `;
 }
 
+/**
+ * Whether the kernel multiplies signed codes `q − zero` directly: a layout whose constant zero
+ * point is `2^(bits−1)` (symmetric integers) has it as the top bit of each code, so flipping that
+ * bit makes each code its two's complement `q − zero`, and shifting it to the top of its byte
+ * makes a signed byte `2^(8−bits)·(q − zero)` for `dot4I8Packed` — no activation sums needed.
+ * Others (zero points per group, offsets) subtract `zero · Σa` per chunk.
+ */
+export function signedCodes(layout: Layout): boolean {
+  return constantZero(layout) && layout.zero === 1 << (layout.bits - 1) && !layout.gemvXsum;
+}
+
+/** The factor signed codes carry (`2^(8−bits)`), undone once per row; 1 otherwise. */
+function codeFactor(layout: Layout): number {
+  return signedCodes(layout) ? 2 ** (8 - layout.bits) : 1;
+}
+
+/** Whether chunk sums of the activation codes enter the kernel's arithmetic. */
+function usesXsum(layout: Layout): boolean {
+  return !signedCodes(layout) && (layout.bits === 8 || layout.scale === "f16zero" ||
+    layout.scale === "f16min" || constantZero(layout));
+}
+
+/** WGSL for the `k`-th code field of a weight word as four bytes for `dot4I8Packed`. */
+function codeBytes(layout: Layout, word: string, k: number): string {
+  const bits = layout.bits;
+  if (bits === 8) return `(${word} ^ 0x80808080u)`;
+  if (signedCodes(layout)) {
+    // Flip each code's top bit, then move field k to the top of its byte.
+    const flipped = `(${word} ^ ${bits === 4 ? "0x88888888u" : "0xaaaaaaaau"})`;
+    const shift = 8 - bits - k * bits;
+    const top = bits === 4 ? "0xf0f0f0f0u" : "0xc0c0c0c0u";
+    return shift === 0 ? `(${flipped} & ${top})` : `((${flipped} << ${shift}u) & ${top})`;
+  }
+  const mask = bits === 4 ? "0x0f0f0f0fu" : "0x03030303u";
+  return k === 0 ? `(${word} & ${mask})` : `((${word} >> ${k * bits}u) & ${mask})`;
+}
+
 /** WGSL statements adding row `r`'s chunk `u` to `acc<r>` (weights in `v<r>_<u>_<i>`). */
-function chunkTerms(layout: Layout, r: number, u: number): string[] {
+function chunkTerms(layout: Layout, r: number, u: number, checked: boolean): string[] {
   const bits = layout.bits;
   const per = codesPerWord(bits);
   const V = vectorWords(bits);
-  const mask = bits === 4 ? "0x0f0f0f0fu" : "0x03030303u";
   const terms: string[] = [];
   for (let w = 0; w < bits; w++) {
     const v = `v${r}_${u}_${Math.floor(w / V)}`;
@@ -184,21 +222,19 @@ function chunkTerms(layout: Layout, r: number, u: number): string[] {
     for (let k = 0; k < per; k++) {
       const a = w * per + k; // activation word of the chunk
       const act = `xa${u}_${Math.floor(a / 4)}.${"xyzw"[a % 4]}`;
-      const codes = bits === 8
-        ? `(${word} ^ 0x80808080u)`
-        : k === 0
-        ? `(${word} & ${mask})`
-        : `((${word} >> ${k * bits}u) & ${mask})`;
-      terms.push(`dot4I8Packed(${codes}, ${act})`);
+      terms.push(`dot4I8Packed(${codeBytes(layout, word, k)}, ${act})`);
     }
   }
   const xsum = `xsum${u}`;
   const d = `d${r}_${u}`;
+  const unsigned8 = bits === 8 && !signedCodes(layout);
   const lines = [
-    `      let ${d} = f32(${terms.join(" + ")})${bits === 8 ? ` + 128.0 * ${xsum}` : ""};`,
+    `      let ${d} = f32(${terms.join(" + ")})${unsigned8 ? ` + 128.0 * ${xsum}` : ""};`,
   ];
   const idx = `row${r} * p.groups + gi${u}`;
-  const dz = constantZero(layout) ? `(${d} - ${layout.zero}.0 * ${xsum})` : d;
+  const dz = constantZero(layout) && !signedCodes(layout)
+    ? `(${d} - ${layout.zero}.0 * ${xsum})`
+    : d;
   let term: string;
   switch (layout.scale) {
     case "f16zero":
@@ -215,7 +251,7 @@ function chunkTerms(layout: Layout, r: number, u: number): string[] {
     default:
       term = `${scaleExpr(layout, `(${idx})`)} * ${dz}`;
   }
-  lines.push(`      acc${r} += select(0.0, ${term}, ok${u});`);
+  lines.push(`      acc${r} += ${checked ? `select(0.0, ${term}, ok${u})` : term};`);
   return lines;
 }
 
@@ -236,30 +272,59 @@ export function gemvA8Shader(layout: Layout): string {
   const V = vectorWords(layout.bits);
   const NV = layout.bits / V;
   const vt = V === 4 ? "vec4<u32>" : "vec2<u32>";
-  const body: string[] = [];
-  for (let u = 0; u < U; u++) {
-    body.push(`      let st${u} = s0 + ${u * TPR}u;`);
-    body.push(`      let ok${u} = st${u} + lane < p.chunks;`);
-    body.push(`      let c${u} = min(st${u} + lane, p.chunks - 1u);`);
-    // The interleave's step of this chunk and the chunks in that step.
-    body.push(`      let step${u} = c${u} - c${u} % ${IL}u;`);
-    body.push(`      let width${u} = min(${IL}u, p.chunks - step${u});`);
-    for (let r = 0; r < R; r++) {
-      body.push(
-        `      let b${r}_${u} = (row${r} * p.chunks + step${u}) * ${NV}u + c${u} % ${IL}u;`,
-      );
-      for (let v = 0; v < NV; v++) {
-        body.push(`      let v${r}_${u}_${v} = wq[b${r}_${u} + ${v}u * width${u}];`);
+  const factor = codeFactor(layout) === 1 ? "" : ` * ${1 / codeFactor(layout)}`;
+  /** One iteration's statements; `checked` for the last one when it is partial. */
+  const iteration = (checked: boolean): string[] => {
+    const body: string[] = [];
+    for (let u = 0; u < U; u++) {
+      const c = `c${u}`;
+      if (checked) {
+        body.push(`      let ok${u} = s0 + ${u * TPR}u + lane < p.chunks;`);
+        body.push(`      let ${c} = min(s0 + ${u * TPR}u + lane, p.chunks - 1u);`);
+      } else {
+        body.push(`      let ${c} = s0 + ${u * TPR}u + lane;`);
+      }
+      // With one vector per chunk the interleave is the identity: chunk c is vector c of its row.
+      if (NV === 1) {
+        for (let r = 0; r < R; r++) {
+          body.push(`      let v${r}_${u}_0 = wq[row${r} * p.chunks + ${c}];`);
+        }
+        continue;
+      }
+      // The interleave's step of this chunk and the chunks in that step.
+      body.push(`      let step${u} = ${c} - ${c} % ${IL}u;`);
+      body.push(`      let width${u} = min(${IL}u, p.chunks - step${u});`);
+      for (let r = 0; r < R; r++) {
+        body.push(
+          `      let b${r}_${u} = (row${r} * p.chunks + step${u}) * ${NV}u + ${c} % ${IL}u;`,
+        );
+        for (let v = 0; v < NV; v++) {
+          body.push(`      let v${r}_${u}_${v} = wq[b${r}_${u} + ${v}u * width${u}];`);
+        }
       }
     }
+    for (let u = 0; u < U; u++) {
+      body.push(`      let xa${u}_0 = xq[(xb >> 2u) + c${u} * 2u];`);
+      body.push(`      let xa${u}_1 = xq[(xb >> 2u) + c${u} * 2u + 1u];`);
+      if (usesXsum(layout)) {
+        body.push(`      let xsum${u} = f32(bitcast<i32>(xword(xb + p.chunks * 8u + c${u})));`);
+      }
+      body.push(`      let gi${u} = (c${u} * ${CHUNK}u) >> p.gshift;`);
+    }
+    for (let u = 0; u < U; u++) {
+      for (let r = 0; r < R; r++) body.push(...chunkTerms(layout, r, u, checked));
+    }
+    return body;
+  };
+  // Whole iterations need no bounds checks; a partial last one has them.
+  const loop = `  let full = p.chunks - p.chunks % ${U * TPR}u;
+  for (var s0 = 0u; s0 < full; s0 += ${U * TPR}u) {
+${iteration(false).join("\n")}
   }
-  for (let u = 0; u < U; u++) {
-    body.push(`      let xa${u}_0 = xq[(xb >> 2u) + c${u} * 2u];`);
-    body.push(`      let xa${u}_1 = xq[(xb >> 2u) + c${u} * 2u + 1u];`);
-    body.push(`      let xsum${u} = f32(bitcast<i32>(xword(xb + p.chunks * 8u + c${u})));`);
-    body.push(`      let gi${u} = (c${u} * ${CHUNK}u) >> p.gshift;`);
-  }
-  for (let u = 0; u < U; u++) for (let r = 0; r < R; r++) body.push(...chunkTerms(layout, r, u));
+  if (full < p.chunks) {
+    let s0 = full;
+${iteration(true).join("\n")}
+  }`;
   return `${MATMUL_PARAMS}
 @group(0) @binding(2) var<storage, read> xq: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> wq: array<${vt}>;
@@ -276,10 +341,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let rowBase = (wg.x * ${RPW}u + lid / ${TPR}u) * ${R}u;
   let xb = t * p.xStride;
 ${gemvRowsWgsl(R)}
-  for (var s0 = 0u; s0 < p.chunks; s0 += ${U * TPR}u) {
-${body.join("\n")}
-  }
-${gemvReduceWgsl(R, WG, TPR, "bitcast<f32>(xword(xb + p.chunks * 9u)) * p.tscale")}
+  // The row's activation scale, loaded before the loop so the end does not wait for it.
+  let f = bitcast<f32>(xword(xb + p.chunks * 9u)) * p.tscale${factor};
+${loop}
+${gemvReduceWgsl(R, WG, TPR)}
 }
 `;
 }

@@ -297,11 +297,12 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let xBase = p.xOff + t * p.xStride;
   let lim = xBase + p.cols;
   let aligned = (xBase & 3u) == 0u;
+  let f = p.tscale;
 ${gemvRowsWgsl(R)}
   for (var s0 = 0u; s0 < p.chunks; s0 += ${TPR}u) {
 ${lines.join("\n")}
   }
-${gemvReduceWgsl(R, WORKGROUP, TPR, "p.tscale")}
+${gemvReduceWgsl(R, WORKGROUP, TPR)}
 }
 `;
 }
@@ -316,10 +317,11 @@ export function gemvRowsWgsl(R: number): string {
 
 /**
  * WGSL ending a GEMV: the `acc<r>` of the `tpr` threads sharing rows meet in a tree reduction in
- * `red` (workgroup memory of `R · group` floats), and lane 0 writes each row's sum times `factor`
- * (a WGSL f32 expression), added to the output where `p.accumulate` asks for it.
+ * `red` (workgroup memory of `R · group` floats), and lane 0 writes each row's sum times `f` (a
+ * WGSL f32 the kernel defined before its loop, so that any load behind it is not waited for at
+ * the end), added to the output where `p.accumulate` asks for it (the only read of the output).
  */
-export function gemvReduceWgsl(R: number, group: number, tpr: number, factor: string): string {
+export function gemvReduceWgsl(R: number, group: number, tpr: number): string {
   const each = (line: (r: number) => string) => Array.from({ length: R }, (_, r) => line(r));
   return `${each((r) => `  red[${r}u * ${group}u + lid] = acc${r};`).join("\n")}
   workgroupBarrier();
@@ -330,13 +332,14 @@ ${each((r) => `      red[${r}u * ${group}u + lid] += red[${r}u * ${group}u + lid
     workgroupBarrier();
   }
   if (lane == 0u) {
-    let f = ${factor};
     let ob = p.outOff + st.pos * p.outPosStride + t * p.outStride;
 ${
     each((r) =>
       `    if (rowBase + ${r}u < p.rows) {
       let o = ob + rowBase + ${r}u;
-      out[o] = select(0.0, out[o], p.accumulate != 0u) + red[${r}u * ${group}u + lid] * f;
+      var y = red[${r}u * ${group}u + lid] * f;
+      if (p.accumulate != 0u) { y = out[o] + y; }
+      out[o] = y;
     }`
     ).join("\n")
   }

@@ -92,7 +92,15 @@ export interface Layout {
   gemvLanes?: number;
   /** Threads per workgroup of the integer-activation GEMV, when not 256 (perf sweeps). */
   gemvGroup?: number;
+  /** Subtract symmetric zero points through activation code sums, not signed codes (sweeps). */
+  gemvXsum?: boolean;
 }
+
+/** The integer-activation GEMV's knobs (defaults measured on an H200; PERF.md). */
+export type GemvTuning = Pick<
+  Layout,
+  "gemvLanes" | "gemvRows" | "gemvUnroll" | "gemvGroup" | "gemvXsum"
+>;
 
 /** One row range of a packed matrix, small enough for one storage binding per buffer. */
 export interface PackedPart {
@@ -155,7 +163,8 @@ export function gemvRowsPerGroup(layout: Layout): number {
  * Threads sharing a row in the integer-activation GEMV (the interleave of the packed codes,
  * `layout.tpr`, only fixes where each chunk lies). Measured on an H200 (PERF.md): 32 threads ×
  * 1 row × 2 chunks per iteration, 256 threads per workgroup, was among the fastest of 54 variants
- * at 8192² and 16384² (within 4 % of the best at each).
+ * at 8192² and 16384² (within 4 % of the best at each), and again of the 9 variants of the
+ * current kernel in `deno task perf --sweep` (within 0.3 % of the best at 8192²).
  */
 export function gemvA8Lanes(layout: Layout): number {
   return layout.gemvLanes ?? 32;

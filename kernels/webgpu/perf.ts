@@ -20,8 +20,9 @@
  *   `gemv-a8`: the decode GEMV on int8 activation codes (W4A8, W8A8); the per-token activation
  *   quantization before it (one dispatch per linear input, shared by q/k/v and by gate/up) is
  *   timed on its own as `quantize`.
- * - `--sweep` also times GEMV variants of int4-g128 (threads per row, rows per thread, chunks per
- *   iteration), each right after the default kernel, after everything else.
+ * - `--sweep` also times variants of the int4-g128 integer-activation GEMV (threads per
+ *   workgroup and per row, rows per thread, chunks per iteration, signed codes or code sums),
+ *   each right after the default kernel, after everything else.
  *
  * @module
  */
@@ -35,8 +36,11 @@ import {
   type WeightBuffers,
 } from "./kernels.ts";
 import {
-  gemvA8RowsPerGroup,
-  gemvRowsPerGroup,
+  gemvA8Group,
+  gemvA8Lanes,
+  gemvA8Rows,
+  gemvA8Unroll,
+  type GemvTuning,
   type Layout,
   type PackedMatrix,
   packedShape,
@@ -49,7 +53,6 @@ import { perfFormats } from "../perf.ts";
 import { elementFormats } from "../formats/registry.ts";
 import { dense } from "../../harness/models/model.ts";
 import { COPY_WGSL, FILL_WGSL } from "./ops_wgsl.ts";
-import { gemvWorkgroupBytes } from "./matmul_wgsl.ts";
 import { a8Supported, codesPerWord, quantizedRowWords } from "./gemv_a8_wgsl.ts";
 import { markdownTable } from "../../reports/markdown.ts";
 import { rowsToCsvTable } from "../perf_csv.ts";
@@ -65,7 +68,7 @@ export interface WebGpuPerfOptions {
   formats?: string[];
   /** Small shapes: a smoke run (default: on software adapters, which would take hours). */
   quick?: boolean;
-  /** Also time GEMV kernel variants (threads per row × rows per thread) for int4-g128. */
+  /** Also time variants of the int4-g128 integer-activation GEMV ({@linkcode GEMV_VARIANTS}). */
   sweep?: boolean;
 }
 
@@ -512,11 +515,28 @@ async function quantizeTime(b: Bench, K: number): Promise<number> {
 }
 
 /**
- * GEMV variants of int4-g128 at 8192² and 16384² (`--sweep`): the float-activation kernel over
- * threads per row × rows per thread, and the integer-activation kernel over threads per row ×
- * rows per thread × chunks per iteration. Each variant is timed right after the default kernel of
- * its kind, and `÷ default` compares the two: timings on the H200 drifted by up to 4× over a run,
- * and adjacent pairs cancel that.
+ * Variants of the int4-g128 integer-activation GEMV (`--sweep`). The earlier sweep of threads per
+ * row 16–64 × rows per thread 1–2 × chunks per iteration 1–4 × workgroups of 64–256 is in
+ * PERF.md; these vary one thing at a time around the default (and 16 threads per row with 4
+ * chunks per iteration, so that each thread still loads as much).
+ */
+export const GEMV_VARIANTS: readonly GemvTuning[] = [
+  {},
+  { gemvXsum: true },
+  { gemvUnroll: 1 },
+  { gemvUnroll: 4 },
+  { gemvRows: 2 },
+  { gemvLanes: 16, gemvUnroll: 4 },
+  { gemvLanes: 64 },
+  { gemvGroup: 128 },
+  { gemvGroup: 1024 },
+];
+
+/**
+ * GEMV variants of int4-g128 at 8192² and 16384² (`--sweep`), integer-activation kernel
+ * ({@linkcode GEMV_VARIANTS}). Each variant is timed right after the default kernel, and
+ * `÷ default` compares the two: timings on the H200 drifted by up to 4× over a run, and adjacent
+ * pairs cancel that. The first row times the default against itself (the noise).
  */
 async function sweepGemv(
   b: Bench,
@@ -526,34 +546,28 @@ async function sweepGemv(
 ): Promise<string> {
   const f = gpuPerfFormats().find((p) => p.name === "int4-g128")!;
   const sizes = quick ? [[512, 512]] : [[8192, 8192], [16384, 16384]];
-  const limit = b.k.device.limits.maxComputeWorkgroupStorageSize;
-  const variants: [boolean, number, number, number, number][] = [];
-  for (const tpr of [32, 64]) for (const R of [4, 8]) variants.push([false, tpr, R, 1, 256]);
-  for (const group of [64, 128, 256]) {
-    for (const lanes of [16, 32, 64]) {
-      for (const R of [1, 2]) for (const U of [1, 2, 4]) variants.push([true, lanes, R, U, group]);
-    }
-  }
+  const maxGroup = b.k.device.limits.maxComputeInvocationsPerWorkgroup;
   const cells: (string | number)[][] = [];
   for (const [N, K] of sizes) {
     const base = { ...f.layout, tpr: threadsPerRow(Math.ceil(K! / 32)) };
-    for (const [a8, tpr, R, U, group] of variants) {
-      if (tpr > group) continue;
-      const layout: Layout = a8
-        ? { ...base, gemvLanes: tpr, gemvRows: R, gemvUnroll: U, gemvGroup: group }
-        : { ...f.layout, tpr, gemvRows: R };
-      const kernel = a8 ? "gemv-a8" : "gemv";
-      const perGroup = a8 ? gemvA8RowsPerGroup(layout) : gemvRowsPerGroup(layout);
-      const label = [`${N}x${K}`, kernel, group, tpr, R, a8 ? U : "", perGroup];
-      if (!a8 && gemvWorkgroupBytes(layout) > limit) {
+    for (const variant of GEMV_VARIANTS) {
+      const layout: Layout = { ...base, ...variant };
+      const group = gemvA8Group(layout);
+      const label = [
+        `${N}x${K}`,
+        group,
+        gemvA8Lanes(layout),
+        gemvA8Rows(layout),
+        gemvA8Unroll(layout),
+        layout.gemvXsum ? "code sums" : "signed codes",
+      ];
+      if (group > maxGroup) {
         cells.push([...label, "n/a", "", "", ""]);
         continue;
       }
-      log(
-        `sweep ${N}x${K} ${kernel} group ${group} threads/row ${tpr} rows/thread ${R} unroll ${U}`,
-      );
-      const reference = await measure(b, f, base, 1, N!, K!, a8);
-      const { ms, bytes } = await measure(b, f, layout, 1, N!, K!, a8);
+      log(`sweep ${N}x${K} ${JSON.stringify(variant)}`);
+      const reference = await measure(b, f, base, 1, N!, K!, true);
+      const { ms, bytes } = await measure(b, f, layout, 1, N!, K!, true);
       const gbps = bytes / (ms * 1e6);
       const copy = await copyFor(bytes);
       cells.push([
@@ -565,17 +579,16 @@ async function sweepGemv(
       ]);
     }
   }
-  return "GEMV variants, int4-g128 (defaults at these sizes — gemv: threads per row 64, rows per " +
-    "thread 8; gemv-a8: 256 threads per workgroup, threads per row 32, rows per thread 1, unroll 2):\n\n" +
+  return "Integer-activation GEMV variants, int4-g128 (default: 256 threads per workgroup, 32 " +
+    "threads per row, 1 row per thread, 2 chunks per iteration, signed codes):\n\n" +
     markdownTable(
       [
         "N×K",
-        "kernel",
         "threads/workgroup",
         "threads/row",
         "rows/thread",
         "unroll",
-        "rows/workgroup",
+        "zero point",
         "ms",
         "GB/s",
         "÷ copy",
