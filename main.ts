@@ -47,7 +47,8 @@ usage:
                              [--html FILE] [--json FILE]
   deno task merge OUT_DIR SHARD_DIR... [--suite SUITE.yaml]
   deno task report RESULTS.json [--out DIR]
-  deno task perf [--rows N] [--out DIR] [--backend cpu|webgpu]
+  deno task perf [--rows N] [--out DIR] [--backend cpu|webgpu] [--formats A,B]
+                 [--sweep]
   deno task inspect MODEL [--json]
   deno task score TASK --dataset FILE --predictions FILE [--out DIR] [--samples FILE]
 `;
@@ -214,11 +215,20 @@ async function perf(args: string[]): Promise<number> {
     rows: { type: "string" },
     out: { type: "string" },
     backend: { type: "string" },
+    formats: { type: "string" },
+    sweep: { type: "boolean" },
   });
+  if (values.sweep && values.backend !== "webgpu") {
+    throw new UsageError(
+      "--sweep times variants of the WebGPU integer-activation GEMV; add --backend webgpu",
+    );
+  }
   await runPerf({
     rows: values.rows === undefined ? undefined : Number(values.rows),
     out: values.out as string | undefined,
     backend: values.backend as string | undefined,
+    formats: (values.formats as string | undefined)?.split(",").map((f) => f.trim()),
+    sweep: values.sweep as boolean | undefined,
   });
   return EXIT.ok;
 }

@@ -220,3 +220,21 @@ Deno.test("main: invalid input exits 2 naming file:line:col; unknown commands su
   assert.equal(l.code, 2);
   assert.match(l.stderr, /--limit must be a positive integer, got "zero"/);
 });
+
+Deno.test("main: perf takes --formats (unknown names suggest) and --sweep only on WebGPU", async () => {
+  const out = await Deno.makeTempDir();
+  const r = await quantbench("perf", "--formats", "int4-g128", "--out", out);
+  assert.equal(r.code, 0, r.stderr);
+  const [header, ...rows] = parseCsv(await Deno.readTextFile(join(out, "perf.csv")));
+  const [format, kernel] = [header!.indexOf("format"), header!.indexOf("kernel")];
+  assert.deepEqual(rows.map((row) => `${row[format]} ${row[kernel]}`), [
+    "int4-g128 gemv",
+    "int4-g128 gemm",
+  ]);
+  const unknown = await quantbench("perf", "--formats", "int4-g129");
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /Unknown perf format "int4-g129"; did you mean "int4-g128"\?/);
+  const sweep = await quantbench("perf", "--sweep");
+  assert.equal(sweep.code, 2);
+  assert.match(sweep.stderr, /--sweep .* add --backend webgpu/);
+});

@@ -11,6 +11,7 @@ import { matmul } from "./cpu/ops.ts";
 import { matrixBits } from "./formats/matrix.ts";
 import { elementFormats, type FormatSettings } from "./formats/registry.ts";
 import { dense, type Matrix } from "../harness/models/model.ts";
+import { UnknownNameError } from "../harness/registry.ts";
 import { markdownTable } from "../reports/markdown.ts";
 import { rowsToCsvTable } from "./perf_csv.ts";
 import { writeFileAtomic } from "../reports/atomic.ts";
@@ -25,6 +26,10 @@ export interface PerfOptions {
   out?: string;
   /** `webgpu` runs `kernels/webgpu/perf.ts` instead (default: the CPU kernels). */
   backend?: string;
+  /** Only these formats (labels as in the table, e.g. `int4-g128`); default all. */
+  formats?: string[];
+  /** WebGPU only: also time variants of the int4-g128 integer-activation GEMV. */
+  sweep?: boolean;
 }
 
 /** One measurement. */
@@ -80,6 +85,10 @@ function time(fn: () => void, minMs = 200): number {
 
 /** Runs the CPU micro-benchmarks and prints the table. */
 export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> {
+  const known = perfFormats().map((f) => f.label);
+  for (const name of options.formats ?? []) {
+    if (!known.includes(name)) throw new UnknownNameError("perf format", name, known);
+  }
   if (options.backend === "webgpu") {
     return (await import("./webgpu/perf.ts")).runWebGpuPerf(options);
   }
@@ -92,7 +101,10 @@ export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> 
   });
   const weights = dense(n, n, w);
   const results: PerfResult[] = [];
-  for (const { label: format, weights: name, settings } of perfFormats()) {
+  const formats = perfFormats().filter((f) =>
+    !options.formats || options.formats.includes(f.label)
+  );
+  for (const { label: format, weights: name, settings } of formats) {
     const element = elementFormats.get(name);
     const m: Matrix = element.kind === "float" ? weights : element.quantize(settings, weights);
     const bytes = Math.ceil(matrixBits(m) / 8);
