@@ -28,7 +28,7 @@
  *
  * The losses are the reference's, computed for speed (the scale search re-runs half a block 20
  * times per group): the inspected attention and MLP run on the float32 search kernels of
- * `linalg.ts` (a packed GEMM, a causal attention) rather than the CPU backend's, and are compared
+ * `search_kernels.ts` (a packed GEMM, a causal attention) rather than the CPU backend's, and are compared
  * with the float values the block captured; a lone linear's output error `Σ_t ‖(W' − W)·x_t‖²`
  * is taken as `Σ_r e_rᵀ·G·e_r` with the Gram matrix `G = Σ_t x_t·x_tᵀ`, and a clip group's
  * likewise from its slice of `G` (in float64). The losses so differ from a direct evaluation
@@ -37,13 +37,7 @@
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type {
-  DenseMatrix,
-  LayerWeights,
-  LlamaConfig,
-  LlamaModel,
-  Matrix,
-} from "../models/model.ts";
+import type { DenseMatrix, LayerWeights, LlamaModel, Matrix } from "../models/model.ts";
 import { dense, LINEAR_NAMES } from "../models/model.ts";
 import type { FormatSpec } from "../suite/types.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
@@ -69,8 +63,6 @@ import {
   sumOfSquares,
 } from "./search_kernels.ts";
 import { withRuntime } from "./runtime.ts";
-import { ropeInverseFrequencies } from "../models/rope.ts";
-import { rmsnorm } from "../../kernels/cpu/ops.ts";
 
 /** Options and their defaults: llm-awq's (`run_awq`, `entry.py`, `auto_clip_layer`). */
 export const AWQ_OPTIONS = {
@@ -247,24 +239,20 @@ function packed(m: DenseMatrix): PackedRows {
 
 /**
  * A block's attention and MLP with replaced linears, as the scale searches inspect them twenty
- * times per group: the computation of `BlockPieces` on the search kernels of `linalg.ts`, with
- * RoPE's angles tabulated once (the same `cos`/`sin` of `position · invFreq[i]` as `ops.rope`).
+ * times per group: the computation of `BlockPieces` with its linears, attention and SwiGLU on the
+ * search kernels of `search_kernels.ts`.
  */
 class InspectedBlock {
-  readonly #config: LlamaConfig;
+  readonly #pieces: BlockPieces;
   readonly #layer: LayerWeights;
-  readonly #invFreq: Float64Array;
-  readonly #rope = new Map<number, { cos: Float64Array; sin: Float64Array }>();
 
-  constructor(config: LlamaConfig, layer: LayerWeights) {
-    this.#config = config;
+  constructor(pieces: BlockPieces, layer: LayerWeights) {
+    this.#pieces = pieces;
     this.#layer = layer;
-    this.#invFreq = ropeInverseFrequencies(config);
   }
 
   /** Attention over `xb` with `wq`, `wk`, `wv` packed: the input of `wo`. */
   attention(wq: PackedRows, wk: PackedRows, wv: PackedRows, xb: Float32Array): Float32Array {
-    const c = this.#config;
     const layer = this.#layer;
     const project = (w: PackedRows, bias: Float32Array | undefined) => {
       const out = new Float32Array((xb.length / w.cols) * w.rows);
@@ -272,16 +260,13 @@ class InspectedBlock {
       if (bias) addBias(out, bias);
       return out;
     };
-    const q = project(wq, layer.bq);
-    const k = project(wk, layer.bk);
-    const v = project(wv, layer.bv);
-    if (layer.qNorm) rmsnorm(q, q, layer.qNorm, c.normEps);
-    if (layer.kNorm) rmsnorm(k, k, layer.kNorm, c.normEps);
-    this.#applyRope(q, c.nHeads);
-    this.#applyRope(k, c.nKvHeads);
-    const att = new Float32Array(q.length);
-    causalAttention(att, q, k, v, c.nHeads, c.nKvHeads, c.headDim);
-    return att;
+    return this.#pieces.attend(
+      layer,
+      project(wq, layer.bq),
+      project(wk, layer.bk),
+      project(wv, layer.bv),
+      causalAttention,
+    );
   }
 
   /** `silu(w1·fb) · (w3·fb)` with `w1` and `w3` packed: the input of `w2`. */
@@ -293,40 +278,6 @@ class InspectedBlock {
     gemm(up, fb, w3);
     siluMul(gate, up);
     return gate;
-  }
-
-  /** `ops.rope` at positions `0 … T−1` with tabulated angles. */
-  #applyRope(x: Float32Array, nHeads: number): void {
-    const { headDim, ropeStyle } = this.#config;
-    const width = nHeads * headDim;
-    const T = x.length / width;
-    const half = headDim / 2;
-    let table = this.#rope.get(T);
-    if (table === undefined) {
-      table = { cos: new Float64Array(T * half), sin: new Float64Array(T * half) };
-      for (let t = 0; t < T; t++) {
-        for (let i = 0; i < half; i++) {
-          const angle = t * this.#invFreq[i]!;
-          table.cos[t * half + i] = Math.cos(angle);
-          table.sin[t * half + i] = Math.sin(angle);
-        }
-      }
-      this.#rope.set(T, table);
-    }
-    const [step, other] = ropeStyle === "interleaved" ? [2, 1] : [1, half];
-    for (let t = 0; t < T; t++) {
-      for (let i = 0; i < half; i++) {
-        const c = table.cos[t * half + i]!;
-        const s = table.sin[t * half + i]!;
-        for (let h = 0; h < nHeads; h++) {
-          const a = t * width + h * headDim + step * i;
-          const x0 = x[a]!;
-          const x1 = x[a + other]!;
-          x[a] = x0 * c - x1 * s;
-          x[a + other] = x0 * s + x1 * c;
-        }
-      }
-    }
   }
 }
 
@@ -477,7 +428,7 @@ async function quantizeModel(
       // the replaced linears change is recomputed, the error of an output linear is taken on
       // the difference of its inputs (its bias cancels), and a lone linear's from the Gram
       // matrix of its inputs.
-      const inspected = new InspectedBlock(model.config, floatLayer);
+      const inspected = new InspectedBlock(pieces, floatLayer);
       const woPacked = packed(w.wo);
       const w2Packed = packed(w.w2);
       const midGram = packedGram(mid, w.w2.cols);

@@ -17,7 +17,15 @@
 import type { LayerWeights, LlamaConfig, LlamaModel, Matrix } from "../models/model.ts";
 import type { DatasetSpec } from "../suite/types.ts";
 import type { MethodContext } from "./method.ts";
-import { attention, matmul, rmsnorm, rope, swiglu } from "../../kernels/cpu/ops.ts";
+import {
+  attention,
+  matmul,
+  rmsnorm,
+  type RopeAngles,
+  ropeAngles,
+  rotate,
+  swiglu,
+} from "../../kernels/cpu/ops.ts";
 import { ropeInverseFrequencies } from "../models/rope.ts";
 import { readText } from "../tasks/dataset.ts";
 import { randomInt, seededRandom } from "../tasks/sample.ts";
@@ -127,6 +135,21 @@ export function added(a: Float32Array, b: Float32Array): Float32Array {
   return out;
 }
 
+/** Causal grouped-query attention of `T` tokens at positions `0 … T−1` into `out`. */
+export type CausalAttention = (
+  out: Float32Array,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  nHeads: number,
+  nKvHeads: number,
+  headDim: number,
+) => void;
+
+/** The CPU backend's attention kernel as a {@linkcode CausalAttention}. */
+const cpuCausalAttention: CausalAttention = (out, q, k, v, nHeads, nKvHeads, headDim) =>
+  attention(out, q, k, v, 0, nHeads, nKvHeads, headDim);
+
 /**
  * One transformer block of a model split at every linear's input, over one sequence of `T` tokens
  * at positions `0 … T−1` (rows of `x`), computed as `CpuRunner.forward` computes it.
@@ -134,6 +157,8 @@ export function added(a: Float32Array, b: Float32Array): Float32Array {
 export class BlockPieces {
   readonly config: LlamaConfig;
   readonly #invFreq: Float64Array;
+  /** RoPE's angles per sequence length: blocks run many times over sequences of a few lengths. */
+  readonly #angles = new Map<number, RopeAngles>();
 
   constructor(config: LlamaConfig) {
     this.config = config;
@@ -149,16 +174,37 @@ export class BlockPieces {
 
   /** Attention over the projections of `xb`: the input of `wo`. */
   attention(layer: LayerWeights, xb: Float32Array): Float32Array {
+    return this.attend(
+      layer,
+      linear(layer.wq, xb, layer.bq),
+      linear(layer.wk, xb, layer.bk),
+      linear(layer.wv, xb, layer.bv),
+    );
+  }
+
+  /**
+   * Attention from the projections `q`, `k`, `v` (biases added): the layer's q/k norms, RoPE at
+   * positions `0 … T−1`, then causal attention by `kernel` (default the CPU backend's), which
+   * searches that re-run the block many times replace with a faster one. Normalizes `q` and `k`
+   * in place.
+   */
+  attend(
+    layer: LayerWeights,
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    kernel: CausalAttention = cpuCausalAttention,
+  ): Float32Array {
     const c = this.config;
-    const q = linear(layer.wq, xb, layer.bq);
-    const k = linear(layer.wk, xb, layer.bk);
-    const v = linear(layer.wv, xb, layer.bv);
     if (layer.qNorm) rmsnorm(q, q, layer.qNorm, c.normEps);
     if (layer.kNorm) rmsnorm(k, k, layer.kNorm, c.normEps);
-    rope(q, c.nHeads, c.headDim, 0, c.ropeTheta, c.ropeStyle, this.#invFreq);
-    rope(k, c.nKvHeads, c.headDim, 0, c.ropeTheta, c.ropeStyle, this.#invFreq);
+    const T = q.length / (c.nHeads * c.headDim);
+    let angles = this.#angles.get(T);
+    if (angles === undefined) this.#angles.set(T, angles = ropeAngles(T, 0, this.#invFreq));
+    rotate(q, c.nHeads, c.headDim, c.ropeStyle, angles);
+    rotate(k, c.nKvHeads, c.headDim, c.ropeStyle, angles);
     const att = new Float32Array(q.length);
-    attention(att, q, k, v, 0, c.nHeads, c.nKvHeads, c.headDim);
+    kernel(att, q, k, v, c.nHeads, c.nKvHeads, c.headDim);
     return att;
   }
 

@@ -49,16 +49,53 @@ export function rope(
   style: "interleaved" | "half",
   invFreq?: ArrayLike<number>,
 ): void {
-  const width = nHeads * headDim;
-  const T = x.length / width;
   const half = headDim / 2;
+  const freq = invFreq ??
+    Float64Array.from({ length: half }, (_, i) => 1 / Math.pow(theta, (2 * i) / headDim));
+  rotate(x, nHeads, headDim, style, ropeAngles(x.length / (nHeads * headDim), pos, freq));
+}
+
+/** `cos` and `sin` of the angle of pair `i` at row `t`, at `t · half + i` (see {@linkcode rope}). */
+export interface RopeAngles {
+  cos: Float64Array;
+  sin: Float64Array;
+}
+
+/** The angles `(pos + t) · invFreq[i]` of `T` rows, for {@linkcode rotate}. */
+export function ropeAngles(T: number, pos: number, invFreq: ArrayLike<number>): RopeAngles {
+  const half = invFreq.length;
+  const angles = { cos: new Float64Array(T * half), sin: new Float64Array(T * half) };
   for (let t = 0; t < T; t++) {
-    const p = pos + t;
     for (let i = 0; i < half; i++) {
-      const freq = invFreq ? invFreq[i]! : 1 / Math.pow(theta, (2 * i) / headDim);
-      const angle = p * freq;
-      const c = Math.cos(angle);
-      const s = Math.sin(angle);
+      const angle = (pos + t) * invFreq[i]!;
+      angles.cos[t * half + i] = Math.cos(angle);
+      angles.sin[t * half + i] = Math.sin(angle);
+    }
+  }
+  return angles;
+}
+
+/**
+ * {@linkcode rope} with its angles given, for at least the rows of `x` (angles made for a longer
+ * sequence at the same start serve shorter ones).
+ */
+export function rotate(
+  x: Float32Array,
+  nHeads: number,
+  headDim: number,
+  style: "interleaved" | "half",
+  angles: RopeAngles,
+): void {
+  const width = nHeads * headDim;
+  const half = headDim / 2;
+  const T = x.length / width;
+  if (angles.cos.length < T * half) {
+    throw new RangeError(`RoPE angles cover ${angles.cos.length / half} rows, not ${T}`);
+  }
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < half; i++) {
+      const c = angles.cos[t * half + i]!;
+      const s = angles.sin[t * half + i]!;
       for (let h = 0; h < nHeads; h++) {
         const base = t * width + h * headDim;
         const a = style === "interleaved" ? base + 2 * i : base + i;

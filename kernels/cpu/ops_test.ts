@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { matmul, rmsnorm, rope } from "./ops.ts";
+import { matmul, rmsnorm, rope, ropeAngles, rotate } from "./ops.ts";
 import { dequantizeInt, quantizeInt } from "../formats/int.ts";
 import { dense } from "../../harness/models/model.ts";
 
@@ -57,4 +57,16 @@ Deno.test("ops: rope styles rotate the documented pairs by position × θ^(−2i
   // pairs (0,2) angle 1 and (1,3) angle 0.01.
   assert.ok(Math.abs(y[0]! - Math.cos(1)) < 1e-7 && Math.abs(y[2]! - Math.sin(1)) < 1e-7);
   assert.ok(Math.abs(y[1]! - Math.cos(0.01)) < 1e-7 && Math.abs(y[3]! - Math.sin(0.01)) < 1e-7);
+});
+
+Deno.test("ops: rotate with angles made for a longer sequence is rope; too few rows throw", () => {
+  const invFreq = Float64Array.from([1, 0.1, 0.01]);
+  for (const style of ["interleaved", "half"] as const) {
+    const x = random(5 * 2 * 6, 3);
+    const expected = x.slice();
+    rope(expected, 2, 6, 7, 10000, style, invFreq);
+    rotate(x, 2, 6, style, ropeAngles(9, 7, invFreq));
+    assert.deepEqual(x, expected);
+    assert.throws(() => rotate(x, 2, 6, style, ropeAngles(4, 7, invFreq)), RangeError);
+  }
 });
