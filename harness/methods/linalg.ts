@@ -1,9 +1,7 @@
 /**
- * Dense linear algebra for the calibrated methods.
- *
- * - In float64: Cholesky factorisation, the inverse from a Cholesky factor
- *   (`torch.cholesky_inverse`), and Gram matrices `XᵀX` of captured activations (row-major
- *   `Float64Array`s of `n × n`).
+ * Small dense linear algebra in float64 for the calibrated methods: Cholesky factorisation, the
+ * inverse from a Cholesky factor (`torch.cholesky_inverse`), and Gram matrices `XᵀX` of captured
+ * activations. Matrices are row-major `Float64Array`s of `n × n`.
  *
  * @module
  */
@@ -83,8 +81,9 @@ const GRAM_CHUNK = 2048;
 
 /**
  * Adds `XᵀX` to `gram` (`cols × cols`) for `X` = `x` as `tokens × cols` row-major. Chunks of
- * tokens are multiplied in float32 on the CPU matmul kernel — or on `search_kernels.ts`'s `gemm`, about twice
- * as fast but summing in another order, with `kernel: "search"` — and summed in float64.
+ * tokens are multiplied in float32 on the CPU matmul kernel (or, with `kernel: "search"`, on
+ * `search_kernels.ts`'s `gemm`: about twice as fast, summing in another order) and summed in
+ * float64.
  */
 export function addGram(
   gram: Float64Array,

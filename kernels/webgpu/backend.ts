@@ -102,13 +102,13 @@ async function runOnce(
   return result;
 }
 
-/** Op-level entry points on the device (one submit per call; for tests, not speed). */
 /** `packMatrix` with the GEMV knobs of `tuning` in its layout. */
 function packTuned(m: Matrix, maxBinding: number, tuning?: GemvTuning): PackedMatrix {
   const packed = packMatrix(m, maxBinding);
   return tuning ? { ...packed, layout: { ...packed.layout, ...tuning } } : packed;
 }
 
+/** Op-level entry points on the device (one submit per call; for tests, not speed). */
 function webgpuOps(maxBinding?: number, tuning?: GemvTuning): BackendOps {
   const withKernels = async <R>(fn: (k: Kernels, step: GPUBuffer) => Promise<R>): Promise<R> => {
     const k = new Kernels(await getGpu());
@@ -479,7 +479,7 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): Backend
   return {
     name: options.name ?? "webgpu",
     description:
-      "WGSL kernels on the WebGPU adapter (float32 or run-time integer activations, float32 KV cache)",
+      "WGSL kernels on the WebGPU adapter (float32, or run-time integer or FP8 activations; float32 KV cache)",
     unavailable: adapterUnavailable,
     runtimeQuantization: { activations: ACTIVATIONS, kvCache: false },
     async load(model, loadOptions) {

@@ -344,10 +344,10 @@ export class Kernels {
   }
 
   /**
-   * Per-token dynamic quantization of `T` rows of `cols` activations in `x` to `±qmax` (or to FP8
-   * with `element`, when only `xd` is meaningful): the
-   * dequantized rows go to `xd` (same row stride), and `xq` receives the codes packed for weights
-   * of `8 / per`-bit codes (see `gemv_a8_wgsl.ts`).
+   * Per-token dynamic quantization of `T` rows of `cols` activations in `x` to `±qmax`, or to FP8
+   * with `element`: the dequantized rows go to `xd` (same row stride), and `xq` receives the
+   * integer codes packed for weights of `8 / per`-bit codes (see `gemv_a8_wgsl.ts`; meaningless
+   * for FP8).
    */
   async quantizeActivations(
     step: GPUBuffer,
