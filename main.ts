@@ -96,10 +96,7 @@ async function bench(args: string[]): Promise<number> {
     cache: { type: "string" },
   });
   const [suitePath] = positional(positionals, 1, "one suite file");
-  const limit = values.limit === undefined ? undefined : Number(values.limit);
-  if (limit !== undefined && !(Number.isInteger(limit) && limit > 0)) {
-    throw new UsageError(`--limit must be a positive integer, got "${values.limit}"`);
-  }
+  const limit = positiveInteger("--limit", values.limit as string | undefined);
   const shard = values.shard === undefined ? undefined : parseShard(String(values.shard));
   const suite = await loadSuite(suitePath!);
   if (values.backend !== undefined) {
@@ -210,6 +207,15 @@ async function report(args: string[]): Promise<number> {
   return EXIT.ok;
 }
 
+/** A flag's value as a positive integer (undefined when absent). */
+function positiveInteger(flag: string, value: string | undefined): number | undefined {
+  const n = value === undefined ? undefined : Number(value);
+  if (n !== undefined && !(Number.isInteger(n) && n > 0)) {
+    throw new UsageError(`${flag} must be a positive integer, got "${value}"`);
+  }
+  return n;
+}
+
 async function perf(args: string[]): Promise<number> {
   const { values } = parse(args, {
     rows: { type: "string" },
@@ -224,7 +230,7 @@ async function perf(args: string[]): Promise<number> {
     );
   }
   await runPerf({
-    rows: values.rows === undefined ? undefined : Number(values.rows),
+    rows: positiveInteger("--rows", values.rows as string | undefined),
     out: values.out as string | undefined,
     backend: values.backend as string | undefined,
     formats: (values.formats as string | undefined)?.split(",").map((f) => f.trim()),

@@ -221,7 +221,7 @@ Deno.test("main: invalid input exits 2 naming file:line:col; unknown commands su
   assert.match(l.stderr, /--limit must be a positive integer, got "zero"/);
 });
 
-Deno.test("main: perf takes --formats (unknown names suggest) and --sweep only on WebGPU", async () => {
+Deno.test("main: perf takes --formats (unknown names suggest), --rows N and --sweep only on WebGPU", async () => {
   const out = await Deno.makeTempDir();
   const r = await quantbench("perf", "--formats", "int4-g128", "--out", out);
   assert.equal(r.code, 0, r.stderr);
@@ -234,6 +234,9 @@ Deno.test("main: perf takes --formats (unknown names suggest) and --sweep only o
   const unknown = await quantbench("perf", "--formats", "int4-g129");
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /Unknown perf format "int4-g129"; did you mean "int4-g128"\?/);
+  const badRows = await quantbench("perf", "--rows", "many");
+  assert.equal(badRows.code, 2);
+  assert.match(badRows.stderr, /--rows must be a positive integer, got "many"/);
   const sweep = await quantbench("perf", "--sweep");
   assert.equal(sweep.code, 2);
   assert.match(sweep.stderr, /--sweep .* add --backend webgpu/);
