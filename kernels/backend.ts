@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LlamaModel, Matrix } from "../harness/models/model.ts";
+import type { LlamaModel, Matrix } from "../core/model.ts";
 
 /** A model loaded onto a backend, with its own KV cache. */
 export interface ModelRunner {

@@ -19,7 +19,7 @@ import { parseCsv, rowsToCsv } from "./csv.ts";
 import { renderComparisonHtml } from "./compare_html.ts";
 import { comparisonToJson } from "./compare.ts";
 import { fixtureComparison, fixtureRuns } from "./compare_fixture.ts";
-import { makeFile, makeRow } from "./test_rows.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
 
 const CANDIDATES = [
   Deno.env.get("QUANTBENCH_CHROMIUM") ?? "",

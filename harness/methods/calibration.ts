@@ -14,8 +14,8 @@
  *
  * @module
  */
-import type { LayerWeights, LlamaConfig, LlamaModel, Matrix } from "../models/model.ts";
-import type { DatasetSpec } from "../suite/types.ts";
+import type { LayerWeights, LlamaConfig, LlamaModel, Matrix } from "../../core/model.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
 import type { MethodContext } from "./method.ts";
 import {
   attention,
@@ -26,9 +26,9 @@ import {
   rotate,
   swiglu,
 } from "../../kernels/cpu/ops.ts";
-import { ropeInverseFrequencies } from "../models/rope.ts";
-import { readText } from "../tasks/dataset.ts";
-import { randomInt, seededRandom } from "../tasks/sample.ts";
+import { ropeInverseFrequencies } from "../../core/rope.ts";
+import { readText } from "../../core/dataset.ts";
+import { randomInt, seededRandom } from "../../core/random.ts";
 
 /** Thrown when a method cannot get the calibration data it needs. */
 export class CalibrationError extends Error {

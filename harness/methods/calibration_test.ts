@@ -8,11 +8,11 @@ import {
   MemoryMeter,
   resolveCalibration,
 } from "./calibration.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { cpuBackend } from "../../kernels/cpu/backend.ts";
 import { rmsnorm } from "../../kernels/cpu/ops.ts";
-import type { DatasetSpec } from "../suite/types.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
 
 const STORIES = "models/stories260K";
 const ignore = !hasShared(STORIES, "stories260K.bin") ||

@@ -25,8 +25,8 @@
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
 import { addGram, cholesky, choleskyInverse, upperCholesky } from "./linalg.ts";
 import { gridUnsupported, type GroupGrid, groupGrid } from "./grid.ts";

@@ -20,16 +20,12 @@
  *
  * @module
  */
-import type { Matrix } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { QuantizedMatrix, ScaleDtype } from "../../core/model.ts";
+import type { Matrix } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
-import type { RowCodec } from "../../kernels/formats/coded.ts";
-import {
-  groupParams,
-  PER_TENSOR,
-  type QuantizedMatrix,
-  roundHalfEven,
-} from "../../kernels/formats/int.ts";
+import type { RowCodec } from "../../core/coded.ts";
+import { groupParams, PER_TENSOR, roundHalfEven } from "../../kernels/formats/int.ts";
 import { FP4_E2M1, FP8_E4M3, type Minifloat } from "../../kernels/formats/minifloat.ts";
 import {
   E8M0_BIAS,
@@ -41,11 +37,7 @@ import {
 import { floorLog2 } from "../../kernels/formats/minifloat.ts";
 import { NVFP4_BLOCK_SIZE, nvfp4GlobalScale } from "../../kernels/formats/nvfp4.ts";
 import { SCALED_ELEMENTS, scaledMinifloatScale } from "../../kernels/formats/scaled_minifloat.ts";
-import {
-  SCALE_DTYPE_BITS,
-  type ScaleDtype,
-  writeScale,
-} from "../../kernels/formats/scale_dtype.ts";
+import { SCALE_DTYPE_BITS, writeScale } from "../../kernels/formats/scale_dtype.ts";
 
 /** A format's rounding with explicit per-group parameters (see the module notes). */
 export interface GroupGrid {

@@ -21,9 +21,9 @@
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type { LlamaModel, Matrix } from "../models/model.ts";
-import { LINEAR_NAMES } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { LlamaModel, Matrix } from "../../core/model.ts";
+import { LINEAR_NAMES } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import { affineCodec, type AffineGroup, hqqInitial } from "../../kernels/formats/affine_codec.ts";
 import { ensureRowCodec } from "../../kernels/formats/codecs.ts";

@@ -9,18 +9,18 @@
  *
  * @module
  */
+import type { QuantizedMatrix } from "../../core/model.ts";
 import type { Method } from "./method.ts";
-import type { LlamaModel, Matrix } from "../models/model.ts";
-import { LINEAR_NAMES } from "../models/model.ts";
+import type { LlamaModel, Matrix } from "../../core/model.ts";
+import { LINEAR_NAMES } from "../../core/model.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import {
   groupParams,
   type IntQuantConfig,
-  type QuantizedMatrix,
   quantizeInt,
   roundHalfEven,
 } from "../../kernels/formats/int.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { matrixBuffers, MemoryMeter } from "./calibration.ts";
 import { withRuntime } from "./runtime.ts";
 

@@ -17,9 +17,9 @@
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type { DenseMatrix, LayerWeights, LlamaModel } from "../models/model.ts";
-import { dense, LINEAR_NAMES } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { DenseMatrix, LayerWeights, LlamaModel } from "../../core/model.ts";
+import { dense, LINEAR_NAMES } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import {
   added,

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { LINEAR_NAMES, type LlamaModel } from "./model.ts";
+import { LINEAR_NAMES, type LlamaModel } from "../../core/model.ts";
 import { matrixBits } from "../../kernels/formats/matrix.ts";
 
 /**

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Cell, Suite, TaskSpec } from "../suite/types.ts";
+import type { Cell, Suite, TaskSpec } from "../../core/suite_types.ts";
 import type { CachedRow } from "./cache.ts";
 import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Cell, Suite } from "../suite/types.ts";
-import type { ResultRow, ResultsFile } from "../../reports/row.ts";
+import type { Cell, Suite } from "../../core/suite_types.ts";
+import type { ResultRow, ResultsFile } from "../../core/row.ts";
 import { expandCells } from "../suite/expand.ts";
 import { backends } from "../../kernels/registry.ts";
 import { type CachedRow, ResultCache } from "./cache.ts";

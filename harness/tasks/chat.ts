@@ -20,7 +20,7 @@
  *
  * @module
  */
-import type { ChatMessage, LlamaModel } from "../models/model.ts";
+import type { ChatMessage, LlamaModel } from "../../core/model.ts";
 
 /** A rendered prompt and how it was made. */
 export interface ChatPrompt {

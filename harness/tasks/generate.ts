@@ -5,7 +5,7 @@
  * @module
  */
 import type { ModelRunner } from "../../kernels/backend.ts";
-import type { Tokenizer } from "../models/model.ts";
+import type { Tokenizer } from "../../core/model.ts";
 import { argmaxRow } from "./nll.ts";
 
 /** Thrown when a prompt leaves no room to generate within the model's context. */

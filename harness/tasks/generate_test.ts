@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { sharedPath } from "../shared.ts";
+import { sharedPath } from "../../core/shared.ts";
 import { ContextOverflowError, greedyGenerate } from "./generate.ts";
 import { chatPrompt, fallbackChat } from "./chat.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
 import { letterTokenizer, missing, stories } from "./test_context.ts";
-import type { LlamaModel } from "../models/model.ts";
+import type { LlamaModel } from "../../core/model.ts";
 
 Deno.test({
   name: "generate: greedy decoding from BOS reproduces llama2.c's golden 200 steps",

@@ -22,15 +22,15 @@
  * @module
  */
 import type { Metric, Task } from "./task.ts";
-import type { DatasetSpec } from "../suite/types.ts";
-import { DatasetError, type JsonlLine, readJsonl } from "./dataset.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
+import { DatasetError, type JsonlLine, readJsonl } from "../../core/dataset.ts";
 import { balancedEnd, extractJson } from "./json_extract.ts";
 import { SchemaValidator } from "./schema_validator.ts";
-import { effectiveLimit, stratifiedSubset } from "./sample.ts";
+import { effectiveLimit, stratifiedSubset } from "../../core/random.ts";
 import { chatPrompt } from "./chat.ts";
 import { ContextOverflowError, greedyGenerate } from "./generate.ts";
 import { failureMetric, proportionMetric } from "./proportion.ts";
-import type { ChatMessage } from "../models/model.ts";
+import type { ChatMessage } from "../../core/model.ts";
 
 /** Options and their defaults. */
 export const JSON_OPTIONS = { max_new_tokens: 256, limit: 0, stop_at_json: true, timeout_ms: 2000 };

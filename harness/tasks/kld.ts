@@ -27,9 +27,9 @@
  * @module
  */
 import type { Metric, Task, TaskContext } from "./task.ts";
-import type { Samples } from "../../reports/row.ts";
+import type { Samples } from "../../core/row.ts";
 import { argmaxRow, logSumExp, Z95 } from "./nll.ts";
-import { readText } from "./dataset.ts";
+import { readText } from "../../core/dataset.ts";
 import { bosOf, checkContext, checkProtocol, textWindows } from "./perplexity.ts";
 import { cachedReferenceBytes, DEFAULT_REFERENCE } from "./reference.ts";
 import type { ScoredWindow } from "./windows.ts";

@@ -23,18 +23,18 @@
  *
  * @module
  */
-import type { LlamaModel } from "../models/model.ts";
+import type { LlamaModel } from "../../core/model.ts";
 import type { ModelRunner } from "../../kernels/backend.ts";
 import type { Metric, Task, TaskContext } from "./task.ts";
-import type { Samples } from "../../reports/row.ts";
-import { DatasetError, readJsonl, readText } from "./dataset.ts";
+import type { Samples } from "../../core/row.ts";
+import { DatasetError, readJsonl, readText } from "../../core/dataset.ts";
 import { meanAndStderr, Z95 } from "./nll.ts";
 import { llamaCppChunks } from "./windows.ts";
 import { bosOf, logDomainMetric, windowNlls } from "./perplexity.ts";
 import { cachedReferenceJson, DEFAULT_REFERENCE } from "./reference.ts";
 import { chatPrompt } from "./chat.ts";
 import { ContextOverflowError, greedyGenerate } from "./generate.ts";
-import { effectiveLimit, randomInt, seededRandom, stratifiedSubset } from "./sample.ts";
+import { effectiveLimit, randomInt, seededRandom, stratifiedSubset } from "../../core/random.ts";
 import { proportionMetric } from "./proportion.ts";
 
 /** Options and their defaults. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { REPO_ROOT, sharedPath } from "../shared.ts";
+import { REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import { longContext, passkeyItems } from "./long_context.ts";
 import { chatPrompt } from "./chat.ts";
 import {

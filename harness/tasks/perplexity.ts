@@ -24,10 +24,10 @@
  */
 import type { Metric, Task } from "./task.ts";
 import type { ModelRunner } from "../../kernels/backend.ts";
-import type { Samples } from "../../reports/row.ts";
-import type { Tokenizer } from "../models/model.ts";
+import type { Samples } from "../../core/row.ts";
+import type { Tokenizer } from "../../core/model.ts";
 import { meanAndStderr, tokenNll, Z95 } from "./nll.ts";
-import { DatasetError, readDocuments, readText } from "./dataset.ts";
+import { DatasetError, readDocuments, readText } from "../../core/dataset.ts";
 import { gptqWindows, llamaCppChunks, rollingWindows, type ScoredWindow } from "./windows.ts";
 
 /** Options and their defaults. */

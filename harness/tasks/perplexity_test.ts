@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { sharedPath } from "../shared.ts";
+import { sharedPath } from "../../core/shared.ts";
 import { countWords, perplexity, ratioOfSums, windowNlls } from "./perplexity.ts";
-import { DatasetError } from "./dataset.ts";
+import { DatasetError } from "../../core/dataset.ts";
 import { tokenNll } from "./nll.ts";
 import { llamaCppChunks } from "./windows.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
@@ -14,7 +14,7 @@ import {
   samplesReproduce,
   stories,
 } from "./test_context.ts";
-import type { LlamaModel } from "../models/model.ts";
+import type { LlamaModel } from "../../core/model.ts";
 
 const TINY = "data/text/tinystories_sample.txt";
 const ignore = missing(TINY);

@@ -11,15 +11,15 @@
  * @module
  */
 import { join } from "node:path";
-import type { Cell, FormatSpec, MethodSpec, Suite } from "../suite/types.ts";
-import type { LlamaModel } from "../models/model.ts";
+import type { Cell, FormatSpec, MethodSpec, Suite } from "../../core/suite_types.ts";
+import type { LlamaModel } from "../../core/model.ts";
 import type { ModelRunner } from "../../kernels/backend.ts";
 import type { ReferenceContext } from "./task.ts";
 import { methods } from "../methods/registry.ts";
 import { backends } from "../../kernels/registry.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
 import { loadModel } from "../models/load.ts";
-import { writeFileAtomic } from "../../reports/atomic.ts";
+import { writeFileAtomic } from "../../core/atomic.ts";
 
 /** The default reference: the same model unquantized in float32. */
 export const DEFAULT_REFERENCE = { method: "none", format: "f32" };

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { sharedPath } from "../shared.ts";
+import { sharedPath } from "../../core/shared.ts";
 import {
   cachedReferenceBytes,
   referenceCell,
@@ -10,7 +10,7 @@ import {
 import { loadSuite } from "../suite/load.ts";
 import { runSuite } from "../runner/run.ts";
 import { missing, STORIES } from "./test_context.ts";
-import type { FormatSpec, MethodSpec } from "../suite/types.ts";
+import type { FormatSpec, MethodSpec } from "../../core/suite_types.ts";
 
 const TINY = "data/text/tinystories_sample.txt";
 

@@ -11,9 +11,9 @@
  */
 import { basename } from "node:path";
 import type { Metric } from "./task.ts";
-import type { ResultsFile } from "../../reports/row.ts";
+import type { ResultsFile } from "../../core/row.ts";
 import { codeVersion } from "../runner/fingerprint.ts";
-import { parseJsonl } from "./dataset.ts";
+import { parseJsonl } from "../../core/dataset.ts";
 import { jsonMetrics, type JsonScore, loadJsonSamples, scoreJsonOutput } from "./json_validity.ts";
 import { loadToolSamples, scoreToolOutput, toolMetrics, type ToolScore } from "./tool_use.ts";
 import { SchemaValidator } from "./schema_validator.ts";

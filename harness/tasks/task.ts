@@ -4,9 +4,9 @@
  * @module
  */
 import type { ModelRunner } from "../../kernels/backend.ts";
-import type { LlamaModel } from "../models/model.ts";
-import type { DatasetSpec, TaskSpec } from "../suite/types.ts";
-import type { Samples } from "../../reports/row.ts";
+import type { LlamaModel } from "../../core/model.ts";
+import type { DatasetSpec, TaskSpec } from "../../core/suite_types.ts";
+import type { Samples } from "../../core/row.ts";
 
 /** One metric a task reports for a cell. */
 export interface Metric {

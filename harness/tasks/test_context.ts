@@ -5,12 +5,12 @@
  * @module
  */
 import type { ModelRunner } from "../../kernels/backend.ts";
-import type { LlamaModel, Tokenizer } from "../models/model.ts";
-import type { DatasetSpec } from "../suite/types.ts";
+import type { LlamaModel, Tokenizer } from "../../core/model.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
 import type { Metric, ReferenceContext, TaskContext } from "./task.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { methods } from "../methods/registry.ts";
 
 /** The stories260K checkpoint under shared/. */

@@ -16,12 +16,12 @@
  *
  * @module
  */
-import type { LlamaModel, Matrix } from "../models/model.ts";
+import type { LlamaModel, Matrix } from "../../core/model.ts";
 import type { Metric, Task } from "./task.ts";
 import { matrixBits } from "../../kernels/formats/matrix.ts";
-import { DatasetError, readText } from "./dataset.ts";
+import { DatasetError, readText } from "../../core/dataset.ts";
 import { argmaxRow } from "./nll.ts";
-import { randomInt, seededRandom } from "./sample.ts";
+import { randomInt, seededRandom } from "../../core/random.ts";
 import { percentile } from "./kld.ts";
 import { bosOf } from "./perplexity.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sharedPath } from "../shared.ts";
+import { sharedPath } from "../../core/shared.ts";
 import { modelBytes, throughput } from "./throughput.ts";
 import { contextFor, missing, STORIES, stories, storiesInt4 } from "./test_context.ts";
 

@@ -26,13 +26,13 @@
  */
 import { basename, dirname, join } from "node:path";
 import type { Metric, Task } from "./task.ts";
-import type { DatasetSpec } from "../suite/types.ts";
-import type { ChatMessage } from "../models/model.ts";
-import { DatasetError } from "./dataset.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
+import type { ChatMessage } from "../../core/model.ts";
+import { DatasetError } from "../../core/dataset.ts";
 import { astChecker, type FunctionDoc, type PossibleAnswer } from "./bfcl_checker.ts";
 import { decodeToolCalls } from "./tool_call_parse.ts";
 import { isDict, parsePyJson, pyRepr, pyToJson, type PyValue } from "./py_value.ts";
-import { effectiveLimit, stratifiedSubset } from "./sample.ts";
+import { effectiveLimit, stratifiedSubset } from "../../core/random.ts";
 import { chatPrompt } from "./chat.ts";
 import { ContextOverflowError, greedyGenerate } from "./generate.ts";
 import { failureMetric, proportionMetric } from "./proportion.ts";

@@ -7,9 +7,9 @@
  * @module
  */
 import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
-import type { LlamaModel } from "../../harness/models/model.ts";
+import type { LlamaModel } from "../../core/model.ts";
 import { attention, matmul, rmsnorm, rope, swiglu } from "./ops.ts";
-import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
+import { ropeInverseFrequencies } from "../../core/rope.ts";
 import { QuantizedKvCache } from "./kv_cache.ts";
 import { RUNTIME_FORMATS } from "../formats/runtime_quant.ts";
 

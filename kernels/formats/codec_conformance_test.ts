@@ -6,7 +6,7 @@
  * codec and in harness/methods/rtn_test.ts.
  */
 import assert from "node:assert/strict";
-import type { RowCodec } from "./coded.ts";
+import type { RowCodec } from "../../core/coded.ts";
 import { ensureRowCodec, rowCodecs } from "./codecs.ts";
 import { FP4_E2M1, FP6_E3M2, FP8_E4M3 } from "./minifloat.ts";
 import { RowLengthError } from "./row_codecs.ts";

@@ -10,8 +10,8 @@
  *
  * @module
  */
-import { Registry } from "../../harness/registry.ts";
-import type { RowCodec } from "./coded.ts";
+import { Registry } from "../../core/registry.ts";
+import type { RowCodec } from "../../core/coded.ts";
 import { ggmlTypeByName } from "./gguf/blocks.ts";
 import { MX_FORMATS } from "./mx.ts";
 import { ggufRowCodec, mxRowCodec, NVFP4_ROW_CODEC } from "./row_codecs.ts";

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { Matrix } from "../../harness/models/model.ts";
+import type { Matrix } from "../../core/model.ts";
 import { dequantizeRow, intMatrixBits } from "./int.ts";
 import { rowCodecs } from "./codecs.ts";
 

@@ -15,15 +15,16 @@
  *
  * @module
  */
-import { Registry } from "../../harness/registry.ts";
-import type { DenseMatrix, Matrix } from "../../harness/models/model.ts";
-import type { RowCodec } from "./coded.ts";
+import { Registry } from "../../core/registry.ts";
+import type { DenseMatrix, Matrix } from "../../core/model.ts";
+import type { RowCodec } from "../../core/coded.ts";
 import { ensureRowCodec, rowCodecs } from "./codecs.ts";
 import { intBitsPerWeight, type IntQuantConfig, PER_TENSOR, quantizeInt } from "./int.ts";
 import { FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2, type Minifloat } from "./minifloat.ts";
 import { encodeMatrix } from "./row_codecs.ts";
 import { scaledMinifloatCodec } from "./scaled_minifloat.ts";
-import { isScaleDtype, SCALE_DTYPES, type ScaleDtype } from "./scale_dtype.ts";
+import type { ScaleDtype } from "../../core/model.ts";
+import { isScaleDtype, SCALE_DTYPES } from "./scale_dtype.ts";
 
 /** The settings of a suite format that an element format interprets (a `FormatSpec` fits). */
 export interface FormatSettings {

@@ -14,7 +14,7 @@
  * @module
  */
 import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
-import type { LlamaModel, Matrix } from "../../harness/models/model.ts";
+import type { LlamaModel, Matrix } from "../../core/model.ts";
 import { adapterUnavailable, getGpu } from "./device.ts";
 import {
   type Dispatch,
@@ -29,8 +29,9 @@ import {
   codesPerWord,
   quantizedRowWords,
 } from "./gemv_a8_wgsl.ts";
-import { type GemvTuning, type PackedMatrix, packMatrix } from "./pack.ts";
-import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
+import type { GemvTuning, PackedMatrix } from "./pack.ts";
+import { packMatrix } from "./pack_matrix.ts";
+import { ropeInverseFrequencies } from "../../core/rope.ts";
 
 /** Run-time activation formats the backend quantizes to (per token: integers or FP8). */
 const ACTIVATIONS: readonly string[] = ["int8", "int4", "int3", "int2", "fp8", "fp8_e5m2"];

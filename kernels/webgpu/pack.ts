@@ -14,14 +14,14 @@
  *
  * @module
  */
-import type { Matrix } from "../../harness/models/model.ts";
-import { groupsPerRow, type QuantizedMatrix, zeroAt } from "../formats/int.ts";
+import type { Matrix } from "../../core/model.ts";
+import type { QuantizedMatrix } from "../../core/model.ts";
+import { groupsPerRow, zeroAt } from "../formats/int.ts";
 import { decodeRow } from "../formats/matrix.ts";
 import { FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2 } from "../formats/minifloat.ts";
 import { e8m0Decode } from "../formats/mx.ts";
 import { bf16ToF32 } from "../formats/gguf/numeric.ts";
 import { f32ToBf16 } from "../formats/gguf/blocks.ts";
-import { packCoded } from "./pack_coded.ts";
 
 /**
  * How an element code becomes a number: an unsigned integer, an OCP minifloat, or IEEE half,
@@ -495,18 +495,6 @@ export function decodePackedRow(p: PackedMatrix, r: number): Float32Array {
     }
   }
   return out;
-}
-
-/** Packs any matrix: dense and integer ones natively, coded ones per their codec. */
-export function packMatrix(m: Matrix, maxBinding: number): PackedMatrix {
-  switch (m.kind) {
-    case "dense":
-      return packDense(m.rows, m.cols, m.data, maxBinding);
-    case "int":
-      return packInt(m, maxBinding);
-    case "coded":
-      return packCoded(m, maxBinding);
-  }
 }
 
 /** The generic packer and bit writer, for the codecs of `pack_coded.ts`. */

@@ -19,7 +19,7 @@
  *
  * @module
  */
-import type { CodedMatrix } from "../formats/coded.ts";
+import type { CodedMatrix } from "../../core/coded.ts";
 import {
   buildPacked,
   CHUNK,

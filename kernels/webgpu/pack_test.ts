@@ -1,18 +1,12 @@
 import assert from "node:assert/strict";
-import {
-  decodePackedRow,
-  packedShape,
-  packMatrix,
-  threadsPerRow,
-  vectorIndex,
-  vectorWords,
-} from "./pack.ts";
+import { packMatrix } from "./pack_matrix.ts";
+import { decodePackedRow, packedShape, threadsPerRow, vectorIndex, vectorWords } from "./pack.ts";
 import { quantizeInt } from "../formats/int.ts";
 import { decodeRow } from "../formats/matrix.ts";
 import { rowCodecs } from "../formats/codecs.ts";
 import { encodeMatrix } from "../formats/row_codecs.ts";
-import { dense, type Matrix } from "../../harness/models/model.ts";
-import { pseudoRandom } from "../backend_conformance.ts";
+import { dense, type Matrix } from "../../core/model.ts";
+import { pseudoRandom } from "../../core/test_values.ts";
 
 // 37 rows × 172 columns: a short last chunk and group; 1–2 KiB bindings split the matrices.
 const ROWS = 37;

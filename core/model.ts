@@ -4,9 +4,7 @@
  *
  * @module
  */
-import type { QuantizedMatrix } from "../../kernels/formats/int.ts";
-import type { CodedMatrix } from "../../kernels/formats/coded.ts";
-import type { RuntimeQuantization } from "../../kernels/formats/runtime_quant.ts";
+import type { CodedMatrix } from "./coded.ts";
 
 /** Architecture hyper-parameters of a Llama-family decoder. */
 export interface LlamaConfig {
@@ -65,6 +63,56 @@ export interface DenseMatrix {
  * (`coded`: GGUF blocks, MX, NVFP4, FP8 …).
  */
 export type Matrix = DenseMatrix | QuantizedMatrix | CodedMatrix;
+
+/**
+ * A `[rows][cols]` weight matrix as integer codes: `w[r][c] = scales[r·G + g] · (codes[r·cols + c] −
+ * zero)` with `g = floor(c / groupSize)` and `zero = zeros[r·G + g]` (asymmetric) or `2^(bits−1)`.
+ */
+export interface QuantizedMatrix {
+  kind: "int";
+  rows: number;
+  cols: number;
+  bits: number;
+  /** Effective group size in columns (equals `cols` for per-channel); the last group may be short. */
+  groupSize: number;
+  symmetric: boolean;
+  /** One unsigned code per weight, `0 … 2^bits − 1`. */
+  codes: Uint8Array;
+  /** `rows × groupsPerRow` scales, each exactly representable in `scaleDtype`. */
+  scales: Float32Array;
+  /** `rows × groupsPerRow` integer zero points; null when symmetric. */
+  zeros: Uint8Array | null;
+  /** Type the scales are rounded to and stored as (default f16). */
+  scaleDtype?: ScaleDtype;
+  /**
+   * One scale (and zero point) for the whole matrix, repeated in every row's entry so rows decode
+   * alike; storage counts it once. Default false.
+   */
+  perTensor?: boolean;
+}
+
+/** How a scale is stored. */
+export type ScaleDtype = "f16" | "bf16" | "f32";
+
+/** KV-cache settings of a format (`kv_cache: { format, group, residual }`). */
+export interface KvCacheSettings {
+  /** Element format of cached keys and values: `int8`, `int4`, `int3`, `int2`, `fp8`, `fp8_e5m2`. */
+  format: string;
+  /**
+   * Tokens per key group and channels per value group; 0 means one key group per block of
+   * `residual` tokens and one value group per head.
+   */
+  group: number;
+  /** Most recent tokens kept in full precision. */
+  residual: number;
+}
+
+/** What quantization a model applies at run time. */
+export interface RuntimeQuantization {
+  /** Element format of the per-token dynamic quantization of every transformer linear's input. */
+  activations?: string;
+  kvCache?: KvCacheSettings;
+}
 
 /** Weights of one transformer block. Linear weights are `[out][in]`. */
 export interface LayerWeights {
