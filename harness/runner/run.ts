@@ -121,6 +121,12 @@ export async function runSuite(suite: Suite, options: RunOptions): Promise<Resul
           `(${e.seconds.toFixed(1)} s)`,
         label,
       );
+    } else if (e.type === "skipped") {
+      // The engine cannot serve the task: that holds for this key, so it is cached like a result.
+      const rows = [statusRow(rowKey(suite, cell, task), "skipped", e.reason)];
+      slots[cellIndex]![e.task] = rows;
+      await cache.put(keys[e.task]!, rows);
+      progress.end(`skipped: ${e.reason}`, label);
     } else {
       slots[cellIndex]![e.task] = [statusRow(rowKey(suite, cell, task), "failed", e.message)];
       progress.end(`failed: ${e.message}`, label);
