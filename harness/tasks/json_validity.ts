@@ -8,7 +8,7 @@
  * value for `exact_match`. Lines of jsonschemabench/maskbench files (`{schema, …}`) work as they
  * are. Strata for `limit`: `category`, else `difficulty.level`.
  *
- * Each prompt goes through the model's chat template (`chat.ts`) and is answered greedily for at
+ * Each prompt goes through the model's chat template (`engines/chat.ts`) and is answered greedily for at
  * most `max_new_tokens` tokens, stopping early once a complete `{…}`/`[…]` value parses (with
  * `stop_at_json`). The answer's JSON is extracted (`json_extract.ts`) and validated with Ajv
  * (`schema_compile.ts`: the dialect the schema declares, 2020-12 by default, with formats) under a
