@@ -28,6 +28,11 @@ import { modelBytes } from "./model_bytes.ts";
 import { argmaxRow, tokenNll } from "../tasks/nll.ts";
 import { rollingWindows } from "../tasks/windows.ts";
 
+/** The id of the in-process engine on a backend (see {@linkcode EngineInfo.id}). */
+export function inProcessEngineId(backend: string): string {
+  return `in_process/${backend}`;
+}
+
 /** Thrown for a log-likelihood request that scores nothing. */
 export class EmptyContinuationError extends Error {
   override name = "EmptyContinuationError";
@@ -45,7 +50,7 @@ export class InProcessEngine implements Engine {
     this.#runner = runner;
     const { config, tokenizer } = model;
     this.#info = {
-      id: `in_process/${backend}`,
+      id: inProcessEngineId(backend),
       vocabSize: config.vocabSize,
       maxSeqLen: config.maxSeqLen,
       bosId: tokenizer.bosId,

@@ -9,7 +9,7 @@
 import type { Cell, Suite } from "../../core/suite_types.ts";
 import type { LlamaModel } from "../../core/model.ts";
 import type { Engine } from "../engines/engine.ts";
-import { InProcessEngine } from "../engines/in_process.ts";
+import { InProcessEngine, inProcessEngineId } from "../engines/in_process.ts";
 import { methods } from "../methods/registry.ts";
 import { loadModel } from "../models/load.ts";
 
@@ -22,6 +22,11 @@ export interface OpenedCell {
   quantizeSeconds: number;
   /** Statistics the method recorded (e.g. calibration error). */
   quantizeStats: Record<string, number>;
+}
+
+/** The id of the engine {@linkcode openCell} gives a cell (a part of its results' cache keys). */
+export function cellEngineId(cell: Cell): string {
+  return inProcessEngineId(cell.backend);
 }
 
 /**

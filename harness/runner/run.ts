@@ -15,6 +15,7 @@ import { Progress } from "./progress.ts";
 import { gitSha } from "./git.ts";
 import { type CellEvent, type CellJob, errorText, rowKey } from "./compute.ts";
 import { referenceCell, type ReferenceJob, resolveReference } from "../tasks/reference.ts";
+import { cellEngineId } from "./open_cell.ts";
 
 /** How to run. */
 export interface RunOptions {
@@ -225,6 +226,7 @@ class CellKeyer {
       method: { method: cell.method.method, options: cell.method.options },
       format: { ...cell.format, id: undefined },
       backend: cell.backend,
+      engine: cellEngineId(cell),
       task: { task: task.task, options: task.options },
       dataset: dataset
         ? {

@@ -30,7 +30,12 @@ import { meanAndStderr, Z95 } from "./nll.ts";
 import { llamaCppChunks } from "./windows.ts";
 import { bosOf, logDomainMetric, windowNlls } from "./perplexity.ts";
 import { cachedReferenceJson, DEFAULT_REFERENCE } from "./reference.ts";
-import { ContextOverflowError, type Engine } from "../engines/engine.ts";
+import {
+  ContextOverflowError,
+  type Engine,
+  MissingCapabilityError,
+  unmetNeed,
+} from "../engines/engine.ts";
 import { effectiveLimit, randomInt, seededRandom, stratifiedSubset } from "../../core/random.ts";
 import { proportionMetric } from "./proportion.ts";
 
@@ -295,8 +300,11 @@ export const longContext: Task = {
       ref,
       "long_context",
       async () => {
+        const engine = await ref.open();
+        const why = unmetNeed(longContext.needs, engine.info());
+        if (why !== undefined) throw new MissingCapabilityError(`Reference ${ref.id} ${why}`);
         return await measureLongContext(
-          await ref.open(),
+          engine,
           src.text,
           src.items,
           lengths,
