@@ -15,6 +15,7 @@ import { Progress } from "./progress.ts";
 import { gitSha } from "./git.ts";
 import { type CellEvent, type CellJob, errorText, rowKey } from "./compute.ts";
 import { referenceCell, type ReferenceJob, resolveReference } from "../tasks/reference.ts";
+import { cellEngineId } from "./open_cell.ts";
 
 /** How to run. */
 export interface RunOptions {
@@ -121,6 +122,12 @@ export async function runSuite(suite: Suite, options: RunOptions): Promise<Resul
           `(${e.seconds.toFixed(1)} s)`,
         label,
       );
+    } else if (e.type === "skipped") {
+      // The engine cannot serve the task: that holds for this key, so it is cached like a result.
+      const rows = [statusRow(rowKey(suite, cell, task), "skipped", e.reason)];
+      slots[cellIndex]![e.task] = rows;
+      await cache.put(keys[e.task]!, rows);
+      progress.end(`skipped: ${e.reason}`, label);
     } else {
       slots[cellIndex]![e.task] = [statusRow(rowKey(suite, cell, task), "failed", e.message)];
       progress.end(`failed: ${e.message}`, label);
@@ -219,6 +226,7 @@ class CellKeyer {
       method: { method: cell.method.method, options: cell.method.options },
       format: { ...cell.format, id: undefined },
       backend: cell.backend,
+      engine: cellEngineId(cell),
       task: { task: task.task, options: task.options },
       dataset: dataset
         ? {

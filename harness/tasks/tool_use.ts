@@ -33,8 +33,7 @@ import { astChecker, type FunctionDoc, type PossibleAnswer } from "./bfcl_checke
 import { decodeToolCalls } from "./tool_call_parse.ts";
 import { isDict, parsePyJson, pyRepr, pyToJson, type PyValue } from "./py_value.ts";
 import { effectiveLimit, stratifiedSubset } from "../../core/random.ts";
-import { chatPrompt } from "./chat.ts";
-import { ContextOverflowError, greedyGenerate } from "./generate.ts";
+import { ContextOverflowError } from "../engines/engine.ts";
 import { failureMetric, proportionMetric } from "./proportion.ts";
 
 /** Options and their defaults. */
@@ -269,6 +268,7 @@ export const toolUse: Task = {
   description: "tool-call accuracy by BFCL's AST rules (simple, multiple, parallel, irrelevance)",
   needsDataset: true,
   options: TOOL_USE_OPTIONS,
+  needs: ["generation"],
   async run(ctx) {
     const opts = { ...TOOL_USE_OPTIONS, ...ctx.task.options };
     const all = await loadToolSamples(ctx.dataset!);
@@ -283,18 +283,17 @@ export const toolUse: Task = {
     let source = "";
     for (const [i, sample] of samples.entries()) {
       ctx.progress(i / samples.length);
-      const prompt = chatPrompt(
-        ctx.model,
+      const prompt = ctx.engine.chat(
         sample.messages,
         toolsFor(sample.functions, String(opts.tool_format)),
       );
       source = prompt.source;
       try {
-        const gen = await greedyGenerate(ctx.runner, ctx.model.tokenizer, prompt.ids, {
+        const [gen] = await ctx.engine.generateUntil([{
+          prompt: prompt.ids,
           maxTokens: Number(opts.max_new_tokens),
-          maxSeqLen: ctx.model.config.maxSeqLen,
-        });
-        scores.push(scoreToolOutput(sample, gen.text));
+        }]);
+        scores.push(scoreToolOutput(sample, gen!.text));
       } catch (e) {
         if (!(e instanceof ContextOverflowError)) throw e;
         scores.push({
