@@ -6,6 +6,7 @@
  */
 import type { Cell, Suite, TaskSpec } from "../../core/suite_types.ts";
 import type { CachedRow } from "./cache.ts";
+import type { ModelRunner } from "../../kernels/backend.ts";
 import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";
 import { backends } from "../../kernels/registry.ts";
@@ -98,7 +99,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         ci_high: m.ci_high,
         bits_per_weight: bpw,
         status: "ok",
-        detail: m.detail,
+        detail: withFallback(m.detail, runner),
         extra: { seconds, quantize_seconds: quantizeSeconds, ...quantizeStats },
         samples: m.samples,
       }));
@@ -109,6 +110,18 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
   }
   await references?.dispose();
   runner?.dispose();
+}
+
+/**
+ * A row's detail with `fallback=f32(<formats>)` appended when the backend runs some weights
+ * decoded to f32 because it has no kernel for their format — so such a row never passes for one
+ * measured in the format itself.
+ */
+export function withFallback(detail: string, runner: ModelRunner): string {
+  const formats = runner.fallbackFormats ?? [];
+  if (formats.length === 0) return detail;
+  const note = `fallback=f32(${formats.join(",")})`;
+  return detail === "" ? note : `${detail} ${note}`;
 }
 
 /** The identifying columns of a cell × task row. */
