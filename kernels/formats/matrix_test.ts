@@ -34,7 +34,8 @@ Deno.test("matrix: coded matrices carry the side tensors they are given; a missi
   assert.throws(
     () => sideTensor(m, "g_idx"),
     (e: unknown) =>
-      e instanceof MissingSideTensorError && /q8_0 matrix has no side tensor "g_idx"/.test(e.message),
+      e instanceof MissingSideTensorError &&
+      /q8_0 matrix has no side tensor "g_idx"/.test(e.message),
   );
   assert.deepEqual(sideTensors(dense(2, 64, DATA)), {});
   assert.equal(storageName(m), "q8_0");
