@@ -23,14 +23,17 @@ import { NVFP4_FORMAT } from "./nvfp4_format.ts";
 import { SCALED_MINIFLOAT_FORMAT } from "./scaled_minifloat_format.ts";
 
 /** Every stored weight format, by name. */
-export const weightFormats: Registry<WeightFormat> = new Registry<WeightFormat>("weight format", [
-  ["int", INT_FORMAT],
-  ["scaled_minifloat", SCALED_MINIFLOAT_FORMAT],
-  ["mx", MX_FORMAT],
-  ["nvfp4", NVFP4_FORMAT],
-  ["ggml", GGML_FORMAT],
-  ["affine", AFFINE_FORMAT],
-]);
+export const weightFormats: Registry<WeightFormat> = new Registry<WeightFormat>(
+  "stored weight format",
+  [
+    ["int", INT_FORMAT],
+    ["scaled_minifloat", SCALED_MINIFLOAT_FORMAT],
+    ["mx", MX_FORMAT],
+    ["nvfp4", NVFP4_FORMAT],
+    ["ggml", GGML_FORMAT],
+    ["affine", AFFINE_FORMAT],
+  ],
+);
 
 /** Thrown for a codec that no registered format owns. */
 export class UnknownCodecError extends Error {
