@@ -5,6 +5,7 @@
  * @module
  */
 import type { CodedMatrix } from "./coded.ts";
+import type { QuantizedBase } from "./matrix.ts";
 
 /** Architecture hyper-parameters of a Llama-family decoder. */
 export interface LlamaConfig {
@@ -60,7 +61,9 @@ export interface DenseMatrix {
 
 /**
  * A linear layer's weight: dense float32, integer codes + scales (`int`), or rows of codec blocks
- * (`coded`: GGUF blocks, MX, NVFP4, FP8 …).
+ * (`coded`: GGUF blocks, MX, NVFP4, FP8 …). Both quantized shapes carry named side tensors
+ * ({@linkcode QuantizedBase}); the format module that decodes one is found from its `kind` and
+ * codec (`formatOf` in `kernels/formats/formats.ts`).
  */
 export type Matrix = DenseMatrix | QuantizedMatrix | CodedMatrix;
 
@@ -68,10 +71,8 @@ export type Matrix = DenseMatrix | QuantizedMatrix | CodedMatrix;
  * A `[rows][cols]` weight matrix as integer codes: `w[r][c] = scales[r·G + g] · (codes[r·cols + c] −
  * zero)` with `g = floor(c / groupSize)` and `zero = zeros[r·G + g]` (asymmetric) or `2^(bits−1)`.
  */
-export interface QuantizedMatrix {
+export interface QuantizedMatrix extends QuantizedBase {
   kind: "int";
-  rows: number;
-  cols: number;
   bits: number;
   /** Effective group size in columns (equals `cols` for per-channel); the last group may be short. */
   groupSize: number;

@@ -154,7 +154,7 @@ export interface EngineInfo {
   timing: boolean;
   /** Bytes of the weights: all of them, and those one decoded token reads; absent when unknown. */
   weightBytes?: { total: number; perToken: number };
-  /** What runs other than as asked (e.g. matrices decoded to f32 on WebGPU), with reasons. */
+  /** Weight formats this engine runs decoded to f32 (no kernel for them here), by name. */
   fallbacks: string[];
 }
 

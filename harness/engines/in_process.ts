@@ -63,7 +63,7 @@ export class InProcessEngine implements Engine {
       timing: true,
       weightBytes: modelBytes(model),
       // The WebGPU runner lists the matrices it decoded to f32 on load.
-      fallbacks: [...((runner as { fallbacks?: readonly string[] }).fallbacks ?? [])],
+      fallbacks: [...(runner.fallbackFormats ?? [])],
     };
   }
 

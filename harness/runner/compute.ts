@@ -88,7 +88,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         ci_high: m.ci_high,
         bits_per_weight: bpw,
         status: "ok",
-        detail: m.detail,
+        detail: withFallback(m.detail, engine.info().fallbacks),
         extra: { seconds, quantize_seconds: quantizeSeconds, ...quantizeStats },
         samples: m.samples,
       }));
@@ -99,6 +99,17 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
   }
   await references?.dispose();
   opened?.engine.dispose();
+}
+
+/**
+ * A row's detail with `fallback=f32(<formats>)` appended when the backend runs some weights
+ * decoded to f32 because it has no kernel for their format — so such a row never passes for one
+ * measured in the format itself.
+ */
+export function withFallback(detail: string, formats: readonly string[]): string {
+  if (formats.length === 0) return detail;
+  const note = `fallback=f32(${formats.join(",")})`;
+  return detail === "" ? note : `${detail} ${note}`;
 }
 
 /** The identifying columns of a cell × task row. */

@@ -23,7 +23,7 @@ import {
 } from "./scaled_minifloat.ts";
 
 /** ggml types with an encoder, by codec name. */
-const GGUF_CODECS: readonly (readonly [string, string])[] = [
+export const GGUF_CODECS: readonly (readonly [string, string])[] = [
   ["q4_0", "Q4_0"],
   ["q4_1", "Q4_1"],
   ["q5_0", "Q5_0"],

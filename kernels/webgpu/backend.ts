@@ -201,6 +201,8 @@ const MAX_SLICE = 512;
 export class WebGpuRunner implements ModelRunner {
   /** Matrices decoded to f32 on load, with the reason (empty when all run in their format). */
   readonly fallbacks: string[];
+  /** Storage formats of those matrices (`q4_k`, `hqq-int4-g64` …), each once. */
+  readonly fallbackFormats: readonly string[];
   readonly #k: Kernels;
   readonly #model: LlamaModel;
   readonly #maxSeqLen: number;
@@ -221,6 +223,7 @@ export class WebGpuRunner implements ModelRunner {
     buffers: { step: GPUBuffer; x: GPUBuffer; logits: GPUBuffer },
     program: Dispatch[],
     fallbacks: string[],
+    fallbackFormats: readonly string[],
   ) {
     this.#k = k;
     this.#model = model;
@@ -231,6 +234,7 @@ export class WebGpuRunner implements ModelRunner {
     this.#logits = buffers.logits;
     this.#program = program;
     this.fallbacks = fallbacks;
+    this.fallbackFormats = fallbackFormats;
   }
 
   /** Uploads a model: packs its weights, allocates activations and the KV cache. */
@@ -268,9 +272,11 @@ export class WebGpuRunner implements ModelRunner {
     const logits = act(c.vocabSize);
     const table = k.storage(ropeTable(maxSeqLen, ropeInverseFrequencies(c)));
     const fallbacks: string[] = [];
+    const fallbackFormats = new Set<string>();
     const pack = (name: string, m: LlamaModel["weights"]["output"]): PackedMatrix => {
       const packed = packTuned(m, maxBinding, tuning);
       if (packed.fallback) fallbacks.push(`${name}: ${packed.fallback}`);
+      if (packed.fallbackFormat) fallbackFormats.add(packed.fallbackFormat);
       return packed;
     };
     const mm = (
@@ -386,7 +392,9 @@ export class WebGpuRunner implements ModelRunner {
       await k.rmsnorm(step, x, k.storage(w.finalNorm), xb, c.dim, c.normEps),
       ...await mm(pack("output", w.output), xb, logits, {}),
     );
-    return new WebGpuRunner(k, model, maxSeqLen, slice, { step, x, logits }, program, fallbacks);
+    return new WebGpuRunner(k, model, maxSeqLen, slice, { step, x, logits }, program, fallbacks, [
+      ...fallbackFormats,
+    ]);
   }
 
   async forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {

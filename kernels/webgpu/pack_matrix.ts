@@ -1,21 +1,16 @@
 /**
- * Packs any weight matrix into the WebGPU backend's layout: dense and integer matrices by
- * `pack.ts`, block-coded ones per their codec by `pack_coded.ts`.
+ * Packs any weight matrix into the WebGPU backend's layout: dense ones by `pack.ts`, quantized
+ * ones by their format's GPU plan (`pack_quantized.ts`).
  *
  * @module
  */
 import type { Matrix } from "../../core/model.ts";
-import { packDense, type PackedMatrix, packInt } from "./pack.ts";
-import { packCoded } from "./pack_coded.ts";
+import { packDense, type PackedMatrix } from "./pack.ts";
+import { packQuantized } from "./pack_quantized.ts";
 
-/** Packs any matrix: dense and integer ones natively, coded ones per their codec. */
+/** Packs any matrix: dense ones as f32 rows, quantized ones per their format. */
 export function packMatrix(m: Matrix, maxBinding: number): PackedMatrix {
-  switch (m.kind) {
-    case "dense":
-      return packDense(m.rows, m.cols, m.data, maxBinding);
-    case "int":
-      return packInt(m, maxBinding);
-    case "coded":
-      return packCoded(m, maxBinding);
-  }
+  return m.kind === "dense"
+    ? packDense(m.rows, m.cols, m.data, maxBinding)
+    : packQuantized(m, maxBinding);
 }
