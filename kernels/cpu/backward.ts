@@ -58,10 +58,8 @@ import {
 } from "./grad_ops.ts";
 import {
   type FakeQuant,
-  fakeQuantBackward,
   type FakeQuantConfig,
-  fakeQuantize,
-  type FakeQuantized,
+  fakeQuantLinear,
   initFakeQuant,
 } from "./fake_quant.ts";
 
@@ -243,43 +241,36 @@ function linearPass(
   bias?: { value: Float64Array; name: string },
 ): { y: Float64Array; back: (dy: Float64Array) => Float64Array } {
   const { rows, cols, quant } = lin;
-  let w = lin.w;
-  let xin = x;
-  let saved: FakeQuantized | undefined;
-  const channel = quant?.channel;
   if (quant) {
-    saved = fakeQuantize(lin.w, rows, cols, quant);
-    w = saved.wq;
-    if (channel) xin = x.map((v, i) => v / channel[i % cols]!);
+    const { y, back } = fakeQuantLinear(x, lin.w, rows, cols, quant, bias?.value);
+    return {
+      y,
+      back: (dy) => {
+        const g = back(dy, bias && pass.grads.get(bias.name));
+        addInto(pass.grads.get(name)!, g.dw);
+        addInto(pass.grads.get(`${name}.scales`)!, g.dscales);
+        if (g.dchannel) addInto(pass.grads.get(`${name}.channel`)!, g.dchannel);
+        return g.dx;
+      },
+    };
   }
-  const y = linearForward(xin, w, rows, cols, bias?.value);
-  const back = (dy: Float64Array): Float64Array => {
-    const dbias = bias && pass.grads.get(bias.name)!;
-    if (!quant) return linearBackward(dy, xin, w, rows, cols, pass.grads.get(name)!, dbias);
-    const dwq = new Float64Array(rows * cols);
-    const dxin = linearBackward(dy, xin, w, rows, cols, dwq, dbias);
-    const dchannel = pass.grads.get(`${name}.channel`);
-    const dw = fakeQuantBackward(
-      dwq,
+  const y = linearForward(x, lin.w, rows, cols, bias?.value);
+  const back = (dy: Float64Array) =>
+    linearBackward(
+      dy,
+      x,
       lin.w,
       rows,
       cols,
-      quant,
-      saved!,
-      pass.grads.get(`${name}.scales`)!,
-      dchannel,
+      pass.grads.get(name),
+      bias && pass.grads.get(bias.name),
     );
-    const gw = pass.grads.get(name)!;
-    for (let i = 0; i < dw.length; i++) gw[i]! += dw[i]!;
-    if (!channel) return dxin;
-    // x ⊘ c: ∂/∂x = 1/c, ∂/∂c = −x/c².
-    return dxin.map((g, i) => {
-      const c = channel[i % cols]!;
-      dchannel![i % cols]! -= (g * x[i]!) / (c * c);
-      return g / c;
-    });
-  };
   return { y, back };
+}
+
+/** `sum += g`, elementwise. */
+function addInto(sum: Float64Array, g: Float64Array): void {
+  for (let i = 0; i < g.length; i++) sum[i]! += g[i]!;
 }
 
 /** Runs one block's steps forward on `x`; returns the output and pushes backward closures. */

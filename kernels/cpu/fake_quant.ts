@@ -21,6 +21,7 @@
  * @module
  */
 import { groupParams, roundHalfEven } from "../formats/int.ts";
+import { linearBackward, linearForward } from "./grad_ops.ts";
 
 /** Thrown for a fake-quantization setting this module does not support. */
 export class FakeQuantError extends RangeError {
@@ -162,4 +163,47 @@ export function fakeQuantBackward(
     }
   }
   return dw;
+}
+
+/** Gradients of a fake-quantized linear (see {@linkcode fakeQuantLinear}). */
+export interface FakeQuantLinearGrads {
+  dx: Float64Array;
+  dw: Float64Array;
+  dscales: Float64Array;
+  /** When the quantizer has a channel factor. */
+  dchannel?: Float64Array;
+}
+
+/**
+ * A fake-quantized linear `y = (x ⊘ c) · w_qᵀ (+ bias)` of a `[rows][cols]` weight `w`; returns the
+ * output and its backward, which adds the bias gradient into `dbias` when given.
+ */
+export function fakeQuantLinear(
+  x: Float64Array,
+  w: Float64Array,
+  rows: number,
+  cols: number,
+  fq: FakeQuant,
+  bias?: Float64Array,
+): { y: Float64Array; back: (dy: Float64Array, dbias?: Float64Array) => FakeQuantLinearGrads } {
+  const saved = fakeQuantize(w, rows, cols, fq);
+  const channel = fq.channel;
+  const xin = channel ? x.map((v, i) => v / channel[i % cols]!) : x;
+  const y = linearForward(xin, saved.wq, rows, cols, bias);
+  const back = (dy: Float64Array, dbias?: Float64Array): FakeQuantLinearGrads => {
+    const dwq = new Float64Array(rows * cols);
+    const dxin = linearBackward(dy, xin, saved.wq, rows, cols, dwq, dbias);
+    const dscales = new Float64Array(fq.scales.length);
+    const dchannel = channel && new Float64Array(cols);
+    const dw = fakeQuantBackward(dwq, w, rows, cols, fq, saved, dscales, dchannel);
+    if (!channel) return { dx: dxin, dw, dscales };
+    // x ⊘ c: ∂/∂x = 1/c, ∂/∂c = −x/c².
+    const dx = dxin.map((g, i) => {
+      const c = channel[i % cols]!;
+      dchannel![i % cols]! -= (g * x[i]!) / (c * c);
+      return g / c;
+    });
+    return { dx, dw, dscales, dchannel };
+  };
+  return { y, back };
 }
