@@ -20,7 +20,6 @@
  *
  * @example
  * ```ts
- * import { lossAndGradients, trainParams } from "./backward.ts";
  * declare const model: import("../../core/model.ts").LlamaModel;
  * const params = trainParams(model);
  * const tokens = [1, 5, 9, 2];

@@ -7,7 +7,6 @@
  * ```ts
  * import { AdamW } from "./adamw.ts";
  * import { trainParams } from "./backward.ts";
- * import { trainStep } from "./train.ts";
  * declare const model: import("../../core/model.ts").LlamaModel;
  * const params = trainParams(model);
  * const adamw = new AdamW({ lr: 1e-3, weightDecay: 0 });
