@@ -9,7 +9,7 @@
 import type { Cell, Suite } from "../../core/suite_types.ts";
 import type { LlamaModel } from "../../core/model.ts";
 import type { Engine } from "../engines/engine.ts";
-import { InProcessEngine, inProcessEngineId } from "../engines/in_process.ts";
+import { engineFor } from "../engines/registry.ts";
 import { methods } from "../methods/registry.ts";
 import { loadModel } from "../models/load.ts";
 
@@ -26,7 +26,7 @@ export interface OpenedCell {
 
 /** The id of the engine {@linkcode openCell} gives a cell (a part of its results' cache keys). */
 export function cellEngineId(cell: Cell): string {
-  return inProcessEngineId(cell.backend);
+  return engineFor(cell.backend).id(cell.backend);
 }
 
 /**
@@ -57,6 +57,6 @@ export async function openCell(
     },
   );
   const quantizeSeconds = (performance.now() - t0) / 1000;
-  const engine = await InProcessEngine.load(model, cell.backend);
+  const engine = await engineFor(cell.backend).open(model, cell.backend);
   return { model, engine, quantizeSeconds, quantizeStats };
 }
