@@ -3,15 +3,19 @@
  * `pre_quant.run_awq`, `auto_scale.auto_scale_block`, `auto_clip.auto_clip_block`) runs it on a
  * Llama block, with the suite's format as the quantizer:
  *
- * 1. The block's linear inputs are captured on the calibration windows; the block is the float
- *    one and its float output is the next block's input (the reference computes `inps` before it
- *    scales or quantizes anything).
+ * 1. The block's linear inputs are captured on the calibration windows by the sequential driver
+ *    (`sequential.ts`, a `layer` method); the block is the float one and its float output is the
+ *    next block's input (the reference computes `inps` before it scales or quantizes anything).
+ *    Where a group's scales fold, which groups are inspected through what, and which linears feed
+ *    the attention's queries and keys all come from the block's steps (`core/graph.ts`).
  * 2. Scale search, per group of linears sharing an input: `s = mean|x|^α` (clamped at 1e-4,
  *    divided by `sqrt(max s · min s)`) for α = 0, 1/20, …, 19/20 (`n_grid`); the linears become
  *    `Q(W·diag(s))·diag(s)⁻¹` and the α with the least mean squared error of the inspected module's
  *    output wins: `[wq, wk, wv]` inspected through the whole attention (with `wo` in float),
  *    `[wo]` alone (only when `wv` and `wo` have the same shape — not with grouped-query
- *    attention, as in the reference), `[w1, w3]` through the whole MLP, `[w2]` alone. Every search
+ *    attention, as in the reference), `[w1, w3]` through the whole MLP, `[w2]` alone: a group is
+ *    inspected through the steps up to the next group's input and that group's linear, unless its
+ *    linear feeds the residual stream, where it is alone. Every search
  *    uses the original weights; then all scales are applied: `1/s` folded into the preceding
  *    RMSNorm (`attnNorm`, `ffnNorm`) or linear (`wv`'s rows for `wo`, `w3`'s rows for `w2`), `s`
  *    into the linears' columns, and the captured inputs divided by `s`.
@@ -27,11 +31,11 @@
  * has none.
  *
  * The losses are the reference's, computed for speed (the scale search re-runs half a block 20
- * times per group): the inspected attention and MLP run on the float32 search kernels of
- * `search_kernels.ts` (a packed GEMM, a causal attention) rather than the CPU backend's, and are compared
- * with the float values the block captured; a lone linear's output error `Σ_t ‖(W' − W)·x_t‖²`
- * is taken as `Σ_r e_rᵀ·G·e_r` with the Gram matrix `G = Σ_t x_t·x_tᵀ`, and a clip group's
- * likewise from its slice of `G` (in float64). The losses so differ from a direct evaluation
+ * times per group): the inspected steps are interpreted on the float32 search kernels of
+ * `search_kernels.ts` (a packed GEMM, a causal attention, SiLU·up) rather than the CPU backend's,
+ * and are compared with the float values the block captured; a lone linear's output error
+ * `Σ_t ‖(W' − W)·x_t‖²` is taken as `Σ_r e_rᵀ·G·e_r` with the Gram matrix `G = Σ_t x_t·x_tᵀ`,
+ * and a clip group's likewise from its slice of `G` (in float64). The losses so differ from a direct evaluation
  * only by float32 rounding.
  *
  * @module
@@ -158,18 +162,15 @@ function scaleColumns(w: Float32Array, cols: number, s: ArrayLike<number>): Floa
   return out;
 }
 
-/** Names of the linears a scale group can hold. */
-type ScaledName = "wq" | "wk" | "wv" | "wo" | "w1" | "w3" | "w2";
-
 /** A group of linears sharing an input, as the scale search sees it. */
 export interface ScaleGroup {
-  names: readonly ScaledName[];
+  names: readonly LinearName[];
   inputs: Float32Array[];
   /**
    * Mean squared error, over every element, of the inspected module's output with the group's
    * linears replaced by `weights` against its float output.
    */
-  loss(weights: Partial<Record<ScaledName, DenseMatrix>>): number;
+  loss(weights: Partial<Record<LinearName, DenseMatrix>>): number;
 }
 
 /**
@@ -179,7 +180,7 @@ export interface ScaleGroup {
  */
 export function searchScales(
   group: ScaleGroup,
-  weights: Partial<Record<ScaledName, DenseMatrix>>,
+  weights: Partial<Record<LinearName, DenseMatrix>>,
   format: FormatSpec,
   nGrid: number,
 ): { scales: Float32Array; losses: number[] } {
@@ -190,7 +191,7 @@ export function searchScales(
   const losses: number[] = [];
   for (let i = 0; i < nGrid; i++) {
     const s = ratioScales(xMean, i / nGrid);
-    const replaced: Partial<Record<ScaledName, DenseMatrix>> = {};
+    const replaced: Partial<Record<LinearName, DenseMatrix>> = {};
     for (const name of group.names) {
       const w = weights[name]!;
       const q = fakeQuantize(format, w.rows, w.cols, scaleColumns(w.data, w.cols, s));
@@ -497,11 +498,9 @@ function scaleGroups(
       divideInputs(inputs, s);
     };
     const start = firstReader(steps, input);
+    const output = stepOutputOf(steps, names[0]!);
     const lone = names.length === 1 &&
-      steps.some((s) =>
-        s.op === "add" &&
-        (s.a === stepOutputOf(steps, names[0]!) || s.b === stepOutputOf(steps, names[0]!))
-      );
+      steps.some((s) => s.op === "add" && (s.a === output || s.b === output));
     if (lone) {
       // A linear feeding the residual stream alone: its error from the Gram matrix of its inputs.
       const name = names[0]!;
