@@ -161,8 +161,11 @@ function quantizeGroups(
       block.run(steps, source, v, hidden[i]!.length / dim, { from: done, to: start })
     );
     done = start;
+    // Counted: every value the windows hold besides their input (already counted as hidden).
+    const held = meter.hold(
+      values.flatMap((v) => [...v].flatMap(([k, x]) => k === "x" ? [] : [x])),
+    );
     const inputs = values.map((v) => v.get(group.input)!);
-    const held = meter.hold(inputs);
     Object.assign(weights, method.quantizeGroup(group, inputs, layer));
     meter.release(held);
     dropUnread(steps, done, values);
@@ -198,7 +201,8 @@ function quantizeLayer(
     for (const [name, list] of captures) list.push(v.get(name)!);
     return v.get(BLOCK_OUTPUT)!;
   });
-  const held = meter.hold([...captures.values()].flat());
+  // The next layer's input is held while the method works, as are the captures.
+  const held = meter.hold([...captures.values()].flat(), next);
   const weights = method.quantizeLayer(captures, layer);
   meter.release(held);
   return { weights, next };

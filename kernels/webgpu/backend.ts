@@ -1,8 +1,10 @@
 /**
  * The WebGPU backend: the ops of `kernels/cpu/ops.ts` in WGSL, with weights repacked at load time
- * (see `pack.ts`) and dequantized inside the matmul kernels. A forward pass records every layer's
- * dispatches into one command encoder (one compute pass per slice of at most `maxTokens` tokens,
- * so activations stay within a storage binding), submits once and reads the logits back once.
+ * (see `pack.ts`) and dequantized inside the matmul kernels. Each layer's dispatches are compiled
+ * once, at load, from the block's steps (`core/graph.ts`, {@linkcode compileBlock}). A forward
+ * pass records every layer's dispatches into one command encoder (one compute pass per slice of
+ * at most `maxTokens` tokens, so activations stay within a storage binding), submits once and
+ * reads the logits back once.
  * The token embedding is gathered on the host: it is a lookup, not arithmetic. Activations and the
  * KV cache are float32, so results match the CPU reference to float32 rounding; f16 is used
  * where it is exact (scales are stored as f16).
