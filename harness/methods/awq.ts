@@ -59,7 +59,7 @@ import {
   MemoryMeter,
   resolveCalibration,
 } from "./calibration.ts";
-import { firstReader, type LayerContext, quantizeLayers } from "./sequential.ts";
+import { firstReader, type LayerContext, normCopies, quantizeLayers } from "./sequential.ts";
 import {
   type BlockStep,
   type BlockValue,
@@ -383,10 +383,7 @@ async function quantizeModel(
             n,
           ) => [n, dense(original[n].rows, original[n].cols, decoded(original[n]))]),
         ) as Record<LinearName, DenseMatrix>;
-        const norms: Record<NormName, Float32Array> = {
-          attnNorm: original.attnNorm.slice(),
-          ffnNorm: original.ffnNorm.slice(),
-        };
+        const norms = normCopies(steps, original);
         if (o.auto_scale !== false) {
           const searches = scaleGroups(layer, captures, w, norms);
           const gramBytes = meter.hold(searches.flatMap((g) => g.held));

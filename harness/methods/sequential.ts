@@ -25,7 +25,7 @@
  *
  * @module
  */
-import type { BlockStep, BlockValue } from "../../core/graph.ts";
+import type { BlockStep, BlockValue, NormName } from "../../core/graph.ts";
 import {
   BLOCK_OUTPUT,
   blockShape,
@@ -90,6 +90,16 @@ export type SequentialMethod =
 export function groupsOf(steps: readonly BlockStep[]): LinearGroup[] {
   const inputs = linearInputs(steps);
   return linearGroups(steps).map((names) => ({ names, input: inputs.get(names[0]!)! }));
+}
+
+/** Copies of the RMSNorm weights the steps use, for methods that fold scales into them. */
+export function normCopies(
+  steps: readonly BlockStep[],
+  layer: LayerWeights,
+): Record<NormName, Float32Array> {
+  return Object.fromEntries(
+    steps.flatMap((s) => s.op === "rmsnorm" ? [[s.weight, layer[s.weight].slice()]] : []),
+  ) as Record<NormName, Float32Array>;
 }
 
 /** The index of the first step of `steps` that reads `value` (the first linear of its group). */

@@ -27,8 +27,8 @@ import {
   MemoryMeter,
   resolveCalibration,
 } from "./calibration.ts";
-import { quantizeLayers } from "./sequential.ts";
-import { type BlockStep, type BlockValue, type NormName, producerIndex } from "../../core/graph.ts";
+import { normCopies, quantizeLayers } from "./sequential.ts";
+import { type BlockStep, type BlockValue, producerIndex } from "../../core/graph.ts";
 import { decoded } from "./awq.ts";
 import { withRuntime } from "./runtime.ts";
 
@@ -112,10 +112,7 @@ async function quantizeModel(
             n,
           ) => [n, dense(original[n].rows, original[n].cols, decoded(original[n]))]),
         ) as Record<LinearName, DenseMatrix>;
-        const norms: Record<NormName, Float32Array> = {
-          attnNorm: original.attnNorm.slice(),
-          ffnNorm: original.ffnNorm.slice(),
-        };
+        const norms = normCopies(steps, original);
         for (const { names, input } of groups) {
           const norm = normOf(steps, input);
           if (norm === undefined) continue;
