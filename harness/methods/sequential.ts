@@ -38,6 +38,11 @@ import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../../core/mo
 import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
 import { CalibrationBlock, embed, MemoryMeter } from "./calibration.ts";
 
+/** Thrown when a method asks the driver for what it cannot do. */
+export class SequentialCalibrationError extends Error {
+  override name = "SequentialCalibrationError";
+}
+
 /** Linears of a block that share an input: a unit of sequential quantization. */
 export interface LinearGroup {
   /** The linears, in block order. */
@@ -118,6 +123,11 @@ export async function quantizeLayers(
   windows: number[][] | undefined,
   meter: MemoryMeter = new MemoryMeter(),
 ): Promise<LayerWeights[]> {
+  if (method.kind === "layer" && windows === undefined) {
+    throw new SequentialCalibrationError(
+      `A "layer" method quantizes from the block's captures and needs calibration windows`,
+    );
+  }
   const block = new CalibrationBlock(model.config);
   let hidden = windows && embed(model, windows);
   if (hidden) meter.hold(hidden);

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { firstReader, groupsOf, type LinearGroup, quantizeLayers } from "./sequential.ts";
+import {
+  firstReader,
+  groupsOf,
+  type LinearGroup,
+  quantizeLayers,
+  SequentialCalibrationError,
+} from "./sequential.ts";
 import { CalibrationBlock } from "./calibration.ts";
 import { tinyModel } from "../models/testing.ts";
 import { rmsnorm } from "../../kernels/cpu/ops.ts";
@@ -162,6 +168,15 @@ Deno.test("sequential: without windows each group of each layer is handed over o
     },
   }, undefined);
   assert.equal(calls.length, 8);
+  await assert.rejects(
+    () =>
+      quantizeLayers(
+        model,
+        { kind: "layer", quantizeLayer: (_, { original }) => original },
+        undefined,
+      ),
+    SequentialCalibrationError,
+  );
   assert.ok(calls.every((c) => c.endsWith(":true")));
   assert.deepEqual(layers[1]!.wk, halved(model.weights.layers[1]!.wk));
 });
