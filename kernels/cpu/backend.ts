@@ -72,36 +72,36 @@ export class CpuRunner implements ModelRunner {
       if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`Token id ${id} is out of range`);
       x.set(w.tokenEmbedding.subarray(id * dim, (id + 1) * dim), t * dim);
     }
-    const invFreq = this.#invFreq;
-    const act = this.#activations;
+    // One set of kernels for the pass (RoPE's angles tabulated once); attention reads the
+    // current layer's cache.
+    let l = 0;
+    const kernels = cpuBlockKernels(c, pos, T, {
+      activations: this.#activations,
+      invFreq: this.#invFreq,
+      attention: (q, k, v) => {
+        const keys = this.#keys[l]!;
+        const cached = this.#values[l]!;
+        keys.set(k, pos * kvDim);
+        cached.set(v, pos * kvDim);
+        this.#quantizedKv?.update(l, keys, cached, pos, pos + T);
+        const out = new Float32Array(q.length);
+        attention(
+          out,
+          q,
+          keys,
+          cached,
+          pos,
+          c.nHeads,
+          c.nKvHeads,
+          c.headDim,
+          this.#quantizedKv?.view(l),
+        );
+        return out;
+      },
+    });
     let values: BlockValues = new Map([["x", x]]);
-    for (let l = 0; l < c.nLayers; l++) {
-      const layer = w.layers[l]!;
-      const keys = this.#keys[l]!;
-      const cached = this.#values[l]!;
-      const kernels = cpuBlockKernels(c, pos, T, {
-        activations: act,
-        invFreq,
-        attention: (q, k, v) => {
-          keys.set(k, pos * kvDim);
-          cached.set(v, pos * kvDim);
-          this.#quantizedKv?.update(l, keys, cached, pos, pos + T);
-          const out = new Float32Array(q.length);
-          attention(
-            out,
-            q,
-            keys,
-            cached,
-            pos,
-            c.nHeads,
-            c.nKvHeads,
-            c.headDim,
-            this.#quantizedKv?.view(l),
-          );
-          return out;
-        },
-      });
-      runBlock(this.#steps[l]!, layer, c, values, kernels);
+    for (l = 0; l < c.nLayers; l++) {
+      runBlock(this.#steps[l]!, w.layers[l]!, c, values, kernels);
       values = new Map([["x", values.get(BLOCK_OUTPUT)!]]);
     }
     const out = values.get("x")!;
