@@ -21,7 +21,6 @@
  *
  * @example
  * ```ts
- * import { blockSteps, linearInputs } from "./graph.ts";
  * const steps = blockSteps({ biases: false, qkNorm: false });
  * linearInputs(steps).get("wq"); // "xb"
  * ```
@@ -166,6 +165,34 @@ export function linearGroups(steps: readonly BlockStep[]): LinearName[][] {
     else groups.set(s.input, [s.weight]);
   }
   return [...groups.values()];
+}
+
+/** The values a step reads (for `head_rmsnorm` and `rope`, the value they rewrite in place). */
+export function stepInputs(step: BlockStep): BlockValue[] {
+  switch (step.op) {
+    case "rmsnorm":
+    case "linear":
+      return [step.input];
+    case "head_rmsnorm":
+    case "rope":
+      return [step.value];
+    case "attention":
+      return [step.q, step.k, step.v];
+    case "swiglu":
+      return [step.gate, step.up];
+    case "add":
+      return [step.a, step.b];
+  }
+}
+
+/** The value a step writes (for `head_rmsnorm` and `rope`, the value they rewrite in place). */
+export function stepOutput(step: BlockStep): BlockValue {
+  return step.op === "head_rmsnorm" || step.op === "rope" ? step.value : step.output;
+}
+
+/** The index of the step that first writes `value`, or −1 (`x`, the block's input). */
+export function producerIndex(steps: readonly BlockStep[], value: BlockValue): number {
+  return steps.findIndex((s) => stepOutput(s) === value);
 }
 
 /** The value a block's steps end with: its output, the next block's `x`. */
