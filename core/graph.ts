@@ -27,7 +27,7 @@
  *
  * @module
  */
-import type { LayerWeights, LinearName } from "./model.ts";
+import type { LayerWeights, LinearName, LlamaWeights } from "./model.ts";
 
 /** A named activation of one block pass (each holds `T` rows). */
 export type BlockValue =
@@ -197,3 +197,29 @@ export function producerIndex(steps: readonly BlockStep[], value: BlockValue): n
 
 /** The value a block's steps end with: its output, the next block's `x`. */
 export const BLOCK_OUTPUT: BlockValue = "out";
+
+/**
+ * The model around the blocks, which every interpreter runs the same way: the token embedding
+ * (a lookup), each layer's steps in order, the final RMSNorm, and the head (`logits = x ·
+ * outputᵀ`, the embedding's matrix when `tied`).
+ */
+export interface ModelGraph {
+  embedding: "tokenEmbedding";
+  /** The steps of each layer, as its weights have them. */
+  blocks: BlockStep[][];
+  finalNorm: "finalNorm";
+  head: "output";
+  /** Whether the head shares the token embedding in the original checkpoint. */
+  tied: boolean;
+}
+
+/** The description of a whole model from its weights (see {@linkcode ModelGraph}). */
+export function modelGraph(weights: LlamaWeights): ModelGraph {
+  return {
+    embedding: "tokenEmbedding",
+    blocks: weights.layers.map((layer) => blockSteps(blockShape(layer))),
+    finalNorm: "finalNorm",
+    head: "output",
+    tied: weights.tiedEmbeddings,
+  };
+}

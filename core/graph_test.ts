@@ -6,6 +6,7 @@ import {
   blockSteps,
   linearGroups,
   linearInputs,
+  modelGraph,
   producerIndex,
   stepInputs,
   stepOutput,
@@ -96,4 +97,25 @@ Deno.test("graph: every value is written before it is read, by one step", () => 
     assert.equal(steps[producerIndex(steps, "mid")]!.op, "swiglu");
     assert.deepEqual(stepInputs(steps[producerIndex(steps, "h")]!), ["x", "attnOut"]);
   }
+});
+
+Deno.test("modelGraph: each layer's own steps between the embedding and the head", () => {
+  const m = dense(4, 4, new Float32Array(16));
+  const graph = modelGraph({
+    tokenEmbedding: new Float32Array(16),
+    layers: [layer(), layer({ bq: new Float32Array(4), qNorm: new Float32Array(4) })],
+    finalNorm: new Float32Array(4),
+    output: m,
+    tiedEmbeddings: true,
+  });
+  assert.equal(graph.blocks.length, 2);
+  assert.deepEqual(graph.blocks[0], blockSteps(blockShape(layer())));
+  assert.ok(graph.blocks[1]!.some((s) => s.op === "head_rmsnorm"));
+  assert.ok(!graph.blocks[0]!.some((s) => s.op === "head_rmsnorm"));
+  assert.deepEqual([graph.embedding, graph.finalNorm, graph.head, graph.tied], [
+    "tokenEmbedding",
+    "finalNorm",
+    "output",
+    true,
+  ]);
 });

@@ -13,7 +13,7 @@ import { attention, matmul, rmsnorm, rope, swiglu } from "./ops.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 import { QuantizedKvCache } from "./kv_cache.ts";
 import { type BlockValues, cpuBlockKernels, runBlock } from "./block_interpreter.ts";
-import { BLOCK_OUTPUT, blockShape, type BlockStep, blockSteps } from "../../core/graph.ts";
+import { BLOCK_OUTPUT, type BlockStep, modelGraph } from "../../core/graph.ts";
 import { RUNTIME_FORMATS } from "../formats/runtime_quant.ts";
 
 /** A model prepared for the CPU. */
@@ -37,7 +37,7 @@ export class CpuRunner implements ModelRunner {
     this.#keys = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
     this.#values = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
     this.#invFreq = ropeInverseFrequencies(model.config);
-    this.#steps = model.weights.layers.map((layer) => blockSteps(blockShape(layer)));
+    this.#steps = modelGraph(model.weights).blocks;
     const { activations, kvCache } = model.runtime ?? {};
     this.#activations = activations;
     this.#quantizedKv = kvCache &&

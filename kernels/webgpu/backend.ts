@@ -18,11 +18,10 @@
 import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
 import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../../core/model.ts";
 import {
-  blockShape,
   type BlockStep,
-  blockSteps,
   type BlockValue,
   type HeadGroup,
+  modelGraph,
   stepInputs,
 } from "../../core/graph.ts";
 import { adapterUnavailable, getGpu } from "./device.ts";
@@ -539,9 +538,10 @@ export class WebGpuRunner implements ModelRunner {
       return { dispatches: [d], input: xdBuffer, xq: spec.element === "int" ? xq : undefined };
     };
     const program: Dispatch[] = [];
+    const graph = modelGraph(w);
     for (const [l, layer] of w.layers.entries()) {
       program.push(
-        ...await compileBlock(blockSteps(blockShape(layer)), layer, {
+        ...await compileBlock(graph.blocks[l]!, layer, {
           k,
           config: c,
           step,
