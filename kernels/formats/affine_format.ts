@@ -9,7 +9,7 @@
  */
 import type { RowCodec } from "../../core/coded.ts";
 import { affineCodec } from "./affine_codec.ts";
-import { asCoded, type QuantizedWeight, type WeightFormat } from "./format.ts";
+import { codecRows, type WeightFormat } from "./format.ts";
 
 /** The codec names of `affineCodec`. */
 const CODEC_NAME = /^hqq-int(\d+)-(?:ch|g(\d+))$/;
@@ -17,8 +17,7 @@ const CODEC_NAME = /^hqq-int(\d+)-(?:ch|g(\d+))$/;
 const codecs = new Map<string, RowCodec>();
 
 /** The affine codec named `name` (a {@linkcode CODEC_NAME}). */
-function codecOf(m: QuantizedWeight): RowCodec {
-  const { codec: name } = asCoded("affine", m);
+function codecNamed(name: string): RowCodec {
   let codec = codecs.get(name);
   if (codec === undefined) {
     const [, bits, group] = CODEC_NAME.exec(name) ?? [];
@@ -32,12 +31,12 @@ function codecOf(m: QuantizedWeight): RowCodec {
 export const AFFINE_FORMAT: WeightFormat = {
   name: "affine",
   description: "HQQ: integer codes + an f16 scale and fractional f16 zero point per group",
+  // Made by the `hqq` method for `int<b>` formats, from settings; none is listed up front.
+  codecs: [],
+  elements: [],
+  bounds: [],
   owns: (codec) => CODEC_NAME.test(codec),
-  decodeRow(m, r, out) {
-    const c = asCoded("affine", m);
-    codecOf(c).decodeRow(c.data.subarray(r * c.rowBytes, (r + 1) * c.rowBytes), out, 1);
-  },
-  bits: (m) => codecOf(m).bitsPerWeight(m.cols) * m.rows * m.cols,
+  ...codecRows("affine", codecNamed),
   gpu: "none",
   grid: "none",
 };

@@ -1,17 +1,21 @@
 /**
  * A *format module* says everything the project knows about one stored weight format (a family
- * of codecs): which matrices it decodes, its CPU decoder and storage size, the layout the WebGPU
- * kernels run it in (or `"none"`: decoded to f32 on load, and the result rows say so), and the
- * fixed-scale grid that GPTQ rounds onto (or `"none"`). `formats.ts` registers one module per
- * format; everything else asks the module (`formatOf`) instead of matching codec names.
+ * of codecs): its row codecs, the element formats a suite names it by (settings checks, bits per
+ * weight, round-to-nearest; `element_format.ts`), the error bound its codecs keep (checked by
+ * `codec_conformance_test.ts`), which matrices it decodes, its CPU decoder and storage size, the
+ * layout the WebGPU kernels run it in (or `"none"`: decoded to f32 on load, and the result rows
+ * say so), and the fixed-scale grid that GPTQ rounds onto (or `"none"`). `formats.ts` registers
+ * one module per format, and the row codec and element format registries (`codecs.ts`,
+ * `registry.ts`) are made from it; everything else asks the module (`formatOf`) instead of
+ * matching codec names.
  *
  * @module
  */
-import type { CodedMatrix } from "../../core/coded.ts";
+import type { CodedMatrix, RowCodec } from "../../core/coded.ts";
 import type { QuantizedMatrix } from "../../core/model.ts";
-import type { ElementFormat, FormatSettings } from "./registry.ts";
+import type { ElementFormat, FormatSettings } from "./element_format.ts";
 import type { GpuPlan } from "./gpu_layout.ts";
-import { rowCodecs } from "./codecs.ts";
+import { Registry } from "../../core/registry.ts";
 
 /** A quantized weight matrix: integer codes + scales, or rows of a codec. */
 export type QuantizedWeight = QuantizedMatrix | CodedMatrix;
@@ -51,11 +55,44 @@ export type GridFactory = (
 /** How the WebGPU backend runs a matrix, or why it cannot (then it decodes it to f32). */
 export type GpuDecoder = (m: QuantizedWeight) => GpuPlan | string;
 
+/**
+ * How far a codec's decoded values may be from the values encoded:
+ * `|decode(encode(x)) − x| ≤ rel · amax + abs`, with amax over the scope that one scale serves:
+ * the element itself, the codec's block (a K-quant's 256-value super-block), a scaled
+ * minifloat's group (`-g<size>-` in the codec name), the row, or the whole matrix (per-tensor
+ * scales).
+ */
+export interface ErrorBound {
+  rel: number;
+  abs?: number;
+  scope: "element" | "block" | "group" | "row" | "tensor";
+  /**
+   * Whether the encoder searches its scales (K-quants, IQ4_NL), so that re-encoding decoded
+   * values may move them; other codecs must give the same values again.
+   */
+  searches?: boolean;
+}
+
+/** An error bound of the codecs whose names match `pattern`. */
+export interface CodecBound {
+  pattern: RegExp;
+  bound: ErrorBound;
+}
+
 /** One stored weight format (see the module notes). */
 export interface WeightFormat {
   /** Registry name (`int`, `ggml`, `mx`, …). */
   name: string;
   description: string;
+  /**
+   * The row codecs known up front, which `rowCodecs` lists (codecs made from settings, such as
+   * a scaled minifloat's groups of 128, are made on first use; `int` has none).
+   */
+  codecs: readonly RowCodec[];
+  /** The element formats suites name this format by (`int4`, `mxfp4`, …), or none. */
+  elements: readonly ElementFormat[];
+  /** The error bounds of this format's codecs; the first whose pattern matches applies. */
+  bounds: readonly CodecBound[];
   /**
    * Whether this format decodes matrices of codec `codec` (`int` for {@linkcode QuantizedMatrix};
    * see {@linkcode codecOf}). Every codec belongs to exactly one format.
@@ -97,19 +134,34 @@ export function asInt(format: string, m: QuantizedWeight): QuantizedMatrix {
   return m;
 }
 
-/** The CPU decoder of a codec-based format: the row codec's own `decodeRow`. */
-export function codecDecodeRow(m: QuantizedWeight, r: number, out: Float32Array): void {
-  const c = asCoded(codecOf(m), m);
-  rowCodecs.get(c.codec).decodeRow(
-    c.data.subarray(r * c.rowBytes, (r + 1) * c.rowBytes),
-    out,
-    c.tensorScale,
-  );
+/**
+ * The CPU decoder and storage size of a format whose matrices are rows of its own codecs, found
+ * by name with `codec`: the row codec's own `decodeRow`, and its bits per weight with the
+ * per-tensor scale (32 bits) counted once.
+ */
+export function codecRows(
+  format: string,
+  codec: (name: string) => RowCodec,
+): Pick<WeightFormat, "decodeRow" | "bits"> {
+  return {
+    decodeRow(m, r, out) {
+      const c = asCoded(format, m);
+      codec(c.codec).decodeRow(
+        c.data.subarray(r * c.rowBytes, (r + 1) * c.rowBytes),
+        out,
+        c.tensorScale,
+      );
+    },
+    bits(m) {
+      const c = asCoded(format, m);
+      return codec(c.codec).bitsPerWeight(c.cols) * c.rows * c.cols +
+        (c.tensorScale === 1 ? 0 : 32);
+    },
+  };
 }
 
-/** Storage bits of a codec-based matrix; the per-tensor scale (32 bits) counts once. */
-export function codecBits(m: QuantizedWeight): number {
-  const c = asCoded(codecOf(m), m);
-  return rowCodecs.get(c.codec).bitsPerWeight(c.cols) * c.rows * c.cols +
-    (c.tensorScale === 1 ? 0 : 32);
+/** `codecs` by name, for {@linkcode codecRows}; an unknown name throws `UnknownNameError`. */
+export function codecsByName(codecs: readonly RowCodec[]): (name: string) => RowCodec {
+  const byName = new Registry<RowCodec>("row codec", codecs.map((c) => [c.name, c]));
+  return (name) => byName.get(name);
 }

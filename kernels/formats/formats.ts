@@ -1,7 +1,9 @@
 /**
  * The registry of stored weight formats: one line per format module (`format.ts` says what a
- * module declares). {@linkcode formatOf} finds the module that decodes a matrix; everything that
- * decodes, sizes, packs for the GPU or builds a GPTQ grid asks it.
+ * module declares). The row codecs (`codecs.ts`), the suite's element formats (`registry.ts`)
+ * and the codecs' error bounds (`codec_conformance_test.ts`) are made from it, so a new format is
+ * its module plus its line here. {@linkcode formatOf} finds the module that decodes a matrix;
+ * everything that decodes, sizes, packs for the GPU or builds a GPTQ grid asks it.
  *
  * @example
  * ```ts
@@ -40,6 +42,23 @@ export class UnknownCodecError extends Error {
   override name = "UnknownCodecError";
 }
 
+/**
+ * The module of `formats` that owns codec `codec`, or an {@linkcode UnknownCodecError} when no
+ * module or more than one does.
+ */
+export function ownerOfCodec(formats: Registry<WeightFormat>, codec: string): WeightFormat {
+  const owners = formats.names().map((n) => formats.get(n)).filter((f) => f.owns(codec));
+  if (owners.length !== 1) {
+    const who = owners.map((f) => `"${f.name}"`).join(" and ");
+    throw new UnknownCodecError(
+      owners.length === 0
+        ? `No weight format owns codec "${codec}" (formats: ${formats.names().join(", ")})`
+        : `Codec "${codec}" is owned by ${who}; a codec belongs to one format`,
+    );
+  }
+  return owners[0]!;
+}
+
 /** Format by codec name, filled on first use (decoders run per row in hot loops). */
 const byCodec = new Map<string, WeightFormat>();
 
@@ -47,18 +66,7 @@ const byCodec = new Map<string, WeightFormat>();
 export function formatOfCodec(codec: string): WeightFormat {
   let format = byCodec.get(codec);
   if (format === undefined) {
-    const owners = weightFormats.names().map((n) => weightFormats.get(n)).filter((f) =>
-      f.owns(codec)
-    );
-    if (owners.length !== 1) {
-      const who = owners.map((f) => `"${f.name}"`).join(" and ");
-      throw new UnknownCodecError(
-        owners.length === 0
-          ? `No weight format owns codec "${codec}" (formats: ${weightFormats.names().join(", ")})`
-          : `Codec "${codec}" is owned by ${who}; a codec belongs to one format`,
-      );
-    }
-    format = owners[0]!;
+    format = ownerOfCodec(weightFormats, codec);
     byCodec.set(codec, format);
   }
   return format;

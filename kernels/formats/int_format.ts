@@ -7,6 +7,7 @@
  * @module
  */
 import type { QuantizedMatrix, ScaleDtype } from "../../core/model.ts";
+import { badScaleDtype, checked, type IntElementFormat, scaleDtypeOf } from "./element_format.ts";
 import { asInt, type GroupGrid, type WeightFormat, WrongFormatError } from "./format.ts";
 import type { GpuPlan, ScaleKind } from "./gpu_layout.ts";
 import { putBits } from "./gpu_layout.ts";
@@ -14,8 +15,10 @@ import {
   dequantizeRow,
   groupParams,
   groupsPerRow,
+  intBitsPerWeight,
   intMatrixBits,
   PER_TENSOR,
+  quantizeInt,
   roundHalfEven,
   zeroAt,
 } from "./int.ts";
@@ -157,10 +160,40 @@ function intGrid(
   };
 }
 
+/** `int<bits>`: integer codes + scales, `scale_dtype` default f16, RTN by `quantizeInt`. */
+function intElement(bits: number): IntElementFormat {
+  const format: IntElementFormat = {
+    name: `int${bits}`,
+    kind: "int",
+    bits,
+    description: `${bits}-bit integer codes + scales (per channel, group or tensor)`,
+    unsupported: badScaleDtype,
+    intConfig: (settings) => ({
+      bits,
+      group: settings.group,
+      symmetric: settings.symmetric,
+      scaleDtype: scaleDtypeOf(settings, "f16"),
+    }),
+    bitsPerWeight: (settings, rows, cols) =>
+      intBitsPerWeight(format.intConfig(settings), cols, rows),
+    quantize: (settings, m) =>
+      checked(
+        format,
+        settings,
+        () => quantizeInt(m.data, m.rows, m.cols, format.intConfig(settings)),
+      ),
+  };
+  return format;
+}
+
 /** Integer codes with scales and zero points (`int2` … `int8` in suites). */
 export const INT_FORMAT: WeightFormat = {
   name: "int",
   description: "integer codes + f16/bf16/f32 scales (and zero points) per channel, group or tensor",
+  // Integer matrices are no rows of a codec; `int_test.ts` bounds their rounding.
+  codecs: [],
+  elements: [intElement(8), intElement(4), intElement(3), intElement(2)],
+  bounds: [],
   owns: (codec) => codec === "int",
   decodeRow: (m, r, out) => dequantizeRow(asInt("int", m), r, out),
   bits: (m) => intMatrixBits(asInt("int", m)),

@@ -6,10 +6,11 @@
  * @module
  */
 import type { RowCodec } from "../../core/coded.ts";
+import { type CodedElementFormat, E8M0_SCALES, fixedFormat } from "./element_format.ts";
 import {
   asCoded,
-  codecBits,
-  codecDecodeRow,
+  codecRows,
+  codecsByName,
   type GroupGrid,
   type WeightFormat,
   WrongFormatError,
@@ -18,6 +19,19 @@ import { type ElementKind, type GpuPlan, scalesThenCodes } from "./gpu_layout.ts
 import { floorLog2 } from "./minifloat.ts";
 import { E8M0_BIAS, MX_BLOCK_SIZE, MX_FORMATS, type MxFormat, packCodes } from "./mx.ts";
 import type { CodedMatrix } from "../../core/coded.ts";
+import { mxRowCodec } from "./row_codecs.ts";
+
+/** One row codec per OCP MX format, named as the format. */
+const CODECS: readonly RowCodec[] = MX_FORMATS.map(mxRowCodec);
+const codecNamed = codecsByName(CODECS);
+
+/** The suite's name for the MX format of codec `codec`, of `element`s × 32 + an E8M0 scale. */
+function mxElement(name: string, codec: string, bits: number, element: string): CodedElementFormat {
+  return fixedFormat(name, codecNamed(codec), bits, `OCP MX: ${element} × 32 + an E8M0 scale`, {
+    minimum: false,
+    scales: E8M0_SCALES,
+  });
+}
 
 const MX_ELEMENTS: Readonly<Record<string, [ElementKind, number]>> = {
   mxfp4: ["e2m1", 4],
@@ -81,9 +95,27 @@ function mxGrid(codec: RowCodec, mx: MxFormat, rows: number, cols: number): Grou
 export const MX_FORMAT: WeightFormat = {
   name: "mx",
   description: "OCP MX: 32 FP8/FP6/FP4/INT8 elements + an E8M0 scale per block",
+  codecs: CODECS,
+  elements: [
+    mxElement("mxfp8", "mxfp8_e4m3", 8, "FP8 E4M3"),
+    mxElement("mxfp8_e5m2", "mxfp8_e5m2", 8, "FP8 E5M2"),
+    mxElement("mxfp6", "mxfp6_e2m3", 6, "FP6 E2M3"),
+    mxElement("mxfp6_e3m2", "mxfp6_e3m2", 6, "FP6 E3M2"),
+    mxElement("mxfp4", "mxfp4", 4, "FP4 E2M1"),
+    mxElement("mxint8", "mxint8", 8, "INT8 (k/64)"),
+  ],
+  // Floor of log2 amax: amax lands in [2^emax, 2^(emax+1)); the error is at most the clamp to
+  // the element's max or half an ulp of the top binade, over amax.
+  bounds: [
+    { pattern: /^mxfp4$/, bound: { rel: 0.25, scope: "block" } },
+    { pattern: /^mxfp6_e2m3$/, bound: { rel: 0.0625, scope: "block" } },
+    { pattern: /^mxfp6_e3m2$/, bound: { rel: 0.125, scope: "block" } },
+    { pattern: /^mxfp8_e4m3$/, bound: { rel: 0.125, scope: "block" } },
+    { pattern: /^mxfp8_e5m2$/, bound: { rel: 0.125, scope: "block" } },
+    { pattern: /^mxint8$/, bound: { rel: 1 / 128, scope: "block" } },
+  ],
   owns: (codec) => MX_FORMATS.some((f) => f.name === codec),
-  decodeRow: codecDecodeRow,
-  bits: codecBits,
+  ...codecRows("mx", codecNamed),
   gpu: (m) => mxGpu(asCoded("mx", m)),
   grid(element, settings, rows, cols) {
     const codec = element.kind === "coded" ? element.rowCodec(settings) : undefined;

@@ -6,10 +6,11 @@
  * @module
  */
 import type { CodedMatrix, RowCodec } from "../../core/coded.ts";
+import { fixedFormat } from "./element_format.ts";
 import {
   asCoded,
-  codecBits,
-  codecDecodeRow,
+  codecRows,
+  codecsByName,
   type GroupGrid,
   type WeightFormat,
   WrongFormatError,
@@ -18,6 +19,7 @@ import { type GpuPlan, scalesThenCodes } from "./gpu_layout.ts";
 import { FP4_E2M1, FP8_E4M3 } from "./minifloat.ts";
 import { packCodes } from "./mx.ts";
 import { NVFP4_BLOCK_SIZE, nvfp4GlobalScale } from "./nvfp4.ts";
+import { NVFP4_ROW_CODEC } from "./row_codecs.ts";
 
 const SATURATE = { saturate: true } as const;
 const E2M1_MAX = 6;
@@ -92,9 +94,24 @@ function nvfp4Grid(codec: RowCodec, rows: number, cols: number): GroupGrid {
 export const NVFP4_FORMAT: WeightFormat = {
   name: "nvfp4",
   description: "NVFP4: 16 E2M1 elements + an E4M3 scale per block, and an f32 tensor scale",
+  codecs: [NVFP4_ROW_CODEC],
+  elements: [
+    fixedFormat(
+      "nvfp4",
+      NVFP4_ROW_CODEC,
+      4,
+      "NVFP4: E2M1 × 16 + an E4M3 scale, and an f32 tensor scale",
+      {
+        minimum: false,
+        scales: { words: "E4M3 block scales and an f32 tensor scale" },
+        tensorScale: true,
+      },
+    ),
+  ],
+  // Half an E2M1 ulp (1 in [4, 6]) when the E4M3 block scale rounded up by 2^-4.
+  bounds: [{ pattern: /^nvfp4$/, bound: { rel: (1 + 2 ** -4) / 6 + 2 ** -10, scope: "block" } }],
   owns: (codec) => codec === "nvfp4",
-  decodeRow: codecDecodeRow,
-  bits: codecBits,
+  ...codecRows("nvfp4", codecsByName([NVFP4_ROW_CODEC])),
   gpu: (m) => nvfp4Gpu(asCoded("nvfp4", m)),
   grid(element, settings, rows, cols) {
     const codec = element.kind === "coded" ? element.rowCodec(settings) : undefined;

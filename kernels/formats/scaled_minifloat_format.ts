@@ -2,31 +2,132 @@
  * The `scaled_minifloat` format module: FP8/FP6/FP4 elements with a float scale (`amax /
  * elem_max`) per channel, group or tensor (`scaled_minifloat.ts`; codecs `fp8_e4m3-ch-f32`,
  * `fp4_e2m1-g64-bf16`, `fp8_e4m3-pt`, …). Its grid fixes each group's scale from the group's
- * absolute maximum, as the encoder does.
+ * absolute maximum, as the encoder does. Codecs are made from their names on first use, so a
+ * matrix of any group and scale type decodes.
  *
  * @module
  */
 import type { CodedMatrix, RowCodec } from "../../core/coded.ts";
 import type { ScaleDtype } from "../../core/model.ts";
 import {
+  badScaleDtype,
+  type CodedElementFormat,
+  codedFormat,
+  type FormatSettings,
+  scaleDtypeOf,
+} from "./element_format.ts";
+import {
   asCoded,
-  codecBits,
-  codecDecodeRow,
+  type CodecBound,
+  codecRows,
   type GroupGrid,
   type WeightFormat,
   WrongFormatError,
 } from "./format.ts";
 import { type ElementKind, type GpuPlan, scalesThenCodes } from "./gpu_layout.ts";
 import { groupColumns } from "./int_format.ts";
-import type { Minifloat } from "./minifloat.ts";
+import { FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2, type Minifloat } from "./minifloat.ts";
 import { packCodes } from "./mx.ts";
-import { PER_TENSOR, SCALED_ELEMENTS, scaledMinifloatScale } from "./scaled_minifloat.ts";
+import {
+  PER_CHANNEL,
+  PER_TENSOR,
+  SCALED_ELEMENTS,
+  scaledMinifloatCodec,
+  type ScaledMinifloatConfig,
+  scaledMinifloatName,
+  scaledMinifloatScale,
+} from "./scaled_minifloat.ts";
 import { SCALE_DTYPE_BITS, writeScale } from "./scale_dtype.ts";
 
 const SATURATE = { saturate: true } as const;
 
 /** The codec names of scaled minifloats (`scaledMinifloatName`). */
 const CODEC_NAME = /^(fp\d_e\dm\d)-(ch|pt|g(\d+))(?:-(f16|bf16|f32))?$/;
+
+/** Per-channel (f32 scales) and per-tensor codecs of every element, listed in `rowCodecs`. */
+const LISTED: readonly RowCodec[] = SCALED_ELEMENTS.flatMap((element) =>
+  [PER_CHANNEL, PER_TENSOR].map((group) =>
+    scaledMinifloatCodec({ element, group, scaleDtype: "f32" })
+  )
+);
+
+/** Codecs by name: the listed ones, and those made from settings or names since. */
+const codecs = new Map<string, RowCodec>(LISTED.map((codec) => [codec.name, codec]));
+
+/** The codec of `config`, made on first use. */
+function codecFor(config: ScaledMinifloatConfig): RowCodec {
+  let codec = codecs.get(scaledMinifloatName(config));
+  if (codec === undefined) {
+    codec = scaledMinifloatCodec(config);
+    codecs.set(codec.name, codec);
+  }
+  return codec;
+}
+
+/** The configuration a codec name spells, or undefined when it spells none. */
+function configOf(name: string): ScaledMinifloatConfig | undefined {
+  const [, elementName, kind, size, dtype] = CODEC_NAME.exec(name) ?? [];
+  const element = SCALED_ELEMENTS.find((e) => e.name === elementName);
+  if (element === undefined) return undefined;
+  if (kind === "pt") {
+    return dtype === undefined ? { element, group: PER_TENSOR, scaleDtype: "f32" } : undefined;
+  }
+  const group = kind === "ch" ? PER_CHANNEL : Number(size);
+  if (dtype === undefined || (kind !== "ch" && !(group > 0))) return undefined;
+  return { element, group, scaleDtype: dtype as ScaleDtype };
+}
+
+/** The codec named `name`. */
+function codecNamed(name: string): RowCodec {
+  const config = configOf(name);
+  if (config === undefined) {
+    throw new WrongFormatError(`Format "scaled_minifloat" has no codec "${name}"`);
+  }
+  return codecFor(config);
+}
+
+/** FP8/FP6/FP4 elements with a float scale per channel, group or tensor (amax / elem_max). */
+function scaledElement(name: string, element: Minifloat, description: string): CodedElementFormat {
+  const config = (settings: FormatSettings) => ({
+    element,
+    group: settings.group,
+    scaleDtype: settings.group === PER_TENSOR ? "f32" as const : scaleDtypeOf(settings, "f32"),
+  });
+  return codedFormat({
+    name,
+    codec: `${element.name}-{ch|g<group>}-<scale_dtype> or ${element.name}-pt`,
+    block: undefined,
+    bits: element.bits,
+    description: `${description} + a float scale (amax / ${element.max}) per channel, group ` +
+      `or tensor`,
+    rowCodec: (settings) => codecFor(config(settings)),
+    unsupported(settings) {
+      if (!settings.symmetric) {
+        return `format "${name}" scales symmetrically (no zero point); symmetric: false ` +
+          `contradicts it`;
+      }
+      const dtype = settings.options.scale_dtype;
+      if (settings.group === PER_TENSOR && dtype !== undefined && dtype !== "f32") {
+        return `format "${name}" stores a per-tensor scale as f32; scale_dtype ` +
+          `${JSON.stringify(dtype)} contradicts it`;
+      }
+      return badScaleDtype(settings);
+    },
+  }, (settings) => settings.group === PER_TENSOR);
+}
+
+/**
+ * Bounds of an element's codecs: amax maps to elem_max; half an ulp of the top binade over
+ * elem_max (`rel`), plus the rounding of an f16/bf16 scale.
+ */
+function scaledBounds(element: Minifloat, rel: number): CodecBound[] {
+  const bound = (scope: "row" | "group" | "tensor") => ({ rel: rel + 2 ** -8, scope });
+  return [
+    { pattern: new RegExp(`^${element.name}-ch-`), bound: bound("row") },
+    { pattern: new RegExp(`^${element.name}-g\\d+-`), bound: bound("group") },
+    { pattern: new RegExp(`^${element.name}-pt$`), bound: bound("tensor") },
+  ];
+}
 
 const GPU_ELEMENTS: Readonly<Record<string, [ElementKind, number]>> = {
   fp4_e2m1: ["e2m1", 4],
@@ -126,9 +227,23 @@ function scaledGrid(
 export const SCALED_MINIFLOAT_FORMAT: WeightFormat = {
   name: "scaled_minifloat",
   description: "FP8/FP6/FP4 elements + a float scale per channel, group or tensor",
-  owns: (codec) => CODEC_NAME.test(codec),
-  decodeRow: codecDecodeRow,
-  bits: codecBits,
+  codecs: LISTED,
+  elements: [
+    scaledElement("fp8", FP8_E4M3, "FP8 E4M3 (OCP, max 448)"),
+    scaledElement("fp8_e5m2", FP8_E5M2, "FP8 E5M2 (OCP, max 57344)"),
+    scaledElement("fp6_e2m3", FP6_E2M3, "FP6 E2M3 (OCP MX, max 7.5)"),
+    scaledElement("fp6_e3m2", FP6_E3M2, "FP6 E3M2 (OCP MX, max 28)"),
+    scaledElement("fp4", FP4_E2M1, "FP4 E2M1 (OCP MX, max 6)"),
+  ],
+  bounds: [
+    ...scaledBounds(FP8_E4M3, 16 / 448),
+    ...scaledBounds(FP8_E5M2, 4096 / 57344),
+    ...scaledBounds(FP6_E2M3, 0.25 / 7.5),
+    ...scaledBounds(FP6_E3M2, 2 / 28),
+    ...scaledBounds(FP4_E2M1, 1 / 6),
+  ],
+  owns: (codec) => configOf(codec) !== undefined,
+  ...codecRows("scaled_minifloat", codecNamed),
   gpu: (m) => scaledGpu(asCoded("scaled_minifloat", m)),
   grid(element, settings, rows, cols) {
     const codec = element.kind === "coded" ? element.rowCodec(settings) : undefined;
