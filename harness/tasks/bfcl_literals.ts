@@ -215,6 +215,8 @@ export function jsTypeConverter(value: string, type: string, nested?: string): P
   }
 }
 
+// Python's str.strip() removes Unicode whitespace, including the separators \x1c–\x1f.
+// deno-lint-ignore no-control-regex
 const PY_STRIP =
   /^[ \t\n\r\f\v\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[ \t\n\r\f\v\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
 
