@@ -218,12 +218,20 @@ export function parseSourceCall(text: string, language: "java" | "javascript"): 
   return [{ [fn]: args }];
 }
 
-/** The end of a value: the first `,` or `)` outside brackets and quotes. */
+/**
+ * The end of a value: the first `,` or `)` outside brackets, quotes and (Java) type arguments
+ * (`HashMap<String, Object>`: a `<` right after a name).
+ */
 function scanValue(text: string, start: number, fail: (what: string) => never): number {
   let depth = 0;
+  let angles = 0;
   for (let i = start; i < text.length; i++) {
     const c = text[i]!;
-    if (c === '"' || c === "'" || c === "`") {
+    if (c === "<" && /[\p{L}\p{N}_$]/u.test(text[i - 1] ?? "")) {
+      angles++;
+    } else if (c === ">" && angles > 0) {
+      angles--;
+    } else if (c === '"' || c === "'" || c === "`") {
       for (i++; i < text.length && text[i] !== c; i++) if (text[i] === "\\") i++;
       if (i >= text.length) fail("unterminated string");
     } else if (c === "(" || c === "[" || c === "{") {
@@ -234,7 +242,7 @@ function scanValue(text: string, start: number, fail: (what: string) => never): 
         fail(`unbalanced ${c}`);
       }
       depth--;
-    } else if (c === "," && depth === 0) return i;
+    } else if (c === "," && depth === 0 && angles === 0) return i;
   }
   return fail("unterminated argument list");
 }
