@@ -77,6 +77,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         runner,
         task,
         dataset,
+        datasets: suite.datasets,
         seed: suite.seed,
         limit: job.limit,
         progress: (fraction) => emit({ type: "progress", task: index, fraction }),
