@@ -243,7 +243,10 @@ function dictChecker(_param: string, value: PyDict, options: readonly PyValue[])
     if (option === "") continue;
     result = { valid: false, error: [], errorType: "dict_checker:unclear" };
     let flag = true;
-    const answer = option as PyDict;
+    if (!isDict(option)) {
+      throw new BfclDataError(`A dict parameter's possible answer ${pyRepr(option)} is not a dict`);
+    }
+    const answer = option;
     for (const [key, v] of Object.entries(value)) {
       if (!(key in answer)) {
         result = fail("value_error:dict_key", `Unexpected dict key parameter: '${key}'.`);

@@ -111,6 +111,27 @@ export async function readDocuments(dataset: DatasetSpec): Promise<string[]> {
   return parts.map((p) => p.trim()).filter((p) => p.length > 0);
 }
 
+/**
+ * How deeply a JSON Lines value may nest. Deeper values (no dataset needs them) would overflow
+ * the stack of the code that walks them; they are refused with the line.
+ */
+export const MAX_JSON_DEPTH = 200;
+
+/** The deepest bracket nesting of JSON text (brackets inside strings do not count). */
+function nesting(text: string): number {
+  let depth = 0, max = 0, inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) max = Math.max(max, ++depth);
+    else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return max;
+}
+
 /** One parsed line of a JSON Lines file, with its 1-based line number. */
 export interface JsonlLine {
   value: unknown;
@@ -143,7 +164,7 @@ export function parseJsonl(
   label: string,
   parse: (text: string) => unknown = JSON.parse,
 ): JsonlLine[] {
-  if (text.trimStart().startsWith("[")) {
+  if (text.trimStart().startsWith("[") && nesting(text) <= MAX_JSON_DEPTH + 1) {
     try {
       const all = parse(text);
       if (Array.isArray(all)) return all.map((value, i) => ({ value, line: i + 1 }));
@@ -154,6 +175,12 @@ export function parseJsonl(
   const out: JsonlLine[] = [];
   for (const [i, raw] of text.split("\n").entries()) {
     if (raw.trim() === "") continue;
+    const depth = nesting(raw);
+    if (depth > MAX_JSON_DEPTH) {
+      throw new DatasetError(
+        `${label} line ${i + 1}: values nested ${depth} deep; at most ${MAX_JSON_DEPTH} are read`,
+      );
+    }
     try {
       out.push({ value: parse(raw), line: i + 1 });
     } catch (e) {

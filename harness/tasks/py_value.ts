@@ -135,7 +135,10 @@ function stringRepr(s: string): string {
 export function pyToJson(v: PyValue): string {
   if (v === null) return "null";
   if (typeof v === "bigint") return v.toString();
-  if (typeof v === "number") return Number.isInteger(v) ? `${v}.0` : JSON.stringify(v);
+  if (typeof v === "number") {
+    // Integral floats keep a fraction (`7.0`); `1e+300` already reads as a float.
+    return Number.isInteger(v) && !/e/i.test(String(v)) ? `${v}.0` : JSON.stringify(v);
+  }
   if (typeof v === "boolean" || typeof v === "string") return JSON.stringify(v);
   if (Array.isArray(v)) return `[${v.map(pyToJson).join(", ")}]`;
   if (v instanceof PyTuple) return pyToJson(v.items);

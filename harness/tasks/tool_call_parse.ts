@@ -125,6 +125,14 @@ function jsonValues(text: string): PyValue[] {
         i = parsed.end;
         continue;
       }
+      // In a run of more than MAX_NESTING open brackets, every start but the last MAX_NESTING
+      // fails on depth alone: skip them rather than parse each.
+      let run = i;
+      while (text[run] === "{" || text[run] === "[") run++;
+      if (run - i > MAX_NESTING) {
+        i = run - MAX_NESTING;
+        continue;
+      }
     }
     i++;
   }

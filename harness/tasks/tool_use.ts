@@ -175,22 +175,43 @@ export async function loadToolSamples(
 function sampleProblem(sample: ToolSample, truth: PyValue | undefined): string | undefined {
   const language = categoryLanguage(sample.category);
   const known = KNOWN_TYPES[language];
+  const isMessage = (m: unknown) =>
+    typeof m === "object" && m !== null && typeof (m as ChatMessage).role === "string" &&
+    typeof (m as ChatMessage).content === "string";
+  if (!sample.messages.every(isMessage)) {
+    return `"question" must hold messages {"role": "…", "content": "…"}`;
+  }
   for (const f of sample.functions) {
-    const props = (f as { parameters?: { properties?: unknown } })?.parameters?.properties;
-    if (typeof f?.name !== "string" || typeof props !== "object" || props === null) {
+    const params = (f as { parameters?: { properties?: unknown; required?: unknown } })
+      ?.parameters;
+    const props = params?.properties;
+    if (
+      typeof f?.name !== "string" || typeof props !== "object" || props === null ||
+      Array.isArray(props)
+    ) {
       return `every function needs a "name" and "parameters": {"properties": {…}}`;
+    }
+    const required = params!.required;
+    if (
+      required !== undefined &&
+      !(Array.isArray(required) && required.every((r) => typeof r === "string"))
+    ) {
+      return `"required" of "${f.name}" must be a list of parameter names`;
     }
     for (
       const [param, d] of Object.entries(
         props as Record<string, { type?: unknown; items?: { type?: unknown } }>,
       )
     ) {
-      const type = d?.type;
+      if (typeof d !== "object" || d === null || Array.isArray(d)) {
+        return `parameter "${param}" of "${f.name}" must be an object with a "type"`;
+      }
+      const type = d.type;
       if (typeof type !== "string" || !known.includes(type)) {
         return `parameter "${param}" of "${f.name}" has type ${JSON.stringify(type)}, which ` +
           `BFCL's ${language} checker does not know (known: ${known.join(", ")})`;
       }
-      const item = d.items?.type;
+      const item = typeof d.items === "object" && d.items !== null ? d.items.type : d.items;
       if (item !== undefined && (typeof item !== "string" || !known.includes(item))) {
         return `parameter "${param}" of "${f.name}" has item type ${JSON.stringify(item)}, ` +
           `which BFCL's ${language} checker does not know`;
