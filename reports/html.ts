@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { formatSignificant } from "./format.ts";
+import { formatSignificant, showBidiControls } from "./format.ts";
 import type { ResultRow, ResultsFile } from "./row.ts";
 
 /** Markup that is already safe to insert: only the {@linkcode markup} tag makes these. */
@@ -20,9 +20,12 @@ class SafeHtml {
   }
 }
 
-/** Escapes `& < > " '` so text is inert in HTML content and quoted attribute values. */
+/**
+ * Escapes `& < > " '` so text is inert in HTML content and quoted attribute values, and writes
+ * bidirectional controls out (`[U+202E]`) so text cannot reorder what is shown around it.
+ */
 export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
+  return showBidiControls(text).replace(/[&<>"']/g, (c) => ESCAPES[c]!);
 }
 
 const ESCAPES: Record<string, string> = {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { formatSignificant } from "./format.ts";
+import { formatSignificant, showBidiControls } from "./format.ts";
 import type { ResultRow } from "./row.ts";
 
 /** A table cell: text, a number (written with `String`) or empty. */
@@ -14,7 +14,9 @@ export type Align = "left" | "right";
 
 /**
  * A GitHub-flavoured markdown table, padded so it also reads well as plain text. `|` in cells is
- * escaped as `\|` and line breaks become spaces, so no cell can break the table. Columns align right
+ * escaped as `\|` and line breaks become spaces, so no cell can break the table; control
+ * characters become their visible symbols (␛) and bidirectional controls `[U+202E]`, so no cell
+ * can drive a terminal or reorder text. Columns align right
  * when every non-empty cell is a number, left otherwise, unless `align` says otherwise. Short rows
  * are padded with empty cells.
  *
@@ -53,8 +55,17 @@ function inferAlign(cells: MarkdownCell[]): Align {
 
 function escapeCell(cell: MarkdownCell): string {
   if (cell === null) return "";
-  return String(cell).replace(/\r\n|\r|\n/g, " ").replaceAll("|", "\\|");
+  // Untrusted text (names from datasets, failure details) stays text wherever the table lands: in
+  // a terminal (control characters shown as symbols, ␛ for ESC), rendered as markdown (`|`
+  // escaped, bidi controls spelled out). Writers escape `& < >` in their own untrusted cells.
+  return showBidiControls(String(cell)).replace(/\r\n|\r|\n/g, " ")
+    .replace(CONTROL, (c) => String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0)))
+    .replaceAll("|", "\\|");
 }
+
+// C0 controls and DEL, which a terminal would act on.
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/g;
 
 /** Width in code points (close enough for monospace terminals without wide characters). */
 function width(text: string): number {
@@ -84,14 +95,16 @@ export function summaryTable(rows: ResultRow[]): string {
     "bpw",
     "status",
   ];
+  // Names come from suites and datasets: as markdown they must not open HTML.
+  const text = (s: string) => s.replace(/[&<>]/g, (c) => `&#${c.charCodeAt(0)};`);
   const body = rows.map((row) => [
-    row.model,
-    row.method,
-    row.format,
-    row.backend,
-    row.task,
-    row.dataset,
-    row.metric,
+    text(row.model),
+    text(row.method),
+    text(row.format),
+    text(row.backend),
+    text(row.task),
+    text(row.dataset),
+    text(row.metric),
     formatSignificant(row.value),
     row.stderr === null ? "" : `± ${formatSignificant(row.stderr, 2)}`,
     formatSignificant(row.bits_per_weight),
