@@ -174,3 +174,29 @@ Deno.test("score: input files — BOM accepted; bad UTF-8, empty files named wit
     /Dataset .* line 2, byte 13: 0xFF is not UTF-8/,
   );
 });
+
+Deno.test("score: the command line exits 2 with the file and line for a dataset that is not UTF-8", async () => {
+  const dataset = await Deno.makeTempFile({ suffix: ".jsonl" });
+  await Deno.writeFile(
+    dataset,
+    new Uint8Array([...new TextEncoder().encode('{"schema": {}}\n{"schema": "'), 0xff, 0x22, 0x7d]),
+  );
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      join(REPO_ROOT, "main.ts"),
+      "score",
+      "json",
+      "--dataset",
+      dataset,
+      "--predictions",
+      await write([{ id: "line_1", output: "{}" }]),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(r.stderr);
+  assert.equal(r.code, 2, stderr);
+  assert.match(stderr, /^Dataset .* line 2, byte 13: 0xFF is not UTF-8; save the file as UTF-8\n$/);
+});

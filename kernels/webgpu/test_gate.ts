@@ -4,7 +4,7 @@
  * adapter — llvmpipe reached through OpenGL, what a machine without a Vulkan driver offers, about
  * a hundred times slower than lavapipe on these kernels (a minute per case) — a representative
  * subset ({@linkcode SLOW_ADAPTER_SUBSET}: plain and block-coded matmul, the element-wise ops,
- * attention, the synthetic model), with a message saying so, so that `deno task test` still tests
+ * attention), with a message saying so, so that `deno task test` still tests
  * WebGPU there and ends in minutes. `QUANTBENCH_FULL_WEBGPU=1` runs everything anyway;
  * `QUANTBENCH_REQUIRE_WEBGPU=1` (CI) does too.
  *
@@ -20,7 +20,6 @@ export const SLOW_ADAPTER_SUBSET: readonly RegExp[] = [
   /: rope$/,
   /: swiglu$/,
   /: attention$/,
-  /: synthetic model /,
 ];
 
 /**
