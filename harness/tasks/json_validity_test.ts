@@ -140,7 +140,10 @@ Deno.test({
     // A model trained on children's stories writes no JSON; the mechanics still hold.
     assert.ok(rows.every((r) => r.value >= 0 && r.value <= 1));
     assert.deepEqual(samplesReproduce(rows), []);
-    assert.match(rows[0]!.detail, /^json chat=fallback max_new_tokens=8 samples=4\/200 seed=0$/);
+    assert.match(
+      rows[0]!.detail,
+      /^json chat=fallback max_new_tokens=8 samples=4\/200 seed=0 patterns=ecma262\|python-re$/,
+    );
     assert.match(rows[3]!.detail, /codes=ok,missing_prediction,context_overflow,.* counts=/);
   },
 });
