@@ -14,7 +14,7 @@ import { rowsToCsv } from "./reports/csv.ts";
 import { readResults, resultsToJson } from "./reports/json.ts";
 import { renderHtml } from "./reports/html.ts";
 import { summaryTable } from "./reports/markdown.ts";
-import { writeFileAtomic } from "./reports/atomic.ts";
+import { writeFileAtomic } from "./core/atomic.ts";
 import {
   compareResults,
   comparisonHasRegression,
@@ -24,8 +24,8 @@ import {
 import { renderComparisonMarkdown, renderStepSummary } from "./reports/compare_markdown.ts";
 import { renderComparisonHtml } from "./reports/compare_html.ts";
 import { mergeShards } from "./harness/runner/merge.ts";
-import type { ResultsFile } from "./reports/row.ts";
-import type { Threshold } from "./harness/suite/types.ts";
+import type { ResultsFile } from "./core/row.ts";
+import type { Threshold } from "./core/suite_types.ts";
 import { runPerf } from "./kernels/perf.ts";
 import { runInspect } from "./harness/models/inspect.ts";
 
@@ -289,7 +289,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const run = COMMANDS[command];
   if (!run) {
-    const { didYouMean } = await import("./harness/registry.ts");
+    const { didYouMean } = await import("./core/registry.ts");
     const hint = didYouMean(command, Object.keys(COMMANDS));
     console.error(
       `Unknown command "${command}"${hint ? `; did you mean "${hint}"?` : ""}\n\n${USAGE}`,

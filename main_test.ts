@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { hasShared, REPO_ROOT, sharedPath } from "./harness/shared.ts";
+import { hasShared, REPO_ROOT, sharedPath } from "./core/shared.ts";
 import { parseCsv } from "./reports/csv.ts";
-import { COLUMNS } from "./reports/row.ts";
+import { COLUMNS } from "./core/row.ts";
 
 const ignore = !hasShared("models/stories260K/stories260K.bin") ||
   !hasShared("data/text/tinystories_sample.txt");

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { LlamaModel, Matrix } from "../harness/models/model.ts";
+import type { LlamaModel, Matrix } from "../core/model.ts";
 
 /** A model loaded onto a backend, with its own KV cache. */
 export interface ModelRunner {
@@ -17,6 +17,11 @@ export interface ModelRunner {
   reset(): void;
   /** Frees resources. */
   dispose(): void;
+  /**
+   * Storage formats of weights the backend has no kernel for and runs decoded to f32 (`q4_k`,
+   * `hqq-int4-g64`, …), each once; absent or empty when every weight runs in its own format.
+   */
+  readonly fallbackFormats?: readonly string[];
 }
 
 /**

@@ -9,12 +9,13 @@
 import { join } from "node:path";
 import { matmul } from "./cpu/ops.ts";
 import { matrixBits } from "./formats/matrix.ts";
-import { elementFormats, type FormatSettings } from "./formats/registry.ts";
-import { dense, type Matrix } from "../harness/models/model.ts";
-import { UnknownNameError } from "../harness/registry.ts";
-import { markdownTable } from "../reports/markdown.ts";
+import { elementFormats } from "./formats/registry.ts";
+import { perfFormats } from "./perf_formats.ts";
+import { dense, type Matrix } from "../core/model.ts";
+import { UnknownNameError } from "../core/registry.ts";
+import { markdownTable } from "../core/markdown_table.ts";
 import { rowsToCsvTable } from "./perf_csv.ts";
-import { writeFileAtomic } from "../reports/atomic.ts";
+import { writeFileAtomic } from "../core/atomic.ts";
 
 /** Options of a perf run. */
 export interface PerfOptions {
@@ -43,27 +44,6 @@ export interface PerfResult {
   weight_bytes: number;
   gbps: number;
   copy_ratio: number;
-}
-
-/**
- * The formats a perf run measures: every registered element format with its default settings,
- * plus groups of 128 and 32 for integer formats and of 128 for scaled minifloats (whose group is
- * free); fixed-block formats (MX, NVFP4, ggml) have one setting. Labels as suite ids (`int4-g32`).
- */
-export function perfFormats(): { label: string; weights: string; settings: FormatSettings }[] {
-  return elementFormats.names().flatMap((weights) => {
-    const element = elementFormats.get(weights);
-    const groups = element.kind === "int"
-      ? [0, 128, 32]
-      : element.kind === "coded" && element.block === undefined
-      ? [0, 128]
-      : [0];
-    return groups.map((group) => ({
-      label: weights + (group ? `-g${group}` : ""),
-      weights,
-      settings: { group, symmetric: true, options: {} },
-    }));
-  });
 }
 
 function median(xs: number[]): number {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { Registry } from "../harness/registry.ts";
+import { Registry } from "../core/registry.ts";
 import type { Backend } from "./backend.ts";
 import { cpuBackend } from "./cpu/backend.ts";
 import { webgpuBackend } from "./webgpu/backend.ts";

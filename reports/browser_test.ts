@@ -19,7 +19,7 @@ import { csvToRows, parseCsv, rowsToCsv } from "./csv.ts";
 import { renderComparisonHtml } from "./compare_html.ts";
 import { comparisonToJson } from "./compare.ts";
 import { fixtureComparison, fixtureRuns } from "./compare_fixture.ts";
-import { makeFile, makeRow } from "./test_rows.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
 import { summaryTable } from "./markdown.ts";
 import { renderComparisonMarkdown } from "./compare_markdown.ts";
 import { compareResults } from "./compare.ts";

@@ -48,8 +48,8 @@
  * @module
  */
 import { formatPercent, formatSignificant } from "./format.ts";
-import type { ResultRow, ResultsFile, RunMeta, Samples, Status } from "./row.ts";
-import type { Threshold } from "../harness/suite/types.ts";
+import type { ResultRow, ResultsFile, RunMeta, Samples, Status } from "../core/row.ts";
+import type { Threshold } from "../core/suite_types.ts";
 import { mcnemarExact, pairedBootstrap, seedFor, weightedMean } from "./compare_stats.ts";
 
 /** The outcome for one matched key. */

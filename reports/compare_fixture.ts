@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { ResultRow, ResultsFile } from "./row.ts";
-import { makeFile, makeRow } from "./test_rows.ts";
+import type { ResultRow, ResultsFile } from "../core/row.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
 import { compareResults, type Comparison } from "./compare.ts";
 
 /** A model name that would run script and mention a user if a writer failed to escape it. */

@@ -23,7 +23,7 @@ import {
   VERDICT_TEXT,
   VERDICTS,
 } from "./compare.ts";
-import type { RunMeta } from "./row.ts";
+import type { RunMeta } from "../core/row.ts";
 
 /** Markup that is safe to insert: only {@linkcode markup} makes these. */
 class Safe {

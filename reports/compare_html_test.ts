@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { renderComparisonHtml } from "./compare_html.ts";
 import { compareResults } from "./compare.ts";
 import { fixtureComparison } from "./compare_fixture.ts";
-import { makeFile, makeRow } from "./test_rows.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
 
 Deno.test("the diff page is self-contained and escapes every name", () => {
   const page = renderComparisonHtml(fixtureComparison());

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { type Align, type MarkdownCell, markdownTable } from "./markdown.ts";
+import { type Align, type MarkdownCell, markdownTable } from "../core/markdown_table.ts";
 import { formatSignificant, showBidiControls } from "./format.ts";
 import {
   changeText,
@@ -21,7 +21,7 @@ import {
   VERDICT_TEXT,
   VERDICTS,
 } from "./compare.ts";
-import type { RunMeta } from "./row.ts";
+import type { RunMeta } from "../core/row.ts";
 
 /** Options of {@linkcode renderComparisonMarkdown}. */
 export interface MarkdownOptions {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { renderComparisonMarkdown, renderStepSummary } from "./compare_markdown.ts";
 import { compareResults } from "./compare.ts";
 import { fixtureComparison, HOSTILE } from "./compare_fixture.ts";
-import { makeFile, makeRow } from "./test_rows.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
 
 /** The marker cells of the table rows in `text` (lines starting with "| `"). */
 function markers(text: string): string[] {

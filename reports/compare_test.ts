@@ -8,9 +8,9 @@ import {
   findThreshold,
   parseThresholdFlag,
 } from "./compare.ts";
-import type { ResultRow, ResultsFile } from "./row.ts";
-import type { Threshold } from "../harness/suite/types.ts";
-import { makeFile, makeRow } from "./test_rows.ts";
+import type { ResultRow, ResultsFile } from "../core/row.ts";
+import type { Threshold } from "../core/suite_types.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
 
 const SUITE: Record<string, Threshold> = {
   perplexity: { max_relative_increase: 0.02 },

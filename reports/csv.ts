@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { COLUMNS, type ResultRow, type Status } from "./row.ts";
+import { COLUMNS, type ResultRow, type Status } from "../core/row.ts";
 
 /** Thrown for rows that cannot be written or CSV text that cannot be read. */
 export class CsvError extends Error {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { CsvError, csvToRows, parseCsv, rowsToCsv } from "./csv.ts";
-import { makeRow } from "./test_rows.ts";
+import { makeRow } from "../core/test_rows.ts";
 
 // The required header, typed from DESIGN.md "Report schema" rather than imported.
 const DESIGN_HEADER = "run_id,suite,model,method,format,backend,task,dataset,metric,value,unit," +

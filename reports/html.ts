@@ -10,7 +10,7 @@
  * @module
  */
 import { formatSignificant, showBidiControls } from "./format.ts";
-import type { ResultRow, ResultsFile } from "./row.ts";
+import type { ResultRow, ResultsFile } from "../core/row.ts";
 
 /** Markup that is already safe to insert: only the {@linkcode markup} tag makes these. */
 class SafeHtml {

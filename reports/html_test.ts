@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { escapeHtml, paretoFront, renderHtml } from "./html.ts";
-import { makeFile, makeRow } from "./test_rows.ts";
-import type { ResultRow } from "./row.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
+import type { ResultRow } from "../core/row.ts";
 
 const EVIL_SCRIPT = "<script>alert(1)</script>";
 const EVIL_ATTR = '"><img src=x onerror=alert(1)>';

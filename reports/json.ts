@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { COLUMNS, type ResultsFile, type RunMeta, type Samples } from "./row.ts";
+import { COLUMNS, type ResultsFile, type RunMeta, type Samples } from "../core/row.ts";
 
 /** The results.json schema version this code writes and reads. */
 export const SCHEMA_VERSION = 1;

@@ -7,8 +7,8 @@ import {
   ResultsFileError,
   resultsToJson,
 } from "./json.ts";
-import type { ResultRow } from "./row.ts";
-import { makeFile, makeRow } from "./test_rows.ts";
+import type { ResultRow } from "../core/row.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
 
 Deno.test("resultsToJson writes stable, pretty text with the schema's key order", () => {
   const row = makeRow({

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { markdownTable, summaryTable } from "./markdown.ts";
-import { makeRow } from "./test_rows.ts";
+import { summaryTable } from "./markdown.ts";
+import { markdownTable } from "../core/markdown_table.ts";
+import { makeRow } from "../core/test_rows.ts";
 
 Deno.test("markdownTable pads columns and right-aligns numeric ones", () => {
   const table = markdownTable(["name", "ppl"], [["rtn", 12.5], ["gptq", 9]]);

@@ -4,12 +4,12 @@
  *
  * @module
  */
-import { Registry } from "../harness/registry.ts";
+import { Registry } from "../core/registry.ts";
 import { rowsToCsv } from "./csv.ts";
 import { renderHtml } from "./html.ts";
 import { resultsToJson } from "./json.ts";
 import { summaryTable } from "./markdown.ts";
-import type { ResultsFile } from "./row.ts";
+import type { ResultsFile } from "../core/row.ts";
 
 /** Renders a whole results file as one document. */
 export interface Printer {

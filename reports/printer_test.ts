@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { printers } from "./printer.ts";
 import { parseResults } from "./json.ts";
 import { csvToRows } from "./csv.ts";
-import { makeFile, makeRow } from "./test_rows.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
 
 Deno.test("printers registers csv, html, json and markdown with their extensions", () => {
   assert.deepEqual(printers.names(), ["csv", "html", "json", "markdown"]);

@@ -3,15 +3,19 @@
  * `pre_quant.run_awq`, `auto_scale.auto_scale_block`, `auto_clip.auto_clip_block`) runs it on a
  * Llama block, with the suite's format as the quantizer:
  *
- * 1. The block's linear inputs are captured on the calibration windows; the block is the float
- *    one and its float output is the next block's input (the reference computes `inps` before it
- *    scales or quantizes anything).
+ * 1. The block's linear inputs are captured on the calibration windows by the sequential driver
+ *    (`sequential.ts`, a `layer` method); the block is the float one and its float output is the
+ *    next block's input (the reference computes `inps` before it scales or quantizes anything).
+ *    Where a group's scales fold, which groups are inspected through what, and which linears feed
+ *    the attention's queries and keys all come from the block's steps (`core/graph.ts`).
  * 2. Scale search, per group of linears sharing an input: `s = mean|x|^α` (clamped at 1e-4,
  *    divided by `sqrt(max s · min s)`) for α = 0, 1/20, …, 19/20 (`n_grid`); the linears become
  *    `Q(W·diag(s))·diag(s)⁻¹` and the α with the least mean squared error of the inspected module's
  *    output wins: `[wq, wk, wv]` inspected through the whole attention (with `wo` in float),
  *    `[wo]` alone (only when `wv` and `wo` have the same shape — not with grouped-query
- *    attention, as in the reference), `[w1, w3]` through the whole MLP, `[w2]` alone. Every search
+ *    attention, as in the reference), `[w1, w3]` through the whole MLP, `[w2]` alone: a group is
+ *    inspected through the steps up to the next group's input and that group's linear, unless its
+ *    linear feeds the residual stream, where it is alone. Every search
  *    uses the original weights; then all scales are applied: `1/s` folded into the preceding
  *    RMSNorm (`attnNorm`, `ffnNorm`) or linear (`wv`'s rows for `wo`, `w3`'s rows for `w2`), `s`
  *    into the linears' columns, and the captured inputs divided by `s`.
@@ -27,32 +31,43 @@
  * has none.
  *
  * The losses are the reference's, computed for speed (the scale search re-runs half a block 20
- * times per group): the inspected attention and MLP run on the float32 search kernels of
- * `search_kernels.ts` (a packed GEMM, a causal attention) rather than the CPU backend's, and are compared
- * with the float values the block captured; a lone linear's output error `Σ_t ‖(W' − W)·x_t‖²`
- * is taken as `Σ_r e_rᵀ·G·e_r` with the Gram matrix `G = Σ_t x_t·x_tᵀ`, and a clip group's
- * likewise from its slice of `G` (in float64). The losses so differ from a direct evaluation
+ * times per group): the inspected steps are interpreted on the float32 search kernels of
+ * `search_kernels.ts` (a packed GEMM, a causal attention, SiLU·up) rather than the CPU backend's,
+ * and are compared with the float values the block captured; a lone linear's output error
+ * `Σ_t ‖(W' − W)·x_t‖²` is taken as `Σ_r e_rᵀ·G·e_r` with the Gram matrix `G = Σ_t x_t·x_tᵀ`,
+ * and a clip group's likewise from its slice of `G` (in float64). The losses so differ from a direct evaluation
  * only by float32 rounding.
  *
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type { DenseMatrix, LayerWeights, LlamaModel, Matrix } from "../models/model.ts";
-import { dense, LINEAR_NAMES } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type {
+  DenseMatrix,
+  LayerWeights,
+  LinearName,
+  LlamaConfig,
+  LlamaModel,
+  Matrix,
+} from "../../core/model.ts";
+import { dense, LINEAR_NAMES } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
 import {
-  addBias,
-  added,
-  BlockPieces,
   calibrationWindows,
-  embed,
-  linear,
   matrixBuffers,
   MemoryMeter,
   resolveCalibration,
 } from "./calibration.ts";
+import { firstReader, type LayerContext, normCopies, quantizeLayers } from "./sequential.ts";
+import {
+  type BlockStep,
+  type BlockValue,
+  type NormName,
+  producerIndex,
+  stepOutput,
+} from "../../core/graph.ts";
+import type { BlockKernels, BlockValues } from "../../kernels/cpu/block_interpreter.ts";
 import { addGram } from "./linalg.ts";
 import {
   causalAttention,
@@ -147,18 +162,15 @@ function scaleColumns(w: Float32Array, cols: number, s: ArrayLike<number>): Floa
   return out;
 }
 
-/** Names of the linears a scale group can hold. */
-type ScaledName = "wq" | "wk" | "wv" | "wo" | "w1" | "w3" | "w2";
-
 /** A group of linears sharing an input, as the scale search sees it. */
 export interface ScaleGroup {
-  names: readonly ScaledName[];
+  names: readonly LinearName[];
   inputs: Float32Array[];
   /**
    * Mean squared error, over every element, of the inspected module's output with the group's
    * linears replaced by `weights` against its float output.
    */
-  loss(weights: Partial<Record<ScaledName, DenseMatrix>>): number;
+  loss(weights: Partial<Record<LinearName, DenseMatrix>>): number;
 }
 
 /**
@@ -168,7 +180,7 @@ export interface ScaleGroup {
  */
 export function searchScales(
   group: ScaleGroup,
-  weights: Partial<Record<ScaledName, DenseMatrix>>,
+  weights: Partial<Record<LinearName, DenseMatrix>>,
   format: FormatSpec,
   nGrid: number,
 ): { scales: Float32Array; losses: number[] } {
@@ -179,7 +191,7 @@ export function searchScales(
   const losses: number[] = [];
   for (let i = 0; i < nGrid; i++) {
     const s = ratioScales(xMean, i / nGrid);
-    const replaced: Partial<Record<ScaledName, DenseMatrix>> = {};
+    const replaced: Partial<Record<LinearName, DenseMatrix>> = {};
     for (const name of group.names) {
       const w = weights[name]!;
       const q = fakeQuantize(format, w.rows, w.cols, scaleColumns(w.data, w.cols, s));
@@ -235,50 +247,6 @@ function packedGram(xs: Float32Array[], cols: number): PackedRows {
 /** A dense matrix packed for `gemm`. */
 function packed(m: DenseMatrix): PackedRows {
   return packRows(m.data, m.rows, m.cols);
-}
-
-/**
- * A block's attention and MLP with replaced linears, as the scale searches inspect them twenty
- * times per group: the computation of `BlockPieces` with its linears, attention and SwiGLU on the
- * search kernels of `search_kernels.ts`.
- */
-class InspectedBlock {
-  readonly #pieces: BlockPieces;
-  readonly #layer: LayerWeights;
-
-  constructor(pieces: BlockPieces, layer: LayerWeights) {
-    this.#pieces = pieces;
-    this.#layer = layer;
-  }
-
-  /** Attention over `xb` with `wq`, `wk`, `wv` packed: the input of `wo`. */
-  attention(wq: PackedRows, wk: PackedRows, wv: PackedRows, xb: Float32Array): Float32Array {
-    const layer = this.#layer;
-    const project = (w: PackedRows, bias: Float32Array | undefined) => {
-      const out = new Float32Array((xb.length / w.cols) * w.rows);
-      gemm(out, xb, w);
-      if (bias) addBias(out, bias);
-      return out;
-    };
-    return this.#pieces.attend(
-      layer,
-      project(wq, layer.bq),
-      project(wk, layer.bk),
-      project(wv, layer.bv),
-      causalAttention,
-    );
-  }
-
-  /** `silu(w1·fb) · (w3·fb)` with `w1` and `w3` packed: the input of `w2`. */
-  mlpMid(w1: PackedRows, w3: PackedRows, fb: Float32Array): Float32Array {
-    const T = fb.length / w1.cols;
-    const gate = new Float32Array(T * w1.rows);
-    const up = new Float32Array(T * w3.rows);
-    gemm(gate, fb, w1);
-    gemm(up, fb, w3);
-    siluMul(gate, up);
-    return gate;
-  }
 }
 
 /**
@@ -403,136 +371,206 @@ async function quantizeModel(
   const calibration = resolveCalibration("awq", o.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
-  let hidden = embed(model, windows);
-  meter.hold(hidden);
-  const pieces = new BlockPieces(model.config);
-  const layers: LayerWeights[] = [];
-  for (const original of model.weights.layers) {
-    // Float copies of the linears: scaling and clipping work on them.
-    const w = Object.fromEntries(
-      LINEAR_NAMES.map((n) => [n, dense(original[n].rows, original[n].cols, decoded(original[n]))]),
-    ) as Record<(typeof LINEAR_NAMES)[number], DenseMatrix>;
-    const floatLayer: LayerWeights = { ...original, ...w };
-    const attnIn = hidden.map((x) => pieces.attnInput(floatLayer, x));
-    const att = attnIn.map((xb) => pieces.attention(floatLayer, xb));
-    const h = hidden.map((x, i) => added(x, pieces.attnOutput(floatLayer, att[i]!)));
-    const ffnIn = h.map((x) => pieces.ffnInput(floatLayer, x));
-    const mid = ffnIn.map((fb) => pieces.mlpMid(floatLayer, fb));
-    const held = meter.hold(attnIn, att, h, ffnIn, mid);
-    const next = h.map((x, i) => added(x, linear(floatLayer.w2, mid[i]!)));
-    meter.hold(next);
-    const attnNorm = original.attnNorm.slice();
-    const ffnNorm = original.ffnNorm.slice();
-    if (o.auto_scale !== false) {
-      // Every loss compares with the float block's captured values (`att`, `mid`): only what
-      // the replaced linears change is recomputed, the error of an output linear is taken on
-      // the difference of its inputs (its bias cancels), and a lone linear's from the Gram
-      // matrix of its inputs.
-      const inspected = new InspectedBlock(pieces, floatLayer);
-      const woPacked = packed(w.wo);
-      const w2Packed = packed(w.w2);
-      const midGram = packedGram(mid, w.w2.cols);
-      const attGram = w.wv.rows === w.wo.rows && w.wv.cols === w.wo.cols
-        ? packedGram(att, w.wo.cols)
-        : undefined;
-      const gramBytes = meter.hold(midGram.panels, attGram?.panels ?? []);
-      const groups: { group: ScaleGroup; apply(s: Float32Array): void }[] = [{
-        group: {
-          names: ["wq", "wk", "wv"],
-          inputs: attnIn,
-          loss: (r) => {
-            const [wq, wk, wv] = [packed(r.wq!), packed(r.wk!), packed(r.wv!)];
-            let sum = 0;
-            attnIn.forEach((xb, i) => {
-              sum += sumOfSquares(woPacked, inspected.attention(wq, wk, wv, xb), att[i]!);
-            });
-            return sum / (tokensOf(attnIn, w.wq.cols) * w.wo.rows);
-          },
-        },
-        apply(s) {
-          for (let i = 0; i < s.length; i++) attnNorm[i]! /= s[i]!;
-          for (const n of ["wq", "wk", "wv"] as const) w[n] = scaleCols(w[n], s);
-          divideInputs(attnIn, s);
-        },
-      }];
-      if (attGram !== undefined) {
-        groups.push({
-          group: {
-            names: ["wo"],
-            inputs: att,
-            loss: (r) => loneLinearError(r.wo!, w.wo, attGram, tokensOf(att, w.wo.cols)),
-          },
-          apply(s) {
-            w.wv = scaleRows(w.wv, s);
-            w.wo = scaleCols(w.wo, s);
-            divideInputs(att, s);
-          },
-        });
-      }
-      groups.push({
-        group: {
-          names: ["w1", "w3"],
-          inputs: ffnIn,
-          loss: (r) => {
-            const [w1, w3] = [packed(r.w1!), packed(r.w3!)];
-            let sum = 0;
-            ffnIn.forEach((fb, i) => {
-              sum += sumOfSquares(w2Packed, inspected.mlpMid(w1, w3, fb), mid[i]!);
-            });
-            return sum / (tokensOf(ffnIn, w.w1.cols) * w.w2.rows);
-          },
-        },
-        apply(s) {
-          for (let i = 0; i < s.length; i++) ffnNorm[i]! /= s[i]!;
-          w.w1 = scaleCols(w.w1, s);
-          w.w3 = scaleCols(w.w3, s);
-          divideInputs(ffnIn, s);
-        },
-      }, {
-        group: {
-          names: ["w2"],
-          inputs: mid,
-          loss: (r) => loneLinearError(r.w2!, w.w2, midGram, tokensOf(mid, w.w2.cols)),
-        },
-        apply(s) {
-          w.w3 = scaleRows(w.w3, s);
-          w.w2 = scaleCols(w.w2, s);
-          divideInputs(mid, s);
-        },
-      });
-      // All searches see the original weights (auto_scale_block), then all scales apply.
-      const found = groups.map(({ group }) => searchScales(group, w, format, nGrid).scales);
-      groups.forEach(({ apply }, i) => apply(found[i]!));
-      meter.release(gramBytes);
-    }
-    if (o.mse_range !== false) {
-      const inputsOf = { wv: attnIn, wo: att, w1: ffnIn, w3: ffnIn, w2: mid };
-      for (const [name, inputs] of Object.entries(inputsOf)) {
-        const m = w[name as keyof typeof inputsOf];
-        const clipped = clipWeights(
-          m,
-          inputs,
-          format,
-          nGrid,
-          Number(o.max_shrink),
-          Number(o.n_sample_token),
-        );
-        w[name as keyof typeof inputsOf] = dense(m.rows, m.cols, clipped);
-      }
-    }
-    const layer: LayerWeights = { ...original, attnNorm, ffnNorm };
-    for (const name of LINEAR_NAMES) {
-      layer[name] = element.quantize(format, w[name]);
-      meter.hold(matrixBuffers(layer[name]));
-    }
-    meter.release(held);
-    meter.release(hidden.reduce((n, x) => n + x.byteLength, 0));
-    hidden = next;
-    layers.push(layer);
-    await Promise.resolve();
-  }
+  const layers = await quantizeLayers(
+    model,
+    {
+      kind: "layer",
+      quantizeLayer(captures, layer) {
+        const { original, steps, groups } = layer;
+        // Float copies of the linears: scaling and clipping work on them.
+        const w = Object.fromEntries(
+          LINEAR_NAMES.map((
+            n,
+          ) => [n, dense(original[n].rows, original[n].cols, decoded(original[n]))]),
+        ) as Record<LinearName, DenseMatrix>;
+        const norms = normCopies(steps, original);
+        if (o.auto_scale !== false) {
+          const searches = scaleGroups(layer, captures, w, norms);
+          const gramBytes = meter.hold(searches.flatMap((g) => g.held));
+          // All searches see the original weights (auto_scale_block), then all scales apply.
+          const found = searches.map(({ group }) => searchScales(group, w, format, nGrid).scales);
+          searches.forEach(({ apply }, i) => apply(found[i]!));
+          meter.release(gramBytes);
+        }
+        if (o.mse_range !== false) {
+          for (const { names, input } of groups) {
+            for (const name of names.filter((n) => !feedsQueryOrKey(steps, n))) {
+              const m = w[name];
+              const clipped = clipWeights(
+                m,
+                captures.get(input)!,
+                format,
+                nGrid,
+                Number(o.max_shrink),
+                Number(o.n_sample_token),
+              );
+              w[name] = dense(m.rows, m.cols, clipped);
+            }
+          }
+        }
+        const quantized: LayerWeights = { ...original, ...norms };
+        for (const name of LINEAR_NAMES) {
+          quantized[name] = element.quantize(format, w[name]);
+          meter.hold(matrixBuffers(quantized[name]));
+        }
+        return quantized;
+      },
+    },
+    windows,
+    meter,
+  );
   ctx.record?.({ quantize_peak_bytes: meter.peak });
   return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
+}
+
+/**
+ * Whether `name`'s output is an attention query or key (`wq`, `wk`): its error reaches the output
+ * through the softmax, so the clip search, which measures a linear's own output, skips it (as the
+ * reference skips `q_`/`k_` projections).
+ */
+function feedsQueryOrKey(steps: readonly BlockStep[], name: LinearName): boolean {
+  const step = steps.find((s) => s.op === "linear" && s.weight === name);
+  const output = step && stepOutput(step);
+  return steps.some((s) => s.op === "attention" && (s.q === output || s.k === output));
+}
+
+/**
+ * Where a group's scales fold (the operation producing its input): `1/s` into an RMSNorm's
+ * weight, or into the rows of the linear feeding the input through an operation that is linear
+ * in it per channel (attention's values, SwiGLU's `up`). Undefined when nothing can take them.
+ */
+type Fold = { norm: NormName } | { linear: LinearName; through: "attention" | "swiglu" };
+
+function foldOf(steps: readonly BlockStep[], input: BlockValue): Fold | undefined {
+  const producer = steps[producerIndex(steps, input)];
+  const linearWriting = (value: BlockValue) => {
+    const s = steps.find((s) => s.op === "linear" && s.output === value);
+    return s?.op === "linear" ? s.weight : undefined;
+  };
+  switch (producer?.op) {
+    case "rmsnorm":
+      return { norm: producer.weight };
+    case "attention": {
+      const linear = linearWriting(producer.v);
+      return linear && { linear, through: "attention" };
+    }
+    case "swiglu": {
+      const linear = linearWriting(producer.up);
+      return linear && { linear, through: "swiglu" };
+    }
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * The scale searches of a layer's groups with what each inspects (see the module notes), and how
+ * found scales apply to the float weights `w`, the norms and the captures.
+ */
+function scaleGroups(
+  layer: LayerContext,
+  captures: Map<BlockValue, Float32Array[]>,
+  w: Record<LinearName, DenseMatrix>,
+  norms: Record<NormName, Float32Array>,
+): { group: ScaleGroup; held: Float32Array[]; apply(s: Float32Array): void }[] {
+  const { steps, groups, block, original } = layer;
+  const floatLayer: LayerWeights = { ...original, ...w };
+  return groups.flatMap(({ names, input }, g) => {
+    const fold = foldOf(steps, input);
+    const first = w[names[0]!];
+    // Through attention, only when the value projection and the group's linear have the same
+    // shape (the reference's check: not with grouped-query attention).
+    if (
+      fold === undefined ||
+      ("linear" in fold && fold.through === "attention" &&
+        !(w[fold.linear].rows === first.rows && w[fold.linear].cols === first.cols))
+    ) return [];
+    const inputs = captures.get(input)!;
+    const apply = (s: Float32Array) => {
+      if ("norm" in fold) {
+        const norm = norms[fold.norm];
+        for (let i = 0; i < s.length; i++) norm[i]! /= s[i]!;
+      } else w[fold.linear] = scaleRows(w[fold.linear], s);
+      for (const n of names) w[n] = scaleCols(w[n], s);
+      divideInputs(inputs, s);
+    };
+    const start = firstReader(steps, input);
+    const output = stepOutputOf(steps, names[0]!);
+    const lone = names.length === 1 &&
+      steps.some((s) => s.op === "add" && (s.a === output || s.b === output));
+    if (lone) {
+      // A linear feeding the residual stream alone: its error from the Gram matrix of its inputs.
+      const name = names[0]!;
+      const gram = packedGram(inputs, w[name].cols);
+      return [{
+        group: {
+          names,
+          inputs,
+          loss: (r) => loneLinearError(r[name]!, w[name], gram, tokensOf(inputs, w[name].cols)),
+        },
+        held: [gram.panels],
+        apply,
+      }];
+    }
+    // The group's linears through to the next group's input, whose linear (in float) gives the
+    // inspected output, compared with the float block's captured values.
+    const next = groups[g + 1];
+    if (next === undefined || next.names.length !== 1) return [];
+    const end = producerIndex(steps, next.input) + 1;
+    const nextW = packed(w[next.names[0]!]);
+    const expected = captures.get(next.input)!;
+    return [{
+      group: {
+        names,
+        inputs,
+        loss: (r) => {
+          const replaced = Object.fromEntries(names.map((n) => [n, packed(r[n]!)]));
+          let sum = 0;
+          inputs.forEach((x, i) => {
+            const values: BlockValues = new Map([[input, x]]);
+            const T = x.length / first.cols;
+            block.run(steps, floatLayer, values, T, {
+              from: start,
+              to: end,
+              kernels: searchKernels(block.config, replaced),
+            });
+            sum += sumOfSquares(nextW, values.get(next.input)!, expected[i]!);
+          });
+          return sum / (tokensOf(inputs, first.cols) * nextW.rows);
+        },
+      },
+      held: [],
+      apply,
+    }];
+  });
+}
+
+/** The output of linear `name` in `steps`. */
+function stepOutputOf(steps: readonly BlockStep[], name: LinearName): BlockValue | undefined {
+  const s = steps.find((s) => s.op === "linear" && s.weight === name);
+  return s && stepOutput(s);
+}
+
+/** The search kernels of `search_kernels.ts` in place of the CPU backend's, `replaced` linears packed. */
+function searchKernels(
+  config: LlamaConfig,
+  replaced: Partial<Record<LinearName, PackedRows>>,
+): Partial<BlockKernels> {
+  return {
+    linear(x, name) {
+      const w = replaced[name];
+      if (w === undefined) throw new RangeError(`Linear "${name}" is not packed for the search`);
+      const out = new Float32Array((x.length / w.cols) * w.rows);
+      gemm(out, x, w);
+      return out;
+    },
+    attention(q, k, v) {
+      const out = new Float32Array(q.length);
+      causalAttention(out, q, k, v, config.nHeads, config.nKvHeads, config.headDim);
+      return out;
+    },
+    swiglu: siluMul,
+  };
 }
 
 /** `W·diag(s)` of a dense matrix. */

@@ -1,6 +1,7 @@
 /**
  * Calibration data for the methods that need it (GPTQ, AWQ, SmoothQuant): windows of a suite
- * dataset, and a transformer block split into the pieces whose inputs the methods capture.
+ * dataset, and a transformer block run over them (its steps interpreted, with taps on any value
+ * between them; `sequential.ts` drives the layers).
  *
  * - Windows: the dataset's text is tokenized once without BOS (as the `gptq` perplexity protocol
  *   does), and `samples` windows of `seq_len` tokens start at positions drawn uniformly from
@@ -9,26 +10,25 @@
  * - Layers are processed one at a time: the methods hold the hidden states of all windows at the
  *   input of the current layer (`samples × seq_len × dim` floats) and what they capture inside
  *   it, never the whole model's activations, so memory is bounded by one layer.
- * - {@linkcode BlockPieces} computes a block exactly as the CPU backend does (same kernels, same
- *   order), so a float model's calibration inputs equal what the runner sees.
+ * - {@linkcode CalibrationBlock} computes a block exactly as the CPU backend does (same kernels,
+ *   same order), so a float model's calibration inputs equal what the runner sees.
  *
  * @module
  */
-import type { LayerWeights, LlamaConfig, LlamaModel, Matrix } from "../models/model.ts";
-import type { DatasetSpec } from "../suite/types.ts";
+import type { LayerWeights, LlamaConfig, LlamaModel, Matrix } from "../../core/model.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
 import type { MethodContext } from "./method.ts";
+import { type RopeAngles, ropeAngles } from "../../kernels/cpu/ops.ts";
 import {
-  attention,
-  matmul,
-  rmsnorm,
-  type RopeAngles,
-  ropeAngles,
-  rotate,
-  swiglu,
-} from "../../kernels/cpu/ops.ts";
-import { ropeInverseFrequencies } from "../models/rope.ts";
-import { readText } from "../tasks/dataset.ts";
-import { randomInt, seededRandom } from "../tasks/sample.ts";
+  type BlockKernels,
+  type BlockValues,
+  cpuBlockKernels,
+  runBlock,
+} from "../../kernels/cpu/block_interpreter.ts";
+import { BLOCK_OUTPUT, blockShape, type BlockStep, blockSteps } from "../../core/graph.ts";
+import { ropeInverseFrequencies } from "../../core/rope.ts";
+import { readText } from "../../core/dataset.ts";
+import { randomInt, seededRandom } from "../../core/random.ts";
 
 /** Thrown when a method cannot get the calibration data it needs. */
 export class CalibrationError extends Error {
@@ -113,48 +113,14 @@ export function embed(model: LlamaModel, windows: number[][]): Float32Array[] {
   });
 }
 
-/** `y = W·x (+ bias)` for the rows of `x`. */
-export function linear(w: Matrix, x: Float32Array, bias?: Float32Array): Float32Array {
-  const out = new Float32Array((x.length / w.cols) * w.rows);
-  matmul(out, x, w);
-  if (bias) addBias(out, bias);
-  return out;
-}
-
-/** Adds `bias` to every row of `out` (rows of `bias.length`), in place. */
-export function addBias(out: Float32Array, bias: Float32Array): void {
-  for (let base = 0; base < out.length; base += bias.length) {
-    for (let i = 0; i < bias.length; i++) out[base + i]! += bias[i]!;
-  }
-}
-
-/** `a + b`, elementwise into a new array (float32 rounding, as the runner's residual adds). */
-export function added(a: Float32Array, b: Float32Array): Float32Array {
-  const out = new Float32Array(a.length);
-  for (let i = 0; i < a.length; i++) out[i] = a[i]! + b[i]!;
-  return out;
-}
-
-/** Causal grouped-query attention of `T` tokens at positions `0 … T−1` into `out`. */
-export type CausalAttention = (
-  out: Float32Array,
-  q: Float32Array,
-  k: Float32Array,
-  v: Float32Array,
-  nHeads: number,
-  nKvHeads: number,
-  headDim: number,
-) => void;
-
-/** The CPU backend's attention kernel as a {@linkcode CausalAttention}. */
-const cpuCausalAttention: CausalAttention = (out, q, k, v, nHeads, nKvHeads, headDim) =>
-  attention(out, q, k, v, 0, nHeads, nKvHeads, headDim);
-
 /**
- * One transformer block of a model split at every linear's input, over one sequence of `T` tokens
- * at positions `0 … T−1` (rows of `x`), computed as `CpuRunner.forward` computes it.
+ * A model's transformer blocks run over calibration windows: one sequence of `T` tokens at
+ * positions `0 … T−1` (rows of `x`), the block's steps (`core/graph.ts`) interpreted as
+ * `CpuRunner.forward` interprets them (same kernels, same order), optionally only a range of
+ * them, resuming from the values an earlier range left, and with kernels replaced (the searches
+ * that re-run part of a block many times use faster ones).
  */
-export class BlockPieces {
+export class CalibrationBlock {
   readonly config: LlamaConfig;
   readonly #invFreq: Float64Array;
   /** RoPE's angles per sequence length: blocks run many times over sequences of a few lengths. */
@@ -165,73 +131,45 @@ export class BlockPieces {
     this.#invFreq = ropeInverseFrequencies(config);
   }
 
-  /** RMSNorm before attention: the input of `wq`, `wk`, `wv`. */
-  attnInput(layer: LayerWeights, x: Float32Array): Float32Array {
-    const out = new Float32Array(x.length);
-    rmsnorm(out, x, layer.attnNorm, this.config.normEps);
-    return out;
-  }
-
-  /** Attention over the projections of `xb`: the input of `wo`. */
-  attention(layer: LayerWeights, xb: Float32Array): Float32Array {
-    return this.attend(
-      layer,
-      linear(layer.wq, xb, layer.bq),
-      linear(layer.wk, xb, layer.bk),
-      linear(layer.wv, xb, layer.bv),
-    );
+  /** The CPU backend's kernels for `T` tokens at positions `0 … T−1`. */
+  kernels(T: number): BlockKernels {
+    let angles = this.#angles.get(T);
+    if (angles === undefined) this.#angles.set(T, angles = ropeAngles(T, 0, this.#invFreq));
+    return cpuBlockKernels(this.config, 0, T, { angles });
   }
 
   /**
-   * Attention from the projections `q`, `k`, `v` (biases added): the layer's q/k norms, RoPE at
-   * positions `0 … T−1`, then causal attention by `kernel` (default the CPU backend's), which
-   * searches that re-run the block many times replace with a faster one. Normalizes `q` and `k`
-   * in place.
+   * Runs the steps `[from, to)` (default all) of `layer` over the `T` tokens of `values` (which
+   * hold what those steps read: `x` for a whole block), on the CPU kernels with `kernels`
+   * swapped in.
    */
-  attend(
+  run(
+    steps: readonly BlockStep[],
     layer: LayerWeights,
-    q: Float32Array,
-    k: Float32Array,
-    v: Float32Array,
-    kernel: CausalAttention = cpuCausalAttention,
-  ): Float32Array {
-    const c = this.config;
-    if (layer.qNorm) rmsnorm(q, q, layer.qNorm, c.normEps);
-    if (layer.kNorm) rmsnorm(k, k, layer.kNorm, c.normEps);
-    const T = q.length / (c.nHeads * c.headDim);
-    let angles = this.#angles.get(T);
-    if (angles === undefined) this.#angles.set(T, angles = ropeAngles(T, 0, this.#invFreq));
-    rotate(q, c.nHeads, c.headDim, c.ropeStyle, angles);
-    rotate(k, c.nKvHeads, c.headDim, c.ropeStyle, angles);
-    const att = new Float32Array(q.length);
-    kernel(att, q, k, v, c.nHeads, c.nKvHeads, c.headDim);
-    return att;
+    values: BlockValues,
+    T: number,
+    range: BlockRange = {},
+  ): void {
+    const { from = 0, to = steps.length, kernels = {} } = range;
+    runBlock(steps, layer, this.config, values, { ...this.kernels(T), ...kernels }, from, to);
   }
 
-  /** The attention sub-block's output `wo·att (+ bo)`. */
-  attnOutput(layer: LayerWeights, att: Float32Array): Float32Array {
-    return linear(layer.wo, att, layer.bo);
-  }
-
-  /** RMSNorm before the MLP: the input of `w1` and `w3`. */
-  ffnInput(layer: LayerWeights, h: Float32Array): Float32Array {
-    const out = new Float32Array(h.length);
-    rmsnorm(out, h, layer.ffnNorm, this.config.normEps);
-    return out;
-  }
-
-  /** `silu(w1·fb) · (w3·fb)`: the input of `w2`. */
-  mlpMid(layer: LayerWeights, fb: Float32Array): Float32Array {
-    const gate = linear(layer.w1, fb);
-    swiglu(gate, linear(layer.w3, fb));
-    return gate;
-  }
-
-  /** The whole block: `h = x + attn(x)`, `out = h + mlp(h)`. */
+  /** The whole block over `x`: its output. */
   forward(layer: LayerWeights, x: Float32Array): Float32Array {
-    const h = added(x, this.attnOutput(layer, this.attention(layer, this.attnInput(layer, x))));
-    return added(h, linear(layer.w2, this.mlpMid(layer, this.ffnInput(layer, h))));
+    const values: BlockValues = new Map([["x", x]]);
+    this.run(blockSteps(blockShape(layer)), layer, values, x.length / this.config.dim);
+    return values.get(BLOCK_OUTPUT)!;
   }
+}
+
+/** Which steps {@linkcode CalibrationBlock.run} runs, and on which kernels. */
+export interface BlockRange {
+  /** First step (default 0). */
+  from?: number;
+  /** Step after the last (default the block's end). */
+  to?: number;
+  /** Kernels replacing the CPU backend's. */
+  kernels?: Partial<BlockKernels>;
 }
 
 /**

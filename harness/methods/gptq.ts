@@ -3,12 +3,13 @@
  * `quant.py`, `llama.py`) runs it, into any format with a {@linkcode GroupGrid}: integer
  * (2–8 bits, symmetric or not, per channel, group or tensor), scaled FP8/FP6/FP4, MX and NVFP4.
  *
- * Per transformer block, in order (`true_sequential`, the default, as the reference's
- * `--true-sequential`): `[wk, wv, wq]`, `[wo]`, `[w3, w1]`, `[w2]` — each group's Hessian
- * `H = 2/N · Σ xxᵀ` (N calibration windows) is accumulated from inputs computed with the block's
- * already-quantized linears, so later linears see earlier errors; then the block's quantized
- * output becomes the next block's input. Without `true_sequential`, all seven take their inputs
- * from the float block.
+ * The layers are quantized by the sequential driver (`sequential.ts`), group by group of the
+ * block's linears sharing an input (`[wq, wk, wv]`, `[wo]`, `[w1, w3]`, `[w2]` for Llama, the
+ * reference's `--true-sequential` groups): with `true_sequential`, the default, each group's
+ * Hessian `H = 2/N · Σ xxᵀ` (N calibration windows) is accumulated from inputs computed with the
+ * block's already-quantized linears, so later linears see earlier errors; without it, all take
+ * their inputs from the float block. The block's quantized output becomes the next block's
+ * input.
  *
  * For each linear (`fasterquant`): per-channel/per-tensor parameters are fitted to the weights
  * first; dead inputs (`H_ii = 0`) get `H_ii = 1` and zero weights; `act_order` permutes columns
@@ -25,21 +26,18 @@
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { LinearName, LlamaModel, Matrix } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
 import { addGram, cholesky, choleskyInverse, upperCholesky } from "./linalg.ts";
 import { gridUnsupported, type GroupGrid, groupGrid } from "./grid.ts";
 import {
-  added,
-  BlockPieces,
   calibrationWindows,
-  embed,
-  linear,
   matrixBuffers,
   MemoryMeter,
   resolveCalibration,
 } from "./calibration.ts";
+import { quantizeLayers } from "./sequential.ts";
 import { withRuntime } from "./runtime.ts";
 
 /** Options and their defaults: the reference's (`llama.py` arguments, `fasterquant`). */
@@ -175,9 +173,6 @@ export function gptqQuantize(
   return { matrix: grid.build(), q, loss };
 }
 
-/** The reference's `--true-sequential` groups for a Llama block, in order. */
-const SEQUENTIAL: LinearName[][] = [["wk", "wv", "wq"], ["wo"], ["w3", "w1"], ["w2"]];
-
 function settingsOf(options: Record<string, unknown>): GptqSettings {
   const o = { ...GPTQ_OPTIONS, ...options };
   const damp = Number(o.damp);
@@ -211,54 +206,33 @@ async function quantizeModel(
   ctx: MethodContext,
 ): Promise<LlamaModel> {
   const settings = settingsOf(options);
-  const sequential = options.true_sequential !== false;
   const calibration = resolveCalibration("gptq", options.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
-  let hidden = embed(model, windows);
-  meter.hold(hidden);
-  const pieces = new BlockPieces(model.config);
-  const layers: LayerWeights[] = [];
-  for (const original of model.weights.layers) {
-    const layer: LayerWeights = { ...original };
-    const quantize = (names: LinearName[], inputs: Float32Array[]) => {
-      const h = hessian(inputs, original[names[0]!].cols);
-      const held = meter.hold(h);
-      for (const name of names) {
-        const m = original[name];
-        const grid = groupGrid(format, m.rows, m.cols);
-        layer[name] = gptqQuantize(decodeMatrix(m), h.slice(), m.rows, m.cols, grid, settings)
-          .matrix;
-        meter.hold(matrixBuffers(layer[name]));
-      }
-      meter.release(held);
-    };
-    // Each step's inputs come from the block with the earlier steps' linears quantized (the
-    // float block without true_sequential); what a later step needs is kept, the rest dropped.
-    const source = () => sequential ? layer : original;
-    const attnIn = hidden.map((x) => pieces.attnInput(original, x));
-    const attnBytes = meter.hold(attnIn);
-    quantize(SEQUENTIAL[0]!, attnIn);
-    const att = attnIn.map((xb) => pieces.attention(source(), xb));
-    const attBytes = meter.hold(att);
-    meter.release(attnBytes);
-    quantize(SEQUENTIAL[1]!, att);
-    const h = hidden.map((x, i) => added(x, pieces.attnOutput(source(), att[i]!)));
-    const ffnIn = h.map((x) => pieces.ffnInput(original, x));
-    const ffnBytes = meter.hold(h, ffnIn);
-    meter.release(attBytes);
-    quantize(SEQUENTIAL[2]!, ffnIn);
-    const mid = ffnIn.map((fb) => pieces.mlpMid(source(), fb));
-    const midBytes = meter.hold(mid);
-    quantize(SEQUENTIAL[3]!, mid);
-    hidden = sequential
-      ? h.map((x, i) => added(x, linear(layer.w2, mid[i]!)))
-      : hidden.map((x) => pieces.forward(layer, x));
-    meter.release(ffnBytes + midBytes);
-    layers.push(layer);
-    // Lets a worker deliver progress events between blocks.
-    await Promise.resolve();
-  }
+  const layers = await quantizeLayers(
+    model,
+    {
+      kind: "groups",
+      sequential: options.true_sequential !== false,
+      quantizeGroup({ names }, inputs, { original }) {
+        // The group shares one Hessian; each linear is quantized with a copy of it.
+        const h = hessian(inputs!, original[names[0]!].cols);
+        const held = meter.hold(h);
+        const quantized: Partial<Record<LinearName, Matrix>> = {};
+        for (const name of names) {
+          const m = original[name];
+          const grid = groupGrid(format, m.rows, m.cols);
+          const q = gptqQuantize(decodeMatrix(m), h.slice(), m.rows, m.cols, grid, settings).matrix;
+          meter.hold(matrixBuffers(q));
+          quantized[name] = q;
+        }
+        meter.release(held);
+        return quantized;
+      },
+    },
+    windows,
+    meter,
+  );
   ctx.record?.({ quantize_peak_bytes: meter.peak });
   return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
 }

@@ -2,12 +2,12 @@ import assert from "node:assert/strict";
 import { decodeMatrix, gptq, GptqOptionsError, gptqQuantize, type GptqSettings } from "./gptq.ts";
 import { groupGrid } from "./grid.ts";
 import { rtn } from "./rtn.ts";
-import { dense } from "../models/model.ts";
+import { dense } from "../../core/model.ts";
 import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { groupParams, roundHalfEven } from "../../kernels/formats/int.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { linearBitsPerWeight } from "../models/bits.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { gridUnsupported, groupGrid } from "./grid.ts";
-import { dense } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import { dense } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
 

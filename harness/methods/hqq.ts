@@ -21,9 +21,8 @@
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type { LlamaModel, Matrix } from "../models/model.ts";
-import { LINEAR_NAMES } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { LinearName, LlamaModel, Matrix } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import { affineCodec, type AffineGroup, hqqInitial } from "../../kernels/formats/affine_codec.ts";
 import { ensureRowCodec } from "../../kernels/formats/codecs.ts";
@@ -31,6 +30,7 @@ import { roundHalfEven } from "../../kernels/formats/int.ts";
 import { decoded } from "./awq.ts";
 import { matrixBuffers, MemoryMeter } from "./calibration.ts";
 import { withRuntime } from "./runtime.ts";
+import { quantizeLayers } from "./sequential.ts";
 
 /** Options and their defaults: the library's (`optimize_weights_proximal_legacy`). */
 export const HQQ_OPTIONS = {
@@ -138,7 +138,7 @@ export function hqqQuantize(
 }
 
 /** HQQ over every transformer linear (see the module notes). */
-function quantizeModel(
+async function quantizeModel(
   model: LlamaModel,
   format: FormatSpec,
   options: Record<string, unknown>,
@@ -156,39 +156,49 @@ function quantizeModel(
   };
   const bits = elementFormats.get(format.weights).bits;
   const meter = new MemoryMeter();
-  const layers = model.weights.layers.map((layer) => {
-    const out = { ...layer };
-    for (const name of LINEAR_NAMES) {
-      const m = layer[name];
-      const group = format.group > 0 ? Math.min(format.group, m.cols) : 0;
-      const codec = ensureRowCodec(affineCodec(bits, group)) as ReturnType<typeof affineCodec>;
-      const { codes, groups } = hqqQuantize(decoded(m), m.rows, m.cols, bits, group, settings);
-      const rowBytes = codec.rowBytes(m.cols);
-      const data = new Uint8Array(m.rows * rowBytes);
-      const perRow = groups.length / m.rows;
-      for (let r = 0; r < m.rows; r++) {
-        codec.encodeCodes(
-          codes.subarray(r * m.cols, (r + 1) * m.cols),
-          groups.slice(r * perRow, (r + 1) * perRow),
-          data.subarray(r * rowBytes, (r + 1) * rowBytes),
-        );
-      }
-      const q: Matrix = {
-        kind: "coded",
-        codec: codec.name,
-        rows: m.rows,
-        cols: m.cols,
-        rowBytes,
-        data,
-        tensorScale: 1,
-      };
-      meter.hold(matrixBuffers(q));
-      out[name] = q;
-    }
-    return out;
-  });
+  // Calibration-free: the driver hands every group of every layer over, with no inputs.
+  const layers = await quantizeLayers(
+    model,
+    {
+      kind: "groups",
+      sequential: false,
+      quantizeGroup({ names }, _inputs, { original }) {
+        const out: Partial<Record<LinearName, Matrix>> = {};
+        for (const name of names) {
+          const m = original[name];
+          const group = format.group > 0 ? Math.min(format.group, m.cols) : 0;
+          const codec = ensureRowCodec(affineCodec(bits, group)) as ReturnType<typeof affineCodec>;
+          const { codes, groups } = hqqQuantize(decoded(m), m.rows, m.cols, bits, group, settings);
+          const rowBytes = codec.rowBytes(m.cols);
+          const data = new Uint8Array(m.rows * rowBytes);
+          const perRow = groups.length / m.rows;
+          for (let r = 0; r < m.rows; r++) {
+            codec.encodeCodes(
+              codes.subarray(r * m.cols, (r + 1) * m.cols),
+              groups.slice(r * perRow, (r + 1) * perRow),
+              data.subarray(r * rowBytes, (r + 1) * rowBytes),
+            );
+          }
+          const q: Matrix = {
+            kind: "coded",
+            codec: codec.name,
+            rows: m.rows,
+            cols: m.cols,
+            rowBytes,
+            data,
+            tensorScale: 1,
+          };
+          meter.hold(matrixBuffers(q));
+          out[name] = q;
+        }
+        return out;
+      },
+    },
+    undefined,
+    meter,
+  );
   ctx.record?.({ quantize_peak_bytes: meter.peak });
-  return Promise.resolve(withRuntime({ ...model, weights: { ...model.weights, layers } }, format));
+  return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
 }
 
 /** HQQ: calibration-free half-quadratic optimisation of zero points. */

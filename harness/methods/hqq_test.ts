@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import { hqq, hqqQuantize } from "./hqq.ts";
 import { rtn } from "./rtn.ts";
 import { decoded } from "./awq.ts";
-import type { FormatSpec } from "../suite/types.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { linearBitsPerWeight } from "../models/bits.ts";
-import { LINEAR_NAMES } from "../models/model.ts";
+import { LINEAR_NAMES } from "../../core/model.ts";
 
 const SETTINGS = { lpNorm: 0.7, beta: 10, kappa: 1.01, iters: 20, earlyStop: true };
 

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { dense } from "../models/model.ts";
+import { dense } from "../../core/model.ts";
 import { wasmMatmul } from "../../kernels/cpu/wasm_matmul.ts";
 import { gemm, packRows } from "./search_kernels.ts";
 

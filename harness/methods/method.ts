@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { LlamaModel } from "../models/model.ts";
-import type { DatasetSpec, FormatSpec } from "../suite/types.ts";
+import type { LlamaModel } from "../../core/model.ts";
+import type { DatasetSpec, FormatSpec } from "../../core/suite_types.ts";
 
 /** What a method may use besides the model. */
 export interface MethodContext {

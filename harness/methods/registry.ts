@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { Registry } from "../registry.ts";
+import { Registry } from "../../core/registry.ts";
 import type { Method } from "./method.ts";
 import { none } from "./none.ts";
 import { rtn } from "./rtn.ts";

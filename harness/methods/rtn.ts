@@ -9,20 +9,20 @@
  *
  * @module
  */
+import type { QuantizedMatrix } from "../../core/model.ts";
 import type { Method } from "./method.ts";
-import type { LlamaModel, Matrix } from "../models/model.ts";
-import { LINEAR_NAMES } from "../models/model.ts";
+import type { LinearName, LlamaModel, Matrix } from "../../core/model.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import {
   groupParams,
   type IntQuantConfig,
-  type QuantizedMatrix,
   quantizeInt,
   roundHalfEven,
 } from "../../kernels/formats/int.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { matrixBuffers, MemoryMeter } from "./calibration.ts";
 import { withRuntime } from "./runtime.ts";
+import { quantizeLayers } from "./sequential.ts";
 
 /** Why `rtn` cannot produce `format`, or undefined when it can. */
 function unsupported(format: FormatSpec): string | undefined {
@@ -151,23 +151,33 @@ export const rtn: Method = {
   options: RTN_OPTIONS,
   unsupported,
   quantize(model, format, options, ctx): Promise<LlamaModel> {
+    // Options are checked before anything runs (a bad one throws at once).
     const search = mseSearch(options, format);
     const element = elementFormats.get(format.weights);
     const meter = new MemoryMeter();
-    const layers = model.weights.layers.map((layer) => {
-      const out = { ...layer };
-      for (const name of LINEAR_NAMES) {
-        const m = layer[name];
-        out[name] = search && element.kind === "int" && m.kind === "dense"
-          ? quantizeIntMse(m.data, m.rows, m.cols, element.intConfig(format), search)
-          : quantizeMatrix(m, format);
-        meter.hold(matrixBuffers(out[name]));
-      }
-      return out;
+    // Calibration-free: the driver hands every group of every layer over, with no inputs.
+    return quantizeLayers(
+      model,
+      {
+        kind: "groups",
+        sequential: false,
+        quantizeGroup({ names }, _inputs, { original }) {
+          const out: Partial<Record<LinearName, Matrix>> = {};
+          for (const name of names) {
+            const m = original[name];
+            out[name] = search && element.kind === "int" && m.kind === "dense"
+              ? quantizeIntMse(m.data, m.rows, m.cols, element.intConfig(format), search)
+              : quantizeMatrix(m, format);
+            meter.hold(matrixBuffers(out[name]));
+          }
+          return out;
+        },
+      },
+      undefined,
+      meter,
+    ).then((layers) => {
+      ctx.record?.({ quantize_peak_bytes: meter.peak });
+      return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
     });
-    ctx.record?.({ quantize_peak_bytes: meter.peak });
-    return Promise.resolve(
-      withRuntime({ ...model, weights: { ...model.weights, layers } }, format),
-    );
   },
 };

@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
 import { quantizeIntMse, quantizeMatrix, rtn, RtnOptionsError } from "./rtn.ts";
 import { none } from "./none.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { openGguf } from "../models/gguf/reader.ts";
-import { dense, type LinearName, type LlamaModel } from "../models/model.ts";
+import { dense, type LinearName, type LlamaModel } from "../../core/model.ts";
 import { linearBitsPerWeight } from "../models/bits.ts";
 import { parseSuite } from "../suite/load.ts";
 import { expandCells } from "../suite/expand.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { cpuBackend } from "../../kernels/cpu/backend.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import { rowCodecs } from "../../kernels/formats/codecs.ts";

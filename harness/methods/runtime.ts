@@ -4,8 +4,8 @@
  *
  * @module
  */
-import type { LlamaModel } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { LlamaModel } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { runtimeQuantization } from "../../kernels/formats/runtime_quant.ts";
 
 /** `model` with the run-time quantization `format` asks for (the model itself when none). */

@@ -3,7 +3,7 @@ import { withRuntime } from "./runtime.ts";
 import { methods } from "./registry.ts";
 import { parseSuite } from "../suite/load.ts";
 import { expandCells } from "../suite/expand.ts";
-import type { LlamaModel } from "../models/model.ts";
+import type { LlamaModel } from "../../core/model.ts";
 
 Deno.test("runtime: methods attach the format's run-time quantization; webgpu KV-cache cells skip", async () => {
   const model = { config: {}, weights: { layers: [] } } as unknown as LlamaModel;

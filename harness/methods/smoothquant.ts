@@ -17,20 +17,18 @@
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type { DenseMatrix, LayerWeights, LlamaModel } from "../models/model.ts";
-import { dense, LINEAR_NAMES } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
+import type { DenseMatrix, LayerWeights, LinearName, LlamaModel } from "../../core/model.ts";
+import { dense, LINEAR_NAMES } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import {
-  added,
-  BlockPieces,
   calibrationWindows,
-  embed,
-  linear,
   matrixBuffers,
   MemoryMeter,
   resolveCalibration,
 } from "./calibration.ts";
+import { normCopies, quantizeLayers } from "./sequential.ts";
+import { type BlockStep, type BlockValue, producerIndex } from "../../core/graph.ts";
 import { decoded } from "./awq.ts";
 import { withRuntime } from "./runtime.ts";
 
@@ -98,45 +96,45 @@ async function quantizeModel(
   const calibration = resolveCalibration("smoothquant", o.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
-  let hidden = embed(model, windows);
-  meter.hold(hidden);
-  const pieces = new BlockPieces(model.config);
-  const layers: LayerWeights[] = [];
-  for (const original of model.weights.layers) {
-    const { dim } = model.config;
-    const attnMax = new Float32Array(dim);
-    const ffnMax = new Float32Array(dim);
-    // One window at a time: only the running maxima and the next block's input are kept.
-    hidden = hidden.map((x) => {
-      const xb = pieces.attnInput(original, x);
-      const h = added(x, pieces.attnOutput(original, pieces.attention(original, xb)));
-      const fb = pieces.ffnInput(original, h);
-      maxInto(attnMax, xb);
-      maxInto(ffnMax, fb);
-      return added(h, linear(original.w2, pieces.mlpMid(original, fb)));
-    });
-    const w = Object.fromEntries(
-      LINEAR_NAMES.map((n) => [n, dense(original[n].rows, original[n].cols, decoded(original[n]))]),
-    ) as Record<(typeof LINEAR_NAMES)[number], DenseMatrix>;
-    const attnNorm = original.attnNorm.slice();
-    const ffnNorm = original.ffnNorm.slice();
-    const smooth = (norm: Float32Array, act: Float32Array, names: (keyof typeof w)[]) => {
-      const s = smoothingScales(act, names.map((n) => w[n]), alpha);
-      for (let j = 0; j < s.length; j++) norm[j]! /= s[j]!;
-      for (const n of names) {
-        w[n] = dense(w[n].rows, w[n].cols, w[n].data.map((v, k) => v * s[k % s.length]!));
-      }
-    };
-    smooth(attnNorm, attnMax, ["wq", "wk", "wv"]);
-    smooth(ffnNorm, ffnMax, ["w1", "w3"]);
-    const layer: LayerWeights = { ...original, attnNorm, ffnNorm };
-    for (const name of LINEAR_NAMES) {
-      layer[name] = element.quantize(format, w[name]);
-      meter.hold(matrixBuffers(layer[name]));
-    }
-    layers.push(layer);
-    await Promise.resolve();
-  }
+  const normOf = (steps: readonly BlockStep[], input: BlockValue) => {
+    const producer = steps[producerIndex(steps, input)];
+    return producer?.op === "rmsnorm" ? producer.weight : undefined;
+  };
+  const layers = await quantizeLayers(
+    model,
+    {
+      kind: "layer",
+      // Only inputs that are a norm's output can be smoothed (the norm takes 1/s).
+      taps: ({ input }, { steps }) => normOf(steps, input) !== undefined,
+      quantizeLayer(captures, { original, steps, groups }) {
+        const w = Object.fromEntries(
+          LINEAR_NAMES.map((
+            n,
+          ) => [n, dense(original[n].rows, original[n].cols, decoded(original[n]))]),
+        ) as Record<LinearName, DenseMatrix>;
+        const norms = normCopies(steps, original);
+        for (const { names, input } of groups) {
+          const norm = normOf(steps, input);
+          if (norm === undefined) continue;
+          const act = new Float32Array(w[names[0]!].cols);
+          for (const x of captures.get(input)!) maxInto(act, x);
+          const s = smoothingScales(act, names.map((n) => w[n]), alpha);
+          for (let j = 0; j < s.length; j++) norms[norm][j]! /= s[j]!;
+          for (const n of names) {
+            w[n] = dense(w[n].rows, w[n].cols, w[n].data.map((v, k) => v * s[k % s.length]!));
+          }
+        }
+        const layer: LayerWeights = { ...original, ...norms };
+        for (const name of LINEAR_NAMES) {
+          layer[name] = element.quantize(format, w[name]);
+          meter.hold(matrixBuffers(layer[name]));
+        }
+        return layer;
+      },
+    },
+    windows,
+    meter,
+  );
   ctx.record?.({ quantize_peak_bytes: meter.peak });
   return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
 }

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { maxInto, smoothingScales, smoothquant } from "./smoothquant.ts";
 import { rtn } from "./rtn.ts";
-import { dense } from "../models/model.ts";
-import type { FormatSpec } from "../suite/types.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import { dense } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { cpuBackend } from "../../kernels/cpu/backend.ts";
 import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";

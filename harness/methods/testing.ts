@@ -3,10 +3,10 @@
  *
  * @module
  */
-import type { LlamaModel } from "../models/model.ts";
-import type { DatasetSpec } from "../suite/types.ts";
+import type { LlamaModel } from "../../core/model.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
 import { cpuBackend } from "../../kernels/cpu/backend.ts";
-import { sharedPath } from "../shared.ts";
+import { sharedPath } from "../../core/shared.ts";
 
 /** Mean next-token NLL of `ids` in windows of 256. */
 export async function heldOutNll(model: LlamaModel, ids: number[]): Promise<number> {

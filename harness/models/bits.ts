@@ -3,8 +3,8 @@
  *
  * @module
  */
-import { LINEAR_NAMES, type LlamaModel } from "./model.ts";
-import { matrixBits } from "../../kernels/formats/matrix.ts";
+import { LINEAR_NAMES, type LlamaModel } from "../../core/model.ts";
+import { matrixBits, storageName } from "../../kernels/formats/matrix.ts";
 
 /**
  * Average bits per weight over the transformer blocks' linear layers — the weights PTQ methods
@@ -32,7 +32,7 @@ export function nativeFormatName(model: LlamaModel): string {
   for (const layer of model.weights.layers) {
     for (const name of LINEAR_NAMES) {
       const m = layer[name];
-      const label = m.kind === "dense" ? "f32" : m.kind === "int" ? `int${m.bits}` : m.codec;
+      const label = storageName(m);
       counts.set(label, (counts.get(label) ?? 0) + m.rows * m.cols);
     }
   }

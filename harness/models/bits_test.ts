@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { linearBitsPerWeight, nativeFormatName } from "./bits.ts";
 import { loadModelPath } from "./load.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { rtn } from "../methods/rtn.ts";
 import { none } from "../methods/none.ts";
 

@@ -8,7 +8,7 @@
  * @module
  */
 import { Template } from "@huggingface/jinja";
-import type { ChatMessage, ChatTemplate } from "./model.ts";
+import type { ChatMessage, ChatTemplate } from "../../core/model.ts";
 import { ModelFileError } from "./errors.ts";
 
 /** A template that does not parse, or that fails while rendering (`raise_exception`). */

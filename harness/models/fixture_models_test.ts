@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadModelPath } from "./load.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
-import { REPO_ROOT } from "../shared.ts";
+import { REPO_ROOT } from "../../core/shared.ts";
 
 interface Case {
   ids: number[];

@@ -17,8 +17,8 @@ import {
   type LlamaConfig,
   type LlamaModel,
   type Matrix,
-} from "./model.ts";
-import type { CodedMatrix } from "../../kernels/formats/coded.ts";
+} from "../../core/model.ts";
+import type { CodedMatrix } from "../../core/coded.ts";
 import { rowCodecs } from "../../kernels/formats/codecs.ts";
 import { ggufTokenizer } from "./tokenizer_gguf.ts";
 import { checkTokenizerFits } from "./hf/load.ts";

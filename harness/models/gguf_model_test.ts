@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { ggufCodecName, loadGgufModel, readGgufModel } from "./gguf_model.ts";
 import { loadLlama2c } from "./llama2c.ts";
 import { openGguf } from "./gguf/reader.ts";
-import { dense, LINEAR_NAMES, type LlamaModel, type Matrix } from "./model.ts";
+import { dense, LINEAR_NAMES, type LlamaModel, type Matrix } from "../../core/model.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
 import { UnsupportedModelError } from "./errors.ts";
 

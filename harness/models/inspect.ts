@@ -14,8 +14,8 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import type { LlamaConfig, Tokenizer } from "./model.ts";
-import { LINEAR_NAMES } from "./model.ts";
+import type { LlamaConfig, Tokenizer } from "../../core/model.ts";
+import { LINEAR_NAMES } from "../../core/model.ts";
 import { loadModelPath, modelFormat, ModelLoadError } from "./load.ts";
 import { GgufError, openGguf } from "./gguf/reader.ts";
 import { ggufConfig } from "./gguf_model.ts";

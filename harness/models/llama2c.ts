@@ -8,18 +8,13 @@
  *
  * @module
  */
-import { dense, type LayerWeights, type LlamaConfig, type LlamaModel } from "./model.ts";
+import { dense, type LayerWeights, type LlamaConfig, type LlamaModel } from "../../core/model.ts";
 import { loadLlama2cTokenizer } from "./tokenizer_llama2c.ts";
+import { Llama2cFormatError } from "./llama2c_error.ts";
+
+export { Llama2cFormatError };
 import { existsSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-
-/** Thrown for a llama2.c file that cannot be read; names the file and the problem. */
-export class Llama2cFormatError extends Error {
-  override name = "Llama2cFormatError";
-  constructor(readonly file: string, message: string, options?: ErrorOptions) {
-    super(`${file}: ${message}`, options);
-  }
-}
 
 const HEADER_BYTES = 28;
 

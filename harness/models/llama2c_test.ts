@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Llama2cFormatError, loadLlama2c, parseLlama2c } from "./llama2c.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { tokenNll } from "../tasks/nll.ts";
 
 const MODEL = "models/stories260K/stories260K.bin";

@@ -6,8 +6,8 @@
  */
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { LlamaModel, Tokenizer, Vocabulary } from "./model.ts";
-import type { ModelSpec } from "../suite/types.ts";
+import type { LlamaModel, Tokenizer, Vocabulary } from "../../core/model.ts";
+import type { ModelSpec } from "../../core/suite_types.ts";
 import { findLlama2cTokenizer, loadLlama2c } from "./llama2c.ts";
 import { loadHfModel } from "./hf/load.ts";
 import { loadGgufModel } from "./gguf_model.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { hasShared, REPO_ROOT, sharedPath } from "../shared.ts";
+import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import { loadModel, loadModelPath, modelFormat, ModelLoadError } from "./load.ts";
 import { openGguf } from "./gguf/reader.ts";
 import { ggufVocabulary } from "./tokenizer_gguf.ts";

@@ -14,7 +14,7 @@ import { loadGgufModel } from "./gguf_model.ts";
 import { loadHfModel } from "./hf/load.ts";
 import { GgufError, openGguf } from "./gguf/reader.ts";
 import { ModelFileError } from "./errors.ts";
-import type { LlamaModel } from "./model.ts";
+import type { LlamaModel } from "../../core/model.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
 
 function exercise(model: LlamaModel): void {

@@ -10,7 +10,7 @@
  * @module
  */
 import { bf16ToF32, f16ToF32 } from "../../kernels/formats/gguf/numeric.ts";
-import { didYouMean } from "../registry.ts";
+import { didYouMean } from "../../core/registry.ts";
 import {
   HeaderError,
   MissingTensorError,

@@ -6,7 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import { dense, type LayerWeights, type LlamaModel, type Vocabulary } from "./model.ts";
+import { dense, type LayerWeights, type LlamaModel, type Vocabulary } from "../../core/model.ts";
 import { tokenizerFromVocabulary } from "./tokenizer_gguf.ts";
 import { writeGguf } from "./writers/gguf.ts";
 import { writeHfModel } from "./writers/hf.ts";

@@ -15,7 +15,7 @@
  * @module
  */
 import type { GgufFile } from "./gguf/reader.ts";
-import type { ChatTemplate, Tokenizer, Vocabulary } from "./model.ts";
+import type { ChatTemplate, Tokenizer, Vocabulary } from "../../core/model.ts";
 import { JinjaChatTemplate } from "./chat.ts";
 import { MissingTokenizerError, TokenizerFormatError, UnsupportedModelError } from "./errors.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { openGguf } from "./gguf/reader.ts";
 import { ggufTokenizer, ggufVocabulary, tokenizerFromVocabulary } from "./tokenizer_gguf.ts";
 import { readVocabVectors } from "./test_vectors.ts";

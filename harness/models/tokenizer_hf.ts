@@ -9,7 +9,7 @@
 import { Tokenizer as HfTokenizerImpl } from "@huggingface/tokenizers";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import type { ChatTemplate, Tokenizer, Vocabulary } from "./model.ts";
+import type { ChatTemplate, Tokenizer, Vocabulary } from "../../core/model.ts";
 import { type ChatSpecialTokens, JinjaChatTemplate } from "./chat.ts";
 import {
   MissingTokenizerError,

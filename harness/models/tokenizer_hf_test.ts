@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { hasShared, REPO_ROOT, sharedPath } from "../shared.ts";
+import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import { HfTokenizer, loadHfTokenizer } from "./tokenizer_hf.ts";
 import { ChatTemplateError } from "./chat.ts";
 import { openGguf } from "./gguf/reader.ts";
@@ -8,7 +8,7 @@ import { ggufVocabulary } from "./tokenizer_gguf.ts";
 import { hfTokenizerFiles } from "./writers/hf_tokenizer.ts";
 import { readVocabVectors } from "./test_vectors.ts";
 import { MissingTokenizerError } from "./errors.ts";
-import type { ChatMessage } from "./model.ts";
+import type { ChatMessage } from "../../core/model.ts";
 
 const PARITY = join(REPO_ROOT, "fixtures", "parity");
 

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import type { Tokenizer } from "./model.ts";
-import { Llama2cFormatError } from "./llama2c.ts";
+import type { Tokenizer } from "../../core/model.ts";
+import { Llama2cFormatError } from "./llama2c_error.ts";
 
 const BOS = 1;
 const EOS = 2;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { loadLlama2cTokenizer } from "./tokenizer_llama2c.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 
 const TOK = "models/stories260K/tok512.bin";
 

@@ -7,8 +7,8 @@
  */
 import { join } from "node:path";
 import { sha256 } from "./fingerprint.ts";
-import type { ResultRow } from "../../reports/row.ts";
-import { writeFileAtomic } from "../../reports/atomic.ts";
+import type { ResultRow } from "../../core/row.ts";
+import { writeFileAtomic } from "../../core/atomic.ts";
 
 /** Rows as cached: everything but the run id, which belongs to the run that reads them. */
 export type CachedRow = Omit<ResultRow, "run_id">;

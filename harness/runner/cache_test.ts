@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { REPO_ROOT } from "../shared.ts";
+import { REPO_ROOT } from "../../core/shared.ts";
 import { parseCsv } from "../../reports/csv.ts";
 import { type CachedRow, ResultCache } from "./cache.ts";
 

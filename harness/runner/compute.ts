@@ -1,23 +1,24 @@
 /**
- * The work of one cell: load the model, quantize it, load it onto the backend, run the tasks. Used
+ * The work of one cell: open it (`open_cell.ts`: load, quantize, put on the backend behind an
+ * engine), then run the tasks the engine can serve, skipping those it cannot. Used
  * in process and inside worker threads alike.
  *
  * @module
  */
-import type { Cell, Suite, TaskSpec } from "../suite/types.ts";
+import type { Cell, Suite, TaskSpec } from "../../core/suite_types.ts";
 import type { CachedRow } from "./cache.ts";
-import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";
-import { backends } from "../../kernels/registry.ts";
-import { loadModel } from "../models/load.ts";
+import { runTask } from "../tasks/task.ts";
 import { linearBitsPerWeight, nativeFormatName } from "../models/bits.ts";
 import { type ReferenceJob, ReferenceModels } from "../tasks/reference.ts";
+import { openCell, type OpenedCell } from "./open_cell.ts";
 
 /** Events a cell computation reports, in order. */
 export type CellEvent =
   | { type: "begin"; task: number }
   | { type: "progress"; task: number; fraction: number }
   | { type: "rows"; task: number; rows: CachedRow[]; seconds: number }
+  | { type: "skipped"; task: number; reason: string }
   | { type: "failed"; task: number; message: string };
 
 /** What a computation needs: plain data, so it can cross a worker boundary. */
@@ -36,45 +37,29 @@ export interface CellJob {
 /** Computes the tasks of one cell, reporting each result through `emit`. Never throws. */
 export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): Promise<void> {
   const { suite, cell } = job;
-  let runner;
-  let model;
-  let quantizeSeconds = 0;
-  const quantizeStats: Record<string, number> = {};
+  let opened: OpenedCell | undefined;
   let failure: string | undefined;
   try {
-    const loaded = await loadModel(cell.model);
-    const t0 = performance.now();
-    model = await methods.get(cell.method.method).quantize(
-      loaded,
-      cell.format,
-      cell.method.options,
-      {
-        seed: suite.seed,
-        datasets: suite.datasets,
-        record: (stats) => Object.assign(quantizeStats, stats),
-      },
-    );
-    quantizeSeconds = (performance.now() - t0) / 1000;
-    runner = await backends.get(cell.backend).load(model);
+    opened = await openCell(suite, cell);
   } catch (e) {
     failure = errorText(e);
   }
-  const references = runner && model
-    ? new ReferenceModels(cell, suite.seed, { model, runner }, job.cacheDir)
+  const references = opened
+    ? new ReferenceModels(suite, cell, opened.engine, job.cacheDir)
     : undefined;
   for (const index of job.taskIndices) {
     const task = suite.tasks[index]!;
     emit({ type: "begin", task: index });
-    if (failure !== undefined || !runner || !model) {
+    if (failure !== undefined || !opened) {
       emit({ type: "failed", task: index, message: failure ?? "model not loaded" });
       continue;
     }
+    const { model, engine, quantizeSeconds, quantizeStats } = opened;
     const started = performance.now();
     try {
       const dataset = task.dataset ? suite.datasets[task.dataset] : undefined;
-      const metrics = await tasks.get(task.task).run({
-        model,
-        runner,
+      const outcome = await runTask(tasks.get(task.task), {
+        engine,
         task,
         dataset,
         datasets: suite.datasets,
@@ -83,6 +68,11 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         progress: (fraction) => emit({ type: "progress", task: index, fraction }),
         reference: references?.context(job.references?.[index]),
       });
+      if ("skipped" in outcome) {
+        emit({ type: "skipped", task: index, reason: outcome.skipped });
+        continue;
+      }
+      const metrics = outcome.metrics;
       const seconds = (performance.now() - started) / 1000;
       const bpw = linearBitsPerWeight(model);
       const rows: CachedRow[] = metrics.map((m) => ({
@@ -99,7 +89,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         ci_high: m.ci_high,
         bits_per_weight: bpw,
         status: "ok",
-        detail: m.detail,
+        detail: withFallback(m.detail, engine.info().fallbacks),
         extra: { seconds, quantize_seconds: quantizeSeconds, ...quantizeStats },
         samples: m.samples,
       }));
@@ -109,7 +99,18 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
     }
   }
   await references?.dispose();
-  runner?.dispose();
+  opened?.engine.dispose();
+}
+
+/**
+ * A row's detail with `fallback=f32(<formats>)` appended when the backend runs some weights
+ * decoded to f32 because it has no kernel for their format — so such a row never passes for one
+ * measured in the format itself.
+ */
+export function withFallback(detail: string, formats: readonly string[]): string {
+  if (formats.length === 0) return detail;
+  const note = `fallback=f32(${formats.join(",")})`;
+  return detail === "" ? note : `${detail} ${note}`;
 }
 
 /** The identifying columns of a cell × task row. */

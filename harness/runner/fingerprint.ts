@@ -5,7 +5,7 @@
  */
 import { createHash } from "node:crypto";
 import { join, relative } from "node:path";
-import { REPO_ROOT } from "../shared.ts";
+import { REPO_ROOT } from "../../core/shared.ts";
 
 /** SHA-256 (hex) of a string or bytes. */
 export function sha256(data: string | Uint8Array): string {

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { REPO_ROOT } from "../shared.ts";
+import { REPO_ROOT } from "../../core/shared.ts";
 
 /** `git rev-parse HEAD` of the repository, or null when git or the permission is missing. */
 export async function gitSha(): Promise<string | null> {

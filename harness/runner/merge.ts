@@ -21,8 +21,8 @@
  *
  * @module
  */
-import type { ResultRow, ResultsFile } from "../../reports/row.ts";
-import type { Suite } from "../suite/types.ts";
+import type { ResultRow, ResultsFile } from "../../core/row.ts";
+import type { Suite } from "../../core/suite_types.ts";
 import { parseShard, type Shard } from "./shard.ts";
 import { planCells } from "./run.ts";
 

@@ -4,9 +4,9 @@ import { mergeShards, optionValue, type ShardResults } from "./merge.ts";
 import { planCells, runSuite } from "./run.ts";
 import { parseShard, selectShard } from "./shard.ts";
 import { loadSuite } from "../suite/load.ts";
-import { hasShared, sharedPath } from "../shared.ts";
-import { makeFile, makeRow } from "../../reports/test_rows.ts";
-import type { ResultRow, ResultsFile } from "../../reports/row.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
+import { makeFile, makeRow } from "../../core/test_rows.ts";
+import type { ResultRow, ResultsFile } from "../../core/row.ts";
 
 /** A shard's results file: two rows (ppl, nll) per cell, cells named c0, c1, … */
 function shardFile(cells: number[], shard: string, overrides: Partial<ResultsFile["meta"]> = {}) {

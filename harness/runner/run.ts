@@ -5,8 +5,8 @@
  *
  * @module
  */
-import type { Cell, Suite } from "../suite/types.ts";
-import type { ResultRow, ResultsFile } from "../../reports/row.ts";
+import type { Cell, Suite } from "../../core/suite_types.ts";
+import type { ResultRow, ResultsFile } from "../../core/row.ts";
 import { expandCells } from "../suite/expand.ts";
 import { backends } from "../../kernels/registry.ts";
 import { type CachedRow, ResultCache } from "./cache.ts";
@@ -16,6 +16,7 @@ import { gitSha } from "./git.ts";
 import { type CellEvent, type CellJob, errorText, rowKey } from "./compute.ts";
 import { referenceCell, type ReferenceJob, resolveReference } from "../tasks/reference.ts";
 import { perplexityDataset } from "../tasks/long_context.ts";
+import { cellEngineId } from "./open_cell.ts";
 
 /** How to run. */
 export interface RunOptions {
@@ -122,6 +123,12 @@ export async function runSuite(suite: Suite, options: RunOptions): Promise<Resul
           `(${e.seconds.toFixed(1)} s)`,
         label,
       );
+    } else if (e.type === "skipped") {
+      // The engine cannot serve the task: that holds for this key, so it is cached like a result.
+      const rows = [statusRow(rowKey(suite, cell, task), "skipped", e.reason)];
+      slots[cellIndex]![e.task] = rows;
+      await cache.put(keys[e.task]!, rows);
+      progress.end(`skipped: ${e.reason}`, label);
     } else {
       slots[cellIndex]![e.task] = [statusRow(rowKey(suite, cell, task), "failed", e.message)];
       progress.end(`failed: ${e.message}`, label);
@@ -220,6 +227,7 @@ class CellKeyer {
       method: { method: cell.method.method, options: cell.method.options },
       format: { ...cell.format, id: undefined },
       backend: cell.backend,
+      engine: cellEngineId(cell),
       task: { task: task.task, options: task.options },
       dataset: dataset
         ? {

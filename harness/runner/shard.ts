@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Cell } from "../suite/types.ts";
+import type { Cell } from "../../core/suite_types.ts";
 
 /** Thrown for a malformed `--shard` value. */
 export class ShardError extends Error {

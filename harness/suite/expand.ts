@@ -5,11 +5,11 @@
  *
  * @module
  */
-import { didYouMean } from "../registry.ts";
+import { didYouMean } from "../../core/registry.ts";
 import { methods } from "../methods/registry.ts";
 import { backends } from "../../kernels/registry.ts";
 import { runtimeUnsupportedOn } from "../../kernels/formats/runtime_quant.ts";
-import type { Cell, ExcludeRule, Suite } from "./types.ts";
+import type { Cell, ExcludeRule, Suite } from "../../core/suite_types.ts";
 
 /** Thrown for a `--filter` expression that cannot be parsed. */
 export class FilterError extends Error {

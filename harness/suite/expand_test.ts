@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { expandCells, FilterError, formatCellTable, parseFilter } from "./expand.ts";
-import type { Cell, FormatSpec, Suite } from "./types.ts";
+import type { Cell, FormatSpec, Suite } from "../../core/suite_types.ts";
 
 function preset(weights: string): FormatSpec {
   return { id: weights, weights, group: 0, symmetric: true, options: {} };

@@ -20,7 +20,7 @@ import {
 import Ajv2020 from "ajv/dist/2020.js";
 import type { ErrorObject } from "ajv/dist/2020.js";
 import schema from "../suite.schema.json" with { type: "json" };
-import { didYouMean } from "../registry.ts";
+import { didYouMean } from "../../core/registry.ts";
 import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";
 import { backends } from "../../kernels/registry.ts";
@@ -35,7 +35,7 @@ import type {
   Suite,
   TaskSpec,
   Threshold,
-} from "./types.ts";
+} from "../../core/suite_types.ts";
 
 /** One problem in a suite file, located by 1-based line and column and by JSON pointer. */
 export interface SuiteIssue {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { hasShared, REPO_ROOT, sharedPath } from "../shared.ts";
+import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import { loadToolSamples, scoreToolOutput, type ToolSample } from "./tool_use.ts";
 import { BFCL_CATEGORIES, bfclPredictions, resultHash } from "../../fixtures/bfcl/predictions.ts";
 

@@ -12,9 +12,9 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { REPO_ROOT } from "../shared.ts";
+import { REPO_ROOT } from "../../core/shared.ts";
 import { parseSuite } from "../suite/load.ts";
-import { seededRandom } from "./sample.ts";
+import { seededRandom } from "../../core/random.ts";
 import { readPredictions } from "./score.ts";
 import { type JsonSample, loadJsonSamples, scoreJsonOutput } from "./json_validity.ts";
 import { loadToolSamples, scoreToolOutput, type ToolSample } from "./tool_use.ts";

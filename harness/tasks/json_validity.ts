@@ -8,7 +8,7 @@
  * value for `exact_match`. Lines of jsonschemabench/maskbench files (`{schema, …}`) work as they
  * are. Strata for `limit`: `category`, else `difficulty.level`.
  *
- * Each prompt goes through the model's chat template (`chat.ts`) and is answered greedily for at
+ * Each prompt goes through the model's chat template (`engines/chat.ts`) and is answered greedily for at
  * most `max_new_tokens` tokens, stopping early once a complete `{…}`/`[…]` value parses (with
  * `stop_at_json`). The answer's JSON is extracted (`json_extract.ts`) and validated with Ajv
  * (`schema_compile.ts`: the dialect the schema declares, 2020-12 by default, with formats) under a
@@ -22,15 +22,14 @@
  * @module
  */
 import type { Metric, Task } from "./task.ts";
-import type { DatasetSpec } from "../suite/types.ts";
-import { DatasetError, datasetLabel, type JsonlLine, readJsonl } from "./dataset.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
+import { DatasetError, datasetLabel, type JsonlLine, readJsonl } from "../../core/dataset.ts";
 import { balancedEnd, extractJson } from "./json_extract.ts";
 import { SchemaValidator } from "./schema_validator.ts";
-import { effectiveLimit, stratifiedSubset } from "./sample.ts";
-import { chatPrompt } from "./chat.ts";
-import { ContextOverflowError, greedyGenerate } from "./generate.ts";
+import { effectiveLimit, stratifiedSubset } from "../../core/random.ts";
+import { ContextOverflowError } from "../engines/engine.ts";
 import { failureMetric, proportionMetric } from "./proportion.ts";
-import type { ChatMessage } from "../models/model.ts";
+import type { ChatMessage } from "../../core/model.ts";
 
 /** Options and their defaults. */
 export const JSON_OPTIONS = { max_new_tokens: 256, limit: 0, stop_at_json: true, timeout_ms: 2000 };
@@ -191,6 +190,7 @@ export const jsonTask: Task = {
   description: "JSON Schema conformance of greedy answers (parse_valid, schema_valid, exact_match)",
   needsDataset: true,
   options: JSON_OPTIONS,
+  needs: ["generation"],
   async run(ctx) {
     const opts = { ...JSON_OPTIONS, ...ctx.task.options };
     const all = await loadJsonSamples(ctx.dataset!);
@@ -207,16 +207,16 @@ export const jsonTask: Task = {
     try {
       for (const [i, sample] of samples.entries()) {
         ctx.progress(i / samples.length);
-        const prompt = chatPrompt(ctx.model, sample.messages);
+        const prompt = ctx.engine.chat(sample.messages);
         source = prompt.source;
         let output: string;
         try {
-          const gen = await greedyGenerate(ctx.runner, ctx.model.tokenizer, prompt.ids, {
+          const [gen] = await ctx.engine.generateUntil([{
+            prompt: prompt.ids,
             maxTokens: Number(opts.max_new_tokens),
-            maxSeqLen: ctx.model.config.maxSeqLen,
             stop: opts.stop_at_json ? (text) => stopAtJson(text) : undefined,
-          });
-          output = gen.text;
+          }]);
+          output = gen!.text;
         } catch (e) {
           if (!(e instanceof ContextOverflowError)) throw e;
           scores.push({

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { hasShared, REPO_ROOT, sharedPath } from "../shared.ts";
+import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import { extractJson } from "./json_extract.ts";
 import { SchemaValidator } from "./schema_validator.ts";
 import { type JsonSample, jsonTask, scoreJsonOutput } from "./json_validity.ts";

@@ -26,13 +26,14 @@
  *
  * @module
  */
-import type { Metric, Task, TaskContext } from "./task.ts";
-import type { Samples } from "../../reports/row.ts";
+import type { Metric, Task } from "./task.ts";
+import type { Samples } from "../../core/row.ts";
 import { argmaxRow, logSumExp, Z95 } from "./nll.ts";
-import { readText } from "./dataset.ts";
+import { readText } from "../../core/dataset.ts";
 import { bosOf, checkContext, checkProtocol, textWindows } from "./perplexity.ts";
 import { cachedReferenceBytes, DEFAULT_REFERENCE } from "./reference.ts";
 import type { ScoredWindow } from "./windows.ts";
+import { type Engine, MissingCapabilityError, unmetNeed } from "../engines/engine.ts";
 
 /** Options and their defaults. */
 export const KLD_OPTIONS = {
@@ -175,11 +176,11 @@ export function percentile(sorted: readonly number[], f: number): number {
 }
 
 /**
- * Builds the reference store for `windows` with a runner of the reference model: the float32 NLL of
+ * Builds the reference store for `windows` with the reference cell's engine: the float32 NLL of
  * every scored token, then the uint16 rows (see the module documentation).
  */
 export async function referenceStore(
-  runner: TaskContext["runner"],
+  engine: Engine,
   vocab: number,
   windows: readonly ScoredWindow[],
   progress: (fraction: number) => void,
@@ -191,8 +192,7 @@ export async function referenceStore(
   const store = new Uint16Array(bytes.buffer, total * 4, total * slots);
   let t = 0;
   for (const [w, window] of windows.entries()) {
-    runner.reset();
-    const logits = await runner.forward(window.input, 0);
+    const logits = await engine.logits(window.input);
     for (let k = 0; k < window.targets.length; k++, t++) {
       const row = window.offset + k;
       encodeLogProbs(logits, vocab, row, store, t * slots);
@@ -209,10 +209,12 @@ export const kld: Task = {
   description: "KL divergence, top-1 agreement, RMS Δp and PPL ratio against a reference cell",
   needsDataset: true,
   options: KLD_OPTIONS,
+  needs: ["full_distributions"],
   async run(ctx) {
     const opts = { ...KLD_OPTIONS, ...ctx.task.options };
     const protocol = checkProtocol(opts.protocol, ["llama.cpp", "gptq"]) as "llama.cpp" | "gptq";
-    const context = checkContext(opts.context, ctx.model.config.maxSeqLen, "KLD");
+    const info = ctx.engine.info();
+    const context = checkContext(opts.context, info.maxSeqLen, "KLD");
     const ref = ctx.reference;
     if (!ref) {
       throw new MissingReferenceError(
@@ -220,13 +222,12 @@ export const kld: Task = {
       );
     }
     const dataset = ctx.dataset!;
-    const { tokenizer, config } = ctx.model;
-    const vocab = config.vocabSize;
+    const vocab = info.vocabSize;
     const windows = textWindows(
       protocol,
-      tokenizer.encode(await readText(dataset)),
+      ctx.engine.tokenize(await readText(dataset)),
       context,
-      bosOf(tokenizer),
+      bosOf(info),
       Number(opts.max_tokens),
       ctx.limit,
       dataset.id,
@@ -236,13 +237,16 @@ export const kld: Task = {
       b.length === windows.reduce((a, w) => a + w.targets.length, 0) * (4 + rowSlots(vocab) * 2);
     const bytes = await cachedReferenceBytes(ref, "logprobs.u16", async () => {
       computedRef = true;
-      const { runner, model } = await ref.open();
-      if (model.config.vocabSize !== vocab) {
+      const engine = await ref.open();
+      const refInfo = engine.info();
+      const why = unmetNeed(kld.needs, refInfo);
+      if (why !== undefined) throw new MissingCapabilityError(`Reference ${ref.id} ${why}`);
+      if (refInfo.vocabSize !== vocab) {
         throw new MissingReferenceError(
-          `Reference ${ref.id} has ${model.config.vocabSize} tokens, the cell ${vocab}`,
+          `Reference ${ref.id} has ${refInfo.vocabSize} tokens, the cell ${vocab}`,
         );
       }
-      return await referenceStore(runner, vocab, windows, (f) => ctx.progress(f / 2));
+      return await referenceStore(engine, vocab, windows, (f) => ctx.progress(f / 2));
     }, stored);
     const slots = rowSlots(vocab);
     const total = windows.reduce((a, w) => a + w.targets.length, 0);
@@ -269,8 +273,7 @@ export const kld: Task = {
     const weights: number[] = [];
     let t = 0;
     for (const [w, window] of windows.entries()) {
-      ctx.runner.reset();
-      const logits = await ctx.runner.forward(window.input, 0);
+      const logits = await ctx.engine.logits(window.input);
       let k1 = 0, top = 0, nll = 0, nllRef = 0;
       for (let k = 0; k < window.targets.length; k++, t++) {
         const r = stats.add(

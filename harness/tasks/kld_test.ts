@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sharedPath } from "../shared.ts";
+import { sharedPath } from "../../core/shared.ts";
 import {
   covarianceOfMeans,
   encodeLogProbs,

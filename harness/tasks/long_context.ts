@@ -26,19 +26,21 @@
  *
  * @module
  */
-import type { LlamaModel } from "../models/model.ts";
-import type { ModelRunner } from "../../kernels/backend.ts";
 import type { Metric, Task, TaskContext } from "./task.ts";
-import type { Samples } from "../../reports/row.ts";
-import type { DatasetSpec } from "../suite/types.ts";
-import { DatasetError, readJsonl, readText } from "./dataset.ts";
+import type { Samples } from "../../core/row.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
+import { DatasetError, readJsonl, readText } from "../../core/dataset.ts";
 import { meanAndStderr, Z95 } from "./nll.ts";
 import { llamaCppChunks } from "./windows.ts";
 import { bosOf, logDomainMetric, windowNlls } from "./perplexity.ts";
 import { cachedReferenceJson, DEFAULT_REFERENCE } from "./reference.ts";
-import { chatPrompt } from "./chat.ts";
-import { ContextOverflowError, greedyGenerate } from "./generate.ts";
-import { effectiveLimit, randomInt, seededRandom, stratifiedSubset } from "./sample.ts";
+import {
+  ContextOverflowError,
+  type Engine,
+  MissingCapabilityError,
+  unmetNeed,
+} from "../engines/engine.ts";
+import { effectiveLimit, randomInt, seededRandom, stratifiedSubset } from "../../core/random.ts";
 import { proportionMetric } from "./proportion.ts";
 
 /** Options and their defaults. */
@@ -148,7 +150,7 @@ async function source(
     }
     // The questions' own lengths count here: those of the task's `lengths` are kept (so the
     // retrieval rows line up with the perplexity rows), those beyond the model's context left out.
-    const max = ctx.model.config.maxSeqLen;
+    const max = ctx.engine.info().maxSeqLen;
     const kept = stratifiedSubset(
       items.filter((i) => i.length <= max && lengths.includes(i.length)),
       opts.limit,
@@ -158,7 +160,7 @@ async function source(
     return { items: kept, kind: "jsonl" };
   }
   const haystack = dataset ? await readText(dataset) : PASSKEY_FILLER;
-  const items = passkeyItems(ctx.model, haystack, lengths, opts, ctx.seed);
+  const items = passkeyItems(ctx.engine, haystack, lengths, opts, ctx.seed);
   return {
     items: stratifiedSubset(items, opts.limit, (i) => `${i.length}/${i.depth}`, ctx.seed),
     kind: dataset ? "text" : "generated",
@@ -167,7 +169,7 @@ async function source(
 
 /** Passkey questions over a haystack (see the module documentation). */
 export function passkeyItems(
-  model: LlamaModel,
+  engine: Pick<Engine, "chat">,
   haystack: string,
   lengths: readonly number[],
   opts: { depths: number[]; trials: number; maxNewTokens: number },
@@ -180,7 +182,7 @@ export function passkeyItems(
         const random = seededRandom(seed, `passkey:${length}:${depth}:${t}`);
         const key = String(10000 + randomInt(random, 90000));
         const start = haystack.length > 1 ? randomInt(random, Math.floor(haystack.length / 2)) : 0;
-        const prompt = fitPrompt(model, haystack, start, depth, key, length - opts.maxNewTokens);
+        const prompt = fitPrompt(engine, haystack, start, depth, key, length - opts.maxNewTokens);
         items.push({ id: `passkey_${length}_${depth}_${t}`, length, depth, prompt, answer: key });
       }
     }
@@ -210,7 +212,7 @@ function passkeyMessage(
 
 /** The longest haystack cut whose chat prompt takes at most `target` tokens. */
 function fitPrompt(
-  model: LlamaModel,
+  engine: Pick<Engine, "chat">,
   haystack: string,
   start: number,
   depth: number,
@@ -218,7 +220,7 @@ function fitPrompt(
   target: number,
 ): string {
   const tokens = (chars: number) =>
-    chatPrompt(model, [{
+    engine.chat([{
       role: "user",
       content: passkeyMessage(haystack, start, chars, depth, key),
     }]).ids.length;
@@ -233,26 +235,24 @@ function fitPrompt(
   return passkeyMessage(haystack, start, lo, depth, key);
 }
 
-/** Measures one model. */
+/** Measures one model, through its engine. */
 export async function measureLongContext(
-  model: LlamaModel,
-  runner: ModelRunner,
+  engine: Engine,
   text: string,
   items: readonly RetrievalItem[],
   lengths: readonly number[],
   opts: { windows: number; maxNewTokens: number },
   progress: (fraction: number) => void,
 ): Promise<LongContextResult> {
-  const { tokenizer, config } = model;
   const pplLengths = text === "" ? [] : lengths;
   const longest = Math.max(...lengths);
   // Tokenize only as much text as the windows need (generously: 8 characters per token).
   let stream = text;
   while (text !== "" && stream.length < (opts.windows + 1) * longest * 8) stream += "\n\n" + text;
-  const bos = bosOf(tokenizer);
+  const bos = bosOf(engine.info());
   const head = text === ""
     ? []
-    : tokenizer.encode(stream.slice(0, (opts.windows + 1) * longest * 8));
+    : engine.tokenize(stream.slice(0, (opts.windows + 1) * longest * 8));
   const ids = bos === undefined ? head : [bos, ...head];
   const steps = pplLengths.length * opts.windows + items.length;
   let done = 0;
@@ -266,7 +266,7 @@ export async function measureLongContext(
     }
     const windowNll: number[] = [];
     for (const w of windows) {
-      const nlls = await windowNlls(runner, config.vocabSize, w);
+      const nlls = await windowNlls(engine, w);
       windowNll.push(nlls.reduce((a, b) => a + b, 0) / nlls.length);
       progress(++done / steps);
     }
@@ -276,13 +276,13 @@ export async function measureLongContext(
   for (const item of items) {
     let correct = 0;
     try {
-      const prompt = chatPrompt(model, [{ role: "user", content: item.prompt }]);
-      const gen = await greedyGenerate(runner, tokenizer, prompt.ids, {
+      const prompt = engine.chat([{ role: "user", content: item.prompt }]);
+      const [gen] = await engine.generateUntil([{
+        prompt: prompt.ids,
         maxTokens: opts.maxNewTokens,
-        maxSeqLen: config.maxSeqLen,
         stop: (t) => t.includes(item.answer),
-      });
-      correct = gen.text.includes(item.answer) ? 1 : 0;
+      }]);
+      correct = gen!.text.includes(item.answer) ? 1 : 0;
     } catch (e) {
       if (!(e instanceof ContextOverflowError)) throw e;
     }
@@ -298,9 +298,10 @@ export const longContext: Task = {
   description: "perplexity and needle retrieval by context length, against the reference cell",
   needsDataset: false,
   options: LONG_CONTEXT_OPTIONS,
+  needs: ["loglikelihood", "generation"],
   async run(ctx) {
     const opts = options(ctx);
-    const max = ctx.model.config.maxSeqLen;
+    const max = ctx.engine.info().maxSeqLen;
     const lengths = opts.lengths.filter((l) => l <= max);
     const skipped = opts.lengths.filter((l) => l > max);
     if (lengths.length === 0) {
@@ -313,8 +314,7 @@ export const longContext: Task = {
     const pplText = pplData ? await readText(pplData) : "";
     const ref = ctx.reference;
     const own = await measureLongContext(
-      ctx.model,
-      ctx.runner,
+      ctx.engine,
       pplText,
       src.items,
       lengths,
@@ -325,10 +325,11 @@ export const longContext: Task = {
       ref,
       "long_context",
       async () => {
-        const { model, runner } = await ref.open();
+        const engine = await ref.open();
+        const why = unmetNeed(longContext.needs, engine.info());
+        if (why !== undefined) throw new MissingCapabilityError(`Reference ${ref.id} ${why}`);
         return await measureLongContext(
-          model,
-          runner,
+          engine,
           pplText,
           src.items,
           lengths,

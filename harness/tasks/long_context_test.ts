@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { REPO_ROOT, sharedPath } from "../shared.ts";
+import { REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import { longContext, passkeyItems } from "./long_context.ts";
-import { chatPrompt } from "./chat.ts";
 import {
   contextFor,
   datasetOf,
+  engineFor,
   missing,
   referenceOver,
   samplesReproduce,
@@ -17,16 +17,16 @@ Deno.test({
   name: "long_context: passkey prompts fill the length budget with the needle at its depth",
   ignore: missing(ESSAYS),
   async fn() {
-    const model = await stories();
+    const engine = engineFor(await stories());
     const haystack = (await Deno.readTextFile(sharedPath(ESSAYS))).slice(0, 50000);
-    const items = passkeyItems(model, haystack, [128, 256], {
+    const items = passkeyItems(engine, haystack, [128, 256], {
       depths: [0.1, 0.9],
       trials: 2,
       maxNewTokens: 16,
     }, 0);
     assert.equal(items.length, 8);
     for (const item of items) {
-      const tokens = chatPrompt(model, [{ role: "user", content: item.prompt }]).ids.length;
+      const tokens = engine.chat([{ role: "user", content: item.prompt }]).ids.length;
       assert.ok(tokens <= item.length - 16 && tokens > item.length - 40, `${item.id}: ${tokens}`);
       const needle =
         `The pass key is ${item.answer}. Remember it. ${item.answer} is the pass key. `;
@@ -39,7 +39,7 @@ Deno.test({
     }
     assert.notEqual(items[0]!.answer, items[1]!.answer, "trials draw their own keys");
     assert.deepEqual(
-      passkeyItems(model, haystack, [128], {
+      passkeyItems(engine, haystack, [128], {
         depths: [0.1],
         trials: 1,
         maxNewTokens: 16,

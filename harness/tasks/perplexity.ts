@@ -23,12 +23,12 @@
  * @module
  */
 import type { Metric, Task } from "./task.ts";
-import type { ModelRunner } from "../../kernels/backend.ts";
-import type { Samples } from "../../reports/row.ts";
-import type { Tokenizer } from "../models/model.ts";
-import { meanAndStderr, tokenNll, Z95 } from "./nll.ts";
-import { DatasetError, readDocuments, readText } from "./dataset.ts";
-import { gptqWindows, llamaCppChunks, rollingWindows, type ScoredWindow } from "./windows.ts";
+import type { Samples } from "../../core/row.ts";
+import type { Tokenizer } from "../../core/model.ts";
+import type { Engine } from "../engines/engine.ts";
+import { meanAndStderr, Z95 } from "./nll.ts";
+import { DatasetError, readDocuments, readText } from "../../core/dataset.ts";
+import { gptqWindows, llamaCppChunks, type ScoredWindow } from "./windows.ts";
 
 /** Options and their defaults. */
 export const PERPLEXITY_OPTIONS = { context: 512, protocol: "gptq", max_tokens: 0 };
@@ -61,20 +61,18 @@ export function checkContext(value: unknown, maxSeqLen: number, what = "Perplexi
   return context;
 }
 
-/** The BOS a tokenizer puts first, or undefined when its configuration adds none. */
-export function bosOf(tokenizer: Tokenizer): number | undefined {
+/**
+ * The BOS a tokenizer (or an engine's info) puts first, or undefined when its configuration adds
+ * none.
+ */
+export function bosOf(tokenizer: Pick<Tokenizer, "bosId" | "addBos">): number | undefined {
   return tokenizer.addBos === false ? undefined : tokenizer.bosId;
 }
 
 /** Runs one window and returns the NLL (nats) of each target. */
-export async function windowNlls(
-  runner: ModelRunner,
-  vocab: number,
-  window: ScoredWindow,
-): Promise<number[]> {
-  runner.reset();
-  const logits = await runner.forward(window.input, 0);
-  return window.targets.map((target, k) => tokenNll(logits, vocab, window.offset + k, target));
+export async function windowNlls(engine: Engine, window: ScoredWindow): Promise<number[]> {
+  const [result] = await engine.loglikelihood([window]);
+  return result!.tokenLogprobs.map((lp) => -lp);
 }
 
 /**
@@ -117,20 +115,21 @@ export const perplexity: Task = {
   description: "perplexity under the gptq, llama.cpp or rolling (lm-evaluation-harness) protocol",
   needsDataset: true,
   options: PERPLEXITY_OPTIONS,
+  needs: ["loglikelihood"],
   async run(ctx) {
     const opts = { ...PERPLEXITY_OPTIONS, ...ctx.task.options };
     const protocol = checkProtocol(opts.protocol);
-    const context = checkContext(opts.context, ctx.model.config.maxSeqLen);
+    const info = ctx.engine.info();
+    const context = checkContext(opts.context, info.maxSeqLen);
     const maxTokens = Number(opts.max_tokens);
     const dataset = ctx.dataset!;
     if (protocol === "rolling") return await rolling(ctx, context);
-    const { tokenizer, config } = ctx.model;
-    const ids = tokenizer.encode(await readText(dataset));
+    const ids = ctx.engine.tokenize(await readText(dataset));
     const windows = textWindows(
       protocol,
       ids,
       context,
-      bosOf(tokenizer),
+      bosOf(info),
       maxTokens,
       ctx.limit,
       dataset.id,
@@ -140,7 +139,7 @@ export const perplexity: Task = {
     let total = 0;
     let total2 = 0;
     for (const [w, window] of windows.entries()) {
-      const nlls = await windowNlls(ctx.runner, config.vocabSize, window);
+      const nlls = await windowNlls(ctx.engine, window);
       let sum = 0;
       for (const v of nlls) {
         sum += v;
@@ -162,7 +161,7 @@ export const perplexity: Task = {
     } else {
       const variance = total2 / scored - nll * nll;
       stderr = variance > 0 && scored > 1 ? Math.sqrt(variance / (scored - 1)) : null;
-      detail = `ppl protocol=llama.cpp ctx=${context} bos=${bosOf(tokenizer) !== undefined} ` +
+      detail = `ppl protocol=llama.cpp ctx=${context} bos=${bosOf(info) !== undefined} ` +
         `unit=token ` +
         `chunks=${windows.length} first=${Math.floor(context / 2)}`;
     }
@@ -211,7 +210,6 @@ export function countWords(doc: string): number {
 /** The `rolling` protocol. */
 async function rolling(ctx: Parameters<Task["run"]>[0], context: number): Promise<Metric[]> {
   const dataset = ctx.dataset!;
-  const { tokenizer, config } = ctx.model;
   let docs = await readDocuments(dataset);
   if (ctx.limit !== undefined) docs = docs.slice(0, ctx.limit);
   if (docs.length === 0) throw new DatasetError(`Dataset "${dataset.id}" has no documents`);
@@ -220,14 +218,10 @@ async function rolling(ctx: Parameters<Task["run"]>[0], context: number): Promis
   let windowCount = 0;
   const encoder = new TextEncoder();
   for (const [d, doc] of docs.entries()) {
-    const tokens = tokenizer.encode(doc);
-    let ll = 0;
-    for (const window of rollingWindows(tokens, tokenizer.bosId, context)) {
-      for (const v of await windowNlls(ctx.runner, config.vocabSize, window)) ll -= v;
-      windowCount++;
-    }
-    loglik.push(ll);
-    units.token.push(tokens.length);
+    const [scored] = await ctx.engine.loglikelihoodRolling([{ text: doc, maxLength: context }]);
+    windowCount += scored!.windows;
+    loglik.push(scored!.logprob);
+    units.token.push(scored!.tokens);
     units.word.push(countWords(doc));
     units.byte.push(encoder.encode(doc).length);
     ctx.progress((d + 1) / docs.length);

@@ -1,20 +1,21 @@
 import assert from "node:assert/strict";
-import { sharedPath } from "../shared.ts";
+import { sharedPath } from "../../core/shared.ts";
 import { countWords, perplexity, ratioOfSums, windowNlls } from "./perplexity.ts";
-import { DatasetError } from "./dataset.ts";
+import { DatasetError } from "../../core/dataset.ts";
 import { tokenNll } from "./nll.ts";
 import { llamaCppChunks } from "./windows.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
 import {
   contextFor,
   datasetOf,
+  engineFor,
   FakeRunner,
   letterTokenizer,
   missing,
   samplesReproduce,
   stories,
 } from "./test_context.ts";
-import type { LlamaModel } from "../models/model.ts";
+import type { LlamaModel } from "../../core/model.ts";
 
 const TINY = "data/text/tinystories_sample.txt";
 const ignore = missing(TINY);
@@ -99,10 +100,19 @@ Deno.test({
   },
 });
 
+/** A model with no weights for a {@linkcode FakeRunner}: a configuration and a tokenizer. */
 function uniformModel(vocab: number, maxSeqLen: number): LlamaModel {
+  const none = new Float32Array(0);
   return {
     config: { vocabSize: vocab, maxSeqLen, dim: 4 },
     tokenizer: letterTokenizer(vocab),
+    weights: {
+      layers: [],
+      output: { kind: "dense", rows: 0, cols: 0, data: none },
+      finalNorm: none,
+      tokenEmbedding: none,
+      tiedEmbeddings: false,
+    },
   } as unknown as LlamaModel;
 }
 
@@ -164,7 +174,7 @@ Deno.test({
     const ids = [1, ...model.tokenizer.encode(text)];
     const nlls: number[] = [];
     for (const w of llamaCppChunks(ids, 128, 1)) {
-      nlls.push(...await windowNlls(new CpuRunner(model), 512, w));
+      nlls.push(...await windowNlls(engineFor(model), w));
     }
     const n = nlls.length;
     const mean = nlls.reduce((a, b) => a + b, 0) / n;

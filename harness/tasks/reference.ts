@@ -11,15 +11,13 @@
  * @module
  */
 import { join } from "node:path";
-import type { Cell, FormatSpec, MethodSpec, Suite } from "../suite/types.ts";
-import type { LlamaModel } from "../models/model.ts";
-import type { ModelRunner } from "../../kernels/backend.ts";
+import type { Cell, FormatSpec, MethodSpec, Suite } from "../../core/suite_types.ts";
+import type { Engine } from "../engines/engine.ts";
 import type { ReferenceContext } from "./task.ts";
 import { methods } from "../methods/registry.ts";
-import { backends } from "../../kernels/registry.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
-import { loadModel } from "../models/load.ts";
-import { writeFileAtomic } from "../../reports/atomic.ts";
+import { writeFileAtomic } from "../../core/atomic.ts";
+import { openCell } from "../runner/open_cell.ts";
 
 /** The default reference: the same model unquantized in float32. */
 export const DEFAULT_REFERENCE = { method: "none", format: "f32" };
@@ -89,16 +87,17 @@ export function referenceCell(cell: Cell, ref: { method: MethodSpec; format: For
 }
 
 /**
- * Reference models of one cell computation: each distinct reference is loaded, quantized and put
- * on the backend at most once, on first use; a reference equal to the cell reuses its runner.
+ * Reference models of one cell computation: each distinct reference cell is opened as the runner
+ * opens cells (`openCell`, so a calibrated method finds the suite's datasets) at most once, on
+ * first use; a reference equal to the cell reuses its engine.
  */
 export class ReferenceModels {
-  readonly #opened = new Map<string, Promise<{ model: LlamaModel; runner: ModelRunner }>>();
+  readonly #opened = new Map<string, Promise<Engine>>();
 
   constructor(
+    readonly suite: Pick<Suite, "seed" | "datasets">,
     readonly cell: Cell,
-    readonly seed: number,
-    readonly own: { model: LlamaModel; runner: ModelRunner },
+    readonly own: Engine,
     readonly cacheDir?: string,
   ) {}
 
@@ -119,26 +118,17 @@ export class ReferenceModels {
   #open(id: string, job: ReferenceJob) {
     let opened = this.#opened.get(id);
     if (!opened) {
-      opened = (async () => {
-        const loaded = await loadModel(this.cell.model);
-        const model = await methods.get(job.method.method).quantize(
-          loaded,
-          job.format,
-          job.method.options,
-          { seed: this.seed },
-        );
-        return { model, runner: await backends.get(this.cell.backend).load(model) };
-      })();
+      opened = openCell(this.suite, referenceCell(this.cell, job)).then((c) => c.engine);
       this.#opened.set(id, opened);
     }
     return opened;
   }
 
-  /** Frees the reference runners this object opened. */
+  /** Frees the reference engines this object opened. */
   async dispose(): Promise<void> {
     for (const opened of this.#opened.values()) {
       try {
-        (await opened).runner.dispose();
+        (await opened).dispose();
       } catch {
         // A reference that failed to open has nothing to free; its task already reported why.
       }

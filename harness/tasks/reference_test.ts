@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { sharedPath } from "../shared.ts";
+import { REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import {
   cachedReferenceBytes,
   referenceCell,
@@ -10,7 +10,7 @@ import {
 import { loadSuite } from "../suite/load.ts";
 import { runSuite } from "../runner/run.ts";
 import { missing, STORIES } from "./test_context.ts";
-import type { FormatSpec, MethodSpec } from "../suite/types.ts";
+import type { FormatSpec, MethodSpec } from "../../core/suite_types.ts";
 
 const TINY = "data/text/tinystories_sample.txt";
 
@@ -101,4 +101,45 @@ tasks:
     const again = await run();
     assert.deepEqual(again.rows.map((r) => r.value), first.rows.map((r) => r.value));
   },
+});
+
+Deno.test("reference: a calibrated reference method is quantized on the suite's calibration set", async () => {
+  // The reference cell (GPTQ calibrated on `calib`) is opened as the runner opens cells; before,
+  // it was quantized without the suite's datasets and failed with a CalibrationError.
+  const dir = await Deno.makeTempDir();
+  const suitePath = join(dir, "suite.yaml");
+  const text = join(REPO_ROOT, "fixtures/datasets/heldout.txt");
+  await Deno.writeTextFile(
+    suitePath,
+    `name: calibrated_reference
+models:
+  - { id: mini, path: ${join(REPO_ROOT, "fixtures/models/mini")} }
+datasets:
+  text: { kind: text, path: ${text} }
+  calib: { kind: text, path: ${text}, skip_chars: 100000 }
+methods:
+  - { id: gptq-ao, method: gptq, calibration: { dataset: calib, samples: 2, seq_len: 64 } }
+  - rtn
+formats:
+  - { id: int4, weights: int4, group: 32 }
+tasks:
+  - { task: kld, dataset: text, context: 64, max_tokens: 256, reference: { method: gptq-ao, format: int4 } }
+  - { task: perplexity, dataset: text, context: 64, max_tokens: 256, protocol: llama.cpp }
+`,
+  );
+  const suite = await loadSuite(suitePath);
+  const results = await runSuite(suite, {
+    runId: "t",
+    cacheDir: join(dir, "cache"),
+    jobs: 1,
+    quiet: true,
+  });
+  const row = (method: string, metric: string) =>
+    results.rows.find((r) => r.method === method && r.metric === metric)!;
+  assert.deepEqual(results.rows.filter((r) => r.status !== "ok"), []);
+  assert.match(row("rtn", "kld").detail, /ref=gptq-ao\/int4 chunks=4 first=32/);
+  assert.ok(row("rtn", "kld").value! > 0);
+  // The reference is the calibrated GPTQ model itself: its NLL under kld is its own perplexity's.
+  assert.ok(Math.abs(row("rtn", "ppl_ref").value! / row("gptq-ao", "ppl").value! - 1) < 1e-6);
+  assert.ok(Math.abs(row("gptq-ao", "kld").value!) < 1e-5, "the gptq-ao cell is its own reference");
 });

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { Registry } from "../registry.ts";
+import { Registry } from "../../core/registry.ts";
 import type { Task } from "./task.ts";
 import { perplexity } from "./perplexity.ts";
 import { kld } from "./kld.ts";

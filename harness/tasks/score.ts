@@ -13,9 +13,9 @@
  */
 import { basename } from "node:path";
 import type { Metric } from "./task.ts";
-import type { ResultsFile } from "../../reports/row.ts";
+import type { ResultsFile } from "../../core/row.ts";
 import { codeVersion } from "../runner/fingerprint.ts";
-import { EncodingError, parseJsonl, readUtf8 } from "./dataset.ts";
+import { EncodingError, parseJsonl, readUtf8 } from "../../core/dataset.ts";
 import { isDict, parsePyJson, pyToJson, type PyValue } from "./py_value.ts";
 import { jsonMetrics, type JsonScore, loadJsonSamples, scoreJsonOutput } from "./json_validity.ts";
 import { loadToolSamples, scoreToolOutput, toolMetrics, type ToolScore } from "./tool_use.ts";

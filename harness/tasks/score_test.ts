@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { hasShared, REPO_ROOT, sharedPath } from "../shared.ts";
+import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import { readPredictions, ScoreInputError, scorePredictions } from "./score.ts";
 import { groundTruthOutput, loadToolSamples } from "./tool_use.ts";
 

@@ -3,10 +3,9 @@
  *
  * @module
  */
-import type { ModelRunner } from "../../kernels/backend.ts";
-import type { LlamaModel } from "../models/model.ts";
-import type { DatasetSpec, TaskSpec } from "../suite/types.ts";
-import type { Samples } from "../../reports/row.ts";
+import type { DatasetSpec, TaskSpec } from "../../core/suite_types.ts";
+import type { Samples } from "../../core/row.ts";
+import { type Engine, type Need, unmetNeed } from "../engines/engine.ts";
 
 /** One metric a task reports for a cell. */
 export interface Metric {
@@ -24,8 +23,8 @@ export interface Metric {
 
 /** Everything a task needs to score one cell. */
 export interface TaskContext {
-  model: LlamaModel;
-  runner: ModelRunner;
+  /** What the task obtains model outputs from (and tokenizes with). */
+  engine: Engine;
   task: TaskSpec;
   dataset: DatasetSpec | undefined;
   /** The suite's datasets by id (for options naming another one: long_context's `text`). */
@@ -54,8 +53,8 @@ export interface ReferenceContext {
   key: string;
   /** Whether the reference cell is the cell being scored (its results need no second model). */
   isSelf: boolean;
-  /** The reference model loaded on the cell's backend; loaded once per cell, on first use. */
-  open(): Promise<{ model: LlamaModel; runner: ModelRunner }>;
+  /** The reference cell's engine on the cell's backend; opened once per cell, on first use. */
+  open(): Promise<Engine>;
   /** Folder for cached reference results; absent, nothing is cached. */
   cacheDir?: string;
 }
@@ -68,5 +67,25 @@ export interface Task {
   needsDataset: boolean;
   /** Option names the task accepts, with their defaults. */
   options: Record<string, unknown>;
+  /** What the task needs of the engine; on an engine without it the cell is skipped. */
+  needs: readonly Need[];
   run(ctx: TaskContext): Promise<Metric[]>;
+}
+
+/** What scoring a cell came to: metrics, or the reason the engine cannot serve the task. */
+export type TaskOutcome = { metrics: Metric[] } | { skipped: string };
+
+/**
+ * Runs `task` on `ctx`, unless the engine lacks something the task needs.
+ *
+ * @example
+ * ```ts
+ * const outcome = await runTask(kld, ctx);
+ * if ("skipped" in outcome) console.log(outcome.skipped);
+ * ```
+ */
+export async function runTask(task: Task, ctx: TaskContext): Promise<TaskOutcome> {
+  const why = unmetNeed(task.needs, ctx.engine.info());
+  if (why !== undefined) return { skipped: `${task.name} ${why}` };
+  return { metrics: await task.run(ctx) };
 }

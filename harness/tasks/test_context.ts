@@ -1,17 +1,19 @@
 /**
- * Shared pieces of the task tests: the stories260K model on the CPU backend, task contexts, and
- * a fake runner whose logits are known in closed form.
+ * Shared pieces of the task tests: the stories260K model on the CPU backend, task contexts over an
+ * in-process engine, and a fake runner whose logits are known in closed form.
  *
  * @module
  */
 import type { ModelRunner } from "../../kernels/backend.ts";
-import type { LlamaModel, Tokenizer } from "../models/model.ts";
-import type { DatasetSpec } from "../suite/types.ts";
+import type { LlamaModel, Tokenizer } from "../../core/model.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
 import type { Metric, ReferenceContext, TaskContext } from "./task.ts";
+import type { Engine } from "../engines/engine.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
-import { hasShared, sharedPath } from "../shared.ts";
+import { hasShared, sharedPath } from "../../core/shared.ts";
 import { methods } from "../methods/registry.ts";
+import { InProcessEngine } from "../engines/in_process.ts";
 
 /** The stories260K checkpoint under shared/. */
 export const STORIES = "models/stories260K/stories260K.bin";
@@ -47,16 +49,20 @@ export function datasetOf(
   return { id: path.split("/").pop()!, kind, path, maxChars: 0, ...extra };
 }
 
-/** A task context for a model on the CPU backend. */
+/** An in-process engine over a model on the CPU backend, or over `runner` when given. */
+export function engineFor(model: LlamaModel, runner?: ModelRunner): InProcessEngine {
+  return new InProcessEngine(model, runner ?? new CpuRunner(model), "cpu");
+}
+
+/** A task context for a model on the CPU backend (or on `extra.runner`). */
 export function contextFor(
   model: LlamaModel,
   task: string,
   options: Record<string, unknown>,
-  extra: Partial<TaskContext> = {},
+  { runner, ...extra }: Partial<TaskContext> & { runner?: ModelRunner } = {},
 ): TaskContext {
   return {
-    model,
-    runner: extra.runner ?? new CpuRunner(model),
+    engine: engineFor(model, runner),
     task: { id: task, task, options },
     dataset: undefined,
     seed: 0,
@@ -78,7 +84,7 @@ export function referenceOver(
     opened: 0,
     open() {
       ref.opened++;
-      return Promise.resolve({ model, runner: new CpuRunner(model) as ModelRunner });
+      return Promise.resolve(engineFor(model) as Engine);
     },
   };
   return ref;

@@ -16,12 +16,9 @@
  *
  * @module
  */
-import type { LlamaModel, Matrix } from "../models/model.ts";
 import type { Metric, Task } from "./task.ts";
-import { matrixBits } from "../../kernels/formats/matrix.ts";
-import { DatasetError, readText } from "./dataset.ts";
-import { argmaxRow } from "./nll.ts";
-import { randomInt, seededRandom } from "./sample.ts";
+import { DatasetError, readText } from "../../core/dataset.ts";
+import { randomInt, seededRandom } from "../../core/random.ts";
 import { percentile } from "./kld.ts";
 import { bosOf } from "./perplexity.ts";
 
@@ -33,54 +30,37 @@ export const THROUGHPUT_OPTIONS = {
   repeats: 5,
 };
 
-/** Bytes of a model's weights: all of them, and those one decoded token reads. */
-export function modelBytes(model: LlamaModel): { total: number; perToken: number } {
-  const w = model.weights;
-  const bytes = (m: Matrix) => matrixBits(m) / 8;
-  let layers = 0;
-  for (const l of w.layers) {
-    layers += bytes(l.wq) + bytes(l.wk) + bytes(l.wv) + bytes(l.wo) + bytes(l.w1) + bytes(l.w2) +
-      bytes(l.w3);
-    for (const v of [l.attnNorm, l.ffnNorm, l.bq, l.bk, l.bv, l.bo, l.qNorm, l.kNorm]) {
-      layers += v?.byteLength ?? 0;
-    }
-  }
-  const head = bytes(w.output) + w.finalNorm.byteLength;
-  const embedding = w.tokenEmbedding.byteLength;
-  const total = layers + head + (w.tiedEmbeddings && w.output.kind === "dense" ? 0 : embedding);
-  return { total, perToken: layers + head + model.config.dim * 4 };
-}
-
 /** The throughput task. */
 export const throughput: Task = {
   name: "throughput",
   description: "prefill and decode tokens/s, time to first token, effective memory bandwidth",
   needsDataset: false,
   options: THROUGHPUT_OPTIONS,
+  needs: ["timing", "weight_bytes"],
   async run(ctx) {
     const opts = { ...THROUGHPUT_OPTIONS, ...ctx.task.options };
     const promptTokens = Number(opts.prompt_tokens);
     const generate = Number(opts.generate_tokens);
     const repeats = Number(opts.repeats);
     const warmup = Number(opts.warmup);
-    const { config, tokenizer } = ctx.model;
+    const info = ctx.engine.info();
     if (!(promptTokens >= 1 && generate >= 1 && repeats >= 1 && warmup >= 0)) {
       throw new DatasetError(
         `throughput needs prompt_tokens ≥ 1, generate_tokens ≥ 1, repeats ≥ 1 and warmup ≥ 0`,
       );
     }
-    if (promptTokens + generate > config.maxSeqLen) {
+    if (promptTokens + generate > info.maxSeqLen) {
       throw new DatasetError(
         `prompt_tokens + generate_tokens = ${promptTokens + generate} exceeds the model's ` +
-          `context ${config.maxSeqLen}`,
+          `context ${info.maxSeqLen}`,
       );
     }
     let prompt: number[];
     if (ctx.dataset) {
-      const bos = bosOf(tokenizer);
+      const bos = bosOf(info);
       prompt = [
         ...(bos === undefined ? [] : [bos]),
-        ...tokenizer.encode(await readText(ctx.dataset)),
+        ...ctx.engine.tokenize(await readText(ctx.dataset)),
       ]
         .slice(
           0,
@@ -95,31 +75,21 @@ export const throughput: Task = {
       const random = seededRandom(ctx.seed, "throughput");
       prompt = [];
       while (prompt.length < promptTokens) {
-        const id = randomInt(random, config.vocabSize);
-        if (id !== tokenizer.bosId && id !== tokenizer.eosId) prompt.push(id);
+        const id = randomInt(random, info.vocabSize);
+        if (id !== info.bosId && id !== info.eosId) prompt.push(id);
       }
     }
     const runs = { prefill: [] as number[], decode: [] as number[], ttft: [] as number[] };
     for (let r = 0; r < warmup + repeats; r++) {
-      ctx.runner.reset();
-      const t0 = performance.now();
-      let logits = await ctx.runner.forward(prompt, 0);
-      const t1 = performance.now();
-      let next = argmaxRow(logits, logits.length / prompt.length, prompt.length - 1);
-      const t2 = performance.now();
-      for (let g = 0; g < generate; g++) {
-        logits = await ctx.runner.forward([next], promptTokens + g);
-        next = argmaxRow(logits, logits.length, 0);
-      }
-      const t3 = performance.now();
+      const t = await ctx.engine.timeGeneration({ prompt, newTokens: generate });
       if (r >= warmup) {
-        runs.prefill.push(promptTokens / ((t1 - t0) / 1000));
-        runs.ttft.push(t2 - t0);
-        runs.decode.push(generate / ((t3 - t2) / 1000));
+        runs.prefill.push(promptTokens / (t.prefillMs / 1000));
+        runs.ttft.push(t.firstTokenMs);
+        runs.decode.push(generate / (t.decodeMs / 1000));
       }
       ctx.progress((r + 1) / (warmup + repeats));
     }
-    const bytes = modelBytes(ctx.model);
+    const bytes = info.weightBytes!;
     const detail = `throughput prompt_tokens=${promptTokens} generate_tokens=${generate} ` +
       `warmup=${warmup} repeats=${repeats} prompt=${ctx.dataset ? "dataset" : "random"} ` +
       `bytes_per_token=${bytes.perToken}`;

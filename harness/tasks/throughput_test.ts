@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { sharedPath } from "../shared.ts";
-import { modelBytes, throughput } from "./throughput.ts";
+import { sharedPath } from "../../core/shared.ts";
+import { throughput } from "./throughput.ts";
+import { modelBytes } from "../engines/model_bytes.ts";
 import { contextFor, missing, STORIES, stories, storiesInt4 } from "./test_context.ts";
 
 Deno.test({

@@ -31,8 +31,8 @@
  */
 import { basename, dirname, join } from "node:path";
 import type { Metric, Task } from "./task.ts";
-import type { DatasetSpec } from "../suite/types.ts";
-import type { ChatMessage } from "../models/model.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
+import type { ChatMessage } from "../../core/model.ts";
 import {
   DatasetError,
   datasetLabel,
@@ -40,7 +40,7 @@ import {
   parseJsonl,
   readJsonl,
   readUtf8,
-} from "./dataset.ts";
+} from "../../core/dataset.ts";
 import {
   astChecker,
   BfclDataError,
@@ -61,9 +61,8 @@ import {
   pyToJson,
   type PyValue,
 } from "./py_value.ts";
-import { effectiveLimit, stratifiedSubset } from "./sample.ts";
-import { chatPrompt } from "./chat.ts";
-import { ContextOverflowError, greedyGenerate } from "./generate.ts";
+import { effectiveLimit, stratifiedSubset } from "../../core/random.ts";
+import { ContextOverflowError } from "../engines/engine.ts";
 import { failureMetric, proportionMetric } from "./proportion.ts";
 
 /** Options and their defaults. */
@@ -476,6 +475,7 @@ export const toolUse: Task = {
   description: "tool-call accuracy by BFCL's AST rules (simple, multiple, parallel, irrelevance)",
   needsDataset: true,
   options: TOOL_USE_OPTIONS,
+  needs: ["generation"],
   async run(ctx) {
     const opts = { ...TOOL_USE_OPTIONS, ...ctx.task.options };
     const all = await loadToolSamples(ctx.dataset!);
@@ -490,18 +490,17 @@ export const toolUse: Task = {
     let source = "";
     for (const [i, sample] of samples.entries()) {
       ctx.progress(i / samples.length);
-      const prompt = chatPrompt(
-        ctx.model,
+      const prompt = ctx.engine.chat(
         sample.messages,
         toolsFor(sample.functions, String(opts.tool_format)),
       );
       source = prompt.source;
       try {
-        const gen = await greedyGenerate(ctx.runner, ctx.model.tokenizer, prompt.ids, {
+        const [gen] = await ctx.engine.generateUntil([{
+          prompt: prompt.ids,
           maxTokens: Number(opts.max_new_tokens),
-          maxSeqLen: ctx.model.config.maxSeqLen,
-        });
-        scores.push(scoreToolOutput(sample, gen.text));
+        }]);
+        scores.push(scoreToolOutput(sample, gen!.text));
       } catch (e) {
         if (!(e instanceof ContextOverflowError)) throw e;
         scores.push({

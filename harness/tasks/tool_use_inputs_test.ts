@@ -8,7 +8,7 @@ import {
   type ToolSample,
 } from "./tool_use.ts";
 import { decodeToolCalls } from "./tool_call_parse.ts";
-import { DatasetError } from "./dataset.ts";
+import { DatasetError } from "../../core/dataset.ts";
 import { pyEquals, type PyValue } from "./py_value.ts";
 import { javaTypeConverter, jsTypeConverter } from "./bfcl_literals.ts";
 import type { FunctionDoc } from "./bfcl_checker.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { hasShared, REPO_ROOT, sharedPath } from "../shared.ts";
+import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import {
   groundTruthOutput,
   loadToolSamples,

@@ -16,16 +16,13 @@
  *
  * @module
  */
+import type { TokenWindow } from "../engines/engine.ts";
 
 /**
  * One model call: `input` is fed from position 0 and logit row `offset + k` is scored against
- * `targets[k]`.
+ * `targets[k]` (an engine's token-level log-likelihood request).
  */
-export interface ScoredWindow {
-  input: number[];
-  offset: number;
-  targets: number[];
-}
+export type ScoredWindow = TokenWindow;
 
 /** `gptq` windows of `ids` (no BOS added); the incomplete tail is dropped. */
 export function gptqWindows(ids: readonly number[], context: number): ScoredWindow[] {

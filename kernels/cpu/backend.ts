@@ -1,16 +1,19 @@
 /**
- * The CPU backend: the numerical reference. Runs a {@linkcode LlamaModel} with the kernels of
- * `ops.ts` and a float32 KV cache, plus the run-time quantization the model asks for
+ * The CPU backend: the numerical reference. Runs a {@linkcode LlamaModel} by interpreting its
+ * blocks' steps (`core/graph.ts`, `block_interpreter.ts`) on the kernels of `ops.ts`, with a
+ * float32 KV cache, plus the run-time quantization the model asks for
  * (`model.runtime`: per-token activations before each transformer linear, a KIVI-style quantized
  * KV cache, `kv_cache.ts`).
  *
  * @module
  */
 import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
-import type { LlamaModel } from "../../harness/models/model.ts";
+import type { LlamaModel } from "../../core/model.ts";
 import { attention, matmul, rmsnorm, rope, swiglu } from "./ops.ts";
-import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
+import { ropeInverseFrequencies } from "../../core/rope.ts";
 import { QuantizedKvCache } from "./kv_cache.ts";
+import { type BlockValues, cpuBlockKernels, runBlock } from "./block_interpreter.ts";
+import { BLOCK_OUTPUT, type BlockStep, modelGraph } from "../../core/graph.ts";
 import { RUNTIME_FORMATS } from "../formats/runtime_quant.ts";
 
 /** A model prepared for the CPU. */
@@ -23,6 +26,8 @@ export class CpuRunner implements ModelRunner {
   /** Element format transformer-linear inputs are quantized to, per token. */
   readonly #activations: string | undefined;
   readonly #quantizedKv: QuantizedKvCache | undefined;
+  /** Each layer's steps (`core/graph.ts`), which {@linkcode runBlock} interprets. */
+  readonly #steps: BlockStep[][];
   #length = 0;
 
   constructor(model: LlamaModel, maxSeqLen = model.config.maxSeqLen) {
@@ -32,6 +37,7 @@ export class CpuRunner implements ModelRunner {
     this.#keys = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
     this.#values = model.weights.layers.map(() => new Float32Array(maxSeqLen * kvDim));
     this.#invFreq = ropeInverseFrequencies(model.config);
+    this.#steps = modelGraph(model.weights).blocks;
     const { activations, kvCache } = model.runtime ?? {};
     this.#activations = activations;
     this.#quantizedKv = kvCache &&
@@ -60,64 +66,49 @@ export class CpuRunner implements ModelRunner {
     }
     const dim = c.dim;
     const kvDim = c.nKvHeads * c.headDim;
-    // Query width may differ from the model width (Qwen3 sets head_dim explicitly).
-    const qDim = c.nHeads * c.headDim;
     const x = new Float32Array(T * dim);
     for (let t = 0; t < T; t++) {
       const id = tokens[t]!;
       if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`Token id ${id} is out of range`);
       x.set(w.tokenEmbedding.subarray(id * dim, (id + 1) * dim), t * dim);
     }
-    const xb = new Float32Array(T * dim);
-    const q = new Float32Array(T * qDim);
-    const k = new Float32Array(T * kvDim);
-    const v = new Float32Array(T * kvDim);
-    const att = new Float32Array(T * qDim);
-    const proj = new Float32Array(T * dim);
-    const gate = new Float32Array(T * c.hiddenDim);
-    const up = new Float32Array(T * c.hiddenDim);
-    const act = this.#activations;
-    for (let l = 0; l < c.nLayers; l++) {
-      const layer = w.layers[l]!;
-      rmsnorm(xb, x, layer.attnNorm, c.normEps);
-      matmul(q, xb, layer.wq, act);
-      matmul(k, xb, layer.wk, act);
-      matmul(v, xb, layer.wv, act);
-      if (layer.bq) addBias(q, layer.bq);
-      if (layer.bk) addBias(k, layer.bk);
-      if (layer.bv) addBias(v, layer.bv);
-      if (layer.qNorm) rmsnorm(q, q, layer.qNorm, c.normEps);
-      if (layer.kNorm) rmsnorm(k, k, layer.kNorm, c.normEps);
-      rope(q, c.nHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle, this.#invFreq);
-      rope(k, c.nKvHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle, this.#invFreq);
-      this.#keys[l]!.set(k, pos * kvDim);
-      this.#values[l]!.set(v, pos * kvDim);
-      this.#quantizedKv?.update(l, this.#keys[l]!, this.#values[l]!, pos, pos + T);
-      attention(
-        att,
-        q,
-        this.#keys[l]!,
-        this.#values[l]!,
-        pos,
-        c.nHeads,
-        c.nKvHeads,
-        c.headDim,
-        this.#quantizedKv?.view(l),
-      );
-      matmul(proj, att, layer.wo, act);
-      if (layer.bo) addBias(proj, layer.bo);
-      for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
-      rmsnorm(xb, x, layer.ffnNorm, c.normEps);
-      matmul(gate, xb, layer.w1, act);
-      matmul(up, xb, layer.w3, act);
-      swiglu(gate, up);
-      matmul(proj, gate, layer.w2, act);
-      for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
+    // One set of kernels for the pass (RoPE's angles tabulated once); attention reads the
+    // current layer's cache.
+    let l = 0;
+    const kernels = cpuBlockKernels(c, pos, T, {
+      activations: this.#activations,
+      invFreq: this.#invFreq,
+      attention: (q, k, v) => {
+        const keys = this.#keys[l]!;
+        const cached = this.#values[l]!;
+        keys.set(k, pos * kvDim);
+        cached.set(v, pos * kvDim);
+        this.#quantizedKv?.update(l, keys, cached, pos, pos + T);
+        const out = new Float32Array(q.length);
+        attention(
+          out,
+          q,
+          keys,
+          cached,
+          pos,
+          c.nHeads,
+          c.nKvHeads,
+          c.headDim,
+          this.#quantizedKv?.view(l),
+        );
+        return out;
+      },
+    });
+    let values: BlockValues = new Map([["x", x]]);
+    for (l = 0; l < c.nLayers; l++) {
+      runBlock(this.#steps[l]!, w.layers[l]!, c, values, kernels);
+      values = new Map([["x", values.get(BLOCK_OUTPUT)!]]);
     }
+    const out = values.get("x")!;
     this.#length = pos + T;
-    rmsnorm(x, x, w.finalNorm, c.normEps);
+    rmsnorm(out, out, w.finalNorm, c.normEps);
     const logits = new Float32Array(T * c.vocabSize);
-    matmul(logits, x, w.output);
+    matmul(logits, out, w.output);
     return logits;
   }
 
@@ -126,13 +117,6 @@ export class CpuRunner implements ModelRunner {
   }
 
   dispose(): void {}
-}
-
-/** Adds `bias` to every row of `x`. */
-function addBias(x: Float32Array, bias: Float32Array): void {
-  for (let base = 0; base < x.length; base += bias.length) {
-    for (let i = 0; i < bias.length; i++) x[base + i]! += bias[i]!;
-  }
 }
 
 /** The reference ops behind the {@linkcode BackendOps} interface (copies in, new arrays out). */

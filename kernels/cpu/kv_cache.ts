@@ -6,12 +6,9 @@
  *
  * @module
  */
+import type { KvCacheSettings } from "../../core/model.ts";
 import type { KvView } from "./ops.ts";
-import {
-  type KvCacheSettings,
-  quantizeKvGroup,
-  RuntimeQuantizationError,
-} from "../formats/runtime_quant.ts";
+import { quantizeKvGroup, RuntimeQuantizationError } from "../formats/runtime_quant.ts";
 
 /** Quantized copies of a runner's key and value caches, one pair per layer. */
 export class QuantizedKvCache {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { compileMatmulWat, wasmModuleSource } from "./build_wasm.ts";
 import { wasmMatmul } from "./wasm_matmul.ts";
-import { dense } from "../../harness/models/model.ts";
+import { dense } from "../../core/model.ts";
 import { quantizeInt } from "../formats/int.ts";
 
 Deno.test("matmul wasm: the committed module is the compilation of matmul.wat", async () => {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Matrix } from "../../harness/models/model.ts";
+import type { Matrix } from "../../core/model.ts";
 import { wasmMatmul } from "./wasm_matmul.ts";
 import { quantizeActivations } from "../formats/runtime_quant.ts";
 

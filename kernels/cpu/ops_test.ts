@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { matmul, rmsnorm, rope, ropeAngles, rotate } from "./ops.ts";
 import { dequantizeInt, quantizeInt } from "../formats/int.ts";
-import { dense } from "../../harness/models/model.ts";
+import { dense } from "../../core/model.ts";
 
 function random(n: number, seed: number): Float32Array {
   let s = seed;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Matrix } from "../../harness/models/model.ts";
+import type { Matrix } from "../../core/model.ts";
 import { decodeRow } from "../formats/matrix.ts";
 import { MATMUL_WASM_BASE64 } from "./matmul_wasm.ts";
 

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { RowCodec } from "./coded.ts";
+import type { RowCodec } from "../../core/coded.ts";
 import { packCodes, unpackCodes } from "./mx.ts";
 import { checkRowBytes } from "./row_codecs.ts";
 import { readScale, writeScale } from "./scale_dtype.ts";

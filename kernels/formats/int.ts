@@ -12,7 +12,8 @@
  *
  * @module
  */
-import { roundScale, SCALE_DTYPE_BITS, SCALE_DTYPE_MIN, type ScaleDtype } from "./scale_dtype.ts";
+import type { QuantizedMatrix, ScaleDtype } from "../../core/model.ts";
+import { roundScale, SCALE_DTYPE_BITS, SCALE_DTYPE_MIN } from "./scale_dtype.ts";
 
 /** How a matrix is quantized. */
 export interface IntQuantConfig {
@@ -29,33 +30,6 @@ export interface IntQuantConfig {
 
 /** `group` value meaning one scale (and zero point) for the whole matrix. */
 export const PER_TENSOR = -1;
-
-/**
- * A `[rows][cols]` weight matrix as integer codes: `w[r][c] = scales[r·G + g] · (codes[r·cols + c] −
- * zero)` with `g = floor(c / groupSize)` and `zero = zeros[r·G + g]` (asymmetric) or `2^(bits−1)`.
- */
-export interface QuantizedMatrix {
-  kind: "int";
-  rows: number;
-  cols: number;
-  bits: number;
-  /** Effective group size in columns (equals `cols` for per-channel); the last group may be short. */
-  groupSize: number;
-  symmetric: boolean;
-  /** One unsigned code per weight, `0 … 2^bits − 1`. */
-  codes: Uint8Array;
-  /** `rows × groupsPerRow` scales, each exactly representable in `scaleDtype`. */
-  scales: Float32Array;
-  /** `rows × groupsPerRow` integer zero points; null when symmetric. */
-  zeros: Uint8Array | null;
-  /** Type the scales are rounded to and stored as (default f16). */
-  scaleDtype?: ScaleDtype;
-  /**
-   * One scale (and zero point) for the whole matrix, repeated in every row's entry so rows decode
-   * alike; storage counts it once. Default false.
-   */
-  perTensor?: boolean;
-}
 
 /** Thrown for an integer format the quantizer cannot produce. */
 export class IntFormatError extends Error {

@@ -38,7 +38,7 @@ Deno.test("registry: every format of issue 5 is a weight format of the right kin
   for (const [name, kind] of Object.entries(kinds)) {
     assert.equal(elementFormats.get(name).kind, kind, name);
   }
-  assert.equal(elementFormats.names().length, Object.keys(kinds).length + coded.length);
+  // No count: a new format module's element formats join the registry without editing this.
 });
 
 Deno.test("registry: bits per weight of the block formats are the specifications' figures", () => {

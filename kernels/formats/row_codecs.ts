@@ -17,7 +17,7 @@
  *
  * @module
  */
-import type { CodedMatrix, RowCodec } from "./coded.ts";
+import type { CodedMatrix, RowCodec } from "../../core/coded.ts";
 import type { GgmlType } from "./gguf/blocks.ts";
 import { mxDecode, mxEncode, type MxFormat } from "./mx.ts";
 import { NVFP4_BLOCK_SIZE, nvfp4Decode, nvfp4Encode, nvfp4GlobalScale } from "./nvfp4.ts";

@@ -21,30 +21,11 @@
  *
  * @module
  */
-import type { FormatSpec } from "../../harness/suite/types.ts";
+import type { RuntimeQuantization } from "../../core/model.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { roundHalfEven } from "./int.ts";
 import { FP8_E4M3, FP8_E5M2, type Minifloat } from "./minifloat.ts";
 import { scaledMinifloatScale } from "./scaled_minifloat.ts";
-
-/** KV-cache settings of a format (`kv_cache: { format, group, residual }`). */
-export interface KvCacheSettings {
-  /** Element format of cached keys and values: `int8`, `int4`, `int3`, `int2`, `fp8`, `fp8_e5m2`. */
-  format: string;
-  /**
-   * Tokens per key group and channels per value group; 0 means one key group per block of
-   * `residual` tokens and one value group per head.
-   */
-  group: number;
-  /** Most recent tokens kept in full precision. */
-  residual: number;
-}
-
-/** What quantization a model applies at run time. */
-export interface RuntimeQuantization {
-  /** Element format of the per-token dynamic quantization of every transformer linear's input. */
-  activations?: string;
-  kvCache?: KvCacheSettings;
-}
 
 /** Residual window when a suite gives none: KIVI's `residual_length` default. */
 export const DEFAULT_KV_RESIDUAL = 128;

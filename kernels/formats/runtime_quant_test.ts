@@ -6,7 +6,7 @@ import {
   runtimeUnsupported,
   runtimeUnsupportedOn,
 } from "./runtime_quant.ts";
-import type { FormatSpec } from "../../harness/suite/types.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 
 function spec(options: Record<string, unknown>): FormatSpec {
   return { id: "f", weights: "int8", group: 0, symmetric: true, options };

@@ -8,11 +8,9 @@
  *
  * @module
  */
+import type { ScaleDtype } from "../../core/model.ts";
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./gguf/numeric.ts";
 import { f32ToBf16 } from "./gguf/blocks.ts";
-
-/** How a scale is stored. */
-export type ScaleDtype = "f16" | "bf16" | "f32";
 
 /** The scale types a suite may name. */
 export const SCALE_DTYPES: readonly ScaleDtype[] = ["f16", "bf16", "f32"];

@@ -27,7 +27,8 @@
  *
  * @module
  */
-import type { RowCodec } from "./coded.ts";
+import type { ScaleDtype } from "../../core/model.ts";
+import type { RowCodec } from "../../core/coded.ts";
 import {
   FP4_E2M1,
   FP6_E2M3,
@@ -39,13 +40,7 @@ import {
 } from "./minifloat.ts";
 import { packCodes, unpackCodes } from "./mx.ts";
 import { checkRowBytes } from "./row_codecs.ts";
-import {
-  readScale,
-  roundScale,
-  SCALE_DTYPE_BITS,
-  type ScaleDtype,
-  writeScale,
-} from "./scale_dtype.ts";
+import { readScale, roundScale, SCALE_DTYPE_BITS, writeScale } from "./scale_dtype.ts";
 
 /** The element types a scaled minifloat can have, by their `Minifloat` name. */
 export const SCALED_ELEMENTS: readonly Minifloat[] = [

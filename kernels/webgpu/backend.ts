@@ -1,8 +1,10 @@
 /**
  * The WebGPU backend: the ops of `kernels/cpu/ops.ts` in WGSL, with weights repacked at load time
- * (see `pack.ts`) and dequantized inside the matmul kernels. A forward pass records every layer's
- * dispatches into one command encoder (one compute pass per slice of at most `maxTokens` tokens,
- * so activations stay within a storage binding), submits once and reads the logits back once.
+ * (see `pack.ts`) and dequantized inside the matmul kernels. Each layer's dispatches are compiled
+ * once, at load, from the block's steps (`core/graph.ts`, {@linkcode compileBlock}). A forward
+ * pass records every layer's dispatches into one command encoder (one compute pass per slice of
+ * at most `maxTokens` tokens, so activations stay within a storage binding), submits once and
+ * reads the logits back once.
  * The token embedding is gathered on the host: it is a lookup, not arithmetic. Activations and the
  * KV cache are float32, so results match the CPU reference to float32 rounding; f16 is used
  * where it is exact (scales are stored as f16).
@@ -14,7 +16,14 @@
  * @module
  */
 import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
-import type { LlamaModel, Matrix } from "../../harness/models/model.ts";
+import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../../core/model.ts";
+import {
+  type BlockStep,
+  type BlockValue,
+  type HeadGroup,
+  modelGraph,
+  stepInputs,
+} from "../../core/graph.ts";
 import { adapterUnavailable, getGpu } from "./device.ts";
 import {
   type Dispatch,
@@ -29,8 +38,9 @@ import {
   codesPerWord,
   quantizedRowWords,
 } from "./gemv_a8_wgsl.ts";
-import { type GemvTuning, type PackedMatrix, packMatrix } from "./pack.ts";
-import { ropeInverseFrequencies } from "../../harness/models/rope.ts";
+import type { GemvTuning, PackedMatrix } from "./pack.ts";
+import { packMatrix } from "./pack_matrix.ts";
+import { ropeInverseFrequencies } from "../../core/rope.ts";
 
 /** Run-time activation formats the backend quantizes to (per token: integers or FP8). */
 const ACTIVATIONS: readonly string[] = ["int8", "int4", "int3", "int2", "fp8", "fp8_e5m2"];
@@ -193,6 +203,225 @@ function webgpuOps(maxBinding?: number, tuning?: GemvTuning): BackendOps {
   };
 }
 
+/** Thrown when a block's steps do not fit the patterns the WebGPU compiler lowers. */
+export class WebGpuCompileError extends Error {
+  override name = "WebGpuCompileError";
+}
+
+/** The activation buffers a block's values live in (one slice of tokens each). */
+interface BlockBuffers {
+  /** The residual stream (`x`, `h`, `out`), which the output projections accumulate into. */
+  x: GPUBuffer;
+  /** RMSNorm outputs (`xb`, `fb`). */
+  normed: GPUBuffer;
+  q: GPUBuffer;
+  att: GPUBuffer;
+  gate: GPUBuffer;
+  up: GPUBuffer;
+}
+
+/** What {@linkcode compileBlock} lowers a layer's steps with. */
+interface BlockTarget {
+  k: Kernels;
+  config: LlamaModel["config"];
+  /** The per-slice uniform (`T`, `pos`). */
+  step: GPUBuffer;
+  /** RoPE's (cos, sin) table. */
+  table: GPUBuffer;
+  buffers: BlockBuffers;
+  /** The layer's KV cache. */
+  keys: GPUBuffer;
+  values: GPUBuffer;
+  /** A linear's weights packed for the device. */
+  pack(name: LinearName): PackedMatrix;
+  matmul(
+    packed: PackedMatrix,
+    input: GPUBuffer,
+    out: GPUBuffer,
+    o: Parameters<Kernels["matmul"]>[5],
+  ): Promise<Dispatch[]>;
+  /** Run-time activation quantization of a linear input for its first consumer. */
+  quantize(
+    input: GPUBuffer,
+    cols: number,
+    consumer: PackedMatrix,
+  ): Promise<{ dispatches: Dispatch[]; input: GPUBuffer; xq?: QuantizedActivations }>;
+}
+
+/** Where a value lives: its buffer and row layout (KV cache rows are laid out by position). */
+interface Slot {
+  buffer: GPUBuffer;
+  width: number;
+  /** Cache rows: indexed by absolute position. */
+  cache: boolean;
+}
+
+/**
+ * Compiles a block's steps (`core/graph.ts`) into dispatches over the runner's buffers, lowered
+ * as the kernels want them: the key and value projections write straight into the KV cache
+ * (attention then reads all cached positions), a linear whose output is added to the residual
+ * stream accumulates into it (the `add` then costs nothing), RMSNorm outputs share one buffer,
+ * SwiGLU writes over `gate`, and run-time activation quantization runs once per linear input,
+ * before its first consumer.
+ */
+async function compileBlock(
+  steps: readonly BlockStep[],
+  layer: LayerWeights,
+  t: BlockTarget,
+): Promise<Dispatch[]> {
+  const { k, config: c, step, buffers: b } = t;
+  const qDim = c.nHeads * c.headDim;
+  const kvDim = c.nKvHeads * c.headDim;
+  const slots = new Map<BlockValue, Slot>([["x", { buffer: b.x, width: c.dim, cache: false }]]);
+  const slot = (name: BlockValue): Slot => {
+    const found = slots.get(name);
+    if (found === undefined) {
+      throw new WebGpuCompileError(`Block value "${name}" is read before it is computed`);
+    }
+    return found;
+  };
+  const rows = (s: Slot) =>
+    s.cache ? { posStride: s.width, rowStride: s.width } : { posStride: 0, rowStride: s.width };
+  const readers = (value: BlockValue) => steps.filter((s) => stepInputs(s).includes(value));
+  const headWidth = (heads: HeadGroup) => heads === "query" ? c.nHeads : c.nKvHeads;
+  // Each linear input is quantized once, for its first consumer.
+  let quantized: { value: BlockValue; input: GPUBuffer; xq?: QuantizedActivations } | undefined;
+  const program: Dispatch[] = [];
+  for (const s of steps) {
+    switch (s.op) {
+      case "rmsnorm": {
+        const input = slot(s.input);
+        program.push(
+          await k.rmsnorm(
+            step,
+            input.buffer,
+            k.storage(layer[s.weight]),
+            b.normed,
+            c.dim,
+            c.normEps,
+          ),
+        );
+        slots.set(s.output, { buffer: b.normed, width: c.dim, cache: false });
+        break;
+      }
+      case "linear": {
+        const packed = t.pack(s.weight);
+        const input = slot(s.input);
+        if (quantized?.value !== s.input) {
+          const q = await t.quantize(input.buffer, packed.cols, packed);
+          program.push(...q.dispatches);
+          quantized = { value: s.input, input: q.input, xq: q.xq };
+        }
+        const xq = quantized.xq;
+        const attention = readers(s.output).find((r) => r.op === "attention");
+        const residual = readers(s.output).find((r) => r.op === "add");
+        let out: Slot;
+        if (
+          attention?.op === "attention" && (attention.k === s.output || attention.v === s.output)
+        ) {
+          out = { buffer: attention.k === s.output ? t.keys : t.values, width: kvDim, cache: true };
+          program.push(
+            ...await t.matmul(packed, quantized.input, out.buffer, {
+              outStride: kvDim,
+              outPosStride: kvDim,
+              xq,
+            }),
+          );
+        } else if (residual?.op === "add") {
+          const other = residual.a === s.output ? residual.b : residual.a;
+          if (slot(other).buffer !== b.x) {
+            throw new WebGpuCompileError(
+              `Linear "${s.weight}" is added to "${other}", not to the residual stream`,
+            );
+          }
+          out = { buffer: b.x, width: c.dim, cache: false };
+          program.push(
+            ...await t.matmul(packed, quantized.input, b.x, { accumulate: true, xq }),
+          );
+        } else {
+          const buffer = s.output === "q"
+            ? b.q
+            : s.output === "gate"
+            ? b.gate
+            : s.output === "up"
+            ? b.up
+            : undefined;
+          if (buffer === undefined) {
+            throw new WebGpuCompileError(
+              `No buffer for linear "${s.weight}"'s output "${s.output}"`,
+            );
+          }
+          out = { buffer, width: packed.rows, cache: false };
+          program.push(...await t.matmul(packed, quantized.input, buffer, { xq }));
+        }
+        if (s.bias !== undefined) {
+          program.push(
+            await k.bias(step, k.storage(layer[s.bias]!), out.buffer, out.width, rows(out)),
+          );
+        }
+        slots.set(s.output, out);
+        break;
+      }
+      case "head_rmsnorm": {
+        const v = slot(s.value);
+        program.push(
+          await k.headNorm(step, k.storage(layer[s.weight]!), v.buffer, {
+            headDim: c.headDim,
+            eps: c.normEps,
+            heads: headWidth(s.heads),
+            ...rows(v),
+          }),
+        );
+        break;
+      }
+      case "rope": {
+        const v = slot(s.value);
+        program.push(
+          await k.rope(step, t.table, v.buffer, {
+            nHeads: headWidth(s.heads),
+            headDim: c.headDim,
+            off: 0,
+            ...rows(v),
+            style: c.ropeStyle,
+          }),
+        );
+        break;
+      }
+      case "attention": {
+        const [q, keys, values] = [slot(s.q), slot(s.k), slot(s.v)];
+        if (!keys.cache || !values.cache) {
+          throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
+        }
+        program.push(
+          await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, {
+            nHeads: c.nHeads,
+            nKvHeads: c.nKvHeads,
+            headDim: c.headDim,
+          }),
+        );
+        slots.set(s.output, { buffer: b.att, width: qDim, cache: false });
+        break;
+      }
+      case "swiglu": {
+        const gate = slot(s.gate);
+        program.push(await k.swiglu(step, gate.buffer, slot(s.up).buffer, c.hiddenDim));
+        slots.set(s.output, gate);
+        break;
+      }
+      case "add":
+        // The linear operand accumulated into the residual stream when it was computed.
+        if (slot(s.a).buffer !== b.x || slot(s.b).buffer !== b.x) {
+          throw new WebGpuCompileError(
+            `Add of "${s.a}" and "${s.b}" is not a residual accumulation`,
+          );
+        }
+        slots.set(s.output, { buffer: b.x, width: c.dim, cache: false });
+        break;
+    }
+  }
+  return program;
+}
+
 /** Largest token slice of one compute pass. */
 const MAX_SLICE = 512;
 
@@ -200,6 +429,8 @@ const MAX_SLICE = 512;
 export class WebGpuRunner implements ModelRunner {
   /** Matrices decoded to f32 on load, with the reason (empty when all run in their format). */
   readonly fallbacks: string[];
+  /** Storage formats of those matrices (`q4_k`, `hqq-int4-g64` …), each once. */
+  readonly fallbackFormats: readonly string[];
   readonly #k: Kernels;
   readonly #model: LlamaModel;
   readonly #maxSeqLen: number;
@@ -220,6 +451,7 @@ export class WebGpuRunner implements ModelRunner {
     buffers: { step: GPUBuffer; x: GPUBuffer; logits: GPUBuffer },
     program: Dispatch[],
     fallbacks: string[],
+    fallbackFormats: readonly string[],
   ) {
     this.#k = k;
     this.#model = model;
@@ -230,6 +462,7 @@ export class WebGpuRunner implements ModelRunner {
     this.#logits = buffers.logits;
     this.#program = program;
     this.fallbacks = fallbacks;
+    this.fallbackFormats = fallbackFormats;
   }
 
   /** Uploads a model: packs its weights, allocates activations and the KV cache. */
@@ -267,9 +500,11 @@ export class WebGpuRunner implements ModelRunner {
     const logits = act(c.vocabSize);
     const table = k.storage(ropeTable(maxSeqLen, ropeInverseFrequencies(c)));
     const fallbacks: string[] = [];
+    const fallbackFormats = new Set<string>();
     const pack = (name: string, m: LlamaModel["weights"]["output"]): PackedMatrix => {
       const packed = packTuned(m, maxBinding, tuning);
       if (packed.fallback) fallbacks.push(`${name}: ${packed.fallback}`);
+      if (packed.fallbackFormat) fallbackFormats.add(packed.fallbackFormat);
       return packed;
     };
     const mm = (
@@ -303,89 +538,30 @@ export class WebGpuRunner implements ModelRunner {
       return { dispatches: [d], input: xdBuffer, xq: spec.element === "int" ? xq : undefined };
     };
     const program: Dispatch[] = [];
+    const graph = modelGraph(w);
     for (const [l, layer] of w.layers.entries()) {
-      const keys = k.storage(maxSeqLen * kvDim * 4);
-      const values = k.storage(maxSeqLen * kvDim * 4);
-      const cacheOut = { outStride: kvDim, outPosStride: kvDim };
-      const [wq, wk, wv, wo, w1, w3, w2] = (["wq", "wk", "wv", "wo", "w1", "w3", "w2"] as const)
-        .map((n) => pack(`layer ${l} ${n}`, layer[n]));
-      const attnIn = await quantize(xb, c.dim, wq!);
       program.push(
-        await k.rmsnorm(step, x, k.storage(layer.attnNorm), xb, c.dim, c.normEps),
-        ...attnIn.dispatches,
-        ...await mm(wq!, attnIn.input, q, { xq: attnIn.xq }),
-        ...await mm(wk!, attnIn.input, keys, { ...cacheOut, xq: attnIn.xq }),
-        ...await mm(wv!, attnIn.input, values, { ...cacheOut, xq: attnIn.xq }),
-      );
-      // Optional biases (Qwen2) and per-head query/key norms (Qwen3), in the CPU's order.
-      const qRows = { rowStride: qDim };
-      const kvRows = { posStride: kvDim, rowStride: kvDim };
-      if (layer.bq) program.push(await k.bias(step, k.storage(layer.bq), q, qDim, qRows));
-      if (layer.bk) program.push(await k.bias(step, k.storage(layer.bk), keys, kvDim, kvRows));
-      if (layer.bv) program.push(await k.bias(step, k.storage(layer.bv), values, kvDim, kvRows));
-      const norm = { headDim: c.headDim, eps: c.normEps };
-      if (layer.qNorm) {
-        program.push(
-          await k.headNorm(step, k.storage(layer.qNorm), q, { ...norm, heads: c.nHeads, ...qRows }),
-        );
-      }
-      if (layer.kNorm) {
-        program.push(
-          await k.headNorm(step, k.storage(layer.kNorm), keys, {
-            ...norm,
-            heads: c.nKvHeads,
-            ...kvRows,
-          }),
-        );
-      }
-      program.push(
-        await k.rope(step, table, q, {
-          nHeads: c.nHeads,
-          headDim: c.headDim,
-          rowStride: qDim,
-          off: 0,
-          posStride: 0,
-          style: c.ropeStyle,
+        ...await compileBlock(graph.blocks[l]!, layer, {
+          k,
+          config: c,
+          step,
+          table,
+          buffers: { x, normed: xb, q, att, gate, up },
+          keys: k.storage(maxSeqLen * kvDim * 4),
+          values: k.storage(maxSeqLen * kvDim * 4),
+          pack: (name) => pack(`layer ${l} ${name}`, layer[name]),
+          matmul: mm,
+          quantize,
         }),
-        await k.rope(step, table, keys, {
-          nHeads: c.nKvHeads,
-          headDim: c.headDim,
-          rowStride: kvDim,
-          off: 0,
-          posStride: kvDim,
-          style: c.ropeStyle,
-        }),
-        await k.attention(step, q, keys, values, att, {
-          nHeads: c.nHeads,
-          nKvHeads: c.nKvHeads,
-          headDim: c.headDim,
-        }),
-      );
-      const woIn = await quantize(att, qDim, wo!);
-      program.push(
-        ...woIn.dispatches,
-        ...await mm(wo!, woIn.input, x, { accumulate: true, xq: woIn.xq }),
-      );
-      if (layer.bo) {
-        program.push(await k.bias(step, k.storage(layer.bo), x, c.dim, { rowStride: c.dim }));
-      }
-      const ffnIn = await quantize(xb, c.dim, w1!);
-      const w2In = await quantize(gate, c.hiddenDim, w2!);
-      program.push(
-        await k.rmsnorm(step, x, k.storage(layer.ffnNorm), xb, c.dim, c.normEps),
-        ...ffnIn.dispatches,
-        ...await mm(w1!, ffnIn.input, gate, { xq: ffnIn.xq }),
-        ...await mm(w3!, ffnIn.input, up, { xq: ffnIn.xq }),
-        await k.swiglu(step, gate, up, c.hiddenDim),
-        ...w2In.dispatches,
-        ...await mm(w2!, w2In.input, x, { accumulate: true, xq: w2In.xq }),
       );
     }
     program.push(
       await k.rmsnorm(step, x, k.storage(w.finalNorm), xb, c.dim, c.normEps),
       ...await mm(pack("output", w.output), xb, logits, {}),
     );
-    return new WebGpuRunner(k, model, maxSeqLen, slice, { step, x, logits }, program, fallbacks);
+    return new WebGpuRunner(k, model, maxSeqLen, slice, { step, x, logits }, program, fallbacks, [
+      ...fallbackFormats,
+    ]);
   }
 
   async forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {

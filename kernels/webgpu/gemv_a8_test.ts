@@ -5,7 +5,7 @@
 import { createWebGpuBackend } from "./backend.ts";
 import { GEMV_VARIANTS } from "./perf.ts";
 import { cpuOps } from "../cpu/backend.ts";
-import { pseudoRandom, relativeError } from "../backend_conformance.ts";
+import { pseudoRandom, relativeError } from "../../core/test_values.ts";
 import { quantizeInt } from "../formats/int.ts";
 import assert from "node:assert/strict";
 import { slowAdapterReason } from "./test_gate.ts";

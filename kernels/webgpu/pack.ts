@@ -14,45 +14,14 @@
  *
  * @module
  */
-import type { Matrix } from "../../harness/models/model.ts";
-import { groupsPerRow, type QuantizedMatrix, zeroAt } from "../formats/int.ts";
-import { decodeRow } from "../formats/matrix.ts";
+import type { Matrix } from "../../core/model.ts";
+import { decodeRow, storageName } from "../formats/matrix.ts";
+import type { ElementKind, GpuLayout, ScaleKind } from "../formats/gpu_layout.ts";
 import { FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2 } from "../formats/minifloat.ts";
 import { e8m0Decode } from "../formats/mx.ts";
 import { bf16ToF32 } from "../formats/gguf/numeric.ts";
-import { f32ToBf16 } from "../formats/gguf/blocks.ts";
-import { packCoded } from "./pack_coded.ts";
 
-/**
- * How an element code becomes a number: an unsigned integer, an OCP minifloat, or IEEE half,
- * bfloat16 or single bits.
- */
-export type ElementKind =
-  | "uint"
-  | "e2m1"
-  | "e2m3"
-  | "e3m2"
-  | "e4m3"
-  | "e5m2"
-  | "f16"
-  | "bf16"
-  | "f32";
-
-/**
- * How a group's scale is stored and applied: `f16`, `bf16`, `f32` (a scale `s`: `s·(q − zero)`
- * with the layout's constant `zero`), `f16zero` (scale and zero point as two f16 in one word:
- * `s·(q − z)`), `f16min` (scale and offset: `s·q + m`), `e8m0` (a power-of-two byte), `e4m3`
- * (an FP8 byte), `none`.
- */
-export type ScaleKind =
-  | "none"
-  | "f16"
-  | "bf16"
-  | "f32"
-  | "f16zero"
-  | "f16min"
-  | "e8m0"
-  | "e4m3";
+export type { ElementKind, ScaleKind };
 
 /** Bytes of one scale entry. */
 export const SCALE_BYTES: Readonly<Record<ScaleKind, number>> = {
@@ -72,16 +41,12 @@ export function constantZero(layout: Layout): boolean {
     layout.scale !== "f16min";
 }
 
-/** What the kernels need to know about a layout; equal layouts share compiled pipelines. */
-export interface Layout {
-  element: ElementKind;
-  /** Bits per code (32 for `f32`); also the u32 words per chunk. */
-  bits: number;
-  /** Constant zero point subtracted from `uint` codes (see {@linkcode constantZero}). */
-  zero: number;
-  scale: ScaleKind;
-  /** Elements per scale group: `2^gshift` (`gshift` 31: one group per row). */
-  gshift: number;
+/**
+ * What the kernels need to know about a layout (the format's {@linkcode GpuLayout}, whose constant
+ * `zero` applies as {@linkcode constantZero} says, and the interleave); equal layouts share
+ * compiled pipelines.
+ */
+export interface Layout extends GpuLayout {
   /** Threads sharing a row in the GEMV kernel (the chunk interleave): 32, 64, 128 or 256. */
   tpr: number;
   /** Rows per GEMV thread, when not the default of {@linkcode gemvRowsPerThread} (perf sweeps). */
@@ -126,6 +91,8 @@ export interface PackedMatrix {
   parts: PackedPart[];
   /** Why the matrix was decoded to f32 instead of kept in its format, when it was. */
   fallback?: string;
+  /** The storage it was decoded from when it fell back (`q4_k`, `hqq-int4-g64`, `int4` …). */
+  fallbackFormat?: string;
 }
 
 /** Elements per chunk. */
@@ -301,26 +268,10 @@ function build(
   return { rows, cols, chunks, groups, layout, tensorScale, parts };
 }
 
-/** The IEEE binary16 bits of a value that is exactly representable in float16. */
-function f16Bits(x: number): number {
-  const buf = new DataView(new ArrayBuffer(2));
-  // `setFloat16` rounds; the callers check exactness first.
-  buf.setFloat16(0, x, true);
-  return buf.getUint16(0, true);
-}
-
 function f16FromBits(bits: number): number {
   const buf = new DataView(new ArrayBuffer(2));
   buf.setUint16(0, bits, true);
   return buf.getFloat16(0, true);
-}
-
-/** Writes `count` codes of `bits` bits LSB-first into `out` from bit offset `bit`. */
-function putBits(out: Uint32Array, bit: number, bits: number, code: number): void {
-  const w = bit >>> 5;
-  const sh = bit & 31;
-  out[w] = (out[w]! | (code << sh)) >>> 0;
-  if (sh + bits > 32) out[w + 1] = (out[w + 1]! | (code >>> (32 - sh))) >>> 0;
 }
 
 function getBits(words: ArrayLike<number>, bit: number, bits: number): number {
@@ -329,12 +280,6 @@ function getBits(words: ArrayLike<number>, bit: number, bits: number): number {
   let v = words[w]! >>> sh;
   if (sh + bits > 32) v |= words[w + 1]! << (32 - sh);
   return (v & ((1 << bits) - 1)) >>> 0;
-}
-
-/** log2 of a power of two, or -1. */
-function log2Exact(n: number): number {
-  const l = Math.log2(n);
-  return Number.isInteger(l) ? l : -1;
 }
 
 /** Packs a dense f32 matrix. */
@@ -361,62 +306,19 @@ export function packDense(
   return fallback ? { ...packed, fallback } : packed;
 }
 
-/** The scale storage of an integer matrix's kernels, or why it has none. */
-function intScale(m: QuantizedMatrix): ScaleKind | string {
-  if (m.bits < 2 || m.bits > 8) return `${m.bits}-bit codes`;
-  if (groupsPerRow(m) > 1 && log2Exact(m.groupSize) < 2) {
-    return `group size ${m.groupSize} is not a power of two of at least 4`;
-  }
-  const dtype = m.scaleDtype ?? "f16";
-  if (m.zeros && dtype !== "f16") return `zero points with ${dtype} scales`;
-  const exact = dtype === "f16"
-    ? (s: number) => Math.f16round(s) === s
-    : dtype === "bf16"
-    ? (s: number) => bf16ToF32(f32ToBf16(s)) === s
-    : (s: number) => Math.fround(s) === s;
-  for (const s of m.scales) if (!exact(s)) return `scale ${s} is not a ${dtype} value`;
-  return m.zeros ? "f16zero" : dtype;
-}
-
-/**
- * Packs an integer matrix (unsigned codes, f16/bf16/f32 scales, optional zero points); `tpr`
- * overrides the threads per row (tests of kernel variants).
- */
-export function packInt(m: QuantizedMatrix, maxBinding: number, tpr?: number): PackedMatrix {
-  const scale = intScale(m);
-  if (!(scale in SCALE_BYTES)) return packFallback(m, maxBinding, scale);
-  const chunks = Math.ceil(m.cols / CHUNK);
-  const G = groupsPerRow(m);
-  const layout: Layout = {
-    element: "uint",
-    bits: m.bits,
-    zero: m.zeros ? 0 : 1 << (m.bits - 1),
-    scale: scale as ScaleKind,
-    gshift: G === 1 ? 31 : log2Exact(m.groupSize),
-    tpr: tpr ?? threadsPerRow(chunks),
-  };
-  const f32Bits = new Uint32Array(m.scales.buffer, m.scales.byteOffset, m.scales.length);
-  return build(m.rows, m.cols, layout, 1, maxBinding, (r, out) => {
-    const base = r * m.cols;
-    for (let c = 0; c < m.cols; c++) putBits(out, c * m.bits, m.bits, m.codes[base + c]!);
-  }, (r, groups, put) => {
-    for (let g = 0; g < Math.min(G, groups); g++) {
-      const i = r * G + g;
-      const s = m.scales[i]!;
-      if (layout.scale === "f16zero") put(g, (f16Bits(s) | (f16Bits(zeroAt(m, i)) << 16)) >>> 0);
-      else if (layout.scale === "f16") put(g, f16Bits(s));
-      else if (layout.scale === "bf16") put(g, f32ToBf16(s));
-      else put(g, f32Bits[i]!);
-    }
-  });
-}
-
 /** Decodes any matrix to f32 rows and packs those, recording why. */
 export function packFallback(m: Matrix, maxBinding: number, why: string): PackedMatrix {
   const data = new Float32Array(m.rows * m.cols);
   for (let r = 0; r < m.rows; r++) decodeRow(m, r, data.subarray(r * m.cols, (r + 1) * m.cols));
-  const label = m.kind === "coded" ? m.codec : m.kind === "int" ? `int${m.bits}` : m.kind;
-  return packDense(m.rows, m.cols, data, maxBinding, `${label} decoded to f32 on load: ${why}`);
+  const format = storageName(m);
+  const packed = packDense(
+    m.rows,
+    m.cols,
+    data,
+    maxBinding,
+    `${format} decoded to f32 on load: ${why}`,
+  );
+  return { ...packed, fallbackFormat: format };
 }
 
 /** The project's minifloat decoders, by element kind (the CPU side of the WGSL decoders). */
@@ -497,17 +399,5 @@ export function decodePackedRow(p: PackedMatrix, r: number): Float32Array {
   return out;
 }
 
-/** Packs any matrix: dense and integer ones natively, coded ones per their codec. */
-export function packMatrix(m: Matrix, maxBinding: number): PackedMatrix {
-  switch (m.kind) {
-    case "dense":
-      return packDense(m.rows, m.cols, m.data, maxBinding);
-    case "int":
-      return packInt(m, maxBinding);
-    case "coded":
-      return packCoded(m, maxBinding);
-  }
-}
-
-/** The generic packer and bit writer, for the codecs of `pack_coded.ts`. */
-export { build as buildPacked, putBits };
+/** The generic packer, for the format plans of `pack_quantized.ts`. */
+export { build as buildPacked };

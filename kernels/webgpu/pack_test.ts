@@ -1,18 +1,13 @@
 import assert from "node:assert/strict";
-import {
-  decodePackedRow,
-  packedShape,
-  packMatrix,
-  threadsPerRow,
-  vectorIndex,
-  vectorWords,
-} from "./pack.ts";
+import { packMatrix } from "./pack_matrix.ts";
+import { decodePackedRow, packedShape, threadsPerRow, vectorIndex, vectorWords } from "./pack.ts";
 import { quantizeInt } from "../formats/int.ts";
 import { decodeRow } from "../formats/matrix.ts";
 import { rowCodecs } from "../formats/codecs.ts";
 import { encodeMatrix } from "../formats/row_codecs.ts";
-import { dense, type Matrix } from "../../harness/models/model.ts";
-import { pseudoRandom } from "../backend_conformance.ts";
+import { affineCodec } from "../formats/affine_codec.ts";
+import { dense, type Matrix } from "../../core/model.ts";
+import { pseudoRandom } from "../../core/test_values.ts";
 
 // 37 rows × 172 columns: a short last chunk and group; 1–2 KiB bindings split the matrices.
 const ROWS = 37;
@@ -66,6 +61,28 @@ Deno.test("a group that is not a power of two falls back to exact f32 rows", () 
   assert.match(p.fallback ?? "", /group size 48/);
   assert.equal(p.layout.element, "f32");
   decodeAll(m).forEach((row, r) => assert.deepEqual(decodePackedRow(p, r), row));
+});
+
+Deno.test("formats without a WGSL decoder fall back to exact f32 rows and name themselves", () => {
+  const hqq = encodeMatrix(affineCodec(4, 32), ROWS, COLS, DATA);
+  const q4k = encodeMatrix(rowCodecs.get("q4_k"), ROWS, COLS, DATA);
+  for (
+    const [m, format, why] of [
+      [hqq, "hqq-int4-g32", /format "affine" has no WGSL decoder/],
+      [q4k, "q4_k", /no WGSL decoder for codec "q4_k"/],
+    ] as const
+  ) {
+    const p = packMatrix(m, 1 << 20);
+    assert.equal(p.fallbackFormat, format);
+    assert.match(p.fallback ?? "", why);
+    assert.equal(p.layout.element, "f32");
+    decodeAll(m).forEach((row, r) => assert.deepEqual(decodePackedRow(p, r), row));
+  }
+  assert.equal(
+    packMatrix(quantizeInt(DATA, ROWS, COLS, { bits: 4, group: 32, symmetric: true }), 1 << 20)
+      .fallbackFormat,
+    undefined,
+  );
 });
 
 Deno.test("every registered codec repacks to its own decoder's values", () => {

@@ -28,6 +28,7 @@
  */
 import { join } from "node:path";
 import { getGpu } from "./device.ts";
+import { packMatrix } from "./pack_matrix.ts";
 import {
   type Dispatch,
   Kernels,
@@ -44,19 +45,18 @@ import {
   type Layout,
   type PackedMatrix,
   packedShape,
-  packMatrix,
   SCALE_BYTES,
   type ScaleKind,
   threadsPerRow,
 } from "./pack.ts";
-import { perfFormats } from "../perf.ts";
+import { perfFormats } from "../perf_formats.ts";
 import { elementFormats } from "../formats/registry.ts";
-import { dense } from "../../harness/models/model.ts";
+import { dense } from "../../core/model.ts";
 import { COPY_WGSL, FILL_WGSL } from "./ops_wgsl.ts";
 import { a8Supported, codesPerWord, quantizedRowWords } from "./gemv_a8_wgsl.ts";
-import { markdownTable } from "../../reports/markdown.ts";
+import { markdownTable } from "../../core/markdown_table.ts";
 import { rowsToCsvTable } from "../perf_csv.ts";
-import { writeFileAtomic } from "../../reports/atomic.ts";
+import { writeFileAtomic } from "../../core/atomic.ts";
 
 /** Options of a WebGPU perf run. */
 export interface WebGpuPerfOptions {

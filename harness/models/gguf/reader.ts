@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { didYouMean } from "../../registry.ts";
+import { didYouMean } from "../../../core/registry.ts";
 import {
   decodeTensor,
   type GgmlType,

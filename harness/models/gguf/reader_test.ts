@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { hasShared, sharedPath } from "../../shared.ts";
+import { hasShared, sharedPath } from "../../../core/shared.ts";
 import {
   GgufError,
   GgufFormatError,

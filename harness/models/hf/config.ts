@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { LlamaConfig, RopeScaling } from "../model.ts";
+import type { LlamaConfig, RopeScaling } from "../../../core/model.ts";
 import { ConfigError, UnsupportedModelError } from "../errors.ts";
 
 /** `model_type`s this loader reads. */

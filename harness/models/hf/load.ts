@@ -9,7 +9,7 @@
  */
 import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
-import { dense, type LayerWeights, type LlamaModel, type Tokenizer } from "../model.ts";
+import { dense, type LayerWeights, type LlamaModel, type Tokenizer } from "../../../core/model.ts";
 import { type HfModelConfig, parseHfConfig } from "./config.ts";
 import { openSafetensors, type SafetensorsFile } from "../safetensors.ts";
 import { loadHfTokenizer } from "../tokenizer_hf.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { REPO_ROOT } from "../../shared.ts";
+import { REPO_ROOT } from "../../../core/shared.ts";
 import { loadHfModel } from "./load.ts";
 import { CpuRunner } from "../../../kernels/cpu/backend.ts";
 

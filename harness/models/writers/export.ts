@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { DenseMatrix, LlamaModel, Matrix, Vocabulary } from "../model.ts";
+import type { DenseMatrix, LlamaModel, Matrix, Vocabulary } from "../../../core/model.ts";
 import { decodeRow } from "../../../kernels/formats/matrix.ts";
 import { MissingTokenizerError } from "../errors.ts";
 

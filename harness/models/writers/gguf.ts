@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { LlamaModel, Matrix, Vocabulary } from "../model.ts";
+import type { LlamaModel, Matrix, Vocabulary } from "../../../core/model.ts";
 import {
   encodeTensor,
   type GgmlType,
@@ -21,7 +21,7 @@ import {
   ggmlTypes,
   tensorByteSize,
 } from "../../../kernels/formats/gguf/blocks.ts";
-import { ropeFrequencyFactors } from "../rope.ts";
+import { ropeFrequencyFactors } from "../../../core/rope.ts";
 import { reorderRows, reorderVector } from "./rope_order.ts";
 import {
   exportArchitecture,

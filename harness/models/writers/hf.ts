@@ -8,7 +8,7 @@
  * @module
  */
 import { join } from "node:path";
-import type { LlamaModel, Matrix } from "../model.ts";
+import type { LlamaModel, Matrix } from "../../../core/model.ts";
 import { HfTokenizer } from "../tokenizer_hf.ts";
 import { reorderRows, reorderVector } from "./rope_order.ts";
 import { hfTokenizerFiles } from "./hf_tokenizer.ts";

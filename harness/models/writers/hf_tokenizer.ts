@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { Vocabulary } from "../model.ts";
+import type { Vocabulary } from "../../../core/model.ts";
 import type { HfTokenizerFiles } from "../tokenizer_hf.ts";
 import { TOKEN_TYPE } from "../tokenizer_gguf.ts";
 import { UnsupportedModelError } from "../errors.ts";

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { Matrix } from "../model.ts";
+import type { Matrix } from "../../../core/model.ts";
 
 /** For each target row, the source row it takes (per head of `headDim` rows). */
 function rowSources(

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { hasShared, REPO_ROOT, sharedPath } from "../../shared.ts";
+import { hasShared, REPO_ROOT, sharedPath } from "../../../core/shared.ts";
 import { loadModelPath } from "../load.ts";
 import { loadGgufModel } from "../gguf_model.ts";
 import { loadHfModel } from "../hf/load.ts";
 import { openGguf } from "../gguf/reader.ts";
 import { writeGguf } from "./gguf.ts";
 import { writeHfModel } from "./hf.ts";
-import type { LlamaModel } from "../model.ts";
+import type { LlamaModel } from "../../../core/model.ts";
 import { CpuRunner } from "../../../kernels/cpu/backend.ts";
 
 const ORIGINAL = "models/stories260K/stories260K.bin";

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { Registry } from "../../../harness/registry.ts";
+import { Registry } from "../../../core/registry.ts";
 import { blockCount, GgmlBlockLengthError } from "./block_io.ts";
 import {
   decodeQ2K,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { effectiveLimit, seededRandom, shuffledIndices, stratifiedSubset } from "./sample.ts";
+import { effectiveLimit, seededRandom, shuffledIndices, stratifiedSubset } from "./random.ts";
 
 Deno.test("sample: seeded streams repeat per (seed, label) and differ across labels", () => {
   const a = seededRandom(0, "x"), b = seededRandom(0, "x"), c = seededRandom(0, "y");

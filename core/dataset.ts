@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { DatasetSpec } from "../suite/types.ts";
+import type { DatasetSpec } from "./suite_types.ts";
 
 /** Thrown when a dataset cannot be read or is unsuitable for a task. */
 export class DatasetError extends Error {

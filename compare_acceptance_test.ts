@@ -5,11 +5,11 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { compareResults, comparisonHasRegression } from "./compare.ts";
-import { resultsToJson } from "./json.ts";
-import { loadSuite } from "../harness/suite/load.ts";
-import { runSuite } from "../harness/runner/run.ts";
-import { hasShared, REPO_ROOT, sharedPath } from "../harness/shared.ts";
+import { compareResults, comparisonHasRegression } from "./reports/compare.ts";
+import { resultsToJson } from "./reports/json.ts";
+import { loadSuite } from "./harness/suite/load.ts";
+import { runSuite } from "./harness/runner/run.ts";
+import { hasShared, REPO_ROOT, sharedPath } from "./core/shared.ts";
 
 const ignore = !hasShared("models/stories260K/stories260K.bin") ||
   !hasShared("data/text/tinystories_sample.txt");

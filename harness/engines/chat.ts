@@ -20,23 +20,15 @@
  *
  * @module
  */
-import type { ChatMessage, LlamaModel } from "../models/model.ts";
+import type { ChatMessage, Tokenizer } from "../../core/model.ts";
+import type { ChatPrompt } from "./engine.ts";
 
-/** A rendered prompt and how it was made. */
-export interface ChatPrompt {
-  text: string;
-  ids: number[];
-  /** `template` (the model's) or `fallback`. */
-  source: "template" | "fallback";
-}
-
-/** Renders messages (and tools) for generation and encodes them. */
+/** Renders messages (and tools) for generation and encodes them with `tokenizer`. */
 export function chatPrompt(
-  model: LlamaModel,
+  tokenizer: Tokenizer,
   messages: readonly ChatMessage[],
   tools?: readonly unknown[],
 ): ChatPrompt {
-  const { tokenizer } = model;
   const hasTools = tools !== undefined && tools.length > 0;
   if (tokenizer.chat) {
     const text = tokenizer.chat.render(messages, {

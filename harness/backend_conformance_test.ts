@@ -9,9 +9,9 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { backends } from "./registry.ts";
+import { backends } from "../kernels/registry.ts";
 import { describeBackendConformance } from "./backend_conformance.ts";
-import { createWebGpuBackend } from "./webgpu/backend.ts";
+import { createWebGpuBackend } from "../kernels/webgpu/backend.ts";
 
 for (const name of backends.names()) await describeBackendConformance(backends.get(name));
 

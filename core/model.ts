@@ -4,9 +4,8 @@
  *
  * @module
  */
-import type { QuantizedMatrix } from "../../kernels/formats/int.ts";
-import type { CodedMatrix } from "../../kernels/formats/coded.ts";
-import type { RuntimeQuantization } from "../../kernels/formats/runtime_quant.ts";
+import type { CodedMatrix } from "./coded.ts";
+import type { QuantizedBase } from "./matrix.ts";
 
 /** Architecture hyper-parameters of a Llama-family decoder. */
 export interface LlamaConfig {
@@ -62,9 +61,59 @@ export interface DenseMatrix {
 
 /**
  * A linear layer's weight: dense float32, integer codes + scales (`int`), or rows of codec blocks
- * (`coded`: GGUF blocks, MX, NVFP4, FP8 …).
+ * (`coded`: GGUF blocks, MX, NVFP4, FP8 …). Both quantized shapes carry named side tensors
+ * ({@linkcode QuantizedBase}); the format module that decodes one is found from its `kind` and
+ * codec (`formatOf` in `kernels/formats/formats.ts`).
  */
 export type Matrix = DenseMatrix | QuantizedMatrix | CodedMatrix;
+
+/**
+ * A `[rows][cols]` weight matrix as integer codes: `w[r][c] = scales[r·G + g] · (codes[r·cols + c] −
+ * zero)` with `g = floor(c / groupSize)` and `zero = zeros[r·G + g]` (asymmetric) or `2^(bits−1)`.
+ */
+export interface QuantizedMatrix extends QuantizedBase {
+  kind: "int";
+  bits: number;
+  /** Effective group size in columns (equals `cols` for per-channel); the last group may be short. */
+  groupSize: number;
+  symmetric: boolean;
+  /** One unsigned code per weight, `0 … 2^bits − 1`. */
+  codes: Uint8Array;
+  /** `rows × groupsPerRow` scales, each exactly representable in `scaleDtype`. */
+  scales: Float32Array;
+  /** `rows × groupsPerRow` integer zero points; null when symmetric. */
+  zeros: Uint8Array | null;
+  /** Type the scales are rounded to and stored as (default f16). */
+  scaleDtype?: ScaleDtype;
+  /**
+   * One scale (and zero point) for the whole matrix, repeated in every row's entry so rows decode
+   * alike; storage counts it once. Default false.
+   */
+  perTensor?: boolean;
+}
+
+/** How a scale is stored. */
+export type ScaleDtype = "f16" | "bf16" | "f32";
+
+/** KV-cache settings of a format (`kv_cache: { format, group, residual }`). */
+export interface KvCacheSettings {
+  /** Element format of cached keys and values: `int8`, `int4`, `int3`, `int2`, `fp8`, `fp8_e5m2`. */
+  format: string;
+  /**
+   * Tokens per key group and channels per value group; 0 means one key group per block of
+   * `residual` tokens and one value group per head.
+   */
+  group: number;
+  /** Most recent tokens kept in full precision. */
+  residual: number;
+}
+
+/** What quantization a model applies at run time. */
+export interface RuntimeQuantization {
+  /** Element format of the per-token dynamic quantization of every transformer linear's input. */
+  activations?: string;
+  kvCache?: KvCacheSettings;
+}
 
 /** Weights of one transformer block. Linear weights are `[out][in]`. */
 export interface LayerWeights {

@@ -24,21 +24,27 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Backend, BackendOps } from "./backend.ts";
-import { cpuOps } from "./cpu/backend.ts";
-import { cpuBackend } from "./cpu/backend.ts";
-import { dense, type LlamaModel, type Matrix, type Tokenizer } from "../harness/models/model.ts";
-import { quantizeInt } from "./formats/int.ts";
-import type { ScaleDtype } from "./formats/scale_dtype.ts";
-import { rowCodecs } from "./formats/codecs.ts";
-import { encodeMatrix } from "./formats/row_codecs.ts";
-import { hasShared, sharedPath } from "../harness/shared.ts";
-import { loadLlama2c } from "../harness/models/llama2c.ts";
-import { rtn } from "../harness/methods/rtn.ts";
-import type { FormatSpec } from "../harness/suite/types.ts";
-import { parseSuite } from "../harness/suite/load.ts";
-import { runSuite } from "../harness/runner/run.ts";
-import { registerOnly, SLOW_ADAPTER_SUBSET, slowAdapterReason } from "./webgpu/test_gate.ts";
+import type { Backend, BackendOps } from "../kernels/backend.ts";
+import { cpuOps } from "../kernels/cpu/backend.ts";
+import { cpuBackend } from "../kernels/cpu/backend.ts";
+import { dense, type LlamaModel, type Matrix, type Tokenizer } from "../core/model.ts";
+import { quantizeInt } from "../kernels/formats/int.ts";
+import type { ScaleDtype } from "../core/model.ts";
+import { pseudoRandom, relativeError } from "../core/test_values.ts";
+
+import { rowCodecs } from "../kernels/formats/codecs.ts";
+import { encodeMatrix } from "../kernels/formats/row_codecs.ts";
+import { hasShared, sharedPath } from "../core/shared.ts";
+import { loadLlama2c } from "./models/llama2c.ts";
+import { rtn } from "./methods/rtn.ts";
+import type { FormatSpec } from "../core/suite_types.ts";
+import { parseSuite } from "./suite/load.ts";
+import { runSuite } from "./runner/run.ts";
+import {
+  registerOnly,
+  SLOW_ADAPTER_SUBSET,
+  slowAdapterReason,
+} from "../kernels/webgpu/test_gate.ts";
 
 /** Which parts of the suite to register. */
 export interface ConformanceOptions {
@@ -52,38 +58,9 @@ export interface ConformanceOptions {
   maxSeqLen?: number;
 }
 
-/** `‖a − b‖∞ / ‖ref‖∞`, with NaN where the arrays disagree on non-finite values. */
-export function relativeError(actual: Float32Array, ref: Float32Array): number {
-  assert.equal(actual.length, ref.length, "output length");
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < ref.length; i++) {
-    const a = actual[i]!;
-    const b = ref[i]!;
-    if (!Number.isFinite(b)) {
-      if (!Object.is(a, b) && !(Number.isNaN(a) && Number.isNaN(b))) return NaN;
-      continue;
-    }
-    diff = Math.max(diff, Math.abs(a - b));
-    scale = Math.max(scale, Math.abs(b));
-  }
-  return scale === 0 ? diff : diff / scale;
-}
-
 function assertClose(actual: Float32Array, ref: Float32Array, tol: number, what: string): void {
   const err = relativeError(actual, ref);
   assert.ok(err <= tol, `${what}: relative error ${err} exceeds ${tol}`);
-}
-
-/** Deterministic values in [-0.5, 0.5) (a 32-bit LCG, so fixtures need no files). */
-export function pseudoRandom(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
 }
 
 /** Integer layouts covered: bits, group (0 per channel, -1 per tensor), symmetric, scale type. */

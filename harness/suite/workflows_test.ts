@@ -8,8 +8,8 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import { parse } from "yaml";
-import { hasShared, REPO_ROOT } from "../harness/shared.ts";
-import { loadSuite } from "../harness/suite/load.ts";
+import { hasShared, REPO_ROOT } from "../../core/shared.ts";
+import { loadSuite } from "./load.ts";
 
 type Step = { uses?: string; run?: string; with?: Record<string, unknown>; env?: object };
 type Job = {

@@ -6,6 +6,8 @@
  * @module
  */
 
+import type { QuantizedBase } from "./matrix.ts";
+
 /** A codec for one row of a matrix. Rows are encoded independently. */
 export interface RowCodec {
   /** Registry name, e.g. `q4_0`, `mxfp4`, `nvfp4`, `fp8_e4m3`. */
@@ -27,13 +29,14 @@ export interface RowCodec {
   tensorScale(data: Float32Array): number;
 }
 
-/** A `[rows][cols]` matrix whose rows are encoded with a {@linkcode RowCodec}. */
-export interface CodedMatrix {
+/**
+ * A `[rows][cols]` matrix whose rows are encoded with a {@linkcode RowCodec}; the format module
+ * that owns the codec decodes it, reading any side tensors it needs from `sides`.
+ */
+export interface CodedMatrix extends QuantizedBase {
   kind: "coded";
   /** The codec's registry name. */
   codec: string;
-  rows: number;
-  cols: number;
   /** Bytes per encoded row. */
   rowBytes: number;
   /** `rows × rowBytes` bytes. */

@@ -1,0 +1,116 @@
+/**
+ * Greedy generation with the KV cache: one forward pass over the prompt (prefill), then one pass
+ * per new token (decode), each time taking the most likely next token (the first on ties).
+ *
+ * @module
+ */
+import type { ModelRunner } from "../../kernels/backend.ts";
+import type { Tokenizer } from "../../core/model.ts";
+import {
+  ContextOverflowError,
+  type GenerateRequest,
+  type Generation,
+  type GenerationTiming,
+  type TimingRequest,
+} from "./engine.ts";
+import { argmaxRow } from "../tasks/nll.ts";
+
+/** Generates greedily from `request.prompt` within a context of `maxSeqLen` tokens. */
+export async function greedyGenerate(
+  runner: ModelRunner,
+  tokenizer: Tokenizer,
+  request: GenerateRequest,
+  maxSeqLen: number,
+): Promise<Generation> {
+  const { prompt } = request;
+  if (prompt.length === 0) throw new RangeError("Generation needs a non-empty prompt");
+  if (prompt.length >= maxSeqLen) {
+    throw new ContextOverflowError(
+      `Prompt of ${prompt.length} tokens leaves no room in the context of ${maxSeqLen}`,
+    );
+  }
+  const stopIds = new Set(request.stopIds ?? [tokenizer.eosId]);
+  const t0 = performance.now();
+  runner.reset();
+  let logits = await runner.forward(prompt, 0);
+  const prefillMs = performance.now() - t0;
+  let next = argmaxRow(logits, logits.length / prompt.length, prompt.length - 1);
+  const firstTokenMs = performance.now() - t0;
+  const ids: number[] = [];
+  let text = "";
+  let pos = prompt.length;
+  let decodeMs = 0;
+  let decodeSteps = 0;
+  let stopReason: Generation["stopReason"];
+  for (;;) {
+    if (stopIds.has(next)) {
+      stopReason = "eos";
+      break;
+    }
+    ids.push(next);
+    text = tokenizer.decode(ids);
+    const cut = untilCut(text, request.until);
+    if (cut >= 0) {
+      text = text.slice(0, cut);
+      stopReason = "until";
+      break;
+    }
+    if (request.stop?.(text)) {
+      stopReason = "stop";
+      break;
+    }
+    if (ids.length >= request.maxTokens) {
+      stopReason = "max_tokens";
+      break;
+    }
+    if (pos >= maxSeqLen) {
+      stopReason = "context";
+      break;
+    }
+    const t = performance.now();
+    logits = await runner.forward([next], pos++);
+    next = argmaxRow(logits, logits.length, 0);
+    decodeMs += performance.now() - t;
+    decodeSteps++;
+  }
+  return {
+    ids,
+    text,
+    stopReason,
+    promptTokens: prompt.length,
+    prefillMs,
+    firstTokenMs,
+    decodeMs,
+    decodeSteps,
+  };
+}
+
+/** Where the first of the `until` strings starts in `text`, or −1 when none occurs. */
+function untilCut(text: string, until: readonly string[] | undefined): number {
+  let cut = -1;
+  for (const s of until ?? []) {
+    const at = text.indexOf(s);
+    if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+  }
+  return cut;
+}
+
+/** Times a `llama-bench`-style run (see {@linkcode TimingRequest}). */
+export async function timeGeneration(
+  runner: ModelRunner,
+  request: TimingRequest,
+): Promise<GenerationTiming> {
+  const { prompt, newTokens } = request;
+  runner.reset();
+  const t0 = performance.now();
+  let logits = await runner.forward(prompt, 0);
+  const t1 = performance.now();
+  let next = argmaxRow(logits, logits.length / prompt.length, prompt.length - 1);
+  const t2 = performance.now();
+  for (let g = 0; g < newTokens; g++) {
+    logits = await runner.forward([next], prompt.length + g);
+    next = argmaxRow(logits, logits.length, 0);
+  }
+  const t3 = performance.now();
+  return { prefillMs: t1 - t0, firstTokenMs: t2 - t0, decodeMs: t3 - t2 };
+}

@@ -1,0 +1,185 @@
+/**
+ * The in-process engine: a {@linkcode LlamaModel} loaded onto one of this program's backends (CPU
+ * or WebGPU), answering every request with forward passes of its {@linkcode ModelRunner}. It has
+ * every capability: full logits, generation, timing of its kernels, the weights' size.
+ *
+ * @module
+ */
+import type { ChatMessage, LlamaModel } from "../../core/model.ts";
+import type { ModelRunner } from "../../kernels/backend.ts";
+import { backends } from "../../kernels/registry.ts";
+import type {
+  ChatPrompt,
+  Engine,
+  EngineInfo,
+  GenerateRequest,
+  Generation,
+  GenerationTiming,
+  LoglikelihoodRequest,
+  LoglikelihoodResult,
+  RollingRequest,
+  RollingResult,
+  TimingRequest,
+  TokenWindow,
+} from "./engine.ts";
+import { chatPrompt } from "./chat.ts";
+import { greedyGenerate, timeGeneration } from "./generate.ts";
+import { modelBytes } from "./model_bytes.ts";
+import { argmaxRow, tokenNll } from "../tasks/nll.ts";
+import { rollingWindows } from "../tasks/windows.ts";
+
+/** The id of the in-process engine on a backend (see {@linkcode EngineInfo.id}). */
+export function inProcessEngineId(backend: string): string {
+  return `in_process/${backend}`;
+}
+
+/** Thrown for a log-likelihood request that scores nothing. */
+export class EmptyContinuationError extends Error {
+  override name = "EmptyContinuationError";
+}
+
+/** An engine over a model and its runner on a backend of this process. */
+export class InProcessEngine implements Engine {
+  readonly #model: LlamaModel;
+  readonly #runner: ModelRunner;
+  readonly #info: EngineInfo;
+
+  /** `backend` names the backend the runner belongs to (for the engine's id). */
+  constructor(model: LlamaModel, runner: ModelRunner, backend: string) {
+    this.#model = model;
+    this.#runner = runner;
+    const { config, tokenizer } = model;
+    this.#info = {
+      id: inProcessEngineId(backend),
+      vocabSize: config.vocabSize,
+      maxSeqLen: config.maxSeqLen,
+      bosId: tokenizer.bosId,
+      eosId: tokenizer.eosId,
+      addBos: tokenizer.addBos,
+      loglikelihood: true,
+      distributions: { kind: "full" },
+      generation: true,
+      chatTemplate: tokenizer.chat !== undefined,
+      timing: true,
+      weightBytes: modelBytes(model),
+      // The WebGPU runner lists the matrices it decoded to f32 on load.
+      fallbacks: [...(runner.fallbackFormats ?? [])],
+    };
+  }
+
+  /** Loads `model` onto the named backend. */
+  static async load(model: LlamaModel, backend: string): Promise<InProcessEngine> {
+    return new InProcessEngine(model, await backends.get(backend).load(model), backend);
+  }
+
+  info(): EngineInfo {
+    return this.#info;
+  }
+
+  tokenize(text: string): number[] {
+    return this.#model.tokenizer.encode(text);
+  }
+
+  detokenize(ids: readonly number[]): string {
+    return this.#model.tokenizer.decode(ids);
+  }
+
+  chat(messages: readonly ChatMessage[], tools?: readonly unknown[]): ChatPrompt {
+    return chatPrompt(this.#model.tokenizer, messages, tools);
+  }
+
+  async loglikelihood(requests: readonly LoglikelihoodRequest[]): Promise<LoglikelihoodResult[]> {
+    const vocab = this.#model.config.vocabSize;
+    const out: LoglikelihoodResult[] = [];
+    for (const request of requests) {
+      const window = "input" in request ? request : this.#textWindow(request);
+      this.#runner.reset();
+      const logits = await this.#runner.forward(window.input, 0);
+      const tokenLogprobs: number[] = [];
+      let logprob = 0;
+      let isGreedy = true;
+      for (const [k, target] of window.targets.entries()) {
+        const row = window.offset + k;
+        const lp = -tokenNll(logits, vocab, row, target);
+        tokenLogprobs.push(lp);
+        logprob += lp;
+        if (argmaxRow(logits, vocab, row) !== target) isGreedy = false;
+      }
+      out.push({ logprob, isGreedy, tokenLogprobs });
+    }
+    return out;
+  }
+
+  /**
+   * lm-evaluation-harness's encoding of a (context, continuation) pair: the continuation is what
+   * the whole text encodes to after the context's tokens; BOS goes first when the tokenizer adds
+   * one or the context is empty.
+   */
+  #textWindow(pair: { context: string; continuation: string }): TokenWindow {
+    const { tokenizer } = this.#model;
+    const context = tokenizer.encode(pair.context);
+    const continuation = tokenizer.encode(pair.context + pair.continuation).slice(context.length);
+    if (continuation.length === 0) {
+      throw new EmptyContinuationError(
+        `Continuation ${JSON.stringify(pair.continuation)} after ${
+          JSON.stringify(pair.context)
+        } encodes to no tokens`,
+      );
+    }
+    const prefix = tokenizer.addBos !== false || context.length === 0 ? [tokenizer.bosId] : [];
+    const all = [...prefix, ...context, ...continuation];
+    return {
+      input: all.slice(0, -1),
+      offset: prefix.length + context.length - 1,
+      targets: continuation,
+    };
+  }
+
+  async loglikelihoodRolling(requests: readonly RollingRequest[]): Promise<RollingResult[]> {
+    const { tokenizer, config } = this.#model;
+    const out: RollingResult[] = [];
+    for (const { text, maxLength } of requests) {
+      const tokens = tokenizer.encode(text);
+      let logprob = 0;
+      let windows = 0;
+      for (const window of rollingWindows(tokens, tokenizer.bosId, maxLength)) {
+        this.#runner.reset();
+        const logits = await this.#runner.forward(window.input, 0);
+        for (const [k, target] of window.targets.entries()) {
+          logprob -= tokenNll(logits, config.vocabSize, window.offset + k, target);
+        }
+        windows++;
+      }
+      out.push({ logprob, tokens: tokens.length, windows });
+    }
+    return out;
+  }
+
+  async generateUntil(requests: readonly GenerateRequest[]): Promise<Generation[]> {
+    const out: Generation[] = [];
+    for (const request of requests) {
+      out.push(
+        await greedyGenerate(
+          this.#runner,
+          this.#model.tokenizer,
+          request,
+          this.#model.config.maxSeqLen,
+        ),
+      );
+    }
+    return out;
+  }
+
+  logits(input: readonly number[]): Promise<Float32Array> {
+    this.#runner.reset();
+    return this.#runner.forward(input, 0);
+  }
+
+  timeGeneration(request: TimingRequest): Promise<GenerationTiming> {
+    return timeGeneration(this.#runner, request);
+  }
+
+  dispose(): void {
+    this.#runner.dispose();
+  }
+}

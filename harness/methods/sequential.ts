@@ -1,0 +1,229 @@
+/**
+ * The one layer loop of every weight quantization method: the blocks are quantized in order,
+ * each from the activations its quantized predecessors produce, and what a block contains comes
+ * from its description (`core/graph.ts`), never from the method.
+ *
+ * With calibration windows, their token embeddings are the hidden states at the input of layer
+ * 0; for each layer the block's steps run over every window and the input of each group of
+ * linears sharing an input (`linearGroups`: `[wq, wk, wv]`, `[wo]`, `[w1, w3]`, `[w2]` for
+ * Llama) is captured and handed to the method, which returns quantized weights; then the windows
+ * go through the block to the next layer. A {@linkcode SequentialMethod} is one of two kinds:
+ *
+ * - `groups`: each group in block order. With `sequential`, a group's inputs come from the block
+ *   whose earlier groups are already quantized (GPTQ's `true_sequential`: the steps resume from
+ *   where the last group's inputs were captured, with the quantized weights); otherwise from the
+ *   float block. The windows then go through the quantized block.
+ * - `layer`: the float block's captures of every group at once (those `taps` selects); the
+ *   method returns the whole quantized layer (it may rescale norms and other linears, as AWQ and
+ *   SmoothQuant do), and the windows go through the float block, as those references do.
+ *
+ * Without windows (calibration-free methods: RTN, HQQ) the `groups` method is called with no
+ * inputs, group by group and layer by layer.
+ *
+ * Memory stays bounded by one layer: the hidden states of all windows at the current layer's
+ * input, the values of the current block that later steps still read, and the captures.
+ *
+ * @module
+ */
+import type { BlockStep, BlockValue, NormName } from "../../core/graph.ts";
+import {
+  BLOCK_OUTPUT,
+  blockShape,
+  blockSteps,
+  linearGroups,
+  linearInputs,
+  stepInputs,
+} from "../../core/graph.ts";
+import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../../core/model.ts";
+import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
+import { CalibrationBlock, embed, MemoryMeter } from "./calibration.ts";
+
+/** Thrown when a method asks the driver for what it cannot do. */
+export class SequentialCalibrationError extends Error {
+  override name = "SequentialCalibrationError";
+}
+
+/** Linears of a block that share an input: a unit of sequential quantization. */
+export interface LinearGroup {
+  /** The linears, in block order. */
+  names: LinearName[];
+  /** Their common input: the tap point where calibration captures it. */
+  input: BlockValue;
+}
+
+/** What a method sees of the layer it quantizes. */
+export interface LayerContext {
+  /** Index of the layer in the model. */
+  index: number;
+  /** The layer's weights as the model has them. */
+  original: LayerWeights;
+  /** The layer's steps. */
+  steps: BlockStep[];
+  /** Its groups of linears, in block order. */
+  groups: LinearGroup[];
+  /** Runs (parts of) the block over calibration windows. */
+  block: CalibrationBlock;
+  /** Counts what the method holds, for `quantize_peak_bytes`. */
+  meter: MemoryMeter;
+}
+
+/** How a method quantizes the layers (see the module notes). */
+export type SequentialMethod =
+  | {
+    kind: "groups";
+    /** Whether a group's inputs come from the block with its earlier groups quantized. */
+    sequential: boolean;
+    /** The quantized weights of `group`, given its inputs on every window (none without). */
+    quantizeGroup(
+      group: LinearGroup,
+      inputs: Float32Array[] | undefined,
+      layer: LayerContext,
+    ): Partial<Record<LinearName, Matrix>>;
+  }
+  | {
+    kind: "layer";
+    /** Which groups' inputs to capture (default all). */
+    taps?(group: LinearGroup, layer: LayerContext): boolean;
+    /** The quantized layer, given the float block's captures by tap point. */
+    quantizeLayer(
+      captures: Map<BlockValue, Float32Array[]>,
+      layer: LayerContext,
+    ): LayerWeights;
+  };
+
+/** The groups of linears of a block's steps, each with its input. */
+export function groupsOf(steps: readonly BlockStep[]): LinearGroup[] {
+  const inputs = linearInputs(steps);
+  return linearGroups(steps).map((names) => ({ names, input: inputs.get(names[0]!)! }));
+}
+
+/** Copies of the RMSNorm weights the steps use, for methods that fold scales into them. */
+export function normCopies(
+  steps: readonly BlockStep[],
+  layer: LayerWeights,
+): Record<NormName, Float32Array> {
+  return Object.fromEntries(
+    steps.flatMap((s) => s.op === "rmsnorm" ? [[s.weight, layer[s.weight].slice()]] : []),
+  ) as Record<NormName, Float32Array>;
+}
+
+/** The index of the first step of `steps` that reads `value` (the first linear of its group). */
+export function firstReader(steps: readonly BlockStep[], value: BlockValue): number {
+  return steps.findIndex((s) => stepInputs(s).includes(value));
+}
+
+/**
+ * The model's layers quantized by `method`, over the token `windows` (hidden states start as
+ * their embeddings), or without calibration when `windows` is undefined. Yields to the event
+ * loop between layers (so a worker can deliver progress).
+ */
+export async function quantizeLayers(
+  model: LlamaModel,
+  method: SequentialMethod,
+  windows: number[][] | undefined,
+  meter: MemoryMeter = new MemoryMeter(),
+): Promise<LayerWeights[]> {
+  if (method.kind === "layer" && windows === undefined) {
+    throw new SequentialCalibrationError(
+      `A "layer" method quantizes from the block's captures and needs calibration windows`,
+    );
+  }
+  const block = new CalibrationBlock(model.config);
+  let hidden = windows && embed(model, windows);
+  if (hidden) meter.hold(hidden);
+  const layers: LayerWeights[] = [];
+  for (const [index, original] of model.weights.layers.entries()) {
+    const steps = blockSteps(blockShape(original));
+    const layer: LayerContext = {
+      index,
+      original,
+      steps,
+      groups: groupsOf(steps),
+      block,
+      meter,
+    };
+    const { weights, next } = method.kind === "groups"
+      ? quantizeGroups(method, layer, hidden)
+      : quantizeLayer(method, layer, hidden!);
+    if (hidden && next) {
+      meter.release(hidden.reduce((n, x) => n + x.byteLength, 0));
+      meter.hold(next);
+      hidden = next;
+    }
+    layers.push(weights);
+    await Promise.resolve();
+  }
+  return layers;
+}
+
+/** A `groups` method over one layer; the windows' values at its output when there are windows. */
+function quantizeGroups(
+  method: Extract<SequentialMethod, { kind: "groups" }>,
+  layer: LayerContext,
+  hidden: Float32Array[] | undefined,
+): { weights: LayerWeights; next?: Float32Array[] } {
+  const { original, steps, block, meter } = layer;
+  const weights: LayerWeights = { ...original };
+  if (hidden === undefined) {
+    for (const group of layer.groups) {
+      Object.assign(weights, method.quantizeGroup(group, undefined, layer));
+    }
+    return { weights };
+  }
+  const dim = block.config.dim;
+  const values: BlockValues[] = hidden.map((x) => new Map([["x", x]]));
+  // Steps up to `done` have run over every window's values.
+  let done = 0;
+  for (const group of layer.groups) {
+    const start = firstReader(steps, group.input);
+    const source = method.sequential ? weights : original;
+    values.forEach((v, i) =>
+      block.run(steps, source, v, hidden[i]!.length / dim, { from: done, to: start })
+    );
+    done = start;
+    // Counted: every value the windows hold besides their input (already counted as hidden).
+    const held = meter.hold(
+      values.flatMap((v) => [...v].flatMap(([k, x]) => k === "x" ? [] : [x])),
+    );
+    const inputs = values.map((v) => v.get(group.input)!);
+    Object.assign(weights, method.quantizeGroup(group, inputs, layer));
+    meter.release(held);
+    dropUnread(steps, done, values);
+  }
+  // Without `sequential` the values came from the float block: the quantized one starts over.
+  const next = values.map((v, i) => {
+    const x = hidden[i]!;
+    const resumed: BlockValues = method.sequential ? v : new Map([["x", x]]);
+    block.run(steps, weights, resumed, x.length / dim, { from: method.sequential ? done : 0 });
+    return resumed.get(BLOCK_OUTPUT)!;
+  });
+  return { weights, next };
+}
+
+/** Forgets the values no step from `from` on reads. */
+function dropUnread(steps: readonly BlockStep[], from: number, values: BlockValues[]): void {
+  const read = new Set(steps.slice(from).flatMap(stepInputs));
+  for (const v of values) for (const name of [...v.keys()]) if (!read.has(name)) v.delete(name);
+}
+
+/** A `layer` method over one layer; the float block's values at its output. */
+function quantizeLayer(
+  method: Extract<SequentialMethod, { kind: "layer" }>,
+  layer: LayerContext,
+  hidden: Float32Array[],
+): { weights: LayerWeights; next: Float32Array[] } {
+  const { original, steps, block, meter } = layer;
+  const tapped = layer.groups.filter((g) => method.taps?.(g, layer) ?? true).map((g) => g.input);
+  const captures = new Map<BlockValue, Float32Array[]>(tapped.map((name) => [name, []]));
+  const next = hidden.map((x) => {
+    const v: BlockValues = new Map([["x", x]]);
+    block.run(steps, original, v, x.length / block.config.dim);
+    for (const [name, list] of captures) list.push(v.get(name)!);
+    return v.get(BLOCK_OUTPUT)!;
+  });
+  // The next layer's input is held while the method works, as are the captures.
+  const held = meter.hold([...captures.values()].flat(), next);
+  const weights = method.quantizeLayer(captures, layer);
+  meter.release(held);
+  return { weights, next };
+}

@@ -1,0 +1,437 @@
+/**
+ * Reverse-mode differentiation of the decoder, in float64 on the CPU: a forward pass that
+ * interprets the block's steps (`core/graph.ts`: `blockSteps`) and records, for each step, a
+ * closure that turns the gradient of its output into gradients of its inputs and parameters; the
+ * backward pass runs those closures in reverse.
+ *
+ * What is differentiable, w.r.t. which parameters (names as {@linkcode parameters} lists them):
+ * - the token embedding (`tokenEmbedding`; a scatter-add, plus the classifier's gradient when the
+ *   model ties them), every RMSNorm weight (`layers.L.attnNorm`, `ffnNorm`, `qNorm`, `kNorm`,
+ *   `finalNorm`), every linear's weight (`layers.L.wq` … `w3`, `output` when untied) and bias
+ *   (`bq`, `bk`, `bv`, `bo`);
+ * - RoPE (both pairings, any frequency scaling; the angles are constants), causal grouped-query
+ *   attention over the sequence (positions `0 .. T−1`, no KV cache), SwiGLU, the residual adds;
+ * - a fake-quantized linear (`fake_quant.ts`): the weight through the straight-through estimator,
+ *   its scales (`….scales`, LSQ) and its optional per-input-channel factor (`….channel`);
+ * - the losses of `grad_ops.ts`: cross-entropy on targets, KL divergence to a teacher's logits.
+ *
+ * Not differentiable here: quantized (`int`, `coded`) matrices of a loaded model (convert to dense
+ * and fake-quantize instead), run-time activation and KV-cache quantization, the zero points.
+ *
+ * @example
+ * ```ts
+ * declare const model: import("../../core/model.ts").LlamaModel;
+ * const params = trainParams(model);
+ * const tokens = [1, 5, 9, 2];
+ * const { loss, gradients } = lossAndGradients(model.config, params, tokens, {
+ *   kind: "cross_entropy",
+ *   targets: [5, 9, 2, -1],
+ * });
+ * gradients.get("layers.0.attnNorm"); // ∂loss/∂(first attention norm weight)
+ * ```
+ *
+ * @module
+ */
+import type { BlockShape, BlockStep, BlockValue } from "../../core/graph.ts";
+import { BLOCK_OUTPUT, blockSteps } from "../../core/graph.ts";
+import type { LinearName, LlamaConfig, LlamaModel, Matrix } from "../../core/model.ts";
+import { LINEAR_NAMES } from "../../core/model.ts";
+import { ropeInverseFrequencies } from "../../core/rope.ts";
+import {
+  attentionBackward,
+  attentionForward,
+  crossEntropy,
+  embeddingBackward,
+  embeddingForward,
+  klToTeacher,
+  linearBackward,
+  linearForward,
+  type LossGrad,
+  rmsnormBackward,
+  rmsnormForward,
+  ropeApply,
+  ropeRotation,
+  type Rotation,
+  swigluBackward,
+  swigluForward,
+} from "./grad_ops.ts";
+import {
+  type FakeQuant,
+  type FakeQuantConfig,
+  fakeQuantLinear,
+  initFakeQuant,
+} from "./fake_quant.ts";
+
+/** A linear's trainable weight `[rows = out][cols = in]`, optionally fake-quantized. */
+export interface TrainLinear {
+  rows: number;
+  cols: number;
+  w: Float64Array;
+  quant?: FakeQuant;
+}
+
+/** A block's trainable parameters (see `LayerWeights`). */
+export interface TrainLayer {
+  attnNorm: Float64Array;
+  ffnNorm: Float64Array;
+  wq: TrainLinear;
+  wk: TrainLinear;
+  wv: TrainLinear;
+  wo: TrainLinear;
+  w1: TrainLinear;
+  w2: TrainLinear;
+  w3: TrainLinear;
+  bq?: Float64Array;
+  bk?: Float64Array;
+  bv?: Float64Array;
+  bo?: Float64Array;
+  qNorm?: Float64Array;
+  kNorm?: Float64Array;
+}
+
+/** A model's trainable parameters in float64. */
+export interface TrainParams {
+  tokenEmbedding: Float64Array;
+  layers: TrainLayer[];
+  finalNorm: Float64Array;
+  /** The classifier; absent when tied to the token embedding. */
+  output?: TrainLinear;
+}
+
+/** What the loss compares the logits with. */
+export type Objective =
+  /** Mean cross-entropy on `targets` (one per token; a negative target ignores its row). */
+  | { kind: "cross_entropy"; targets: ArrayLike<number> }
+  /** Mean KL(teacher ‖ model) over rows, from the teacher's `[T][vocab]` logits. */
+  | { kind: "kl"; teacher: ArrayLike<number> };
+
+/** The architecture fields the pass needs. */
+export type TrainConfig = Pick<
+  LlamaConfig,
+  | "dim"
+  | "nHeads"
+  | "nKvHeads"
+  | "headDim"
+  | "vocabSize"
+  | "normEps"
+  | "ropeTheta"
+  | "ropeStyle"
+  | "ropeScaling"
+>;
+
+/** Thrown for a model the backward pass cannot train as it is. */
+export class TrainModelError extends Error {
+  override name = "TrainModelError";
+}
+
+/**
+ * A model's weights as float64 trainable parameters. Linear weights must be dense; `quant` picks
+ * the linears to fake-quantize (`initFakeQuant`), by layer and name.
+ */
+export function trainParams(
+  model: LlamaModel,
+  quant?: (layer: number, name: LinearName) => FakeQuantConfig | undefined,
+): TrainParams {
+  const w = model.weights;
+  const f64 = (a: Float32Array) => Float64Array.from(a);
+  const linear = (m: Matrix, what: string, config?: FakeQuantConfig): TrainLinear => {
+    if (m.kind !== "dense") {
+      throw new TrainModelError(`Weight ${what} is ${m.kind}-quantized; training needs dense`);
+    }
+    const lin: TrainLinear = { rows: m.rows, cols: m.cols, w: f64(m.data) };
+    if (config) lin.quant = initFakeQuant(lin.w, m.rows, m.cols, config);
+    return lin;
+  };
+  const layers = w.layers.map((layer, l) => {
+    const out: Partial<TrainLayer> = { attnNorm: f64(layer.attnNorm), ffnNorm: f64(layer.ffnNorm) };
+    for (const name of LINEAR_NAMES) {
+      out[name] = linear(layer[name], `layers.${l}.${name}`, quant?.(l, name));
+    }
+    for (const name of ["bq", "bk", "bv", "bo", "qNorm", "kNorm"] as const) {
+      const v = layer[name];
+      if (v) out[name] = f64(v);
+    }
+    return out as TrainLayer;
+  });
+  const params: TrainParams = {
+    tokenEmbedding: f64(w.tokenEmbedding),
+    layers,
+    finalNorm: f64(w.finalNorm),
+  };
+  if (!w.tiedEmbeddings) params.output = linear(w.output, "output");
+  return params;
+}
+
+/** Every trainable tensor by name (`tokenEmbedding`, `layers.0.wq`, `layers.0.wq.scales`, …). */
+export function parameters(params: TrainParams): Map<string, Float64Array> {
+  const out = new Map<string, Float64Array>();
+  const linear = (name: string, lin: TrainLinear) => {
+    out.set(name, lin.w);
+    if (lin.quant) out.set(`${name}.scales`, lin.quant.scales);
+    if (lin.quant?.channel) out.set(`${name}.channel`, lin.quant.channel);
+  };
+  out.set("tokenEmbedding", params.tokenEmbedding);
+  params.layers.forEach((layer, l) => {
+    const p = `layers.${l}.`;
+    out.set(p + "attnNorm", layer.attnNorm);
+    out.set(p + "ffnNorm", layer.ffnNorm);
+    for (const name of LINEAR_NAMES) linear(p + name, layer[name]);
+    for (const name of ["bq", "bk", "bv", "bo", "qNorm", "kNorm"] as const) {
+      const v = layer[name];
+      if (v) out.set(p + name, v);
+    }
+  });
+  out.set("finalNorm", params.finalNorm);
+  if (params.output) linear("output", params.output);
+  return out;
+}
+
+/** The block shape of a layer's parameters, for `blockSteps`. */
+function shapeOf(layer: TrainLayer): BlockShape {
+  if ((layer.qNorm === undefined) !== (layer.kNorm === undefined)) {
+    throw new TrainModelError("A layer has one of qNorm and kNorm; it needs both or neither");
+  }
+  return {
+    biases: {
+      bq: layer.bq !== undefined,
+      bk: layer.bk !== undefined,
+      bv: layer.bv !== undefined,
+      bo: layer.bo !== undefined,
+    },
+    qkNorm: layer.qNorm !== undefined,
+  };
+}
+
+/** Gradients of named activations during the backward pass, summed over their readers. */
+class ValueGrads {
+  readonly #grads = new Map<BlockValue, Float64Array>();
+
+  /** Removes and returns the gradient of `name` (undefined when nothing read it). */
+  take(name: BlockValue): Float64Array | undefined {
+    const g = this.#grads.get(name);
+    this.#grads.delete(name);
+    return g;
+  }
+
+  add(name: BlockValue, g: Float64Array): void {
+    const sum = this.#grads.get(name);
+    if (sum === undefined) this.#grads.set(name, g.slice());
+    else for (let i = 0; i < g.length; i++) sum[i]! += g[i]!;
+  }
+}
+
+/** The parts of one pass every step needs. */
+interface Pass {
+  config: TrainConfig;
+  rotation: Rotation;
+  /** Gradients of the parameters, by {@linkcode parameters} name. */
+  grads: Map<string, Float64Array>;
+}
+
+/**
+ * A linear (dense or fake-quantized, with bias) forward; returns the output and the backward,
+ * which adds the parameter gradients under `name` and returns the input gradient.
+ */
+function linearPass(
+  pass: Pass,
+  x: Float64Array,
+  lin: TrainLinear,
+  name: string,
+  bias?: { value: Float64Array; name: string },
+): { y: Float64Array; back: (dy: Float64Array) => Float64Array } {
+  const { rows, cols, quant } = lin;
+  if (quant) {
+    const { y, back } = fakeQuantLinear(x, lin.w, rows, cols, quant, bias?.value);
+    return {
+      y,
+      back: (dy) => {
+        const g = back(dy, bias && pass.grads.get(bias.name));
+        addInto(pass.grads.get(name)!, g.dw);
+        addInto(pass.grads.get(`${name}.scales`)!, g.dscales);
+        if (g.dchannel) addInto(pass.grads.get(`${name}.channel`)!, g.dchannel);
+        return g.dx;
+      },
+    };
+  }
+  const y = linearForward(x, lin.w, rows, cols, bias?.value);
+  const back = (dy: Float64Array) =>
+    linearBackward(
+      dy,
+      x,
+      lin.w,
+      rows,
+      cols,
+      pass.grads.get(name),
+      bias && pass.grads.get(bias.name),
+    );
+  return { y, back };
+}
+
+/** `sum += g`, elementwise. */
+function addInto(sum: Float64Array, g: Float64Array): void {
+  for (let i = 0; i < g.length; i++) sum[i]! += g[i]!;
+}
+
+/** Runs one block's steps forward on `x`; returns the output and pushes backward closures. */
+function blockForward(
+  pass: Pass,
+  layer: TrainLayer,
+  l: number,
+  steps: readonly BlockStep[],
+  x: Float64Array,
+  tape: (() => void)[],
+  grads: ValueGrads,
+): Float64Array {
+  const { config: c } = pass;
+  const values = new Map<BlockValue, Float64Array>([["x", x]]);
+  const get = (name: BlockValue) => values.get(name)!;
+  const param = (name: string) => `layers.${l}.${name}`;
+  for (const step of steps) {
+    switch (step.op) {
+      case "rmsnorm":
+      case "head_rmsnorm": {
+        const input = step.op === "rmsnorm" ? step.input : step.value;
+        const output = step.op === "rmsnorm" ? step.output : step.value;
+        const weight = layer[step.weight]!;
+        const xin = get(input);
+        const { y, inv } = rmsnormForward(xin, weight, c.normEps);
+        values.set(output, y);
+        tape.push(() => {
+          const dy = grads.take(output);
+          const dw = pass.grads.get(param(step.weight))!;
+          if (dy) grads.add(input, rmsnormBackward(dy, xin, weight, inv, dw));
+        });
+        break;
+      }
+      case "linear": {
+        const bias = step.bias && { value: layer[step.bias]!, name: param(step.bias) };
+        const { y, back } = linearPass(
+          pass,
+          get(step.input),
+          layer[step.weight],
+          param(step.weight),
+          bias,
+        );
+        values.set(step.output, y);
+        tape.push(() => {
+          const dy = grads.take(step.output);
+          if (dy) grads.add(step.input, back(dy));
+        });
+        break;
+      }
+      case "rope": {
+        const heads = step.heads === "query" ? c.nHeads : c.nKvHeads;
+        values.set(
+          step.value,
+          ropeApply(get(step.value), heads, c.headDim, c.ropeStyle, pass.rotation),
+        );
+        tape.push(() => {
+          const dy = grads.take(step.value);
+          if (dy) {
+            grads.add(
+              step.value,
+              ropeApply(dy, heads, c.headDim, c.ropeStyle, pass.rotation, true),
+            );
+          }
+        });
+        break;
+      }
+      case "attention": {
+        const [q, k, v] = [get(step.q), get(step.k), get(step.v)];
+        const { out, p } = attentionForward(q, k, v, c);
+        values.set(step.output, out);
+        tape.push(() => {
+          const dy = grads.take(step.output);
+          if (!dy) return;
+          const { dq, dk, dv } = attentionBackward(dy, q, k, v, p, c);
+          grads.add(step.q, dq);
+          grads.add(step.k, dk);
+          grads.add(step.v, dv);
+        });
+        break;
+      }
+      case "swiglu": {
+        const [gate, up] = [get(step.gate), get(step.up)];
+        values.set(step.output, swigluForward(gate, up));
+        tape.push(() => {
+          const dy = grads.take(step.output);
+          if (!dy) return;
+          const { dgate, dup } = swigluBackward(dy, gate, up);
+          grads.add(step.gate, dgate);
+          grads.add(step.up, dup);
+        });
+        break;
+      }
+      case "add": {
+        const [a, b] = [get(step.a), get(step.b)];
+        values.set(step.output, a.map((v, i) => v + b[i]!));
+        tape.push(() => {
+          const dy = grads.take(step.output);
+          if (!dy) return;
+          grads.add(step.a, dy);
+          grads.add(step.b, dy);
+        });
+        break;
+      }
+    }
+  }
+  return get(BLOCK_OUTPUT);
+}
+
+/** The loss, its gradients by {@linkcode parameters} name, and the logits (`[T][vocab]`). */
+export interface LossAndGradients {
+  loss: number;
+  gradients: Map<string, Float64Array>;
+  logits: Float64Array;
+}
+
+/**
+ * Forward pass over `tokens` (positions `0 .. T−1`), the loss against `objective`, and the
+ * gradient of the loss w.r.t. every parameter.
+ */
+export function lossAndGradients(
+  config: TrainConfig,
+  params: TrainParams,
+  tokens: ArrayLike<number>,
+  objective: Objective,
+): LossAndGradients {
+  const T = tokens.length;
+  const grads = new Map<string, Float64Array>();
+  for (const [name, p] of parameters(params)) grads.set(name, new Float64Array(p.length));
+  const pass: Pass = {
+    config,
+    rotation: ropeRotation(T, ropeInverseFrequencies(config)),
+    grads,
+  };
+  const tape: (() => void)[] = [];
+  const valueGrads = new ValueGrads();
+  let x = embeddingForward(params.tokenEmbedding, config.dim, tokens);
+  params.layers.forEach((layer, l) => {
+    const blockTape: (() => void)[] = [];
+    x = blockForward(pass, layer, l, blockSteps(shapeOf(layer)), x, blockTape, valueGrads);
+    tape.push(() => {
+      for (let i = blockTape.length - 1; i >= 0; i--) blockTape[i]!();
+    });
+  });
+  const { y: xf, inv } = rmsnormForward(x, params.finalNorm, config.normEps);
+  const head = params.output ??
+    { rows: config.vocabSize, cols: config.dim, w: params.tokenEmbedding };
+  const { y: logits, back } = linearPass(
+    pass,
+    xf,
+    head,
+    params.output ? "output" : "tokenEmbedding",
+  );
+  const result: LossGrad = objective.kind === "cross_entropy"
+    ? crossEntropy(logits, config.vocabSize, objective.targets)
+    : klToTeacher(logits, objective.teacher, config.vocabSize);
+
+  let dx = rmsnormBackward(back(result.dlogits), x, params.finalNorm, inv, grads.get("finalNorm")!);
+  for (let l = params.layers.length - 1; l >= 0; l--) {
+    valueGrads.add(BLOCK_OUTPUT, dx);
+    tape[l]!();
+    dx = valueGrads.take("x")!;
+  }
+  embeddingBackward(dx, config.dim, tokens, grads.get("tokenEmbedding")!);
+  return { loss: result.loss, gradients: grads, logits };
+}

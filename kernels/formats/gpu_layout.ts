@@ -1,0 +1,138 @@
+/**
+ * How a format's matrices reach the WebGPU kernels: the element and scale decoders to use (the
+ * WGSL decoders of `kernels/webgpu/matmul_wgsl.ts`, chosen by {@linkcode GpuLayout.element} and
+ * {@linkcode GpuLayout.scale}) and how to write one row's codes and scale entries into the
+ * backend's chunk layout (`kernels/webgpu/pack.ts`). A format module (`format.ts`) returns a
+ * {@linkcode GpuPlan} for each matrix it can run on the GPU.
+ *
+ * Codes are written as a little-endian bit stream of `bits`-bit codes, 32 codes per chunk;
+ * scale entries are 1, 2 or 4 bytes as the scale kind says, one per group of `2^gshift` elements.
+ *
+ * @module
+ */
+import type { CodedMatrix } from "../../core/coded.ts";
+
+/**
+ * How an element code becomes a number: an unsigned integer, an OCP minifloat, or IEEE half,
+ * bfloat16 or single bits.
+ */
+export type ElementKind =
+  | "uint"
+  | "e2m1"
+  | "e2m3"
+  | "e3m2"
+  | "e4m3"
+  | "e5m2"
+  | "f16"
+  | "bf16"
+  | "f32";
+
+/**
+ * How a group's scale is stored and applied: `f16`, `bf16`, `f32` (a scale `s`: `s·(q − zero)`
+ * with the layout's constant `zero`), `f16zero` (scale and zero point as two f16 in one word:
+ * `s·(q − z)`), `f16min` (scale and offset: `s·q + m`), `e8m0` (a power-of-two byte), `e4m3`
+ * (an FP8 byte), `none`.
+ */
+export type ScaleKind =
+  | "none"
+  | "f16"
+  | "bf16"
+  | "f32"
+  | "f16zero"
+  | "f16min"
+  | "e8m0"
+  | "e4m3";
+
+/** The decoders a matrix needs in the kernels. */
+export interface GpuLayout {
+  element: ElementKind;
+  /** Bits per code (32 for `f32`); also the u32 words per chunk. */
+  bits: number;
+  /** Constant zero point subtracted from `uint` codes when the scales carry none of their own. */
+  zero: number;
+  scale: ScaleKind;
+  /** Elements per scale group: `2^gshift` (`gshift` 31: one group per row). */
+  gshift: number;
+}
+
+/** A matrix's GPU layout and the writers of its rows in that layout. */
+export interface GpuPlan {
+  layout: GpuLayout;
+  /** Multiplies every result (the format's per-tensor scale); 1 when none. */
+  tensorScale: number;
+  /** Writes row `r`'s codes as chunk words (zeroed by the caller). */
+  codes(r: number, words: Uint32Array): void;
+  /** Calls `put` with row `r`'s scale entry of each group `g < groups`. */
+  scales(r: number, groups: number, put: (g: number, entry: number) => void): void;
+}
+
+/** Writes a `bits`-bit `code` LSB-first into `out` at bit offset `bit`. */
+export function putBits(out: Uint32Array, bit: number, bits: number, code: number): void {
+  const w = bit >>> 5;
+  const sh = bit & 31;
+  out[w] = (out[w]! | (code << sh)) >>> 0;
+  if (sh + bits > 32) out[w + 1] = (out[w + 1]! | (code >>> (32 - sh))) >>> 0;
+}
+
+/** Little-endian u16 at byte `o`. */
+export const u16 = (b: Uint8Array, o: number): number => b[o]! | (b[o + 1]! << 8);
+
+/** Little-endian u32 at byte `o`. */
+export const u32 = (b: Uint8Array, o: number): number =>
+  (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
+
+/** Readers of one encoded row's bytes, for codecs whose rows are byte runs. */
+export interface RowReader {
+  codes(row: Uint8Array, words: Uint32Array): void;
+  scales(row: Uint8Array, groups: number, put: (g: number, entry: number) => void): void;
+}
+
+/** The plan of a coded matrix whose rows `reader` reads. */
+export function rowPlan(
+  m: CodedMatrix,
+  layout: GpuLayout,
+  tensorScale: number,
+  reader: RowReader,
+): GpuPlan {
+  const row = (r: number) => m.data.subarray(r * m.rowBytes, (r + 1) * m.rowBytes);
+  return {
+    layout,
+    tensorScale,
+    codes: (r, words) => reader.codes(row(r), words),
+    scales: (r, groups, put) => reader.scales(row(r), groups, put),
+  };
+}
+
+/**
+ * Rows that store `scaleCount(cols)` scale entries of `scaleSize` bytes first, then element codes
+ * packed LSB-first from the next byte (MX, NVFP4, scaled minifloats, f16/bf16 storage); `flip`
+ * is XORed into every code byte (signed codes made unsigned around the layout's zero of 128).
+ */
+export function scalesThenCodes(
+  m: CodedMatrix,
+  element: ElementKind,
+  bits: number,
+  scale: ScaleKind,
+  gshift: number,
+  scaleCount: (cols: number) => number,
+  scaleSize: number,
+  tensorScale: number,
+  flip = 0,
+): GpuPlan {
+  const nScales = scaleCount(m.cols);
+  const codeStart = nScales * scaleSize;
+  return rowPlan(m, { element, bits, zero: flip ? 128 : 0, scale, gshift }, tensorScale, {
+    codes(row, words) {
+      const bytes = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+      const codes = row.subarray(codeStart, Math.min(row.length, codeStart + bytes.length));
+      bytes.set(codes);
+      if (flip) { for (let i = 0; i < codes.length; i++) bytes[i]! ^= flip; }
+    },
+    scales(row, _groups, put) {
+      for (let g = 0; g < nScales; g++) {
+        const o = g * scaleSize;
+        put(g, scaleSize === 4 ? u32(row, o) : scaleSize === 2 ? u16(row, o) : row[o]!);
+      }
+    },
+  });
+}
