@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import { loadToolSamples, scoreToolOutput, type ToolSample } from "./tool_use.ts";
-import { BFCL_CATEGORIES, bfclPredictions, resultHash } from "../../fixtures/bfcl/predictions.ts";
+import { BFCL_CATEGORIES, bfclPredictions, resultHash } from "./bfcl_predictions.ts";
 
 const BFCL = "data/toolcall/bfcl_v4";
 const ignore = !BFCL_CATEGORIES.every((c) => hasShared(`${BFCL}/BFCL_v4_${c}.json`));
