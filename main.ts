@@ -322,6 +322,7 @@ function isUserError(e: unknown): boolean {
     "MergeError",
     "ScoreInputError",
     "DatasetError",
+    "EncodingError",
   ]);
   return e instanceof Error && names.has(e.name);
 }

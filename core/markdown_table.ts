@@ -12,7 +12,9 @@ export type Align = "left" | "right";
 
 /**
  * A GitHub-flavoured markdown table, padded so it also reads well as plain text. `|` in cells is
- * escaped as `\|` and line breaks become spaces, so no cell can break the table. Columns align right
+ * escaped as `\|` and line breaks become spaces, so no cell can break the table; control
+ * characters become their visible symbols (␛) and bidirectional controls `[U+202E]`, so no cell
+ * can drive a terminal or reorder text. Columns align right
  * when every non-empty cell is a number, left otherwise, unless `align` says otherwise. Short rows
  * are padded with empty cells.
  *
@@ -51,8 +53,24 @@ function inferAlign(cells: MarkdownCell[]): Align {
 
 function escapeCell(cell: MarkdownCell): string {
   if (cell === null) return "";
-  return String(cell).replace(/\r\n|\r|\n/g, " ").replaceAll("|", "\\|");
+  // Untrusted text (names from datasets, failure details) stays text wherever the table lands: in
+  // a terminal (control characters shown as symbols, ␛ for ESC), rendered as markdown (`|`
+  // escaped, bidi controls spelled out as [U+202E]). Writers escape `& < >` in their own cells.
+  return String(cell).replace(/\r\n|\r|\n/g, " ")
+    .replace(
+      BIDI_CONTROLS,
+      (c) => `[U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}]`,
+    )
+    .replace(CONTROL, (c) => String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0)))
+    .replaceAll("|", "\\|");
 }
+
+/** Unicode's bidirectional controls (embeddings, overrides, isolates, marks). */
+const BIDI_CONTROLS = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+// C0 controls and DEL, which a terminal would act on.
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/g;
 
 /** Width in code points (close enough for monospace terminals without wide characters). */
 function width(text: string): number {

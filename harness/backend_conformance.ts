@@ -40,6 +40,11 @@ import { rtn } from "./methods/rtn.ts";
 import type { FormatSpec } from "../core/suite_types.ts";
 import { parseSuite } from "./suite/load.ts";
 import { runSuite } from "./runner/run.ts";
+import {
+  registerOnly,
+  SLOW_ADAPTER_SUBSET,
+  slowAdapterReason,
+} from "../kernels/webgpu/test_gate.ts";
 
 /** Which parts of the suite to register. */
 export interface ConformanceOptions {
@@ -540,9 +545,16 @@ export async function describeBackendConformance(
   const reason = await backend.unavailable();
   if (reason) console.warn(`skipping ${backend.name} conformance: ${reason}`);
   const ignore = reason !== undefined;
-  if ((options.ops ?? true) && backend.ops) {
-    registerOps(backend.name, backend.ops, ignore, backend.runtimeQuantization?.activations);
-  }
-  if (options.models ?? true) registerModels(backend, ignore, options.maxSeqLen);
-  if (options.suite ?? true) registerSuite(backend, ignore);
+  const register = () => {
+    if ((options.ops ?? true) && backend.ops) {
+      registerOps(backend.name, backend.ops, ignore, backend.runtimeQuantization?.activations);
+    }
+    if (options.models ?? true) registerModels(backend, ignore, options.maxSeqLen);
+    if (options.suite ?? true) registerSuite(backend, ignore);
+  };
+  // A slow software WebGPU adapter runs a representative subset (kernels/webgpu/test_gate.ts).
+  const slow = !ignore && backend.name.startsWith("webgpu") ? await slowAdapterReason() : undefined;
+  if (slow === undefined) return register();
+  console.warn(`${backend.name} conformance: a representative subset only, as ${slow}`);
+  registerOnly((name) => SLOW_ADAPTER_SUBSET.some((re) => re.test(name)), register);
 }

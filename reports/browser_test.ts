@@ -15,11 +15,14 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { renderHtml } from "./html.ts";
-import { parseCsv, rowsToCsv } from "./csv.ts";
+import { csvToRows, parseCsv, rowsToCsv } from "./csv.ts";
 import { renderComparisonHtml } from "./compare_html.ts";
 import { comparisonToJson } from "./compare.ts";
 import { fixtureComparison, fixtureRuns } from "./compare_fixture.ts";
 import { makeFile, makeRow } from "../core/test_rows.ts";
+import { summaryTable } from "./markdown.ts";
+import { renderComparisonMarkdown } from "./compare_markdown.ts";
+import { compareResults } from "./compare.ts";
 
 const CANDIDATES = [
   Deno.env.get("QUANTBENCH_CHROMIUM") ?? "",
@@ -235,6 +238,104 @@ Deno.test({
       assert.equal(broken.errors.length, 1);
       assert.match(broken.errors[0]!, /Content Security Policy/);
       assert.equal(broken.result.charts[0].marks, 0);
+    } finally {
+      await browser.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** Model output as it reaches reports: in names from datasets, details and failure messages. */
+const HOSTILE = [
+  "</script><script>window.pwned = 1</script>",
+  '<img src=x onerror="window.pwned = 2">',
+  "=cmd|' /C calc'!A0",
+  "\u202Efdp.exe",
+  "javascript:window.pwned=3",
+];
+
+function hostileRun() {
+  return makeFile(
+    HOSTILE.flatMap((h, i) => [
+      makeRow({ model: h, format: `f${i}`, bits_per_weight: 4 + i, value: 10 + i }),
+      makeRow({
+        task: "tool_use",
+        dataset: h,
+        metric: `accuracy:${h}`,
+        value: 0.5,
+        higher_is_better: true,
+        format: `f${i}`,
+        detail: `failure: ${h}`,
+      }),
+      makeRow({ format: `g${i}`, status: "failed", value: null, detail: h }),
+    ]),
+    HOSTILE[0]!,
+  );
+}
+
+const INERT_CHECK = `(() => ({
+  scripts: document.scripts.length,
+  images: document.images.length,
+  handlers: [...document.querySelectorAll("*")].filter((e) =>
+    [...e.attributes].some((a) => a.name.startsWith("on"))).length,
+  links: document.querySelectorAll("a[href^='javascript']").length,
+  pwned: window.pwned ?? null,
+  text: document.body.textContent,
+  bidi: /[\u202A-\u202E\u2066-\u2069]/.test(document.documentElement.outerHTML),
+}))()`;
+
+Deno.test({
+  name:
+    "model output with </script>, <img onerror>, =cmd| and U+202E is inert in HTML, CSV and markdown",
+  ignore: !CHROMIUM,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const browser = await Browser.launch(CHROMIUM!);
+    try {
+      const run = hostileRun();
+      const pages = {
+        "report.html": renderHtml(run),
+        "compare.html": renderComparisonHtml(compareResults(run, run, {}, {})),
+      };
+      for (const [name, html] of Object.entries(pages)) {
+        await Deno.writeTextFile(join(dir, name), html);
+        const page = await browser.open(join(dir, name), INERT_CHECK);
+        assert.deepEqual(page.errors, [], name);
+        const r = page.result;
+        assert.deepEqual(
+          [r.scripts, r.images, r.handlers, r.links, r.pwned, r.bidi],
+          [0, 0, 0, 0, null, false],
+          name,
+        );
+        // Nothing but text: each hostile string is shown as written (bidi controls spelled out).
+        for (const h of HOSTILE) {
+          assert.ok(r.text.includes(h.replace("\u202E", "[U+202E]")), `${name}: ${h}`);
+        }
+      }
+      // CSV: formulas cannot start a cell; the text reads back exactly.
+      const csv = rowsToCsv(run.rows);
+      assert.ok(!/(^|,)=cmd/m.test(csv));
+      assert.match(csv, /'=cmd\|/);
+      const back = csvToRows(csv);
+      assert.deepEqual(back.map((r) => r.model), run.rows.map((r) => r.model), "read back exactly");
+      // Markdown (stdout summary, pull-request comment): no HTML, no broken tables, no bidi.
+      for (
+        const md of [
+          summaryTable(run.rows),
+          renderComparisonMarkdown(compareResults(run, run, {}, {})),
+        ]
+      ) {
+        assert.doesNotMatch(md, /<script|<img|[\u202A-\u202E]/);
+        for (const line of md.split("\n").filter((l) => l.startsWith("|"))) {
+          const cells = line.replaceAll("\\|", "").split("|").length;
+          assert.ok(
+            cells ===
+              md.split("\n").find((l) => l.startsWith("|"))!.replaceAll("\\|", "").split("|")
+                .length,
+            line,
+          );
+        }
+      }
     } finally {
       await browser.close();
       await Deno.remove(dir, { recursive: true });

@@ -9,7 +9,7 @@
  * @module
  */
 import { type Align, type MarkdownCell, markdownTable } from "../core/markdown_table.ts";
-import { formatSignificant } from "./format.ts";
+import { formatSignificant, showBidiControls } from "./format.ts";
 import {
   changeText,
   type Comparison,
@@ -209,5 +209,5 @@ function valueText(value: number | null, status: string | null): string {
 
 /** Text made inert in GitHub markdown: no HTML, no @-mentions. */
 function text(s: string): string {
-  return s.replace(/[&<>@]/g, (c) => `&#${c.charCodeAt(0)};`);
+  return showBidiControls(s).replace(/[&<>@]/g, (c) => `&#${c.charCodeAt(0)};`);
 }

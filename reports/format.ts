@@ -27,3 +27,17 @@ export function formatPercent(ratio: number | null, digits = 4): string {
   const text = formatSignificant(ratio * 100, digits);
   return ratio > 0 ? `+${text}%` : `${text}%`;
 }
+
+/** Unicode's bidirectional controls (embeddings, overrides, isolates, marks). */
+const BIDI_CONTROLS = /[\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+/**
+ * Text with bidirectional control characters written out as `[U+202E]`, so that untrusted text
+ * (model output, names from datasets) cannot reorder what a report shows around it.
+ */
+export function showBidiControls(text: string): string {
+  return text.replace(
+    BIDI_CONTROLS,
+    (c) => `[U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0")}]`,
+  );
+}

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { formatSignificant } from "./format.ts";
+import { formatSignificant, showBidiControls } from "./format.ts";
 import type { ResultRow, ResultsFile } from "../core/row.ts";
 
 /** Markup that is already safe to insert: only the {@linkcode markup} tag makes these. */
@@ -20,9 +20,12 @@ class SafeHtml {
   }
 }
 
-/** Escapes `& < > " '` so text is inert in HTML content and quoted attribute values. */
+/**
+ * Escapes `& < > " '` so text is inert in HTML content and quoted attribute values, and writes
+ * bidirectional controls out (`[U+202E]`) so text cannot reorder what is shown around it.
+ */
 export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ESCAPES[c]!);
+  return showBidiControls(text).replace(/[&<>"']/g, (c) => ESCAPES[c]!);
 }
 
 const ESCAPES: Record<string, string> = {
@@ -78,6 +81,7 @@ ${metaTable(file)}
 ${summary(rows)}
 <h2>Quality against bits per weight</h2>
 ${charts(rows)}
+${longContextSection(rows)}
 <h2>Tasks</h2>
 ${taskTables(rows)}
 </main>
@@ -514,4 +518,142 @@ export function paretoFront<P extends { x: number; y: number }>(
     }
   }
   return front;
+}
+
+const PPL_AT = /^ppl@(\d+)$/;
+const RETRIEVAL_AT = /^retrieval@(\d+):d=([\d.]+)$/;
+
+/**
+ * The long_context task's own views: perplexity against context length (one line per cell and
+ * dataset, log scales) and retrieval as a length × depth grid per cell. Empty when no row has them.
+ */
+function longContextSection(rows: ResultRow[]): SafeHtml {
+  const ok = rows.filter((r) => r.status === "ok" && r.value !== null && Number.isFinite(r.value));
+  const ppl = ok.filter((r) => PPL_AT.test(r.metric) && r.value! > 0);
+  const retrieval = ok.filter((r) => RETRIEVAL_AT.test(r.metric));
+  if (ppl.length === 0 && retrieval.length === 0) return markup``;
+  const cellName = (r: ResultRow) =>
+    `${r.model} ${r.method}/${r.format} ${r.backend}` + (r.dataset ? ` — ${r.dataset}` : "");
+  return markup`<h2>Long context</h2>
+${ppl.length > 0 ? pplByLength(ppl, cellName) : ""}
+${retrieval.length > 0 ? retrievalGrids(retrieval, cellName) : ""}`;
+}
+
+function pplByLength(rows: ResultRow[], cellName: (r: ResultRow) => string): SafeHtml {
+  const series = [...groupBy(rows, (r) => cellName(r)).entries()].map(([name, group]) => ({
+    name,
+    points: group.map((r) => ({ x: Number(PPL_AT.exec(r.metric)![1]), y: r.value!, r }))
+      .sort((a, b) => a.x - b.x),
+  }));
+  const xs = rows.map((r) => Number(PPL_AT.exec(r.metric)![1]));
+  const ys = rows.map((r) => r.value!);
+  const lengths = [...new Set(xs)].sort((a, b) => a - b);
+  const x = Math.min(...xs) < Math.max(...xs)
+    ? logScale(Math.min(...xs), Math.max(...xs), M.left, W - M.right, lengths)
+    : linearScale(Math.min(...xs), Math.max(...xs), M.left, W - M.right);
+  const y = Math.max(...ys) / Math.min(...ys) > 4
+    ? logScale(
+      Math.min(...ys),
+      Math.max(...ys),
+      H - M.bottom,
+      M.top,
+      decadeTicks(Math.min(...ys), Math.max(...ys)),
+    )
+    : linearScale(Math.min(...ys), Math.max(...ys), H - M.bottom, M.top);
+  const grid = [
+    ...x.ticks.map((t) =>
+      markup`<line class="grid" x1="${f(x.at(t))}" x2="${f(x.at(t))}" y1="${M.top}" y2="${
+        H - M.bottom
+      }" /><text x="${f(x.at(t))}" y="${H - M.bottom + 16}" text-anchor="middle">${t}</text>\n`
+    ),
+    ...y.ticks.map((t) =>
+      markup`<line class="grid" x1="${M.left}" x2="${W - M.right}" y1="${f(y.at(t))}" y2="${
+        f(y.at(t))
+      }" /><text x="${M.left - 6}" y="${f(y.at(t)) + 4}" text-anchor="end">${
+        formatSignificant(t, 3)
+      }</text>\n`
+    ),
+  ];
+  const marks = series.map((s, i) => {
+    const color = PALETTE[i % PALETTE.length]!;
+    const line = s.points.map((p) => `${f(x.at(p.x))},${f(y.at(p.y))}`).join(" ");
+    return markup`<g class="series"><polyline fill="none" stroke="${color}" stroke-width="1.5" points="${line}"/>
+${
+      s.points.map((p) =>
+        markup`<circle class="pt" cx="${f(x.at(p.x))}" cy="${
+          f(y.at(p.y))
+        }" r="4" fill="${color}"><title>${s.name}: ${p.r.metric} ${
+          formatSignificant(p.y, 6)
+        }</title></circle>\n`
+      )
+    }<rect x="${W - M.right - 250}" y="${
+      M.top + 4 + 14 * i
+    }" width="10" height="10" fill="${color}"/><text class="lbl" x="${W - M.right - 236}" y="${
+      M.top + 13 + 14 * i
+    }">${s.name}</text></g>\n`;
+  });
+  return markup`<figure data-metric="ppl@length">
+<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="perplexity against context length">
+${grid}<line class="axis" x1="${M.left}" x2="${W - M.right}" y1="${H - M.bottom}" y2="${
+    H - M.bottom
+  }" /><line class="axis" x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${H - M.bottom}" />
+<text x="${(M.left + W - M.right) / 2}" y="${H - 8}" text-anchor="middle">context length (tokens${
+    x.log ? ", log scale" : ""
+  })</text>
+<text transform="translate(16 ${
+    (M.top + H - M.bottom) / 2
+  }) rotate(-90)" text-anchor="middle">perplexity${y.log ? " (log scale)" : ""}</text>
+${marks}</svg>
+<figcaption>Perplexity (lower is better) against context length, one line per cell; each point is the long_context task's ppl@L over natural text (its detail names the text).</figcaption>
+</figure>\n`;
+}
+
+function retrievalGrids(rows: ResultRow[], cellName: (r: ResultRow) => string): SafeHtml {
+  const lengths = [...new Set(rows.map((r) => Number(RETRIEVAL_AT.exec(r.metric)![1])))].sort(
+    (a, b) => a - b,
+  );
+  const depths = [...new Set(rows.map((r) => Number(RETRIEVAL_AT.exec(r.metric)![2])))].sort(
+    (a, b) => a - b,
+  );
+  const cw = 64, ch = 28, left = 72, top = 36;
+  const w = left + cw * depths.length + 8;
+  const h = top + ch * lengths.length + 8;
+  const grids = [...groupBy(rows, (r) => cellName(r)).entries()].map(([name, group]) => {
+    const at = new Map(group.map((r) => [r.metric, r]));
+    const cells = lengths.flatMap((l, i) =>
+      depths.map((d, j) => {
+        const r = at.get(`retrieval@${l}:d=${d}`);
+        const v = r?.value ?? null;
+        // White (0) to green (1); cells without a value are grey.
+        const fill = v === null
+          ? "#ddd"
+          : `hsl(130 55% ${formatSignificant(95 - 55 * Math.max(0, Math.min(1, v)), 3)}%)`;
+        return markup`<rect class="pt" x="${left + cw * j}" y="${top + ch * i}" width="${
+          cw - 2
+        }" height="${
+          ch - 2
+        }" fill="${fill}"><title>${name}: retrieval at ${l} tokens, depth ${d}: ${
+          v === null ? "no value" : `${formatSignificant(100 * v, 3)} % (n=${r!.n ?? "?"})`
+        }</title></rect><text x="${left + cw * j + cw / 2 - 1}" y="${
+          top + ch * i + 18
+        }" text-anchor="middle">${v === null ? "–" : `${formatSignificant(100 * v, 3)}%`}</text>\n`;
+      })
+    );
+    const labels = [
+      ...lengths.map((l, i) =>
+        markup`<text x="${left - 6}" y="${top + ch * i + 18}" text-anchor="end">${l}</text>`
+      ),
+      ...depths.map((d, j) =>
+        markup`<text x="${left + cw * j + cw / 2 - 1}" y="${
+          top - 8
+        }" text-anchor="middle">d=${d}</text>`
+      ),
+    ];
+    return markup`<figure data-metric="retrieval@length:depth">
+<svg viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="retrieval by length and depth">
+<text x="4" y="14" class="lbl">length ↓ depth →</text>${labels}${cells}</svg>
+<figcaption>${name}: needle retrieval (share found) by context length (rows, tokens) and needle depth (columns).</figcaption>
+</figure>\n`;
+  });
+  return markup`${grids}`;
 }

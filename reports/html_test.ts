@@ -175,3 +175,30 @@ Deno.test("renderHtml renders an empty run", () => {
   assert.ok(page.includes("No rows."));
   assert.ok(page.endsWith("</html>\n"));
 });
+
+Deno.test("renderHtml: long context — perplexity by context length and a length × depth retrieval grid", () => {
+  const lc = (format: string, metric: string, value: number) =>
+    makeRow({ task: "long_context", dataset: "needles", format, metric, value });
+  const rows = ["f32", "int4"].flatMap((format, k) => [
+    lc(format, "ppl@256", 20 + k),
+    lc(format, "ppl@512", 18 + k),
+    lc(format, "ppl@1024", 17 + k),
+    ...[256, 512].flatMap((l) =>
+      [0.1, 0.9].map((d) => lc(format, `retrieval@${l}:d=${d}`, k === 0 ? 1 : 0.5))
+    ),
+  ]);
+  const html = renderHtml(makeFile(rows));
+  assert.match(html, /<h2>Long context<\/h2>/);
+  const line = /<figure data-metric="ppl@length">[\s\S]*?<\/figure>/.exec(html)![0];
+  assert.equal((line.match(/<polyline/g) ?? []).length, 2, "one line per cell");
+  assert.equal((line.match(/<circle class="pt"/g) ?? []).length, 6);
+  assert.match(line, /context length \(tokens, log scale\)/);
+  const grids = [
+    ...html.matchAll(/<figure data-metric="retrieval@length:depth">[\s\S]*?<\/figure>/g),
+  ];
+  assert.equal(grids.length, 2, "one grid per cell");
+  assert.equal((grids[0]![0].match(/<rect class="pt"/g) ?? []).length, 4, "2 lengths × 2 depths");
+  assert.match(grids[1]![0], />50%</);
+  // Without long_context rows there is no such section.
+  assert.doesNotMatch(renderHtml(makeFile([makeRow()])), /Long context/);
+});

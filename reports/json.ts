@@ -105,7 +105,24 @@ export async function readResults(path: string): Promise<ResultsFile> {
       : `the file cannot be read (${(error as Error).message})`;
     throw new ResultsFileError(path, [problem], { cause: error });
   }
+  if (/\.csv$/i.test(path) || /^\uFEFF?"?run_id"?,/.test(text)) {
+    // A results.csv has no per-sample values: paired statistics cannot be computed from it.
+    const beside = path.replace(/[^/\\]*$/, "results.json");
+    const hint = beside !== path && await exists(beside) ? ` (here: ${beside})` : "";
+    throw new ResultsFileError(path, [
+      "this is a results CSV, which holds no per-sample values for paired statistics; pass " +
+      `the run's results.json${hint} or the run folder that holds it`,
+    ]);
+  }
   return parseResults(text, path);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch {
+    return false;
+  }
 }
 
 /**

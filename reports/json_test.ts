@@ -144,3 +144,17 @@ Deno.test("parseResults lists missing and mistyped fields by JSON path", () => {
     message: 'Results file "array.json" is not usable: $: expected an object, got an array',
   });
 });
+
+Deno.test("readResults: a results.csv is refused with the way to the results.json beside it", async () => {
+  const dir = await Deno.makeTempDir();
+  const csv = `${dir}/results.csv`;
+  await Deno.writeTextFile(csv, "run_id,suite,model\nr,s,m\n");
+  await assert.rejects(readResults(csv), (e: Error) => {
+    assert.equal(e.name, "ResultsFileError");
+    assert.match(e.message, /results CSV, which holds no per-sample values for paired statistics/);
+    assert.match(e.message, /pass the run's results\.json or the run folder/);
+    return true;
+  });
+  await Deno.writeTextFile(`${dir}/results.json`, "{}");
+  await assert.rejects(readResults(csv), /results\.json \(here: .*results\.json\)/);
+});

@@ -25,14 +25,16 @@ export function summaryTable(rows: ResultRow[]): string {
     "bpw",
     "status",
   ];
+  // Names come from suites and datasets: as markdown they must not open HTML.
+  const text = (s: string) => s.replace(/[&<>]/g, (c) => `&#${c.charCodeAt(0)};`);
   const body = rows.map((row) => [
-    row.model,
-    row.method,
-    row.format,
-    row.backend,
-    row.task,
-    row.dataset,
-    row.metric,
+    text(row.model),
+    text(row.method),
+    text(row.format),
+    text(row.backend),
+    text(row.task),
+    text(row.dataset),
+    text(row.metric),
     formatSignificant(row.value),
     row.stderr === null ? "" : `± ${formatSignificant(row.stderr, 2)}`,
     formatSignificant(row.bits_per_weight),

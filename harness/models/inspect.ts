@@ -5,6 +5,11 @@
  * and tokenizers only; no weights are decoded (except for llama2.c checkpoints, which have no
  * header to read them from).
  *
+ * Any GGUF file or Hugging Face folder is described, whether or not quantbench can run it: the
+ * file's own metadata (GGUF key–value pairs, `config.json`), its tensors and its tokenizer, and a
+ * `runs` line that says whether the architecture runs here and, if not, why (an architecture
+ * quantbench does not implement, a vocab-only GGUF such as llama.cpp's `ggml-vocab-*.gguf`).
+ *
  * @module
  */
 import { parseArgs } from "node:util";
@@ -38,13 +43,21 @@ export interface TensorRow {
 export interface Inspection {
   path: string;
   format: "Hugging Face folder" | "GGUF" | "llama2.c checkpoint";
-  config: LlamaConfig;
+  /** The architecture the file names (`general.architecture`, `model_type`). */
+  architecture: string;
+  /** Whether quantbench can run the model, and why not. */
+  runs: { ok: true } | { ok: false; reason: string };
+  /** The hyper-parameters quantbench reads; absent when the architecture does not run here. */
+  config?: LlamaConfig;
+  /** The file's own metadata, values shortened for display (long arrays as their length). */
+  metadata: Record<string, string>;
   parameters: number;
   tensors: TensorRow[];
   /** Bits per weight of the linear layers, scales included. */
   linearBitsPerWeight: number;
   /** Bits per parameter over every tensor. */
   bitsPerParameter: number;
+  /** The tokenizer, or why it could not be read. */
   tokenizer: {
     kind: string;
     vocabSize: number;
@@ -53,7 +66,29 @@ export interface Inspection {
     addBos: boolean | undefined;
     addEos: boolean | undefined;
     chatTemplate: boolean;
-  };
+  } | { error: string };
+}
+
+/** Errors that describe the file rather than a bug: reported in the inspection, not thrown. */
+function fileProblem(e: unknown): string {
+  const known = e instanceof ModelFileError || e instanceof GgufError ||
+    e instanceof ModelLoadError || e instanceof Llama2cFormatError;
+  if (!known) throw e;
+  return (e as Error).message;
+}
+
+function display(v: unknown): string {
+  if (Array.isArray(v)) {
+    return v.length > 8
+      ? `[${v.length} items]`
+      : JSON.stringify(v, (_, x) => typeof x === "bigint" ? Number(x) : x);
+  }
+  const text = typeof v === "string"
+    ? JSON.stringify(v)
+    : typeof v === "object" && v !== null
+    ? JSON.stringify(v)
+    : String(v);
+  return text.length > 120 ? `${text.slice(0, 117)}…` : text;
 }
 
 const HF_LINEAR = /^model\.layers\.\d+\.(self_attn\.[qkvo]_proj|mlp\.(gate|up|down)_proj)\.weight$/;
@@ -100,34 +135,77 @@ function summarize(
 }
 
 async function inspectHf(dir: string): Promise<Inspection> {
-  const { parsed } = await readHfConfig(dir);
-  const tensors: TensorRow[] = [];
-  for (const f of await weightFileNames(dir)) {
-    using st = await openSafetensors(join(dir, f));
-    for (const t of st.tensors) {
-      tensors.push({
-        name: t.name,
-        shape: [...t.shape],
-        type: t.dtype,
-        bytes: t.byteLength,
-        linear: HF_LINEAR.test(t.name),
-      });
-    }
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+  } catch (e) {
+    throw new ModelLoadError(`Cannot inspect ${dir}: config.json is unreadable or not JSON`, {
+      cause: e,
+    });
   }
-  const tok = await loadHfTokenizer(dir);
-  const model = tok.files.tokenizer.model as { type?: string } | undefined;
+  let config: LlamaConfig | undefined;
+  let runs: Inspection["runs"] = { ok: true };
+  try {
+    config = (await readHfConfig(dir)).parsed.config;
+  } catch (e) {
+    runs = { ok: false, reason: fileProblem(e) };
+  }
+  const tensors: TensorRow[] = [];
+  try {
+    for (const f of await weightFileNames(dir)) {
+      using st = await openSafetensors(join(dir, f));
+      for (const t of st.tensors) {
+        tensors.push({
+          name: t.name,
+          shape: [...t.shape],
+          type: t.dtype,
+          bytes: t.byteLength,
+          linear: HF_LINEAR.test(t.name),
+        });
+      }
+    }
+  } catch (e) {
+    const reason = fileProblem(e);
+    if (runs.ok) runs = { ok: false, reason };
+  }
+  let tokenizer: Inspection["tokenizer"];
+  try {
+    const tok = await loadHfTokenizer(dir);
+    const model = tok.files.tokenizer.model as { type?: string } | undefined;
+    tokenizer = describeTokenizer(tok, `tokenizer.json (${model?.type ?? "unknown"})`);
+  } catch (e) {
+    tokenizer = { error: fileProblem(e) };
+  }
   return summarize({
     path: dir,
     format: "Hugging Face folder",
-    config: parsed.config,
+    architecture: String(
+      raw.model_type ?? (raw.architectures as unknown[] | undefined)?.[0] ?? "unknown",
+    ),
+    runs,
+    ...(config ? { config } : {}),
+    metadata: Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, display(v)])),
     tensors,
-    tokenizer: describeTokenizer(tok, `tokenizer.json (${model?.type ?? "unknown"})`),
+    tokenizer,
   });
 }
 
 async function inspectGguf(path: string): Promise<Inspection> {
   using gguf = await openGguf(path);
-  const config = ggufConfig(gguf);
+  const architecture = gguf.metadata.has("general.architecture")
+    ? String(gguf.metadata.get("general.architecture"))
+    : "unknown";
+  let config: LlamaConfig | undefined;
+  let runs: Inspection["runs"] = { ok: true };
+  if (gguf.tensors.length === 0) {
+    runs = { ok: false, reason: "vocab-only file: it holds a tokenizer and no weights" };
+  } else {
+    try {
+      config = ggufConfig(gguf);
+    } catch (e) {
+      runs = { ok: false, reason: fileProblem(e) };
+    }
+  }
   const tensors = gguf.tensors.map((t) => ({
     name: t.name,
     shape: [...t.shape].reverse(),
@@ -135,14 +213,23 @@ async function inspectGguf(path: string): Promise<Inspection> {
     bytes: t.byteSize,
     linear: GGUF_LINEAR.test(t.name),
   }));
-  const tok = ggufTokenizer(gguf);
-  const pre = tok.vocab?.pre === undefined ? "" : `, pre ${tok.vocab.pre}`;
+  let tokenizer: Inspection["tokenizer"];
+  try {
+    const tok = ggufTokenizer(gguf);
+    const pre = tok.vocab?.pre === undefined ? "" : `, pre ${tok.vocab.pre}`;
+    tokenizer = describeTokenizer(tok, `GGUF ${tok.vocab?.model}${pre}`);
+  } catch (e) {
+    tokenizer = { error: fileProblem(e) };
+  }
   return summarize({
     path,
     format: "GGUF",
-    config,
+    architecture,
+    runs,
+    ...(config ? { config } : {}),
+    metadata: Object.fromEntries([...gguf.metadata].map(([k, v]) => [k, display(v)])),
     tensors,
-    tokenizer: describeTokenizer(tok, `GGUF ${tok.vocab?.model}${pre}`),
+    tokenizer,
   });
 }
 
@@ -186,7 +273,10 @@ async function inspectLlama2c(path: string): Promise<Inspection> {
   return summarize({
     path,
     format: "llama2.c checkpoint",
+    architecture: "llama",
+    runs: { ok: true },
     config: model.config,
+    metadata: {},
     tensors,
     tokenizer: describeTokenizer(model.tokenizer, "llama2.c tokenizer (SentencePiece BPE)"),
   });
@@ -210,42 +300,58 @@ export function inspectModel(path: string): Promise<Inspection> {
   }
 }
 
-function table(rows: string[][]): string {
+function table(rows: string[][], alignLast = true): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) =>
-    r.map((cell, i) => (i === r.length - 1 ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
-      .join("  ")
+    r.map((cell, i) =>
+      i === r.length - 1 ? (alignLast ? cell.padStart(widths[i]!) : cell) : cell.padEnd(widths[i]!)
+    ).join("  ")
   ).join("\n");
 }
 
 /** The human-readable report. */
 export function formatInspection(x: Inspection): string {
   const c = x.config;
-  const scaling = c.ropeScaling === undefined
-    ? "none"
-    : c.ropeScaling.type === "factors"
-    ? "per-frequency factors"
-    : `${c.ropeScaling.type} ×${c.ropeScaling.factor}`;
   const t = x.tokenizer;
-  const lines = [
-    `${x.path} (${x.format})`,
-    `architecture  ${c.architecture ?? "llama"}: dim ${c.dim}, ffn ${c.hiddenDim}, ` +
-    `layers ${c.nLayers}, heads ${c.nHeads} (kv ${c.nKvHeads}), head_dim ${c.headDim}, ` +
-    `vocab ${c.vocabSize}, context ${c.maxSeqLen}`,
-    `rope          θ ${c.ropeTheta}, ${c.ropeStyle} pairs, scaling ${scaling}; ` +
-    `rms_norm_eps ${c.normEps}`,
+  const lines = [`${x.path} (${x.format})`];
+  lines.push(`runs          ${x.runs.ok ? "yes" : `no: ${x.runs.reason}`}`);
+  if (c) {
+    const scaling = c.ropeScaling === undefined
+      ? "none"
+      : c.ropeScaling.type === "factors"
+      ? "per-frequency factors"
+      : `${c.ropeScaling.type} ×${c.ropeScaling.factor}`;
+    lines.push(
+      `architecture  ${c.architecture ?? "llama"}: dim ${c.dim}, ffn ${c.hiddenDim}, ` +
+        `layers ${c.nLayers}, heads ${c.nHeads} (kv ${c.nKvHeads}), head_dim ${c.headDim}, ` +
+        `vocab ${c.vocabSize}, context ${c.maxSeqLen}`,
+      `rope          θ ${c.ropeTheta}, ${c.ropeStyle} pairs, scaling ${scaling}; ` +
+        `rms_norm_eps ${c.normEps}`,
+    );
+  } else {
+    lines.push(`architecture  ${x.architecture}`);
+  }
+  lines.push(
     `parameters    ${x.parameters.toLocaleString("en-US")}`,
     `bits/weight   ${x.linearBitsPerWeight.toFixed(4)} (linear layers), ` +
-    `${x.bitsPerParameter.toFixed(4)} (all tensors)`,
-    `tokenizer     ${t.kind}, ${t.vocabSize} tokens, BOS ${t.bos}, EOS ${t.eos}, ` +
-    `add BOS ${t.addBos ?? "?"}, add EOS ${t.addEos ?? "?"}, ` +
-    `chat template ${t.chatTemplate ? "yes" : "no"}`,
+      `${x.bitsPerParameter.toFixed(4)} (all tensors)`,
+    "error" in t
+      ? `tokenizer     not readable: ${t.error}`
+      : `tokenizer     ${t.kind}, ${t.vocabSize} tokens, BOS ${t.bos}, EOS ${t.eos}, ` +
+        `add BOS ${t.addBos ?? "?"}, add EOS ${t.addEos ?? "?"}, ` +
+        `chat template ${t.chatTemplate ? "yes" : "no"}`,
+  );
+  const meta = Object.entries(x.metadata);
+  if (meta.length > 0) {
+    lines.push("", table([["metadata", "value"], ...meta.map(([k, v]) => [k, v])], false));
+  }
+  lines.push(
     "",
-    table([
+    x.tensors.length === 0 ? "no tensors" : table([
       ["tensor", "shape", "type", "bytes"],
       ...x.tensors.map((r) => [r.name, `[${r.shape.join(", ")}]`, r.type, `${r.bytes}`]),
     ]),
-  ];
+  );
   return lines.join("\n") + "\n";
 }
 

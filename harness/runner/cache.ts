@@ -22,11 +22,19 @@ export class ResultCache {
     return sha256(JSON.stringify(parts));
   }
 
-  /** Cached rows for a key, or undefined (a corrupt entry counts as absent). */
+  /**
+   * Cached rows for a key, or undefined. An entry that is unreadable, not JSON, stored under
+   * another key or whose rows are not rows (a damaged disk, a hand edit) counts as absent: the
+   * work is recomputed and the entry rewritten. Writes are atomic, so a killed run or two runs
+   * writing at once leave either no entry or a whole one.
+   */
   async get(key: string): Promise<CachedRow[] | undefined> {
     try {
       const parsed = JSON.parse(await Deno.readTextFile(this.#path(key)));
-      return Array.isArray(parsed?.rows) ? parsed.rows as CachedRow[] : undefined;
+      if (parsed?.key !== key || !Array.isArray(parsed.rows) || !parsed.rows.every(isRow)) {
+        return undefined;
+      }
+      return parsed.rows as CachedRow[];
     } catch {
       return undefined;
     }
@@ -40,4 +48,13 @@ export class ResultCache {
   #path(key: string): string {
     return join(this.dir, key.slice(0, 2), `${key}.json`);
   }
+}
+
+/** Whether a cached value has the shape of a row. */
+function isRow(r: unknown): boolean {
+  if (typeof r !== "object" || r === null) return false;
+  const row = r as Record<string, unknown>;
+  return typeof row.metric === "string" && typeof row.task === "string" &&
+    ["ok", "failed", "skipped"].includes(row.status as string) &&
+    (row.value === null || typeof row.value === "number");
 }

@@ -62,6 +62,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         engine,
         task,
         dataset,
+        datasets: suite.datasets,
         seed: suite.seed,
         limit: job.limit,
         progress: (fraction) => emit({ type: "progress", task: index, fraction }),

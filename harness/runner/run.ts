@@ -15,6 +15,7 @@ import { Progress } from "./progress.ts";
 import { gitSha } from "./git.ts";
 import { type CellEvent, type CellJob, errorText, rowKey } from "./compute.ts";
 import { referenceCell, type ReferenceJob, resolveReference } from "../tasks/reference.ts";
+import { perplexityDataset } from "../tasks/long_context.ts";
 import { cellEngineId } from "./open_cell.ts";
 
 /** How to run. */
@@ -236,6 +237,18 @@ class CellKeyer {
           separator: dataset.separator ?? null,
         }
         : null,
+      // long_context's perplexity text, which need not be the task's dataset.
+      text: await (async () => {
+        if (task.task !== "long_context") return null;
+        const text = perplexityDataset(this.suite.datasets, task.options, dataset);
+        return text
+          ? {
+            hash: await this.#hash(text.path),
+            maxChars: text.maxChars,
+            skipChars: text.skipChars ?? 0,
+          }
+          : null;
+      })(),
       // The text a method calibrates on (its id alone would let an edited file hit the cache).
       calibration: calibration
         ? {

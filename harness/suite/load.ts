@@ -662,6 +662,15 @@ class Normaliser {
     );
   }
 
+  /** Reports an option naming a dataset that is not a `text` dataset of the suite. */
+  checkTextDataset(segments: Segment[], id: string): void {
+    if (!this.datasetIds.has(id)) return this.checkDatasetId(segments, id);
+    const spec = this.datasets[id];
+    if (spec && spec.kind !== "text") {
+      this.source.add(segments, `dataset "${id}" is ${spec.kind}; "text" needs a text dataset`);
+    }
+  }
+
   /**
    * Checks the options written for a method or task against the registry's defaults (names, and
    * value types where the default has one) and returns the defaults overlaid with them.
@@ -837,6 +846,9 @@ class Normaliser {
       const { id: rawId, task: _task, dataset: rawDataset, ...written } = fields;
       const id = typeof rawId === "string" ? rawId : name;
       const options = this.options(at, written, task.options, `task "${name}"`);
+      if (typeof options.text === "string" && options.text !== "") {
+        this.checkTextDataset([...at, "text"], options.text);
+      }
       let dataset: string | undefined;
       if (typeof rawDataset === "string") {
         dataset = await this.taskDataset([...at, "dataset"], rawDataset);

@@ -1,5 +1,5 @@
 /**
- * The Berkeley Function-Calling Leaderboard's AST checker for Python functions (gorilla
+ * The Berkeley Function-Calling Leaderboard's AST checker (gorilla
  * `bfcl_eval/eval_checker/ast_eval/ast_checker.py`), rule for rule, with its error types as
  * failure codes:
  *
@@ -12,7 +12,11 @@
  *   `,./-_*^` removed, lower case, `'` → `"`;
  * - a possible-answer list containing `""` marks an optional parameter;
  * - `parallel` categories match calls to answers in any order; `multiple` checks the one call
- *   against the one answer; other categories need exactly one call.
+ *   against the one answer; other categories need exactly one call;
+ * - Java and JavaScript categories (`…java…`, `…javascript…`, as BFCL's `is_java`/`is_js` tell):
+ *   every argument must be a string (else `type_error:java` / `type_error:js`) holding a literal,
+ *   converted by the declared type with BFCL's converters (`bfcl_literals.ts`) before the checks
+ *   above; int → float promotion is Python's only.
  *
  * One deliberate difference: BFCL pairs parallel calls with answers greedily, in answer order, which
  * rejects some correct answers listed in another order (BFCL's `parallel_178` reversed: its first
@@ -35,6 +39,31 @@ import {
   pyTypeName,
   type PyValue,
 } from "./py_value.ts";
+import {
+  BfclTypeError,
+  JAVA_TYPES,
+  javaTypeConverter,
+  JS_TYPES,
+  jsTypeConverter,
+  NESTED_CONVERSION_TYPES,
+} from "./bfcl_literals.ts";
+
+/** The language of a BFCL category: its functions' syntax and type rules. */
+export type BfclLanguage = "python" | "java" | "javascript";
+
+/** BFCL's `is_java` / `is_js`: the language a category's name implies. */
+export function categoryLanguage(category: string): BfclLanguage {
+  if (category.includes("javascript")) return "javascript";
+  if (category.includes("java")) return "java";
+  return "python";
+}
+
+/** The declared types each language's checker knows (the keys of BFCL's type tables). */
+export const KNOWN_TYPES: Readonly<Record<BfclLanguage, readonly string[]>> = {
+  python: ["string", "integer", "float", "boolean", "array", "tuple", "dict", "any"],
+  java: Object.keys(JAVA_TYPES),
+  javascript: Object.keys(JS_TYPES),
+};
 
 /** A function description (BFCL `function` entries; `type: dict` parameters). */
 export interface FunctionDoc {
@@ -89,12 +118,13 @@ export function astChecker(
   answers: readonly PossibleAnswer[],
   category: string,
 ): CheckResult {
-  if (category.includes("parallel")) return parallelNoOrder(functions, calls, answers);
-  if (category.includes("multiple")) return multipleChecker(functions, calls, answers);
+  const language = categoryLanguage(category);
+  if (category.includes("parallel")) return parallelNoOrder(functions, calls, answers, language);
+  if (category.includes("multiple")) return multipleChecker(functions, calls, answers, language);
   if (calls.length !== 1) {
     return fail("simple_function_checker:wrong_count", "Wrong number of functions.");
   }
-  return simpleFunctionChecker(functions[0]!, calls[0]!, answers[0]!);
+  return simpleFunctionChecker(functions[0]!, calls[0]!, answers[0]!, language);
 }
 
 function findDescription(functions: readonly FunctionDoc[], name: string): FunctionDoc {
@@ -213,7 +243,10 @@ function dictChecker(_param: string, value: PyDict, options: readonly PyValue[])
     if (option === "") continue;
     result = { valid: false, error: [], errorType: "dict_checker:unclear" };
     let flag = true;
-    const answer = option as PyDict;
+    if (!isDict(option)) {
+      throw new BfclDataError(`A dict parameter's possible answer ${pyRepr(option)} is not a dict`);
+    }
+    const answer = option;
     for (const [key, v] of Object.entries(value)) {
       if (!(key in answer)) {
         result = fail("value_error:dict_key", `Unexpected dict key parameter: '${key}'.`);
@@ -267,11 +300,12 @@ function listDictChecker(param: string, value: PyValue[], options: readonly PyVa
   return result;
 }
 
-/** BFCL's `simple_function_checker` (Python). */
+/** BFCL's `simple_function_checker`. */
 export function simpleFunctionChecker(
   doc: FunctionDoc,
   call: PyCall,
   answer: PossibleAnswer,
+  language: BfclLanguage = "python",
 ): CheckResult {
   const possible = Object.values(answer)[0]!;
   const name = doc.name;
@@ -299,18 +333,48 @@ export function simpleFunctionChecker(
       );
     }
     const description = details[param]!.type;
-    const expected = PYTHON_TYPES[description];
+    const itemType = details[param]!.items?.type;
+    let expected: string | undefined;
+    let nested: string | undefined;
+    if (language === "python") {
+      expected = PYTHON_TYPES[description];
+      nested = NESTED_TYPES.includes(description) && itemType !== undefined
+        ? PYTHON_TYPES[itemType]
+        : undefined;
+    } else {
+      const table = language === "java" ? JAVA_TYPES : JS_TYPES;
+      expected = table[description];
+      if (expected !== undefined) {
+        if (typeof value !== "string") {
+          return fail(
+            language === "java" ? "type_error:java" : "type_error:js",
+            `Incorrect type for parameter '${param}'. Expected type String, got ` +
+              `${pyTypeName(value)}. Parameter value: ${pyRepr(value)}.`,
+          );
+        }
+        const convert = language === "java" ? javaTypeConverter : jsTypeConverter;
+        try {
+          if (NESTED_CONVERSION_TYPES.includes(description)) {
+            nested = itemType === undefined ? undefined : table[itemType];
+            value = convert(value, description, itemType);
+          } else {
+            value = convert(value, description);
+          }
+        } catch (e) {
+          if (!(e instanceof BfclTypeError)) throw e;
+          return fail("type_error:unsupported", `Parameter '${param}': ${e.message}.`);
+        }
+      }
+    }
     if (expected === undefined) {
       throw new BfclDataError(
         `Parameter "${param}" of "${name}" has unknown type "${description}"`,
       );
     }
-    const itemType = details[param]!.items?.type;
-    const nested = NESTED_TYPES.includes(description) && itemType !== undefined
-      ? PYTHON_TYPES[itemType]
-      : undefined;
     if (description === "tuple" && value instanceof PyTuple) value = value.items;
-    if (description === "float" && typeof value === "bigint") value = Number(value);
+    if (language === "python" && description === "float" && typeof value === "bigint") {
+      value = Number(value);
+    }
     const options = possible[param]!;
     const typed = typeChecker(param, value, options, description, expected, nested);
     if (!typed.valid) return typed;
@@ -349,6 +413,7 @@ function parallelNoOrder(
   functions: readonly FunctionDoc[],
   calls: readonly PyCall[],
   answers: readonly PossibleAnswer[],
+  language: BfclLanguage,
 ): CheckResult {
   if (calls.length !== answers.length) {
     return fail("parallel_function_checker_no_order:wrong_count", "Wrong number of functions.");
@@ -356,7 +421,7 @@ function parallelNoOrder(
   // fits[i][j]: call j satisfies possible answer i.
   const fits = answers.map((answer) => {
     const doc = findDescription(functions, Object.keys(answer)[0]!);
-    return calls.map((call) => simpleFunctionChecker(doc, call, answer).valid);
+    return calls.map((call) => simpleFunctionChecker(doc, call, answer, language).valid);
   });
   // A perfect matching by augmenting paths (Kuhn): unlike BFCL's greedy pass in answer order, it
   // accepts every order of a correct set of calls.
@@ -390,10 +455,11 @@ function multipleChecker(
   functions: readonly FunctionDoc[],
   calls: readonly PyCall[],
   answers: readonly PossibleAnswer[],
+  language: BfclLanguage,
 ): CheckResult {
   if (calls.length !== answers.length) {
     return fail("multiple_function_checker:wrong_count", "Wrong number of functions.");
   }
   const doc = findDescription(functions, Object.keys(answers[0]!)[0]!);
-  return simpleFunctionChecker(doc, calls[0]!, answers[0]!);
+  return simpleFunctionChecker(doc, calls[0]!, answers[0]!, language);
 }

@@ -23,7 +23,7 @@
  */
 import type { Metric, Task } from "./task.ts";
 import type { DatasetSpec } from "../../core/suite_types.ts";
-import { DatasetError, type JsonlLine, readJsonl } from "../../core/dataset.ts";
+import { DatasetError, datasetLabel, type JsonlLine, readJsonl } from "../../core/dataset.ts";
 import { balancedEnd, extractJson } from "./json_extract.ts";
 import { SchemaValidator } from "./schema_validator.ts";
 import { effectiveLimit, stratifiedSubset } from "../../core/random.ts";
@@ -79,11 +79,12 @@ export interface JsonScore {
 export async function loadJsonSamples(
   dataset: Pick<DatasetSpec, "id" | "path">,
 ): Promise<JsonSample[]> {
-  return (await readJsonl(dataset)).map((line) => jsonSample(line, dataset.id));
+  const label = datasetLabel(dataset);
+  return (await readJsonl(dataset)).map((line) => jsonSample(line, label));
 }
 
 function jsonSample({ value, line }: JsonlLine, label: string): JsonSample {
-  const where = `Dataset "${label}" line ${line}`;
+  const where = `${label} line ${line}`;
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new DatasetError(`${where}: expected an object with "schema"`);
   }
@@ -160,7 +161,9 @@ export async function scoreJsonOutput(
 }
 
 /** The rows of the json task from per-sample scores. */
-export function jsonMetrics(scores: readonly JsonScore[], detail: string): Metric[] {
+export function jsonMetrics(scores: readonly JsonScore[], protocol: string): Metric[] {
+  // Patterns are ECMA-262 (`u` flag); those only Python's `re` reads are read in its dialect.
+  const detail = `${protocol} patterns=ecma262|python-re`;
   const ids = scores.map((s) => s.id);
   const rows = [
     proportionMetric("parse_valid", scores.map((s) => s.parse_valid), ids, detail),

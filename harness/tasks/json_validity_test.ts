@@ -140,7 +140,10 @@ Deno.test({
     // A model trained on children's stories writes no JSON; the mechanics still hold.
     assert.ok(rows.every((r) => r.value >= 0 && r.value <= 1));
     assert.deepEqual(samplesReproduce(rows), []);
-    assert.match(rows[0]!.detail, /^json chat=fallback max_new_tokens=8 samples=4\/200 seed=0$/);
+    assert.match(
+      rows[0]!.detail,
+      /^json chat=fallback max_new_tokens=8 samples=4\/200 seed=0 patterns=ecma262\|python-re$/,
+    );
     assert.match(rows[3]!.detail, /codes=ok,missing_prediction,context_overflow,.* counts=/);
   },
 });
@@ -152,4 +155,95 @@ Deno.test("json: generation stops when the first bracket closes, not at a nested
   assert.equal(stopAtJson("Sure: [1, [2]"), false);
   assert.equal(stopAtJson("Sure: [1, [2]]"), true);
   assert.equal(stopAtJson("no json yet"), false);
+});
+
+Deno.test("json: schemas real users write — $async, Python patterns, byte, keywords beside $ref", async () => {
+  const validator = new SchemaValidator(5000);
+  const check = (schema: unknown, data: unknown) => validator.validate(schema, data);
+  try {
+    // jsonschemabench o17544/o17545 mark themselves "$async": an Ajv extension, not JSON Schema.
+    const async = {
+      $async: true,
+      type: "object",
+      properties: { email: { type: "string", format: "email" } },
+      required: ["email"],
+    };
+    assert.equal((await check(async, { email: "a@b.co" })).code, "ok");
+    assert.equal((await check(async, {})).code, "schema_invalid");
+    // Patterns Python's re accepts and ECMA-262's u flag rejects are read in Python's dialect.
+    const python = await check(
+      { type: "string", pattern: "^[0-9\\,]+\\:[a-z\\-]{2}}$" },
+      "1,2:a-}",
+    );
+    assert.equal(python.code, "ok");
+    assert.match(python.message, /read in Python re's dialect/);
+    assert.equal(
+      (await check({ type: "string", pattern: "^(?P<y>\\d{4})-(?P=y)\\Z" }, "2024-2024")).code,
+      "ok",
+    );
+    assert.equal((await check({ type: "string", pattern: "^\\,$" }, "x")).code, "schema_invalid");
+    // A pattern no dialect reads is the schema's fault.
+    assert.equal((await check({ type: "string", pattern: "(" }, "x")).code, "schema_error");
+    // `byte` is OpenAPI's, not a JSON Schema format: an annotation in every draft.
+    for (const $schema of ["http://json-schema.org/draft-04/schema#", undefined]) {
+      assert.equal(
+        (await check({ $schema, type: "string", format: "byte" }, "not base64!")).code,
+        "ok",
+      );
+    }
+    assert.equal(
+      (await check({ type: "string", format: "uuid" }, "nope")).code,
+      "schema_invalid",
+      "2020-12 formats are asserted",
+    );
+    assert.equal(
+      (await check({ $schema: "http://json-schema.org/draft-04/schema#", format: "uuid" }, "x"))
+        .code,
+      "ok",
+      "uuid is not a draft-04 format",
+    );
+    // Drafts 4–7 ignore keywords beside $ref; 2019-09 and later apply them.
+    const beside = (schema: string, defs: string) => ({
+      $schema: schema,
+      $ref: `#/${defs}/s`,
+      type: "number",
+      [defs]: { s: { type: "string" } },
+    });
+    assert.equal(
+      (await check(beside("http://json-schema.org/draft-07/schema#", "definitions"), "x")).code,
+      "ok",
+    );
+    assert.equal(
+      (await check(beside("http://json-schema.org/draft-04/schema#", "definitions"), "x")).code,
+      "ok",
+    );
+    assert.equal(
+      (await check(beside("https://json-schema.org/draft/2020-12/schema", "$defs"), "x")).code,
+      "schema_invalid",
+    );
+  } finally {
+    validator.close();
+  }
+});
+
+Deno.test({
+  name: "json: jsonschemabench github_easy o17544 and o17545 ($async) score per sample",
+  ignore: !hasShared("data/json/jsonschemabench_github_easy.jsonl"),
+  async fn() {
+    const validator = new SchemaValidator(5000);
+    try {
+      const lines = (await Deno.readTextFile(
+        sharedPath("data/json/jsonschemabench_github_easy.jsonl"),
+      )).split("\n").filter((l) => /"o1754[45]\.json"/.test(l));
+      assert.equal(lines.length, 2);
+      for (const line of lines) {
+        const { schema } = JSON.parse(line);
+        const sample: JsonSample = { id: "o", messages: [], schema, stratum: "" };
+        const r = await scoreJsonOutput(sample, '{"email": "a@example.com"}', validator);
+        assert.ok(["ok", "schema_invalid"].includes(r.code), `${r.code}: ${r.message}`);
+      }
+    } finally {
+      validator.close();
+    }
+  },
 });

@@ -233,6 +233,8 @@ export const kld: Task = {
       dataset.id,
     );
     let computedRef = false;
+    const stored = (b: Uint8Array) =>
+      b.length === windows.reduce((a, w) => a + w.targets.length, 0) * (4 + rowSlots(vocab) * 2);
     const bytes = await cachedReferenceBytes(ref, "logprobs.u16", async () => {
       computedRef = true;
       const engine = await ref.open();
@@ -245,7 +247,7 @@ export const kld: Task = {
         );
       }
       return await referenceStore(engine, vocab, windows, (f) => ctx.progress(f / 2));
-    });
+    }, stored);
     const slots = rowSlots(vocab);
     const total = windows.reduce((a, w) => a + w.targets.length, 0);
     const expected = total * 4 + total * slots * 2;

@@ -2,8 +2,11 @@
  * The `long_context` task: how quality holds up as the context grows, next to the reference cell.
  *
  * - Perplexity by context length: for each of `lengths`, up to `windows` chunks of that many tokens
- *   from a long text, scored as the `llama.cpp` protocol scores them (BOS first, second half
- *   scored), so every scored token has at least half a window of context.
+ *   of natural text, scored as the `llama.cpp` protocol scores them (BOS first, second half
+ *   scored), so every scored token has at least half a window of context. The text is the `text`
+ *   option's dataset, else the suite's first text dataset, else the task's own text dataset (the
+ *   haystack); never a question set's synthetic contexts. With none, there are no `ppl@L` rows.
+ *   `detail` names it (`ppl_text=ID`).
  * - Needle retrieval by length × depth. With a text dataset (the haystack, e.g. Paul Graham's
  *   essays) or none (the passkey filler of Mohtashami & Jaggi, 2023: "The grass is green. The sky
  *   is blue. …" repeated), a needle "The pass key is NNNNN. Remember it. NNNNN is the pass key." is
@@ -12,8 +15,8 @@
  *   in a haystack cut so the chat prompt, ending with "What is the pass key?", takes about
  *   `length − max_new_tokens` tokens; `trials` seeded passkeys per cell. With a JSON Lines dataset,
  *   its samples are the questions: `{id?, prompt | context + question, answer, difficulty?:
- *   {target_tokens, depth}}` (or `length`, `depth` fields), and the perplexity text is their
- *   contexts joined; questions longer than the model's context are left out. An answer is correct
+ *   {target_tokens, depth}}` (or `length`, `depth` fields); questions longer than the model's
+ *   context are left out. An answer is correct
  *   when the generated text contains the answer.
  * - Regression against the reference cell (`reference`, default `none`/`f32`, computed once and
  *   cached): `ppl_ratio@L` = PPL/PPL_ref over the same windows (standard error from the paired
@@ -25,6 +28,7 @@
  */
 import type { Metric, Task, TaskContext } from "./task.ts";
 import type { Samples } from "../../core/row.ts";
+import type { DatasetSpec } from "../../core/suite_types.ts";
 import { DatasetError, readJsonl, readText } from "../../core/dataset.ts";
 import { meanAndStderr, Z95 } from "./nll.ts";
 import { llamaCppChunks } from "./windows.ts";
@@ -48,7 +52,26 @@ export const LONG_CONTEXT_OPTIONS = {
   max_new_tokens: 16,
   limit: 0,
   reference: DEFAULT_REFERENCE,
+  /** Id of the text dataset perplexity is measured on; "" = the suite's first text dataset. */
+  text: "",
 };
+
+/**
+ * The text dataset long_context measures perplexity on (see the module documentation), or
+ * undefined when the suite has none.
+ */
+export function perplexityDataset(
+  datasets: Readonly<Record<string, DatasetSpec>>,
+  options: Record<string, unknown>,
+  own: DatasetSpec | undefined,
+): DatasetSpec | undefined {
+  const named = typeof options.text === "string" && options.text !== ""
+    ? datasets[options.text]
+    : undefined;
+  if (named) return named;
+  return Object.values(datasets).find((d) => d.kind === "text") ??
+    (own?.kind === "text" ? own : undefined);
+}
 
 /** The passkey filler (Mohtashami & Jaggi, 2023). */
 export const PASSKEY_FILLER =
@@ -105,11 +128,10 @@ async function source(
   ctx: TaskContext,
   opts: ReturnType<typeof options>,
   lengths: number[],
-): Promise<{ text: string; items: RetrievalItem[]; kind: string }> {
+): Promise<{ items: RetrievalItem[]; kind: string }> {
   const dataset = ctx.dataset;
   if (dataset?.kind === "jsonl") {
     const items: RetrievalItem[] = [];
-    const contexts: string[] = [];
     for (const { value, line } of await readJsonl(dataset)) {
       const v = value as Record<string, unknown>;
       const d = (v.difficulty ?? {}) as Record<string, unknown>;
@@ -124,7 +146,6 @@ async function source(
           `Dataset "${dataset.id}" line ${line}: expected "answer" and a length and depth`,
         );
       }
-      if (context) contexts.push(context);
       items.push({ id: String(v.id ?? `line_${line}`), length, depth, prompt, answer: v.answer });
     }
     // The questions' own lengths count here: those of the task's `lengths` are kept (so the
@@ -136,12 +157,11 @@ async function source(
       (i) => `${i.length}/${i.depth}`,
       ctx.seed,
     );
-    return { text: [...new Set(contexts)].join("\n\n"), items: kept, kind: "jsonl" };
+    return { items: kept, kind: "jsonl" };
   }
   const haystack = dataset ? await readText(dataset) : PASSKEY_FILLER;
   const items = passkeyItems(ctx.engine, haystack, lengths, opts, ctx.seed);
   return {
-    text: haystack,
     items: stratifiedSubset(items, opts.limit, (i) => `${i.length}/${i.depth}`, ctx.seed),
     kind: dataset ? "text" : "generated",
   };
@@ -224,17 +244,20 @@ export async function measureLongContext(
   opts: { windows: number; maxNewTokens: number },
   progress: (fraction: number) => void,
 ): Promise<LongContextResult> {
+  const pplLengths = text === "" ? [] : lengths;
   const longest = Math.max(...lengths);
   // Tokenize only as much text as the windows need (generously: 8 characters per token).
   let stream = text;
-  while (stream.length < (opts.windows + 1) * longest * 8) stream += "\n\n" + text;
+  while (text !== "" && stream.length < (opts.windows + 1) * longest * 8) stream += "\n\n" + text;
   const bos = bosOf(engine.info());
-  const head = engine.tokenize(stream.slice(0, (opts.windows + 1) * longest * 8));
+  const head = text === ""
+    ? []
+    : engine.tokenize(stream.slice(0, (opts.windows + 1) * longest * 8));
   const ids = bos === undefined ? head : [bos, ...head];
-  const steps = lengths.length * opts.windows + items.length;
+  const steps = pplLengths.length * opts.windows + items.length;
   let done = 0;
   const ppl: LongContextResult["ppl"] = [];
-  for (const length of lengths) {
+  for (const length of pplLengths) {
     const windows = llamaCppChunks(ids, length, bos).slice(0, opts.windows);
     if (windows.length === 0) {
       throw new DatasetError(
@@ -287,10 +310,12 @@ export const longContext: Task = {
       );
     }
     const src = await source(ctx, opts, lengths);
+    const pplData = perplexityDataset(ctx.datasets ?? {}, ctx.task.options, ctx.dataset);
+    const pplText = pplData ? await readText(pplData) : "";
     const ref = ctx.reference;
     const own = await measureLongContext(
       ctx.engine,
-      src.text,
+      pplText,
       src.items,
       lengths,
       opts,
@@ -305,7 +330,7 @@ export const longContext: Task = {
         if (why !== undefined) throw new MissingCapabilityError(`Reference ${ref.id} ${why}`);
         return await measureLongContext(
           engine,
-          src.text,
+          pplText,
           src.items,
           lengths,
           opts,
@@ -313,8 +338,8 @@ export const longContext: Task = {
         );
       },
     );
-    const detail =
-      `long_context source=${src.kind} ppl_protocol=llama.cpp windows<=${opts.windows} ` +
+    const detail = `long_context source=${src.kind} ppl_text=${pplData?.id ?? "none"} ` +
+      `ppl_protocol=llama.cpp windows<=${opts.windows} ` +
       `max_new_tokens=${opts.maxNewTokens} seed=${ctx.seed}` +
       (ref ? ` ref=${ref.id}` : "") +
       (skipped.length > 0 ? ` skipped_lengths=${skipped.join(",")}>${max}` : "");

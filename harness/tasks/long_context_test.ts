@@ -62,8 +62,10 @@ Deno.test({
       windows: 2,
       max_new_tokens: 8,
     };
+    const text = datasetOf(sharedPath("data/text/tinystories_sample.txt"));
     const rows = await longContext.run(contextFor(model, "long_context", options, {
       reference: referenceOver(model, { isSelf: true }),
+      datasets: { [text.id]: text },
     }));
     const metrics = rows.map((r) => r.metric);
     assert.deepEqual(metrics, [
@@ -84,7 +86,10 @@ Deno.test({
     assert.equal(get("retrieval_delta@256").value, 0);
     assert.equal(get("ppl@256").samples!.values.length, 2);
     assert.ok(get("ppl@256").value > 1 && get("ppl@256").n === 2);
-    assert.match(rows[0]!.detail, /source=generated .* skipped_lengths=1024>512/);
+    assert.match(
+      rows[0]!.detail,
+      /source=generated ppl_text=tinystories_sample\.txt .* skipped_lengths=1024>512/,
+    );
   },
 });
 
@@ -105,6 +110,35 @@ Deno.test({
     const retrieval = rows.filter((r) => /^retrieval@\d+$/.test(r.metric));
     assert.equal(retrieval.reduce((a, r) => a + r.n!, 0), 3);
     assert.ok(rows.every((r) => !r.metric.startsWith("retrieval@1024")));
-    assert.match(rows[0]!.detail, /source=jsonl/);
+    // No text dataset: no perplexity rows (the questions' key–value filler is not natural text).
+    assert.ok(rows.every((r) => !r.metric.startsWith("ppl")));
+    assert.match(rows[0]!.detail, /source=jsonl ppl_text=none/);
+  },
+});
+
+Deno.test({
+  name:
+    "long_context: perplexity by length comes from natural text — the text option, else the first text dataset",
+  ignore: missing("data/text/tinystories_sample.txt", "data/text/tinyshakespeare.txt"),
+  async fn() {
+    const model = await stories();
+    const questions = datasetOf(`${REPO_ROOT}/fixtures/datasets/long_context.jsonl`, "jsonl");
+    const a = datasetOf(sharedPath("data/text/tinystories_sample.txt"));
+    const b = datasetOf(sharedPath("data/text/tinyshakespeare.txt"), "text", { maxChars: 40000 });
+    const options = { lengths: [256], windows: 2, limit: 1, max_new_tokens: 2 };
+    const run = (extra: Record<string, unknown>) =>
+      longContext.run(contextFor(model, "long_context", { ...options, ...extra }, {
+        dataset: questions,
+        datasets: { [questions.id]: questions, [a.id]: a, [b.id]: b },
+      }));
+    const first = await run({});
+    const named = await run({ text: b.id });
+    const ppl = (rows: typeof first) => rows.find((r) => r.metric === "ppl@256")!;
+    assert.match(ppl(first).detail, /ppl_text=tinystories_sample\.txt/);
+    assert.match(ppl(named).detail, /ppl_text=tinyshakespeare\.txt/);
+    // stories260K knows children's stories, not Shakespeare: natural text it was trained on
+    // scores far lower than text it never saw.
+    assert.ok(ppl(first).value < ppl(named).value, `${ppl(first).value} ${ppl(named).value}`);
+    assert.ok(ppl(first).value > 1 && ppl(first).value < 100, `${ppl(first).value}`);
   },
 });

@@ -35,6 +35,13 @@ export class PyParseError extends Error {
   override name = "PyParseError";
 }
 
+/**
+ * How deeply brackets may nest. Python's own parser stops at 200 open brackets ("too many nested
+ * parentheses"), which is what BFCL's decoder meets; JSON gets the same bound. Deeper text is a
+ * {@linkcode PyParseError}, never a stack overflow.
+ */
+export const MAX_NESTING = 200;
+
 /** Whether a value is a dict. */
 export function isDict(v: PyValue | undefined): v is PyDict {
   return v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof PyTuple);
@@ -128,7 +135,10 @@ function stringRepr(s: string): string {
 export function pyToJson(v: PyValue): string {
   if (v === null) return "null";
   if (typeof v === "bigint") return v.toString();
-  if (typeof v === "number") return Number.isInteger(v) ? `${v}.0` : JSON.stringify(v);
+  if (typeof v === "number") {
+    // Integral floats keep a fraction (`7.0`); `1e+300` already reads as a float.
+    return Number.isInteger(v) && !/e/i.test(String(v)) ? `${v}.0` : JSON.stringify(v);
+  }
   if (typeof v === "boolean" || typeof v === "string") return JSON.stringify(v);
   if (Array.isArray(v)) return `[${v.map(pyToJson).join(", ")}]`;
   if (v instanceof PyTuple) return pyToJson(v.items);
@@ -173,7 +183,12 @@ const JSON_NUMBER = /-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/y;
 const JSON_STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
 
 class JsonParser {
+  #depth = 0;
   constructor(readonly text: string, public i = 0) {}
+
+  enter(): void {
+    if (++this.#depth > MAX_NESTING) this.fail(`brackets nested deeper than ${MAX_NESTING}`);
+  }
 
   fail(what: string): never {
     throw new PyParseError(`Invalid JSON at character ${this.i}: ${what}`);
@@ -216,11 +231,13 @@ class JsonParser {
   }
 
   array(): PyValue[] {
+    this.enter();
     this.i++;
     const out: PyValue[] = [];
     this.ws();
     if (this.text[this.i] === "]") {
       this.i++;
+      this.#depth--;
       return out;
     }
     for (;;) {
@@ -228,17 +245,22 @@ class JsonParser {
       out.push(this.value());
       this.ws();
       const c = this.text[this.i++];
-      if (c === "]") return out;
+      if (c === "]") {
+        this.#depth--;
+        return out;
+      }
       if (c !== ",") this.fail("expected , or ]");
     }
   }
 
   object(): PyDict {
+    this.enter();
     this.i++;
     const out: PyDict = {};
     this.ws();
     if (this.text[this.i] === "}") {
       this.i++;
+      this.#depth--;
       return out;
     }
     for (;;) {
@@ -251,7 +273,10 @@ class JsonParser {
       out[key] = this.value();
       this.ws();
       const c = this.text[this.i++];
-      if (c === "}") return out;
+      if (c === "}") {
+        this.#depth--;
+        return out;
+      }
       if (c !== ",") this.fail("expected , or }");
     }
   }
@@ -290,11 +315,23 @@ type Expr =
 
 const PY_NUMBER =
   /(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?:[eE][+-]?\d[\d_]*)?)[jJ]?/y;
-const PY_NAME = /[A-Za-z_][A-Za-z0-9_]*/y;
+/** A Python identifier (PEP 3131: Unicode letters, `_`, then also digits and combining marks). */
+const PY_NAME = /[\p{L}\p{Nl}_][\p{L}\p{Nl}\p{Mn}\p{Mc}\p{Nd}\p{Pc}]*/uy;
 
 class PyParser {
   i = 0;
+  #depth = 0;
   constructor(readonly text: string) {}
+
+  /** Runs `parse` one bracket level deeper, failing past {@linkcode MAX_NESTING}. */
+  nested<T>(parse: () => T): T {
+    if (++this.#depth > MAX_NESTING) this.fail(`brackets nested deeper than ${MAX_NESTING}`);
+    try {
+      return parse();
+    } finally {
+      this.#depth--;
+    }
+  }
 
   fail(what: string): never {
     throw new PyParseError(`Invalid Python at character ${this.i}: ${what}`);
@@ -351,7 +388,7 @@ class PyParser {
     const c = this.text[this.i];
     if (c === "-" || c === "+") {
       this.i++;
-      const v = this.unary().value;
+      const v = this.nested(() => this.unary()).value;
       if (c === "+") return { kind: "value", value: v };
       if (typeof v === "bigint") return { kind: "value", value: -v };
       if (typeof v === "number") return { kind: "value", value: -v };
@@ -368,12 +405,12 @@ class PyParser {
     if (c === undefined) this.fail("unexpected end of text");
     if (c === "[") {
       this.i++;
-      const items = this.sequence("]");
+      const items = this.nested(() => this.sequence("]"));
       return { kind: "list", items, value: items.map((e) => e.value) };
     }
     if (c === "(") {
       this.i++;
-      const items = this.sequence(")");
+      const items = this.nested(() => this.sequence(")"));
       const text = this.text.slice(start, this.i);
       const tuple = items.length !== 1 || /,\s*\)$/.test(text);
       return {
@@ -381,7 +418,7 @@ class PyParser {
         value: tuple ? new PyTuple(items.map((e) => e.value)) : items[0]!.value,
       };
     }
-    if (c === "{") return { kind: "value", value: this.dict() };
+    if (c === "{") return { kind: "value", value: this.nested(() => this.dict()) };
     if (
       c === "'" || c === '"' || /[rRbBuUfF]/.test(c) && /['"]/.test(this.text[this.i + 1] ?? "")
     ) {
@@ -427,7 +464,7 @@ class PyParser {
     this.ws();
     if (this.text[this.i] === "(") {
       this.i++;
-      const kwargs = this.arguments();
+      const kwargs = this.nested(() => this.arguments());
       const source = this.text.slice(start, this.i);
       const value = Object.keys(kwargs.keywords).length === 0
         ? source

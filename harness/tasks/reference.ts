@@ -145,17 +145,21 @@ function sameSetup(cell: Cell, ref: { method: MethodSpec; format: FormatSpec }):
 
 /**
  * Bytes computed on a reference, cached under `cacheDir/reference/` by the reference key and a
- * name; computed (and stored atomically) when absent or when there is no cache folder.
+ * name; computed (and stored atomically) when absent, when `usable` rejects the stored bytes, or
+ * when there is no cache folder.
  */
 export async function cachedReferenceBytes(
   ref: Pick<ReferenceContext, "key" | "cacheDir">,
   name: string,
   compute: () => Promise<Uint8Array>,
+  usable: (bytes: Uint8Array) => boolean = () => true,
 ): Promise<Uint8Array> {
   if (!ref.cacheDir) return await compute();
   const path = join(ref.cacheDir, "reference", ref.key.slice(0, 2), `${ref.key}.${name}`);
   try {
-    return await Deno.readFile(path);
+    const cached = await Deno.readFile(path);
+    // A damaged entry (wrong size, not JSON) is recomputed and rewritten, never trusted.
+    if (usable(cached)) return cached;
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
@@ -170,10 +174,19 @@ export async function cachedReferenceJson<T>(
   name: string,
   compute: () => Promise<T>,
 ): Promise<T> {
+  const parse = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes)) as T;
   const bytes = await cachedReferenceBytes(
     ref,
     `${name}.json`,
     async () => new TextEncoder().encode(JSON.stringify(await compute())),
+    (cached) => {
+      try {
+        parse(cached);
+        return true;
+      } catch {
+        return false;
+      }
+    },
   );
-  return JSON.parse(new TextDecoder().decode(bytes)) as T;
+  return parse(bytes);
 }

@@ -11,9 +11,24 @@
  * `id` (draft 4's `$id`) is an annotation in every dialect: resolving `$ref` against `id` base URIs
  * is not supported.
  *
- * Every dialect gets `ajv-formats` (unknown formats are ignored, as the specifications allow),
- * `strict: false` (unknown keywords are annotations) and no logging. Compiled schemas are cached
- * by their text (at most 512).
+ * Each dialect asserts the formats its own draft defines, with `ajv-formats` (draft 4: `date-time`,
+ * `email`, `hostname`, `ipv4`, `ipv6`, `uri`; drafts 6/7 add `uri-reference`, `uri-template`,
+ * `json-pointer`, `relative-json-pointer`, `date`, `time`, `regex`; 2019-09 and 2020-12 add
+ * `duration` and `uuid`). Formats no draft defines (OpenAPI's `byte`, `int32`, `binary`, …) are
+ * annotations, as the specifications say of unknown formats. `strict: false` (unknown keywords are
+ * annotations) and no logging.
+ *
+ * Drafts 4–7 ignore keywords beside `$ref` ("All other properties in a "$ref" object MUST be
+ * ignored"): they are dropped before compiling, except `definitions`/`$defs`, which `$ref`s may
+ * point into. `$async` (an Ajv extension, not JSON Schema) is dropped everywhere.
+ *
+ * Patterns (`pattern`, `patternProperties`) are ECMA-262 regular expressions with the `u` flag. A
+ * pattern that JavaScript rejects but Python's `re` accepts (schemas written for Python
+ * validators: identity escapes such as `\,` `\:` `\-`, a lone `{` `}` `]`, `(?P<name>…)`,
+ * `\A`/`\Z`) is translated from Python's dialect; the compiled schema lists such patterns in
+ * `notes`. One that neither reads is the schema's fault: `schema_error`.
+ *
+ * Compiled schemas are cached by their text (at most 512).
  *
  * @module
  */
@@ -27,6 +42,8 @@ export interface CompiledSchema {
   (data: unknown): boolean;
   /** The first validation error of the last call, as text. */
   errorText(): string;
+  /** How the schema was read where it departs from its dialect (Python-dialect patterns). */
+  notes: string[];
 }
 
 /** The dialects this module distinguishes. */
@@ -34,7 +51,54 @@ export type Dialect = "2020-12" | "2019-09" | "draft-07" | "draft-04";
 
 type AjvInstance = InstanceType<typeof Ajv2020.default>;
 
-const OPTIONS = { strict: false, logger: false, allErrors: false, validateFormats: true } as const;
+/** Formats each dialect defines (ajv-formats names); others are annotations. */
+const DRAFT4_FORMATS = ["date-time", "email", "hostname", "ipv4", "ipv6", "uri"];
+const DRAFT7_FORMATS = [
+  ...DRAFT4_FORMATS,
+  "uri-reference",
+  "uri-template",
+  "json-pointer",
+  "relative-json-pointer",
+  "date",
+  "time",
+  "regex",
+];
+const FORMATS: Record<Dialect, string[]> = {
+  "draft-04": DRAFT4_FORMATS,
+  "draft-07": DRAFT7_FORMATS,
+  "2019-09": [...DRAFT7_FORMATS, "duration", "uuid"],
+  "2020-12": [...DRAFT7_FORMATS, "duration", "uuid"],
+};
+
+/** Patterns of the schema being compiled that were read in Python's dialect. */
+let translated: string[] = [];
+
+/** Ajv's RegExp engine: ECMA-262 with `u`, else the pattern read as Python's `re` would. */
+function patternRegExp(pattern: string, flags: string): { test(s: string): boolean } {
+  try {
+    return new RegExp(pattern, flags);
+  } catch (e) {
+    const python = pythonPatternToEcma(pattern);
+    if (python === pattern) throw e;
+    let re: RegExp;
+    try {
+      re = new RegExp(python, flags);
+    } catch {
+      throw e;
+    }
+    translated.push(pattern);
+    return re;
+  }
+}
+patternRegExp.code = "new RegExp";
+
+const OPTIONS = {
+  strict: false,
+  logger: false,
+  allErrors: false,
+  validateFormats: true,
+  code: { regExp: patternRegExp },
+} as const;
 const instances = new Map<Dialect, AjvInstance>();
 const cache = new Map<string, CompiledSchema | string>();
 const CACHE_SIZE = 512;
@@ -58,7 +122,10 @@ function fresh(dialect: Dialect): AjvInstance {
     ? new Ajv2019.default(OPTIONS) as unknown as AjvInstance
     : new Ajv07.default(OPTIONS) as unknown as AjvInstance;
   // ajv-formats' types expect the core Ajv class; every dialect class extends it.
-  (addFormats.default as unknown as (a: AjvInstance) => void)(ajv);
+  (addFormats.default as unknown as (a: AjvInstance, formats: string[]) => void)(
+    ajv,
+    FORMATS[dialect],
+  );
   // Ajv rejects `id` outright; it is draft 4's `$id` and an unknown keyword in later drafts.
   ajv.removeKeyword("id");
   return ajv;
@@ -110,7 +177,10 @@ export function compileSchema(text: string): CompiledSchema | string {
 
 function compile(parsed: unknown): CompiledSchema {
   if (typeof parsed === "boolean") {
-    return Object.assign((_: unknown) => parsed, { errorText: () => "the schema is false" });
+    return Object.assign((_: unknown) => parsed, {
+      errorText: () => "the schema is false",
+      notes: [],
+    });
   }
   const dialect = schemaDialect(parsed);
   let schema = parsed as Record<string, unknown>;
@@ -121,8 +191,13 @@ function compile(parsed: unknown): CompiledSchema {
     schema = rest;
   }
   if (dialect === "draft-04") schema = draft4ToDraft6(schema) as Record<string, unknown>;
+  schema = readable(schema, dialect === "draft-04" || dialect === "draft-07") as Record<
+    string,
+    unknown
+  >;
   const ajv = instance(dialect);
   let validate;
+  translated = [];
   try {
     validate = ajv.compile(schema);
     // Forget its `$id` so that another schema may use the same one.
@@ -135,10 +210,134 @@ function compile(parsed: unknown): CompiledSchema {
     ajv.removeSchema(rest);
   }
   const v = validate;
-  return Object.assign((data: unknown) => v(data) as boolean, {
+  const notes = [...new Set(translated)].map((p) =>
+    `pattern ${JSON.stringify(p)} read in Python re's dialect (ECMA-262 rejects it)`
+  );
+  return Object.assign((data: unknown) => v(data) === true, {
     errorText: () => {
       const e = v.errors?.[0];
       return e ? `${e.instancePath || "/"} ${e.message ?? e.keyword}` : "";
     },
+    notes,
   });
+}
+
+const SCHEMA_MAPS = ["properties", "patternProperties", "definitions", "$defs", "dependencies"];
+const SCHEMA_LISTS = ["allOf", "anyOf", "oneOf", "items", "prefixItems"];
+const SCHEMA_ONE = [
+  "items",
+  "additionalItems",
+  "additionalProperties",
+  "unevaluatedItems",
+  "unevaluatedProperties",
+  "contains",
+  "propertyNames",
+  "not",
+  "if",
+  "then",
+  "else",
+];
+/** What stays beside `$ref` in drafts 4–7: places other references may point into. */
+const KEPT_BESIDE_REF = ["$ref", "definitions", "$defs", "$id", "id", "$schema"];
+
+/**
+ * The schema as Ajv should compile it: `$async` dropped everywhere and, with `refAlone` (drafts
+ * 4–7), keywords beside `$ref` dropped. Walks subschemas only, never literal values.
+ */
+function readable(node: unknown, refAlone: boolean): unknown {
+  if (typeof node !== "object" || node === null || Array.isArray(node)) return node;
+  const out: Record<string, unknown> = {};
+  const ref = typeof (node as { $ref?: unknown }).$ref === "string";
+  for (const [k, v] of Object.entries(node)) {
+    if (k === "$async") continue;
+    if (refAlone && ref && !KEPT_BESIDE_REF.includes(k)) continue;
+    if (SCHEMA_MAPS.includes(k) && typeof v === "object" && v !== null && !Array.isArray(v)) {
+      out[k] = Object.fromEntries(
+        Object.entries(v).map(([name, sub]) => [name, readable(sub, refAlone)]),
+      );
+    } else if (SCHEMA_LISTS.includes(k) && Array.isArray(v)) {
+      out[k] = v.map((sub) => readable(sub, refAlone));
+    } else if (SCHEMA_ONE.includes(k)) {
+      out[k] = readable(v, refAlone);
+    } else {
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+/**
+ * A Python `re` pattern in ECMA-262 (`u` flag) syntax: identity escapes of characters that are not
+ * syntax characters lose their backslash, lone `{` `}` `]` are escaped, `(?P<n>…)` / `(?P=n)`
+ * become `(?<n>…)` / `\k<n>`, `\A` / `\Z` become `^` / `$`. Returns the input when nothing
+ * applies.
+ */
+export function pythonPatternToEcma(pattern: string): string {
+  const SYNTAX = "^$\\.*+?()[]{}|/-";
+  let out = "";
+  let inClass = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === "\\") {
+      const n = pattern[i + 1];
+      i++;
+      if (n === undefined) {
+        out += "\\\\";
+      } else if (!inClass && n === "A") {
+        out += "^";
+      } else if (!inClass && n === "Z") {
+        out += "$";
+      } else if (/[\p{L}\p{N}]/u.test(n) || SYNTAX.includes(n)) {
+        // `\-` is an identity escape only inside a class under `u`.
+        out += n === "-" && !inClass ? "-" : "\\" + n;
+      } else {
+        out += n;
+      }
+      continue;
+    }
+    if (inClass) {
+      if (c === "]") inClass = false;
+      out += c;
+      continue;
+    }
+    if (c === "[") {
+      inClass = true;
+      out += c;
+      if (pattern[i + 1] === "^") out += pattern[++i];
+      // A `]` first in a Python class is a literal.
+      if (pattern[i + 1] === "]") {
+        out += "\\]";
+        i++;
+      }
+      continue;
+    }
+    if (pattern.startsWith("(?P<", i)) {
+      out += "(?<";
+      i += 3;
+      continue;
+    }
+    const backref = /^\(\?P=(\w+)\)/.exec(pattern.slice(i));
+    if (backref) {
+      out += `\\k<${backref[1]}>`;
+      i += backref[0].length - 1;
+      continue;
+    }
+    if (c === "]" || c === "}") {
+      out += "\\" + c;
+      continue;
+    }
+    if (c === "{") {
+      const quantifier = /^\{\d*(,\d*)?\}/.exec(pattern.slice(i));
+      if (quantifier && quantifier[0] !== "{}" && quantifier[0] !== "{,}") {
+        // Python's `{,n}` is `{0,n}`.
+        out += quantifier[0].replace(/^\{,/, "{0,");
+        i += quantifier[0].length - 1;
+      } else {
+        out += "\\{";
+      }
+      continue;
+    }
+    out += c;
+  }
+  return out;
 }

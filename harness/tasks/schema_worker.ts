@@ -26,9 +26,23 @@ self.onmessage = (event: MessageEvent<ValidationRequest>) => {
       valid = false;
       message = `validation threw: ${(e as Error).message}`;
     }
+    const notes = compiled.notes.join("; ");
+    message = [message, notes].filter((m) => m).join("; ");
     response = { id, valid, code: valid ? "ok" : "schema_invalid", message };
   }
-  self.postMessage(response);
+  try {
+    self.postMessage(response);
+  } catch (e) {
+    // Never leave the validator waiting: an answer that cannot be sent is the schema's failure.
+    self.postMessage(
+      {
+        id,
+        valid: false,
+        code: "schema_error",
+        message: `validation gave no usable answer: ${(e as Error).message}`,
+      } satisfies ValidationResponse,
+    );
+  }
 };
 
 // Tells the validator that loading is done, so its time limit covers validation only.

@@ -3,7 +3,9 @@
  * tasks: `deno task score TASK --dataset FILE --predictions FILE`.
  *
  * Predictions file: JSON Lines, one `{"id": "<sample id>", "output": "<the model's answer text>"}`
- * per line (a JSON array of such objects works too). Ids are the dataset's `id` fields (or
+ * per line (a JSON array of such objects works too), or for `tool_use` BFCL's own result files
+ * (`{"id", "result"}`, see {@linkcode readPredictions}). A UTF-8 byte-order mark is accepted;
+ * other bytes that are not UTF-8, an empty predictions file and an empty dataset are errors. Ids are the dataset's `id` fields (or
  * `line_N` for lines without one). A dataset sample with no prediction is scored as failed with
  * code `missing_prediction`; a prediction whose id is not in the dataset is an error.
  *
@@ -13,7 +15,8 @@ import { basename } from "node:path";
 import type { Metric } from "./task.ts";
 import type { ResultsFile } from "../../core/row.ts";
 import { codeVersion } from "../runner/fingerprint.ts";
-import { parseJsonl } from "../../core/dataset.ts";
+import { EncodingError, parseJsonl, readUtf8 } from "../../core/dataset.ts";
+import { isDict, parsePyJson, pyToJson, type PyValue } from "./py_value.ts";
 import { jsonMetrics, type JsonScore, loadJsonSamples, scoreJsonOutput } from "./json_validity.ts";
 import { loadToolSamples, scoreToolOutput, toolMetrics, type ToolScore } from "./tool_use.ts";
 import { SchemaValidator } from "./schema_validator.ts";
@@ -26,31 +29,67 @@ export class ScoreInputError extends Error {
   override name = "ScoreInputError";
 }
 
-/** Reads a predictions file: id → output. */
-export async function readPredictions(path: string): Promise<Map<string, string>> {
+/**
+ * One prediction: the model's answer text, or (BFCL's result files, `tool_use` only) the calls
+ * already decoded.
+ */
+export type Prediction = string | { calls: PyValue };
+
+/**
+ * Reads a predictions file: id → prediction. Lines are `{"id", "output": "<text>"}` or BFCL's
+ * result lines `{"id", "result": …}`, `result` being the model's raw text or its decoded calls
+ * (`[{name: {parameter: value}}]`, or `[{name: "<JSON arguments>"}]` from function-calling
+ * models). An empty file is an error.
+ */
+export async function readPredictions(path: string): Promise<Map<string, Prediction>> {
+  const label = `Predictions file ${path}`;
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = await readUtf8(path, label);
   } catch (e) {
+    if (e instanceof EncodingError) throw new ScoreInputError(e.message, { cause: e });
     throw new ScoreInputError(`Cannot read predictions ${path}: ${(e as Error).message}`, {
       cause: e,
     });
   }
-  const out = new Map<string, string>();
-  for (const { value, line } of parseJsonl(text, path)) {
-    const v = value as { id?: unknown; output?: unknown } | null;
-    if (v === null || typeof v !== "object" || v.id === undefined || typeof v.output !== "string") {
+  const out = new Map<string, Prediction>();
+  let lines;
+  try {
+    lines = parseJsonl(text, label, parsePyJson);
+  } catch (e) {
+    throw new ScoreInputError((e as Error).message, { cause: e });
+  }
+  for (const { value: raw, line } of lines) {
+    const v = raw as PyValue;
+    const id = isDict(v) && v.id !== undefined && v.id !== null ? pyIdText(v.id) : undefined;
+    const answer = isDict(v) ? (typeof v.output === "string" ? v.output : v.result) : undefined;
+    if (
+      id === undefined || answer === undefined ||
+      (typeof answer !== "string" && !Array.isArray(answer))
+    ) {
       throw new ScoreInputError(
-        `${path} line ${line}: expected {"id": …, "output": "<text>"}, got ${
-          JSON.stringify(value)
-        }`,
+        `${label} line ${line}: expected {"id": …, "output": "<text>"} or BFCL's ` +
+          `{"id": …, "result": "<text>" | [calls]}, got ${clip(pyToJson(v))}`,
       );
     }
-    const id = String(v.id);
-    if (out.has(id)) throw new ScoreInputError(`${path} line ${line}: id "${id}" appears twice`);
-    out.set(id, v.output);
+    if (out.has(id)) throw new ScoreInputError(`${label} line ${line}: id "${id}" appears twice`);
+    out.set(id, typeof answer === "string" ? answer : { calls: answer });
+  }
+  if (out.size === 0) {
+    throw new ScoreInputError(
+      `${label} holds no predictions: expected one {"id": …, "output": "<text>"} per line`,
+    );
   }
   return out;
+}
+
+/** An id as text (`7` and `"7"` alike). */
+function pyIdText(id: PyValue): string {
+  return typeof id === "string" ? id : pyToJson(id);
+}
+
+function clip(text: string): string {
+  return text.length > 200 ? `${text.slice(0, 200)}…` : text;
 }
 
 /** Per-sample results of scoring. */
@@ -78,6 +117,12 @@ export async function scorePredictions(
     try {
       for (const s of samples) {
         const output = predictions.get(s.id);
+        if (output !== undefined && typeof output !== "string") {
+          throw new ScoreInputError(
+            `${predictionsPath}: the prediction for "${s.id}" is a list of calls; the json task ` +
+              `needs the answer text ("output")`,
+          );
+        }
         scores.push(
           output === undefined
             ? {
@@ -113,7 +158,7 @@ export async function scorePredictions(
   return { metrics: toolMetrics(scores, detail), scores };
 }
 
-function checkIds(predictions: Map<string, string>, ids: string[], path: string): void {
+function checkIds(predictions: Map<string, Prediction>, ids: string[], path: string): void {
   const known = new Set(ids);
   const unknown = [...predictions.keys()].filter((id) => !known.has(id));
   if (unknown.length > 0) {

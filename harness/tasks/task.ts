@@ -27,6 +27,8 @@ export interface TaskContext {
   engine: Engine;
   task: TaskSpec;
   dataset: DatasetSpec | undefined;
+  /** The suite's datasets by id (for options naming another one: long_context's `text`). */
+  datasets?: Readonly<Record<string, DatasetSpec>>;
   seed: number;
   /** At most this many samples (windows, documents, questions), from `--limit`. */
   limit?: number;

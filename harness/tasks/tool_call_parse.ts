@@ -18,10 +18,19 @@
  *
  * JSON numbers keep Python's int/float distinction (`7` vs `7.0`), which BFCL's type rules need.
  *
+ * In Java and JavaScript categories step 3 reads call syntax as BFCL's tree-sitter decoder does:
+ * the first call `name(param=literal, …)` only, each argument the literal's source text (a string
+ * or char literal without its quotes), for BFCL's type converters to read (`bfcl_literals.ts`). A
+ * Java `new HashMap<…>() {{ put(…); }}` keeps only `new HashMap<…>()`, as BFCL's traversal drops an
+ * anonymous class body. Java text with more than one call does not decode (BFCL's Java parser
+ * fails on it); JavaScript takes the first.
+ *
  * @module
  */
+import type { BfclLanguage } from "./bfcl_checker.ts";
 import {
   isDict,
+  MAX_NESTING,
   parsePyCalls,
   parsePyJson,
   parsePyJsonPrefix,
@@ -42,7 +51,7 @@ export type DecodedCalls =
   };
 
 /** Decodes tool calls from model output (see the module documentation). */
-export function decodeToolCalls(output: string): DecodedCalls {
+export function decodeToolCalls(output: string, language: BfclLanguage = "python"): DecodedCalls {
   const tagged = [...output.matchAll(/<tool_call>([\s\S]*?)(?:<\/tool_call>|$)/g)];
   if (tagged.length > 0) {
     const calls: PyCall[] = [];
@@ -62,7 +71,7 @@ export function decodeToolCalls(output: string): DecodedCalls {
   const unfenced = output.replace(/```[a-zA-Z]*\n?/g, "");
   let text = unfenced.replace(/^[`\n ]+|[`\n ]+$/g, "");
   // Text that starts like a call (`f(`, `[a.b(`) is Python; JSON inside its arguments is not a call.
-  const python = /^\[?\s*[A-Za-z_][\w.]*\s*\(/.test(text);
+  const python = /^\[?\s*[\p{L}\p{Nl}_][\p{L}\p{Nl}\p{Mn}\p{Mc}\p{Nd}\p{Pc}.]*\s*\(/u.test(text);
   const values = python ? [] : jsonValues(unfenced);
   const list = values.length === 1 && Array.isArray(values[0]) ? values[0] : values;
   const jsonCalls = values.length > 0 ? list.map(asCall) : [];
@@ -72,6 +81,14 @@ export function decodeToolCalls(output: string): DecodedCalls {
   }
   if (!text.startsWith("[")) text = "[" + text;
   if (!text.endsWith("]")) text = text + "]";
+  if (language !== "python") {
+    try {
+      return { ok: true, calls: parseSourceCall(text.slice(1, -1), language), format: "python" };
+    } catch (e) {
+      if (!(e instanceof PyParseError)) throw e;
+      return values.length > 0 ? wrongFormat() : failed("ast_decoder:decoder_failed", e);
+    }
+  }
   try {
     return { ok: true, calls: parsePyCalls(text.trim().replace(/^'+|'+$/g, "")), format: "python" };
   } catch (e) {
@@ -108,6 +125,14 @@ function jsonValues(text: string): PyValue[] {
         i = parsed.end;
         continue;
       }
+      // In a run of more than MAX_NESTING open brackets, every start but the last MAX_NESTING
+      // fails on depth alone: skip them rather than parse each.
+      let run = i;
+      while (text[run] === "{" || text[run] === "[") run++;
+      if (run - i > MAX_NESTING) {
+        i = run - MAX_NESTING;
+        continue;
+      }
     }
     i++;
   }
@@ -141,4 +166,103 @@ function parseArgumentString(raw: string): PyValue | undefined {
   } catch {
     return undefined;
   }
+}
+
+const SOURCE_NAME = /[\p{L}\p{Nl}_$][\p{L}\p{Nl}\p{Mn}\p{Mc}\p{Nd}\p{Pc}$]*/uy;
+
+/**
+ * The first call of Java or JavaScript source, `a.b(x=literal, …)`, with each argument's source
+ * text (see the module documentation).
+ */
+export function parseSourceCall(text: string, language: "java" | "javascript"): PyCall[] {
+  let i = 0;
+  const fail = (what: string): never => {
+    throw new PyParseError(`Invalid ${language} call at character ${i}: ${what}`);
+  };
+  const ws = () => {
+    while (/\s/u.test(text[i] ?? "")) i++;
+  };
+  const name = (): string => {
+    SOURCE_NAME.lastIndex = i;
+    const m = SOURCE_NAME.exec(text);
+    if (!m) return fail("expected a name");
+    i += m[0].length;
+    return m[0];
+  };
+  ws();
+  let fn = name();
+  for (ws(); text[i] === "."; ws()) {
+    i++;
+    ws();
+    fn += "." + name();
+  }
+  if (text[i] !== "(") fail("expected (");
+  i++;
+  const args: PyDict = {};
+  for (;;) {
+    ws();
+    if (text[i] === ")") {
+      i++;
+      break;
+    }
+    const start = i;
+    SOURCE_NAME.lastIndex = i;
+    const m = SOURCE_NAME.exec(text);
+    const eq = m ? /^\s*=(?!=)/.exec(text.slice(i + m[0].length)) : null;
+    if (m && eq) i += m[0].length + eq[0].length;
+    const value = literalText(text.slice(i, i = scanValue(text, i, fail)).trim(), language);
+    if (m && eq) {
+      if (m[0] in args) fail(`argument "${m[0]}" given twice`);
+      args[m[0]] = value;
+    } else if (i === start) fail("expected an argument");
+    ws();
+    if (text[i] === ",") i++;
+    else if (text[i] !== ")") fail("expected , or )");
+  }
+  ws();
+  if (text[i] === ";") i++;
+  ws();
+  if (i < text.length && language === "java") fail("more than one call");
+  return [{ [fn]: args }];
+}
+
+/**
+ * The end of a value: the first `,` or `)` outside brackets, quotes and (Java) type arguments
+ * (`HashMap<String, Object>`: a `<` right after a name).
+ */
+function scanValue(text: string, start: number, fail: (what: string) => never): number {
+  let depth = 0;
+  let angles = 0;
+  for (let i = start; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === "<" && /[\p{L}\p{N}_$]/u.test(text[i - 1] ?? "")) {
+      angles++;
+    } else if (c === ">" && angles > 0) {
+      angles--;
+    } else if (c === '"' || c === "'" || c === "`") {
+      for (i++; i < text.length && text[i] !== c; i++) if (text[i] === "\\") i++;
+      if (i >= text.length) fail("unterminated string");
+    } else if (c === "(" || c === "[" || c === "{") {
+      if (++depth > MAX_NESTING) fail(`brackets nested deeper than ${MAX_NESTING}`);
+    } else if (c === ")" || c === "]" || c === "}") {
+      if (depth === 0) {
+        if (c === ")") return i;
+        fail(`unbalanced ${c}`);
+      }
+      depth--;
+    } else if (c === "," && depth === 0 && angles === 0) return i;
+  }
+  return fail("unterminated argument list");
+}
+
+/** An argument's source text as BFCL's tree-sitter traversal hands it to the converters. */
+function literalText(value: string, language: "java" | "javascript"): string {
+  const quoted = /^"[^]*"$/.test(value) || /^'[^]*'$/.test(value);
+  if (quoted && value.length >= 2) return value.slice(1, -1);
+  if (language === "java") {
+    // `new T(args) { body }`: an object creation keeps its type and arguments only.
+    const creation = /^new\s[^{]*?\)(?=\s*\{)/u.exec(value);
+    if (creation) return creation[0];
+  }
+  return value;
 }
