@@ -34,9 +34,22 @@ import {
   linearInputs,
   stepInputs,
 } from "../../core/graph.ts";
-import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../../core/model.ts";
+import {
+  type LayerWeights,
+  LINEAR_NAMES,
+  type LinearName,
+  type LlamaModel,
+  type Matrix,
+} from "../../core/model.ts";
 import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
-import { CalibrationBlock, embed, MemoryMeter } from "./calibration.ts";
+import {
+  CalibrationBlock,
+  embed,
+  layerBuffers,
+  matrixBuffers,
+  MemoryMeter,
+  weightBuffers,
+} from "./calibration.ts";
 
 /** Thrown when a method asks the driver for what it cannot do. */
 export class SequentialCalibrationError extends Error {
@@ -129,10 +142,21 @@ export async function quantizeLayers(
     );
   }
   const block = new CalibrationBlock(model.config);
+  const { stream } = model;
+  // The weights held throughout: those outside the blocks and, unless streamed, every float layer.
+  const resident = new Set([
+    ...weightBuffers({ ...model.weights, layers: [] }),
+    ...(stream ? [] : model.weights.layers.flatMap(layerBuffers)),
+  ]);
+  meter.hold([...resident]);
   let hidden = windows && embed(model, windows);
   if (hidden) meter.hold(hidden);
   const layers: LayerWeights[] = [];
-  for (const [index, original] of model.weights.layers.entries()) {
+  const count = stream ? stream.count : model.weights.layers.length;
+  for (let index = 0; index < count; index++) {
+    // A streamed layer is read here and dropped (and uncounted) once it is quantized.
+    const original = stream ? await stream.read(index) : model.weights.layers[index]!;
+    const read = stream ? meter.hold(layerBuffers(original)) : 0;
     const steps = blockSteps(blockShape(original));
     const layer: LayerContext = {
       index,
@@ -150,10 +174,24 @@ export async function quantizeLayers(
       meter.hold(next);
       hidden = next;
     }
+    meter.release(read);
+    // Methods count the matrices they quantize; the rest of the layer (norms, biases, any float
+    // linear) is counted here unless it is already resident.
+    meter.hold(floatBuffers(weights).filter((b) => !resident.has(b)));
     layers.push(weights);
     await Promise.resolve();
   }
   return layers;
+}
+
+/** A layer's float arrays: norms, biases and dense matrices (what methods do not count). */
+function floatBuffers(layer: LayerWeights): ArrayBufferView[] {
+  return layerBuffers(layer).filter((b) => b instanceof Float32Array && !isQuantizedPart(layer, b));
+}
+
+/** Whether `b` belongs to a quantized matrix of `layer` (its scales are float arrays too). */
+function isQuantizedPart(layer: LayerWeights, b: ArrayBufferView): boolean {
+  return LINEAR_NAMES.some((n) => layer[n].kind !== "dense" && matrixBuffers(layer[n]).includes(b));
 }
 
 /** A `groups` method over one layer; the windows' values at its output when there are windows. */
