@@ -154,27 +154,12 @@ export async function quantizeLayers(
   const layers: LayerWeights[] = [];
   const count = stream ? stream.count : model.weights.layers.length;
   for (let index = 0; index < count; index++) {
-    // A streamed layer is read here and dropped (and uncounted) once it is quantized.
-    const original = stream ? await stream.read(index) : model.weights.layers[index]!;
-    const read = stream ? meter.hold(layerBuffers(original)) : 0;
-    const steps = blockSteps(blockShape(original));
-    const layer: LayerContext = {
-      index,
-      original,
-      steps,
-      groups: groupsOf(steps),
-      block,
-      meter,
-    };
-    const { weights, next } = method.kind === "groups"
-      ? quantizeGroups(method, layer, hidden)
-      : quantizeLayer(method, layer, hidden!);
+    const { weights, next } = await quantizeAt(model, index, method, block, hidden, meter);
     if (hidden && next) {
       meter.release(hidden.reduce((n, x) => n + x.byteLength, 0));
       meter.hold(next);
       hidden = next;
     }
-    meter.release(read);
     // Methods count the matrices they quantize; the rest of the layer (norms, biases, any float
     // linear) is counted here unless it is already resident.
     meter.hold(floatBuffers(weights).filter((b) => !resident.has(b)));
@@ -182,6 +167,32 @@ export async function quantizeLayers(
     await Promise.resolve();
   }
   return layers;
+}
+
+/**
+ * Layer `index` quantized by `method`. A streamed layer is read here and is unreachable once this
+ * returns: a separate (async) function, because a suspended async function keeps the values of
+ * its locals from the last iteration, which would hold the previous float layer while the next
+ * one is read.
+ */
+async function quantizeAt(
+  model: LlamaModel,
+  index: number,
+  method: SequentialMethod,
+  block: CalibrationBlock,
+  hidden: Float32Array[] | undefined,
+  meter: MemoryMeter,
+): Promise<{ weights: LayerWeights; next?: Float32Array[] }> {
+  const { stream } = model;
+  const original = stream ? await stream.read(index) : model.weights.layers[index]!;
+  const read = stream ? meter.hold(layerBuffers(original)) : 0;
+  const steps = blockSteps(blockShape(original));
+  const layer: LayerContext = { index, original, steps, groups: groupsOf(steps), block, meter };
+  const done = method.kind === "groups"
+    ? quantizeGroups(method, layer, hidden)
+    : quantizeLayer(method, layer, hidden!);
+  meter.release(read);
+  return done;
 }
 
 /** A layer's float arrays: norms, biases and dense matrices (what methods do not count). */
