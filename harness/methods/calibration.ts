@@ -179,9 +179,9 @@ export interface BlockRange {
 }
 
 /**
- * Peak working memory of a method, counted from the buffers it holds (hidden states, captured
- * inputs, Hessians, quantized weights) rather than sampled, so the figure repeats from run to
- * run.
+ * Peak memory of a quantization, counted from the buffers held (weights, hidden states, captured
+ * inputs, Hessians, quantized weights) rather than sampled from the process's RSS, so the figure
+ * repeats from run to run and belongs to one cell (cells run in worker threads of one process).
  */
 export class MemoryMeter {
   #now = 0;

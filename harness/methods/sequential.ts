@@ -21,7 +21,13 @@
  * inputs, group by group and layer by layer.
  *
  * Memory stays bounded by one layer: the hidden states of all windows at the current layer's
- * input, the values of the current block that later steps still read, and the captures.
+ * input, the values of the current block that later steps still read, and the captures. The
+ * weights too, for a streamed model (`LlamaModel.stream`): each layer is read when its turn
+ * comes and its float copy dropped once quantized, so the weights held are the quantized layers
+ * so far and one float layer. The meter counts them with the method's buffers: the weights
+ * outside the blocks throughout, every float layer of a model loaded whole, a streamed layer
+ * while it is quantized, and each quantized layer from then on (its matrices as the method
+ * holds them, the rest here).
  *
  * @module
  */
@@ -68,7 +74,7 @@ export interface LinearGroup {
 export interface LayerContext {
   /** Index of the layer in the model. */
   index: number;
-  /** The layer's weights as the model has them. */
+  /** The layer's weights as the model has them (read from the file when streamed). */
   original: LayerWeights;
   /** The layer's steps. */
   steps: BlockStep[];
@@ -127,8 +133,9 @@ export function firstReader(steps: readonly BlockStep[], value: BlockValue): num
 
 /**
  * The model's layers quantized by `method`, over the token `windows` (hidden states start as
- * their embeddings), or without calibration when `windows` is undefined. Yields to the event
- * loop between layers (so a worker can deliver progress).
+ * their embeddings), or without calibration when `windows` is undefined; a streamed model's
+ * layers are read one at a time. Yields to the event loop between layers (so a worker can
+ * deliver progress).
  */
 export async function quantizeLayers(
   model: LlamaModel,

@@ -3,7 +3,8 @@
  * and metadata keys) with their embedded tokenizer. Quantized tensors stay in their ggml block
  * format as {@linkcode CodedMatrix} weights (codec names: ggml's lower-case type names, MXFP4 as
  * `gguf_mxfp4`), so a file made by llama.cpp runs as it is; types without a row codec are decoded
- * to float32. Norms, biases and the token embedding are decoded to float32.
+ * to float32. Norms, biases and the token embedding are decoded to float32. A streamed load reads
+ * the transformer blocks only when asked (`LlamaModel.stream`), as Hugging Face folders do.
  *
  * RoPE pairing follows llama.cpp: `llama` files store q/k rows for adjacent pairs (its converter
  * permutes Hugging Face weights), `qwen2`/`qwen3` keep the half-split (NEOX) order.

@@ -3,7 +3,9 @@
  * `model.safetensors` or shards listed by `model.safetensors.index.json` (F32, F16, BF16, F64),
  * and the tokenizer. Tensors are read one at a time from their offsets, checked against the
  * shapes the config implies and for NaN/infinity, and kept as float32 in the checkpoint's
- * `[out][in]` layout with Hugging Face's half-split RoPE pairing.
+ * `[out][in]` layout with Hugging Face's half-split RoPE pairing. A streamed load (`stream`)
+ * reads the transformer blocks only when asked (`LlamaModel.stream`), each as the eager load
+ * would.
  *
  * @module
  */
