@@ -1,9 +1,9 @@
 /**
  * Opening a cell: load its model (streamed: the layers are read as the method reaches them),
  * quantize it by the cell's method and format (calibrating on the suite's datasets), and put it
- * on the cell's backend behind an engine. The cell computation and
- * the reference cells of tasks both open cells this way, so a reference is built exactly as the
- * same cell in the suite would be.
+ * on the cell's backend behind an engine. The cell computation and the reference cells of tasks
+ * both open cells this way, so a reference is built exactly as the same cell in the suite would
+ * be.
  *
  * @module
  */
@@ -24,7 +24,7 @@ export interface OpenedCell {
   /** The quantized model (for the cell's bits per weight and format name). */
   model: LlamaModel;
   engine: Engine;
-  /** Seconds the method took. */
+  /** Seconds the method took (reading a streamed model's layers included). */
   quantizeSeconds: number;
   /** Statistics the method recorded (e.g. calibration error). */
   quantizeStats: Record<string, number>;
