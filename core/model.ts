@@ -219,6 +219,27 @@ export interface LlamaModel {
   tokenizer: Tokenizer;
   /** Quantization applied while it runs (activations, KV cache), set by quantization methods. */
   runtime?: RuntimeQuantization;
+  /**
+   * Present on a streamed load: `weights.layers` is empty and the layers are read from the file
+   * one at a time, as a quantization method reaches them. Only methods take such a model; what
+   * they return holds all its layers.
+   */
+  stream?: LayerStream;
+}
+
+/**
+ * A model's transformer blocks read from their file on demand (a streamed load). Each
+ * {@linkcode LayerStream.read} reads the layer afresh, as the eager loader would, and keeps no
+ * reference to it, so a layer its caller drops is freed: quantizing layer by layer then holds
+ * one layer in float32 at a time.
+ */
+export interface LayerStream {
+  /** How many layers there are. */
+  readonly count: number;
+  /** Reads layer `index` (`0 ≤ index < count`). */
+  read(index: number): Promise<LayerWeights>;
+  /** Closes the files; later reads fail. */
+  close(): void;
 }
 
 /** Builds a dense matrix, checking the element count. */

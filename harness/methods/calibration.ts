@@ -15,7 +15,13 @@
  *
  * @module
  */
-import type { LayerWeights, LlamaConfig, LlamaModel, Matrix } from "../../core/model.ts";
+import type {
+  LayerWeights,
+  LlamaConfig,
+  LlamaModel,
+  LlamaWeights,
+  Matrix,
+} from "../../core/model.ts";
 import type { DatasetSpec } from "../../core/suite_types.ts";
 import type { MethodContext } from "./method.ts";
 import { type RopeAngles, ropeAngles } from "../../kernels/cpu/ops.ts";
@@ -173,9 +179,9 @@ export interface BlockRange {
 }
 
 /**
- * Peak working memory of a method, counted from the buffers it holds (hidden states, captured
- * inputs, Hessians, quantized weights) rather than sampled, so the figure repeats from run to
- * run.
+ * Peak memory of a quantization, counted from the buffers held (weights, hidden states, captured
+ * inputs, Hessians, quantized weights) rather than sampled from the process's RSS, so the figure
+ * repeats from run to run and belongs to one cell (cells run in worker threads of one process).
  */
 export class MemoryMeter {
   #now = 0;
@@ -210,4 +216,28 @@ export function matrixBuffers(m: Matrix): ArrayBufferView[] {
     case "coded":
       return [m.data];
   }
+}
+
+/** The typed arrays of a layer: its matrices' storage, norms and biases. */
+export function layerBuffers(layer: LayerWeights): ArrayBufferView[] {
+  return Object.values(layer).flatMap((v: Matrix | Float32Array | undefined) =>
+    v === undefined ? [] : v instanceof Float32Array ? [v] : matrixBuffers(v)
+  );
+}
+
+/** The distinct typed arrays of a model's weights (a tied classifier shares the embedding's). */
+export function weightBuffers(weights: LlamaWeights): ArrayBufferView[] {
+  return [
+    ...new Set([
+      weights.tokenEmbedding,
+      ...weights.layers.flatMap(layerBuffers),
+      weights.finalNorm,
+      ...matrixBuffers(weights.output),
+    ]),
+  ];
+}
+
+/** Bytes of the distinct typed arrays a model's weights hold in memory. */
+export function weightBytes(weights: LlamaWeights): number {
+  return weightBuffers(weights).reduce((n, b) => n + b.byteLength, 0);
 }

@@ -27,7 +27,11 @@ export interface Method {
   options: Record<string, unknown>;
   /** Why this method cannot produce `format`, or undefined when it can. */
   unsupported(format: FormatSpec): string | undefined;
-  /** Returns a new model whose linear weights are in `format`; the input is not modified. */
+  /**
+   * Returns a new model whose linear weights are in `format`; the input is not modified. A
+   * streamed input's layers (`LlamaModel.stream`) are read as the method reaches them; the result
+   * holds all of its layers.
+   */
   quantize(
     model: LlamaModel,
     format: FormatSpec,

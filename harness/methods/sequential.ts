@@ -21,7 +21,13 @@
  * inputs, group by group and layer by layer.
  *
  * Memory stays bounded by one layer: the hidden states of all windows at the current layer's
- * input, the values of the current block that later steps still read, and the captures.
+ * input, the values of the current block that later steps still read, and the captures. The
+ * weights too, for a streamed model (`LlamaModel.stream`): each layer is read when its turn
+ * comes and its float copy dropped once quantized, so the weights held are the quantized layers
+ * so far and one float layer. The meter counts them with the method's buffers: the weights
+ * outside the blocks throughout, every float layer of a model loaded whole, a streamed layer
+ * while it is quantized, and each quantized layer from then on (its matrices as the method
+ * holds them, the rest here).
  *
  * @module
  */
@@ -34,9 +40,22 @@ import {
   linearInputs,
   stepInputs,
 } from "../../core/graph.ts";
-import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../../core/model.ts";
+import {
+  type LayerWeights,
+  LINEAR_NAMES,
+  type LinearName,
+  type LlamaModel,
+  type Matrix,
+} from "../../core/model.ts";
 import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
-import { CalibrationBlock, embed, MemoryMeter } from "./calibration.ts";
+import {
+  CalibrationBlock,
+  embed,
+  layerBuffers,
+  matrixBuffers,
+  MemoryMeter,
+  weightBuffers,
+} from "./calibration.ts";
 
 /** Thrown when a method asks the driver for what it cannot do. */
 export class SequentialCalibrationError extends Error {
@@ -55,7 +74,7 @@ export interface LinearGroup {
 export interface LayerContext {
   /** Index of the layer in the model. */
   index: number;
-  /** The layer's weights as the model has them. */
+  /** The layer's weights as the model has them (read from the file when streamed). */
   original: LayerWeights;
   /** The layer's steps. */
   steps: BlockStep[];
@@ -114,8 +133,9 @@ export function firstReader(steps: readonly BlockStep[], value: BlockValue): num
 
 /**
  * The model's layers quantized by `method`, over the token `windows` (hidden states start as
- * their embeddings), or without calibration when `windows` is undefined. Yields to the event
- * loop between layers (so a worker can deliver progress).
+ * their embeddings), or without calibration when `windows` is undefined; a streamed model's
+ * layers are read one at a time. Yields to the event loop between layers (so a worker can
+ * deliver progress).
  */
 export async function quantizeLayers(
   model: LlamaModel,
@@ -129,31 +149,67 @@ export async function quantizeLayers(
     );
   }
   const block = new CalibrationBlock(model.config);
+  const { stream } = model;
+  // The weights held throughout: those outside the blocks and, unless streamed, every float layer.
+  const resident = new Set([
+    ...weightBuffers({ ...model.weights, layers: [] }),
+    ...(stream ? [] : model.weights.layers.flatMap(layerBuffers)),
+  ]);
+  meter.hold([...resident]);
   let hidden = windows && embed(model, windows);
   if (hidden) meter.hold(hidden);
   const layers: LayerWeights[] = [];
-  for (const [index, original] of model.weights.layers.entries()) {
-    const steps = blockSteps(blockShape(original));
-    const layer: LayerContext = {
-      index,
-      original,
-      steps,
-      groups: groupsOf(steps),
-      block,
-      meter,
-    };
-    const { weights, next } = method.kind === "groups"
-      ? quantizeGroups(method, layer, hidden)
-      : quantizeLayer(method, layer, hidden!);
+  const count = stream ? stream.count : model.weights.layers.length;
+  for (let index = 0; index < count; index++) {
+    const { weights, next } = await quantizeAt(model, index, method, block, hidden, meter);
     if (hidden && next) {
       meter.release(hidden.reduce((n, x) => n + x.byteLength, 0));
       meter.hold(next);
       hidden = next;
     }
+    // Methods count the matrices they quantize; the rest of the layer (norms, biases, any float
+    // linear) is counted here unless it is already resident.
+    meter.hold(floatBuffers(weights).filter((b) => !resident.has(b)));
     layers.push(weights);
     await Promise.resolve();
   }
   return layers;
+}
+
+/**
+ * Layer `index` quantized by `method`. A streamed layer is read here and is unreachable once this
+ * returns: a separate (async) function, because a suspended async function keeps the values of
+ * its locals from the last iteration, which would hold the previous float layer while the next
+ * one is read.
+ */
+async function quantizeAt(
+  model: LlamaModel,
+  index: number,
+  method: SequentialMethod,
+  block: CalibrationBlock,
+  hidden: Float32Array[] | undefined,
+  meter: MemoryMeter,
+): Promise<{ weights: LayerWeights; next?: Float32Array[] }> {
+  const { stream } = model;
+  const original = stream ? await stream.read(index) : model.weights.layers[index]!;
+  const read = stream ? meter.hold(layerBuffers(original)) : 0;
+  const steps = blockSteps(blockShape(original));
+  const layer: LayerContext = { index, original, steps, groups: groupsOf(steps), block, meter };
+  const done = method.kind === "groups"
+    ? quantizeGroups(method, layer, hidden)
+    : quantizeLayer(method, layer, hidden!);
+  meter.release(read);
+  return done;
+}
+
+/** A layer's float arrays: norms, biases and dense matrices (what methods do not count). */
+function floatBuffers(layer: LayerWeights): ArrayBufferView[] {
+  return layerBuffers(layer).filter((b) => b instanceof Float32Array && !isQuantizedPart(layer, b));
+}
+
+/** Whether `b` belongs to a quantized matrix of `layer` (its scales are float arrays too). */
+function isQuantizedPart(layer: LayerWeights, b: ArrayBufferView): boolean {
+  return LINEAR_NAMES.some((n) => layer[n].kind !== "dense" && matrixBuffers(layer[n]).includes(b));
 }
 
 /** A `groups` method over one layer; the windows' values at its output when there are windows. */

@@ -6,8 +6,12 @@ import {
   quantizeLayers,
   SequentialCalibrationError,
 } from "./sequential.ts";
-import { CalibrationBlock } from "./calibration.ts";
-import { tinyModel } from "../models/testing.ts";
+import { CalibrationBlock, layerBuffers, weightBytes } from "./calibration.ts";
+import { rtn } from "./rtn.ts";
+import { seededRandom, tinyModel } from "../models/testing.ts";
+import { loadHfModel } from "../models/hf/load.ts";
+import { writeHfModel } from "../models/writers/hf.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
 import { rmsnorm } from "../../kernels/cpu/ops.ts";
 import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
 import { blockShape, blockSteps, type BlockValue, producerIndex } from "../../core/graph.ts";
@@ -179,4 +183,98 @@ Deno.test("sequential: without windows each group of each layer is handed over o
   );
   assert.ok(calls.every((c) => c.endsWith(":true")));
   assert.deepEqual(layers[1]!.wk, halved(model.weights.layers[1]!.wk));
+});
+
+/**
+ * A random 6-layer model (dim 512, FFN 1536) whose float32 layers outweigh its int4 form almost
+ * four times, with the tiny model's tokenizer.
+ */
+function wideModel(): LlamaModel {
+  const base = tinyModel();
+  const random = seededRandom(11);
+  const values = (n: number, scale: number, offset = 0) => {
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = offset + scale * (2 * random() - 1);
+    return out;
+  };
+  const [dim, hidden, heads, kvHeads, headDim, nLayers] = [512, 1536, 8, 4, 64, 6];
+  const vocab = base.config.vocabSize;
+  const matrix = (rows: number, cols: number) => dense(rows, cols, values(rows * cols, 0.05));
+  const layers = Array.from({ length: nLayers }, (): LayerWeights => ({
+    attnNorm: values(dim, 0.2, 1),
+    wq: matrix(heads * headDim, dim),
+    wk: matrix(kvHeads * headDim, dim),
+    wv: matrix(kvHeads * headDim, dim),
+    wo: matrix(dim, heads * headDim),
+    ffnNorm: values(dim, 0.2, 1),
+    w1: matrix(hidden, dim),
+    w2: matrix(dim, hidden),
+    w3: matrix(hidden, dim),
+  }));
+  return {
+    ...base,
+    config: {
+      ...base.config,
+      dim,
+      hiddenDim: hidden,
+      nLayers,
+      nHeads: heads,
+      nKvHeads: kvHeads,
+      headDim,
+    },
+    weights: {
+      tokenEmbedding: values(vocab * dim, 1),
+      layers,
+      finalNorm: values(dim, 0.2, 1),
+      output: matrix(vocab, dim),
+      tiedEmbeddings: false,
+    },
+  };
+}
+
+Deno.test("sequential: a streamed model is quantized layer by layer, within 1.3 × (int4 model + one f32 layer), to the eager path's codes", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeHfModel(wideModel(), dir, { dtype: "F16" });
+    const format: FormatSpec = {
+      id: "int4-g128",
+      weights: "int4",
+      group: 128,
+      symmetric: false,
+      options: {},
+    };
+    const quantize = async (model: LlamaModel) => {
+      const stats: Record<string, number> = {};
+      const q = await rtn.quantize(model, format, {}, {
+        seed: 0,
+        record: (s) => Object.assign(stats, s),
+      });
+      return { q, peak: stats.quantize_peak_bytes! };
+    };
+    const eagerModel = await loadHfModel(dir);
+    const eager = await quantize(eagerModel);
+    const streamedModel = await loadHfModel(dir, { stream: true });
+    const streamed = await quantize(streamedModel).finally(() => streamedModel.stream!.close());
+
+    assert.deepEqual(streamed.q.weights, eager.q.weights);
+    const bytes = (b: ArrayBufferView[]) => b.reduce((n, x) => n + x.byteLength, 0);
+    const quantized = weightBytes(streamed.q.weights);
+    const floatLayer = bytes(layerBuffers(eagerModel.weights.layers[0]!));
+    const floatModel = weightBytes(eagerModel.weights);
+    assert.ok(floatModel > 3.5 * quantized, `f32 ${floatModel} B, int4 ${quantized} B`);
+    const bound = 1.3 * (quantized + floatLayer);
+    // All of the quantized model is held at the end, besides the last float layer at its peak.
+    assert.ok(streamed.peak >= quantized + floatLayer / 2, `${streamed.peak} B`);
+    assert.ok(streamed.peak <= bound, `streamed peak ${streamed.peak} B > ${bound} B`);
+    // The eager load holds every float layer throughout: its figure says so.
+    assert.ok(eager.peak >= floatModel + quantized - 2 * floatLayer, `${eager.peak} B`);
+    assert.ok(eager.peak > bound, `eager peak ${eager.peak} B`);
+    console.log(
+      `f32 ${floatModel} B, int4 ${quantized} B, one f32 layer ${floatLayer} B; peak streamed ` +
+        `${streamed.peak} B (${(streamed.peak / (quantized + floatLayer)).toFixed(3)} × int4 + ` +
+        `layer), eager ${eager.peak} B`,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -3,7 +3,8 @@
  * and metadata keys) with their embedded tokenizer. Quantized tensors stay in their ggml block
  * format as {@linkcode CodedMatrix} weights (codec names: ggml's lower-case type names, MXFP4 as
  * `gguf_mxfp4`), so a file made by llama.cpp runs as it is; types without a row codec are decoded
- * to float32. Norms, biases and the token embedding are decoded to float32.
+ * to float32. Norms, biases and the token embedding are decoded to float32. A streamed load reads
+ * the transformer blocks only when asked (`LlamaModel.stream`), as Hugging Face folders do.
  *
  * RoPE pairing follows llama.cpp: `llama` files store q/k rows for adjacent pairs (its converter
  * permutes Hugging Face weights), `qwen2`/`qwen3` keep the half-split (NEOX) order.
@@ -13,6 +14,7 @@
 import { type GgufFile, type GgufTensorInfo, openGguf } from "./gguf/reader.ts";
 import {
   dense,
+  type LayerStream,
   type LayerWeights,
   type LlamaConfig,
   type LlamaModel,
@@ -21,7 +23,7 @@ import {
 import type { CodedMatrix } from "../../core/coded.ts";
 import { rowCodecs } from "../../kernels/formats/codecs.ts";
 import { ggufTokenizer } from "./tokenizer_gguf.ts";
-import { checkTokenizerFits } from "./hf/load.ts";
+import { checkTokenizerFits, type LoadOptions } from "./hf/load.ts";
 import {
   checkFinite,
   ConfigError,
@@ -111,15 +113,70 @@ export function ggufConfig(gguf: GgufFile): LlamaConfig {
   return config;
 }
 
-/** Reads every weight of an open GGUF model file. */
+/** Reads every weight of an open GGUF model file (the first `nLayers` layers). */
 export async function readGgufWeights(
   gguf: GgufFile,
   config: LlamaConfig,
+  nLayers = config.nLayers,
 ): Promise<LlamaModel["weights"]> {
+  const c = config;
+  const { floats, matrix } = tensorReaders(gguf, config);
+  const tokenEmbedding = await floats("token_embd.weight", [c.dim, c.vocabSize]);
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < nLayers; l++) layers.push(await readGgufLayer(gguf, config, l));
+  const finalNorm = await floats("output_norm.weight", [c.dim]);
+  const tied = !gguf.hasTensor("output.weight");
+  const output = tied
+    ? dense(c.vocabSize, c.dim, tokenEmbedding)
+    : await matrix("output.weight", c.vocabSize, c.dim);
+  return { tokenEmbedding, layers, finalNorm, output, tiedEmbeddings: tied };
+}
+
+/** Reads layer `l` of an open GGUF model file. */
+export async function readGgufLayer(
+  gguf: GgufFile,
+  config: LlamaConfig,
+  l: number,
+): Promise<LayerWeights> {
   const c = config;
   const arch = c.architecture;
   const qDim = c.nHeads * c.headDim;
   const kvDim = c.nKvHeads * c.headDim;
+  const { floats, matrix } = tensorReaders(gguf, config);
+  const p = `blk.${l}.`;
+  const layer: LayerWeights = {
+    attnNorm: await floats(p + "attn_norm.weight", [c.dim]),
+    wq: await matrix(p + "attn_q.weight", qDim, c.dim),
+    wk: await matrix(p + "attn_k.weight", kvDim, c.dim),
+    wv: await matrix(p + "attn_v.weight", kvDim, c.dim),
+    wo: await matrix(p + "attn_output.weight", c.dim, qDim),
+    ffnNorm: await floats(p + "ffn_norm.weight", [c.dim]),
+    w1: await matrix(p + "ffn_gate.weight", c.hiddenDim, c.dim),
+    w2: await matrix(p + "ffn_down.weight", c.dim, c.hiddenDim),
+    w3: await matrix(p + "ffn_up.weight", c.hiddenDim, c.dim),
+  };
+  // Qwen2 always has q/k/v biases; Llama files have them when the source model did.
+  if (arch === "qwen2" || gguf.hasTensor(p + "attn_q.bias")) {
+    layer.bq = await floats(p + "attn_q.bias", [qDim]);
+    layer.bk = await floats(p + "attn_k.bias", [kvDim]);
+    layer.bv = await floats(p + "attn_v.bias", [kvDim]);
+  }
+  if (gguf.hasTensor(p + "attn_output.bias")) {
+    layer.bo = await floats(p + "attn_output.bias", [c.dim]);
+  }
+  if (arch === "qwen3") {
+    layer.qNorm = await floats(p + "attn_q_norm.weight", [c.headDim]);
+    layer.kNorm = await floats(p + "attn_k_norm.weight", [c.headDim]);
+  }
+  return layer;
+}
+
+/** Readers of a file's tensors, checked against the shapes `config` implies. */
+function tensorReaders(gguf: GgufFile, config: LlamaConfig): {
+  floats(name: string, shape: readonly number[]): Promise<Float32Array>;
+  matrix(name: string, rows: number, cols: number): Promise<Matrix>;
+} {
+  const arch = config.architecture;
   const info = (name: string, shape: readonly number[]): GgufTensorInfo => {
     if (!gguf.hasTensor(name)) {
       throw new MissingTensorError(gguf.path, `the ${arch} architecture needs it`, {
@@ -161,42 +218,7 @@ export async function readGgufWeights(
     checkCodedFinite(coded, gguf.path, name);
     return coded;
   };
-  const tokenEmbedding = await floats("token_embd.weight", [c.dim, c.vocabSize]);
-  const layers: LayerWeights[] = [];
-  for (let l = 0; l < c.nLayers; l++) {
-    const p = `blk.${l}.`;
-    const layer: LayerWeights = {
-      attnNorm: await floats(p + "attn_norm.weight", [c.dim]),
-      wq: await matrix(p + "attn_q.weight", qDim, c.dim),
-      wk: await matrix(p + "attn_k.weight", kvDim, c.dim),
-      wv: await matrix(p + "attn_v.weight", kvDim, c.dim),
-      wo: await matrix(p + "attn_output.weight", c.dim, qDim),
-      ffnNorm: await floats(p + "ffn_norm.weight", [c.dim]),
-      w1: await matrix(p + "ffn_gate.weight", c.hiddenDim, c.dim),
-      w2: await matrix(p + "ffn_down.weight", c.dim, c.hiddenDim),
-      w3: await matrix(p + "ffn_up.weight", c.hiddenDim, c.dim),
-    };
-    // Qwen2 always has q/k/v biases; Llama files have them when the source model did.
-    if (arch === "qwen2" || gguf.hasTensor(p + "attn_q.bias")) {
-      layer.bq = await floats(p + "attn_q.bias", [qDim]);
-      layer.bk = await floats(p + "attn_k.bias", [kvDim]);
-      layer.bv = await floats(p + "attn_v.bias", [kvDim]);
-    }
-    if (gguf.hasTensor(p + "attn_output.bias")) {
-      layer.bo = await floats(p + "attn_output.bias", [c.dim]);
-    }
-    if (arch === "qwen3") {
-      layer.qNorm = await floats(p + "attn_q_norm.weight", [c.headDim]);
-      layer.kNorm = await floats(p + "attn_k_norm.weight", [c.headDim]);
-    }
-    layers.push(layer);
-  }
-  const finalNorm = await floats("output_norm.weight", [c.dim]);
-  const tied = !gguf.hasTensor("output.weight");
-  const output = tied
-    ? dense(c.vocabSize, c.dim, tokenEmbedding)
-    : await matrix("output.weight", c.vocabSize, c.dim);
-  return { tokenEmbedding, layers, finalNorm, output, tiedEmbeddings: tied };
+  return { floats, matrix };
 }
 
 /** Decodes every row once to reject NaN or infinite weights without a dense copy. */
@@ -209,8 +231,14 @@ function checkCodedFinite(m: CodedMatrix, file: string, tensor: string): void {
   }
 }
 
-/** Reads config, weights and tokenizer of an open GGUF file. */
-export async function readGgufModel(gguf: GgufFile): Promise<LlamaModel> {
+/**
+ * Reads config, weights and tokenizer of an open GGUF file; with `stream`, the layers are left to
+ * `model.stream` (which reads them from `gguf`, so the file stays open until it is closed).
+ */
+export async function readGgufModel(
+  gguf: GgufFile,
+  options: LoadOptions = {},
+): Promise<LlamaModel> {
   const config = ggufConfig(gguf);
   if (gguf.hasTensor("rope_freqs.weight")) {
     const factors = await gguf.readTensorF32(gguf.tensor("rope_freqs.weight"));
@@ -228,14 +256,30 @@ export async function readGgufModel(gguf: GgufFile): Promise<LlamaModel> {
     }
     config.ropeScaling = { type: "factors", factors };
   }
-  const weights = await readGgufWeights(gguf, config);
+  const weights = await readGgufWeights(gguf, config, options.stream ? 0 : config.nLayers);
   const tokenizer = ggufTokenizer(gguf);
   checkTokenizerFits(tokenizer, config.vocabSize, gguf.path);
-  return { config, weights, tokenizer };
+  if (!options.stream) return { config, weights, tokenizer };
+  const stream: LayerStream = {
+    count: config.nLayers,
+    read: (index) => readGgufLayer(gguf, config, index),
+    close: () => gguf.close(),
+  };
+  return { config, weights, tokenizer, stream };
 }
 
-/** Loads a GGUF model file with its embedded tokenizer. */
-export async function loadGgufModel(path: string): Promise<LlamaModel> {
-  using gguf = await openGguf(path);
-  return await readGgufModel(gguf);
+/** Loads a GGUF model file with its embedded tokenizer (`stream`: as Hugging Face folders). */
+export async function loadGgufModel(
+  path: string,
+  options: LoadOptions = {},
+): Promise<LlamaModel> {
+  const gguf = await openGguf(path);
+  try {
+    const model = await readGgufModel(gguf, options);
+    if (!options.stream) gguf.close();
+    return model;
+  } catch (e) {
+    gguf.close();
+    throw e;
+  }
 }

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { hasShared, sharedPath } from "../../core/shared.ts";
 import { ggufCodecName, loadGgufModel, readGgufModel } from "./gguf_model.ts";
 import { loadLlama2c } from "./llama2c.ts";
-import { openGguf } from "./gguf/reader.ts";
+import { GgufIoError, openGguf } from "./gguf/reader.ts";
+import { writeTinyFiles } from "./testing.ts";
 import { dense, LINEAR_NAMES, type LlamaModel, type Matrix } from "../../core/model.ts";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
 import { UnsupportedModelError } from "./errors.ts";
@@ -130,4 +131,27 @@ Deno.test({
     using gguf = await openGguf(sharedPath("models/gguf-vocab/ggml-vocab-gpt-2.gguf"));
     await assert.rejects(readGgufModel(gguf), UnsupportedModelError);
   },
+});
+
+Deno.test("gguf_model: a streamed load reads each layer as the eager load does", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { gguf } = await writeTinyFiles(dir);
+    const eager = await loadGgufModel(gguf);
+    const streamed = await loadGgufModel(gguf, { stream: true });
+    const stream = streamed.stream!;
+    try {
+      assert.deepEqual(streamed.weights.layers, []);
+      assert.deepEqual({ ...streamed.weights, layers: eager.weights.layers }, eager.weights);
+      assert.equal(stream.count, 1);
+      const layer = await stream.read(0);
+      assert.equal(layer.wq.kind, "coded");
+      assert.deepEqual(layer, eager.weights.layers[0]);
+    } finally {
+      stream.close();
+    }
+    await assert.rejects(stream.read(0), GgufIoError);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

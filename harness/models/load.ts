@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { LlamaModel, Tokenizer, Vocabulary } from "../../core/model.ts";
 import type { ModelSpec } from "../../core/suite_types.ts";
 import { findLlama2cTokenizer, loadLlama2c } from "./llama2c.ts";
-import { loadHfModel } from "./hf/load.ts";
+import { loadHfModel, type LoadOptions } from "./hf/load.ts";
 import { loadGgufModel } from "./gguf_model.ts";
 import { TOKEN_TYPE } from "./tokenizer_gguf.ts";
 
@@ -31,13 +31,23 @@ export function modelFormat(path: string): ModelFormat | undefined {
   return undefined;
 }
 
-/** Loads a model file or folder; `tokenizer` is the llama2.c tokenizer file when separate. */
-export async function loadModelPath(path: string, tokenizer?: string): Promise<LlamaModel> {
+export type { LoadOptions };
+
+/**
+ * Loads a model file or folder; `tokenizer` is the llama2.c tokenizer file when separate. With
+ * `stream`, a Hugging Face folder's or GGUF file's layers are read when a method reaches them
+ * (`LlamaModel.stream`); a llama2.c checkpoint is one buffer and always loads whole.
+ */
+export async function loadModelPath(
+  path: string,
+  tokenizer?: string,
+  options: LoadOptions = {},
+): Promise<LlamaModel> {
   switch (modelFormat(path)) {
     case "hf":
-      return await loadHfModel(path);
+      return await loadHfModel(path, options);
     case "gguf":
-      return await loadGgufModel(path);
+      return await loadGgufModel(path, options);
     case "llama2c": {
       const model = await loadLlama2c(path, tokenizer);
       const tokPath = tokenizer ?? findLlama2cTokenizer(path);
@@ -53,15 +63,15 @@ export async function loadModelPath(path: string, tokenizer?: string): Promise<L
   }
 }
 
-/** Loads the model a suite names. */
-export async function loadModel(spec: ModelSpec): Promise<LlamaModel> {
+/** Loads the model a suite names (see {@linkcode loadModelPath} for `options`). */
+export async function loadModel(spec: ModelSpec, options: LoadOptions = {}): Promise<LlamaModel> {
   if (modelFormat(spec.path) === undefined) {
     throw new ModelLoadError(
       `Model "${spec.id}": cannot load ${spec.path}; supported: a Hugging Face folder with ` +
         `config.json, a .gguf file, a llama2.c .bin checkpoint`,
     );
   }
-  return await loadModelPath(spec.path, spec.tokenizer);
+  return await loadModelPath(spec.path, spec.tokenizer, options);
 }
 
 /**

@@ -1,8 +1,9 @@
 /**
- * Opening a cell: load its model, quantize it by the cell's method and format (calibrating on the
- * suite's datasets), and put it on the cell's backend behind an engine. The cell computation and
- * the reference cells of tasks both open cells this way, so a reference is built exactly as the
- * same cell in the suite would be.
+ * Opening a cell: load its model (streamed: the layers are read as the method reaches them),
+ * quantize it by the cell's method and format (calibrating on the suite's datasets), and put it
+ * on the cell's backend behind an engine. The cell computation and the reference cells of tasks
+ * both open cells this way, so a reference is built exactly as the same cell in the suite would
+ * be.
  *
  * @module
  */
@@ -13,12 +14,17 @@ import { engineFor } from "../engines/registry.ts";
 import { methods } from "../methods/registry.ts";
 import { loadModel } from "../models/load.ts";
 
+/** Thrown when a method leaves layers of a streamed model unread. */
+export class StreamedModelError extends Error {
+  override name = "StreamedModelError";
+}
+
 /** An opened cell. */
 export interface OpenedCell {
   /** The quantized model (for the cell's bits per weight and format name). */
   model: LlamaModel;
   engine: Engine;
-  /** Seconds the method took. */
+  /** Seconds the method took (reading a streamed model's layers included). */
   quantizeSeconds: number;
   /** Statistics the method recorded (e.g. calibration error). */
   quantizeStats: Record<string, number>;
@@ -44,19 +50,33 @@ export async function openCell(
   cell: Cell,
 ): Promise<OpenedCell> {
   const quantizeStats: Record<string, number> = {};
-  const loaded = await loadModel(cell.model);
+  // Streamed: the method reads each layer when it reaches it, so the float model is never whole
+  // in memory unless the method keeps it (none).
+  const loaded = await loadModel(cell.model, { stream: true });
   const t0 = performance.now();
-  const model = await methods.get(cell.method.method).quantize(
-    loaded,
-    cell.format,
-    cell.method.options,
-    {
-      seed: suite.seed,
-      datasets: suite.datasets,
-      record: (stats) => Object.assign(quantizeStats, stats),
-    },
-  );
+  let quantized: LlamaModel;
+  try {
+    quantized = await methods.get(cell.method.method).quantize(
+      loaded,
+      cell.format,
+      cell.method.options,
+      {
+        seed: suite.seed,
+        datasets: suite.datasets,
+        record: (stats) => Object.assign(quantizeStats, stats),
+      },
+    );
+  } finally {
+    loaded.stream?.close();
+  }
   const quantizeSeconds = (performance.now() - t0) / 1000;
+  const { stream: _, ...model } = quantized;
+  if (model.weights.layers.length !== model.config.nLayers) {
+    throw new StreamedModelError(
+      `Method "${cell.method.method}" returned ${model.weights.layers.length} of the ` +
+        `${model.config.nLayers} layers of streamed model "${cell.model.id}"`,
+    );
+  }
   const engine = await engineFor(cell.backend).open(model, cell.backend);
   return { model, engine, quantizeSeconds, quantizeStats };
 }

@@ -3,13 +3,21 @@
  * `model.safetensors` or shards listed by `model.safetensors.index.json` (F32, F16, BF16, F64),
  * and the tokenizer. Tensors are read one at a time from their offsets, checked against the
  * shapes the config implies and for NaN/infinity, and kept as float32 in the checkpoint's
- * `[out][in]` layout with Hugging Face's half-split RoPE pairing.
+ * `[out][in]` layout with Hugging Face's half-split RoPE pairing. A streamed load (`stream`)
+ * reads the transformer blocks only when asked (`LlamaModel.stream`), each as the eager load
+ * would.
  *
  * @module
  */
 import { existsSync } from "node:fs";
 import { basename, join } from "node:path";
-import { dense, type LayerWeights, type LlamaModel, type Tokenizer } from "../../../core/model.ts";
+import {
+  dense,
+  type LayerStream,
+  type LayerWeights,
+  type LlamaModel,
+  type Tokenizer,
+} from "../../../core/model.ts";
 import { type HfModelConfig, parseHfConfig } from "./config.ts";
 import { openSafetensors, type SafetensorsFile } from "../safetensors.ts";
 import { loadHfTokenizer } from "../tokenizer_hf.ts";
@@ -57,6 +65,7 @@ export async function readHfConfig(
 /** The safetensors files of a folder and which file holds each tensor. */
 class WeightFiles implements Disposable {
   readonly #open = new Map<string, SafetensorsFile>();
+  #closed = false;
   private constructor(readonly dir: string, readonly shardOf: Map<string, string> | undefined) {}
 
   static async open(dir: string): Promise<WeightFiles> {
@@ -101,6 +110,7 @@ class WeightFiles implements Disposable {
     }
     let file = this.#open.get(fileName);
     if (file === undefined) {
+      if (this.#closed) throw new ModelIoError(join(this.dir, fileName), "the model is closed");
       file = await openSafetensors(join(this.dir, fileName));
       this.#open.set(fileName, file);
     }
@@ -129,6 +139,7 @@ class WeightFiles implements Disposable {
   }
 
   [Symbol.dispose](): void {
+    this.#closed = true;
     for (const f of this.#open.values()) f.close();
   }
 }
@@ -141,10 +152,43 @@ export async function weightFileNames(dir: string): Promise<string[]> {
     : [...new Set(files.shardOf.values())].sort();
 }
 
+/** How {@linkcode loadHfModel} reads the weights. */
+export interface LoadOptions {
+  /**
+   * Read the transformer blocks lazily (`LlamaModel.stream`): the folder's files stay open and
+   * each layer is read when a quantization method reaches it. Default false: all read now.
+   */
+  stream?: boolean;
+}
+
 /** Loads a Hugging Face model folder with its tokenizer. */
-export async function loadHfModel(dir: string): Promise<LlamaModel> {
+export async function loadHfModel(dir: string, options: LoadOptions = {}): Promise<LlamaModel> {
   const { parsed: hf, json: configJson } = await readHfConfig(dir);
-  const weights = await loadHfWeights(dir, hf);
+  if (!options.stream) {
+    return await withTokenizer(dir, configJson, hf, await loadHfWeights(dir, hf));
+  }
+  const files = await WeightFiles.open(dir);
+  try {
+    const stream: LayerStream = {
+      count: hf.config.nLayers,
+      read: (index) => readHfLayer(files, hf, index),
+      close: () => files[Symbol.dispose](),
+    };
+    const model = await withTokenizer(dir, configJson, hf, await readHfWeights(files, hf, 0));
+    return { ...model, stream };
+  } catch (e) {
+    files[Symbol.dispose]();
+    throw e;
+  }
+}
+
+/** The model of `weights` with the folder's tokenizer. */
+async function withTokenizer(
+  dir: string,
+  configJson: Record<string, unknown>,
+  hf: HfModelConfig,
+  weights: LlamaModel["weights"],
+): Promise<LlamaModel> {
   const firstId = (v: unknown) =>
     Number.isSafeInteger(v)
       ? v as number
@@ -174,10 +218,17 @@ export async function loadHfWeights(
   dir: string,
   hf: HfModelConfig,
 ): Promise<LlamaModel["weights"]> {
-  const c = hf.config;
   using files = await WeightFiles.open(dir);
-  const qDim = c.nHeads * c.headDim;
-  const kvDim = c.nKvHeads * c.headDim;
+  return await readHfWeights(files, hf, hf.config.nLayers);
+}
+
+/** The embedding, the first `nLayers` layers, the final norm and the classifier. */
+async function readHfWeights(
+  files: WeightFiles,
+  hf: HfModelConfig,
+  nLayers: number,
+): Promise<LlamaModel["weights"]> {
+  const c = hf.config;
   const vocabDim = `vocab_size × hidden_size`;
   const tokenEmbedding = await files.read(
     "model.embed_tokens.weight",
@@ -185,40 +236,13 @@ export async function loadHfWeights(
     vocabDim,
   );
   const layers: LayerWeights[] = [];
-  for (let l = 0; l < c.nLayers; l++) {
-    const p = `model.layers.${l}.`;
-    const mat = async (name: string, rows: number, cols: number, why: string) =>
-      dense(rows, cols, await files.read(p + name, [rows, cols], why));
-    const vec = (name: string, n: number, why: string) => files.read(p + name, [n], why);
-    const layer: LayerWeights = {
-      attnNorm: await vec("input_layernorm.weight", c.dim, "hidden_size"),
-      wq: await mat("self_attn.q_proj.weight", qDim, c.dim, "heads × head_dim, hidden_size"),
-      wk: await mat("self_attn.k_proj.weight", kvDim, c.dim, "kv_heads × head_dim, hidden_size"),
-      wv: await mat("self_attn.v_proj.weight", kvDim, c.dim, "kv_heads × head_dim, hidden_size"),
-      wo: await mat("self_attn.o_proj.weight", c.dim, qDim, "hidden_size, heads × head_dim"),
-      ffnNorm: await vec("post_attention_layernorm.weight", c.dim, "hidden_size"),
-      w1: await mat("mlp.gate_proj.weight", c.hiddenDim, c.dim, "intermediate_size, hidden_size"),
-      w2: await mat("mlp.down_proj.weight", c.dim, c.hiddenDim, "hidden_size, intermediate_size"),
-      w3: await mat("mlp.up_proj.weight", c.hiddenDim, c.dim, "intermediate_size, hidden_size"),
-    };
-    if (hf.qkvBias) {
-      layer.bq = await vec("self_attn.q_proj.bias", qDim, "heads × head_dim");
-      layer.bk = await vec("self_attn.k_proj.bias", kvDim, "kv_heads × head_dim");
-      layer.bv = await vec("self_attn.v_proj.bias", kvDim, "kv_heads × head_dim");
-    }
-    if (hf.outputBias) layer.bo = await vec("self_attn.o_proj.bias", c.dim, "hidden_size");
-    if (hf.qkNorm) {
-      layer.qNorm = await vec("self_attn.q_norm.weight", c.headDim, "head_dim");
-      layer.kNorm = await vec("self_attn.k_norm.weight", c.headDim, "head_dim");
-    }
-    layers.push(layer);
-  }
+  for (let l = 0; l < nLayers; l++) layers.push(await readHfLayer(files, hf, l));
   const finalNorm = await files.read("model.norm.weight", [c.dim], "hidden_size");
   let output = tokenEmbedding;
   if (!hf.tiedEmbeddings) {
     if (!(await files.has("lm_head.weight"))) {
       throw new UnsupportedModelError(
-        join(dir, "config.json"),
+        join(files.dir, "config.json"),
         "tie_word_embeddings is false but no lm_head.weight is stored",
       );
     }
@@ -231,4 +255,41 @@ export async function loadHfWeights(
     output: dense(c.vocabSize, c.dim, output),
     tiedEmbeddings: hf.tiedEmbeddings,
   };
+}
+
+/** Reads layer `l`. */
+async function readHfLayer(
+  files: WeightFiles,
+  hf: HfModelConfig,
+  l: number,
+): Promise<LayerWeights> {
+  const c = hf.config;
+  const qDim = c.nHeads * c.headDim;
+  const kvDim = c.nKvHeads * c.headDim;
+  const p = `model.layers.${l}.`;
+  const mat = async (name: string, rows: number, cols: number, why: string) =>
+    dense(rows, cols, await files.read(p + name, [rows, cols], why));
+  const vec = (name: string, n: number, why: string) => files.read(p + name, [n], why);
+  const layer: LayerWeights = {
+    attnNorm: await vec("input_layernorm.weight", c.dim, "hidden_size"),
+    wq: await mat("self_attn.q_proj.weight", qDim, c.dim, "heads × head_dim, hidden_size"),
+    wk: await mat("self_attn.k_proj.weight", kvDim, c.dim, "kv_heads × head_dim, hidden_size"),
+    wv: await mat("self_attn.v_proj.weight", kvDim, c.dim, "kv_heads × head_dim, hidden_size"),
+    wo: await mat("self_attn.o_proj.weight", c.dim, qDim, "hidden_size, heads × head_dim"),
+    ffnNorm: await vec("post_attention_layernorm.weight", c.dim, "hidden_size"),
+    w1: await mat("mlp.gate_proj.weight", c.hiddenDim, c.dim, "intermediate_size, hidden_size"),
+    w2: await mat("mlp.down_proj.weight", c.dim, c.hiddenDim, "hidden_size, intermediate_size"),
+    w3: await mat("mlp.up_proj.weight", c.hiddenDim, c.dim, "intermediate_size, hidden_size"),
+  };
+  if (hf.qkvBias) {
+    layer.bq = await vec("self_attn.q_proj.bias", qDim, "heads × head_dim");
+    layer.bk = await vec("self_attn.k_proj.bias", kvDim, "kv_heads × head_dim");
+    layer.bv = await vec("self_attn.v_proj.bias", kvDim, "kv_heads × head_dim");
+  }
+  if (hf.outputBias) layer.bo = await vec("self_attn.o_proj.bias", c.dim, "hidden_size");
+  if (hf.qkNorm) {
+    layer.qNorm = await vec("self_attn.q_norm.weight", c.headDim, "head_dim");
+    layer.kNorm = await vec("self_attn.k_norm.weight", c.headDim, "head_dim");
+  }
+  return layer;
 }

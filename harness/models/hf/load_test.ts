@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { REPO_ROOT } from "../../../core/shared.ts";
 import { loadHfModel } from "./load.ts";
+import { ModelIoError } from "../errors.ts";
 import { CpuRunner } from "../../../kernels/cpu/backend.ts";
 
 const PARITY = join(REPO_ROOT, "fixtures", "parity");
@@ -27,5 +28,28 @@ for (const arch of ["llama", "mistral", "qwen2", "qwen3"]) {
     }
     assert.ok(max <= 1e-4, `${arch}: max abs diff ${max}`);
     console.log(`${arch}: max abs diff ${max.toExponential(2)}`);
+  });
+}
+
+for (const arch of ["llama", "qwen2", "qwen3"]) {
+  Deno.test(`hf: a streamed ${arch} load reads each layer as the eager load does`, async () => {
+    const dir = join(PARITY, arch);
+    const eager = await loadHfModel(dir);
+    const streamed = await loadHfModel(dir, { stream: true });
+    const stream = streamed.stream!;
+    try {
+      assert.deepEqual(streamed.weights.layers, []);
+      assert.equal(stream.count, eager.config.nLayers);
+      assert.deepEqual({ ...streamed.weights, layers: eager.weights.layers }, eager.weights);
+      for (let i = stream.count - 1; i >= 0; i--) {
+        const layer = await stream.read(i);
+        assert.deepEqual(layer, eager.weights.layers[i]);
+        // Each read is afresh: nothing is kept that would hold the layer in memory.
+        assert.notEqual((await stream.read(i)).wq, layer.wq);
+      }
+    } finally {
+      stream.close();
+    }
+    await assert.rejects(stream.read(0), ModelIoError);
   });
 }
