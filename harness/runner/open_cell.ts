@@ -43,6 +43,19 @@ export async function openCell(
   suite: Pick<Suite, "seed" | "datasets">,
   cell: Cell,
 ): Promise<OpenedCell> {
+  const { model, quantizeSeconds, quantizeStats } = await quantizeCell(suite, cell);
+  const engine = await engineFor(cell.backend).open(model, cell.backend);
+  return { model, engine, quantizeSeconds, quantizeStats };
+}
+
+/**
+ * Loads `cell`'s model and quantizes it by the cell's method and format, as {@linkcode openCell}
+ * does before it opens an engine (`deno task quantize` writes this model).
+ */
+export async function quantizeCell(
+  suite: Pick<Suite, "seed" | "datasets">,
+  cell: Cell,
+): Promise<Omit<OpenedCell, "engine">> {
   const quantizeStats: Record<string, number> = {};
   const loaded = await loadModel(cell.model);
   const t0 = performance.now();
@@ -57,6 +70,5 @@ export async function openCell(
     },
   );
   const quantizeSeconds = (performance.now() - t0) / 1000;
-  const engine = await engineFor(cell.backend).open(model, cell.backend);
-  return { model, engine, quantizeSeconds, quantizeStats };
+  return { model, quantizeSeconds, quantizeStats };
 }

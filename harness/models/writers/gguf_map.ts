@@ -1,0 +1,176 @@
+/**
+ * Which quantized weights a GGUF file holds exactly, and the model re-coded into them.
+ *
+ * A weight maps to a ggml type only where llama.cpp decodes the stored bits to the same numbers
+ * quantbench decodes, so an exported model computes what the benchmarked cell computed:
+ *
+ * - ggml block codecs (`q4_0` … `q6_k`, `iq4_nl`, `gguf_mxfp4`, `f16`, `bf16`): copied byte for
+ *   byte;
+ * - `int4`, group 32, symmetric, f16 scales → `Q4_0`: ggml decodes `d · (q − 8)` with `q` an
+ *   unsigned nibble and `d` an f16, which is `int.ts`'s `scale · (code − 8)` (either code range,
+ *   full or restricted). Which `d` a block has does not matter to the decoder, so GPTQ's or RTN's
+ *   scales are kept as they are (ggml's own quantizer picks `d = max / −8`, another grid);
+ * - `int8`, group 32, symmetric, f16 scales → `Q8_0`: `d · q` with `q = code − 128` an int8;
+ * - `int4`, group 32, asymmetric, f16 scales → `Q4_1` (`d · q + m`) when every `m = −scale · zero`
+ *   is an f16 value (then `d · q + m` is exact in float32 and equals `scale · (q − zero)`); a
+ *   matrix where one is not has no exact ggml type;
+ * - full-precision (dense) weights → F32.
+ *
+ * Everything else (other integer widths or groups, bf16/f32 scales, OCP MX, NVFP4, FP8, HQQ's
+ * affine codes) has no ggml type; {@linkcode NoGgufTypeError} names the tensor and what maps.
+ *
+ * @module
+ */
+import type { LayerWeights, LlamaModel, Matrix, QuantizedMatrix } from "../../../core/model.ts";
+import type { CodedMatrix } from "../../../core/coded.ts";
+import { ggmlTypes } from "../../../kernels/formats/gguf/blocks.ts";
+import { f32ToF16 } from "../../../kernels/formats/gguf/numeric.ts";
+import { groupsPerRow, zeroAt } from "../../../kernels/formats/int.ts";
+
+/** What maps to a ggml type, for error messages. */
+export const GGUF_MAPPABLE =
+  "ggml block formats (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k … q6_k, iq4_nl, gguf_mxfp4, f16, " +
+  "bf16), int4 g32 symmetric (→ q4_0), int8 g32 symmetric (→ q8_0), int4 g32 asymmetric whose " +
+  "offsets are f16 values (→ q4_1), all with f16 scales, and full precision (→ f32)";
+
+/** Thrown when a weight has no ggml type that decodes it to the same numbers. */
+export class NoGgufTypeError extends Error {
+  override name = "NoGgufTypeError";
+  /** The tensor (`layers.0.wq`, `output`). */
+  readonly tensor: string;
+  constructor(tensor: string, why: string, options?: ErrorOptions) {
+    super(
+      `Weight ${tensor} has no GGUF type: ${why}. GGUF holds exactly ${GGUF_MAPPABLE}; export ` +
+        `this format with --as gptq, awq or compressed-tensors, or quantize to a format that maps`,
+      options,
+    );
+    this.tensor = tensor;
+  }
+}
+
+/** The ggml type name a codec is stored as, if any (`q4_0` → `Q4_0`, `gguf_mxfp4` → `MXFP4`). */
+export function ggmlTypeOfCodec(codec: string): string | undefined {
+  const name = codec === "gguf_mxfp4" ? "MXFP4" : codec.toUpperCase();
+  return ggmlTypes.has(name) && ggmlTypes.get(name).encode !== undefined ? name : undefined;
+}
+
+function f16Exact(x: number): boolean {
+  return Math.f16round(x) === x;
+}
+
+function setF16(view: DataView, at: number, x: number): void {
+  view.setUint16(at, f32ToF16(x), true);
+}
+
+/** Why `m` is no Q4_0/Q8_0/Q4_1 matrix, or the codec it is one of. */
+function intTarget(m: QuantizedMatrix): { codec: "q4_0" | "q8_0" | "q4_1" } | { why: string } {
+  const dtype = m.scaleDtype ?? "f16";
+  const what = `int${m.bits} ${m.perTensor ? "per tensor" : `group ${m.groupSize}`} ` +
+    `${m.symmetric ? "symmetric" : "asymmetric"} with ${dtype} scales`;
+  const blocks = m.groupSize === 32 && m.cols % 32 === 0 && !m.perTensor;
+  if (!blocks || dtype !== "f16") {
+    return { why: `${what} is not a ggml block of 32 with f16 scales` };
+  }
+  if (m.sides !== undefined) return { why: `${what} carries side tensors ggml cannot hold` };
+  if (m.bits === 4 && m.symmetric) return { codec: "q4_0" };
+  if (m.bits === 8 && m.symmetric) return { codec: "q8_0" };
+  if (m.bits === 4) {
+    for (let i = 0; i < m.scales.length; i++) {
+      const offset = -m.scales[i]! * zeroAt(m, i);
+      if (!f16Exact(offset)) {
+        return {
+          why: `${what}: group ${i}'s offset −scale·zero = ${offset} is no f16 value, so q4_1's ` +
+            `d·q + m would round it`,
+        };
+      }
+    }
+    return { codec: "q4_1" };
+  }
+  return { why: `${what} is no ggml type (ggml has 4- and 8-bit blocks of 32)` };
+}
+
+/** `m` as rows of Q4_0, Q8_0 or Q4_1 blocks with the same decoded values. */
+function intToBlocks(m: QuantizedMatrix, codec: "q4_0" | "q8_0" | "q4_1"): CodedMatrix {
+  const blockBytes = codec === "q4_0" ? 18 : codec === "q8_0" ? 34 : 20;
+  const blocksPerRow = m.cols / 32;
+  const rowBytes = blocksPerRow * blockBytes;
+  const data = new Uint8Array(m.rows * rowBytes);
+  const view = new DataView(data.buffer);
+  const G = groupsPerRow(m);
+  for (let r = 0; r < m.rows; r++) {
+    for (let b = 0; b < blocksPerRow; b++) {
+      const at = r * rowBytes + b * blockBytes;
+      const scale = m.scales[r * G + b]!;
+      const codes = m.codes.subarray(r * m.cols + b * 32, r * m.cols + b * 32 + 32);
+      setF16(view, at, scale);
+      if (codec === "q8_0") {
+        for (let j = 0; j < 32; j++) view.setInt8(at + 2 + j, codes[j]! - 128);
+        continue;
+      }
+      let q = at + 2;
+      if (codec === "q4_1") {
+        setF16(view, at + 2, -scale * zeroAt(m, r * G + b));
+        q = at + 4;
+      }
+      // ggml nibble order: byte j holds element j (low) and element j + 16 (high).
+      for (let j = 0; j < 16; j++) data[q + j] = codes[j]! | (codes[j + 16]! << 4);
+    }
+  }
+  return { kind: "coded", codec, rows: m.rows, cols: m.cols, rowBytes, data, tensorScale: 1 };
+}
+
+/** `m` stored in the ggml type that decodes it exactly; throws {@linkcode NoGgufTypeError}. */
+export function ggufMatrix(m: Matrix, tensor: string): Matrix {
+  switch (m.kind) {
+    case "dense":
+      return m;
+    case "coded":
+      if (ggmlTypeOfCodec(m.codec) === undefined) {
+        throw new NoGgufTypeError(tensor, `codec "${m.codec}" is no ggml block type`);
+      }
+      if (m.sides !== undefined || m.tensorScale !== 1) {
+        throw new NoGgufTypeError(
+          tensor,
+          `codec "${m.codec}" carries side tensors or a tensor scale ggml cannot hold`,
+        );
+      }
+      return m;
+    case "int": {
+      const target = intTarget(m);
+      if ("why" in target) throw new NoGgufTypeError(tensor, target.why);
+      return intToBlocks(m, target.codec);
+    }
+  }
+}
+
+const LINEARS = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"] as const;
+
+/**
+ * `model` with every weight in a ggml type that decodes to the same numbers (for
+ * `writeGguf`, which then copies the blocks); throws {@linkcode NoGgufTypeError} for the first
+ * weight that has none, or when the model quantizes activations or its KV cache at run time.
+ */
+export function ggufModel(model: LlamaModel): LlamaModel {
+  const runtime = model.runtime;
+  if (runtime?.activations !== undefined || runtime?.kvCache !== undefined) {
+    throw new NoGgufTypeError(
+      "(runtime)",
+      "the format quantizes activations or the KV cache at run time, which a GGUF file does " +
+        "not record (llama.cpp sets its KV cache type by flag)",
+    );
+  }
+  const layers = model.weights.layers.map((layer, l): LayerWeights => {
+    const out: LayerWeights = { ...layer };
+    for (const name of LINEARS) out[name] = ggufMatrix(layer[name], `layers.${l}.${name}`);
+    return out;
+  });
+  const output = model.weights.output;
+  return {
+    ...model,
+    weights: {
+      ...model.weights,
+      layers,
+      output: output.kind === "dense" ? output : ggufMatrix(output, "output"),
+    },
+  };
+}
