@@ -23,7 +23,7 @@
  */
 import type { LayerWeights, LlamaModel, Matrix, QuantizedMatrix } from "../../../core/model.ts";
 import type { CodedMatrix } from "../../../core/coded.ts";
-import { ggmlTypes } from "../../../kernels/formats/gguf/blocks.ts";
+import { GGUF_CODECS } from "../../../kernels/formats/ggml_format.ts";
 import { f32ToF16 } from "../../../kernels/formats/gguf/numeric.ts";
 import { groupsPerRow, zeroAt } from "../../../kernels/formats/int.ts";
 
@@ -50,8 +50,8 @@ export class NoGgufTypeError extends Error {
 
 /** The ggml type name a codec is stored as, if any (`q4_0` → `Q4_0`, `gguf_mxfp4` → `MXFP4`). */
 export function ggmlTypeOfCodec(codec: string): string | undefined {
-  const name = codec === "gguf_mxfp4" ? "MXFP4" : codec.toUpperCase();
-  return ggmlTypes.has(name) && ggmlTypes.get(name).encode !== undefined ? name : undefined;
+  // Only the ggml format's own codecs: OCP `mxfp4` lays its bytes out unlike ggml's MXFP4.
+  return GGUF_CODECS.find(([name]) => name === codec)?.[1];
 }
 
 function f16Exact(x: number): boolean {
@@ -126,7 +126,11 @@ export function ggufMatrix(m: Matrix, tensor: string): Matrix {
       return m;
     case "coded":
       if (ggmlTypeOfCodec(m.codec) === undefined) {
-        throw new NoGgufTypeError(tensor, `codec "${m.codec}" is no ggml block type`);
+        throw new NoGgufTypeError(
+          tensor,
+          `codec "${m.codec}" is no ggml block type` +
+            (m.codec === "mxfp4" ? " (OCP MX bytes; quantize to gguf_mxfp4 for ggml's MXFP4)" : ""),
+        );
       }
       if (m.sides !== undefined || m.tensorScale !== 1) {
         throw new NoGgufTypeError(
