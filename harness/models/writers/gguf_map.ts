@@ -5,7 +5,8 @@
  * quantbench decodes, so an exported model computes what the benchmarked cell computed:
  *
  * - ggml block codecs (`q4_0` … `q6_k`, `iq4_nl`, `gguf_mxfp4`, `f16`, `bf16`): copied byte for
- *   byte;
+ *   byte; OCP `mxfp4` (the same E8M0-scaled E2M1 blocks of 32 in another byte layout) → `MXFP4`,
+ *   re-coded and checked value by value;
  * - `int4`, group 32, symmetric, f16 scales → `Q4_0`: ggml decodes `d · (q − 8)` with `q` an
  *   unsigned nibble and `d` an f16, which is `int.ts`'s `scale · (code − 8)` (either code range,
  *   full or restricted). Which `d` a block has does not matter to the decoder, so GPTQ's or RTN's
@@ -16,7 +17,7 @@
  *   matrix where one is not has no exact ggml type;
  * - full-precision (dense) weights → F32.
  *
- * Everything else (other integer widths or groups, bf16/f32 scales, OCP MX, NVFP4, FP8, HQQ's
+ * Everything else (other integer widths or groups, bf16/f32 scales, other MX formats, NVFP4, FP8, HQQ's
  * affine codes) has no ggml type; {@linkcode NoGgufTypeError} names the tensor and what maps.
  *
  * @module
@@ -24,13 +25,20 @@
 import type { LayerWeights, LlamaModel, Matrix, QuantizedMatrix } from "../../../core/model.ts";
 import type { CodedMatrix } from "../../../core/coded.ts";
 import { GGUF_CODECS } from "../../../kernels/formats/ggml_format.ts";
+import {
+  decodeTensor,
+  encodeTensor,
+  ggmlTypeByName,
+  tensorByteSize,
+} from "../../../kernels/formats/gguf/blocks.ts";
+import { decodeRow } from "../../../kernels/formats/matrix.ts";
 import { f32ToF16 } from "../../../kernels/formats/gguf/numeric.ts";
 import { groupsPerRow, zeroAt } from "../../../kernels/formats/int.ts";
 
 /** What maps to a ggml type, for error messages. */
 export const GGUF_MAPPABLE =
   "ggml block formats (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k … q6_k, iq4_nl, gguf_mxfp4, f16, " +
-  "bf16), int4 g32 symmetric (→ q4_0), int8 g32 symmetric (→ q8_0), int4 g32 asymmetric whose " +
+  "bf16), OCP mxfp4 (→ MXFP4), int4 g32 symmetric (→ q4_0), int8 g32 symmetric (→ q8_0), int4 g32 asymmetric whose " +
   "offsets are f16 values (→ q4_1), all with f16 scales, and full precision (→ f32)";
 
 /** Thrown when a weight has no ggml type that decodes it to the same numbers. */
@@ -119,17 +127,55 @@ function intToBlocks(m: QuantizedMatrix, codec: "q4_0" | "q8_0" | "q4_1"): Coded
   return { kind: "coded", codec, rows: m.rows, cols: m.cols, rowBytes, data, tensorScale: 1 };
 }
 
+/**
+ * OCP `mxfp4` rows re-coded as ggml `MXFP4` blocks: the same values (an E8M0 scale per 32 E2M1
+ * elements) in ggml's byte layout, checked value by value after ggml's own encoder re-codes them.
+ */
+function ocpMxfp4ToGgml(m: CodedMatrix, tensor: string): CodedMatrix {
+  const type = ggmlTypeByName("MXFP4");
+  if (m.cols % type.blockSize !== 0) {
+    throw new NoGgufTypeError(tensor, `mxfp4 rows of ${m.cols} are not whole blocks of 32`);
+  }
+  const rowBytes = tensorByteSize(type, m.cols);
+  const data = new Uint8Array(m.rows * rowBytes);
+  const row = new Float32Array(m.cols);
+  for (let r = 0; r < m.rows; r++) {
+    decodeRow(m, r, row);
+    const bytes = encodeTensor(type, row);
+    const back = decodeTensor(type, bytes, m.cols);
+    const c = back.findIndex((v, i) => v !== row[i]);
+    if (c >= 0) {
+      throw new NoGgufTypeError(
+        tensor,
+        `mxfp4 row ${r} column ${c} (${row[c]}) re-codes to ${back[c]} in ggml's MXFP4`,
+      );
+    }
+    data.set(bytes, r * rowBytes);
+  }
+  return {
+    kind: "coded",
+    codec: "gguf_mxfp4",
+    rows: m.rows,
+    cols: m.cols,
+    rowBytes,
+    data,
+    tensorScale: 1,
+  };
+}
+
 /** `m` stored in the ggml type that decodes it exactly; throws {@linkcode NoGgufTypeError}. */
 export function ggufMatrix(m: Matrix, tensor: string): Matrix {
   switch (m.kind) {
     case "dense":
       return m;
     case "coded":
+      if (m.codec === "mxfp4" && m.sides === undefined && m.tensorScale === 1) {
+        return ocpMxfp4ToGgml(m, tensor);
+      }
       if (ggmlTypeOfCodec(m.codec) === undefined) {
         throw new NoGgufTypeError(
           tensor,
-          `codec "${m.codec}" is no ggml block type` +
-            (m.codec === "mxfp4" ? " (OCP MX bytes; quantize to gguf_mxfp4 for ggml's MXFP4)" : ""),
+          `codec "${m.codec}" is no ggml block type`,
         );
       }
       if (m.sides !== undefined || m.tensorScale !== 1) {

@@ -19,12 +19,13 @@ function randomWeights(n: number, seed: number, center = 0.5): Float32Array {
   return Float32Array.from({ length: n }, () => (rand() - center) * 0.2);
 }
 
-function assertSameValues(a: Matrix, b: Matrix, what: string): void {
+/** Same values bit for bit, or with `signedZero: false` equal as numbers (−0 = 0). */
+function assertSameValues(a: Matrix, b: Matrix, what: string, signedZero = true): void {
   const x = toDense(a).data;
   const y = toDense(b).data;
   assert.equal(x.length, y.length);
   for (let i = 0; i < x.length; i++) {
-    if (!Object.is(x[i], y[i])) assert.fail(`${what}: element ${i} is ${y[i]}, expected ${x[i]}`);
+    if (signedZero ? !Object.is(x[i], y[i]) : x[i] !== y[i]) assert.fail(`${what}: element ${i} is ${y[i]}, expected ${x[i]}`);
   }
 }
 
@@ -66,6 +67,25 @@ Deno.test("gguf_map: int4 g32 asymmetric is q4_1 only when −scale·zero is an 
   );
 });
 
+function coded(name: string, data: Float32Array): Matrix {
+  const element = elementFormats.get(name);
+  if (element.kind !== "coded") throw new Error(`${name} is not coded`);
+  return element.quantize({ group: 0, symmetric: true, options: {} }, {
+    kind: "dense",
+    rows: data.length / 128,
+    cols: 128,
+    data,
+  });
+}
+
+Deno.test("gguf_map: OCP mxfp4 is re-coded as ggml MXFP4 with identical values", () => {
+  const m = coded("mxfp4", randomWeights(4 * 128, 4));
+  const mapped = ggufMatrix(m, "w");
+  assert.equal(mapped.kind === "coded" && mapped.codec, "gguf_mxfp4");
+  // OCP E2M1 has a −0 code; ggml's table has only +0, which no product or sum tells apart.
+  assertSameValues(m, mapped, "mxfp4", false);
+});
+
 Deno.test("gguf_map: formats without a ggml type are named errors saying what maps", () => {
   const data = randomWeights(4 * 128, 3);
   const cases: [string, Matrix][] = [
@@ -75,18 +95,8 @@ Deno.test("gguf_map: formats without a ggml type are named errors saying what ma
       "bf16 scales",
       quantizeInt(data, 4, 128, { bits: 4, group: 32, symmetric: true, scaleDtype: "bf16" }),
     ],
-    [
-      "OCP mxfp4",
-      elementFormats.get("mxfp4").kind === "coded"
-        ? (elementFormats.get("mxfp4") as { quantize: (s: unknown, m: unknown) => Matrix })
-          .quantize({ group: 0, symmetric: true, options: {} }, {
-            kind: "dense",
-            rows: 4,
-            cols: 128,
-            data,
-          })
-        : assert.fail("mxfp4 is coded"),
-    ],
+    ["OCP mxfp8", coded("mxfp8", data)],
+    ["nvfp4", coded("nvfp4", data)],
   ];
   for (const [what, m] of cases) {
     assert.throws(
