@@ -25,7 +25,9 @@ function assertSameValues(a: Matrix, b: Matrix, what: string, signedZero = true)
   const y = toDense(b).data;
   assert.equal(x.length, y.length);
   for (let i = 0; i < x.length; i++) {
-    if (signedZero ? !Object.is(x[i], y[i]) : x[i] !== y[i]) assert.fail(`${what}: element ${i} is ${y[i]}, expected ${x[i]}`);
+    if (signedZero ? !Object.is(x[i], y[i]) : x[i] !== y[i]) {
+      assert.fail(`${what}: element ${i} is ${y[i]}, expected ${x[i]}`);
+    }
   }
 }
 

@@ -17,10 +17,12 @@
  *   int32 `[G][out/8]` packed along the output in the nibble order `[0, 2, 4, 6, 1, 3, 5, 7]`
  *   (nibble k holds output `8j + order[k]`), zero points as they are; `scales` f16 `[G][out]`.
  *   Symmetric matrices store their zero point `8`.
- * - `compressed-tensors` (llm-compressor's `pack-quantized`): symmetric only; `weight_packed`
- *   int32 `[out][in·bits/32]` of `q` (the signed code plus `2^(bits−1)`, i.e. quantbench's
- *   unsigned code) packed along the input, first in the lowest bits; `weight_scale` `[out][G]`
- *   in the scales' own type (f16 or bf16); `weight_shape` int64 `[out, in]`.
+ * - `compressed-tensors` (llm-compressor's `pack-quantized`): `weight_packed` int32
+ *   `[out][in·bits/32]` of `q` (the signed code plus `2^(bits−1)`, i.e. quantbench's unsigned
+ *   code) packed along the input, first in the lowest bits; `weight_scale` `[out][G]` in the
+ *   scales' own type (f16 or bf16); `weight_shape` int64 `[out, in]`; when asymmetric,
+ *   `weight_zero_point` int32 `[out·bits/32][G]`, the signed zero point plus `2^(bits−1)` packed
+ *   along the output. 2, 4 and 8 bits.
  *
  * @module
  */
@@ -104,10 +106,7 @@ function schemeOf(model: LlamaModel, layout: HfLayout): Scheme {
         ? undefined
         : "AWQ stores f16 scales",
     "compressed-tensors": () =>
-      !scheme!.symmetric
-        ? "compressed-tensors' packed zero points are not written here; use symmetric weights, " +
-          "or --as gptq or awq"
-        : scheme!.scaleDtype === "f32"
+      scheme!.scaleDtype === "f32"
         ? "the scales are f32; compressed-tensors stores them in the model's f16/bf16"
         : [2, 4, 8].includes(scheme!.bits)
         ? undefined
@@ -227,7 +226,7 @@ function compressedEntries(module: string, m: QuantizedMatrix): SafetensorsEntry
   }
   const G = groupsPerRow(m);
   const scaleType = m.scaleDtype === "bf16" ? "BF16" : "F16";
-  return [
+  const entries: SafetensorsEntry[] = [
     { name: `${module}.weight_packed`, shape: [m.rows, words], data: packed, dtype: "I32" },
     { name: `${module}.weight_scale`, shape: [m.rows, G], data: m.scales, dtype: scaleType },
     {
@@ -237,6 +236,26 @@ function compressedEntries(module: string, m: QuantizedMatrix): SafetensorsEntry
       dtype: "I64",
     },
   ];
+  if (m.zeros) {
+    // Zero points, signed like the codes (stored plus 2^(bits−1): quantbench's own), packed along
+    // the output dimension.
+    need(m.rows % per === 0, `${module}: ${m.rows} outputs are not a multiple of ${per}`);
+    const zeroWords = new Int32Array((m.rows / per) * G);
+    for (let j = 0; j < m.rows / per; j++) {
+      for (let g = 0; g < G; g++) {
+        let word = 0;
+        for (let k = 0; k < per; k++) word |= m.zeros[(j * per + k) * G + g]! << (m.bits * k);
+        zeroWords[j * G + g] = word;
+      }
+    }
+    entries.push({
+      name: `${module}.weight_zero_point`,
+      shape: [m.rows / per, G],
+      data: zeroWords,
+      dtype: "I32",
+    });
+  }
+  return entries;
 }
 
 const PACKERS: Record<HfLayout, (module: string, m: QuantizedMatrix) => SafetensorsEntry[]> = {
@@ -288,7 +307,7 @@ function configs(
       const weights = {
         num_bits: scheme.bits,
         type: "int",
-        symmetric: true,
+        symmetric: scheme.symmetric,
         strategy: scheme.group > 0 ? "group" : "channel",
         group_size: scheme.group > 0 ? scheme.group : null,
         dynamic: false,

@@ -43,14 +43,19 @@ if (!numpy) {
   );
 }
 
-async function rtnMini(group: number, symmetric: boolean, bits = 4): Promise<LlamaModel> {
+async function rtnMini(
+  group: number,
+  symmetric: boolean,
+  bits = 4,
+  scaleDtype = "f16",
+): Promise<LlamaModel> {
   const model = await loadModel({ id: "mini", path: MINI });
   const format = {
     id: `int${bits}`,
     weights: `int${bits}`,
     group,
     symmetric,
-    options: {},
+    options: { scale_dtype: scaleDtype },
   };
   return await methods.get("rtn").quantize(model, format, {}, { seed: 0 });
 }
@@ -97,6 +102,7 @@ for (
     ["awq", false],
     ["awq", true],
     ["compressed-tensors", true],
+    ["compressed-tensors", false],
   ] as const
 ) {
   Deno.test({
@@ -151,10 +157,10 @@ Deno.test("hf_quantized: weights a layout cannot hold are named errors, nothing 
     await assert.rejects(() => writeHfQuantized(int8, dir, "awq"), /AWQ GEMM packs 4-bit codes/);
     const int3 = await rtnMini(32, true, 3);
     await assert.rejects(() => writeHfQuantized(int3, dir, "gptq"), /2, 4 and 8 bits/);
-    const asym = await rtnMini(32, false);
+    const bf16 = await rtnMini(32, true, 4, "f32");
     await assert.rejects(
-      () => writeHfQuantized(asym, dir, "compressed-tensors"),
-      /use symmetric weights/,
+      () => writeHfQuantized(bf16, dir, "compressed-tensors"),
+      /the scales are f32/,
     );
     await assert.rejects(() => Deno.stat(dir), Deno.errors.NotFound);
   } finally {
