@@ -11,8 +11,8 @@
  * - `gptq` (AutoGPTQ / GPTQModel checkpoint format v1, `quantize_config.json`): `qweight` int32
  *   `[in·bits/32][out]`, `32/bits` codes per word along the input, the first in the lowest bits;
  *   `qzeros` int32 `[G][out·bits/32]` holding `z − 1` (v1's convention; readers add 1) packed
- *   along the output; `scales` f16 `[G][out]`; `g_idx` int32 `[in]` = `i / group`. 2, 4 and 8
- *   bits. A zero point of 0 has no v1 encoding and is refused.
+ *   along the output; `scales` f16 `[G][out]`; `g_idx` int32 `[in]` = `i / group`. 2, 3, 4 and 8
+ *   bits; 3-bit codes run on across words (32 codes in 3 words, AutoGPTQ's layout). A zero point of 0 has no v1 encoding and is refused.
  * - `awq` (AutoAWQ GEMM, `version: gemm`): 4 bits; `qweight` int32 `[in][out/8]` and `qzeros`
  *   int32 `[G][out/8]` packed along the output in the nibble order `[0, 2, 4, 6, 1, 3, 5, 7]`
  *   (nibble k holds output `8j + order[k]`), zero points as they are; `scales` f16 `[G][out]`.
@@ -96,9 +96,9 @@ function schemeOf(model: LlamaModel, layout: HfLayout): Scheme {
   if (scheme === undefined) throw new HfLayoutError("The model has no transformer layers");
   const ok: Record<HfLayout, () => string | undefined> = {
     gptq: () =>
-      [2, 4, 8].includes(scheme!.bits)
+      [2, 3, 4, 8].includes(scheme!.bits)
         ? scheme!.scaleDtype === "f16" ? undefined : "GPTQ stores f16 scales"
-        : "GPTQ packing here covers 2, 4 and 8 bits",
+        : "GPTQ packs 2, 3, 4 and 8 bits",
     awq: () =>
       scheme!.bits !== 4
         ? "AWQ GEMM packs 4-bit codes"
@@ -136,42 +136,56 @@ function need(ok: boolean, message: string): void {
   if (!ok) throw new HfLayoutError(message);
 }
 
+/**
+ * `count` values of `bits` bits as one little-endian bit stream in 32-bit words, value `k` at bit
+ * `k·bits` (a value may straddle two words): AutoGPTQ's packing for 2, 4 and 8 bits, and its
+ * three-word groups of 32 values for 3 bits.
+ */
+function bitStream(count: number, bits: number, value: (k: number) => number): Int32Array {
+  const words = new Int32Array((count * bits) / 32);
+  for (let k = 0; k < count; k++) {
+    const at = k * bits;
+    const v = value(k);
+    const word = at >>> 5;
+    const shift = at & 31;
+    words[word] = words[word]! | (v << shift);
+    if (shift + bits > 32) words[word + 1] = words[word + 1]! | (v >>> (32 - shift));
+  }
+  return words;
+}
+
 function gptqEntries(module: string, m: QuantizedMatrix): SafetensorsEntry[] {
-  const per = 32 / m.bits;
+  // Whole words: 32/bits values, or 32 values in 3 words for 3 bits.
+  const unit = 32 % m.bits === 0 ? 32 / m.bits : 32;
   const mask = (1 << m.bits) - 1;
   need(
-    m.cols % per === 0 && m.rows % per === 0,
-    `${module}: ${m.rows}×${m.cols} is not a multiple of ${per} both ways`,
+    m.cols % unit === 0 && m.rows % unit === 0,
+    `${module}: ${m.rows}×${m.cols} is not a multiple of ${unit} both ways`,
   );
   const G = groupsPerRow(m);
-  const qweight = new Int32Array((m.cols / per) * m.rows);
-  for (let i = 0; i < m.cols / per; i++) {
-    for (let r = 0; r < m.rows; r++) {
-      let word = 0;
-      for (let k = 0; k < per; k++) word |= m.codes[r * m.cols + i * per + k]! << (m.bits * k);
-      qweight[i * m.rows + r] = word;
-    }
+  const inWords = (m.cols * m.bits) / 32;
+  const outWords = (m.rows * m.bits) / 32;
+  const qweight = new Int32Array(inWords * m.rows);
+  for (let r = 0; r < m.rows; r++) {
+    const column = bitStream(m.cols, m.bits, (i) => m.codes[r * m.cols + i]!);
+    column.forEach((word, i) => (qweight[i * m.rows + r] = word));
   }
-  const qzeros = new Int32Array(G * (m.rows / per));
+  const qzeros = new Int32Array(G * outWords);
   for (let g = 0; g < G; g++) {
-    for (let j = 0; j < m.rows / per; j++) {
-      let word = 0;
-      for (let k = 0; k < per; k++) {
-        const r = j * per + k;
-        const zero = zeroAt(m, r * G + g);
-        need(
-          zero > 0,
-          `${module}: row ${r} group ${g} has zero point 0, which GPTQ v1 (zero − 1) cannot store`,
-        );
-        word |= ((zero - 1) & mask) << (m.bits * k);
-      }
-      qzeros[g * (m.rows / per) + j] = word;
-    }
+    const row = bitStream(m.rows, m.bits, (r) => {
+      const zero = zeroAt(m, r * G + g);
+      need(
+        zero > 0,
+        `${module}: row ${r} group ${g} has zero point 0, which GPTQ v1 (zero − 1) cannot store`,
+      );
+      return (zero - 1) & mask;
+    });
+    qzeros.set(row, g * outWords);
   }
   const groupSize = G === 1 ? m.cols : m.groupSize;
   return [
-    { name: `${module}.qweight`, shape: [m.cols / per, m.rows], data: qweight, dtype: "I32" },
-    { name: `${module}.qzeros`, shape: [G, m.rows / per], data: qzeros, dtype: "I32" },
+    { name: `${module}.qweight`, shape: [inWords, m.rows], data: qweight, dtype: "I32" },
+    { name: `${module}.qzeros`, shape: [G, outWords], data: qzeros, dtype: "I32" },
     { name: `${module}.scales`, shape: [G, m.rows], data: scalesByGroup(m), dtype: "F16" },
     {
       name: `${module}.g_idx`,

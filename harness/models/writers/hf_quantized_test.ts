@@ -145,6 +145,21 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "hf_quantized: int3 g32 asymmetric to GPTQ unpacks alike (codes straddling words)",
+  ignore: !numpy,
+  async fn() {
+    const model = await rtnMini(32, false, 3);
+    const dir = await Deno.makeTempDir({ prefix: "quantbench-hfq-" });
+    try {
+      await writeHfQuantized(model, dir, "gptq");
+      await assertSameCodes(model, await unpack("gptq", dir));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 Deno.test("hf_quantized: weights a layout cannot hold are named errors, nothing written", async () => {
   const dir = join(await Deno.makeTempDir({ prefix: "quantbench-hfq-" }), "out");
   try {
@@ -156,7 +171,10 @@ Deno.test("hf_quantized: weights a layout cannot hold are named errors, nothing 
     const int8 = await rtnMini(32, true, 8);
     await assert.rejects(() => writeHfQuantized(int8, dir, "awq"), /AWQ GEMM packs 4-bit codes/);
     const int3 = await rtnMini(32, true, 3);
-    await assert.rejects(() => writeHfQuantized(int3, dir, "gptq"), /2, 4 and 8 bits/);
+    await assert.rejects(
+      () => writeHfQuantized(int3, dir, "compressed-tensors"),
+      /2, 4 and 8 bits/,
+    );
     const bf16 = await rtnMini(32, true, 4, "f32");
     await assert.rejects(
       () => writeHfQuantized(bf16, dir, "compressed-tensors"),
