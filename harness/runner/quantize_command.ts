@@ -15,7 +15,7 @@ import type { Cell } from "../../core/suite_types.ts";
 import type { LlamaModel } from "../../core/model.ts";
 import { quantizeCell } from "./open_cell.ts";
 import { writeGguf } from "../models/writers/gguf.ts";
-import { ggufModel, NoGgufTypeError } from "../models/writers/gguf_map.ts";
+import { ggufFormatUnsupported, ggufModel, NoGgufTypeError } from "../models/writers/gguf_map.ts";
 import {
   HF_LAYOUTS,
   type HfLayout,
@@ -114,14 +114,8 @@ export async function exportCell(
 
 /** Refuses, before quantizing, formats that can never map to a ggml type. */
 function ggufFormatCheck(cell: Cell): void {
-  const f = cell.format;
-  if (f.options.activations !== undefined || f.options.kv_cache !== undefined) {
-    throw new NoGgufTypeError(
-      "(format)",
-      `format "${f.id}" quantizes activations or the KV cache at run time, which a GGUF file ` +
-        `does not record`,
-    );
-  }
+  const why = ggufFormatUnsupported(cell.format.weights, cell.format);
+  if (why !== undefined) throw new NoGgufTypeError(`of format "${cell.format.id}"`, why);
 }
 
 function parseKind(value: string | undefined): ExportKind {

@@ -49,7 +49,7 @@ Deno.test("quantize: bad inputs exit 2 with a message naming the problem, writin
       [[suite, "--out", out], /needs --filter CELL and --out DIR/],
       [
         [suite, "--filter", "format=int4-g128-restricted", "--out", out],
-        /layers\.0\.wq has no GGUF type: int4 group 128 symmetric.*→ q4_0/s,
+        /format "int4-g128-restricted" has no GGUF type: int4 group 128 symmetric.*→ q4_0/s,
       ],
       [[suite, "--filter", "format=int4-g32", "--out", out, "--as", "awq", "--bits", "3"], /bits/],
     ];

@@ -32,6 +32,8 @@ import {
   tensorByteSize,
 } from "../../../kernels/formats/gguf/blocks.ts";
 import { decodeRow } from "../../../kernels/formats/matrix.ts";
+import { elementFormats } from "../../../kernels/formats/registry.ts";
+import { type FormatSettings, scaleDtypeOf } from "../../../kernels/formats/element_format.ts";
 import { f32ToF16 } from "../../../kernels/formats/gguf/numeric.ts";
 import { groupsPerRow, zeroAt } from "../../../kernels/formats/int.ts";
 
@@ -191,6 +193,36 @@ export function ggufMatrix(m: Matrix, tensor: string): Matrix {
       return intToBlocks(m, target.codec);
     }
   }
+}
+
+/**
+ * Why a suite format's weights can have no ggml type, decided from its settings before anything
+ * is quantized; undefined when they may (the matrices are checked again, `ggufModel`).
+ */
+export function ggufFormatUnsupported(
+  weights: string,
+  settings: FormatSettings,
+): string | undefined {
+  const element = elementFormats.get(weights);
+  if (settings.options.activations !== undefined || settings.options.kv_cache !== undefined) {
+    return "the format quantizes activations or the KV cache at run time, which a GGUF file " +
+      "does not record";
+  }
+  if (element.kind === "float") return undefined;
+  if (element.kind === "coded") {
+    const codec = element.rowCodec(settings).name;
+    return codec === "mxfp4" || ggmlTypeOfCodec(codec) !== undefined
+      ? undefined
+      : `codec "${codec}" is no ggml block type`;
+  }
+  const dtype = scaleDtypeOf(settings, "f16");
+  const what = `${weights} group ${settings.group} ` +
+    `${settings.symmetric ? "symmetric" : "asymmetric"} with ${dtype} scales`;
+  if (settings.group !== 32 || dtype !== "f16") {
+    return `${what} is not a ggml block of 32 with f16 scales`;
+  }
+  if (element.bits === 4 || (element.bits === 8 && settings.symmetric)) return undefined;
+  return `${what} is no ggml type (ggml has 4- and 8-bit blocks of 32)`;
 }
 
 const LINEARS = ["wq", "wk", "wv", "wo", "w1", "w2", "w3"] as const;

@@ -9,7 +9,7 @@ import { methods } from "../../methods/registry.ts";
 import { loadModel, loadModelPath } from "../load.ts";
 import { toDense } from "./export.ts";
 import { writeGguf } from "./gguf.ts";
-import { ggufMatrix, ggufModel, NoGgufTypeError } from "./gguf_map.ts";
+import { ggufFormatUnsupported, ggufMatrix, ggufModel, NoGgufTypeError } from "./gguf_map.ts";
 import { reorderRows } from "./rope_order.ts";
 
 const MINI = join(REPO_ROOT, "fixtures", "models", "mini");
@@ -135,5 +135,39 @@ Deno.test("gguf_map: RTN int4 g32 mini written as GGUF loads back with every wei
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("gguf_map: a format's settings say before quantizing whether it can map", () => {
+  const at = (group: number, symmetric = true, options: Record<string, unknown> = {}) => ({
+    group,
+    symmetric,
+    options,
+  });
+  for (
+    const [weights, settings] of [
+      ["f32", at(0)],
+      ["int4", at(32)],
+      ["int4", at(32, false)],
+      ["int8", at(32)],
+      ["int4", at(32, true, { range: "restricted" })],
+      ["q4_k", at(0)],
+      ["mxfp4", at(0)],
+      ["gguf_mxfp4", at(0)],
+    ] as const
+  ) {
+    assert.equal(ggufFormatUnsupported(weights, settings), undefined, weights);
+  }
+  for (
+    const [weights, settings, reason] of [
+      ["int4", at(128), /not a ggml block of 32/],
+      ["int4", at(32, true, { scale_dtype: "bf16" }), /with bf16 scales/],
+      ["int8", at(32, false), /no ggml type/],
+      ["int3", at(32), /no ggml type/],
+      ["nvfp4", at(0), /codec "nvfp4" is no ggml block type/],
+      ["int4", at(32, true, { activations: "int8" }), /activations/],
+    ] as const
+  ) {
+    assert.match(ggufFormatUnsupported(weights, settings) ?? "", reason, weights);
   }
 });
