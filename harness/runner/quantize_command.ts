@@ -20,6 +20,7 @@ import {
   HF_LAYOUTS,
   type HfLayout,
   HfLayoutError,
+  hfLayoutFormatUnsupported,
   writeHfQuantized,
 } from "../models/writers/hf_quantized.ts";
 
@@ -107,6 +108,10 @@ export async function exportCell(
   const suite = await loadSuite(suitePath);
   const cell = selectExportCell(expandCells(suite, { filter }), filter);
   if (kind === "gguf") ggufFormatCheck(cell);
+  else {
+    const why = hfLayoutFormatUnsupported(cell.format.weights, cell.format, kind);
+    if (why !== undefined) throw new HfLayoutError(`Format "${cell.format.id}": ${why}`);
+  }
   const { model, quantizeSeconds } = await quantizeCell(suite, cell);
   const path = await writeExport(model, cell, resolve(outDir), kind);
   return { cell, kind, path, quantizeSeconds };

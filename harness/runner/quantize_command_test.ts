@@ -52,6 +52,10 @@ Deno.test("quantize: bad inputs exit 2 with a message naming the problem, writin
         /format "int4-g128-restricted" has no GGUF type: int4 group 128 symmetric.*→ q4_0/s,
       ],
       [[suite, "--filter", "format=int4-g32", "--out", out, "--as", "awq", "--bits", "3"], /bits/],
+      [
+        [suite, "--filter", "format=w4a8", "--out", out, "--as", "compressed-tensors"],
+        /Format "w4a8": .*holds weights only/,
+      ],
     ];
     for (const [args, message] of cases) {
       const { code, stderr } = await quantize(args);

@@ -28,7 +28,9 @@
  */
 import type { LlamaModel, Matrix, QuantizedMatrix } from "../../../core/model.ts";
 import { LINEAR_NAMES } from "../../../core/model.ts";
-import { groupsPerRow, zeroAt } from "../../../kernels/formats/int.ts";
+import { groupsPerRow, PER_TENSOR, zeroAt } from "../../../kernels/formats/int.ts";
+import { elementFormats } from "../../../kernels/formats/registry.ts";
+import { type FormatSettings, scaleDtypeOf } from "../../../kernels/formats/element_format.ts";
 import { writeHfModel } from "./hf.ts";
 import type { SafetensorsEntry } from "./safetensors.ts";
 
@@ -50,6 +52,45 @@ interface Scheme {
   group: number;
   symmetric: boolean;
   scaleDtype: "f16" | "bf16" | "f32";
+}
+
+/** Why `layout` cannot hold `bits`-bit codes with `scaleDtype` scales, or undefined. */
+function schemeUnsupported(layout: HfLayout, bits: number, scaleDtype: string): string | undefined {
+  switch (layout) {
+    case "gptq":
+      if (![2, 3, 4, 8].includes(bits)) return "GPTQ packs 2, 3, 4 and 8 bits";
+      return scaleDtype === "f16" ? undefined : "GPTQ stores f16 scales";
+    case "awq":
+      if (bits !== 4) return "AWQ GEMM packs 4-bit codes";
+      return scaleDtype === "f16" ? undefined : "AWQ stores f16 scales";
+    case "compressed-tensors":
+      if (scaleDtype === "f32") {
+        return "the scales are f32; compressed-tensors stores them in the model's f16/bf16";
+      }
+      return [2, 4, 8].includes(bits) ? undefined : "pack-quantized here covers 2, 4 and 8 bits";
+  }
+}
+
+/**
+ * Why a suite format's weights cannot be written in `layout`, decided from its settings before
+ * anything is quantized; undefined when they may (the matrices are checked again on writing).
+ */
+export function hfLayoutFormatUnsupported(
+  weights: string,
+  settings: FormatSettings,
+  layout: HfLayout,
+): string | undefined {
+  const element = elementFormats.get(weights);
+  if (settings.options.activations !== undefined || settings.options.kv_cache !== undefined) {
+    return `the format quantizes activations or the KV cache at run time; the ${layout} export ` +
+      `holds weights only`;
+  }
+  if (element.kind !== "int") {
+    return `the ${layout} layout holds integer formats (int2 … int8), not ${weights}; use ` +
+      `--as gguf for ggml formats`;
+  }
+  if (settings.group === PER_TENSOR) return `${layout} has no per-tensor scales`;
+  return schemeUnsupported(layout, element.bits, scaleDtypeOf(settings, "f16"));
 }
 
 function schemeOf(model: LlamaModel, layout: HfLayout): Scheme {
@@ -94,25 +135,7 @@ function schemeOf(model: LlamaModel, layout: HfLayout): Scheme {
     }
   });
   if (scheme === undefined) throw new HfLayoutError("The model has no transformer layers");
-  const ok: Record<HfLayout, () => string | undefined> = {
-    gptq: () =>
-      [2, 3, 4, 8].includes(scheme!.bits)
-        ? scheme!.scaleDtype === "f16" ? undefined : "GPTQ stores f16 scales"
-        : "GPTQ packs 2, 3, 4 and 8 bits",
-    awq: () =>
-      scheme!.bits !== 4
-        ? "AWQ GEMM packs 4-bit codes"
-        : scheme!.scaleDtype === "f16"
-        ? undefined
-        : "AWQ stores f16 scales",
-    "compressed-tensors": () =>
-      scheme!.scaleDtype === "f32"
-        ? "the scales are f32; compressed-tensors stores them in the model's f16/bf16"
-        : [2, 4, 8].includes(scheme!.bits)
-        ? undefined
-        : "pack-quantized here covers 2, 4 and 8 bits",
-  };
-  const why = ok[layout]();
+  const why = schemeUnsupported(layout, scheme.bits, scheme.scaleDtype);
   if (why !== undefined) {
     throw new HfLayoutError(
       `The weights are int${scheme.bits} ${scheme.symmetric ? "symmetric" : "asymmetric"} ` +
