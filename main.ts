@@ -28,6 +28,7 @@ import type { ResultsFile } from "./core/row.ts";
 import type { Threshold } from "./core/suite_types.ts";
 import { runPerf } from "./kernels/perf.ts";
 import { runInspect } from "./harness/models/inspect.ts";
+import { runQuantize } from "./harness/runner/quantize_command.ts";
 
 /** Exit codes (DESIGN.md): 0 ok, 1 failed cells or a regression, 2 invalid input. */
 export const EXIT = { ok: 0, failed: 1, invalid: 2 } as const;
@@ -50,6 +51,7 @@ usage:
   deno task perf [--rows N] [--out DIR] [--backend cpu|webgpu] [--formats A,B]
                  [--sweep]
   deno task inspect MODEL [--json]
+  deno task quantize SUITE.yaml --filter CELL --out DIR [--as gguf|gptq|awq|compressed-tensors]
   deno task score TASK --dataset FILE --predictions FILE [--out DIR] [--samples FILE]
 `;
 
@@ -278,6 +280,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   perf,
   score,
   inspect: runInspect,
+  quantize: runQuantize,
 };
 
 /** Runs a command line and returns the exit code; user errors print without stack traces. */

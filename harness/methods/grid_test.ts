@@ -13,6 +13,7 @@ const FORMATS: FormatSpec[] = [
   spec("int4"),
   spec("int3", { group: 32, symmetric: false }),
   spec("int8", { group: -1 }),
+  spec("int4", { id: "int4-restricted", group: 32, options: { range: "restricted" } }),
   spec("int2", { group: 16, options: { scale_dtype: "bf16" } }),
   spec("fp8"),
   spec("fp8", { group: 32, options: { scale_dtype: "bf16" } }),
@@ -69,4 +70,18 @@ Deno.test("grid: formats without per-weight rounding under group scales are refu
   assert.match(gridUnsupported(spec("f32"))!, /not quantized/);
   assert.match(gridUnsupported(spec("mxfp4", { group: 64 }))!, /fixed block of 32/);
   assert.equal(gridUnsupported(spec("int4", { group: 128, symmetric: false })), undefined);
+});
+
+Deno.test("grid: the restricted int range clamps GPTQ's updated weights to ±(2^(b−1) − 1)", () => {
+  const format = spec("int4", { group: 0, options: { range: "restricted" } });
+  const grid = groupGrid(format, 1, 4);
+  grid.init(Float64Array.from([7, -7, 1, 0]));
+  // Scale 7/7 = 1; error feedback may push a weight past −7, which stays at code 1 (−7), not 0.
+  assert.equal(grid.round(0, 0, -9.4), -7);
+  assert.equal(grid.round(0, 1, 9.4), 7);
+  const built = grid.build();
+  assert.equal(built.kind === "int" && built.codes[0], 1);
+  const full = groupGrid(spec("int4"), 1, 4);
+  full.init(Float64Array.from([7, -7, 1, 0]));
+  assert.equal(full.round(0, 0, -9.4), -8 * Math.f16round(14 / 15));
 });

@@ -16,6 +16,7 @@ import { elementFormats, FormatSettingsError } from "../../kernels/formats/regis
 import {
   groupParams,
   type IntQuantConfig,
+  minCode,
   quantizeInt,
   roundHalfEven,
 } from "../../kernels/formats/int.ts";
@@ -76,18 +77,21 @@ export function quantizeIntMse(
   const q = quantizeInt(data, rows, cols, config);
   const { bits, symmetric } = config;
   const scaleDtype = q.scaleDtype ?? "f16";
+  const restricted = config.restricted === true;
+  const minq = minCode(restricted);
   const maxq = (1 << bits) - 1;
   const groups = Math.ceil(cols / q.groupSize);
   const steps = Math.floor(search.maxshrink * search.grid);
   const best = (start: number, end: number) => {
     let bestErr = Infinity;
-    let params = groupParams(data, start, end, bits, symmetric, 1, scaleDtype);
+    let params = groupParams(data, start, end, bits, symmetric, 1, scaleDtype, restricted);
     for (let i = 0; i < steps; i++) {
-      const p = groupParams(data, start, end, bits, symmetric, 1 - i / search.grid, scaleDtype);
+      const shrink = 1 - i / search.grid;
+      const p = groupParams(data, start, end, bits, symmetric, shrink, scaleDtype, restricted);
       let err = 0;
       for (let k = start; k < end; k++) {
         const x = data[k]!;
-        const code = Math.min(maxq, Math.max(0, roundHalfEven(x / p.scale) + p.zero));
+        const code = Math.min(maxq, Math.max(minq, roundHalfEven(x / p.scale) + p.zero));
         err += Math.pow(Math.abs(p.scale * (code - p.zero) - x), search.norm);
       }
       if (err < bestErr) {
@@ -103,7 +107,7 @@ export function quantizeIntMse(
     const end = Math.min(cols, (g + 1) * q.groupSize);
     for (let c = g * q.groupSize; c < end; c++) {
       const code = roundHalfEven(data[r * cols + c]! / params.scale) + params.zero;
-      q.codes[r * cols + c] = Math.min(maxq, Math.max(0, code));
+      q.codes[r * cols + c] = Math.min(maxq, Math.max(minq, code));
     }
   };
   if (q.perTensor) {

@@ -49,6 +49,19 @@ export async function openCell(
   suite: Pick<Suite, "seed" | "datasets">,
   cell: Cell,
 ): Promise<OpenedCell> {
+  const { model, quantizeSeconds, quantizeStats } = await quantizeCell(suite, cell);
+  const engine = await engineFor(cell.backend).open(model, cell.backend);
+  return { model, engine, quantizeSeconds, quantizeStats };
+}
+
+/**
+ * Loads `cell`'s model and quantizes it by the cell's method and format, as {@linkcode openCell}
+ * does before it opens an engine (`deno task quantize` writes this model).
+ */
+export async function quantizeCell(
+  suite: Pick<Suite, "seed" | "datasets">,
+  cell: Cell,
+): Promise<Omit<OpenedCell, "engine">> {
   const quantizeStats: Record<string, number> = {};
   // Streamed: the method reads each layer when it reaches it, so the float model is never whole
   // in memory unless the method keeps it (none).
@@ -77,6 +90,5 @@ export async function openCell(
         `${model.config.nLayers} layers of streamed model "${cell.model.id}"`,
     );
   }
-  const engine = await engineFor(cell.backend).open(model, cell.backend);
-  return { model, engine, quantizeSeconds, quantizeStats };
+  return { model, quantizeSeconds, quantizeStats };
 }

@@ -774,9 +774,11 @@ class Normaliser {
       this.checkGroup([...at, "group"], group);
       // The default id is only meaningful once group and symmetric have their schema types.
       if (typeof group !== "number" || typeof symmetric !== "boolean") continue;
+      const restricted = entry.range === "restricted";
       const id = typeof entry.id === "string"
         ? entry.id
-        : entry.weights + (group ? `-g${group}` : "") + (symmetric ? "" : "-asym");
+        : entry.weights + (group ? `-g${group}` : "") + (symmetric ? "" : "-asym") +
+          (restricted ? "-restricted" : "");
       this.known.format.add(id);
       const idAt = entry.id === undefined ? at : [...at, "id"];
       const fresh = this.unique(seen, id, idAt, `format id "${id}"`);
@@ -795,6 +797,22 @@ class Normaliser {
           : { format, group: kvGroup, residual };
       }
       if (entry.scale_dtype !== undefined) options.scale_dtype = entry.scale_dtype;
+      if (entry.range !== undefined) {
+        options.range = entry.range;
+        if (ok && elementFormats.get(entry.weights).kind !== "int") {
+          this.source.add(
+            [...at, "range"],
+            `range applies to integer weight formats (int2 … int8), not "${entry.weights}"`,
+          );
+          ok = false;
+        } else if (restricted && !symmetric) {
+          this.source.add(
+            [...at, "range"],
+            "range: restricted is a symmetric scheme; use symmetric: true or drop range",
+          );
+          ok = false;
+        }
+      }
       if (ok && fresh) specs.push({ id, weights: entry.weights, group, symmetric, options });
     }
     return specs;

@@ -356,6 +356,23 @@ tasks: [{ task: perplexity, dataset: data/wiki.txt }]
     ],
   },
   {
+    name: "a range on a non-integer format or with zero points",
+    yaml: `name: t
+models: [{ id: mini, path: models/mini.bin }]
+methods: [rtn]
+formats:
+  - { weights: q4_0, range: restricted }
+  - { weights: int4, symmetric: false, range: restricted }
+  - { weights: int4, range: narrow }
+tasks: [{ task: perplexity, dataset: data/wiki.txt }]
+`,
+    expected: [
+      `${F}:5:29: range applies to integer weight formats (int2 … int8), not "q4_0" (at /formats/0/range)`,
+      `${F}:6:47: range: restricted is a symmetric scheme; use symmetric: true or drop range (at /formats/1/range)`,
+      `${F}:7:29: expected one of full, restricted, got "narrow" (at /formats/2/range)`,
+    ],
+  },
+  {
     name: "unknown task and backend names",
     yaml: `name: t
 models: [{ id: mini, path: models/mini.bin }]

@@ -6,6 +6,9 @@
  *
  * - symmetric: `scale = max|w| / ((2^b − 1) / 2)`, zero point `2^(b−1)`, so codes span
  *   `[−2^(b−1), 2^(b−1) − 1]` around zero (int4: −8…7);
+ * - symmetric with the restricted range (`range: restricted`, as compressed-tensors and torchao
+ *   define symmetric integers): `scale = max|w| / (2^(b−1) − 1)`, codes in
+ *   `[−(2^(b−1) − 1), 2^(b−1) − 1]` (int4: −7…7), the same zero point and decoding;
  * - asymmetric: `scale = (max − min) / (2^b − 1)` over a range that always includes 0,
  *   `zero = round(−min / scale)`;
  * - `w ≈ scale · (code − zero)`.
@@ -26,6 +29,16 @@ export interface IntQuantConfig {
   symmetric: boolean;
   /** How scales are stored and rounded (default f16). */
   scaleDtype?: ScaleDtype;
+  /**
+   * Symmetric codes in the restricted range `±(2^(b−1) − 1)` with `scale = max|w| / (2^(b−1) − 1)`
+   * (default false: the GPTQ range `−2^(b−1) … 2^(b−1) − 1`, `scale = 2·max|w| / (2^b − 1)`).
+   */
+  restricted?: boolean;
+}
+
+/** The smallest code a matrix may hold: 1 in the restricted symmetric range, else 0. */
+export function minCode(restricted: boolean | undefined): number {
+  return restricted ? 1 : 0;
 }
 
 /** `group` value meaning one scale (and zero point) for the whole matrix. */
@@ -99,20 +112,22 @@ export function quantizeInt(
   const scales = new Float32Array(rows * groups);
   const zeros = symmetric ? null : new Uint8Array(rows * groups);
   const maxq = (1 << bits) - 1;
+  const restricted = restrictedRange(config);
+  const minq = minCode(restricted);
   const tensorParams = perTensor
-    ? groupParams(data, 0, rows * cols, bits, symmetric, 1, scaleDtype)
+    ? groupParams(data, 0, rows * cols, bits, symmetric, 1, scaleDtype, restricted)
     : undefined;
   for (let r = 0; r < rows; r++) {
     for (let g = 0; g < groups; g++) {
       const start = r * cols + g * groupSize;
       const end = r * cols + Math.min(cols, (g + 1) * groupSize);
       const { scale, zero } = tensorParams ??
-        groupParams(data, start, end, bits, symmetric, 1, scaleDtype);
+        groupParams(data, start, end, bits, symmetric, 1, scaleDtype, restricted);
       scales[r * groups + g] = scale;
       if (zeros) zeros[r * groups + g] = zero;
       for (let i = start; i < end; i++) {
         const q = roundHalfEven(data[i]! / scale) + zero;
-        codes[i] = q < 0 ? 0 : q > maxq ? maxq : q;
+        codes[i] = q < minq ? minq : q > maxq ? maxq : q;
       }
     }
   }
@@ -132,9 +147,23 @@ export function quantizeInt(
 }
 
 /**
- * Scale and zero point of one group `data[start, end)`, per the GPTQ reference quantizer, the
- * scale rounded to `scaleDtype` (a scale that rounds to 0 becomes the type's smallest positive
- * value). An all-zero group gets scale 1 so that it decodes to exact zeros.
+ * Whether `config` asks for the restricted symmetric range; throws {@linkcode IntFormatError} when
+ * it asks for it with zero points (the restricted range is a symmetric scheme).
+ */
+export function restrictedRange(config: IntQuantConfig): boolean {
+  if (config.restricted && !config.symmetric) {
+    throw new IntFormatError(
+      "The restricted range is symmetric; use symmetric: true or drop range: restricted",
+    );
+  }
+  return config.restricted === true;
+}
+
+/**
+ * Scale and zero point of one group `data[start, end)`, per the GPTQ reference quantizer (or, with
+ * `restricted`, `max|w| / (2^(b−1) − 1)`), the scale rounded to `scaleDtype` (a scale that rounds
+ * to 0 becomes the type's smallest positive value). An all-zero group gets scale 1 so that it
+ * decodes to exact zeros.
  */
 export function groupParams(
   data: Float32Array,
@@ -144,6 +173,7 @@ export function groupParams(
   symmetric: boolean,
   shrink = 1,
   scaleDtype: ScaleDtype = "f16",
+  restricted = false,
 ): { scale: number; zero: number } {
   const maxq = (1 << bits) - 1;
   let lo = 0;
@@ -158,8 +188,9 @@ export function groupParams(
   if (symmetric) {
     const amax = Math.max(-lo, hi);
     if (amax === 0) return { scale: 1, zero: 1 << (bits - 1) };
+    const unscaled = restricted ? amax / ((1 << (bits - 1)) - 1) : (2 * amax) / maxq;
     return {
-      scale: roundScale((2 * amax) / maxq, scaleDtype) || SCALE_DTYPE_MIN[scaleDtype],
+      scale: roundScale(unscaled, scaleDtype) || SCALE_DTYPE_MIN[scaleDtype],
       zero: 1 << (bits - 1),
     };
   }

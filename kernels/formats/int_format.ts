@@ -7,7 +7,13 @@
  * @module
  */
 import type { QuantizedMatrix, ScaleDtype } from "../../core/model.ts";
-import { badScaleDtype, checked, type IntElementFormat, scaleDtypeOf } from "./element_format.ts";
+import {
+  badScaleDtype,
+  checked,
+  type FormatSettings,
+  type IntElementFormat,
+  scaleDtypeOf,
+} from "./element_format.ts";
 import { asInt, type GroupGrid, type WeightFormat, WrongFormatError } from "./format.ts";
 import type { GpuPlan, ScaleKind } from "./gpu_layout.ts";
 import { putBits } from "./gpu_layout.ts";
@@ -17,6 +23,7 @@ import {
   groupsPerRow,
   intBitsPerWeight,
   intMatrixBits,
+  minCode,
   PER_TENSOR,
   quantizeInt,
   roundHalfEven,
@@ -102,6 +109,7 @@ function intGrid(
   group: number,
   symmetric: boolean,
   scaleDtype: ScaleDtype,
+  restricted: boolean,
   rows: number,
   cols: number,
 ): GroupGrid {
@@ -112,12 +120,13 @@ function intGrid(
   const zeros = new Uint8Array(rows * groups);
   const codes = new Uint8Array(rows * cols);
   const maxq = (1 << bits) - 1;
+  const minq = minCode(restricted);
   const fitRows = (w: Float64Array, c0: number, c1: number) => {
     const g = Math.floor(c0 / groupSize);
     const row = new Float32Array(c1 - c0);
     for (let r = 0; r < rows; r++) {
       for (let c = c0; c < c1; c++) row[c - c0] = w[r * cols + c]!;
-      const p = groupParams(row, 0, row.length, bits, symmetric, 1, scaleDtype);
+      const p = groupParams(row, 0, row.length, bits, symmetric, 1, scaleDtype, restricted);
       scales[r * groups + g] = p.scale;
       zeros[r * groups + g] = p.zero;
     }
@@ -126,7 +135,8 @@ function intGrid(
     groupSize,
     init(w) {
       if (perTensor) {
-        const p = groupParams(Float32Array.from(w), 0, w.length, bits, symmetric, 1, scaleDtype);
+        const all = Float32Array.from(w);
+        const p = groupParams(all, 0, w.length, bits, symmetric, 1, scaleDtype, restricted);
         scales.fill(p.scale);
         zeros.fill(p.zero);
       } else if (groupSize === cols) {
@@ -138,7 +148,7 @@ function intGrid(
       const i = r * groups + Math.floor(c / groupSize);
       const scale = scales[i]!;
       const zero = zeros[i]!;
-      const q = Math.min(maxq, Math.max(0, roundHalfEven(w / scale) + zero));
+      const q = Math.min(maxq, Math.max(minq, roundHalfEven(w / scale) + zero));
       codes[r * cols + c] = q;
       return scale * (q - zero);
     },
@@ -160,19 +170,39 @@ function intGrid(
   };
 }
 
-/** `int<bits>`: integer codes + scales, `scale_dtype` default f16, RTN by `quantizeInt`. */
+/** Values of the `range` setting of integer formats. */
+export const INT_RANGES = ["full", "restricted"] as const;
+
+/** Why `settings.options.range` does not fit an integer format, or undefined. */
+function badRange(settings: FormatSettings): string | undefined {
+  const range = settings.options.range;
+  if (range === undefined || range === "full") return undefined;
+  if (range !== "restricted") {
+    return `range ${JSON.stringify(range)} is not one of ${INT_RANGES.join(", ")}`;
+  }
+  if (!settings.symmetric) {
+    return "range: restricted is a symmetric scheme; use symmetric: true or drop range";
+  }
+  return undefined;
+}
+
+/**
+ * `int<bits>`: integer codes + scales, `scale_dtype` default f16, `range` full (GPTQ's
+ * `2·max|w| / (2^b − 1)`) or restricted (`max|w| / (2^(b−1) − 1)`), RTN by `quantizeInt`.
+ */
 function intElement(bits: number): IntElementFormat {
   const format: IntElementFormat = {
     name: `int${bits}`,
     kind: "int",
     bits,
     description: `${bits}-bit integer codes + scales (per channel, group or tensor)`,
-    unsupported: badScaleDtype,
+    unsupported: (settings) => badScaleDtype(settings) ?? badRange(settings),
     intConfig: (settings) => ({
       bits,
       group: settings.group,
       symmetric: settings.symmetric,
       scaleDtype: scaleDtypeOf(settings, "f16"),
+      ...(settings.options.range === "restricted" ? { restricted: true } : {}),
     }),
     bitsPerWeight: (settings, rows, cols) =>
       intBitsPerWeight(format.intConfig(settings), cols, rows),
@@ -202,7 +232,7 @@ export const INT_FORMAT: WeightFormat = {
     if (element.kind !== "int") {
       throw new WrongFormatError(`Format "int" has no grid for "${element.name}"`);
     }
-    const { bits, scaleDtype = "f16" } = element.intConfig(settings);
-    return intGrid(bits, settings.group, settings.symmetric, scaleDtype, rows, cols);
+    const { bits, scaleDtype = "f16", restricted = false } = element.intConfig(settings);
+    return intGrid(bits, settings.group, settings.symmetric, scaleDtype, restricted, rows, cols);
   },
 };

@@ -122,3 +122,26 @@ Deno.test("int: per tensor (group -1) shares one scale and zero point across row
     /Group size -2 must be a non-negative integer, or -1 for per tensor/,
   );
 });
+
+Deno.test("int: the restricted symmetric range scales by amax / (2^(b−1) − 1)", () => {
+  const data = new Float32Array([7, -7, 3.5, -0.4]);
+  const full = quantizeInt(data, 1, 4, { bits: 4, group: 0, symmetric: true });
+  const q = quantizeInt(data, 1, 4, { bits: 4, group: 0, symmetric: true, restricted: true });
+  // Full range: 14/15 → f16 0.93310546875; restricted: 7/7 = 1, codes −7…7 around zero 8.
+  assert.equal(full.scales[0], 0.93310546875);
+  assert.equal(q.scales[0], 1);
+  assert.deepEqual([...q.codes], [15, 1, 12, 8]); // 3.5 ties to even 4; −0.4 rounds to 0
+  assert.deepEqual([...dequantizeInt(q)], [7, -7, 4, 0]);
+  // int8: amax 127 → scale 1, and −127 is the lowest code offset (code 1).
+  const q8 = quantizeInt(new Float32Array([-127, 127, 0.5]), 1, 3, {
+    bits: 8,
+    group: 0,
+    symmetric: true,
+    restricted: true,
+  });
+  assert.deepEqual([...q8.codes], [1, 255, 128]);
+  assert.throws(
+    () => quantizeInt(data, 1, 4, { bits: 4, group: 0, symmetric: false, restricted: true }),
+    /restricted range is symmetric/,
+  );
+});

@@ -21,6 +21,7 @@ import {
   ggmlTypes,
   tensorByteSize,
 } from "../../../kernels/formats/gguf/blocks.ts";
+import { GGUF_CODECS } from "../../../kernels/formats/ggml_format.ts";
 import { ropeFrequencyFactors } from "../../../core/rope.ts";
 import { reorderRows, reorderVector } from "./rope_order.ts";
 import {
@@ -136,8 +137,9 @@ interface PlannedTensor {
 
 /** The ggml type a codec name stands for, if any. */
 function ggmlTypeOfCodec(codec: string): GgmlType | undefined {
-  const name = codec === "gguf_mxfp4" ? "MXFP4" : codec.toUpperCase();
-  return ggmlTypes.has(name) ? ggmlTypes.get(name) : undefined;
+  // Only the ggml format's own codecs: OCP `mxfp4` lays its bytes out unlike ggml's MXFP4.
+  const name = GGUF_CODECS.find(([own]) => own === codec)?.[1];
+  return name === undefined ? undefined : ggmlTypes.get(name);
 }
 
 function planMatrix(name: string, m: Matrix, type: GgmlType | undefined): PlannedTensor {

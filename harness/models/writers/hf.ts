@@ -24,6 +24,15 @@ import { UnsupportedModelError } from "../errors.ts";
 export interface HfWriteOptions {
   /** Stored element type (default F32). */
   dtype?: SafetensorsWriteDtype;
+  /**
+   * The stored tensors of one transformer linear (`model.layers.0.self_attn.q_proj`; q/k rows
+   * already in the half-split order), for quantized layouts; undefined stores its float weight.
+   */
+  linear?: (module: string, m: Matrix) => SafetensorsEntry[] | undefined;
+  /** `quantization_config` of `config.json`. */
+  quantizationConfig?: Record<string, unknown>;
+  /** Further files of the folder, by name (e.g. `quantize_config.json`). */
+  files?: Record<string, string>;
 }
 
 const CLASS_NAMES = {
@@ -97,12 +106,17 @@ export async function writeHfModel(
 
   const entries: SafetensorsEntry[] = [];
   const mat = (name: string, m: Matrix) => {
+    const custom = options.linear?.(name.replace(/\.weight$/, ""), m);
+    if (custom !== undefined) {
+      entries.push(...custom);
+      return;
+    }
     const d = toDense(m);
     entries.push({ name, shape: [d.rows, d.cols], data: d.data });
   };
   const vec = (name: string, v: Float32Array) => entries.push({ name, shape: [v.length], data: v });
   const half = (m: Matrix, heads: number) =>
-    reorderRows(toDense(m), heads, c.headDim, c.ropeStyle, "half");
+    reorderRows(options.linear ? m : toDense(m), heads, c.headDim, c.ropeStyle, "half");
   const halfVec = (v: Float32Array, heads: number) =>
     reorderVector(v, heads, c.headDim, c.ropeStyle, "half");
   const qDim = c.nHeads * c.headDim;
@@ -136,7 +150,11 @@ export async function writeHfModel(
     mat(p + "mlp.up_proj.weight", layer.w3);
   });
   vec("model.norm.weight", w.finalNorm);
-  if (!tied) mat("lm_head.weight", w.output);
+  if (!tied) {
+    const d = toDense(w.output);
+    entries.push({ name: "lm_head.weight", shape: [d.rows, d.cols], data: d.data });
+  }
+  if (options.quantizationConfig) config.quantization_config = options.quantizationConfig;
 
   const tokenizer = model.tokenizer instanceof HfTokenizer
     ? model.tokenizer.files
@@ -154,5 +172,8 @@ export async function writeHfModel(
   );
   if (tokenizer.chatTemplate !== undefined) {
     await Deno.writeTextFile(join(dir, "chat_template.jinja"), tokenizer.chatTemplate);
+  }
+  for (const [name, text] of Object.entries(options.files ?? {})) {
+    await Deno.writeTextFile(join(dir, name), text);
   }
 }

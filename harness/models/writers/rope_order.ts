@@ -45,10 +45,7 @@ export function reorderVector(
   return Float32Array.from(src, (s) => v[s]!);
 }
 
-/**
- * A dense or block-coded q/k matrix with its rows in the `to` pairing (integer-coded matrices
- * are decoded by the writers before they get here).
- */
+/** A dense, block-coded or integer-coded q/k matrix with its rows in the `to` pairing. */
 export function reorderRows(
   m: Matrix,
   nHeads: number,
@@ -73,7 +70,18 @@ export function reorderRows(
       src.forEach((s, r) => data.set(m.data.subarray(s * n, (s + 1) * n), r * n));
       return { ...m, data };
     }
-    case "int":
-      throw new TypeError("Integer-coded matrices are decoded before their rows are reordered");
+    case "int": {
+      // Groups run along a row, so a row takes its codes, scales and zero points with it.
+      const groups = m.scales.length / m.rows;
+      const codes = new Uint8Array(m.codes.length);
+      const scales = new Float32Array(m.scales.length);
+      const zeros = m.zeros ? new Uint8Array(m.zeros.length) : null;
+      src.forEach((s, r) => {
+        codes.set(m.codes.subarray(s * m.cols, (s + 1) * m.cols), r * m.cols);
+        scales.set(m.scales.subarray(s * groups, (s + 1) * groups), r * groups);
+        zeros?.set(m.zeros!.subarray(s * groups, (s + 1) * groups), r * groups);
+      });
+      return { ...m, codes, scales, zeros };
+    }
   }
 }
