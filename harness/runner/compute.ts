@@ -40,7 +40,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
   let opened: OpenedCell | undefined;
   let failure: string | undefined;
   try {
-    opened = await openCell(suite, cell);
+    opened = await openCell(suite, cell, job.cacheDir);
   } catch (e) {
     failure = errorText(e);
   }

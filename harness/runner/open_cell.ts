@@ -25,8 +25,9 @@ export interface OpenedCell {
 }
 
 /** The id of the engine {@linkcode openCell} gives a cell (a part of its results' cache keys). */
-export function cellEngineId(cell: Cell): string {
-  return engineFor(cell.backend).id(cell.backend);
+export function cellEngineId(cell: Cell, suite?: Pick<Suite, "engines">): string {
+  const spec = suite?.engines?.[cell.backend];
+  return engineFor(cell.backend, spec).id(cell.backend, spec);
 }
 
 /**
@@ -40,8 +41,9 @@ export function cellEngineId(cell: Cell): string {
  * ```
  */
 export async function openCell(
-  suite: Pick<Suite, "seed" | "datasets">,
+  suite: Pick<Suite, "seed" | "datasets" | "engines">,
   cell: Cell,
+  cacheDir?: string,
 ): Promise<OpenedCell> {
   const quantizeStats: Record<string, number> = {};
   const loaded = await loadModel(cell.model);
@@ -57,6 +59,7 @@ export async function openCell(
     },
   );
   const quantizeSeconds = (performance.now() - t0) / 1000;
-  const engine = await engineFor(cell.backend).open(model, cell.backend);
+  const spec = suite.engines?.[cell.backend];
+  const engine = await engineFor(cell.backend, spec).open(model, cell.backend, { spec, cacheDir });
   return { model, engine, quantizeSeconds, quantizeStats };
 }
