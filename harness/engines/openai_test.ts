@@ -162,7 +162,8 @@ tasks:
   - { task: perplexity, dataset: ${root}fixtures/datasets/heldout.txt, context: 64, max_tokens: 512 }
 `;
     const suite = await parseSuite(suiteText, join(dir, "suite.yaml"));
-    const run = () => runSuite(suite, { runId: "t", cacheDir: join(dir, "cache"), jobs: 1, quiet: true });
+    const run = () =>
+      runSuite(suite, { runId: "t", cacheDir: join(dir, "cache"), jobs: 1, quiet: true });
     const first = await run();
     const failed = first.rows.find((r) => r.task === "perplexity")!;
     assert.deepEqual(failed.status, "failed");
@@ -285,7 +286,8 @@ Deno.test("openai engine: a model the server does not serve is a clear error", a
 Deno.test("openai engine: a missing API key variable is a clear error", async () => {
   const model = await microModel();
   assert.throws(
-    () => new OpenAIEngine(model, options("http://127.0.0.1:1/v1", { apiKeyEnv: "QB_NO_SUCH_KEY" })),
+    () =>
+      new OpenAIEngine(model, options("http://127.0.0.1:1/v1", { apiKeyEnv: "QB_NO_SUCH_KEY" })),
     (e) => is(e, "The environment variable QB_NO_SUCH_KEY (api_key_env) is not set"),
   );
 });
