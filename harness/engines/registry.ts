@@ -34,6 +34,11 @@ export interface EngineFactory {
   id(backend: string, spec?: EngineSpec): string;
   /** Opens the (quantized) model of a cell on `backend`. */
   open(model: LlamaModel, backend: string, context?: EngineContext): Promise<Engine>;
+  /**
+   * `served`: the engine asks a model that runs elsewhere, so a cell gives it only the model
+   * entry's configuration and tokenizer (`served_model.ts`), unquantized and without weights.
+   */
+  model?: "local" | "served";
 }
 
 /** An OpenAI-compatible server (`harness/engines/openai.ts`); the model supplies the tokenizer. */
@@ -42,6 +47,7 @@ export const openAIFactory: EngineFactory = {
     spec ? openAIEngineId(String(spec.options.base_url), String(spec.options.model)) : backend,
   open: (model, _backend, context) =>
     Promise.resolve(openOpenAIEngine(model, context?.spec, context?.cacheDir)),
+  model: "served",
 };
 
 /** The in-process engine over a backend of this program. */

@@ -12,6 +12,7 @@ import type { Engine } from "../engines/engine.ts";
 import { engineFor } from "../engines/registry.ts";
 import { methods } from "../methods/registry.ts";
 import { loadModel } from "../models/load.ts";
+import { loadServedModel } from "../engines/served_model.ts";
 
 /** An opened cell. */
 export interface OpenedCell {
@@ -45,6 +46,14 @@ export async function openCell(
   cell: Cell,
   cacheDir?: string,
 ): Promise<OpenedCell> {
+  const spec = suite.engines?.[cell.backend];
+  const factory = engineFor(cell.backend, spec);
+  if (factory.model === "served") {
+    // The model runs elsewhere: its tokenizer and configuration only, nothing quantized here.
+    const model = await loadServedModel(cell.model);
+    const engine = await factory.open(model, cell.backend, { spec, cacheDir });
+    return { model, engine, quantizeSeconds: 0, quantizeStats: {} };
+  }
   const quantizeStats: Record<string, number> = {};
   const loaded = await loadModel(cell.model);
   const t0 = performance.now();
@@ -59,7 +68,6 @@ export async function openCell(
     },
   );
   const quantizeSeconds = (performance.now() - t0) / 1000;
-  const spec = suite.engines?.[cell.backend];
-  const engine = await engineFor(cell.backend, spec).open(model, cell.backend, { spec, cacheDir });
+  const engine = await factory.open(model, cell.backend, { spec, cacheDir });
   return { model, engine, quantizeSeconds, quantizeStats };
 }
