@@ -291,3 +291,54 @@ Deno.test("openai engine: a missing API key variable is a clear error", async ()
     (e) => is(e, "The environment variable QB_NO_SUCH_KEY (api_key_env) is not set"),
   );
 });
+
+Deno.test("openai engine: echo + logprobs and vLLM's prompt_logprobs score as the engine does in process", async () => {
+  const model = await microModel();
+  const inProcess = await InProcessEngine.load(model, "cpu");
+  const server = serveEngine(inProcess, { modelName: "micro", port: 0 });
+  try {
+    const text = "Once upon a time there was a little girl. She liked to play.";
+    const requests = [
+      { context: "Once upon a time", continuation: " there was a little girl" },
+      { context: "She liked", continuation: " to play." },
+    ];
+    const expected = await inProcess.loglikelihood(requests);
+    const [rolling] = await inProcess.loglikelihoodRolling([{ text, maxLength: 8 }]);
+    for (const promptLogprobs of [false, true]) {
+      const engine = new OpenAIEngine(model, options(server.url, { promptLogprobs }));
+      const got = await engine.loglikelihood(requests);
+      for (const [i, r] of got.entries()) {
+        assert.deepEqual(
+          r.tokenLogprobs,
+          expected[i]!.tokenLogprobs,
+          `prompt_logprobs ${promptLogprobs}`,
+        );
+        assert.equal(r.isGreedy, expected[i]!.isGreedy);
+      }
+      const [served] = await engine.loglikelihoodRolling([{ text, maxLength: 8 }]);
+      assert.equal(served!.tokens, rolling!.tokens);
+      assert.equal(served!.windows, rolling!.windows);
+      assert.ok(Math.abs(served!.logprob - rolling!.logprob) < 1e-9);
+    }
+  } finally {
+    await server.shutdown();
+    inProcess.dispose();
+  }
+});
+
+Deno.test("openai engine: a server that does not answer in time is a clear error", async () => {
+  const server = misbehaving(async (r) => {
+    if (new URL(r.url).pathname === "/v1/models") return modelsList();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    return Response.json({ choices: [] });
+  });
+  try {
+    const engine = new OpenAIEngine(await microModel(), options(server.url, { timeoutMs: 100 }));
+    await assert.rejects(
+      () => engine.loglikelihood([window]),
+      (e) => is(e, "(no answer within 0.1 s, after 2 attempts)"),
+    );
+  } finally {
+    await server.close();
+  }
+});

@@ -5,8 +5,8 @@
  * server-sent events.
  *
  * Decoding is greedy only: `temperature` must be 0 (or absent), `top_p` 1, `n` 1; other sampling
- * is refused with a 400 that says so. vLLM's `return_tokens_as_token_ids` is understood (tokens
- * are then written `token_id:<id>`).
+ * is refused with a 400 that says so. vLLM's `return_tokens_as_token_ids` (tokens are then written
+ * `token_id:<id>`) and `prompt_logprobs` are understood.
  *
  * @module
  */
@@ -49,6 +49,8 @@ export interface CompletionRequest {
   stream: boolean;
   /** vLLM's `return_tokens_as_token_ids`. */
   tokenIds: boolean;
+  /** vLLM's `prompt_logprobs`: the top N per prompt position, by token id. */
+  promptLogprobs?: number;
 }
 
 /** The settings of a `/v1/chat/completions` request. */
@@ -176,6 +178,7 @@ export function parseCompletionRequest(value: unknown): CompletionRequest {
     stop: stopList(b),
     stream: bool(b, "stream"),
     tokenIds: bool(b, "return_tokens_as_token_ids"),
+    promptLogprobs: optionalInt(b, "prompt_logprobs", 0, MAX_TOP_LOGPROBS),
   };
 }
 

@@ -145,6 +145,35 @@ export function serveEngine(engine: Engine, options: ServeOptions): CellServer {
     return { lps, tops };
   }
 
+  /**
+   * vLLM's `prompt_logprobs`: per prompt position (null first) the prompt token and the top `k`,
+   * by token id, each `{logprob, rank, decoded_token}`.
+   */
+  async function promptLogprobs(ids: readonly number[], k: number) {
+    const vocab = info.vocabSize;
+    const logits = await engine.logits(ids);
+    const out: (Record<string, unknown> | null)[] = [null];
+    for (let j = 1; j < ids.length; j++) {
+      const row = j - 1;
+      const lse = tokenNll(logits, vocab, row, 0) + logits[row * vocab]!;
+      const entry: Record<string, unknown> = {};
+      const order = topIndices(logits, row * vocab, vocab, k);
+      const chosen = -tokenNll(logits, vocab, row, ids[j]!);
+      let rank = 1;
+      for (let t = 0; t < vocab; t++) if (logits[row * vocab + t]! - lse > chosen) rank++;
+      entry[String(ids[j])] = { logprob: chosen, rank, decoded_token: pieceText(ids, j, ids[j]!) };
+      for (const [r, t] of order.entries()) {
+        entry[String(t)] ??= {
+          logprob: logits[row * vocab + t]! - lse,
+          rank: r + 1,
+          decoded_token: pieceText(ids, j, t),
+        };
+      }
+      out.push(entry);
+    }
+    return out;
+  }
+
   async function generate(
     prompt: number[],
     maxTokens: number,
@@ -206,6 +235,9 @@ export function serveEngine(engine: Engine, options: ServeOptions): CellServer {
       logprobs,
       finish_reason: finishReason(gen),
       stop_reason: gen?.stopReason === "until" ? untilMatched(engine, gen, req.stop) : null,
+      ...(req.promptLogprobs === undefined
+        ? {}
+        : { prompt_logprobs: await promptLogprobs(promptIds, req.promptLogprobs) }),
     };
     const usage = {
       prompt_tokens: promptIds.length,
