@@ -433,6 +433,7 @@ export function serveEngine(engine: Engine, options: ServeOptions): CellServer {
       );
     }
     pending++;
+    // A chat stream, once under way, counts as pending until it ends (see chatCompletions).
     let streaming = false;
     try {
       if (isCompletion) {
@@ -440,10 +441,12 @@ export function serveEngine(engine: Engine, options: ServeOptions): CellServer {
         return await serial(() => completions(req));
       }
       const req = parseChatRequest(parsed);
+      const response = await (req.stream ? chatCompletions(req) : serial(() =>
+        chatCompletions(req)
+      ));
       streaming = req.stream;
-      return await (streaming ? chatCompletions(req) : serial(() => chatCompletions(req)));
+      return response;
     } finally {
-      // A stream counts as pending until it ends.
       if (!streaming) pending--;
     }
   }

@@ -153,3 +153,29 @@ Deno.test("serve: bad requests are 400s that name the field", () => {
   assert.deepEqual(ok.stop, ["\n"]);
   assert.equal(ok.maxTokens, 16);
 });
+
+Deno.test("serve: refused requests, streamed or not, do not hold a place in the queue", async () => {
+  await withServer(1, async (url) => {
+    for (const stream of [true, false, true]) {
+      const refused = await post(`${url}/chat/completions`, {
+        model: "gpt-4",
+        messages: [{ role: "user", content: "Hi" }],
+        stream,
+      });
+      assert.equal(refused.status, 404);
+      assert.equal((await refused.json()).error.code, "model_not_found");
+    }
+    const streamed = await post(`${url}/chat/completions`, {
+      model: "micro",
+      messages: [{ role: "user", content: "Hi" }],
+      max_tokens: 4,
+      stream: true,
+    });
+    assert.equal(streamed.headers.get("content-type"), "text/event-stream");
+    const events = (await streamed.text()).split("\n\n").filter((e) => e !== "");
+    assert.equal(events.at(-1), "data: [DONE]");
+    const ok = await post(`${url}/completions`, { model: "micro", prompt: "a", max_tokens: 1 });
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+  });
+});
