@@ -66,7 +66,10 @@ export interface OpenAIEngineOptions {
   retries: number;
   /** Milliseconds before the first retry (doubling each time). */
   retryBaseMs: number;
-  /** Top log-probabilities asked per position (the server's limit; vLLM's default is 20). */
+  /**
+   * Top log-probabilities the server gives per position (its limit; vLLM's default is 20): what
+   * {@linkcode EngineInfo.distributions} declares. Scoring asks for one (enough for `isGreedy`).
+   */
   topLogprobs: number;
   /** Ask vLLM's `prompt_logprobs` instead of `echo` + `logprobs`. */
   promptLogprobs: boolean;
@@ -253,7 +256,8 @@ export class OpenAIEngine implements Engine {
         `A window of ${prompt.length} tokens exceeds the context of ${this.#info.maxSeqLen}`,
       );
     }
-    const k = Math.max(1, this.#options.topLogprobs);
+    // One alternative per position says whether the target is the most likely token.
+    const k = 1;
     const body: Json = {
       model: this.#options.model,
       prompt,
