@@ -44,7 +44,11 @@ export interface EngineFactory {
 /** An OpenAI-compatible server (`harness/engines/openai.ts`); the model supplies the tokenizer. */
 export const openAIFactory: EngineFactory = {
   id: (backend, spec) =>
-    spec ? openAIEngineId(String(spec.options.base_url), String(spec.options.model)) : backend,
+    spec
+      ? openAIEngineId(String(spec.options.base_url), String(spec.options.model)) +
+        // Prompts all sent as token ids to /completions may be answered otherwise.
+        (spec.options.chat === false ? " chat=false" : "")
+      : backend,
   open: (model, _backend, context) =>
     Promise.resolve(openOpenAIEngine(model, context?.spec, context?.cacheDir)),
   model: "served",
