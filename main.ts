@@ -53,6 +53,8 @@ usage:
   deno task inspect MODEL [--json]
   deno task quantize SUITE.yaml --filter CELL --out DIR [--as gguf|gptq|awq|compressed-tensors]
   deno task score TASK --dataset FILE --predictions FILE [--out DIR] [--samples FILE]
+  deno task serve SUITE.yaml --filter CELL [--port N] [--host ADDR] [--model-name NAME]
+                             [--max-queue N] [--cache DIR]
 `;
 
 function write(text: string): void {
@@ -101,7 +103,7 @@ async function bench(args: string[]): Promise<number> {
   const limit = positiveInteger("--limit", values.limit as string | undefined);
   const shard = values.shard === undefined ? undefined : parseShard(String(values.shard));
   const suite = await loadSuite(suitePath!);
-  if (values.backend !== undefined) {
+  if (values.backend !== undefined && suite.engines?.[String(values.backend)] === undefined) {
     const { backends } = await import("./kernels/registry.ts");
     backends.get(String(values.backend));
   }
@@ -218,6 +220,71 @@ function positiveInteger(flag: string, value: string | undefined): number | unde
   return n;
 }
 
+/**
+ * `serve`: an OpenAI-compatible server over the one cell `--filter` selects, until SIGINT or
+ * SIGTERM (requests under way finish first).
+ */
+async function serve(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    filter: { type: "string" },
+    port: { type: "string" },
+    host: { type: "string" },
+    "model-name": { type: "string" },
+    "max-queue": { type: "string" },
+    cache: { type: "string" },
+  });
+  const [suitePath] = positional(positionals, 1, "one suite file");
+  if (values.filter === undefined) {
+    throw new UsageError(`serve needs --filter naming one cell (e.g. a cell id)\n\n${USAGE}`);
+  }
+  const port = values.port === undefined ? 8000 : Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new UsageError(`--port must be an integer from 0 to 65535, got "${values.port}"`);
+  }
+  const maxQueue = positiveInteger("--max-queue", values["max-queue"] as string | undefined);
+  const suite = await loadSuite(suitePath!);
+  const cells = planCells(suite, { filter: String(values.filter) });
+  if (cells.length !== 1) {
+    const ids = cells.slice(0, 20).map((c) => `  ${c.id}`).join("\n");
+    throw new UsageError(
+      cells.length === 0
+        ? `--filter "${values.filter}" selects no cell of ${suitePath}`
+        : `--filter "${values.filter}" selects ${cells.length} cells; serve takes one:\n${ids}`,
+    );
+  }
+  const cell = cells[0]!;
+  if (cell.skipReason) throw new UsageError(`Cell ${cell.id} cannot run: ${cell.skipReason}`);
+  const { openCell } = await import("./harness/runner/open_cell.ts");
+  const { serveEngine } = await import("./harness/serve/server.ts");
+  const cacheDir = resolve(
+    String(values.cache ?? Deno.env.get("QUANTBENCH_CACHE") ?? join(".quantbench", "cache")),
+  );
+  console.error(`Opening cell ${cell.id} …`);
+  const { engine } = await openCell(suite, cell, cacheDir);
+  const modelName = String(values["model-name"] ?? cell.id);
+  const server = serveEngine(engine, {
+    modelName,
+    hostname: String(values.host ?? "127.0.0.1"),
+    port,
+    maxQueue,
+    onListen: (url) => console.error(`Serving cell ${cell.id} as model "${modelName}" at ${url}`),
+  });
+  const stop = () => {
+    console.error("Shutting down (requests under way finish first) …");
+    server.shutdown();
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+  try {
+    await server.finished;
+  } finally {
+    Deno.removeSignalListener("SIGINT", stop);
+    if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGTERM", stop);
+    engine.dispose();
+  }
+  return EXIT.ok;
+}
+
 async function perf(args: string[]): Promise<number> {
   const { values } = parse(args, {
     rows: { type: "string" },
@@ -279,6 +346,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   report,
   perf,
   score,
+  serve,
   inspect: runInspect,
   quantize: runQuantize,
 };

@@ -77,6 +77,18 @@ export interface Threshold {
   max_absolute_drop?: number;
 }
 
+/**
+ * An engine a suite sets up under a backend name (`engines:`): which registered engine (`kind`)
+ * and its settings as written (e.g. the `openai` engine's `base_url` and `model`).
+ */
+export interface EngineSpec {
+  /** The backend name cells give it. */
+  id: string;
+  /** A name in the engines registry (`harness/engines/registry.ts`). */
+  kind: string;
+  options: Record<string, unknown>;
+}
+
 /** A loaded suite. */
 export interface Suite {
   /** Absolute path of the suite file. */
@@ -88,6 +100,8 @@ export interface Suite {
   methods: MethodSpec[];
   formats: FormatSpec[];
   backends: string[];
+  /** Engines set up under backend names (absent or empty: none). */
+  engines?: Record<string, EngineSpec>;
   tasks: TaskSpec[];
   exclude: ExcludeRule[];
   thresholds: Record<string, Threshold>;

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ChatMessage, LlamaModel } from "../../core/model.ts";
+import type { ChatMessage, LlamaModel, Tokenizer } from "../../core/model.ts";
 import type { ModelRunner } from "../../kernels/backend.ts";
 import { backends } from "../../kernels/registry.ts";
 import type {
@@ -36,6 +36,33 @@ export function inProcessEngineId(backend: string): string {
 /** Thrown for a log-likelihood request that scores nothing. */
 export class EmptyContinuationError extends Error {
   override name = "EmptyContinuationError";
+}
+
+/**
+ * lm-evaluation-harness's encoding of a (context, continuation) pair: the continuation is what the
+ * whole text encodes to after the context's tokens; BOS goes first when the tokenizer adds one or
+ * the context is empty.
+ */
+export function textWindow(
+  tokenizer: Tokenizer,
+  pair: { context: string; continuation: string },
+): TokenWindow {
+  const context = tokenizer.encode(pair.context);
+  const continuation = tokenizer.encode(pair.context + pair.continuation).slice(context.length);
+  if (continuation.length === 0) {
+    throw new EmptyContinuationError(
+      `Continuation ${JSON.stringify(pair.continuation)} after ${
+        JSON.stringify(pair.context)
+      } encodes to no tokens`,
+    );
+  }
+  const prefix = tokenizer.addBos !== false || context.length === 0 ? [tokenizer.bosId] : [];
+  const all = [...prefix, ...context, ...continuation];
+  return {
+    input: all.slice(0, -1),
+    offset: prefix.length + context.length - 1,
+    targets: continuation,
+  };
 }
 
 /** An engine over a model and its runner on a backend of this process. */
@@ -92,7 +119,7 @@ export class InProcessEngine implements Engine {
     const vocab = this.#model.config.vocabSize;
     const out: LoglikelihoodResult[] = [];
     for (const request of requests) {
-      const window = "input" in request ? request : this.#textWindow(request);
+      const window = "input" in request ? request : textWindow(this.#model.tokenizer, request);
       this.#runner.reset();
       const logits = await this.#runner.forward(window.input, 0);
       const tokenLogprobs: number[] = [];
@@ -108,31 +135,6 @@ export class InProcessEngine implements Engine {
       out.push({ logprob, isGreedy, tokenLogprobs });
     }
     return out;
-  }
-
-  /**
-   * lm-evaluation-harness's encoding of a (context, continuation) pair: the continuation is what
-   * the whole text encodes to after the context's tokens; BOS goes first when the tokenizer adds
-   * one or the context is empty.
-   */
-  #textWindow(pair: { context: string; continuation: string }): TokenWindow {
-    const { tokenizer } = this.#model;
-    const context = tokenizer.encode(pair.context);
-    const continuation = tokenizer.encode(pair.context + pair.continuation).slice(context.length);
-    if (continuation.length === 0) {
-      throw new EmptyContinuationError(
-        `Continuation ${JSON.stringify(pair.continuation)} after ${
-          JSON.stringify(pair.context)
-        } encodes to no tokens`,
-      );
-    }
-    const prefix = tokenizer.addBos !== false || context.length === 0 ? [tokenizer.bosId] : [];
-    const all = [...prefix, ...context, ...continuation];
-    return {
-      input: all.slice(0, -1),
-      offset: prefix.length + context.length - 1,
-      targets: continuation,
-    };
   }
 
   async loglikelihoodRolling(requests: readonly RollingRequest[]): Promise<RollingResult[]> {

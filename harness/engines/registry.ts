@@ -13,18 +13,46 @@
  * @module
  */
 import type { LlamaModel } from "../../core/model.ts";
+import type { EngineSpec } from "../../core/suite_types.ts";
 import { Registry } from "../../core/registry.ts";
 import { backends } from "../../kernels/registry.ts";
 import type { Engine } from "./engine.ts";
 import { InProcessEngine, inProcessEngineId } from "./in_process.ts";
+import { openAIEngineId, openOpenAIEngine } from "./openai.ts";
+
+/** What a cell gives its engine beside the model: the suite's settings and the cache folder. */
+export interface EngineContext {
+  /** The suite's `engines:` entry for the cell's backend, if it has one. */
+  spec?: EngineSpec;
+  /** The result cache folder (an engine may cache what it was told beneath it). */
+  cacheDir?: string;
+}
 
 /** How a kind of engine is opened for a cell. */
 export interface EngineFactory {
   /** The engine's id for a cell on `backend` (a part of result cache keys). */
-  id(backend: string): string;
+  id(backend: string, spec?: EngineSpec): string;
   /** Opens the (quantized) model of a cell on `backend`. */
-  open(model: LlamaModel, backend: string): Promise<Engine>;
+  open(model: LlamaModel, backend: string, context?: EngineContext): Promise<Engine>;
+  /**
+   * `served`: the engine asks a model that runs elsewhere, so a cell gives it only the model
+   * entry's configuration and tokenizer (`served_model.ts`), unquantized and without weights.
+   */
+  model?: "local" | "served";
 }
+
+/** An OpenAI-compatible server (`harness/engines/openai.ts`); the model supplies the tokenizer. */
+export const openAIFactory: EngineFactory = {
+  id: (backend, spec) =>
+    spec
+      ? openAIEngineId(String(spec.options.base_url), String(spec.options.model)) +
+        // Prompts all sent as token ids to /completions may be answered otherwise.
+        (spec.options.chat === false ? " chat=false" : "")
+      : backend,
+  open: (model, _backend, context) =>
+    Promise.resolve(openOpenAIEngine(model, context?.spec, context?.cacheDir)),
+  model: "served",
+};
 
 /** The in-process engine over a backend of this program. */
 export const inProcessFactory: EngineFactory = {
@@ -33,13 +61,15 @@ export const inProcessFactory: EngineFactory = {
 };
 
 /** Engines other than the in-process one, by the backend name a suite gives them. */
-export const engines = new Registry<EngineFactory>("engine", []);
+export const engines = new Registry<EngineFactory>("engine", [["openai", openAIFactory]]);
 
 /**
- * The engine factory for a backend name: a registered engine, else the in-process engine over
- * the kernel backend of that name (an unknown name fails with the backends' known names).
+ * The engine factory for a backend name: the kind of the suite's engine entry `spec` when given,
+ * a registered engine, else the in-process engine over the kernel backend of that name (an
+ * unknown name fails with the backends' known names).
  */
-export function engineFor(backend: string): EngineFactory {
+export function engineFor(backend: string, spec?: EngineSpec): EngineFactory {
+  if (spec) return engines.get(spec.kind);
   if (engines.has(backend)) return engines.get(backend);
   backends.get(backend);
   return inProcessFactory;

@@ -40,7 +40,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
   let opened: OpenedCell | undefined;
   let failure: string | undefined;
   try {
-    opened = await openCell(suite, cell);
+    opened = await openCell(suite, cell, job.cacheDir);
   } catch (e) {
     failure = errorText(e);
   }
@@ -74,7 +74,8 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
       }
       const metrics = outcome.metrics;
       const seconds = (performance.now() - started) / 1000;
-      const bpw = linearBitsPerWeight(model);
+      // A served model's weights are not here (bits per weight unknown).
+      const bpw = model.weights.layers.length > 0 ? linearBitsPerWeight(model) : null;
       const rows: CachedRow[] = metrics.map((m) => ({
         ...rowKey(suite, cell, task),
         // `native` keeps a file's own weights: report what they are (e.g. q4_0).

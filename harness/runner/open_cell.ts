@@ -13,6 +13,7 @@ import type { Engine } from "../engines/engine.ts";
 import { engineFor } from "../engines/registry.ts";
 import { methods } from "../methods/registry.ts";
 import { loadModel } from "../models/load.ts";
+import { loadServedModel } from "../engines/served_model.ts";
 
 /** Thrown when a method leaves layers of a streamed model unread. */
 export class StreamedModelError extends Error {
@@ -31,8 +32,9 @@ export interface OpenedCell {
 }
 
 /** The id of the engine {@linkcode openCell} gives a cell (a part of its results' cache keys). */
-export function cellEngineId(cell: Cell): string {
-  return engineFor(cell.backend).id(cell.backend);
+export function cellEngineId(cell: Cell, suite?: Pick<Suite, "engines">): string {
+  const spec = suite?.engines?.[cell.backend];
+  return engineFor(cell.backend, spec).id(cell.backend, spec);
 }
 
 /**
@@ -46,11 +48,20 @@ export function cellEngineId(cell: Cell): string {
  * ```
  */
 export async function openCell(
-  suite: Pick<Suite, "seed" | "datasets">,
+  suite: Pick<Suite, "seed" | "datasets" | "engines">,
   cell: Cell,
+  cacheDir?: string,
 ): Promise<OpenedCell> {
+  const spec = suite.engines?.[cell.backend];
+  const factory = engineFor(cell.backend, spec);
+  if (factory.model === "served") {
+    // The model runs elsewhere: its tokenizer and configuration only, nothing quantized here.
+    const model = await loadServedModel(cell.model);
+    const engine = await factory.open(model, cell.backend, { spec, cacheDir });
+    return { model, engine, quantizeSeconds: 0, quantizeStats: {} };
+  }
   const { model, quantizeSeconds, quantizeStats } = await quantizeCell(suite, cell);
-  const engine = await engineFor(cell.backend).open(model, cell.backend);
+  const engine = await factory.open(model, cell.backend, { spec, cacheDir });
   return { model, engine, quantizeSeconds, quantizeStats };
 }
 

@@ -52,7 +52,8 @@ export async function runSuite(suite: Suite, options: RunOptions): Promise<Resul
   const jobs: { cellIndex: number; job: CellJob; keys: string[] }[] = [];
 
   for (const [c, cell] of cells.entries()) {
-    const skip = cell.skipReason ?? await backends.get(cell.backend).unavailable();
+    const skip = cell.skipReason ??
+      (backends.has(cell.backend) ? await backends.get(cell.backend).unavailable() : undefined);
     const pending: number[] = [];
     const keys: string[] = [];
     const references: Record<number, ReferenceJob> = {};
@@ -227,7 +228,7 @@ class CellKeyer {
       method: { method: cell.method.method, options: cell.method.options },
       format: { ...cell.format, id: undefined },
       backend: cell.backend,
-      engine: cellEngineId(cell),
+      engine: cellEngineId(cell, this.suite),
       task: { task: task.task, options: task.options },
       dataset: dataset
         ? {

@@ -58,7 +58,9 @@ export function expandCells(suite: Suite, options: ExpandOptions = {}): Cell[] {
           };
           if (suite.exclude.some((rule) => ruleMatches(rule, cell)) || !keep(cell)) continue;
           const reason = methods.get(method.method).unsupported(format) ??
-            runtimeUnsupportedOn(format, backend, backends.get(backend).runtimeQuantization);
+            (backends.has(backend)
+              ? runtimeUnsupportedOn(format, backend, backends.get(backend).runtimeQuantization)
+              : servedModelOnly(method.method, backend));
           if (reason !== undefined) cell.skipReason = reason;
           cells.push(cell);
         }
@@ -159,4 +161,14 @@ export function formatCellTable(cells: Cell[]): string {
   return [header, ...rows]
     .map((r) => r.map((v, i) => i === r.length - 1 ? v : v.padEnd(widths[i]!)).join("  "))
     .join("\n");
+}
+
+/**
+ * A backend that is an engine over a served model (e.g. `openai`) runs the model as the server
+ * has it: only the unquantized method applies there.
+ */
+function servedModelOnly(method: string, backend: string): string | undefined {
+  if (method === "none") return undefined;
+  return `backend "${backend}" is a served model: quantize it where it is served (e.g. vLLM's ` +
+    `--quantization) and list that server as its own backend; method "${method}" runs in process only`;
 }

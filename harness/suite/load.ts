@@ -24,10 +24,12 @@ import { didYouMean } from "../../core/registry.ts";
 import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";
 import { backends } from "../../kernels/registry.ts";
+import { engines as engineKinds } from "../engines/registry.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
 import { expandCells } from "./expand.ts";
 import type {
   DatasetSpec,
+  EngineSpec,
   ExcludeRule,
   FormatSpec,
   MethodSpec,
@@ -546,7 +548,8 @@ class Normaliser {
     await this.namedDatasets(data.datasets);
     const methodSpecs = this.methods(data.methods);
     const formats = this.formats(data.formats);
-    const backendNames = this.backends(data.backends);
+    const engineSpecs = this.engines(data.engines);
+    const backendNames = this.backends(data.backends, engineSpecs);
     const taskSpecs = await this.tasks(data.tasks);
     const exclude = this.exclude(data.exclude);
     return {
@@ -558,6 +561,7 @@ class Normaliser {
       methods: methodSpecs,
       formats,
       backends: backendNames,
+      ...(Object.keys(engineSpecs).length > 0 ? { engines: engineSpecs } : {}),
       tasks: taskSpecs,
       exclude,
       thresholds: (isRecord(data.thresholds) ? data.thresholds : {}) as Record<string, Threshold>,
@@ -818,15 +822,54 @@ class Normaliser {
     return specs;
   }
 
-  backends(value: unknown): string[] {
+  /** The `engines:` entries (the schema has checked their settings). */
+  engines(value: unknown): Record<string, EngineSpec> {
+    const out: Record<string, EngineSpec> = {};
+    if (!isRecord(value)) return out;
+    for (const [id, entry] of Object.entries(value)) {
+      if (!isRecord(entry)) continue;
+      const kind = typeof entry.kind === "string" ? entry.kind : id;
+      if (backends.has(id)) {
+        this.source.add(
+          ["engines", id],
+          `engine "${id}" has the name of a built-in backend; give it another name`,
+          "key",
+        );
+      } else if (!engineKinds.has(kind)) {
+        this.source.add(
+          entry.kind === undefined ? ["engines", id] : ["engines", id, "kind"],
+          `${unknownName("engine kind", kind, engineKinds.names())} (an entry named otherwise ` +
+            `says its kind, e.g. "kind: openai")`,
+          entry.kind === undefined ? "key" : "value",
+        );
+      } else {
+        const { kind: _, ...options } = entry;
+        out[id] = { id, kind, options };
+      }
+    }
+    return out;
+  }
+
+  backends(value: unknown, suiteEngines: Record<string, EngineSpec>): string[] {
     if (value === undefined) return ["cpu"];
     const names: string[] = [];
     const seen = new Map<string, Segment[]>();
     for (const [i, name] of list(value).entries()) {
       if (typeof name !== "string") continue;
       if (!this.unique(seen, name, ["backends", i], `backend "${name}"`)) continue;
-      if (backends.has(name)) names.push(name);
-      else this.source.add(["backends", i], unknownName("backend", name, backends.names()));
+      if (backends.has(name) || suiteEngines[name] !== undefined) names.push(name);
+      else if (engineKinds.has(name)) {
+        this.source.add(
+          ["backends", i],
+          `backend "${name}" is an engine that needs settings: add an "engines:" entry ` +
+            `"${name}" (for openai: base_url and model)`,
+        );
+      } else {
+        this.source.add(
+          ["backends", i],
+          unknownName("backend", name, [...backends.names(), ...Object.keys(suiteEngines)]),
+        );
+      }
     }
     return names;
   }

@@ -272,7 +272,7 @@ tasks: [{ task: perplexity, dataset: data/wiki.txt }]
 `,
     expected: [
       `${F}:4:1: unknown key "formts"; did you mean "formats"? (at /formts)`,
-      `${F}:5:1: unknown key "colour". Known: name, description, seed, models, datasets, methods, formats, backends, tasks, exclude, thresholds (at /colour)`,
+      `${F}:5:1: unknown key "colour". Known: name, description, seed, models, datasets, methods, formats, backends, engines, tasks, exclude, thresholds (at /colour)`,
     ],
   },
   {

@@ -95,7 +95,7 @@ export class ReferenceModels {
   readonly #opened = new Map<string, Promise<Engine>>();
 
   constructor(
-    readonly suite: Pick<Suite, "seed" | "datasets">,
+    readonly suite: Pick<Suite, "seed" | "datasets" | "engines">,
     readonly cell: Cell,
     readonly own: Engine,
     readonly cacheDir?: string,
@@ -118,7 +118,9 @@ export class ReferenceModels {
   #open(id: string, job: ReferenceJob) {
     let opened = this.#opened.get(id);
     if (!opened) {
-      opened = openCell(this.suite, referenceCell(this.cell, job)).then((c) => c.engine);
+      opened = openCell(this.suite, referenceCell(this.cell, job), this.cacheDir).then((c) =>
+        c.engine
+      );
       this.#opened.set(id, opened);
     }
     return opened;
