@@ -100,8 +100,10 @@ async function bench(args: string[]): Promise<number> {
   const shard = values.shard === undefined ? undefined : parseShard(String(values.shard));
   const suite = await loadSuite(suitePath!);
   if (values.backend !== undefined) {
+    // A registered engine (llamacpp) or a kernel backend; an unknown name lists the backends.
+    const { hasBackend } = await import("./harness/engines/registry.ts");
     const { backends } = await import("./kernels/registry.ts");
-    backends.get(String(values.backend));
+    if (!hasBackend(String(values.backend))) backends.get(String(values.backend));
   }
   const planned = planCells(suite, {
     backend: values.backend as string | undefined,

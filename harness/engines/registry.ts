@@ -13,17 +13,30 @@
  * @module
  */
 import type { LlamaModel } from "../../core/model.ts";
+import type { Cell, FormatSpec } from "../../core/suite_types.ts";
+import { runtimeUnsupportedOn } from "../../kernels/formats/runtime_quant.ts";
 import { Registry } from "../../core/registry.ts";
 import { backends } from "../../kernels/registry.ts";
 import type { Engine } from "./engine.ts";
 import { InProcessEngine, inProcessEngineId } from "./in_process.ts";
+import {
+  LLAMACPP_BACKEND,
+  LlamaCppEngine,
+  llamaCppEngineId,
+  llamaCppUnavailable,
+  llamaCppUnsupported,
+} from "./llamacpp.ts";
 
 /** How a kind of engine is opened for a cell. */
 export interface EngineFactory {
   /** The engine's id for a cell on `backend` (a part of result cache keys). */
   id(backend: string): string;
-  /** Opens the (quantized) model of a cell on `backend`. */
-  open(model: LlamaModel, backend: string): Promise<Engine>;
+  /** Opens the (quantized) model of a cell on `backend` (`cell`: where it came from). */
+  open(model: LlamaModel, backend: string, cell?: Cell): Promise<Engine>;
+  /** Why a cell cannot run on this engine (it is then `skipped`), or undefined. */
+  unsupported?(cell: Cell): string | undefined;
+  /** Why the engine cannot run on this machine (its cells are then `skipped`), or undefined. */
+  unavailable?(): Promise<string | undefined>;
 }
 
 /** The in-process engine over a backend of this program. */
@@ -33,7 +46,47 @@ export const inProcessFactory: EngineFactory = {
 };
 
 /** Engines other than the in-process one, by the backend name a suite gives them. */
-export const engines = new Registry<EngineFactory>("engine", []);
+export const engines = new Registry<EngineFactory>("engine", [
+  [LLAMACPP_BACKEND, {
+    id: () => llamaCppEngineId(),
+    open: (model, _backend, cell) => {
+      if (!cell) throw new TypeError("The llamacpp engine opens cells (a GGUF path), not models");
+      const why = llamaCppUnsupported(cell);
+      if (why) throw new TypeError(why);
+      return LlamaCppEngine.open(cell.model.path, model);
+    },
+    unsupported: llamaCppUnsupported,
+    unavailable: llamaCppUnavailable,
+  }],
+]);
+
+/** Every backend name a suite may give: the kernel backends and the registered engines. */
+export function backendNames(): string[] {
+  return [...backends.names(), ...engines.names()];
+}
+
+/** Whether `name` is a kernel backend or a registered engine. */
+export function hasBackend(name: string): boolean {
+  return backends.has(name) || engines.has(name);
+}
+
+/**
+ * Why a cell's backend cannot serve it (its format's run-time quantization, or what a registered
+ * engine cannot run), or undefined.
+ */
+export function backendUnsupported(
+  cell: Cell,
+  format: FormatSpec = cell.format,
+): string | undefined {
+  if (engines.has(cell.backend)) return engines.get(cell.backend).unsupported?.(cell);
+  return runtimeUnsupportedOn(format, cell.backend, backends.get(cell.backend).runtimeQuantization);
+}
+
+/** Why the backend (or engine) of that name cannot run on this machine, or undefined. */
+export function backendUnavailable(name: string): Promise<string | undefined> {
+  if (engines.has(name)) return engines.get(name).unavailable?.() ?? Promise.resolve(undefined);
+  return backends.get(name).unavailable();
+}
 
 /**
  * The engine factory for a backend name: a registered engine, else the in-process engine over

@@ -57,6 +57,6 @@ export async function openCell(
     },
   );
   const quantizeSeconds = (performance.now() - t0) / 1000;
-  const engine = await engineFor(cell.backend).open(model, cell.backend);
+  const engine = await engineFor(cell.backend).open(model, cell.backend, cell);
   return { model, engine, quantizeSeconds, quantizeStats };
 }

@@ -23,7 +23,7 @@ import schema from "../suite.schema.json" with { type: "json" };
 import { didYouMean } from "../../core/registry.ts";
 import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";
-import { backends } from "../../kernels/registry.ts";
+import { backendNames, hasBackend } from "../engines/registry.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
 import { expandCells } from "./expand.ts";
 import type {
@@ -807,8 +807,8 @@ class Normaliser {
     for (const [i, name] of list(value).entries()) {
       if (typeof name !== "string") continue;
       if (!this.unique(seen, name, ["backends", i], `backend "${name}"`)) continue;
-      if (backends.has(name)) names.push(name);
-      else this.source.add(["backends", i], unknownName("backend", name, backends.names()));
+      if (hasBackend(name)) names.push(name);
+      else this.source.add(["backends", i], unknownName("backend", name, backendNames()));
     }
     return names;
   }
@@ -849,6 +849,16 @@ class Normaliser {
       if (typeof options.text === "string" && options.text !== "") {
         this.checkTextDataset([...at, "text"], options.text);
       }
+      const reference = written.reference;
+      if (isRecord(reference) && reference.model !== undefined) {
+        const model = reference.model;
+        if (typeof model !== "string" || !this.known.model.has(model)) {
+          this.source.add(
+            [...at, "reference", "model"],
+            unknownName("reference model", String(model), [...this.known.model]),
+          );
+        }
+      }
       let dataset: string | undefined;
       if (typeof rawDataset === "string") {
         dataset = await this.taskDataset([...at, "dataset"], rawDataset);
@@ -878,7 +888,7 @@ class Normaliser {
       model: [...this.known.model],
       method: [...new Set([...this.known.method, ...methods.names()])],
       format: [...new Set([...this.known.format, ...elementFormats.names()])],
-      backend: backends.names(),
+      backend: backendNames(),
     };
     const rules: ExcludeRule[] = [];
     for (const [i, entry] of list(value).entries()) {
