@@ -111,7 +111,7 @@ export async function llamaCppUnavailable(): Promise<string | undefined> {
  * The identity of the engine: package and llama.cpp versions, build, threads, KV cache type and
  * flash attention (the `ctx` part is the context size when it differs from the default).
  */
-export function llamaCppEngineId(build = "cpu"): string {
+export function llamaCppEngineId(build = "cpu-prebuilt"): string {
   return `llamacpp/node-llama-cpp@${NODE_LLAMA_CPP_VERSION}/llama.cpp@${llamaCppRelease()}` +
     `/${build}/threads=${LLAMACPP_THREADS}/kv=${LLAMACPP_KV_TYPE}/fa=off`;
 }

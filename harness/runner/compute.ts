@@ -90,7 +90,12 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         bits_per_weight: bpw,
         status: "ok",
         detail: withFallback(m.detail, engine.info().fallbacks),
-        extra: { seconds, quantize_seconds: quantizeSeconds, ...quantizeStats },
+        extra: {
+          seconds,
+          quantize_seconds: quantizeSeconds,
+          ...quantizeStats,
+          ...engineIdentity(engine.info()),
+        },
         samples: m.samples,
       }));
       emit({ type: "rows", task: index, rows, seconds });
@@ -100,6 +105,20 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
   }
   await references?.dispose();
   opened?.engine.dispose();
+}
+
+/**
+ * The identity of an engine other than the in-process one (llama.cpp's versions, build, threads,
+ * KV type …) for a row's `extra`: `engine` (its id) and `engine_<field>`; nothing for in-process
+ * engines, whose rows stay as they were.
+ */
+export function engineIdentity(
+  info: { id: string; details?: Record<string, string | number | boolean> },
+): Record<string, string | number | boolean> {
+  if (info.id.startsWith("in_process/")) return {};
+  const out: Record<string, string | number | boolean> = { engine: info.id };
+  for (const [k, v] of Object.entries(info.details ?? {})) out[`engine_${k}`] = v;
+  return out;
 }
 
 /**

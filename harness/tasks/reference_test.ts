@@ -23,7 +23,7 @@ Deno.test("reference: resolved from suite ids first, then registry names", () =>
     format: f32,
   });
   const byName = resolveReference(suite, undefined);
-  assert.deepEqual([byName.method.id, byName.format.id, byName.format.weights], [
+  assert.deepEqual([byName.method!.id, byName.format!.id, byName.format!.weights], [
     "none",
     "f32",
     "f32",
