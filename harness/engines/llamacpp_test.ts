@@ -161,16 +161,18 @@ tasks: [{ task: kld, dataset: t, reference: { model: f16 } }]
 
 /**
  * The acceptance: quantbench's CPU backend and llama.cpp agree on llama.cpp's stories260K files on
- * WikiText-2 at c=512 (llama-perplexity's protocol; two chunks here, `--limit 2`). The bands where
- * llama.cpp rounds activations to q8_0 blocks in its quantized matmuls (q8_0 × q8_0, q4_0 × q8_0
- * dot products) and quantbench does not are the measured differences, with room; README.md lists
- * the full-run numbers.
+ * WikiText-2 at c=512 (llama-perplexity's protocol; two chunks here, `--limit 2`). Where llama.cpp
+ * rounds activations to q8_0 blocks in its quantized matmuls (q8_0 × q8_0, q4_0 × q8_0 dot
+ * products) and quantbench does not, the bands are the measured differences with room; README.md
+ * lists the numbers over 32 chunks.
  */
 Deno.test({
   name: "llamacpp: PPL and KLD parity with quantbench's CPU backend (WikiText-2, c=512)",
   ignore: ignore || !hasShared(GGUF, "stories260K-q4_k_m-mixed.gguf"),
   fn: async () => {
     const suite = await loadSuite(join(REPO_ROOT, "suites/llamacpp_stories260k.yaml"));
+    // Two chunks need ~3000 characters: tokenize only the start of WikiText-2 (same chunks).
+    suite.datasets.wikitext2!.maxChars = 20000;
     const results = await runSuite(suite, {
       runId: "t",
       cacheDir: await Deno.makeTempDir(),
@@ -186,12 +188,13 @@ Deno.test({
     };
     const rel = (model: string, metric: string) =>
       value(model, "llamacpp", metric) / value(model, "cpu", metric) - 1;
-    // PPL within 0.1 % where activations stay in float (F32, the mixed Q4_K_M file's q5_0/q8_0
-    // mix agrees too), within 0.5 % for Q4_0, whose q8_0-rounded activations move PPL by ~0.3 %.
-    for (const m of ["f32", "q8_0", "q4_k_m"]) {
-      assert.ok(Math.abs(rel(m, "ppl")) < 0.001, `${m} ppl ${rel(m, "ppl")}`);
+    // PPL within 0.1 % with F32 weights (only llama.cpp's f16 KV cache differs); within 0.5 % for
+    // the quantized files, whose activations llama.cpp rounds to q8_0 blocks in its matmuls
+    // (±0.3 % on single chunks; over 32 chunks the means agree within 0.13 %, README.md).
+    assert.ok(Math.abs(rel("f32", "ppl")) < 0.001, `f32 ppl ${rel("f32", "ppl")}`);
+    for (const m of ["q8_0", "q4_0", "q4_k_m"]) {
+      assert.ok(Math.abs(rel(m, "ppl")) < 0.005, `${m} ppl ${rel(m, "ppl")}`);
     }
-    assert.ok(Math.abs(rel("q4_0", "ppl")) < 0.005, `q4_0 ppl ${rel("q4_0", "ppl")}`);
     // KLD's mean within 5 % where weight rounding dominates it.
     for (const m of ["q4_0", "q4_k_m"]) {
       assert.ok(Math.abs(rel(m, "kld")) < 0.05, `${m} kld ${rel(m, "kld")}`);
