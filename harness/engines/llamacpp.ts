@@ -157,19 +157,31 @@ export interface LlamaCppOpenOptions {
 class LlamaCppRunner implements ModelRunner {
   readonly #sequence: Nlc;
   readonly #vocab: number;
+  readonly #contextSize: number;
   #pos = 0;
   /** A `clearHistory` still under way (node-llama-cpp's is asynchronous). */
   #clearing: Promise<void> = Promise.resolve();
 
-  constructor(sequence: Nlc, vocab: number) {
+  constructor(sequence: Nlc, vocab: number, contextSize: number) {
     this.#sequence = sequence;
     this.#vocab = vocab;
+    this.#contextSize = contextSize;
+  }
+
+  /** node-llama-cpp would shift the context (drop old tokens) past its end: refuse instead. */
+  #fits(pos: number, count: number): void {
+    if (pos + count > this.#contextSize) {
+      throw new RangeError(
+        `Context ${pos + count} exceeds the llama.cpp context of ${this.#contextSize} tokens`,
+      );
+    }
   }
 
   async forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {
     if (pos !== this.#pos) {
       throw new RangeError(`llama.cpp runner is at position ${this.#pos}, asked for ${pos}`);
     }
+    this.#fits(pos, tokens.length);
     await this.#clearing;
     const V = this.#vocab;
     const input = Array.from(
@@ -194,6 +206,7 @@ class LlamaCppRunner implements ModelRunner {
 
   /** The greedy next token after feeding `tokens` (llama.cpp's greedy sampler; no distribution). */
   async next(tokens: ArrayLike<number>): Promise<number> {
+    this.#fits(this.#pos, tokens.length);
     await this.#clearing;
     const input: Nlc[] = Array.from(tokens, (t) => t);
     input[input.length - 1] = [tokens[tokens.length - 1], {
@@ -228,7 +241,7 @@ function llamaCppTokenizer(model: Nlc, base: Tokenizer): Tokenizer {
     return typeof id === "number" ? id : -1;
   };
   return {
-    vocabSize: model.tokens ? base.vocabSize : base.vocabSize,
+    vocabSize: base.vocabSize,
     bosId: special("bos"),
     eosId: special("eos"),
     addBos: model.tokens.shouldPrependBosToken,
@@ -295,7 +308,7 @@ export class LlamaCppEngine implements Engine {
       });
     }
     const vocab = model.config.vocabSize;
-    const runner = new LlamaCppRunner(context.getSequence(), vocab);
+    const runner = new LlamaCppRunner(context.getSequence(), vocab, context.contextSize);
     const tokenizer = llamaCppTokenizer(nlcModel, model.tokenizer);
     const viewed: LlamaModel = {
       ...model,
