@@ -11,7 +11,8 @@
  * (float32, as its own `llama_get_logits_ith` gives them); the engine hands tasks their natural
  * logarithm (log-probabilities are logits up to a constant, which every task removes). Tokens are
  * llama.cpp's tokenizer's, chat prompts the file's `tokenizer.chat_template` rendered as
- * quantbench renders every template, and timings are llama.cpp's own decode calls.
+ * quantbench renders every template, and generation and timings run llama.cpp's own generation
+ * loop (`LlamaContextSequence.evaluate` with its greedy sampler).
  *
  * The context is created with {@linkcode LLAMACPP_CONTEXT} tokens (or the model's trained
  * context, if longer), an f16 KV cache, flash attention off and {@linkcode LLAMACPP_THREADS}
@@ -23,19 +24,21 @@
 import type { ChatMessage, LlamaModel, Tokenizer } from "../../core/model.ts";
 import type { Cell } from "../../core/suite_types.ts";
 import type { ModelRunner } from "../../kernels/backend.ts";
-import type {
-  ChatPrompt,
-  Engine,
-  EngineInfo,
-  GenerateRequest,
-  Generation,
-  GenerationTiming,
-  LoglikelihoodRequest,
-  LoglikelihoodResult,
-  RollingRequest,
-  RollingResult,
-  TimingRequest,
+import {
+  type ChatPrompt,
+  ContextOverflowError,
+  type Engine,
+  type EngineInfo,
+  type GenerateRequest,
+  type Generation,
+  type GenerationTiming,
+  type LoglikelihoodRequest,
+  type LoglikelihoodResult,
+  type RollingRequest,
+  type RollingResult,
+  type TimingRequest,
 } from "./engine.ts";
+import { untilCut } from "./generate.ts";
 import { InProcessEngine } from "./in_process.ts";
 import { modelBytes } from "./model_bytes.ts";
 import { chatPrompt } from "./chat.ts";
@@ -204,19 +207,19 @@ class LlamaCppRunner implements ModelRunner {
     return out;
   }
 
-  /** The greedy next token after feeding `tokens` (llama.cpp's greedy sampler; no distribution). */
-  async next(tokens: ArrayLike<number>): Promise<number> {
-    this.#fits(this.#pos, tokens.length);
+  /**
+   * Greedy tokens after `prompt` from llama.cpp's own generation loop (its greedy sampler, one
+   * decode call per token, EOS yielded like any token); the caller stops by returning.
+   */
+  async *greedy(prompt: readonly number[]): AsyncGenerator<number> {
+    this.#fits(0, prompt.length);
     await this.#clearing;
-    const input: Nlc[] = Array.from(tokens, (t) => t);
-    input[input.length - 1] = [tokens[tokens.length - 1], {
-      generateNext: { token: true, options: { temperature: 0 } },
-    }];
-    const results: Nlc[] = await this.#sequence.controlledEvaluate(input);
-    this.#pos += tokens.length;
-    const token = results[tokens.length - 1]?.next?.token;
-    if (typeof token !== "number") throw new LlamaCppError("llama.cpp sampled no token");
-    return token;
+    this.#pos = prompt.length;
+    const tokens = this.#sequence.evaluate([...prompt], { temperature: 0, yieldEogToken: true });
+    for await (const token of tokens) {
+      yield token as number;
+      this.#fits(this.#pos++, 1);
+    }
   }
 
   reset(): void {
@@ -369,8 +372,82 @@ export class LlamaCppEngine implements Engine {
     return this.#inner.loglikelihoodRolling(requests);
   }
 
-  generateUntil(requests: readonly GenerateRequest[]): Promise<Generation[]> {
-    return this.#inner.generateUntil(requests);
+  async generateUntil(requests: readonly GenerateRequest[]): Promise<Generation[]> {
+    const out: Generation[] = [];
+    for (const request of requests) out.push(await this.#generate(request));
+    return out;
+  }
+
+  /** Greedy generation on llama.cpp's loop, with the in-process engine's stopping rules. */
+  async #generate(request: GenerateRequest): Promise<Generation> {
+    const { prompt } = request;
+    if (prompt.length === 0) throw new RangeError("Generation needs a non-empty prompt");
+    const maxSeqLen = this.#info.maxSeqLen;
+    if (prompt.length >= maxSeqLen) {
+      throw new ContextOverflowError(
+        `Prompt of ${prompt.length} tokens leaves no room in the context of ${maxSeqLen}`,
+      );
+    }
+    const stopIds = new Set(request.stopIds ?? [this.#info.eosId]);
+    this.#runner.reset();
+    const t0 = performance.now();
+    const tokens = this.#runner.greedy(prompt);
+    try {
+      let step = await tokens.next();
+      // The first token is sampled inside the prompt's decode call.
+      const prefillMs = performance.now() - t0;
+      const ids: number[] = [];
+      let text = "";
+      let pos = prompt.length;
+      let decodeMs = 0;
+      let decodeSteps = 0;
+      let stopReason: Generation["stopReason"];
+      for (;;) {
+        if (step.done) throw new LlamaCppError("llama.cpp ended generation without a token");
+        const next = step.value;
+        if (stopIds.has(next)) {
+          stopReason = "eos";
+          break;
+        }
+        ids.push(next);
+        text = this.#tokenizer.decode(ids);
+        const cut = untilCut(text, request.until);
+        if (cut >= 0) {
+          text = text.slice(0, cut);
+          stopReason = "until";
+          break;
+        }
+        if (request.stop?.(text)) {
+          stopReason = "stop";
+          break;
+        }
+        if (ids.length >= request.maxTokens) {
+          stopReason = "max_tokens";
+          break;
+        }
+        if (pos >= maxSeqLen) {
+          stopReason = "context";
+          break;
+        }
+        const t = performance.now();
+        step = await tokens.next();
+        pos++;
+        decodeMs += performance.now() - t;
+        decodeSteps++;
+      }
+      return {
+        ids,
+        text,
+        stopReason,
+        promptTokens: prompt.length,
+        prefillMs,
+        firstTokenMs: prefillMs,
+        decodeMs,
+        decodeSteps,
+      };
+    } finally {
+      await tokens.return(undefined);
+    }
   }
 
   logits(input: readonly number[]): Promise<Float32Array> {
@@ -385,12 +462,17 @@ export class LlamaCppEngine implements Engine {
     const { prompt, newTokens } = request;
     this.#runner.reset();
     const t0 = performance.now();
-    let next = await this.#runner.next(prompt);
-    const t1 = performance.now();
-    for (let g = 0; g < newTokens; g++) next = await this.#runner.next([next]);
-    const t2 = performance.now();
-    // Sampling happens inside the decode call here, so the first token's time is the prefill's.
-    return { prefillMs: t1 - t0, firstTokenMs: t1 - t0, decodeMs: t2 - t1 };
+    const tokens = this.#runner.greedy(prompt);
+    try {
+      await tokens.next();
+      const t1 = performance.now();
+      for (let g = 0; g < newTokens; g++) await tokens.next();
+      const t2 = performance.now();
+      // Sampling happens inside the decode call here, so the first token's time is the prefill's.
+      return { prefillMs: t1 - t0, firstTokenMs: t1 - t0, decodeMs: t2 - t1 };
+    } finally {
+      await tokens.return(undefined);
+    }
   }
 
   dispose(): void {
