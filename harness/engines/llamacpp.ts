@@ -144,6 +144,11 @@ export function llamaCppUnsupported(
     return `llamacpp runs the GGUF file as stored: give it method none with format native ` +
       `(method "${cell.method.id}", format "${cell.format.id}" quantize in quantbench)`;
   }
+  const runtime = Object.keys(cell.format.options).filter((k) => k !== "scale_dtype");
+  if (runtime.length > 0) {
+    return `llamacpp rounds activations and its KV cache its own way; format ` +
+      `"${cell.format.id}" sets ${runtime.join(", ")} (quantbench's run-time quantization)`;
+  }
   return undefined;
 }
 

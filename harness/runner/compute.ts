@@ -78,7 +78,13 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
       const rows: CachedRow[] = metrics.map((m) => ({
         ...rowKey(suite, cell, task),
         // `native` keeps a file's own weights: report what they are (e.g. q4_0).
-        ...(cell.format.weights === "native" ? { format: nativeFormatName(model) } : {}),
+        // A native format with another id (e.g. run-time settings) keeps its id beside it.
+        ...(cell.format.weights === "native"
+          ? {
+            format: nativeFormatName(model) +
+              (cell.format.id === "native" ? "" : ` (${cell.format.id})`),
+          }
+          : {}),
         metric: m.metric,
         value: m.value,
         unit: m.unit,

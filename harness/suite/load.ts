@@ -25,6 +25,7 @@ import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";
 import { backendNames, hasBackend } from "../engines/registry.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
+import { GGML_ACTIVATIONS } from "../../kernels/formats/ggml_activations.ts";
 import { expandCells } from "./expand.ts";
 import type {
   DatasetSpec,
@@ -782,7 +783,10 @@ class Normaliser {
       const fresh = this.unique(seen, id, idAt, `format id "${id}"`);
       const options: Record<string, unknown> = {};
       if (entry.activations !== undefined) {
-        ok = this.checkElement([...at, "activations"], entry.activations) && ok;
+        // `ggml`: rounded as llama.cpp's CPU matmuls round them (kernels/formats/ggml_activations.ts).
+        if (entry.activations !== GGML_ACTIVATIONS) {
+          ok = this.checkElement([...at, "activations"], entry.activations) && ok;
+        }
         options.activations = entry.activations;
       }
       if (isRecord(entry.kv_cache)) {
