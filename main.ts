@@ -104,8 +104,11 @@ async function bench(args: string[]): Promise<number> {
   const shard = values.shard === undefined ? undefined : parseShard(String(values.shard));
   const suite = await loadSuite(suitePath!);
   if (values.backend !== undefined && suite.engines?.[String(values.backend)] === undefined) {
-    const { backends } = await import("./kernels/registry.ts");
-    backends.get(String(values.backend));
+    // A kernel backend or a registered engine (llamacpp); an unknown name lists them all.
+    const { backendNames, hasBackend } = await import("./harness/engines/registry.ts");
+    const { UnknownNameError } = await import("./core/registry.ts");
+    const name = String(values.backend);
+    if (!hasBackend(name)) throw new UnknownNameError("backend", name, backendNames());
   }
   const planned = planCells(suite, {
     backend: values.backend as string | undefined,

@@ -21,6 +21,11 @@ export interface LlamaConfig {
   vocabSize: number;
   /** Longest context the model was trained for. */
   maxSeqLen: number;
+  /**
+   * Whether longer contexts than `maxSeqLen` run anyway, with a warning, as llama.cpp runs a GGUF
+   * past its `context_length` (set by the GGUF loader).
+   */
+  extendableContext?: boolean;
   ropeTheta: number;
   normEps: number;
   /**

@@ -135,6 +135,11 @@ export interface EngineInfo {
   vocabSize: number;
   /** The longest context the engine accepts. */
   maxSeqLen: number;
+  /**
+   * The context the model was trained for, where the engine accepts longer ones (as llama.cpp
+   * runs a GGUF past its `context_length`): a longer request runs with a warning.
+   */
+  trainedSeqLen?: number;
   bosId: number;
   eosId: number;
   /** Whether sequences start with BOS (absent: unknown, taken as yes). */
@@ -156,6 +161,8 @@ export interface EngineInfo {
   weightBytes?: { total: number; perToken: number };
   /** Weight formats this engine runs decoded to f32 (no kernel for them here), by name. */
   fallbacks: string[];
+  /** The engine's identity field by field (versions, build, threads …), for results.json. */
+  details?: Record<string, string | number | boolean>;
 }
 
 /** Something a task needs of its engine. */

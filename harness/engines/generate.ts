@@ -86,7 +86,7 @@ export async function greedyGenerate(
 }
 
 /** Where the first of the `until` strings starts in `text`, or −1 when none occurs. */
-function untilCut(text: string, until: readonly string[] | undefined): number {
+export function untilCut(text: string, until: readonly string[] | undefined): number {
   let cut = -1;
   for (const s of until ?? []) {
     const at = text.indexOf(s);

@@ -33,6 +33,17 @@ export function inProcessEngineId(backend: string): string {
   return `in_process/${backend}`;
 }
 
+/**
+ * The context a GGUF model runs with when its `context_length` is shorter (llama.cpp's usual
+ * `-c 4096`): longer requests than the trained context run, with a warning, as llama.cpp runs them.
+ */
+export const EXTENDED_CONTEXT = 4096;
+
+/** The context a runner for `config` is built for (see {@linkcode EXTENDED_CONTEXT}). */
+export function runnerSeqLen(config: LlamaModel["config"]): number {
+  return config.extendableContext ? Math.max(config.maxSeqLen, EXTENDED_CONTEXT) : config.maxSeqLen;
+}
+
 /** Thrown for a log-likelihood request that scores nothing. */
 export class EmptyContinuationError extends Error {
   override name = "EmptyContinuationError";
@@ -71,15 +82,24 @@ export class InProcessEngine implements Engine {
   readonly #runner: ModelRunner;
   readonly #info: EngineInfo;
 
-  /** `backend` names the backend the runner belongs to (for the engine's id). */
-  constructor(model: LlamaModel, runner: ModelRunner, backend: string) {
+  /**
+   * `backend` names the backend the runner belongs to (for the engine's id); `maxSeqLen` is the
+   * context the runner was built for (default: the model's).
+   */
+  constructor(
+    model: LlamaModel,
+    runner: ModelRunner,
+    backend: string,
+    maxSeqLen = model.config.maxSeqLen,
+  ) {
     this.#model = model;
     this.#runner = runner;
     const { config, tokenizer } = model;
     this.#info = {
       id: inProcessEngineId(backend),
       vocabSize: config.vocabSize,
-      maxSeqLen: config.maxSeqLen,
+      maxSeqLen,
+      ...(maxSeqLen > config.maxSeqLen ? { trainedSeqLen: config.maxSeqLen } : {}),
       bosId: tokenizer.bosId,
       eosId: tokenizer.eosId,
       addBos: tokenizer.addBos,
@@ -96,7 +116,11 @@ export class InProcessEngine implements Engine {
 
   /** Loads `model` onto the named backend. */
   static async load(model: LlamaModel, backend: string): Promise<InProcessEngine> {
-    return new InProcessEngine(model, await backends.get(backend).load(model), backend);
+    const maxSeqLen = runnerSeqLen(model.config);
+    const runner = maxSeqLen === model.config.maxSeqLen
+      ? await backends.get(backend).load(model)
+      : await backends.get(backend).load(model, { maxSeqLen });
+    return new InProcessEngine(model, runner, backend, maxSeqLen);
   }
 
   info(): EngineInfo {
@@ -165,7 +189,7 @@ export class InProcessEngine implements Engine {
           this.#runner,
           this.#model.tokenizer,
           request,
-          this.#model.config.maxSeqLen,
+          this.#info.maxSeqLen,
         ),
       );
     }

@@ -13,7 +13,8 @@
  * @module
  */
 import type { LlamaModel } from "../../core/model.ts";
-import type { EngineSpec } from "../../core/suite_types.ts";
+import type { Cell, EngineSpec, FormatSpec } from "../../core/suite_types.ts";
+import { runtimeUnsupportedOn } from "../../kernels/formats/runtime_quant.ts";
 import { Registry } from "../../core/registry.ts";
 import { backends } from "../../kernels/registry.ts";
 import type { Engine } from "./engine.ts";
@@ -26,7 +27,16 @@ export interface EngineContext {
   spec?: EngineSpec;
   /** The result cache folder (an engine may cache what it was told beneath it). */
   cacheDir?: string;
+  /** The cell being opened (engines that read the model file themselves need its path). */
+  cell?: Cell;
 }
+import {
+  LLAMACPP_BACKEND,
+  LlamaCppEngine,
+  llamaCppEngineId,
+  llamaCppUnavailable,
+  llamaCppUnsupported,
+} from "./llamacpp.ts";
 
 /** How a kind of engine is opened for a cell. */
 export interface EngineFactory {
@@ -39,6 +49,10 @@ export interface EngineFactory {
    * entry's configuration and tokenizer (`served_model.ts`), unquantized and without weights.
    */
   model?: "local" | "served";
+  /** Why a cell cannot run on this engine (it is then `skipped`), or undefined. */
+  unsupported?(cell: Cell): string | undefined;
+  /** Why the engine cannot run on this machine (its cells are then `skipped`), or undefined. */
+  unavailable?(): Promise<string | undefined>;
 }
 
 /** An OpenAI-compatible server (`harness/engines/openai.ts`); the model supplies the tokenizer. */
@@ -61,7 +75,50 @@ export const inProcessFactory: EngineFactory = {
 };
 
 /** Engines other than the in-process one, by the backend name a suite gives them. */
-export const engines = new Registry<EngineFactory>("engine", [["openai", openAIFactory]]);
+export const engines = new Registry<EngineFactory>("engine", [
+  ["openai", openAIFactory],
+  [LLAMACPP_BACKEND, {
+    id: () => llamaCppEngineId(),
+    open: (model, _backend, context) => {
+      const cell = context?.cell;
+      if (!cell) throw new TypeError("The llamacpp engine opens cells (a GGUF path), not models");
+      const why = llamaCppUnsupported(cell);
+      if (why) throw new TypeError(why);
+      return LlamaCppEngine.open(cell.model.path, model);
+    },
+    unsupported: llamaCppUnsupported,
+    unavailable: llamaCppUnavailable,
+  }],
+]);
+
+/** Every backend name a suite may give: the kernel backends and the registered engines. */
+export function backendNames(): string[] {
+  return [...backends.names(), ...engines.names()];
+}
+
+/** Whether `name` is a kernel backend or a registered engine. */
+export function hasBackend(name: string): boolean {
+  return backends.has(name) || engines.has(name);
+}
+
+/**
+ * Why a cell's backend cannot serve it (its format's run-time quantization, or what a registered
+ * engine cannot run), or undefined.
+ */
+export function backendUnsupported(
+  cell: Cell,
+  format: FormatSpec = cell.format,
+): string | undefined {
+  if (engines.has(cell.backend)) return engines.get(cell.backend).unsupported?.(cell);
+  return runtimeUnsupportedOn(format, cell.backend, backends.get(cell.backend).runtimeQuantization);
+}
+
+/** Why the backend (or engine) of that name cannot run on this machine, or undefined. */
+export function backendUnavailable(name: string): Promise<string | undefined> {
+  if (engines.has(name)) return engines.get(name).unavailable?.() ?? Promise.resolve(undefined);
+  // A name the suite's `engines:` block defines is reachable or not only when asked.
+  return backends.has(name) ? backends.get(name).unavailable() : Promise.resolve(undefined);
+}
 
 /**
  * The engine factory for a backend name: the kind of the suite's engine entry `spec` when given,

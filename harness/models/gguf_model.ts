@@ -96,6 +96,7 @@ export function ggufConfig(gguf: GgufFile): LlamaConfig {
     headDim,
     vocabSize: int("vocab_size", embedding),
     maxSeqLen: int("context_length", 2048),
+    extendableContext: true,
     ropeTheta: positive("rope.freq_base", 10000),
     normEps: positive("attention.layer_norm_rms_epsilon", 1e-5),
     ropeStyle: arch === "llama" ? "interleaved" : "half",

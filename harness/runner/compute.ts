@@ -79,7 +79,13 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
       const rows: CachedRow[] = metrics.map((m) => ({
         ...rowKey(suite, cell, task),
         // `native` keeps a file's own weights: report what they are (e.g. q4_0).
-        ...(cell.format.weights === "native" ? { format: nativeFormatName(model) } : {}),
+        // A native format with another id (e.g. run-time settings) keeps its id beside it.
+        ...(cell.format.weights === "native"
+          ? {
+            format: nativeFormatName(model) +
+              (cell.format.id === "native" ? "" : ` (${cell.format.id})`),
+          }
+          : {}),
         metric: m.metric,
         value: m.value,
         unit: m.unit,
@@ -91,7 +97,12 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
         bits_per_weight: bpw,
         status: "ok",
         detail: withFallback(m.detail, engine.info().fallbacks),
-        extra: { seconds, quantize_seconds: quantizeSeconds, ...quantizeStats },
+        extra: {
+          seconds,
+          quantize_seconds: quantizeSeconds,
+          ...quantizeStats,
+          ...engineIdentity(engine.info()),
+        },
         samples: m.samples,
       }));
       emit({ type: "rows", task: index, rows, seconds });
@@ -101,6 +112,20 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
   }
   await references?.dispose();
   opened?.engine.dispose();
+}
+
+/**
+ * The identity of an engine other than the in-process one (llama.cpp's versions, build, threads,
+ * KV type …) for a row's `extra`: `engine` (its id) and `engine_<field>`; nothing for in-process
+ * engines, whose rows stay as they were.
+ */
+export function engineIdentity(
+  info: { id: string; details?: Record<string, string | number | boolean> },
+): Record<string, string | number | boolean> {
+  if (info.id.startsWith("in_process/")) return {};
+  const out: Record<string, string | number | boolean> = { engine: info.id };
+  for (const [k, v] of Object.entries(info.details ?? {})) out[`engine_${k}`] = v;
+  return out;
 }
 
 /**

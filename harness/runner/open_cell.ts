@@ -57,11 +57,11 @@ export async function openCell(
   if (factory.model === "served") {
     // The model runs elsewhere: its tokenizer and configuration only, nothing quantized here.
     const model = await loadServedModel(cell.model);
-    const engine = await factory.open(model, cell.backend, { spec, cacheDir });
+    const engine = await factory.open(model, cell.backend, { spec, cacheDir, cell });
     return { model, engine, quantizeSeconds: 0, quantizeStats: {} };
   }
   const { model, quantizeSeconds, quantizeStats } = await quantizeCell(suite, cell);
-  const engine = await factory.open(model, cell.backend, { spec, cacheDir });
+  const engine = await factory.open(model, cell.backend, { spec, cacheDir, cell });
   return { model, engine, quantizeSeconds, quantizeStats };
 }
 

@@ -8,7 +8,7 @@
 import type { Cell, Suite } from "../../core/suite_types.ts";
 import type { ResultRow, ResultsFile } from "../../core/row.ts";
 import { expandCells } from "../suite/expand.ts";
-import { backends } from "../../kernels/registry.ts";
+import { backendUnavailable } from "../engines/registry.ts";
 import { type CachedRow, ResultCache } from "./cache.ts";
 import { codeVersion, hashPath } from "./fingerprint.ts";
 import { Progress } from "./progress.ts";
@@ -52,8 +52,7 @@ export async function runSuite(suite: Suite, options: RunOptions): Promise<Resul
   const jobs: { cellIndex: number; job: CellJob; keys: string[] }[] = [];
 
   for (const [c, cell] of cells.entries()) {
-    const skip = cell.skipReason ??
-      (backends.has(cell.backend) ? await backends.get(cell.backend).unavailable() : undefined);
+    const skip = cell.skipReason ?? await backendUnavailable(cell.backend);
     const pending: number[] = [];
     const keys: string[] = [];
     const references: Record<number, ReferenceJob> = {};

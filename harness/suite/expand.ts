@@ -7,8 +7,8 @@
  */
 import { didYouMean } from "../../core/registry.ts";
 import { methods } from "../methods/registry.ts";
+import { backendUnsupported, engines } from "../engines/registry.ts";
 import { backends } from "../../kernels/registry.ts";
-import { runtimeUnsupportedOn } from "../../kernels/formats/runtime_quant.ts";
 import type { Cell, ExcludeRule, Suite } from "../../core/suite_types.ts";
 
 /** Thrown for a `--filter` expression that cannot be parsed. */
@@ -58,8 +58,8 @@ export function expandCells(suite: Suite, options: ExpandOptions = {}): Cell[] {
           };
           if (suite.exclude.some((rule) => ruleMatches(rule, cell)) || !keep(cell)) continue;
           const reason = methods.get(method.method).unsupported(format) ??
-            (backends.has(backend)
-              ? runtimeUnsupportedOn(format, backend, backends.get(backend).runtimeQuantization)
+            (backends.has(backend) || engines.has(backend)
+              ? backendUnsupported(cell)
               : servedModelOnly(method.method, backend));
           if (reason !== undefined) cell.skipReason = reason;
           cells.push(cell);

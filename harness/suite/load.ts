@@ -24,8 +24,9 @@ import { didYouMean } from "../../core/registry.ts";
 import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";
 import { backends } from "../../kernels/registry.ts";
-import { engines as engineKinds } from "../engines/registry.ts";
+import { backendNames, engines as engineKinds } from "../engines/registry.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
+import { GGML_ACTIVATIONS } from "../../kernels/formats/ggml_activations.ts";
 import { expandCells } from "./expand.ts";
 import type {
   DatasetSpec,
@@ -788,7 +789,10 @@ class Normaliser {
       const fresh = this.unique(seen, id, idAt, `format id "${id}"`);
       const options: Record<string, unknown> = {};
       if (entry.activations !== undefined) {
-        ok = this.checkElement([...at, "activations"], entry.activations) && ok;
+        // `ggml`: rounded as llama.cpp's CPU matmuls round them (kernels/formats/ggml_activations.ts).
+        if (entry.activations !== GGML_ACTIVATIONS) {
+          ok = this.checkElement([...at, "activations"], entry.activations) && ok;
+        }
         options.activations = entry.activations;
       }
       if (isRecord(entry.kv_cache)) {
@@ -857,7 +861,8 @@ class Normaliser {
     for (const [i, name] of list(value).entries()) {
       if (typeof name !== "string") continue;
       if (!this.unique(seen, name, ["backends", i], `backend "${name}"`)) continue;
-      if (backends.has(name) || suiteEngines[name] !== undefined) names.push(name);
+      const settingsFree = engineKinds.has(name) && engineKinds.get(name).model !== "served";
+      if (backends.has(name) || settingsFree || suiteEngines[name] !== undefined) names.push(name);
       else if (engineKinds.has(name)) {
         this.source.add(
           ["backends", i],
@@ -867,7 +872,7 @@ class Normaliser {
       } else {
         this.source.add(
           ["backends", i],
-          unknownName("backend", name, [...backends.names(), ...Object.keys(suiteEngines)]),
+          unknownName("backend", name, [...backendNames(), ...Object.keys(suiteEngines)]),
         );
       }
     }
@@ -910,6 +915,16 @@ class Normaliser {
       if (typeof options.text === "string" && options.text !== "") {
         this.checkTextDataset([...at, "text"], options.text);
       }
+      const reference = written.reference;
+      if (isRecord(reference) && reference.model !== undefined) {
+        const model = reference.model;
+        if (typeof model !== "string" || !this.known.model.has(model)) {
+          this.source.add(
+            [...at, "reference", "model"],
+            unknownName("reference model", String(model), [...this.known.model]),
+          );
+        }
+      }
       let dataset: string | undefined;
       if (typeof rawDataset === "string") {
         dataset = await this.taskDataset([...at, "dataset"], rawDataset);
@@ -939,7 +954,7 @@ class Normaliser {
       model: [...this.known.model],
       method: [...new Set([...this.known.method, ...methods.names()])],
       format: [...new Set([...this.known.format, ...elementFormats.names()])],
-      backend: backends.names(),
+      backend: backendNames(),
     };
     const rules: ExcludeRule[] = [];
     for (const [i, entry] of list(value).entries()) {

@@ -77,11 +77,11 @@ engines:
     const lines = error.message.replaceAll(dir, "DIR").split("\n");
     assert.deepEqual(lines, [
       `DIR/suite.yaml:6:17: backend "openai" is an engine that needs settings: add an "engines:" entry "openai" (for openai: base_url and model) (at /backends/1)`,
-      `DIR/suite.yaml:6:25: unknown backend "vlm"; did you mean "vllm"? Known: cpu, webgpu, vllm (at /backends/2)`,
+      `DIR/suite.yaml:6:25: unknown backend "vlm"; did you mean "vllm"? Known: cpu, webgpu, llamacpp, openai, vllm (at /backends/2)`,
       `DIR/suite.yaml:8:35: expected the pattern ^https?://, got "127.0.0.1:8000" (at /engines/vllm/base_url)`,
       `DIR/suite.yaml:8:53: unknown key "modle"; did you mean "model"? (at /engines/vllm/modle)`,
       `DIR/suite.yaml:9:3: engine "cpu" has the name of a built-in backend; give it another name (at /engines/cpu)`,
-      `DIR/suite.yaml:10:3: unknown engine kind "tgi". Known: openai (an entry named otherwise says its kind, e.g. "kind: openai") (at /engines/tgi)`,
+      `DIR/suite.yaml:10:3: unknown engine kind "tgi". Known: llamacpp, openai (an entry named otherwise says its kind, e.g. "kind: openai") (at /engines/tgi)`,
     ]);
   });
 });

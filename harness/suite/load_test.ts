@@ -3,7 +3,7 @@ import { dirname, join, relative } from "node:path";
 import { loadSuite, parseSuite, SuiteError } from "./load.ts";
 import { methods } from "../methods/registry.ts";
 import { tasks } from "../tasks/registry.ts";
-import { backends } from "../../kernels/registry.ts";
+import { backendNames } from "../engines/registry.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
 import schema from "../suite.schema.json" with { type: "json" };
 
@@ -21,7 +21,7 @@ const KNOWN = {
   methods: methods.names().join(", "),
   formats: elementFormats.names().join(", "),
   tasks: tasks.names().join(", "),
-  backends: backends.names().join(", "),
+  backends: backendNames().join(", "),
 };
 
 /** Suite ids, then the registry's other names, as `exclude` messages list them. */

@@ -214,7 +214,7 @@ export const kld: Task = {
     const opts = { ...KLD_OPTIONS, ...ctx.task.options };
     const protocol = checkProtocol(opts.protocol, ["llama.cpp", "gptq"]) as "llama.cpp" | "gptq";
     const info = ctx.engine.info();
-    const context = checkContext(opts.context, info.maxSeqLen, "KLD");
+    const context = checkContext(opts.context, info.maxSeqLen, "KLD", info.trainedSeqLen);
     const ref = ctx.reference;
     if (!ref) {
       throw new MissingReferenceError(

@@ -49,14 +49,29 @@ export function checkProtocol(name: unknown, allowed: readonly string[] = PROTOC
   return name as Protocol;
 }
 
-/** Checks a context length against the model. */
-export function checkContext(value: unknown, maxSeqLen: number, what = "Perplexity"): number {
+/**
+ * Checks a context length against the model: beyond `maxSeqLen` it is refused; beyond the
+ * context the model was trained for (`trainedSeqLen`, a GGUF's `context_length`) it runs with a
+ * warning, as llama.cpp runs it.
+ */
+export function checkContext(
+  value: unknown,
+  maxSeqLen: number,
+  what = "Perplexity",
+  trainedSeqLen?: number,
+): number {
   const context = Number(value);
   if (!(Number.isInteger(context) && context >= 2)) {
     throw new DatasetError(`${what} context must be an integer ≥ 2, got ${value}`);
   }
   if (context > maxSeqLen) {
     throw new DatasetError(`${what} context ${context} exceeds the model's maximum ${maxSeqLen}`);
+  }
+  if (trainedSeqLen !== undefined && context > trainedSeqLen) {
+    console.warn(
+      `warning: ${what} context ${context} exceeds the model's trained context ${trainedSeqLen} ` +
+        `(GGUF context_length); it runs anyway, as llama.cpp runs it`,
+    );
   }
   return context;
 }
@@ -120,7 +135,7 @@ export const perplexity: Task = {
     const opts = { ...PERPLEXITY_OPTIONS, ...ctx.task.options };
     const protocol = checkProtocol(opts.protocol);
     const info = ctx.engine.info();
-    const context = checkContext(opts.context, info.maxSeqLen);
+    const context = checkContext(opts.context, info.maxSeqLen, "Perplexity", info.trainedSeqLen);
     const maxTokens = Number(opts.max_tokens);
     const dataset = ctx.dataset!;
     if (protocol === "rolling") return await rolling(ctx, context);

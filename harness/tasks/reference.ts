@@ -5,13 +5,15 @@
  * distributions are computed once per model (and dataset and options) and not once per cell.
  *
  * `method` names a method id of the suite, else a registered method with its default options;
- * `format` names a format id of the suite, else an element format preset (`f32`, `int8`, …). The
+ * `format` names a format id of the suite, else an element format preset (`f32`, `int8`, …).
+ * `model` names another model of the suite (llama.cpp's `--kl-divergence-base` use: a Q4_K_M file
+ * against the F16 file); with it, an unnamed method or format is the scored cell's own. The
  * reference runs on the backend of the cell being scored.
  *
  * @module
  */
 import { join } from "node:path";
-import type { Cell, FormatSpec, MethodSpec, Suite } from "../../core/suite_types.ts";
+import type { Cell, FormatSpec, MethodSpec, ModelSpec, Suite } from "../../core/suite_types.ts";
 import type { Engine } from "../engines/engine.ts";
 import type { ReferenceContext } from "./task.ts";
 import { methods } from "../methods/registry.ts";
@@ -28,19 +30,39 @@ export class ReferenceCellError extends Error {
 }
 
 /** A resolved reference: what the runner passes to the cell computation (plain data). */
-export interface ReferenceJob {
-  method: MethodSpec;
-  format: FormatSpec;
+export interface ReferenceJob extends ResolvedReference {
   /** See {@linkcode ReferenceContext.key}. */
   key: string;
 }
 
+/**
+ * A resolved reference: its method and format, and another model of the suite when it names one
+ * (then an absent method or format is the scored cell's own).
+ */
+export interface ResolvedReference {
+  model?: ModelSpec;
+  method?: MethodSpec;
+  format?: FormatSpec;
+}
+
 /** Resolves a task's `reference` option against the suite. */
 export function resolveReference(
-  suite: Pick<Suite, "methods" | "formats">,
+  suite: Pick<Suite, "methods" | "formats"> & Partial<Pick<Suite, "models">>,
   spec: unknown,
-): { method: MethodSpec; format: FormatSpec } {
-  const { method: m, format: f } = { ...DEFAULT_REFERENCE, ...(spec as object) } as Record<
+): ResolvedReference {
+  const written = (spec ?? {}) as Record<string, unknown>;
+  let model: ModelSpec | undefined;
+  if (written.model !== undefined) {
+    model = suite.models?.find((x) => x.id === written.model);
+    if (!model) {
+      throw new ReferenceCellError(
+        `Reference model ${JSON.stringify(written.model)} is not a model id of the suite ` +
+          `(known: ${(suite.models ?? []).map((x) => x.id).join(", ")})`,
+      );
+    }
+    if (written.method === undefined && written.format === undefined) return { model };
+  }
+  const { method: m, format: f } = { ...DEFAULT_REFERENCE, ...written } as Record<
     string,
     unknown
   >;
@@ -72,16 +94,19 @@ export function resolveReference(
   }
   const why = methods.get(method.method).unsupported(format);
   if (why) throw new ReferenceCellError(`Reference ${m}/${f}: ${why}`);
-  return { method, format };
+  return model ? { model, method, format } : { method, format };
 }
 
 /** The reference cell of `cell` for a resolved reference. */
-export function referenceCell(cell: Cell, ref: { method: MethodSpec; format: FormatSpec }): Cell {
+export function referenceCell(cell: Cell, ref: ResolvedReference): Cell {
+  const model = ref.model ?? cell.model;
+  const method = ref.method ?? cell.method;
+  const format = ref.format ?? cell.format;
   return {
-    id: `${cell.model.id}/${ref.method.id}/${ref.format.id}/${cell.backend}`,
-    model: cell.model,
-    method: ref.method,
-    format: ref.format,
+    id: `${model.id}/${method.id}/${format.id}/${cell.backend}`,
+    model,
+    method,
+    format,
     backend: cell.backend,
   };
 }
@@ -104,8 +129,12 @@ export class ReferenceModels {
   /** The task context's view of a reference, or undefined when the task has none. */
   context(job: ReferenceJob | undefined): ReferenceContext | undefined {
     if (!job) return undefined;
-    const isSelf = sameSetup(this.cell, job);
-    const id = `${job.method.id}/${job.format.id}`;
+    const refCell = referenceCell(this.cell, job);
+    const isSelf = refCell.model.id === this.cell.model.id && sameSetup(this.cell, refCell);
+    // The model's id is part of the name only when the reference is another model.
+    const id = refCell.model.id === this.cell.model.id
+      ? `${refCell.method.id}/${refCell.format.id}`
+      : `${refCell.model.id}/${refCell.method.id}/${refCell.format.id}`;
     return {
       id,
       key: job.key,

@@ -23,7 +23,7 @@ Deno.test("reference: resolved from suite ids first, then registry names", () =>
     format: f32,
   });
   const byName = resolveReference(suite, undefined);
-  assert.deepEqual([byName.method.id, byName.format.id, byName.format.weights], [
+  assert.deepEqual([byName.method!.id, byName.format!.id, byName.format!.weights], [
     "none",
     "f32",
     "f32",
@@ -142,4 +142,33 @@ tasks:
   // The reference is the calibrated GPTQ model itself: its NLL under kld is its own perplexity's.
   assert.ok(Math.abs(row("rtn", "ppl_ref").value! / row("gptq-ao", "ppl").value! - 1) < 1e-6);
   assert.ok(Math.abs(row("gptq-ao", "kld").value!) < 1e-5, "the gptq-ao cell is its own reference");
+});
+
+Deno.test("reference: another model of the suite, with the scored cell's method and format", () => {
+  const none: MethodSpec = { id: "none", method: "none", options: {} };
+  const native: FormatSpec = {
+    id: "native",
+    weights: "native",
+    group: 0,
+    symmetric: true,
+    options: {},
+  };
+  const f16 = { id: "f16", path: "/m-f16.gguf" };
+  const suite = { methods: [none], formats: [native], models: [f16] };
+  const ref = resolveReference(suite, { model: "f16" });
+  assert.deepEqual(ref, { model: f16 });
+  const cell = referenceCell({
+    id: "q4/none/native/llamacpp",
+    model: { id: "q4", path: "/m-q4.gguf" },
+    method: none,
+    format: native,
+    backend: "llamacpp",
+  }, ref);
+  assert.deepEqual([cell.id, cell.model.path], ["f16/none/native/llamacpp", "/m-f16.gguf"]);
+  const f32 = resolveReference(suite, { model: "f16", format: "f32" });
+  assert.deepEqual([f32.model?.id, f32.method?.id, f32.format?.id], ["f16", "none", "f32"]);
+  assert.throws(
+    () => resolveReference(suite, { model: "f61" }),
+    /Reference model "f61" is not a model id of the suite \(known: f16\)/,
+  );
 });

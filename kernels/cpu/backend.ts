@@ -15,6 +15,7 @@ import { QuantizedKvCache } from "./kv_cache.ts";
 import { type BlockValues, cpuBlockKernels, runBlock } from "./block_interpreter.ts";
 import { BLOCK_OUTPUT, type BlockStep, modelGraph } from "../../core/graph.ts";
 import { RUNTIME_FORMATS } from "../formats/runtime_quant.ts";
+import { GGML_ACTIVATIONS } from "../formats/ggml_activations.ts";
 
 /** A model prepared for the CPU. */
 export class CpuRunner implements ModelRunner {
@@ -25,6 +26,8 @@ export class CpuRunner implements ModelRunner {
   readonly #invFreq: Float64Array;
   /** Element format transformer-linear inputs are quantized to, per token. */
   readonly #activations: string | undefined;
+  /** Whether values are rounded as llama.cpp's CPU backend rounds them (`activations: ggml`). */
+  readonly #ggml: boolean;
   readonly #quantizedKv: QuantizedKvCache | undefined;
   /** Each layer's steps (`core/graph.ts`), which {@linkcode runBlock} interprets. */
   readonly #steps: BlockStep[][];
@@ -40,6 +43,7 @@ export class CpuRunner implements ModelRunner {
     this.#steps = modelGraph(model.weights).blocks;
     const { activations, kvCache } = model.runtime ?? {};
     this.#activations = activations;
+    this.#ggml = activations === GGML_ACTIVATIONS;
     this.#quantizedKv = kvCache &&
       new QuantizedKvCache(
         kvCache,
@@ -81,8 +85,9 @@ export class CpuRunner implements ModelRunner {
       attention: (q, k, v) => {
         const keys = this.#keys[l]!;
         const cached = this.#values[l]!;
-        keys.set(k, pos * kvDim);
-        cached.set(v, pos * kvDim);
+        // llama.cpp keeps its KV cache in f16 (`activations: ggml` rounds as llama.cpp does).
+        keys.set(this.#ggml ? k.map(Math.f16round) : k, pos * kvDim);
+        cached.set(this.#ggml ? v.map(Math.f16round) : v, pos * kvDim);
         this.#quantizedKv?.update(l, keys, cached, pos, pos + T);
         const out = new Float32Array(q.length);
         attention(
@@ -108,7 +113,13 @@ export class CpuRunner implements ModelRunner {
     this.#length = pos + T;
     rmsnorm(out, out, w.finalNorm, c.normEps);
     const logits = new Float32Array(T * c.vocabSize);
-    matmul(logits, out, w.output);
+    // llama.cpp rounds the classifier's input too (`activations: ggml`); other settings do not.
+    matmul(
+      logits,
+      out,
+      w.output,
+      this.#activations === GGML_ACTIVATIONS ? GGML_ACTIVATIONS : undefined,
+    );
     return logits;
   }
 
@@ -153,7 +164,7 @@ export const cpuBackend: Backend = {
   name: "cpu",
   description: "float32 reference kernels on the CPU",
   unavailable: () => Promise.resolve(undefined),
-  runtimeQuantization: { activations: RUNTIME_FORMATS, kvCache: true },
+  runtimeQuantization: { activations: [...RUNTIME_FORMATS, GGML_ACTIVATIONS], kvCache: true },
   load: (model, options) => Promise.resolve(new CpuRunner(model, options?.maxSeqLen)),
   ops: cpuOps,
 };

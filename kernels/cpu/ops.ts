@@ -7,6 +7,7 @@
 import type { Matrix } from "../../core/model.ts";
 import { wasmMatmul } from "./wasm_matmul.ts";
 import { quantizeActivations } from "../formats/runtime_quant.ts";
+import { GGML_ACTIVATIONS, ggmlActivations } from "../formats/ggml_activations.ts";
 
 /**
  * `out[t][r] = Σ_c x[t][c] · W[r][c]` for `T = x.length / W.cols` rows of activations, in float32
@@ -16,7 +17,12 @@ import { quantizeActivations } from "../formats/runtime_quant.ts";
  * quantized values.
  */
 export function matmul(out: Float32Array, x: Float32Array, w: Matrix, activations?: string): void {
-  wasmMatmul(out, activations ? quantizeActivations(x, w.cols, activations) : x, w);
+  const input = activations === GGML_ACTIVATIONS
+    ? ggmlActivations(x, w)
+    : activations
+    ? quantizeActivations(x, w.cols, activations)
+    : x;
+  wasmMatmul(out, input, w);
 }
 
 /** RMSNorm of each `dim`-row of `x` into `out`: `x / sqrt(mean(x²) + eps) · weight`. */

@@ -24,6 +24,7 @@
 import type { RuntimeQuantization } from "../../core/model.ts";
 import type { FormatSpec } from "../../core/suite_types.ts";
 import { roundHalfEven } from "./int.ts";
+import { GGML_ACTIVATIONS } from "./ggml_activations.ts";
 import { FP8_E4M3, FP8_E5M2, type Minifloat } from "./minifloat.ts";
 import { scaledMinifloatScale } from "./scaled_minifloat.ts";
 
@@ -84,7 +85,10 @@ export function runtimeQuantization(format: FormatSpec): RuntimeQuantization | u
 export function runtimeUnsupported(format: FormatSpec): string | undefined {
   const runtime = runtimeQuantization(format);
   const known = RUNTIME_FORMATS.join(", ");
-  if (runtime?.activations !== undefined && !(runtime.activations in ELEMENTS)) {
+  if (
+    runtime?.activations !== undefined && !(runtime.activations in ELEMENTS) &&
+    runtime.activations !== GGML_ACTIVATIONS
+  ) {
     return `activations "${runtime.activations}" cannot be quantized at run time; use one of ` +
       known;
   }
