@@ -161,22 +161,23 @@ tasks: [{ task: kld, dataset: t, reference: { model: f16 } }]
 
 /**
  * The acceptance: quantbench's CPU backend and llama.cpp agree on llama.cpp's stories260K files on
- * WikiText-2 at c=512 (llama-perplexity's protocol; two chunks here, `--limit 2`). Where llama.cpp
- * rounds activations to q8_0 blocks in its quantized matmuls (q8_0 × q8_0, q4_0 × q8_0 dot
- * products) and quantbench does not, the bands are the measured differences with room; README.md
- * lists the numbers over 32 chunks.
+ * WikiText-2 at c=512 (llama-perplexity's protocol; the first 32 chunks, `--limit 32`): with
+ * activations rounded as llama.cpp rounds them (`native-ggml`), PPL within 0.1 % and KLD's mean
+ * within 5 % for every file. Weight-only cells (`native`, quantbench's default) differ where
+ * llama.cpp rounds activations to q8_0 blocks in its quantized matmuls (q8_0 × q8_0, q4_0 × q8_0
+ * dot products); their bands are the measured differences with room. README.md lists the numbers.
  */
 Deno.test({
   name: "llamacpp: PPL and KLD parity with quantbench's CPU backend (WikiText-2, c=512)",
   ignore: ignore || !hasShared(GGUF, "stories260K-q4_k_m-mixed.gguf"),
   fn: async () => {
     const suite = await loadSuite(join(REPO_ROOT, "suites/llamacpp_stories260k.yaml"));
-    // Two chunks need ~3000 characters: tokenize only the start of WikiText-2 (same chunks).
-    suite.datasets.wikitext2!.maxChars = 20000;
+    // 32 chunks need ~60,000 characters: tokenize only the start of WikiText-2 (same chunks).
+    suite.datasets.wikitext2!.maxChars = 100000;
     const results = await runSuite(suite, {
       runId: "t",
       cacheDir: await Deno.makeTempDir(),
-      limit: 2,
+      limit: 32,
       quiet: true,
     });
     // `native`: quantbench's float activations and KV cache; `native-ggml`: rounded as llama.cpp's
@@ -206,11 +207,9 @@ Deno.test({
       // Weight-only native cells: llama.cpp's q8 activation rounding moves single chunks' PPL by
       // up to ~0.3 %, and Q8_0's KLD (~0.001, of the size of that rounding) nearly doubles.
       assert.ok(Math.abs(rel(m, "ppl")) < 0.005, `${m} ppl ${rel(m, "ppl")}`);
-      // Rounded as llama.cpp rounds: KLD's mean within 5 % (Q8_0, whose KLD is that rounding's:
-      // 10 % on two chunks), PPL within 0.5 %.
-      const band = m === "q8_0" ? 0.1 : 0.05;
-      assert.ok(Math.abs(rel(m, "kld", true)) < band, `${m} kld ggml ${rel(m, "kld", true)}`);
-      assert.ok(Math.abs(rel(m, "ppl", true)) < 0.005, `${m} ppl ggml ${rel(m, "ppl", true)}`);
+      // Rounded as llama.cpp rounds: PPL within 0.1 %, KLD's mean within 5 %.
+      assert.ok(Math.abs(rel(m, "kld", true)) < 0.05, `${m} kld ggml ${rel(m, "kld", true)}`);
+      assert.ok(Math.abs(rel(m, "ppl", true)) < 0.001, `${m} ppl ggml ${rel(m, "ppl", true)}`);
     }
     for (const m of ["q4_0", "q4_k_m"]) {
       assert.ok(Math.abs(rel(m, "kld")) < 0.05, `${m} kld ${rel(m, "kld")}`);
