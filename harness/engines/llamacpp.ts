@@ -21,6 +21,7 @@
  *
  * @module
  */
+import { join } from "node:path";
 import type { ChatMessage, LlamaModel, Tokenizer } from "../../core/model.ts";
 import type { Cell } from "../../core/suite_types.ts";
 import type { ModelRunner } from "../../kernels/backend.ts";
@@ -42,6 +43,8 @@ import { untilCut } from "./generate.ts";
 import { InProcessEngine } from "./in_process.ts";
 import { modelBytes } from "./model_bytes.ts";
 import { chatPrompt } from "./chat.ts";
+import { ggufFormatUnsupported, ggufModel } from "../models/writers/gguf_map.ts";
+import { writeGguf } from "../models/writers/gguf.ts";
 
 /** The pinned node-llama-cpp version (deno.json's import). */
 export const NODE_LLAMA_CPP_VERSION = "3.21.1";
@@ -131,31 +134,72 @@ function llamaCppRelease(): string {
 export const LLAMA_CPP_RELEASE = "v0.4.0";
 
 /**
- * Why a cell cannot run on llama.cpp, or undefined when it can: the model must be a GGUF file
- * run as stored (`method: none`, `format: native`).
+ * Why a cell cannot run on llama.cpp, or undefined when it can: a GGUF file run as stored
+ * (`method: none`, `format: native`), or any cell whose quantized weights have a ggml type that
+ * decodes to the same numbers (it is exported to a GGUF file on the fly, as `deno task quantize`
+ * writes it). Run-time activation or KV-cache quantization is quantbench's own: llama.cpp rounds
+ * its own way.
  */
 export function llamaCppUnsupported(
   cell: Pick<Cell, "model" | "method" | "format">,
 ): string | undefined {
-  if (!/\.gguf$/i.test(cell.model.path)) {
-    return `llamacpp runs GGUF files; model "${cell.model.id}" is not one (${cell.model.path})`;
-  }
-  if (cell.method.method !== "none" || cell.format.weights !== "native") {
-    return `llamacpp runs the GGUF file as stored: give it method none with format native ` +
-      `(method "${cell.method.id}", format "${cell.format.id}" quantize in quantbench)`;
-  }
   const runtime = Object.keys(cell.format.options).filter((k) => k !== "scale_dtype");
   if (runtime.length > 0) {
     return `llamacpp rounds activations and its KV cache its own way; format ` +
       `"${cell.format.id}" sets ${runtime.join(", ")} (quantbench's run-time quantization)`;
   }
-  return undefined;
+  if (storedGguf(cell)) return undefined;
+  if (cell.format.weights === "native") {
+    return `llamacpp runs GGUF files; model "${cell.model.id}" is not one (${cell.model.path}): ` +
+      `give it a format (f32, or one with a ggml type) to export it on the fly`;
+  }
+  const why = ggufFormatUnsupported(cell.format.weights, cell.format);
+  return why === undefined
+    ? undefined
+    : `llamacpp runs GGUF files, and format "${cell.format.id}" has no ggml type: ${why}`;
+}
+
+/** Whether a cell is a GGUF file run as stored (no export needed). */
+function storedGguf(cell: Pick<Cell, "model" | "method" | "format">): boolean {
+  return /\.gguf$/i.test(cell.model.path) && cell.method.method === "none" &&
+    cell.format.weights === "native";
+}
+
+/**
+ * Opens a cell on llama.cpp: its GGUF file as stored, or its quantized `model` exported to a
+ * temporary GGUF file (removed when the engine is disposed).
+ */
+export async function openLlamaCppCell(model: LlamaModel, cell: Cell): Promise<LlamaCppEngine> {
+  const why = llamaCppUnsupported(cell);
+  if (why) throw new LlamaCppError(why);
+  if (storedGguf(cell)) return await LlamaCppEngine.open(cell.model.path, model);
+  const dir = await Deno.makeTempDir({ prefix: "quantbench-llamacpp-" });
+  const path = join(dir, "model.gguf");
+  try {
+    await writeGguf(ggufModel(model), path, {
+      name: `${cell.model.id} ${cell.method.id} ${cell.format.id}`,
+    });
+    return await LlamaCppEngine.open(path, model, { onDispose: () => removeQuietly(dir) });
+  } catch (e) {
+    removeQuietly(dir);
+    throw e;
+  }
+}
+
+function removeQuietly(dir: string): void {
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch {
+    // Already gone: nothing to clean up.
+  }
 }
 
 /** Options of {@linkcode LlamaCppEngine.open}. */
 export interface LlamaCppOpenOptions {
   /** Context tokens (default {@linkcode LLAMACPP_CONTEXT}, or the trained context if longer). */
   contextSize?: number;
+  /** Called once the engine has released the file (e.g. to remove a temporary export). */
+  onDispose?: () => void;
 }
 
 /**
@@ -348,7 +392,7 @@ export class LlamaCppEngine implements Engine {
       },
     };
     const dispose = () => {
-      void context.dispose().then(() => nlcModel.dispose());
+      void context.dispose().then(() => nlcModel.dispose()).finally(() => options.onDispose?.());
     };
     return new LlamaCppEngine(inner, runner, tokenizer, info, dispose);
   }

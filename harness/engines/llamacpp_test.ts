@@ -102,7 +102,8 @@ tasks: [{ task: throughput }]
 });
 
 Deno.test({
-  name: "llamacpp: non-GGUF models and quantbench-quantized cells are skipped with the reason",
+  name:
+    "llamacpp: native non-GGUF models and formats with no ggml type are skipped with the reason",
   ignore: !hasShared("models/stories260K/stories260K.bin") || ignore,
   fn: async () => {
     const suite = await parseSuite(
@@ -120,7 +121,7 @@ tasks: [{ task: throughput, prompt_tokens: 8, generate_tokens: 2, repeats: 1 }]
     );
     const reasons = Object.fromEntries(expandCells(suite).map((c) => [c.id, c.skipReason]));
     assert.match(reasons["bin/none/native/llamacpp"]!, /llamacpp runs GGUF files; model "bin"/);
-    assert.match(reasons["gguf/rtn/int8/llamacpp"]!, /give it method none with format native/);
+    assert.match(reasons["gguf/rtn/int8/llamacpp"]!, /format "int8" has no ggml type/);
     assert.equal(reasons["gguf/none/native/llamacpp"], undefined);
     const results = await runSuite(suite, {
       runId: "t",
@@ -215,5 +216,39 @@ Deno.test({
       assert.ok(Math.abs(rel(m, "kld")) < 0.05, `${m} kld ${rel(m, "kld")}`);
     }
     assert.ok(rel("q8_0", "kld") < -0.3, `q8_0 kld ${rel("q8_0", "kld")}`);
+  },
+});
+
+Deno.test({
+  name: "llamacpp: quantbench-quantized cells run exported to GGUF on the fly (mini, RTN int4 g32)",
+  fn: async () => {
+    const heldout = join(REPO_ROOT, "fixtures", "datasets", "heldout.txt");
+    const suite = await parseSuite(
+      `name: s
+models: [{ id: mini, path: ${join(REPO_ROOT, "fixtures", "models", "mini")} }]
+datasets: { heldout: { kind: text, path: ${heldout} } }
+methods: [none, rtn]
+formats: [f32, { weights: int4, group: 32 }]
+exclude: [{ method: none, format: "!f32" }, { method: rtn, format: f32 }]
+backends: [cpu, llamacpp]
+tasks: [{ task: perplexity, dataset: heldout, context: 512, protocol: gptq, max_tokens: 1024 }]
+`,
+      join(REPO_ROOT, "s.yaml"),
+    );
+    assert.ok(expandCells(suite).every((c) => c.skipReason === undefined));
+    const results = await runSuite(suite, {
+      runId: "t",
+      cacheDir: await Deno.makeTempDir(),
+      jobs: 1,
+      quiet: true,
+    });
+    const ppl = (method: string, backend: string) => {
+      const row = results.rows.find((r) => r.method === method && r.backend === backend);
+      assert.equal(row?.status, "ok", row?.detail);
+      return row!.value!;
+    };
+    // F32: llama.cpp's f16 KV cache only; int4 g32 (as q4_0): its q8_0 activations too.
+    assert.ok(Math.abs(ppl("none", "llamacpp") / ppl("none", "cpu") - 1) < 0.001);
+    assert.ok(Math.abs(ppl("rtn", "llamacpp") / ppl("rtn", "cpu") - 1) < 0.005);
   },
 });

@@ -32,10 +32,10 @@ export interface EngineContext {
 }
 import {
   LLAMACPP_BACKEND,
-  LlamaCppEngine,
   llamaCppEngineId,
   llamaCppUnavailable,
   llamaCppUnsupported,
+  openLlamaCppCell,
 } from "./llamacpp.ts";
 
 /** How a kind of engine is opened for a cell. */
@@ -80,11 +80,8 @@ export const engines = new Registry<EngineFactory>("engine", [
   [LLAMACPP_BACKEND, {
     id: () => llamaCppEngineId(),
     open: (model, _backend, context) => {
-      const cell = context?.cell;
-      if (!cell) throw new TypeError("The llamacpp engine opens cells (a GGUF path), not models");
-      const why = llamaCppUnsupported(cell);
-      if (why) throw new TypeError(why);
-      return LlamaCppEngine.open(cell.model.path, model);
+      if (!context?.cell) throw new TypeError("The llamacpp engine opens cells, not models");
+      return openLlamaCppCell(model, context.cell);
     },
     unsupported: llamaCppUnsupported,
     unavailable: llamaCppUnavailable,
