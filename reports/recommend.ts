@@ -90,6 +90,8 @@ export interface Candidate {
   /** The ranking quality loss: relative perplexity increase, else KLD, else mean accuracy drop. */
   loss: number | null;
   emulated: boolean;
+  /** Each primary quality metric against full precision, in words (paired statistics). */
+  comparisons: string[];
   constraints: ConstraintResult[];
   /** Reasons it cannot be recommended (a failing constraint, a rule). */
   excluded: string[];
@@ -255,6 +257,7 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
       quality,
       loss: null,
       emulated,
+      comparisons: [],
       constraints: [],
       excluded: [],
       pareto: false,
@@ -283,6 +286,9 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
     if (base === rows) c.loss = 0;
     else if (ppl?.relative_delta != null) c.loss = ppl.relative_delta;
     else if (kld) c.loss = kld.value;
+    for (const e of entries) {
+      if (PRIMARY[e.task] === e.metric && e.head !== null) c.comparisons.push(evidence(e));
+    }
     for (const key of Object.keys(thresholds)) {
       const [task, metric] = splitKey(key);
       if (metric === "") continue;
@@ -398,6 +404,8 @@ function pick(eligible: Candidate[], objective: Objective): Candidate | null {
 
 function choiceEvidence(c: Candidate, objective: Objective): string[] {
   const lines = c.constraints.map((x) => `${x.key}: ${x.evidence}`);
+  const judged = new Set(c.constraints.map((x) => x.evidence));
+  for (const e of c.comparisons) if (!judged.has(e)) lines.push(`quality: ${e}`);
   if (c.memory && !c.constraints.some((x) => x.key === "memory")) {
     lines.push(
       `memory: ${formatBytes(c.memory.total)} at ${c.memory.context} tokens × ` +
