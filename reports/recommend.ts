@@ -299,7 +299,9 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
           key,
           pass: false,
           excess: Infinity,
-          evidence: `${key} not measured for this cell`,
+          evidence: base
+            ? `${key} not measured for this cell`
+            : `no full-precision cell (method none) of ${first.model} to judge ${key} against`,
         });
         continue;
       }
@@ -314,13 +316,11 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
     candidates.push(c);
   }
 
-  applyRules(candidates, cells, rules, target, options, batch, kvModel);
+  applyRules(candidates, cells, rules, target, batch, kvModel);
   markPareto(candidates);
   const eligible = candidates.filter((c) => c.excluded.length === 0);
   const choice = pick(eligible, objective);
-  const evidenceLines = choice
-    ? choiceEvidence(choice, objective)
-    : bindingConstraints(candidates, options.memory);
+  const evidenceLines = choice ? choiceEvidence(choice, objective) : bindingConstraints(candidates);
   return {
     objective,
     hardware: target?.id ?? null,
@@ -429,7 +429,7 @@ function choiceEvidence(c: Candidate, objective: Objective): string[] {
 }
 
 /** Why nothing qualifies: the constraint that excludes most cells, with the smallest excess. */
-function bindingConstraints(cs: Candidate[], memory: number | undefined): string[] {
+function bindingConstraints(cs: Candidate[]): string[] {
   const byKey = new Map<string, { count: number; least: number; evidence: string }>();
   for (const c of cs) {
     for (const x of c.constraints) {
@@ -448,7 +448,7 @@ function bindingConstraints(cs: Candidate[], memory: number | undefined): string
   return [...byKey.entries()].sort((a, b) => b[1].count - a[1].count).map(([key, v]) =>
     `nothing meets the constraints: ${key} binds for ${v.count} cell(s); the closest misses by ${
       key === "memory" ? formatBytes(v.least) : num(v.least)
-    } (${v.evidence})${key === "memory" && memory !== undefined ? "" : ""}`
+    } (${v.evidence})`
   );
 }
 
@@ -461,7 +461,6 @@ function applyRules(
   cells: Map<string, ResultRow[]>,
   rules: RuleFinding[],
   target: HardwareTarget | undefined,
-  options: RecommendOptions,
   batch: number,
   kvModel: "runtime" | "deployment",
 ): void {
@@ -548,5 +547,4 @@ function applyRules(
       });
     }
   }
-  void options;
 }

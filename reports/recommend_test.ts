@@ -93,6 +93,22 @@ Deno.test("quickstart: a smaller budget or another objective changes the answer 
   );
 });
 
+Deno.test("quickstart: --objective speed takes the fastest measured eligible recipe", () => {
+  const r = recommend(QUICKSTART, { memory: 16 * MiB, maxDrop: TOOL, objective: "speed" });
+  const speed = (format: string) =>
+    QUICKSTART.rows.find((x) => x.format === format && x.metric === "decode_tokens_per_s")!.value!;
+  // Eligible: int8 and int4-g32 (f32 does not fit; int3, int2 fail tool_use).
+  const fastest = speed("int8") > speed("int4-g32") ? "rtn/int8" : "rtn/int4-g32";
+  assert.equal(chosen(r), fastest);
+  assert.match(r.evidence.join("\n"), /decode tokens\/s as measured/);
+});
+
+Deno.test("a model without a full-precision cell cannot meet a quality constraint", () => {
+  const r = recommend(without(QUICKSTART, (x) => x.method === "none"), { maxDrop: TOOL });
+  assert.equal(r.choice, null);
+  assert.match(r.evidence[0]!, /no full-precision cell \(method none\) of mini/);
+});
+
 Deno.test("quickstart: 10 MiB fits nothing that passes; the binding constraints and by how much", () => {
   const r = recommend(QUICKSTART, { memory: 10 * MiB, maxDrop: TOOL });
   assert.equal(r.choice, null);
