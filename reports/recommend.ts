@@ -116,7 +116,7 @@ export interface Recommendation {
   rules: RuleFinding[];
 }
 
-/** The quality metric each task is judged on, and whether higher is better. */
+/** The quality metric each task is judged on (the Pareto set and the evidence use these). */
 export const PRIMARY: Readonly<Record<string, string>> = {
   perplexity: "ppl",
   kld: "kld",
