@@ -216,13 +216,18 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
     list.push(r);
     cells.set(k, list);
   }
-  const thresholds: Record<string, Threshold> = { ...options.thresholds };
+  const suite: Record<string, Threshold> = { ...options.thresholds };
+  const flags: Record<string, Threshold> = {};
   for (const [key, drop] of Object.entries(options.maxDrop ?? {})) {
-    thresholds[key] = { max_absolute_drop: drop };
+    flags[key] = { max_absolute_drop: drop };
   }
   if (options.maxPplIncrease !== undefined) {
-    thresholds["perplexity.ppl"] = { max_relative_increase: options.maxPplIncrease };
+    flags["perplexity.ppl"] = { max_relative_increase: options.maxPplIncrease };
   }
+  // The metrics under a constraint, as `task.metric` (a suite's `ppl` is perplexity's).
+  const constrained = [
+    ...new Set([...Object.keys(flags), ...Object.keys(suite)].map((k) => splitKey(k).join("."))),
+  ].filter((k) => !k.endsWith("."));
 
   const candidates: Candidate[] = [];
   const rules: RuleFinding[] = [];
@@ -280,7 +285,7 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
       }
     }
     // Quality against the full-precision cell, with compare's paired statistics.
-    const entries = base && base !== rows ? pairedEntries(results, base, rows, thresholds) : [];
+    const entries = base && base !== rows ? pairedEntries(results, base, rows, suite, flags) : [];
     const ppl = entries.find((e) => e.task === "perplexity" && e.metric === "ppl");
     const kld = rows.find((r) => ok(r) && r.task === "kld" && r.metric === "kld");
     if (base === rows) c.loss = 0;
@@ -289,9 +294,8 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
     for (const e of entries) {
       if (PRIMARY[e.task] === e.metric && e.head !== null) c.comparisons.push(evidence(e));
     }
-    for (const key of Object.keys(thresholds)) {
+    for (const key of constrained) {
       const [task, metric] = splitKey(key);
-      if (metric === "") continue;
       if (base === rows) continue;
       const e = entries.find((x) => x.task === task && x.metric === metric);
       if (!e || e.head === null || e.head_status !== "ok") {
@@ -306,7 +310,7 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
         continue;
       }
       const fail = e.verdict === "regression" || e.verdict === "broken";
-      const limit = thresholds[key]!;
+      const limit = e.threshold?.limits ?? {};
       const excess = limit.max_absolute_drop !== undefined
         ? Math.max(0, -(e.delta ?? 0) - limit.max_absolute_drop)
         : Math.max(0, (e.relative_delta ?? 0) - (limit.max_relative_increase ?? 0));
@@ -341,7 +345,8 @@ function pairedEntries(
   results: ResultsFile,
   base: ResultRow[],
   head: ResultRow[],
-  thresholds: Record<string, Threshold>,
+  suite: Record<string, Threshold>,
+  flags: Record<string, Threshold>,
 ): ComparisonEntry[] {
   const h = head[0]!;
   const relabel = base.map((r) => ({
@@ -351,7 +356,7 @@ function pairedEntries(
     backend: h.backend,
   }));
   const file = (rows: ResultRow[]): ResultsFile => ({ ...results, rows });
-  return compareResults(file(relabel), file(head), {}, thresholds).entries;
+  return compareResults(file(relabel), file(head), suite, flags).entries;
 }
 
 function evidence(e: ComparisonEntry): string {

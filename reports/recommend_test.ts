@@ -109,6 +109,29 @@ Deno.test("a model without a full-precision cell cannot meet a quality constrain
   assert.match(r.evidence[0]!, /no full-precision cell \(method none\) of mini/);
 });
 
+Deno.test("the suite's thresholds constrain too: quickstart's ppl limit of 2 % rules out int4", () => {
+  const thresholds = {
+    ppl: { max_relative_increase: 0.02 },
+    "json.schema_valid": { max_absolute_drop: 0.05 },
+    "tool_use.accuracy": { max_absolute_drop: 0.05 },
+  };
+  const r = recommend(QUICKSTART, { memory: 16 * MiB, thresholds, objective: "memory" });
+  // int4-g32: 119.425 / 108.080 − 1 = +10.5 %, its interval above zero; int8: −0.03 %.
+  assert.equal(chosen(r), "rtn/int8");
+  const int4 = r.candidates.find((c) => c.format === "int4-g32")!;
+  const ppl = int4.constraints.find((x) => x.key === "perplexity.ppl")!;
+  assert.equal(ppl.pass, false);
+  assert.ok(Math.abs(ppl.excess - (119.42530933039879 / 108.08018949381727 - 1 - 0.02)) < 1e-9);
+  // A flag for the same metric takes precedence over the suite's limit.
+  const loose = recommend(QUICKSTART, {
+    memory: 16 * MiB,
+    thresholds,
+    maxPplIncrease: 0.2,
+    objective: "memory",
+  });
+  assert.equal(chosen(loose), "rtn/int4-g32");
+});
+
 Deno.test("quickstart: 10 MiB fits nothing that passes; the binding constraints and by how much", () => {
   const r = recommend(QUICKSTART, { memory: 10 * MiB, maxDrop: TOOL });
   assert.equal(r.choice, null);
