@@ -219,8 +219,15 @@ Deno.test("rule fp8-fp4-hardware: an FP8 recipe is excluded unless the target ru
   const h100 = recommend(fp8, { hardware: "h100", memory: 16 * MiB, maxDrop: TOOL });
   assert.ok(!fired(h100, "fp8-fp4-hardware"));
   assert.equal(chosen(h100), "rtn/fp8");
-  // Measured on the CPU, not on the H100: an emulated recipe's speed is not used.
+  // Measured on the CPU, not on the A100: an emulated recipe's speed is not used …
   assert.equal(a100.candidates.find((c) => c.format === "fp8")!.speed, null);
+  // … but on an x86-64 CPU target (where these results were measured) it is.
+  const cpu = recommend(fp8, { hardware: "cpu-avx2" }).candidates.find((c) => c.format === "fp8")!;
+  assert.equal(cpu.emulated, true);
+  assert.equal(
+    cpu.speed,
+    fp8.rows.find((x) => x.format === "fp8" && x.metric === "decode_tokens_per_s")!.value,
+  );
 });
 
 Deno.test("the Pareto set keeps every cell no other beats on bytes, speed and every quality metric", () => {
