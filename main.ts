@@ -23,6 +23,17 @@ import {
 } from "./reports/compare.ts";
 import { renderComparisonMarkdown, renderStepSummary } from "./reports/compare_markdown.ts";
 import { renderComparisonHtml } from "./reports/compare_html.ts";
+import {
+  type Objective,
+  parseBytes,
+  parseMaxDrop,
+  recommend as buildRecommendation,
+  RecommendError,
+} from "./reports/recommend.ts";
+import {
+  recommendationToJson,
+  renderRecommendationMarkdown,
+} from "./reports/recommend_markdown.ts";
 import { mergeShards } from "./harness/runner/merge.ts";
 import type { ResultsFile } from "./core/row.ts";
 import type { Threshold } from "./core/suite_types.ts";
@@ -46,6 +57,11 @@ usage:
   deno task validate SUITE.yaml [--filter EXPR]
   deno task compare BASE HEAD [--suite SUITE.yaml] [--threshold METRIC=REL]... [--markdown FILE]
                              [--html FILE] [--json FILE]
+  deno task recommend RESULTS.json [--memory 24GiB] [--context N] [--batch N]
+                             [--hardware h100|a100|l4|rtx4090|b200|m2|cpu-avx2|webgpu]
+                             [--max-drop TASK.METRIC=DROP,...] [--max-ppl-increase REL]
+                             [--objective memory|speed|quality] [--kv runtime|deployment]
+                             [--suite SUITE.yaml] [--markdown FILE] [--json FILE]
   deno task merge OUT_DIR SHARD_DIR... [--suite SUITE.yaml]
   deno task report RESULTS.json [--out DIR]
   deno task perf [--rows N] [--out DIR] [--backend cpu|webgpu] [--formats A,B]
@@ -184,6 +200,63 @@ async function compare(args: string[]): Promise<number> {
   const summary = Deno.env.get("GITHUB_STEP_SUMMARY");
   if (summary) await Deno.writeTextFile(summary, renderStepSummary(comparison), { append: true });
   return comparisonHasRegression(comparison) ? EXIT.failed : EXIT.ok;
+}
+
+async function recommend(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args, {
+    memory: { type: "string" },
+    context: { type: "string" },
+    batch: { type: "string" },
+    hardware: { type: "string" },
+    "max-drop": { type: "string" },
+    "max-ppl-increase": { type: "string" },
+    objective: { type: "string" },
+    kv: { type: "string" },
+    suite: { type: "string" },
+    markdown: { type: "string" },
+    json: { type: "string" },
+  });
+  const [path] = positional(positionals, 1, "one results.json");
+  const file = await readResults(resultsPath(path!));
+  const objective = String(values.objective ?? "quality");
+  if (!["memory", "speed", "quality"].includes(objective)) {
+    throw new RecommendError(
+      `Invalid --objective ${JSON.stringify(objective)}: expected memory, speed or quality`,
+    );
+  }
+  const kv = String(values.kv ?? "deployment");
+  if (kv !== "runtime" && kv !== "deployment") {
+    throw new RecommendError(`Invalid --kv ${JSON.stringify(kv)}: expected runtime or deployment`);
+  }
+  let maxPpl: number | undefined;
+  if (values["max-ppl-increase"] !== undefined) {
+    maxPpl = Number(values["max-ppl-increase"]);
+    if (!(maxPpl >= 0)) {
+      throw new RecommendError(
+        `Invalid --max-ppl-increase ${
+          JSON.stringify(values["max-ppl-increase"])
+        }: expected a relative increase such as 0.03`,
+      );
+    }
+  }
+  const result = buildRecommendation(file, {
+    memory: values.memory === undefined ? undefined : parseBytes(String(values.memory)),
+    context: positiveInteger("--context", values.context as string | undefined),
+    batch: positiveInteger("--batch", values.batch as string | undefined),
+    hardware: values.hardware as string | undefined,
+    maxDrop: values["max-drop"] === undefined
+      ? undefined
+      : parseMaxDrop(String(values["max-drop"])),
+    maxPplIncrease: maxPpl,
+    objective: objective as Objective,
+    kvModel: kv,
+    thresholds: values.suite ? (await loadSuite(String(values.suite))).thresholds : undefined,
+  });
+  const markdown = renderRecommendationMarkdown(result);
+  write(markdown);
+  if (values.markdown) await writeFileAtomic(String(values.markdown), markdown);
+  if (values.json) await writeFileAtomic(String(values.json), recommendationToJson(result));
+  return result.choice ? EXIT.ok : EXIT.failed;
 }
 
 async function merge(args: string[]): Promise<number> {
@@ -346,6 +419,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   validate,
   compare,
   merge,
+  recommend,
   report,
   perf,
   score,
@@ -393,6 +467,7 @@ function isUserError(e: unknown): boolean {
     "ThresholdError",
     "ThresholdFlagError",
     "CompareError",
+    "RecommendError",
     "MergeError",
     "ScoreInputError",
     "DatasetError",

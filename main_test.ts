@@ -241,3 +241,39 @@ Deno.test("main: perf takes --formats (unknown names suggest), --rows N and --sw
   assert.equal(sweep.code, 2);
   assert.match(sweep.stderr, /--sweep .* add --backend webgpu/);
 });
+
+Deno.test("main: recommend names a recipe, writes markdown and JSON, exits 1 when none fits", async () => {
+  const dir = await Deno.makeTempDir();
+  const results = join(REPO_ROOT, "fixtures/recommend/quickstart.json");
+  const md = join(dir, "rec.md");
+  const json = join(dir, "rec.json");
+  const r = await quantbench(
+    "recommend",
+    results,
+    "--memory",
+    "16MiB",
+    "--max-drop",
+    "tool_use.accuracy=0.05",
+    "--markdown",
+    md,
+    "--json",
+    json,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /\*\*mini rtn\/int8 on cpu\*\*/);
+  assert.equal(await Deno.readTextFile(md), r.stdout);
+  assert.equal(JSON.parse(await Deno.readTextFile(json)).choice.format, "int8");
+  const none = await quantbench(
+    "recommend",
+    results,
+    "--memory",
+    "10MiB",
+    "--max-drop",
+    "tool_use.accuracy=0.05",
+  );
+  assert.equal(none.code, 1);
+  assert.match(none.stdout, /memory binds/);
+  const bad = await quantbench("recommend", results, "--objective", "cheap");
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /Invalid --objective "cheap": expected memory, speed or quality/);
+});

@@ -10,6 +10,8 @@ import type { CachedRow } from "./cache.ts";
 import { tasks } from "../tasks/registry.ts";
 import { runTask } from "../tasks/task.ts";
 import { linearBitsPerWeight, nativeFormatName } from "../models/bits.ts";
+import { modelBytes } from "../engines/model_bytes.ts";
+import type { LlamaModel } from "../../core/model.ts";
 import { type ReferenceJob, ReferenceModels } from "../tasks/reference.ts";
 import { openCell, type OpenedCell } from "./open_cell.ts";
 
@@ -102,6 +104,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
           quantize_seconds: quantizeSeconds,
           ...quantizeStats,
           ...engineIdentity(engine.info()),
+          ...(bpw === null ? {} : memoryFacts(model)),
         },
         samples: m.samples,
       }));
@@ -112,6 +115,57 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
   }
   await references?.dispose();
   opened?.engine.dispose();
+}
+
+/**
+ * What `recommend`'s memory model needs about a cell, for a row's `extra`: the architecture
+ * (`arch_layers`, `arch_kv_heads`, `arch_head_dim`, `arch_dim`, `arch_hidden_dim`, `arch_vocab`,
+ * `arch_max_seq_len`), the bytes of the weights as stored (`weight_bytes`: codes, scales and
+ * codebooks, see {@linkcode modelBytes}), the bytes quantbench holds for them (`weight_bytes_held`,
+ * see {@linkcode heldBytes}) and the KV-cache format the cell runs (`kv_format`,
+ * `kv_group`, `kv_residual`; `f32` when the cache is not quantized).
+ */
+export function memoryFacts(model: LlamaModel): Record<string, string | number> {
+  const c = model.config;
+  const kv = model.runtime?.kvCache;
+  return {
+    weight_bytes: modelBytes(model).total,
+    weight_bytes_held: heldBytes(model.weights),
+    arch_layers: c.nLayers,
+    arch_kv_heads: c.nKvHeads,
+    arch_head_dim: c.headDim,
+    arch_dim: c.dim,
+    arch_hidden_dim: c.hiddenDim,
+    arch_vocab: c.vocabSize,
+    arch_max_seq_len: c.maxSeqLen,
+    kv_format: kv?.format ?? "f32",
+    kv_group: kv?.group ?? 0,
+    kv_residual: kv?.residual ?? 0,
+  };
+}
+
+/**
+ * Bytes of the distinct typed-array buffers reachable from `value` (each buffer counted once):
+ * what the runtime actually holds for a model's weights.
+ */
+export function heldBytes(value: unknown): number {
+  const buffers = new Set<ArrayBufferLike>();
+  const seen = new Set<object>();
+  let total = 0;
+  const walk = (v: unknown) => {
+    if (v === null || typeof v !== "object" || seen.has(v)) return;
+    seen.add(v);
+    if (ArrayBuffer.isView(v)) {
+      if (!buffers.has(v.buffer)) {
+        buffers.add(v.buffer);
+        total += v.buffer.byteLength;
+      }
+      return;
+    }
+    for (const x of Array.isArray(v) ? v : Object.values(v)) walk(x);
+  };
+  walk(value);
+  return total;
 }
 
 /**
