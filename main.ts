@@ -13,7 +13,7 @@ import { parseShard, selectShard } from "./harness/runner/shard.ts";
 import { rowsToCsv } from "./reports/csv.ts";
 import { readResults, resultsToJson } from "./reports/json.ts";
 import { renderHtml } from "./reports/html.ts";
-import { summaryTable } from "./reports/markdown.ts";
+import { summaryMarkdown } from "./reports/markdown.ts";
 import { writeFileAtomic } from "./core/atomic.ts";
 import {
   compareResults,
@@ -153,7 +153,7 @@ async function bench(args: string[]): Promise<number> {
     argv: ["bench", ...args],
   });
   await writeReports(outDir, file);
-  write(summaryTable(file.rows) + "\n");
+  write(summaryMarkdown(file) + "\n");
   write(`\nwrote ${join(outDir, "results.csv")}, results.json, report.html\n`);
   return file.rows.some((r) => r.status === "failed") ? EXIT.failed : EXIT.ok;
 }
@@ -271,7 +271,7 @@ async function merge(args: string[]): Promise<number> {
   const suite = values.suite ? await loadSuite(String(values.suite)) : undefined;
   const file = mergeShards(shards, suite);
   await writeReports(resolve(outDir!), file);
-  write(summaryTable(file.rows) + "\n");
+  write(summaryMarkdown(file) + "\n");
   write(`\nmerged ${shards.length} shards into ${join(resolve(outDir!), "results.json")}\n`);
   return file.rows.some((r) => r.status === "failed") ? EXIT.failed : EXIT.ok;
 }
@@ -403,7 +403,7 @@ async function score(args: string[]): Promise<number> {
     String(values.predictions),
     ["score", ...args],
   );
-  write(summaryTable(file.rows) + "\n");
+  write(summaryMarkdown(file) + "\n");
   if (values.samples !== undefined) {
     await writeFileAtomic(
       String(values.samples),
