@@ -61,7 +61,7 @@ usage:
                              [--hardware h100|a100|l4|rtx4090|b200|m2|cpu-avx2|webgpu]
                              [--max-drop TASK.METRIC=DROP,...] [--max-ppl-increase REL]
                              [--objective memory|speed|quality] [--kv runtime|deployment]
-                             [--suite SUITE.yaml] [--markdown FILE] [--json FILE]
+                             [--suite SUITE.yaml] [--markdown FILE] [--html FILE] [--json FILE]
   deno task merge OUT_DIR SHARD_DIR... [--suite SUITE.yaml]
   deno task report RESULTS.json [--out DIR]
   deno task perf [--rows N] [--out DIR] [--backend cpu|webgpu] [--formats A,B]
@@ -214,6 +214,7 @@ async function recommend(args: string[]): Promise<number> {
     kv: { type: "string" },
     suite: { type: "string" },
     markdown: { type: "string" },
+    html: { type: "string" },
     json: { type: "string" },
   });
   const [path] = positional(positionals, 1, "one results.json");
@@ -255,6 +256,7 @@ async function recommend(args: string[]): Promise<number> {
   const markdown = renderRecommendationMarkdown(result);
   write(markdown);
   if (values.markdown) await writeFileAtomic(String(values.markdown), markdown);
+  if (values.html) await writeFileAtomic(String(values.html), renderHtml(file, result));
   if (values.json) await writeFileAtomic(String(values.json), recommendationToJson(result));
   return result.choice ? EXIT.ok : EXIT.failed;
 }

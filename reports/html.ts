@@ -69,6 +69,7 @@ export function renderHtml(file: ResultsFile, recommendation?: Recommendation | 
   const { meta, rows } = file;
   const counts = statusCounts(rows);
   let rec = recommendation;
+  const defaults = rec === undefined;
   if (rec === undefined) {
     try {
       rec = recommend(file);
@@ -92,7 +93,7 @@ export function renderHtml(file: ResultsFile, recommendation?: Recommendation | 
 <p class="sub">Run ${meta.run_id}: ${rows.length} rows${counts ? ` (${counts})` : ""}</p>
 </header>
 <main>
-${recommendationSection(rec)}
+${recommendationSection(rec, defaults)}
 ${metaTable(file)}
 <p class="filter"><label>Filter rows: <input id="filter" type="search" placeholder="model, method, format, task…"></label></p>
 <h2>Summary</h2>
@@ -731,7 +732,7 @@ function candidateName(c: Candidate): string {
 }
 
 /** The recommendation with default options: the choice, its evidence and the checklist. */
-function recommendationSection(rec: Recommendation | Error): SafeHtml {
+function recommendationSection(rec: Recommendation | Error, defaults: boolean): SafeHtml {
   if (rec instanceof Error) {
     return markup`<section id="recommendation">
 <h2>Recommendation</h2>
@@ -754,9 +755,15 @@ function recommendationSection(rec: Recommendation | Error): SafeHtml {
 ${head}
 <ul class="evidence">${rec.evidence.map((e) => markup`<li>${e}</li>`)}</ul>
 ${rules}
-<p class="note">Computed with the default options of <code>deno task recommend</code> (no memory budget, context ${
-    rec.candidates[0]?.memory?.context ?? "of the model"
-  }, batch 1, the suite's thresholds); run it with <code>--memory</code>, <code>--max-drop</code>, <code>--hardware</code> for a deployment's constraints.</p>
+${
+    defaults
+      ? markup`<p class="note">Computed with the default options of <code>deno task recommend</code> (no memory budget, context ${
+        rec.candidates[0]?.memory?.context ?? "of the model"
+      }, batch 1, the suite's thresholds); run it with <code>--memory</code>, <code>--max-drop</code>, <code>--hardware</code> for a deployment's constraints.</p>`
+      : markup`<p class="note">As <code>deno task recommend</code> was asked: objective ${rec.objective}${
+        rec.hardware ? `, hardware ${rec.hardware}` : ""
+      }.</p>`
+  }
 </section>`;
 }
 
