@@ -400,7 +400,8 @@ Deno.test({
       }
       // Axis labels name their units.
       const axis = (m: string) => r.charts.find((c: Json) => c.metric === m).axisText;
-      assert.match(axis("ppl"), /bits per weight/);
+      assert.match(axis("ppl"), /bits per weight.*ppl \(perplexity\)/);
+      assert.match(axis("accuracy"), /accuracy \(fraction\)/);
       assert.match(axis("speed@format"), /decode speed \(tokens\/s\)/);
       assert.match(axis("memory@format"), /memory \(MiB\)/);
       assert.match(axis("kv@context"), /context length \(tokens.*KV cache \(MiB/);

@@ -430,7 +430,11 @@ function chart(metric: string, rows: ResultRow[]): SafeHtml {
     x.log ? " (log scale)" : ""
   }</text>
     <text transform="translate(16 ${(M.top + H - M.bottom) / 2}) rotate(-90)"
-      text-anchor="middle">${metric}${y.log ? " (log scale)" : ""}</text>
+      text-anchor="middle">${metric}${
+    [rows[0]!.unit, y.log ? "log scale" : ""].filter((u) => u !== "" && u !== metric).map((u) =>
+      ` (${u})`
+    ).join("")
+  }</text>
   `;
   const marks = series.map((s, i) => {
     const color = PALETTE[i % PALETTE.length]!;
