@@ -361,13 +361,16 @@ const LEADS_CHECK = `(() => {
   box.dispatchEvent(new Event("input"));
   const filtered = visible();
   const int8 = [...document.querySelectorAll("tr[data-row]")].filter((tr) => tr.textContent.includes("int8")).length;
+  const marks = [...document.querySelectorAll("svg .pt")];
+  const dimmed = marks.filter((m) => m.classList.contains("dim"));
+  const dimmedWrongly = dimmed.filter((m) => m.textContent.toLowerCase().includes("int8")).length;
   return {
     firstH2: document.querySelector("h2").textContent,
     recFirst: !!rec && !!firstSvg && (rec.compareDocumentPosition(firstSvg) & Node.DOCUMENT_POSITION_FOLLOWING) !== 0,
     choice: rec.querySelector(".choice").textContent,
     charts,
     resources: performance.getEntriesByType("resource").length,
-    all, filtered, int8,
+    all, filtered, int8, marks: marks.length, dimmed: dimmed.length, dimmedWrongly,
   };
 })()`;
 
@@ -409,6 +412,9 @@ Deno.test({
       assert.equal(r.resources, 0);
       assert.ok(r.int8 > 0 && r.int8 < r.all);
       assert.equal(r.filtered, r.int8);
+      // Chart marks of other cells are dimmed, those of int8 cells are not.
+      assert.ok(r.dimmed > 0 && r.dimmed < r.marks, `${r.dimmed} of ${r.marks} dimmed`);
+      assert.equal(r.dimmedWrongly, 0);
     } finally {
       await browser.close();
       await Deno.remove(dir, { recursive: true });

@@ -135,6 +135,7 @@ svg { max-width: 100%; height: auto; font: 11px system-ui, sans-serif; }
 svg .axis { stroke: var(--muted); } svg .grid { stroke: var(--line); }
 svg text { fill: var(--fg); } svg .lbl { fill: var(--muted); font-size: 10px; }
 svg .front { fill: none; stroke-width: 1.5; stroke-dasharray: 5 3; }
+svg .dim { opacity: .12; }
 `;
 
 /** E.g. `3 ok, 1 failed`: the non-zero counts by status. */
@@ -715,18 +716,21 @@ ${
 }
 
 /**
- * The page's one script: hides summary and task-table rows whose text does not contain what is
- * typed in the filter box. It reads only the page's own text and writes only `hidden`; the CSP
- * allows exactly this script by its hash.
+ * The page's one script: hides the summary, task-table and chart-table rows whose text does not
+ * contain what is typed in the filter box, and dims the chart marks whose tooltip does not. It
+ * reads only the page's own text and writes only `hidden` and a class; the CSP allows exactly this
+ * script by its hash.
  */
 const SCRIPT = `document.addEventListener("DOMContentLoaded", () => {
   const box = document.getElementById("filter");
   if (!box) return;
   box.addEventListener("input", () => {
     const q = box.value.trim().toLowerCase();
-    for (const tr of document.querySelectorAll("tr[data-row], tr[data-cell]")) {
-      tr.hidden = q !== "" && !tr.textContent.toLowerCase().includes(q);
+    const miss = (el) => q !== "" && !el.textContent.toLowerCase().includes(q);
+    for (const tr of document.querySelectorAll("tr[data-row], tr[data-cell], .table-view tbody tr")) {
+      tr.hidden = miss(tr);
     }
+    for (const mark of document.querySelectorAll("svg .pt")) mark.classList.toggle("dim", miss(mark));
   });
 });`;
 const SCRIPT_HASH = `sha256-${createHash("sha256").update(SCRIPT).digest("base64")}`;
