@@ -13,7 +13,7 @@ import { parseShard, selectShard } from "./harness/runner/shard.ts";
 import { rowsToCsv } from "./reports/csv.ts";
 import { readResults, resultsToJson } from "./reports/json.ts";
 import { renderHtml } from "./reports/html.ts";
-import { summaryTable } from "./reports/markdown.ts";
+import { summaryMarkdown } from "./reports/markdown.ts";
 import { writeFileAtomic } from "./core/atomic.ts";
 import {
   compareResults,
@@ -61,7 +61,7 @@ usage:
                              [--hardware h100|a100|l4|rtx4090|b200|m2|cpu-avx2|webgpu]
                              [--max-drop TASK.METRIC=DROP,...] [--max-ppl-increase REL]
                              [--objective memory|speed|quality] [--kv runtime|deployment]
-                             [--suite SUITE.yaml] [--markdown FILE] [--json FILE]
+                             [--suite SUITE.yaml] [--markdown FILE] [--html FILE] [--json FILE]
   deno task merge OUT_DIR SHARD_DIR... [--suite SUITE.yaml]
   deno task report RESULTS.json [--out DIR]
   deno task perf [--rows N] [--out DIR] [--backend cpu|webgpu] [--formats A,B]
@@ -153,7 +153,7 @@ async function bench(args: string[]): Promise<number> {
     argv: ["bench", ...args],
   });
   await writeReports(outDir, file);
-  write(summaryTable(file.rows) + "\n");
+  write(summaryMarkdown(file) + "\n");
   write(`\nwrote ${join(outDir, "results.csv")}, results.json, report.html\n`);
   return file.rows.some((r) => r.status === "failed") ? EXIT.failed : EXIT.ok;
 }
@@ -214,6 +214,7 @@ async function recommend(args: string[]): Promise<number> {
     kv: { type: "string" },
     suite: { type: "string" },
     markdown: { type: "string" },
+    html: { type: "string" },
     json: { type: "string" },
   });
   const [path] = positional(positionals, 1, "one results.json");
@@ -255,6 +256,7 @@ async function recommend(args: string[]): Promise<number> {
   const markdown = renderRecommendationMarkdown(result);
   write(markdown);
   if (values.markdown) await writeFileAtomic(String(values.markdown), markdown);
+  if (values.html) await writeFileAtomic(String(values.html), renderHtml(file, result));
   if (values.json) await writeFileAtomic(String(values.json), recommendationToJson(result));
   return result.choice ? EXIT.ok : EXIT.failed;
 }
@@ -271,7 +273,7 @@ async function merge(args: string[]): Promise<number> {
   const suite = values.suite ? await loadSuite(String(values.suite)) : undefined;
   const file = mergeShards(shards, suite);
   await writeReports(resolve(outDir!), file);
-  write(summaryTable(file.rows) + "\n");
+  write(summaryMarkdown(file) + "\n");
   write(`\nmerged ${shards.length} shards into ${join(resolve(outDir!), "results.json")}\n`);
   return file.rows.some((r) => r.status === "failed") ? EXIT.failed : EXIT.ok;
 }
@@ -403,7 +405,7 @@ async function score(args: string[]): Promise<number> {
     String(values.predictions),
     ["score", ...args],
   );
-  write(summaryTable(file.rows) + "\n");
+  write(summaryMarkdown(file) + "\n");
   if (values.samples !== undefined) {
     await writeFileAtomic(
       String(values.samples),

@@ -247,6 +247,7 @@ Deno.test("main: recommend names a recipe, writes markdown and JSON, exits 1 whe
   const results = join(REPO_ROOT, "fixtures/recommend/quickstart.json");
   const md = join(dir, "rec.md");
   const json = join(dir, "rec.json");
+  const html = join(dir, "rec.html");
   const r = await quantbench(
     "recommend",
     results,
@@ -258,9 +259,14 @@ Deno.test("main: recommend names a recipe, writes markdown and JSON, exits 1 whe
     md,
     "--json",
     json,
+    "--html",
+    html,
   );
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /\*\*mini rtn\/int8 on cpu\*\*/);
+  const page = await Deno.readTextFile(html);
+  assert.match(page, /<h2>Recommendation<\/h2>\n<p class="choice"><strong>mini rtn\/int8 on cpu/);
+  assert.match(page, /As <code>deno task recommend<\/code> was asked: objective quality/);
   assert.equal(await Deno.readTextFile(md), r.stdout);
   assert.equal(JSON.parse(await Deno.readTextFile(json)).choice.format, "int8");
   const none = await quantbench(

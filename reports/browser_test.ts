@@ -213,7 +213,7 @@ Deno.test({
       }
       const records = parseCsv(await Deno.readTextFile(join(dir, "results.csv"))).length - 1;
       assert.equal(report.result.runRows, records);
-      assert.equal(report.result.scripts, 0);
+      assert.equal(report.result.scripts, 1, "only the report's own filter script");
       assert.equal(report.result.injected, false);
 
       // Diff report: the forest plot has marks, one table row per comparison entry.
@@ -304,7 +304,8 @@ Deno.test({
         const r = page.result;
         assert.deepEqual(
           [r.scripts, r.images, r.handlers, r.links, r.pwned, r.bidi],
-          [0, 0, 0, 0, null, false],
+          // report.html runs one script of its own (the row filter), allowed by its CSP hash.
+          [name === "report.html" ? 1 : 0, 0, 0, 0, null, false],
           name,
         );
         // Nothing but text: each hostile string is shown as written (bidi controls spelled out).
@@ -336,6 +337,84 @@ Deno.test({
           );
         }
       }
+    } finally {
+      await browser.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** What the recommendation-first check reads: order, charts, resources and the filter at work. */
+const LEADS_CHECK = `(() => {
+  const rec = document.getElementById("recommendation");
+  const firstSvg = document.querySelector("svg");
+  const charts = [...document.querySelectorAll("figure[data-metric]")].map((fig) => ({
+    metric: fig.dataset.metric,
+    marks: fig.querySelectorAll("svg .pt").length,
+    axisText: [...fig.querySelectorAll("svg text")].map((t) => t.textContent).join(" | "),
+    tableRows: fig.querySelectorAll("details.table-view tbody tr").length,
+  }));
+  const visible = () => [...document.querySelectorAll("tr[data-row]")].filter((tr) => !tr.hidden).length;
+  const all = visible();
+  const box = document.getElementById("filter");
+  box.value = "int8";
+  box.dispatchEvent(new Event("input"));
+  const filtered = visible();
+  const int8 = [...document.querySelectorAll("tr[data-row]")].filter((tr) => tr.textContent.includes("int8")).length;
+  const marks = [...document.querySelectorAll("svg .pt")];
+  const dimmed = marks.filter((m) => m.classList.contains("dim"));
+  const dimmedWrongly = dimmed.filter((m) => m.textContent.toLowerCase().includes("int8")).length;
+  return {
+    firstH2: document.querySelector("h2").textContent,
+    recFirst: !!rec && !!firstSvg && (rec.compareDocumentPosition(firstSvg) & Node.DOCUMENT_POSITION_FOLLOWING) !== 0,
+    choice: rec.querySelector(".choice").textContent,
+    charts,
+    resources: performance.getEntriesByType("resource").length,
+    all, filtered, int8, marks: marks.length, dimmed: dimmed.length, dimmedWrongly,
+  };
+})()`;
+
+Deno.test({
+  name:
+    "report.html leads with the recommendation; every chart has marks and a table; rows filter offline",
+  ignore: !CHROMIUM,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const browser = await Browser.launch(CHROMIUM!);
+    try {
+      const file = JSON.parse(
+        await Deno.readTextFile(new URL("../fixtures/recommend/quickstart.json", import.meta.url)),
+      );
+      await Deno.writeTextFile(join(dir, "report.html"), renderHtml(file));
+      const page = await browser.open(join(dir, "report.html"), LEADS_CHECK);
+      assert.deepEqual(page.errors, []);
+      const r = page.result;
+      assert.equal(r.firstH2, "Recommendation");
+      assert.ok(r.recFirst, "the recommendation comes before every chart");
+      assert.match(r.choice, /mini rtn\/int8 on cpu/);
+      const metrics = r.charts.map((c: Json) => c.metric);
+      for (
+        const m of ["ppl", "accuracy", "ppl@length", "retrieval@length:depth", "speed@format"]
+          .concat(["memory@format", "kv@context"])
+      ) assert.ok(metrics.includes(m), `${m} in ${metrics}`);
+      for (const c of r.charts) {
+        assert.ok(c.marks > 0, `${c.metric}: no marks`);
+        assert.ok(c.tableRows > 0, `${c.metric}: no table view`);
+      }
+      // Axis labels name their units.
+      const axis = (m: string) => r.charts.find((c: Json) => c.metric === m).axisText;
+      assert.match(axis("ppl"), /bits per weight.*ppl \(perplexity\)/);
+      assert.match(axis("accuracy"), /accuracy \(fraction\)/);
+      assert.match(axis("speed@format"), /decode speed \(tokens\/s\)/);
+      assert.match(axis("memory@format"), /memory \(MiB\)/);
+      assert.match(axis("kv@context"), /context length \(tokens.*KV cache \(MiB/);
+      // Self-contained: nothing fetched; the filter keeps exactly the rows that mention int8.
+      assert.equal(r.resources, 0);
+      assert.ok(r.int8 > 0 && r.int8 < r.all);
+      assert.equal(r.filtered, r.int8);
+      // Chart marks of other cells are dimmed, those of int8 cells are not.
+      assert.ok(r.dimmed > 0 && r.dimmed < r.marks, `${r.dimmed} of ${r.marks} dimmed`);
+      assert.equal(r.dimmedWrongly, 0);
     } finally {
       await browser.close();
       await Deno.remove(dir, { recursive: true });

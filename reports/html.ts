@@ -9,8 +9,11 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import { formatSignificant, showBidiControls } from "./format.ts";
 import type { ResultRow, ResultsFile } from "../core/row.ts";
+import { cellFacts, kvCacheBytes } from "../core/memory_model.ts";
+import { type Candidate, formatBytes, recommend, type Recommendation } from "./recommend.ts";
 
 /** Markup that is already safe to insert: only the {@linkcode markup} tag makes these. */
 class SafeHtml {
@@ -57,31 +60,48 @@ function interpolate(value: Interpolation): string {
   return escapeHtml(String(value));
 }
 
-/** The whole report page for a results file. */
-export function renderHtml(file: ResultsFile): string {
+/**
+ * The whole report page for a results file. It leads with `recommendation` — by default
+ * {@linkcode recommend} with its default options (no memory budget, no constraints beyond the
+ * suite's) — then the charts and tables.
+ */
+export function renderHtml(file: ResultsFile, recommendation?: Recommendation | Error): string {
   const { meta, rows } = file;
   const counts = statusCounts(rows);
+  let rec = recommendation;
+  const defaults = rec === undefined;
+  if (rec === undefined) {
+    try {
+      rec = recommend(file);
+    } catch (e) {
+      rec = e instanceof Error ? e : new Error(String(e));
+    }
+  }
   const page = markup`<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src '${SCRIPT_HASH}'">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>quantbench — ${meta.suite} — ${meta.run_id}</title>
 <style>${new SafeHtml(STYLE)}</style>
+<script>${new SafeHtml(SCRIPT)}</script>
 </head>
 <body>
 <header>
 <h1>quantbench — ${meta.suite}</h1>
 <p class="sub">Run ${meta.run_id}: ${rows.length} rows${counts ? ` (${counts})` : ""}</p>
-${metaTable(file)}
 </header>
 <main>
+${recommendationSection(rec, defaults)}
+${metaTable(file)}
+<p class="filter"><label>Filter rows: <input id="filter" type="search" placeholder="model, method, format, task…"></label></p>
 <h2>Summary</h2>
 ${summary(rows)}
 <h2>Quality against bits per weight</h2>
 ${charts(rows)}
 ${longContextSection(rows)}
+${deploymentSection(rows, rec)}
 <h2>Tasks</h2>
 ${taskTables(rows)}
 </main>
@@ -115,6 +135,7 @@ svg { max-width: 100%; height: auto; font: 11px system-ui, sans-serif; }
 svg .axis { stroke: var(--muted); } svg .grid { stroke: var(--line); }
 svg text { fill: var(--fg); } svg .lbl { fill: var(--muted); font-size: 10px; }
 svg .front { fill: none; stroke-width: 1.5; stroke-dasharray: 5 3; }
+svg .dim { opacity: .12; }
 `;
 
 /** E.g. `3 ok, 1 failed`: the non-zero counts by status. */
@@ -211,7 +232,7 @@ function summary(rows: ResultRow[]): SafeHtml {
       : cellRows.some((r) => r.status === "skipped")
       ? "s-skipped"
       : "s-ok";
-    return markup`<tr><td>${first.model}</td><td>${first.method}</td><td>${first.format}</td><td>${first.backend}</td><td class="num">${
+    return markup`<tr data-cell><td>${first.model}</td><td>${first.method}</td><td>${first.format}</td><td>${first.backend}</td><td class="num">${
       formatSignificant(bpw)
     }</td>${values}<td class="${cls}">${status}</td></tr>\n`;
   });
@@ -410,7 +431,11 @@ function chart(metric: string, rows: ResultRow[]): SafeHtml {
     x.log ? " (log scale)" : ""
   }</text>
     <text transform="translate(16 ${(M.top + H - M.bottom) / 2}) rotate(-90)"
-      text-anchor="middle">${metric}${y.log ? " (log scale)" : ""}</text>
+      text-anchor="middle">${metric}${
+    [rows[0]!.unit, y.log ? "log scale" : ""].filter((u) => u !== "" && u !== metric).map((u) =>
+      ` (${u})`
+    ).join("")
+  }</text>
   `;
   const marks = series.map((s, i) => {
     const color = PALETTE[i % PALETTE.length]!;
@@ -446,6 +471,23 @@ ${
 <svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${metric} against bits per weight">
 ${grid}${axes}${marks}</svg>
 ${caption}
+${
+    tableView(
+      ["cell", "task", "dataset", "bits per weight", metric, "on the Pareto front"],
+      series.flatMap((s) => {
+        const front = new Set(paretoFront(s.points, higherIsBetter));
+        return s.points.map((
+          p,
+        ) => [
+          p.title.split(" — ")[0]!,
+          ...s.name.includes(": ") ? s.name.split(": ") : [plotted[0]!.task, s.name],
+          p.x,
+          p.y,
+          front.has(p) ? "yes" : "",
+        ]);
+      }),
+    )
+  }
 </figure>\n`;
 }
 
@@ -605,6 +647,12 @@ ${grid}<line class="axis" x1="${M.left}" x2="${W - M.right}" y1="${H - M.bottom}
   }) rotate(-90)" text-anchor="middle">perplexity${y.log ? " (log scale)" : ""}</text>
 ${marks}</svg>
 <figcaption>Perplexity (lower is better) against context length, one line per cell; each point is the long_context task's ppl@L over natural text (its detail names the text).</figcaption>
+${
+    tableView(
+      ["cell", "context length (tokens)", "perplexity"],
+      series.flatMap((s) => s.points.map((p) => [s.name, p.x, p.y])),
+    )
+  }
 </figure>\n`;
 }
 
@@ -653,7 +701,284 @@ function retrievalGrids(rows: ResultRow[], cellName: (r: ResultRow) => string): 
 <svg viewBox="0 0 ${w} ${h}" width="${w}" height="${h}" role="img" aria-label="retrieval by length and depth">
 <text x="4" y="14" class="lbl">length ↓ depth →</text>${labels}${cells}</svg>
 <figcaption>${name}: needle retrieval (share found) by context length (rows, tokens) and needle depth (columns).</figcaption>
+${
+      tableView(
+        ["context length (tokens)", "depth", "retrieval (share found)", "n"],
+        group.map((r) => {
+          const [, l, d] = RETRIEVAL_AT.exec(r.metric)!;
+          return [Number(l), Number(d), r.value!, r.n ?? ""];
+        }),
+      )
+    }
 </figure>\n`;
   });
   return markup`${grids}`;
+}
+
+/**
+ * The page's one script: hides the summary, task-table and chart-table rows whose text does not
+ * contain what is typed in the filter box, and dims the chart marks whose tooltip does not. It
+ * reads only the page's own text and writes only `hidden` and a class; the CSP allows exactly this
+ * script by its hash.
+ */
+const SCRIPT = `document.addEventListener("DOMContentLoaded", () => {
+  const box = document.getElementById("filter");
+  if (!box) return;
+  box.addEventListener("input", () => {
+    const q = box.value.trim().toLowerCase();
+    const miss = (el) => q !== "" && !el.textContent.toLowerCase().includes(q);
+    for (const tr of document.querySelectorAll("tr[data-row], tr[data-cell], .table-view tbody tr")) {
+      tr.hidden = miss(tr);
+    }
+    for (const mark of document.querySelectorAll("svg .pt")) mark.classList.toggle("dim", miss(mark));
+  });
+});`;
+const SCRIPT_HASH = `sha256-${createHash("sha256").update(SCRIPT).digest("base64")}`;
+
+function candidateName(c: Candidate): string {
+  return `${c.model} ${c.method}/${c.format} on ${c.backend}`;
+}
+
+/** The recommendation with default options: the choice, its evidence and the checklist. */
+function recommendationSection(rec: Recommendation | Error, defaults: boolean): SafeHtml {
+  if (rec instanceof Error) {
+    return markup`<section id="recommendation">
+<h2>Recommendation</h2>
+<p class="note">No recommendation: ${rec.message}</p>
+</section>`;
+  }
+  const head = rec.choice
+    ? markup`<p class="choice"><strong>${
+      candidateName(rec.choice)
+    }</strong> — objective ${rec.objective}${
+      rec.choice.emulated ? " (emulated on the target)" : ""
+    }</p>`
+    : markup`<p class="choice"><strong>No recipe meets the constraints</strong> (objective ${rec.objective}).</p>`;
+  const rules = rec.rules.length === 0 ? markup`` : markup`<h3>Checklist</h3>
+<ul class="rules">${
+    rec.rules.map((r) => markup`<li><strong>${r.rule}</strong>: ${r.advice}</li>`)
+  }</ul>`;
+  return markup`<section id="recommendation">
+<h2>Recommendation</h2>
+${head}
+<ul class="evidence">${rec.evidence.map((e) => markup`<li>${e}</li>`)}</ul>
+${rules}
+${
+    defaults
+      ? markup`<p class="note">Computed with the default options of <code>deno task recommend</code> (no memory budget, context ${
+        rec.candidates[0]?.memory?.context ?? "of the model"
+      }, batch 1, the suite's thresholds); run it with <code>--memory</code>, <code>--max-drop</code>, <code>--hardware</code> for a deployment's constraints.</p>`
+      : markup`<p class="note">As <code>deno task recommend</code> was asked: objective ${rec.objective}${
+        rec.hardware ? `, hardware ${rec.hardware}` : ""
+      }.</p>`
+  }
+</section>`;
+}
+
+/** A collapsible table view of a chart's data. */
+function tableView(headers: string[], body: (string | number)[][]): SafeHtml {
+  return markup`<details class="table-view"><summary>table</summary><table>
+<thead><tr>${headers.map((h) => markup`<th>${h}</th>`)}</tr></thead>
+<tbody>${
+    body.map((r) =>
+      markup`<tr>${
+        r.map((v) =>
+          typeof v === "number"
+            ? markup`<td class="num">${formatSignificant(v, 6)}</td>`
+            : markup`<td>${v}</td>`
+        )
+      }</tr>\n`
+    )
+  }</tbody></table></details>`;
+}
+
+/** Speed and memory by format (from the recommendation) and KV-cache memory against context. */
+function deploymentSection(rows: ResultRow[], rec: Recommendation | Error): SafeHtml {
+  const candidates = rec instanceof Error ? [] : rec.candidates;
+  const speed = candidates.filter((c) => c.speed !== null).map((c) => ({
+    name: candidateName(c),
+    parts: [c.speed!],
+  }));
+  const memory = candidates.filter((c) => c.memory !== null).map((c) => ({
+    name: candidateName(c),
+    parts: [c.memory!.weights, c.memory!.kv, c.memory!.workspace],
+  }));
+  const context = candidates.find((c) => c.memory)?.memory?.context;
+  const kv = kvChart(rows);
+  if (speed.length === 0 && memory.length === 0 && kv === null) return markup``;
+  return markup`<h2>Speed and memory</h2>
+${
+    speed.length > 0
+      ? barChart(
+        "speed@format",
+        "decode speed by format",
+        "decode speed (tokens/s)",
+        ["tokens/s"],
+        speed,
+        1,
+        "Decode tokens per second as measured by the speed task (higher is better), one bar per cell.",
+      )
+      : ""
+  }
+${
+    memory.length > 0
+      ? barChart(
+        "memory@format",
+        "memory by format",
+        `memory (MiB) at ${context} tokens × 1`,
+        ["weights", "KV cache", "workspace"],
+        memory,
+        1024 ** 2,
+        `Memory each cell needs at ${context} tokens, batch 1 (deployment model: weights as stored, f16 or quantized KV cache, activation workspace), stacked; lower is better.`,
+      )
+      : ""
+  }
+${kv ?? ""}`;
+}
+
+const PART_COLORS = ["#1f77b4", "#ff7f0e", "#9467bd"];
+
+/** Horizontal (stacked) bars, one per item; values divided by `unit` for display. */
+function barChart(
+  metric: string,
+  aria: string,
+  axis: string,
+  parts: string[],
+  items: { name: string; parts: number[] }[],
+  unit: number,
+  caption: string,
+): SafeHtml {
+  const left = 260, bh = 20, top = 28, right = 70;
+  const h = top + bh * items.length + 40;
+  const max = Math.max(...items.map((i) => i.parts.reduce((a, b) => a + b, 0))) / unit;
+  const x = linearScale(0, max, left, W - right);
+  const bars = items.map((item, i) => {
+    let at = 0;
+    const segs = item.parts.map((v, j) => {
+      const from = at;
+      at += v / unit;
+      return markup`<rect class="pt" x="${f(x.at(from))}" y="${top + bh * i + 2}" width="${
+        f(Math.max(0.5, x.at(at) - x.at(from)))
+      }" height="${bh - 4}" fill="${PART_COLORS[j % PART_COLORS.length]}"><title>${item.name}: ${
+        parts[j]
+      } ${formatSignificant(v / unit, 4)}</title></rect>`;
+    });
+    return markup`<text x="${left - 6}" y="${
+      top + bh * i + 14
+    }" text-anchor="end" class="lbl">${item.name}</text>${segs}<text x="${f(x.at(at) + 4)}" y="${
+      top + bh * i + 14
+    }" class="lbl">${formatSignificant(at, 4)}</text>\n`;
+  });
+  const ticks = x.ticks.filter((t) => t >= 0).map((t) =>
+    markup`<line class="grid" x1="${f(x.at(t))}" x2="${f(x.at(t))}" y1="${top}" y2="${
+      top + bh * items.length
+    }"/><text x="${f(x.at(t))}" y="${top + bh * items.length + 14}" text-anchor="middle">${
+      formatSignificant(t, 3)
+    }</text>`
+  );
+  const legend = parts.length > 1
+    ? parts.map((p, j) =>
+      markup`<rect x="${left + 110 * j}" y="6" width="10" height="10" fill="${
+        PART_COLORS[j]
+      }"/><text x="${left + 110 * j + 14}" y="15">${p}</text>`
+    )
+    : [];
+  const table = tableView(
+    ["cell", ...parts.map((p) => `${p} (${axis.replace(/^[^(]*\(|\).*$/g, "")})`), "total"],
+    items.map((i) => [
+      i.name,
+      ...i.parts.map((v) => v / unit),
+      i.parts.reduce((a, b) => a + b, 0) / unit,
+    ]),
+  );
+  return markup`<figure data-metric="${metric}">
+<svg viewBox="0 0 ${W} ${h}" width="${W}" height="${h}" role="img" aria-label="${aria}">
+${ticks}${legend}${bars}<text x="${(left + W - right) / 2}" y="${
+    h - 6
+  }" text-anchor="middle">${axis}</text></svg>
+<figcaption>${caption}</figcaption>
+${table}
+</figure>\n`;
+}
+
+/**
+ * KV-cache bytes (deployment model, batch 1) against context length, one line per model and KV
+ * format, from the facts the runner records; null when no row has them.
+ */
+function kvChart(rows: ResultRow[]): SafeHtml | null {
+  const series = new Map<string, { x: number; y: number }[]>();
+  for (const cellRows of groupBy(rows, cellKey).values()) {
+    const facts = cellFacts(cellRows);
+    if (facts === null) continue;
+    const first = cellRows[0]!;
+    const name = `${first.model} KV ${facts.kv_format === "f32" ? "f16" : facts.kv_format}`;
+    if (series.has(name)) continue;
+    const contexts: number[] = [];
+    for (let c = 128; c < facts.max_seq_len; c *= 2) contexts.push(c);
+    contexts.push(Math.max(facts.max_seq_len, 1));
+    series.set(
+      name,
+      contexts.map((c) => ({ x: c, y: kvCacheBytes(facts, c, 1, "deployment") / 1024 ** 2 })),
+    );
+  }
+  if (series.size === 0) return null;
+  const all = [...series.values()].flat();
+  const xs = all.map((p) => p.x);
+  const ys = all.map((p) => p.y);
+  const lengths = [...new Set(xs)].sort((a, b) => a - b);
+  const x = Math.min(...xs) < Math.max(...xs)
+    ? logScale(Math.min(...xs), Math.max(...xs), M.left, W - M.right, lengths)
+    : linearScale(Math.min(...xs), Math.max(...xs), M.left, W - M.right);
+  const y = linearScale(0, Math.max(...ys), H - M.bottom, M.top);
+  const grid = [
+    ...x.ticks.map((t) =>
+      markup`<line class="grid" x1="${f(x.at(t))}" x2="${f(x.at(t))}" y1="${M.top}" y2="${
+        H - M.bottom
+      }" /><text x="${f(x.at(t))}" y="${H - M.bottom + 16}" text-anchor="middle">${t}</text>\n`
+    ),
+    ...y.ticks.filter((t) => t >= 0).map((t) =>
+      markup`<line class="grid" x1="${M.left}" x2="${W - M.right}" y1="${f(y.at(t))}" y2="${
+        f(y.at(t))
+      }" /><text x="${M.left - 6}" y="${f(y.at(t)) + 4}" text-anchor="end">${
+        formatSignificant(t, 3)
+      }</text>\n`
+    ),
+  ];
+  const marks = [...series.entries()].map(([name, points], i) => {
+    const color = PALETTE[i % PALETTE.length]!;
+    const line = points.map((p) => `${f(x.at(p.x))},${f(y.at(p.y))}`).join(" ");
+    return markup`<g class="series"><polyline fill="none" stroke="${color}" stroke-width="1.5" points="${line}"/>
+${
+      points.map((p) =>
+        markup`<circle class="pt" cx="${f(x.at(p.x))}" cy="${
+          f(y.at(p.y))
+        }" r="3" fill="${color}"><title>${name}: ${
+          formatBytes(p.y * 1024 ** 2)
+        } at ${p.x} tokens</title></circle>\n`
+      )
+    }<rect x="${M.left + 10}" y="${
+      M.top + 4 + 14 * i
+    }" width="10" height="10" fill="${color}"/><text class="lbl" x="${M.left + 24}" y="${
+      M.top + 13 + 14 * i
+    }">${name}</text></g>\n`;
+  });
+  const table = tableView(
+    ["model and KV format", "context (tokens)", "KV cache (MiB)"],
+    [...series.entries()].flatMap(([name, points]) => points.map((p) => [name, p.x, p.y])),
+  );
+  return markup`<figure data-metric="kv@context">
+<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="KV-cache memory against context length">
+${grid}<line class="axis" x1="${M.left}" x2="${W - M.right}" y1="${H - M.bottom}" y2="${
+    H - M.bottom
+  }" /><line class="axis" x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${H - M.bottom}" />
+<text x="${(M.left + W - M.right) / 2}" y="${H - 8}" text-anchor="middle">context length (tokens${
+    x.log ? ", log scale" : ""
+  })</text>
+<text transform="translate(16 ${
+    (M.top + H - M.bottom) / 2
+  }) rotate(-90)" text-anchor="middle">KV cache (MiB, batch 1)</text>
+${marks}</svg>
+<figcaption>KV-cache memory (deployment model: f16, or the cell's KV format with one f16 scale per group) against context length, batch 1, up to each model's max_seq_len (core/memory_model.ts).</figcaption>
+${table}
+</figure>\n`;
 }

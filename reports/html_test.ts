@@ -56,7 +56,11 @@ Deno.test("renderHtml escapes untrusted text everywhere it appears", () => {
   file.meta.suite = "</title><script>x()</script>";
   file.meta.argv = ["bench", "'onload='x()"];
   const page = renderHtml(file);
-  assert.ok(!page.includes("<script"), "no script element");
+  // One script element: the report's own filter, allowed by its hash; nothing injected into it.
+  assert.equal(page.match(/<script/g)?.length, 1, "only the report's own script");
+  const script = /<script>([\s\S]*?)<\/script>/.exec(page)![1]!;
+  assert.ok(!script.includes("x()") && !script.includes("alert"), "no injected script text");
+  assert.match(page, /script-src 'sha256-[A-Za-z0-9+/]+=*'/);
   assert.ok(!page.includes("<img"), "no injected image element");
   assert.ok(!page.includes("'onload="), "no unescaped apostrophe from argv");
   assert.ok(page.includes("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -94,6 +98,16 @@ Deno.test("renderHtml escapes untrusted text everywhere it appears", () => {
     "text",
     "polyline",
     "circle",
+    "rect",
+    "script",
+    "ul",
+    "li",
+    "strong",
+    "code",
+    "label",
+    "input",
+    "details",
+    "summary",
   ];
   assert.deepEqual([...tags].filter((t) => !allowed.includes(t!)), []);
 });
@@ -163,7 +177,7 @@ Deno.test("renderHtml lists every row in the per-task tables and one summary lin
   );
   const summary = /<table class="summary">([\s\S]*?)<\/table>/.exec(page)![1]!;
   // 7 cells (6 ok + awq), headline columns: perplexity/wiki, perplexity/c4, json/json_tasks.
-  assert.equal(summary.match(/<tr>/g)!.length, 1 + 7);
+  assert.equal(summary.match(/<tr( data-cell)?>/g)!.length, 1 + 7);
   assert.equal(summary.match(/<th>/g)!.length, 4 + 1 + 3 + 1);
   assert.ok(summary.includes('<td class="num">6.4 <span class="err">± 0.25</span></td>'));
   assert.ok(summary.includes('<td class="s-failed">1 failed, 1 skipped</td>'));
@@ -201,4 +215,32 @@ Deno.test("renderHtml: long context — perplexity by context length and a lengt
   assert.match(grids[1]![0], />50%</);
   // Without long_context rows there is no such section.
   assert.doesNotMatch(renderHtml(makeFile([makeRow()])), /Long context/);
+});
+
+Deno.test("renderHtml leads with the recommendation, then every deployment chart with a table", async () => {
+  const file = JSON.parse(
+    await Deno.readTextFile(new URL("../fixtures/recommend/quickstart.json", import.meta.url)),
+  );
+  const page = renderHtml(file);
+  const firstH2 = /<h2>([^<]*)<\/h2>/.exec(page)![1];
+  assert.equal(firstH2, "Recommendation");
+  assert.ok(page.indexOf('id="recommendation"') < page.indexOf("<svg"));
+  // recommend's default answer on this run (reports/recommend_test.ts): int8 RTN.
+  assert.match(page, /<p class="choice"><strong>mini rtn\/int8 on cpu<\/strong>/);
+  const figures = [...page.matchAll(/<figure data-metric="([^"]*)">([\s\S]*?)<\/figure>/g)];
+  const metrics = figures.map((m) => m[1]);
+  for (
+    const m of ["ppl", "accuracy", "schema_valid", "ppl@length", "retrieval@length:depth"]
+      .concat(["speed@format", "memory@format", "kv@context"])
+  ) assert.ok(metrics.includes(m), `${m} in ${metrics}`);
+  for (const [, metric, body] of figures) {
+    assert.match(body!, /<details class="table-view">/, `${metric} has a table view`);
+  }
+  // Memory bars: the quickstart's five cells, each stacked weights + KV + workspace.
+  const memory = figures.find((m) => m[1] === "memory@format")![2]!;
+  assert.equal(memory.match(/<rect class="pt"/g)?.length, 5 * 3);
+  assert.match(memory, /memory \(MiB\) at 2048 tokens × 1/);
+  // A results file recommend cannot judge still renders, saying why.
+  const bare = renderHtml(makeFile([makeRow({ method: "rtn" })]));
+  assert.match(bare, /<h2>Recommendation<\/h2>/);
 });

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { summaryTable } from "./markdown.ts";
+import { summaryMarkdown, summaryTable } from "./markdown.ts";
 import { markdownTable } from "../core/markdown_table.ts";
-import { makeRow } from "../core/test_rows.ts";
+import { makeFile, makeRow } from "../core/test_rows.ts";
 
 Deno.test("markdownTable pads columns and right-aligns numeric ones", () => {
   const table = markdownTable(["name", "ppl"], [["rtn", 12.5], ["gptq", 9]]);
@@ -62,4 +62,19 @@ Deno.test("summaryTable prints one line per row with 4 significant digits and ±
     "ok",
   ]);
   assert.deepEqual(cells(lines[3]!).slice(7), ["", "", "", "failed"]);
+});
+
+Deno.test("summaryMarkdown leads with the recommendation line when there is one", async () => {
+  const file = JSON.parse(
+    await Deno.readTextFile(new URL("../fixtures/recommend/quickstart.json", import.meta.url)),
+  );
+  const md = summaryMarkdown(file);
+  assert.match(
+    md.split("\n")[0]!,
+    /^\*\*Recommended:\*\* mini rtn\/int8 on cpu \(least quality loss; 12\.84 MiB at 2048 tokens, 414 decode tokens\/s;/,
+  );
+  assert.ok(md.endsWith(summaryTable(file.rows)));
+  // No full-precision baseline to judge against: no line, just the table.
+  const bare = makeFile([makeRow({ method: "rtn", status: "failed", value: null })]);
+  assert.equal(summaryMarkdown(bare), summaryTable(bare.rows));
 });
