@@ -23,50 +23,18 @@ export async function greedyGenerate(
   maxSeqLen: number,
 ): Promise<Generation> {
   const { prompt } = request;
-  if (prompt.length === 0) throw new RangeError("Generation needs a non-empty prompt");
-  if (prompt.length >= maxSeqLen) {
-    throw new ContextOverflowError(
-      `Prompt of ${prompt.length} tokens leaves no room in the context of ${maxSeqLen}`,
-    );
-  }
-  const stopIds = new Set(request.stopIds ?? [tokenizer.eosId]);
+  const state = new GenerationState(tokenizer, request, maxSeqLen, tokenizer.eosId);
   const t0 = performance.now();
   runner.reset();
   let logits = await runner.forward(prompt, 0);
   const prefillMs = performance.now() - t0;
   let next = argmaxRow(logits, logits.length / prompt.length, prompt.length - 1);
   const firstTokenMs = performance.now() - t0;
-  const ids: number[] = [];
-  let text = "";
   let pos = prompt.length;
   let decodeMs = 0;
   let decodeSteps = 0;
-  let stopReason: Generation["stopReason"];
-  for (;;) {
-    if (stopIds.has(next)) {
-      stopReason = "eos";
-      break;
-    }
-    ids.push(next);
-    text = tokenizer.decode(ids);
-    const cut = untilCut(text, request.until);
-    if (cut >= 0) {
-      text = text.slice(0, cut);
-      stopReason = "until";
-      break;
-    }
-    if (request.stop?.(text)) {
-      stopReason = "stop";
-      break;
-    }
-    if (ids.length >= request.maxTokens) {
-      stopReason = "max_tokens";
-      break;
-    }
-    if (pos >= maxSeqLen) {
-      stopReason = "context";
-      break;
-    }
+  let stopReason: Generation["stopReason"] | undefined;
+  while ((stopReason = state.accept(next, pos)) === undefined) {
     const t = performance.now();
     logits = await runner.forward([next], pos++);
     next = argmaxRow(logits, logits.length, 0);
@@ -74,15 +42,63 @@ export async function greedyGenerate(
     decodeSteps++;
   }
   return {
-    ids,
-    text,
-    stopReason,
+    ids: state.ids,
+    text: state.text,
+    stopReason: stopReason!,
     promptTokens: prompt.length,
     prefillMs,
     firstTokenMs,
     decodeMs,
     decodeSteps,
   };
+}
+
+/**
+ * A greedy generation's tokens and text so far, and its stopping rules, shared by every engine
+ * that generates token by token: the prompt must leave room in the context; each new token ends
+ * the generation at an end id (not kept), at the first `until` string (the text cut before it),
+ * when `stop` says so, at `maxTokens`, or when the context is full, in that order.
+ */
+export class GenerationState {
+  readonly ids: number[] = [];
+  text = "";
+  readonly #tokenizer: Tokenizer;
+  readonly #request: GenerateRequest;
+  readonly #maxSeqLen: number;
+  readonly #stopIds: Set<number>;
+
+  constructor(tokenizer: Tokenizer, request: GenerateRequest, maxSeqLen: number, eosId: number) {
+    const { prompt } = request;
+    if (prompt.length === 0) throw new RangeError("Generation needs a non-empty prompt");
+    if (prompt.length >= maxSeqLen) {
+      throw new ContextOverflowError(
+        `Prompt of ${prompt.length} tokens leaves no room in the context of ${maxSeqLen}`,
+      );
+    }
+    this.#tokenizer = tokenizer;
+    this.#request = request;
+    this.#maxSeqLen = maxSeqLen;
+    this.#stopIds = new Set(request.stopIds ?? [eosId]);
+  }
+
+  /**
+   * Takes the greedy token `next`, which would be decoded at position `pos`; returns why the
+   * generation stops there, or undefined to go on.
+   */
+  accept(next: number, pos: number): Generation["stopReason"] | undefined {
+    if (this.#stopIds.has(next)) return "eos";
+    this.ids.push(next);
+    this.text = this.#tokenizer.decode(this.ids);
+    const cut = untilCut(this.text, this.#request.until);
+    if (cut >= 0) {
+      this.text = this.text.slice(0, cut);
+      return "until";
+    }
+    if (this.#request.stop?.(this.text)) return "stop";
+    if (this.ids.length >= this.#request.maxTokens) return "max_tokens";
+    if (pos >= this.#maxSeqLen) return "context";
+    return undefined;
+  }
 }
 
 /** Where the first of the `until` strings starts in `text`, or −1 when none occurs. */

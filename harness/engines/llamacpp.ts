@@ -27,7 +27,6 @@ import type { Cell } from "../../core/suite_types.ts";
 import type { ModelRunner } from "../../kernels/backend.ts";
 import {
   type ChatPrompt,
-  ContextOverflowError,
   type Engine,
   type EngineInfo,
   type GenerateRequest,
@@ -39,7 +38,7 @@ import {
   type RollingResult,
   type TimingRequest,
 } from "./engine.ts";
-import { untilCut } from "./generate.ts";
+import { GenerationState } from "./generate.ts";
 import { InProcessEngine } from "./in_process.ts";
 import { modelBytes } from "./model_bytes.ts";
 import { chatPrompt } from "./chat.ts";
@@ -430,14 +429,12 @@ export class LlamaCppEngine implements Engine {
   /** Greedy generation on llama.cpp's loop, with the in-process engine's stopping rules. */
   async #generate(request: GenerateRequest): Promise<Generation> {
     const { prompt } = request;
-    if (prompt.length === 0) throw new RangeError("Generation needs a non-empty prompt");
-    const maxSeqLen = this.#info.maxSeqLen;
-    if (prompt.length >= maxSeqLen) {
-      throw new ContextOverflowError(
-        `Prompt of ${prompt.length} tokens leaves no room in the context of ${maxSeqLen}`,
-      );
-    }
-    const stopIds = new Set(request.stopIds ?? [this.#info.eosId]);
+    const state = new GenerationState(
+      this.#tokenizer,
+      request,
+      this.#info.maxSeqLen,
+      this.#info.eosId,
+    );
     this.#runner.reset();
     const t0 = performance.now();
     const tokens = this.#runner.greedy(prompt);
@@ -445,39 +442,14 @@ export class LlamaCppEngine implements Engine {
       let step = await tokens.next();
       // The first token is sampled inside the prompt's decode call.
       const prefillMs = performance.now() - t0;
-      const ids: number[] = [];
-      let text = "";
       let pos = prompt.length;
       let decodeMs = 0;
       let decodeSteps = 0;
-      let stopReason: Generation["stopReason"];
+      let stopReason: Generation["stopReason"] | undefined;
       for (;;) {
         if (step.done) throw new LlamaCppError("llama.cpp ended generation without a token");
-        const next = step.value;
-        if (stopIds.has(next)) {
-          stopReason = "eos";
-          break;
-        }
-        ids.push(next);
-        text = this.#tokenizer.decode(ids);
-        const cut = untilCut(text, request.until);
-        if (cut >= 0) {
-          text = text.slice(0, cut);
-          stopReason = "until";
-          break;
-        }
-        if (request.stop?.(text)) {
-          stopReason = "stop";
-          break;
-        }
-        if (ids.length >= request.maxTokens) {
-          stopReason = "max_tokens";
-          break;
-        }
-        if (pos >= maxSeqLen) {
-          stopReason = "context";
-          break;
-        }
+        stopReason = state.accept(step.value, pos);
+        if (stopReason !== undefined) break;
         const t = performance.now();
         step = await tokens.next();
         pos++;
@@ -485,9 +457,9 @@ export class LlamaCppEngine implements Engine {
         decodeSteps++;
       }
       return {
-        ids,
-        text,
-        stopReason,
+        ids: state.ids,
+        text: state.text,
+        stopReason: stopReason!,
         promptTokens: prompt.length,
         prefillMs,
         firstTokenMs: prefillMs,
