@@ -587,13 +587,50 @@ function pplByLength(rows: ResultRow[], cellName: (r: ResultRow) => string): Saf
     points: group.map((r) => ({ x: Number(PPL_AT.exec(r.metric)![1]), y: r.value!, r }))
       .sort((a, b) => a.x - b.x),
   }));
-  const xs = rows.map((r) => Number(PPL_AT.exec(r.metric)![1]));
-  const ys = rows.map((r) => r.value!);
+  return lengthChart({
+    metric: "ppl@length",
+    aria: "perplexity against context length",
+    yLabel: (log) => `perplexity${log ? " (log scale)" : ""}`,
+    logY: true,
+    series: series.map((s) => ({
+      name: s.name,
+      points: s.points.map((p) => ({
+        x: p.x,
+        y: p.y,
+        title: `${s.name}: ${p.r.metric} ${formatSignificant(p.y, 6)}`,
+      })),
+    })),
+    radius: 4,
+    legendX: W - M.right - 250,
+    caption: "Perplexity (lower is better) against context length, one line per cell; each " +
+      "point is the long_context task's ppl@L over natural text (its detail names the text).",
+    table: ["cell", "context length (tokens)", "perplexity"],
+  });
+}
+
+/** A line chart over context length (log scale when the lengths differ), with a table view. */
+function lengthChart(opts: {
+  metric: string;
+  aria: string;
+  yLabel: (log: boolean) => string;
+  /** Whether a y range wider than 4× is drawn on a log scale (else linear from 0). */
+  logY: boolean;
+  series: { name: string; points: { x: number; y: number; title: string }[] }[];
+  radius: number;
+  legendX: number;
+  caption: string;
+  table: string[];
+}): SafeHtml {
+  const all = opts.series.flatMap((s) => s.points);
+  const xs = all.map((p) => p.x);
+  const ys = all.map((p) => p.y);
   const lengths = [...new Set(xs)].sort((a, b) => a - b);
   const x = Math.min(...xs) < Math.max(...xs)
     ? logScale(Math.min(...xs), Math.max(...xs), M.left, W - M.right, lengths)
     : linearScale(Math.min(...xs), Math.max(...xs), M.left, W - M.right);
-  const y = Math.max(...ys) / Math.min(...ys) > 4
+  const y = !opts.logY
+    ? linearScale(0, Math.max(...ys), H - M.bottom, M.top)
+    : Math.max(...ys) / Math.min(...ys) > 4
     ? logScale(
       Math.min(...ys),
       Math.max(...ys),
@@ -608,7 +645,7 @@ function pplByLength(rows: ResultRow[], cellName: (r: ResultRow) => string): Saf
         H - M.bottom
       }" /><text x="${f(x.at(t))}" y="${H - M.bottom + 16}" text-anchor="middle">${t}</text>\n`
     ),
-    ...y.ticks.map((t) =>
+    ...y.ticks.filter((t) => opts.logY || t >= 0).map((t) =>
       markup`<line class="grid" x1="${M.left}" x2="${W - M.right}" y1="${f(y.at(t))}" y2="${
         f(y.at(t))
       }" /><text x="${M.left - 6}" y="${f(y.at(t)) + 4}" text-anchor="end">${
@@ -616,7 +653,7 @@ function pplByLength(rows: ResultRow[], cellName: (r: ResultRow) => string): Saf
       }</text>\n`
     ),
   ];
-  const marks = series.map((s, i) => {
+  const marks = opts.series.map((s, i) => {
     const color = PALETTE[i % PALETTE.length]!;
     const line = s.points.map((p) => `${f(x.at(p.x))},${f(y.at(p.y))}`).join(" ");
     return markup`<g class="series"><polyline fill="none" stroke="${color}" stroke-width="1.5" points="${line}"/>
@@ -624,33 +661,31 @@ ${
       s.points.map((p) =>
         markup`<circle class="pt" cx="${f(x.at(p.x))}" cy="${
           f(y.at(p.y))
-        }" r="4" fill="${color}"><title>${s.name}: ${p.r.metric} ${
-          formatSignificant(p.y, 6)
-        }</title></circle>\n`
+        }" r="${opts.radius}" fill="${color}"><title>${p.title}</title></circle>\n`
       )
-    }<rect x="${W - M.right - 250}" y="${
+    }<rect x="${opts.legendX}" y="${
       M.top + 4 + 14 * i
-    }" width="10" height="10" fill="${color}"/><text class="lbl" x="${W - M.right - 236}" y="${
+    }" width="10" height="10" fill="${color}"/><text class="lbl" x="${opts.legendX + 14}" y="${
       M.top + 13 + 14 * i
     }">${s.name}</text></g>\n`;
   });
-  return markup`<figure data-metric="ppl@length">
-<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="perplexity against context length">
+  return markup`<figure data-metric="${opts.metric}">
+<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${opts.aria}">
 ${grid}<line class="axis" x1="${M.left}" x2="${W - M.right}" y1="${H - M.bottom}" y2="${
     H - M.bottom
   }" /><line class="axis" x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${H - M.bottom}" />
 <text x="${(M.left + W - M.right) / 2}" y="${H - 8}" text-anchor="middle">context length (tokens${
     x.log ? ", log scale" : ""
   })</text>
-<text transform="translate(16 ${
-    (M.top + H - M.bottom) / 2
-  }) rotate(-90)" text-anchor="middle">perplexity${y.log ? " (log scale)" : ""}</text>
+<text transform="translate(16 ${(M.top + H - M.bottom) / 2}) rotate(-90)" text-anchor="middle">${
+    opts.yLabel(y.log)
+  }</text>
 ${marks}</svg>
-<figcaption>Perplexity (lower is better) against context length, one line per cell; each point is the long_context task's ppl@L over natural text (its detail names the text).</figcaption>
+<figcaption>${opts.caption}</figcaption>
 ${
     tableView(
-      ["cell", "context length (tokens)", "perplexity"],
-      series.flatMap((s) => s.points.map((p) => [s.name, p.x, p.y])),
+      opts.table,
+      opts.series.flatMap((s) => s.points.map((p) => [s.name, p.x, p.y])),
     )
   }
 </figure>\n`;
@@ -922,63 +957,23 @@ function kvChart(rows: ResultRow[]): SafeHtml | null {
     );
   }
   if (series.size === 0) return null;
-  const all = [...series.values()].flat();
-  const xs = all.map((p) => p.x);
-  const ys = all.map((p) => p.y);
-  const lengths = [...new Set(xs)].sort((a, b) => a - b);
-  const x = Math.min(...xs) < Math.max(...xs)
-    ? logScale(Math.min(...xs), Math.max(...xs), M.left, W - M.right, lengths)
-    : linearScale(Math.min(...xs), Math.max(...xs), M.left, W - M.right);
-  const y = linearScale(0, Math.max(...ys), H - M.bottom, M.top);
-  const grid = [
-    ...x.ticks.map((t) =>
-      markup`<line class="grid" x1="${f(x.at(t))}" x2="${f(x.at(t))}" y1="${M.top}" y2="${
-        H - M.bottom
-      }" /><text x="${f(x.at(t))}" y="${H - M.bottom + 16}" text-anchor="middle">${t}</text>\n`
-    ),
-    ...y.ticks.filter((t) => t >= 0).map((t) =>
-      markup`<line class="grid" x1="${M.left}" x2="${W - M.right}" y1="${f(y.at(t))}" y2="${
-        f(y.at(t))
-      }" /><text x="${M.left - 6}" y="${f(y.at(t)) + 4}" text-anchor="end">${
-        formatSignificant(t, 3)
-      }</text>\n`
-    ),
-  ];
-  const marks = [...series.entries()].map(([name, points], i) => {
-    const color = PALETTE[i % PALETTE.length]!;
-    const line = points.map((p) => `${f(x.at(p.x))},${f(y.at(p.y))}`).join(" ");
-    return markup`<g class="series"><polyline fill="none" stroke="${color}" stroke-width="1.5" points="${line}"/>
-${
-      points.map((p) =>
-        markup`<circle class="pt" cx="${f(x.at(p.x))}" cy="${
-          f(y.at(p.y))
-        }" r="3" fill="${color}"><title>${name}: ${
-          formatBytes(p.y * 1024 ** 2)
-        } at ${p.x} tokens</title></circle>\n`
-      )
-    }<rect x="${M.left + 10}" y="${
-      M.top + 4 + 14 * i
-    }" width="10" height="10" fill="${color}"/><text class="lbl" x="${M.left + 24}" y="${
-      M.top + 13 + 14 * i
-    }">${name}</text></g>\n`;
+  return lengthChart({
+    metric: "kv@context",
+    aria: "KV-cache memory against context length",
+    yLabel: () => "KV cache (MiB, batch 1)",
+    logY: false,
+    series: [...series.entries()].map(([name, points]) => ({
+      name,
+      points: points.map((p) => ({
+        ...p,
+        title: `${name}: ${formatBytes(p.y * 1024 ** 2)} at ${p.x} tokens`,
+      })),
+    })),
+    radius: 3,
+    legendX: M.left + 10,
+    caption: "KV-cache memory (deployment model: f16, or the cell's KV format with one f16 " +
+      "scale per group) against context length, batch 1, up to each model's max_seq_len " +
+      "(core/memory_model.ts).",
+    table: ["model and KV format", "context (tokens)", "KV cache (MiB)"],
   });
-  const table = tableView(
-    ["model and KV format", "context (tokens)", "KV cache (MiB)"],
-    [...series.entries()].flatMap(([name, points]) => points.map((p) => [name, p.x, p.y])),
-  );
-  return markup`<figure data-metric="kv@context">
-<svg viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="KV-cache memory against context length">
-${grid}<line class="axis" x1="${M.left}" x2="${W - M.right}" y1="${H - M.bottom}" y2="${
-    H - M.bottom
-  }" /><line class="axis" x1="${M.left}" x2="${M.left}" y1="${M.top}" y2="${H - M.bottom}" />
-<text x="${(M.left + W - M.right) / 2}" y="${H - 8}" text-anchor="middle">context length (tokens${
-    x.log ? ", log scale" : ""
-  })</text>
-<text transform="translate(16 ${
-    (M.top + H - M.bottom) / 2
-  }) rotate(-90)" text-anchor="middle">KV cache (MiB, batch 1)</text>
-${marks}</svg>
-<figcaption>KV-cache memory (deployment model: f16, or the cell's KV format with one f16 scale per group) against context length, batch 1, up to each model's max_seq_len (core/memory_model.ts).</figcaption>
-${table}
-</figure>\n`;
 }
