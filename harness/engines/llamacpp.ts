@@ -25,18 +25,18 @@ import { join } from "node:path";
 import type { ChatMessage, LlamaModel, Tokenizer } from "../../core/model.ts";
 import type { Cell } from "../../core/suite_types.ts";
 import type { ModelRunner } from "../../kernels/backend.ts";
-import {
-  type ChatPrompt,
-  type Engine,
-  type EngineInfo,
-  type GenerateRequest,
-  type Generation,
-  type GenerationTiming,
-  type LoglikelihoodRequest,
-  type LoglikelihoodResult,
-  type RollingRequest,
-  type RollingResult,
-  type TimingRequest,
+import type {
+  ChatPrompt,
+  Engine,
+  EngineInfo,
+  GenerateRequest,
+  Generation,
+  GenerationTiming,
+  LoglikelihoodRequest,
+  LoglikelihoodResult,
+  RollingRequest,
+  RollingResult,
+  TimingRequest,
 } from "./engine.ts";
 import { GenerationState } from "./generate.ts";
 import { InProcessEngine } from "./in_process.ts";
