@@ -317,6 +317,13 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
       c.constraints.push({ key, pass: !fail, excess: fail ? excess : 0, evidence: evidence(e) });
     }
     for (const x of c.constraints) if (!x.pass) c.excluded.push(`${x.key}: ${x.evidence}`);
+    // A cell that failed (any task, or loading) is never a recipe, baseline or not.
+    const failed = rows.filter((r) => r.status === "failed");
+    if (failed.length > 0) {
+      c.excluded.push(
+        `failed: ${failed.map((r) => `${r.task} (${r.detail || "no detail"})`).join(", ")}`,
+      );
+    } else if (!rows.some(ok)) c.excluded.push("no measured row (every task skipped)");
     candidates.push(c);
   }
 

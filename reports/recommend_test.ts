@@ -109,6 +109,42 @@ Deno.test("a model without a full-precision cell cannot meet a quality constrain
   assert.match(r.evidence[0]!, /no full-precision cell \(method none\) of mini/);
 });
 
+Deno.test("a failed cell is never recommended, with or without a full-precision baseline", () => {
+  // As the runner writes a cell that failed to load: every row failed, no value, no facts.
+  const failedInt2 = (file: ResultsFile): ResultsFile => ({
+    ...file,
+    rows: [
+      ...file.rows.filter((r) => r.format === "int2-g32").map((r) => ({
+        ...r,
+        status: "failed" as const,
+        value: null,
+        detail: "out of memory",
+        extra: {},
+      })),
+      ...file.rows.filter((r) => r.format !== "int2-g32"),
+    ],
+  });
+  const noBase = failedInt2(without(QUICKSTART, (r) => r.method === "none" || r.task === "kld"));
+  for (const objective of ["quality", "memory", "speed"] as const) {
+    const r = recommend(noBase, { objective });
+    assert.notEqual(chosen(r), "rtn/int2-g32", objective);
+    assert.notEqual(r.choice, null, objective);
+  }
+  const int2 = recommend(noBase, {}).candidates.find((c) => c.format === "int2-g32")!;
+  assert.match(int2.excluded.join(), /failed: perplexity \(out of memory\)/);
+  // One failed task is enough: int8 with a failed json task is not chosen where it was.
+  const oneFailed = {
+    ...QUICKSTART,
+    rows: QUICKSTART.rows.map((r) =>
+      r.format === "int8" && r.task === "json"
+        ? { ...r, status: "failed" as const, value: null }
+        : r
+    ),
+  };
+  assert.equal(chosen(recommend(QUICKSTART, { memory: 16 * MiB, maxDrop: TOOL })), "rtn/int8");
+  assert.equal(chosen(recommend(oneFailed, { memory: 16 * MiB, maxDrop: TOOL })), "rtn/int4-g32");
+});
+
 Deno.test("the suite's thresholds constrain too: quickstart's ppl limit of 2 % rules out int4", () => {
   const thresholds = {
     ppl: { max_relative_increase: 0.02 },
