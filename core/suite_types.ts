@@ -35,6 +35,12 @@ export interface MethodSpec {
   /** Registry name, e.g. `none`, `rtn`, `gptq`. */
   method: string;
   options: Record<string, unknown>;
+  /**
+   * Set when the suite lists several calibration sets for one method entry (calibration
+   * sensitivity): the entry's own id (`of`) and the calibration dataset of this one; `id` is then
+   * `<of>@<dataset>`.
+   */
+  calibrationSet?: { of: string; dataset: string };
 }
 
 /**

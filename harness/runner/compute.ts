@@ -105,6 +105,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
           ...quantizeStats,
           ...engineIdentity(engine.info()),
           ...(bpw === null ? {} : memoryFacts(model)),
+          ...calibrationSetFields(cell),
         },
         samples: m.samples,
       }));
@@ -166,6 +167,15 @@ export function heldBytes(value: unknown): number {
   };
   walk(value);
   return total;
+}
+
+/**
+ * A calibration-sensitivity cell's fields for a row's `extra`: the method entry it is one set of
+ * (`calibration_of`) and its calibration dataset (`calibration`); nothing for any other cell.
+ */
+export function calibrationSetFields(cell: Cell): Record<string, string> {
+  const set = cell.method.calibrationSet;
+  return set ? { calibration_of: set.of, calibration: set.dataset } : {};
 }
 
 /**

@@ -225,6 +225,9 @@ class CellKeyer {
       model: await this.#hash(cell.model.path),
       tokenizer: cell.model.tokenizer ? await this.#hash(cell.model.tokenizer) : null,
       method: { method: cell.method.method, options: cell.method.options },
+      // Only with calibration sets (absent, the key is as it always was): the cached rows carry
+      // the set's method id and fields, which a plain method with the same options must not get.
+      calibration_set: cell.method.calibrationSet,
       format: { ...cell.format, id: undefined },
       backend: cell.backend,
       engine: cellEngineId(cell, this.suite),

@@ -420,7 +420,8 @@ function checkSchema(data: unknown, source: Source): void {
     dropped.add(e);
   }
   for (const e of errors) {
-    if (dropped.has(e) || "propertyName" in e) continue;
+    // An `if` only says its `then` or `else` failed; their own errors say how.
+    if (e.keyword === "if" || dropped.has(e) || "propertyName" in e) continue;
     const segments = segmentsOf(e.instancePath);
     const parent = e.parentSchema as { type?: unknown; properties?: Json };
     switch (e.keyword) {
@@ -728,18 +729,55 @@ class Normaliser {
       const { id: _id, method: _method, calibration, ...written } = fields;
       const owner = `method "${name}"`;
       const options = this.options(at, written, method.options, owner);
-      if (calibration !== undefined) {
-        if (!("calibration" in method.options)) {
-          this.source.add([...at, "calibration"], `${owner} does not use calibration data`, "key");
-        } else if (isRecord(calibration) && typeof calibration.dataset === "string") {
-          this.checkDatasetId([...at, "calibration", "dataset"], calibration.dataset);
-          const base = method.options.calibration;
-          options.calibration = isRecord(base) ? { ...base, ...calibration } : calibration;
+      if (calibration !== undefined && !("calibration" in method.options)) {
+        this.source.add([...at, "calibration"], `${owner} does not use calibration data`, "key");
+      } else if (Array.isArray(calibration)) {
+        // Calibration sensitivity: one method per calibration set, `<id>@<dataset>`.
+        const sets = new Map<string, Segment[]>();
+        for (const [j, set] of calibration.entries()) {
+          const setAt: Segment[] = [...at, "calibration", j];
+          const resolved = this.calibration(setAt, set, method.options.calibration);
+          if (!resolved) continue;
+          const dataset = String(resolved.dataset);
+          const setId = `${id}@${dataset}`;
+          this.known.method.add(setId);
+          const first = this.unique(
+            sets,
+            dataset,
+            [...setAt, "dataset"],
+            `calibration set "${dataset}"`,
+          );
+          if (
+            fresh && first &&
+            this.unique(seen, setId, [...setAt, "dataset"], `method id "${setId}"`)
+          ) {
+            specs.push({
+              id: setId,
+              method: name,
+              options: { ...options, calibration: resolved },
+              calibrationSet: { of: id, dataset },
+            });
+          }
         }
+        continue;
+      } else if (calibration !== undefined) {
+        const resolved = this.calibration(
+          [...at, "calibration"],
+          calibration,
+          method.options.calibration,
+        );
+        if (resolved) options.calibration = resolved;
       }
       if (fresh) specs.push({ id, method: name, options });
     }
     return specs;
+  }
+
+  /** A `calibration` entry merged over the method's defaults; undefined when unusable. */
+  calibration(at: Segment[], value: unknown, base: unknown): Record<string, unknown> | undefined {
+    if (!isRecord(value) || typeof value.dataset !== "string") return undefined;
+    this.checkDatasetId([...at, "dataset"], value.dataset);
+    return isRecord(base) ? { ...base, ...value } : value;
   }
 
   /** Reports an element format name missing from the registry; true when it is known. */

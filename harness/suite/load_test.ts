@@ -437,6 +437,24 @@ tasks: [{ task: perplexity, dataset: wiki2 }]
     ],
   },
   {
+    name: "calibration sets: an undefined dataset, a set listed twice, an empty list",
+    yaml: `name: t
+models: [{ id: mini, path: models/mini.bin }]
+datasets:
+  wiki: { kind: text, path: data/wiki.txt }
+methods:
+  - { method: calibrated_test, calibration: [{ dataset: wiki }, { dataset: code }, { dataset: wiki }] }
+  - { id: b, method: calibrated_test, calibration: [] }
+formats: [int4]
+tasks: [{ task: perplexity, dataset: wiki }]
+`,
+    expected: [
+      `${F}:6:76: dataset "code" is not defined in datasets. Known: wiki (at /methods/0/calibration/1/dataset)`,
+      `${F}:6:95: duplicate calibration set "wiki" (first used on line 6) (at /methods/0/calibration/2/dataset)`,
+      `${F}:7:52: the list is empty; add at least one entry (at /methods/1/calibration)`,
+    ],
+  },
+  {
     name: "a dataset id when the suite defines none",
     yaml: `name: t
 models: [{ id: mini, path: models/mini.bin }]
@@ -802,6 +820,46 @@ Deno.test("loadSuite: a valid suite, normalised with defaults and absolute paths
     assert.equal(hash, hex);
     assert.match(hash, /^[0-9a-f]{64}$/);
   }, VALID_FILES);
+});
+
+Deno.test("loadSuite: a list of calibration sets gives one method per set, <id>@<dataset>", async () => {
+  const yaml = `name: t
+models: [{ id: mini, path: models/mini.bin }]
+datasets:
+  wiki: { kind: text, path: data/wiki.txt }
+  qa: { kind: text, path: data/qa.jsonl }
+methods:
+  - none
+  - { id: cal, method: calibrated_test, damp: 0.1, calibration: [{ dataset: wiki, samples: 4 }, { dataset: qa }] }
+  - { method: calibrated_test, calibration: { dataset: wiki } }
+formats: [int4]
+tasks: [{ task: perplexity, dataset: wiki }]
+`;
+  await withSuite(yaml, async (file) => {
+    const suite = await loadSuite(file);
+    const options = (dataset: string, samples: number, damp: number) => ({
+      calibration: { dataset, samples, seq_len: 2048 },
+      damp,
+      act_order: false,
+    });
+    assert.deepEqual(suite.methods, [
+      { id: "none", method: "none", options: {} },
+      {
+        id: "cal@wiki",
+        method: "calibrated_test",
+        options: options("wiki", 4, 0.1),
+        calibrationSet: { of: "cal", dataset: "wiki" },
+      },
+      {
+        id: "cal@qa",
+        method: "calibrated_test",
+        options: options("qa", 128, 0.1),
+        calibrationSet: { of: "cal", dataset: "qa" },
+      },
+      // A single calibration mapping stays as it was: no set, the plain id.
+      { id: "calibrated_test", method: "calibrated_test", options: options("wiki", 128, 0.01) },
+    ]);
+  });
 });
 
 Deno.test("loadSuite: paths resolve relative to the suite file's folder", async () => {
