@@ -364,7 +364,27 @@ const LEADS_CHECK = `(() => {
   const marks = [...document.querySelectorAll("svg .pt")];
   const dimmed = marks.filter((m) => m.classList.contains("dim"));
   const dimmedWrongly = dimmed.filter((m) => m.textContent.toLowerCase().includes("int8")).length;
+  // The format drop-down instead of the box: rows and marks of other formats go.
+  box.value = "";
+  box.dispatchEvent(new Event("input"));
+  const allAgain = visible();
+  const select = document.querySelector('select[data-field="format"]');
+  select.value = "int4-g32";
+  select.dispatchEvent(new Event("change"));
+  const rowsOf = (format) => [...document.querySelectorAll("tr[data-row]")].filter((tr) => tr.children[2].textContent === format);
+  const byField = {
+    options: [...select.options].map((o) => o.value),
+    visible: visible(),
+    int4: rowsOf("int4-g32").length,
+    int4Hidden: rowsOf("int4-g32").filter((tr) => tr.hidden).length,
+    cellsVisible: [...document.querySelectorAll("tr[data-cell]")].filter((tr) => !tr.hidden).map((tr) => tr.children[2].textContent),
+    marksLit: marks.filter((m) => !m.classList.contains("dim")).map((m) => m.getAttribute("data-f")),
+  };
+  select.value = "";
+  select.dispatchEvent(new Event("change"));
+  const groups = (metric) => [...document.querySelectorAll('figure[data-metric="' + metric + '"] svg .grp')].map((t) => t.textContent);
   return {
+    allAgain, byField, restored: visible(), speedGroups: groups("speed@format"), memoryGroups: groups("memory@format"),
     firstH2: document.querySelector("h2").textContent,
     recFirst: !!rec && !!firstSvg && (rec.compareDocumentPosition(firstSvg) & Node.DOCUMENT_POSITION_FOLLOWING) !== 0,
     choice: rec.querySelector(".choice").textContent,
@@ -415,6 +435,94 @@ Deno.test({
       // Chart marks of other cells are dimmed, those of int8 cells are not.
       assert.ok(r.dimmed > 0 && r.dimmed < r.marks, `${r.dimmed} of ${r.marks} dimmed`);
       assert.equal(r.dimmedWrongly, 0);
+      // Filter by field: the format drop-down lists the formats and keeps exactly their rows, the
+      // summary line of the cell and the chart marks of that format (the KV line has no format).
+      const formats = ["f32", "int8", "int4-g32", "int3-g32", "int2-g32"];
+      assert.equal(r.allAgain, r.all);
+      assert.deepEqual(r.byField.options, ["", ...formats]);
+      assert.ok(r.byField.int4 > 0 && r.byField.int4 < r.all);
+      assert.equal(r.byField.visible, r.byField.int4);
+      assert.equal(r.byField.int4Hidden, 0);
+      assert.deepEqual(r.byField.cellsVisible, ["int4-g32"]);
+      assert.ok(r.byField.marksLit.length > 0);
+      for (const f of r.byField.marksLit) {
+        assert.ok(!/format=/.test(f) || /format=int4-g32/.test(f), f);
+      }
+      assert.equal(r.restored, r.all);
+      // Speed and memory bars are grouped by format, one heading per format.
+      assert.deepEqual(r.speedGroups, formats);
+      assert.deepEqual(r.memoryGroups, formats);
+    } finally {
+      await browser.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** What the calibration-sensitivity check reads: the table and the method drop-down at work. */
+const SENSITIVITY_CHECK = `(() => {
+  const table = document.getElementById("calibration-sensitivity");
+  const rows = () => [...table.querySelectorAll("tbody tr")];
+  const shown = () => rows().filter((tr) => !tr.hidden).map((tr) => [...tr.children].map((td) => td.textContent));
+  const all = shown();
+  const select = document.querySelector('select[data-field="method"]');
+  select.value = "gptq@out_of_domain";
+  select.dispatchEvent(new Event("change"));
+  const gptq = shown();
+  return {
+    recFirst: document.querySelector("h2").textContent,
+    charts: [...document.querySelectorAll("figure[data-metric]")].map((fig) => ({
+      metric: fig.dataset.metric,
+      marks: fig.querySelectorAll("svg .pt").length,
+      tableRows: fig.querySelectorAll("details.table-view tbody tr").length,
+    })),
+    headers: [...table.querySelectorAll("th")].map((th) => th.textContent),
+    all, gptq,
+    options: [...select.options].map((o) => o.value),
+  };
+})()`;
+
+Deno.test({
+  name:
+    "report.html shows calibration sensitivity per method and format; the method filter keeps a method's sets",
+  ignore: !CHROMIUM,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const browser = await Browser.launch(CHROMIUM!);
+    try {
+      const file = JSON.parse(
+        await Deno.readTextFile(
+          new URL("../fixtures/recommend/calibration_mini.json", import.meta.url),
+        ),
+      );
+      await Deno.writeTextFile(join(dir, "report.html"), renderHtml(file));
+      const page = await browser.open(join(dir, "report.html"), SENSITIVITY_CHECK);
+      assert.deepEqual(page.errors, []);
+      const r = page.result;
+      assert.equal(r.recFirst, "Recommendation");
+      for (const c of r.charts) {
+        assert.ok(c.marks > 0, `${c.metric}: no marks`);
+        assert.ok(c.tableRows > 0, `${c.metric}: no table view`);
+      }
+      assert.deepEqual(r.headers.slice(4, 8), [
+        "metric",
+        "by calibration set",
+        "spread (max − min)",
+        "relative",
+      ]);
+      // GPTQ and AWQ at int4-g32, perplexity and KLD each: perplexity 113.9 (in-domain) against
+      // 118.6 (out-of-domain) for GPTQ.
+      assert.deepEqual(r.all.map((l: string[]) => `${l[1]} ${l[4]}`), [
+        "gptq perplexity(heldout).ppl",
+        "gptq kld(heldout).kld",
+        "awq perplexity(heldout).ppl",
+        "awq kld(heldout).kld",
+      ]);
+      assert.equal(r.all[0][5], "in_domain: 113.9, out_of_domain: 118.6");
+      assert.equal(r.all[0][8], "out_of_domain");
+      // A calibration set's method id keeps its method's lines (both sets), and no other.
+      assert.ok(r.options.includes("gptq@in_domain") && r.options.includes("awq@out_of_domain"));
+      assert.deepEqual(r.gptq.map((l: string[]) => l[1]), ["gptq", "gptq"]);
     } finally {
       await browser.close();
       await Deno.remove(dir, { recursive: true });

@@ -14,6 +14,7 @@ import { formatSignificant, showBidiControls } from "./format.ts";
 import type { ResultRow, ResultsFile } from "../core/row.ts";
 import { cellFacts, kvCacheBytes } from "../core/memory_model.ts";
 import { type Candidate, formatBytes, recommend, type Recommendation } from "./recommend.ts";
+import { calibrationSensitivity, sensitivityTable } from "./calibration_sensitivity.ts";
 
 /** Markup that is already safe to insert: only the {@linkcode markup} tag makes these. */
 class SafeHtml {
@@ -95,13 +96,14 @@ export function renderHtml(file: ResultsFile, recommendation?: Recommendation | 
 <main>
 ${recommendationSection(rec, defaults)}
 ${metaTable(file)}
-<p class="filter"><label>Filter rows: <input id="filter" type="search" placeholder="model, method, format, task…"></label></p>
+${filterBar(rows)}
 <h2>Summary</h2>
 ${summary(rows)}
 <h2>Quality against bits per weight</h2>
 ${charts(rows)}
 ${longContextSection(rows)}
 ${deploymentSection(rows, rec)}
+${sensitivitySection(rows)}
 <h2>Tasks</h2>
 ${taskTables(rows)}
 </main>
@@ -134,6 +136,7 @@ th { background: var(--head); font-weight: 600; } td.num { text-align: right; wh
 svg { max-width: 100%; height: auto; font: 11px system-ui, sans-serif; }
 svg .axis { stroke: var(--muted); } svg .grid { stroke: var(--line); }
 svg text { fill: var(--fg); } svg .lbl { fill: var(--muted); font-size: 10px; }
+svg .grp { font-weight: 600; font-size: 11px; }
 svg .front { fill: none; stroke-width: 1.5; stroke-dasharray: 5 3; }
 svg .dim { opacity: .12; }
 `;
@@ -232,7 +235,9 @@ function summary(rows: ResultRow[]): SafeHtml {
       : cellRows.some((r) => r.status === "skipped")
       ? "s-skipped"
       : "s-ok";
-    return markup`<tr data-cell><td>${first.model}</td><td>${first.method}</td><td>${first.format}</td><td>${first.backend}</td><td class="num">${
+    return markup`<tr data-cell data-f="${
+      fieldsOf(first, false)
+    }"><td>${first.model}</td><td>${first.method}</td><td>${first.format}</td><td>${first.backend}</td><td class="num">${
       formatSignificant(bpw)
     }</td>${values}<td class="${cls}">${status}</td></tr>\n`;
   });
@@ -290,7 +295,7 @@ function taskRow(r: ResultRow): SafeHtml {
     : `${formatSignificant(r.ci_low, 6)} – ${formatSignificant(r.ci_high, 6)}`;
   const direction = r.higher_is_better === null ? "" : r.higher_is_better ? " ↑" : " ↓";
   return markup`
-    <tr data-row>
+    <tr data-row data-f="${fieldsOf(r)}">
       <td>${r.model}</td>
       <td>${r.method}</td>
       <td>${r.format}</td>
@@ -320,6 +325,8 @@ interface Point {
   y: number;
   label: string;
   title: string;
+  /** The row's fields for the page's filter (`data-f`). */
+  fields: string;
 }
 
 /** A chart per metric with a known direction: `ppl` first, then the others by first appearance. */
@@ -372,6 +379,7 @@ function chart(metric: string, rows: ResultRow[]): SafeHtml {
         `${formatSignificant(r.value, 6)} at ${
           formatSignificant(r.bits_per_weight, 4)
         } bits/weight`,
+      fields: fieldsOf(r),
     })),
   }));
 
@@ -457,7 +465,9 @@ function chart(metric: string, rows: ResultRow[]): SafeHtml {
 ${
       s.points.map((p) =>
         markup`
-          <circle class="pt" cx="${f(x.at(p.x))}" cy="${f(y.at(p.y))}" r="4" fill="${color}">
+          <circle class="pt" data-f="${p.fields}" cx="${f(x.at(p.x))}" cy="${
+          f(y.at(p.y))
+        }" r="4" fill="${color}">
             <title>${p.title}</title>
           </circle>${label(p)}
         `
@@ -486,6 +496,7 @@ ${
           front.has(p) ? "yes" : "",
         ]);
       }),
+      series.flatMap((s) => s.points.map((p) => p.fields)),
     )
   }
 </figure>\n`;
@@ -598,6 +609,7 @@ function pplByLength(rows: ResultRow[], cellName: (r: ResultRow) => string): Saf
         x: p.x,
         y: p.y,
         title: `${s.name}: ${p.r.metric} ${formatSignificant(p.y, 6)}`,
+        fields: fieldsOf(p.r),
       })),
     })),
     radius: 4,
@@ -615,7 +627,7 @@ function lengthChart(opts: {
   yLabel: (log: boolean) => string;
   /** Whether a y range wider than 4× is drawn on a log scale (else linear from 0). */
   logY: boolean;
-  series: { name: string; points: { x: number; y: number; title: string }[] }[];
+  series: { name: string; points: { x: number; y: number; title: string; fields: string }[] }[];
   radius: number;
   legendX: number;
   caption: string;
@@ -659,7 +671,7 @@ function lengthChart(opts: {
     return markup`<g class="series"><polyline fill="none" stroke="${color}" stroke-width="1.5" points="${line}"/>
 ${
       s.points.map((p) =>
-        markup`<circle class="pt" cx="${f(x.at(p.x))}" cy="${
+        markup`<circle class="pt" data-f="${p.fields}" cx="${f(x.at(p.x))}" cy="${
           f(y.at(p.y))
         }" r="${opts.radius}" fill="${color}"><title>${p.title}</title></circle>\n`
       )
@@ -686,6 +698,7 @@ ${
     tableView(
       opts.table,
       opts.series.flatMap((s) => s.points.map((p) => [s.name, p.x, p.y])),
+      opts.series.flatMap((s) => s.points.map((p) => p.fields)),
     )
   }
 </figure>\n`;
@@ -703,6 +716,7 @@ function retrievalGrids(rows: ResultRow[], cellName: (r: ResultRow) => string): 
   const h = top + ch * lengths.length + 8;
   const grids = [...groupBy(rows, (r) => cellName(r)).entries()].map(([name, group]) => {
     const at = new Map(group.map((r) => [r.metric, r]));
+    const fields = fieldsOf(group[0]!);
     const cells = lengths.flatMap((l, i) =>
       depths.map((d, j) => {
         const r = at.get(`retrieval@${l}:d=${d}`);
@@ -711,9 +725,9 @@ function retrievalGrids(rows: ResultRow[], cellName: (r: ResultRow) => string): 
         const fill = v === null
           ? "#ddd"
           : `hsl(130 55% ${formatSignificant(95 - 55 * Math.max(0, Math.min(1, v)), 3)}%)`;
-        return markup`<rect class="pt" x="${left + cw * j}" y="${top + ch * i}" width="${
-          cw - 2
-        }" height="${
+        return markup`<rect class="pt" data-f="${fields}" x="${left + cw * j}" y="${
+          top + ch * i
+        }" width="${cw - 2}" height="${
           ch - 2
         }" fill="${fill}"><title>${name}: retrieval at ${l} tokens, depth ${d}: ${
           v === null ? "no value" : `${formatSignificant(100 * v, 3)} % (n=${r!.n ?? "?"})`
@@ -743,6 +757,7 @@ ${
           const [, l, d] = RETRIEVAL_AT.exec(r.metric)!;
           return [Number(l), Number(d), r.value!, r.n ?? ""];
         }),
+        group.map(() => fields),
       )
     }
 </figure>\n`;
@@ -751,24 +766,105 @@ ${
 }
 
 /**
- * The page's one script: hides the summary, task-table and chart-table rows whose text does not
- * contain what is typed in the filter box, and dims the chart marks whose tooltip does not. It
- * reads only the page's own text and writes only `hidden` and a class; the CSP allows exactly this
- * script by its hash.
+ * The page's one script: hides the summary, task-table, sensitivity and chart-table rows whose
+ * text does not contain what is typed in the filter box or whose fields (`data-f`) miss a value
+ * picked in a field's drop-down (model, method, format, backend, task), and dims the chart marks
+ * that miss either the same way. It reads only the page's own text and attributes and writes only
+ * `hidden` and a class; the CSP allows exactly this script by its hash.
  */
 const SCRIPT = `document.addEventListener("DOMContentLoaded", () => {
   const box = document.getElementById("filter");
-  if (!box) return;
-  box.addEventListener("input", () => {
-    const q = box.value.trim().toLowerCase();
-    const miss = (el) => q !== "" && !el.textContent.toLowerCase().includes(q);
-    for (const tr of document.querySelectorAll("tr[data-row], tr[data-cell], .table-view tbody tr")) {
+  const selects = [...document.querySelectorAll("select[data-field]")];
+  const apply = () => {
+    const q = box ? box.value.trim().toLowerCase() : "";
+    const want = selects.filter((s) => s.value !== "").map((s) => [s.dataset.field + "=", s.value]);
+    const miss = (el) => {
+      if (q !== "" && !el.textContent.toLowerCase().includes(q)) return true;
+      const have = (el.getAttribute("data-f") || "").split("|");
+      return want.some(([k, v]) => have.some((h) => h.startsWith(k)) && !have.includes(k + v));
+    };
+    for (const tr of document.querySelectorAll("tr[data-row], tr[data-cell], tr[data-f]")) {
       tr.hidden = miss(tr);
     }
     for (const mark of document.querySelectorAll("svg .pt")) mark.classList.toggle("dim", miss(mark));
-  });
+  };
+  if (box) box.addEventListener("input", apply);
+  for (const s of selects) s.addEventListener("change", apply);
 });`;
 const SCRIPT_HASH = `sha256-${createHash("sha256").update(SCRIPT).digest("base64")}`;
+
+/** The fields the page's filter selects on. */
+const FILTER_FIELDS = ["model", "method", "format", "backend", "task"] as const;
+type FilterField = typeof FILTER_FIELDS[number];
+
+/**
+ * An element's `data-f`: `field=value` pairs joined by `|` (a field may have several values, e.g.
+ * the calibration sets of a sensitivity line). The filter hides an element when it has a value for
+ * a selected field and none of them is the one selected.
+ */
+function fieldsAttr(fields: Partial<Record<FilterField, string[]>>): string {
+  return FILTER_FIELDS.flatMap((k) => (fields[k] ?? []).map((v) => `${k}=${v}`)).join("|");
+}
+
+/** A row's `data-f` (without the task for lines that stand for a whole cell). */
+function fieldsOf(r: ResultRow, task = true): string {
+  return fieldsAttr({
+    model: [r.model],
+    method: [r.method],
+    format: [r.format],
+    backend: [r.backend],
+    ...(task ? { task: [r.task] } : {}),
+  });
+}
+
+function several<T>(items: readonly T[], key: (t: T) => string): boolean {
+  return new Set(items.map(key)).size > 1;
+}
+
+/** The filter box and one drop-down per field that has more than one value. */
+function filterBar(rows: ResultRow[]): SafeHtml {
+  const selects = FILTER_FIELDS.map((field) => {
+    const values = [...new Set(rows.map((r) => r[field]))];
+    if (values.length < 2) return markup``;
+    return markup` <label>${field} <select data-field="${field}"><option value="">all</option>${
+      values.map((v) => markup`<option>${v}</option>`)
+    }</select></label>`;
+  });
+  return markup`<p class="filter"><label>Filter rows: <input id="filter" type="search" placeholder="model, method, format, task…"></label>${selects}</p>`;
+}
+
+/**
+ * Calibration sensitivity: each method calibrated on several sets, its quality metric on each set
+ * and the spread (see `calibration_sensitivity.ts`); empty when the suite used no sets.
+ */
+function sensitivitySection(rows: ResultRow[]): SafeHtml {
+  const lines = calibrationSensitivity(rows);
+  if (lines.length === 0) return markup``;
+  const { headers, body } = sensitivityTable(lines);
+  const methodsOf = (l: typeof lines[number]) =>
+    l.values.map((v) =>
+      rows.find((r) =>
+        r.extra?.calibration_of === l.method && r.extra?.calibration === v.calibration
+      )?.method ?? `${l.method}@${v.calibration}`
+    );
+  return markup`<h2>Calibration sensitivity</h2>
+<div class="wide"><table id="calibration-sensitivity">
+<thead><tr>${headers.map((h) => markup`<th>${h}</th>`)}</tr></thead>
+<tbody>${
+    body.map((cells, i) =>
+      markup`<tr data-f="${
+        fieldsAttr({
+          model: [lines[i]!.model],
+          method: methodsOf(lines[i]!),
+          format: [lines[i]!.format],
+          backend: [lines[i]!.backend],
+          task: [lines[i]!.task],
+        })
+      }">${cells.map((c) => markup`<td>${c}</td>`)}</tr>\n`
+    )
+  }</tbody></table></div>
+<p class="note">The same method and format calibrated on each set (the suite's <code>calibration:</code> list); the spread is the worst set's cost against the best (relative to the best value). A large spread means the method is sensitive to calibration mismatch: calibrate on text like the deployment's.</p>`;
+}
 
 function candidateName(c: Candidate): string {
   return `${c.model} ${c.method}/${c.format} on ${c.backend}`;
@@ -811,12 +907,16 @@ ${
 }
 
 /** A collapsible table view of a chart's data. */
-function tableView(headers: string[], body: (string | number)[][]): SafeHtml {
+function tableView(
+  headers: string[],
+  body: (string | number)[][],
+  fields: readonly string[] = [],
+): SafeHtml {
   return markup`<details class="table-view"><summary>table</summary><table>
 <thead><tr>${headers.map((h) => markup`<th>${h}</th>`)}</tr></thead>
 <tbody>${
-    body.map((r) =>
-      markup`<tr>${
+    body.map((r, i) =>
+      markup`<tr data-f="${fields[i] ?? ""}">${
         r.map((v) =>
           typeof v === "number"
             ? markup`<td class="num">${formatSignificant(v, 6)}</td>`
@@ -829,15 +929,29 @@ function tableView(headers: string[], body: (string | number)[][]): SafeHtml {
 
 /** Speed and memory by format (from the recommendation) and KV-cache memory against context. */
 function deploymentSection(rows: ResultRow[], rec: Recommendation | Error): SafeHtml {
-  const candidates = rec instanceof Error ? [] : rec.candidates;
-  const speed = candidates.filter((c) => c.speed !== null).map((c) => ({
+  // Grouped by format (formats in order of first appearance), cells in suite order within one.
+  const formats = new Map<string, number>();
+  const all = rec instanceof Error ? [] : rec.candidates;
+  for (const c of all) if (!formats.has(c.format)) formats.set(c.format, formats.size);
+  const candidates = [...all].sort((a, b) => formats.get(a.format)! - formats.get(b.format)!);
+  const item = (c: Candidate, parts: number[]): BarItem => ({
+    group: c.format,
     name: candidateName(c),
-    parts: [c.speed!],
-  }));
-  const memory = candidates.filter((c) => c.memory !== null).map((c) => ({
-    name: candidateName(c),
-    parts: [c.memory!.weights, c.memory!.kv, c.memory!.workspace],
-  }));
+    label: `${c.method}${several(all, (x) => x.model) ? ` · ${c.model}` : ""}${
+      several(all, (x) => x.backend) ? ` · ${c.backend}` : ""
+    }`,
+    parts,
+    fields: fieldsAttr({
+      model: [c.model],
+      method: [c.method],
+      format: [c.format],
+      backend: [c.backend],
+    }),
+  });
+  const speed = candidates.filter((c) => c.speed !== null).map((c) => item(c, [c.speed!]));
+  const memory = candidates.filter((c) => c.memory !== null).map((c) =>
+    item(c, [c.memory!.weights, c.memory!.kv, c.memory!.workspace])
+  );
   const context = candidates.find((c) => c.memory)?.memory?.context;
   const kv = kvChart(rows);
   if (speed.length === 0 && memory.length === 0 && kv === null) return markup``;
@@ -851,7 +965,7 @@ ${
         ["tokens/s"],
         speed,
         1,
-        "Decode tokens per second as measured by the speed task (higher is better), one bar per cell.",
+        "Decode tokens per second as measured by the speed task (higher is better), one bar per cell, grouped by format.",
       )
       : ""
   }
@@ -864,7 +978,7 @@ ${
         ["weights", "KV cache", "workspace"],
         memory,
         1024 ** 2,
-        `Memory each cell needs at ${context} tokens, batch 1 (deployment model: weights as stored, f16 or quantized KV cache, activation workspace), stacked; lower is better.`,
+        `Memory each cell needs at ${context} tokens, batch 1 (deployment model: weights as stored, f16 or quantized KV cache, activation workspace), stacked, grouped by format; lower is better.`,
       )
       : ""
   }
@@ -873,41 +987,65 @@ ${kv ?? ""}`;
 
 const PART_COLORS = ["#1f77b4", "#ff7f0e", "#9467bd"];
 
-/** Horizontal (stacked) bars, one per item; values divided by `unit` for display. */
+/** One bar: a cell, in a group (its format), with its stacked parts. */
+interface BarItem {
+  group: string;
+  /** The cell in full (tooltips and the table view). */
+  name: string;
+  /** The bar's label beside its group's heading. */
+  label: string;
+  parts: number[];
+  /** The cell's fields for the page's filter (`data-f`). */
+  fields: string;
+}
+
+/**
+ * Horizontal (stacked) bars, one per item, under a heading per group (items arrive sorted by
+ * group); values divided by `unit` for display.
+ */
 function barChart(
   metric: string,
   aria: string,
   axis: string,
   parts: string[],
-  items: { name: string; parts: number[] }[],
+  items: BarItem[],
   unit: number,
   caption: string,
 ): SafeHtml {
   const left = 260, bh = 20, top = 28, right = 70;
-  const h = top + bh * items.length + 40;
+  const lines: ({ group: string } | { item: BarItem })[] = [];
+  for (const [i, item] of items.entries()) {
+    if (i === 0 || items[i - 1]!.group !== item.group) lines.push({ group: item.group });
+    lines.push({ item });
+  }
+  const h = top + bh * lines.length + 40;
   const max = Math.max(...items.map((i) => i.parts.reduce((a, b) => a + b, 0))) / unit;
   const x = linearScale(0, max, left, W - right);
-  const bars = items.map((item, i) => {
+  const bars = lines.map((line, i) => {
+    if ("group" in line) {
+      return markup`<text x="8" y="${top + bh * i + 14}" class="grp">${line.group}</text>\n`;
+    }
+    const item = line.item;
     let at = 0;
     const segs = item.parts.map((v, j) => {
       const from = at;
       at += v / unit;
-      return markup`<rect class="pt" x="${f(x.at(from))}" y="${top + bh * i + 2}" width="${
-        f(Math.max(0.5, x.at(at) - x.at(from)))
-      }" height="${bh - 4}" fill="${PART_COLORS[j % PART_COLORS.length]}"><title>${item.name}: ${
-        parts[j]
-      } ${formatSignificant(v / unit, 4)}</title></rect>`;
+      return markup`<rect class="pt" data-f="${item.fields}" x="${f(x.at(from))}" y="${
+        top + bh * i + 2
+      }" width="${f(Math.max(0.5, x.at(at) - x.at(from)))}" height="${bh - 4}" fill="${
+        PART_COLORS[j % PART_COLORS.length]
+      }"><title>${item.name}: ${parts[j]} ${formatSignificant(v / unit, 4)}</title></rect>`;
     });
     return markup`<text x="${left - 6}" y="${
       top + bh * i + 14
-    }" text-anchor="end" class="lbl">${item.name}</text>${segs}<text x="${f(x.at(at) + 4)}" y="${
+    }" text-anchor="end" class="lbl">${item.label}</text>${segs}<text x="${f(x.at(at) + 4)}" y="${
       top + bh * i + 14
     }" class="lbl">${formatSignificant(at, 4)}</text>\n`;
   });
   const ticks = x.ticks.filter((t) => t >= 0).map((t) =>
     markup`<line class="grid" x1="${f(x.at(t))}" x2="${f(x.at(t))}" y1="${top}" y2="${
-      top + bh * items.length
-    }"/><text x="${f(x.at(t))}" y="${top + bh * items.length + 14}" text-anchor="middle">${
+      top + bh * lines.length
+    }"/><text x="${f(x.at(t))}" y="${top + bh * lines.length + 14}" text-anchor="middle">${
       formatSignificant(t, 3)
     }</text>`
   );
@@ -919,12 +1057,19 @@ function barChart(
     )
     : [];
   const table = tableView(
-    ["cell", ...parts.map((p) => `${p} (${axis.replace(/^[^(]*\(|\).*$/g, "")})`), "total"],
+    [
+      "format",
+      "cell",
+      ...parts.map((p) => `${p} (${axis.replace(/^[^(]*\(|\).*$/g, "")})`),
+      "total",
+    ],
     items.map((i) => [
+      i.group,
       i.name,
       ...i.parts.map((v) => v / unit),
       i.parts.reduce((a, b) => a + b, 0) / unit,
     ]),
+    items.map((i) => i.fields),
   );
   return markup`<figure data-metric="${metric}">
 <svg viewBox="0 0 ${W} ${h}" width="${W}" height="${h}" role="img" aria-label="${aria}">
@@ -967,6 +1112,7 @@ function kvChart(rows: ResultRow[]): SafeHtml | null {
       points: points.map((p) => ({
         ...p,
         title: `${name}: ${formatBytes(p.y * 1024 ** 2)} at ${p.x} tokens`,
+        fields: fieldsAttr({ model: [name.split(" KV ")[0]!] }),
       })),
     })),
     radius: 3,

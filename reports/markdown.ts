@@ -7,6 +7,7 @@ import { formatSignificant } from "./format.ts";
 import type { ResultRow, ResultsFile } from "../core/row.ts";
 import { type Align, markdownTable } from "../core/markdown_table.ts";
 import { recommend } from "./recommend.ts";
+import { sensitivityMarkdown } from "./calibration_sensitivity.ts";
 
 // Names come from suites and datasets: as markdown they must not open HTML.
 const text = (s: string) => s.replace(/[&<>]/g, (c) => `&#${c.charCodeAt(0)};`);
@@ -37,10 +38,15 @@ export function recommendationLine(file: ResultsFile): string | null {
     "`deno task recommend` for a memory budget and constraints)";
 }
 
-/** The stdout summary: the recommendation line when there is one, then {@linkcode summaryTable}. */
+/**
+ * The stdout summary: the recommendation line when there is one, then {@linkcode summaryTable},
+ * then the calibration-sensitivity table when the suite calibrated a method on several sets.
+ */
 export function summaryMarkdown(file: ResultsFile): string {
   const line = recommendationLine(file);
-  return (line === null ? "" : line + "\n\n") + summaryTable(file.rows);
+  const sensitivity = sensitivityMarkdown(file.rows);
+  return (line === null ? "" : line + "\n\n") + summaryTable(file.rows) +
+    (sensitivity === "" ? "" : "\n\n" + sensitivity.trimEnd());
 }
 
 /**
