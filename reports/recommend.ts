@@ -79,6 +79,13 @@ export interface ConstraintResult {
 export interface Candidate {
   model: string;
   method: string;
+  /**
+   * The suite's method entry: `calibration_of` for a cell of a calibration-sensitivity list
+   * (method `gptq@wiki` → `gptq`), else `method`. The checklist knows methods by this.
+   */
+  method_entry: string;
+  /** The calibration set of such a cell, else null. */
+  calibration: string | null;
   format: string;
   backend: string;
   bits_per_weight: number | null;
@@ -251,9 +258,12 @@ export function recommend(results: ResultsFile, options: RecommendOptions = {}):
     const emulated = target !== undefined && !runsNatively(target, first.format);
     const speedUsable = decode !== undefined &&
       (target === undefined || !emulated || measuredOn(target, first.backend, results.meta.os));
+    const set = first.extra?.calibration_of;
     const c: Candidate = {
       model: first.model,
       method: first.method,
+      method_entry: typeof set === "string" ? set : first.method,
+      calibration: typeof set === "string" ? String(first.extra?.calibration) : null,
       format: first.format,
       backend: first.backend,
       bits_per_weight: first.bits_per_weight,
@@ -485,7 +495,7 @@ function applyRules(
     const ok = int4.filter((c) => c.excluded.length === 0).sort((a, b) =>
       (a.loss ?? Infinity) - (b.loss ?? Infinity)
     );
-    const calibrated = ok.find((c) => CALIBRATED.has(c.method));
+    const calibrated = ok.find((c) => CALIBRATED.has(c.method_entry));
     rules.push({
       rule: "int4-calibrated",
       advice: calibrated
@@ -500,9 +510,9 @@ function applyRules(
     });
   }
   // 2. Activation-aware methods when outliers hurt: RTN loses clearly more than AWQ/SmoothQuant.
-  for (const aware of cs.filter((c) => ACTIVATION_AWARE.has(c.method))) {
+  for (const aware of cs.filter((c) => ACTIVATION_AWARE.has(c.method_entry))) {
     const rtn = cs.find((c) =>
-      c.method === "rtn" && c.model === aware.model && c.format === aware.format
+      c.method_entry === "rtn" && c.model === aware.model && c.format === aware.format
     );
     if (!rtn || rtn.loss === null || aware.loss === null || !(aware.loss > 0)) continue;
     if (rtn.loss > 1.5 * aware.loss) {

@@ -214,6 +214,44 @@ Deno.test("rule int4-calibrated fires when int4 was measured, and names a calibr
   assert.ok(!fired(recommend(noInt4, { maxDrop: TOOL }), "int4-calibrated"));
 });
 
+Deno.test("calibration-set cells are judged like any other and known by their method entry", async () => {
+  const sets = await readResults(join(REPO_ROOT, "fixtures/recommend/calibration_mini.json"));
+  // Perplexity +5.17 % (AWQ in-domain), +5.38 % (GPTQ in-domain), +7.93 % (AWQ out-of-domain),
+  // +9.69 % (GPTQ out-of-domain) against f32's 108.080 (30.05 MiB, over the budget).
+  const r = recommend(sets, { memory: 16 * MiB, maxPplIncrease: 0.06 });
+  assert.equal(chosen(r), "awq@in_domain/int4-g32");
+  assert.deepEqual(
+    r.candidates.map((c) => [c.method_entry, c.calibration, c.excluded.length === 0]),
+    [
+      ["gptq", "in_domain", true],
+      ["gptq", "out_of_domain", false],
+      ["awq", "in_domain", true],
+      ["awq", "out_of_domain", false],
+      ["none", null, false],
+    ],
+  );
+  // AWQ is a calibrated method whatever set it was calibrated on.
+  assert.match(
+    r.rules.find((f) => f.rule === "int4-calibrated")!.advice,
+    /with a calibrated method: awq@in_domain\/int4-g32/,
+  );
+  // At 5.3 % GPTQ's in-domain +5.38 % misses by 0.0008 and only AWQ in-domain is left.
+  const tight = recommend(sets, { memory: 16 * MiB, maxPplIncrease: 0.053 });
+  assert.deepEqual(
+    tight.candidates.filter((c) => c.excluded.length === 0).map((c) => c.method),
+    ["awq@in_domain"],
+  );
+  const gptq = tight.candidates[0]!.constraints.find((x) => x.key === "perplexity.ppl")!;
+  assert.ok(Math.abs(gptq.excess - (113.89094356719171 / 108.08018949381727 - 1 - 0.053)) < 1e-9);
+  // At 3 % every calibration set binds; AWQ in-domain misses by 5.17 % − 3 %.
+  const none = recommend(sets, { memory: 16 * MiB, maxPplIncrease: 0.03 });
+  assert.equal(none.choice, null);
+  assert.match(
+    none.evidence[0]!,
+    /perplexity\.ppl binds for 4 cell\(s\); the closest misses by 0\.0217 \(awq@in_domain/,
+  );
+});
+
 Deno.test("rule activation-aware fires when RTN loses clearly more than AWQ", () => {
   assert.ok(fired(recommend(METHODS, {}), "activation-aware"));
   assert.ok(!fired(recommend(QUICKSTART, {}), "activation-aware"));
