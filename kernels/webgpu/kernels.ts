@@ -6,7 +6,14 @@
  * @module
  */
 import type { Gpu } from "./device.ts";
-import { GEMM_TILE, gemmShader, gemvShader } from "./matmul_wgsl.ts";
+import { gemvShader } from "./matmul_wgsl.ts";
+import {
+  DEFAULT_GEMM_TILING,
+  gemmGroups,
+  gemmShader,
+  type GemmTiling,
+  validateGemmTiling,
+} from "./gemm_wgsl.ts";
 import {
   ATTENTION_WGSL,
   BIAS_WGSL,
@@ -402,15 +409,22 @@ export class Kernels {
        * runs the integer-activation GEMV where the layout allows it.
        */
       xq?: QuantizedActivations;
+      /** The GEMM's tile shape (default {@linkcode DEFAULT_GEMM_TILING}; perf sweeps). */
+      tiling?: GemmTiling;
     },
   ): Promise<Dispatch[]> {
+    const tiling = o.tiling ?? DEFAULT_GEMM_TILING;
+    validateGemmTiling(tiling, {
+      maxThreads: this.device.limits.maxComputeInvocationsPerWorkgroup,
+      maxWorkgroupBytes: this.device.limits.maxComputeWorkgroupStorageSize,
+    });
     const a8 = o.xq !== undefined && a8Supported(m.layout) &&
       codesPerWord(m.layout.bits) === o.xq.per;
     const gemv = await this.pipeline(
       "usrrrw",
       a8 ? gemvA8Shader(m.layout) : gemvShader(m.layout),
     );
-    const gemm = await this.pipeline("usrrrw", gemmShader(m.layout));
+    const gemm = await this.pipeline("usrrrw", gemmShader(m.layout, tiling));
     const rowsPerGroup = gemvRowsPerGroup(m.layout);
     return m.parts.map((part, i) => {
       const params = (xStride: number) => [
@@ -446,7 +460,7 @@ export class Kernels {
         groups: (T: number): [number, number, number] =>
           T <= GEMV_MAX_ROWS
             ? [Math.ceil(part.rows / (a8 ? gemvA8RowsPerGroup(m.layout) : rowsPerGroup)), T, 1]
-            : [Math.ceil(part.rows / GEMM_TILE), Math.ceil(T / GEMM_TILE), 1],
+            : gemmGroups(tiling, part.rows, T),
       };
     });
   }

@@ -1,7 +1,7 @@
 /**
  * Entry point of the WebGPU perf run that imports no npm packages, so it runs on a machine with
  * no registry access (the GPU machine): `deno run -A kernels/webgpu/perf_main.ts [--rows N]
- * [--out DIR] [--formats a,b] [--quick] [--sweep]`. `deno task perf --backend webgpu` runs the
+ * [--out DIR] [--formats a,b] [--quick] [--sweep] [--sweep-gemm]`. `deno task perf --backend webgpu` runs the
  * same code through `main.ts`.
  *
  * @module
@@ -19,6 +19,7 @@ export async function perfMain(args: string[]): Promise<void> {
       formats: { type: "string" },
       quick: { type: "boolean" },
       sweep: { type: "boolean" },
+      "sweep-gemm": { type: "boolean" },
     },
     strict: true,
   });
@@ -28,6 +29,7 @@ export async function perfMain(args: string[]): Promise<void> {
     formats: values.formats?.split(","),
     quick: values.quick,
     sweep: values.sweep,
+    sweepGemm: values["sweep-gemm"],
   });
 }
 

@@ -1,0 +1,118 @@
+/**
+ * The prefill GEMM against the CPU reference for every tiling the perf sweep times, on partial
+ * tiles (tokens, rows and input features not multiples of the tile) and on row parts; and the
+ * tiling rules.
+ */
+import assert from "node:assert/strict";
+import { cpuOps } from "../cpu/backend.ts";
+import { dense, type Matrix } from "../../core/model.ts";
+import { pseudoRandom, relativeError } from "../../core/test_values.ts";
+import { quantizeInt } from "../formats/int.ts";
+import { rowCodecs } from "../formats/codecs.ts";
+import { encodeMatrix } from "../formats/row_codecs.ts";
+import { adapterUnavailable, getGpu } from "./device.ts";
+import { encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
+import { packMatrix } from "./pack_matrix.ts";
+import {
+  DEFAULT_GEMM_TILING,
+  GemmTilingError,
+  gemmTilingKey,
+  gemmWorkgroupBytes,
+  validateGemmTiling,
+} from "./gemm_wgsl.ts";
+import { GEMM_TILINGS } from "./perf.ts";
+import { slowAdapterReason } from "./test_gate.ts";
+
+const unavailable = await adapterUnavailable();
+const slow = unavailable === undefined ? await slowAdapterReason() : undefined;
+
+/** `x · Wᵀ` through the GEMM with `tiling`, weights split into parts of at most `maxBinding`. */
+async function gemm(
+  x: Float32Array,
+  w: Matrix,
+  tiling: typeof DEFAULT_GEMM_TILING,
+  maxBinding = Infinity,
+): Promise<Float32Array> {
+  const k = new Kernels(await getGpu());
+  try {
+    const T = x.length / w.cols;
+    const packed = packMatrix(w, Math.min(maxBinding, k.gpu.maxBinding));
+    const step = k.buffer(STEP_STRIDE, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    k.device.queue.writeBuffer(step, 0, new Uint32Array([T, 0, 0, 0]));
+    const out = k.storage(T * w.rows * 4);
+    const ds = await k.matmul(step, packed, k.upload(packed), k.storage(x), out, { tiling });
+    const read = k.buffer(T * w.rows * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
+    const enc = k.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    encodeDispatches(pass, ds, T, 0);
+    pass.end();
+    enc.copyBufferToBuffer(out, 0, read, 0, T * w.rows * 4);
+    k.device.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    return new Float32Array(read.getMappedRange().slice(0));
+  } finally {
+    k.destroy();
+  }
+}
+
+const FORMATS: [string, (r: number, c: number, d: Float32Array) => Matrix][] = [
+  ["f32", (r, c, d) => dense(r, c, d)],
+  ["int4-g32", (r, c, d) => quantizeInt(d, r, c, { bits: 4, group: 32, symmetric: true })],
+  ["int3-g64-asym", (r, c, d) => quantizeInt(d, r, c, { bits: 3, group: 64, symmetric: false })],
+  ["q4_0", (r, c, d) => encodeMatrix(rowCodecs.get("q4_0"), r, c, d)],
+];
+
+for (const [i, tiling] of GEMM_TILINGS.entries()) {
+  Deno.test({
+    name: `webgpu: GEMM tiling ${gemmTilingKey(tiling)} on partial tiles`,
+    ignore: unavailable !== undefined || (slow !== undefined && i > 0),
+    async fn() {
+      // 131 rows and 172 columns: partial row tiles, a short last chunk and group; T from 5 to
+      // 70: one partial token tile, and two.
+      for (const [name, make] of FORMATS) {
+        const w = make(131, 172, pseudoRandom(131 * 172, 11));
+        for (const T of [5, 63, 70]) {
+          const x = pseudoRandom(T * 172, T);
+          const err = relativeError(await gemm(x, w, tiling), await cpuOps.matmul(x, w));
+          assert.ok(err < 1e-5, `${name} T=${T}: relative error ${err}`);
+        }
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "webgpu: GEMM over row parts writes each part's rows",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // 8 KiB bindings hold 16 f32 rows of 128: 100 rows make 7 parts.
+    const w = dense(100, 128, pseudoRandom(100 * 128, 3));
+    const x = pseudoRandom(9 * 128, 4);
+    const err = relativeError(
+      await gemm(x, w, DEFAULT_GEMM_TILING, 8192),
+      await cpuOps.matmul(x, w),
+    );
+    assert.ok(err < 1e-5, `relative error ${err}`);
+  },
+});
+
+Deno.test("GEMM tilings: the default and every swept one are valid; bad ones are refused", () => {
+  for (const t of [DEFAULT_GEMM_TILING, ...GEMM_TILINGS]) {
+    validateGemmTiling(t, { maxThreads: 256, maxWorkgroupBytes: 32768 });
+  }
+  assert.equal(gemmWorkgroupBytes(DEFAULT_GEMM_TILING), 12544);
+  const bad = [
+    { ...DEFAULT_GEMM_TILING, depth: 12 },
+    { ...DEFAULT_GEMM_TILING, rowsPerThread: 6 },
+    { ...DEFAULT_GEMM_TILING, tokens: 60 },
+    { ...DEFAULT_GEMM_TILING, rowsPerThread: 4 }, // 512 threads
+    { ...DEFAULT_GEMM_TILING, depth: 32, tokens: 128, tokensPerThread: 8 }, // 32.5 KiB
+  ];
+  for (const t of bad) {
+    assert.throws(
+      () => validateGemmTiling(t, { maxThreads: 256, maxWorkgroupBytes: 32768 }),
+      GemmTilingError,
+      gemmTilingKey(t),
+    );
+  }
+});
