@@ -22,6 +22,7 @@ import {
   ROPE_WGSL,
   SWIGLU_WGSL,
 } from "./ops_wgsl.ts";
+import { NLL_WGSL } from "./nll_wgsl.ts";
 import { gemvA8RowsPerGroup, gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
 import {
   a8Supported,
@@ -377,6 +378,36 @@ export class Kernels {
         xd,
       ]),
       groups: (T) => [Math.ceil((chunks * 8) / QUANTIZE_WORDS_PER_GROUP), T, 1],
+    };
+  }
+
+  /**
+   * Scores `T` rows of `vocab` logits (`nll_wgsl.ts`): for the row at absolute position `pos + t`,
+   * the NLL of `targets[pos + t]` (i32, `-1` none) and the argmax go to words `2·(pos + t)` and
+   * `2·(pos + t) + 1` of `scores`.
+   */
+  async nll(
+    step: GPUBuffer,
+    logits: GPUBuffer,
+    targets: GPUBuffer,
+    scores: GPUBuffer,
+    vocab: number,
+  ): Promise<Dispatch> {
+    if (!(Number.isInteger(vocab) && vocab > 0)) {
+      throw new RangeError(`Vocabulary size ${vocab} is not a positive integer`);
+    }
+    const pipe = await this.pipeline("usrrw", NLL_WGSL);
+    return {
+      label: "nll",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrrw", [
+        this.uniform([vocab]),
+        { buffer: step, size: 16 },
+        logits,
+        targets,
+        scores,
+      ]),
+      groups: (T) => [T, 1, 1],
     };
   }
 
