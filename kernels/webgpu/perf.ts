@@ -675,7 +675,7 @@ async function sweepGemm(
         const { ms, bytes } = await measure(b, f, layout, T, N, K, false, tiling);
         const r = row(name, "gemm", T, N, K, b.timer.method, ms, bytes, NaN, key);
         rows.push({ ...r, copy_ratio: NaN });
-        line.push(r.tflops.toFixed(2));
+        line.push(r.tflops.toPrecision(3));
         log(
           `gemm sweep ${name} ${key} ${r.shape}: ${ms.toFixed(4)} ms, ${
             r.tflops.toFixed(2)
