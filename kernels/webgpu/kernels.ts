@@ -23,6 +23,11 @@ import {
   SWIGLU_WGSL,
 } from "./ops_wgsl.ts";
 import { NLL_WGSL } from "./nll_wgsl.ts";
+import {
+  PREFILL_QUERIES,
+  prefillAttentionShader,
+  prefillKeyTile,
+} from "./prefill_attention_wgsl.ts";
 import { gemvA8RowsPerGroup, gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
 import {
   a8Supported,
@@ -262,7 +267,10 @@ export class Kernels {
     };
   }
 
-  /** Attention of `T` query rows (row stride `qStride`) against one layer's caches. */
+  /**
+   * Attention of `T` query rows (row stride `qStride`) against one layer's caches: one row by the
+   * decode kernel, more by the tiled prefill kernel where the head size and workgroup memory allow.
+   */
   async attention(
     step: GPUBuffer,
     q: GPUBuffer,
@@ -275,6 +283,10 @@ export class Kernels {
       throw new RangeError(`Head size ${o.headDim} is not supported (even, at most 256)`);
     }
     const pipe = await this.pipeline("usrrrw", ATTENTION_WGSL);
+    const tile = prefillKeyTile(o.headDim, this.device.limits.maxComputeWorkgroupStorageSize);
+    const prefill = tile === undefined
+      ? undefined
+      : await this.pipeline("usrrrw", prefillAttentionShader(o.headDim, tile));
     const kvDim = o.nKvHeads * o.headDim;
     const params = [
       o.nHeads,
@@ -287,7 +299,7 @@ export class Kernels {
     ];
     return {
       label: "attention",
-      pipeline: () => pipe,
+      pipeline: (T) => (T > 1 && prefill) || pipe,
       bindGroup: this.#bind("usrrrw", [
         this.uniform(params, [4]),
         { buffer: step, size: 16 },
@@ -296,7 +308,8 @@ export class Kernels {
         values,
         out,
       ]),
-      groups: (T) => [o.nHeads, T, 1],
+      groups: (T) =>
+        T > 1 && prefill ? [Math.ceil(T / PREFILL_QUERIES), o.nHeads, 1] : [o.nHeads, T, 1],
     };
   }
 
