@@ -18,7 +18,7 @@
  * @module
  */
 import { CHUNK, constantZero, type Layout, vectorWords } from "./pack.ts";
-import { decoders, elementFn, MATMUL_PARAMS, scaleExpr } from "./matmul_wgsl.ts";
+import { codeExpr, decoders, elementFn, MATMUL_PARAMS, scaleExpr } from "./matmul_wgsl.ts";
 
 /** The tile shape of the GEMM kernel. */
 export interface GemmTiling {
@@ -107,36 +107,74 @@ export function validateGemmTiling(
   }
 }
 
-/** WGSL statements setting `val` to the f32 weight of element `e` of chunk `c` of row `rr`. */
-function decodeElement(layout: Layout): string {
-  if (layout.element === "f32") return `val = bitcast<f32>(wrd(rr, c, e));`;
-  const W = layout.bits;
-  const q = constantZero(layout) ? `(q - ${layout.zero}.0)` : "q";
-  let apply: string;
+/** WGSL expression applying the layout's scale (named `scale`, or the pair `sz`) to code value `q`. */
+function applyScale(layout: Layout, q: string): string {
+  const qz = constantZero(layout) ? `(${q} - ${layout.zero}.0)` : q;
   switch (layout.scale) {
     case "f16zero":
-      apply = `sz.x * (q - sz.y)`;
-      break;
+      return `sz.x * (${q} - sz.y)`;
     case "f16min":
-      apply = `sz.x * q + sz.y`;
-      break;
+      return `sz.x * ${q} + sz.y`;
     case "none":
-      apply = q;
-      break;
+      return qz;
     default:
-      apply = `${scaleExpr(layout, "gidx")} * ${q}`;
+      return `scale * ${qz}`;
   }
+}
+
+/** WGSL declaring the scale (`scale`, or the pair `sz`) of group entry `gidx`. */
+function scaleDecl(layout: Layout): string {
+  if (layout.scale === "none") return "";
   const pair = layout.scale === "f16zero" || layout.scale === "f16min";
-  return `let bit = e * ${W}u;
-      let wi = bit >> 5u;
-      let sh = bit & 31u;
-      var code = wrd(rr, c, wi) >> sh;
-      if (sh + ${W}u > 32u) { code |= wrd(rr, c, wi + 1u) << (32u - sh); }
-      code &= ${(1 << W) - 1}u;
-      let q = ${elementFn(layout)}(code);
-      let gidx = rr * p.groups + ((c * ${CHUNK}u + e) >> p.gshift);
-      ${pair ? `let sz = ${scaleExpr(layout, "gidx")};` : ""}
-      val = ${apply};`;
+  return `let ${pair ? "sz" : "scale"} = ${scaleExpr(layout, "gidx")};`;
+}
+
+/**
+ * Whether a thread's run of `run` weights (starting at a multiple of `run` in its chunk) is whole
+ * u32 words inside one scale group: it is then decoded from words loaded once, with constant
+ * shifts and one scale.
+ */
+function wordRuns(layout: Layout, run: number): boolean {
+  return (run * layout.bits) % 32 === 0 && (layout.element === "f32" || 2 ** layout.gshift >= run);
+}
+
+/**
+ * WGSL decoding this thread's run of `run` weights (elements `e0 …` of chunk `c` of row `rr`) into
+ * the weight tile at input features `kk0 …` (zeros for rows past the part's end).
+ */
+function decodeRun(layout: Layout, run: number, WS: number): string {
+  const put = (i: string, v: string) =>
+    `ws[(kk0 + ${i}) * ${WS}u + drow / 4u][drow % 4u] = select(0.0, ${v}, rowOk);`;
+  const W = layout.bits;
+  if (wordRuns(layout, run)) {
+    const words = (run * W) / 32;
+    const lines = [`let wb = (e0 * ${W}u) >> 5u;`];
+    for (let w = 0; w < words; w++) lines.push(`let w${w} = wrd(rr, c, wb + ${w}u);`);
+    if (layout.element === "f32") {
+      for (let i = 0; i < run; i++) lines.push(put(`${i}u`, `bitcast<f32>(w${i})`));
+    } else {
+      lines.push(`let gidx = rr * p.groups + ((c * ${CHUNK}u + e0) >> p.gshift);`);
+      lines.push(scaleDecl(layout));
+      for (let i = 0; i < run; i++) {
+        lines.push(put(`${i}u`, applyScale(layout, `${elementFn(layout)}(${codeExpr(W, i)})`)));
+      }
+    }
+    return lines.filter((l) => l).map((l) => `      ${l}`).join("\n");
+  }
+  // Runs that straddle words or groups: each element on its own.
+  return `      for (var i = 0u; i < ${run}u; i++) {
+        let e = e0 + i;
+        let bit = e * ${W}u;
+        let wi = bit >> 5u;
+        let sh = bit & 31u;
+        var code = wrd(rr, c, wi) >> sh;
+        if (sh + ${W}u > 32u) { code |= wrd(rr, c, wi + 1u) << (32u - sh); }
+        code &= ${(1 << W) - 1}u;
+        let q = ${elementFn(layout)}(code);
+        let gidx = rr * p.groups + ((c * ${CHUNK}u + e) >> p.gshift);
+        ${scaleDecl(layout)}
+        ${put("i", applyScale(layout, "q"))}
+      }`;
 }
 
 /**
@@ -225,12 +263,10 @@ ${accs.join("\n")}
       if (t < st.T && k < p.cols) { v = x[p.xOff + t * p.xStride + k]; }
       xs[kk * ${XS}u + tt / 4u][tt % 4u] = v;
     }
-    for (var i = 0u; i < ${EW}u; i++) {
-      let kk = part * ${EW}u + i;
-      let e = k0 % ${CHUNK}u + kk;
-      var val: f32;
-      ${decodeElement(layout)}
-      ws[kk * ${WS}u + drow / 4u][drow % 4u] = select(0.0, val, rowOk);
+    {
+      let kk0 = part * ${EW}u;
+      let e0 = k0 % ${CHUNK}u + kk0;
+${decodeRun(layout, EW, WS)}
     }
     workgroupBarrier();
     for (var kk = 0u; kk < ${BK}u; kk++) {

@@ -126,7 +126,7 @@ export function scaleExpr(layout: Layout, idx: string): string {
 }
 
 /** Code `e` of a chunk whose words are named `w0…`, as a WGSL u32 expression. */
-function codeExpr(bits: number, e: number): string {
+export function codeExpr(bits: number, e: number): string {
   const bit = e * bits;
   const w = bit >> 5;
   const sh = bit & 31;
