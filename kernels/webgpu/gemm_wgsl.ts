@@ -32,6 +32,12 @@ export interface GemmTiling {
   rowsPerThread: number;
   /** Tokens per thread, a multiple of 4 (vec4 reads of the activation tile). */
   tokensPerThread: number;
+  /**
+   * Load the next step's activations (and weight words, where a thread's run is whole words)
+   * into registers before computing the current step, so that global reads overlap the
+   * arithmetic.
+   */
+  prefetch?: boolean;
 }
 
 /**
@@ -51,9 +57,14 @@ export class GemmTilingError extends Error {
   override name = "GemmTilingError";
 }
 
-/** A tiling's name and pipeline-cache key, `rows×tokens×depth/rowsPerThread×tokensPerThread`. */
+/**
+ * A tiling's name and pipeline-cache key, `rows×tokens×depth/rowsPerThread×tokensPerThread`, with
+ * `+prefetch` when it prefetches.
+ */
 export function gemmTilingKey(t: GemmTiling): string {
-  return `${t.rows}x${t.tokens}x${t.depth}/${t.rowsPerThread}x${t.tokensPerThread}`;
+  return `${t.rows}x${t.tokens}x${t.depth}/${t.rowsPerThread}x${t.tokensPerThread}${
+    t.prefetch ? "+prefetch" : ""
+  }`;
 }
 
 /** Threads per workgroup of a tiling. */
@@ -100,7 +111,9 @@ export function validateGemmTiling(
   if (!Number.isInteger(perThread) || t.depth % perThread !== 0) {
     fail("rows × depth must split into runs of one row per thread");
   }
-  if ((t.tokens * t.depth) % threads !== 0) fail("tokens × depth must be a multiple of threads");
+  if ((t.tokens * t.depth) % threads !== 0 || threads % t.depth !== 0) {
+    fail("tokens × depth must be a multiple of threads, and threads of depth");
+  }
   const bytes = gemmWorkgroupBytes(t);
   if (bytes > limits.maxWorkgroupBytes) {
     fail(`${bytes} bytes of workgroup memory (at most ${limits.maxWorkgroupBytes})`);
@@ -122,59 +135,79 @@ function applyScale(layout: Layout, q: string): string {
   }
 }
 
-/** WGSL declaring the scale (`scale`, or the pair `sz`) of group entry `gidx`. */
-function scaleDecl(layout: Layout): string {
-  if (layout.scale === "none") return "";
-  const pair = layout.scale === "f16zero" || layout.scale === "f16min";
-  return `let ${pair ? "sz" : "scale"} = ${scaleExpr(layout, "gidx")};`;
-}
-
 /**
  * Whether a thread's run of `run` weights (starting at a multiple of `run` in its chunk) is whole
- * u32 words inside one scale group: it is then decoded from words loaded once, with constant
- * shifts and one scale.
+ * u32 words inside one scale group: it is then loaded as words (`wr<i>`, with its scale in `sr`)
+ * and decoded with constant shifts.
  */
 function wordRuns(layout: Layout, run: number): boolean {
   return (run * layout.bits) % 32 === 0 && (layout.element === "f32" || 2 ** layout.gshift >= run);
 }
 
+/** The register holding a word run's scale: f32, the f16zero/f16min pair, or none. */
+function scaleRegister(layout: Layout): string | undefined {
+  if (layout.element === "f32" || layout.scale === "none") return undefined;
+  return layout.scale === "f16zero" || layout.scale === "f16min" ? "vec2<f32>" : "f32";
+}
+
 /**
- * WGSL decoding this thread's run of `run` weights (elements `e0 …` of chunk `c` of row `rr`) into
- * the weight tile at input features `kk0 …` (zeros for rows past the part's end).
+ * WGSL loading this thread's word run for the step at input feature `kl` (chunk `cl`) into the
+ * registers `wr<i>` and `sr`.
  */
-function decodeRun(layout: Layout, run: number, WS: number): string {
-  const put = (i: string, v: string) =>
-    `ws[(kk0 + ${i}) * ${WS}u + drow / 4u][drow % 4u] = select(0.0, ${v}, rowOk);`;
+function loadRun(layout: Layout, run: number): string[] {
   const W = layout.bits;
-  if (wordRuns(layout, run)) {
-    const words = (run * W) / 32;
-    const lines = [`let wb = (e0 * ${W}u) >> 5u;`];
-    for (let w = 0; w < words; w++) lines.push(`let w${w} = wrd(rr, c, wb + ${w}u);`);
-    if (layout.element === "f32") {
-      for (let i = 0; i < run; i++) lines.push(put(`${i}u`, `bitcast<f32>(w${i})`));
-    } else {
-      lines.push(`let gidx = rr * p.groups + ((c * ${CHUNK}u + e0) >> p.gshift);`);
-      lines.push(scaleDecl(layout));
-      for (let i = 0; i < run; i++) {
-        lines.push(put(`${i}u`, applyScale(layout, `${elementFn(layout)}(${codeExpr(W, i)})`)));
-      }
-    }
-    return lines.filter((l) => l).map((l) => `      ${l}`).join("\n");
+  const lines = [`let el = kl % ${CHUNK}u + part * ${run}u;`, `let wb = (el * ${W}u) >> 5u;`];
+  for (let w = 0; w < (run * W) / 32; w++) lines.push(`wr${w} = wrd(rr, cl, wb + ${w}u);`);
+  if (scaleRegister(layout)) {
+    lines.push(`let gidx = rr * p.groups + ((cl * ${CHUNK}u + el) >> p.gshift);`);
+    lines.push(`sr = ${scaleExpr(layout, "gidx")};`);
   }
-  // Runs that straddle words or groups: each element on its own.
-  return `      for (var i = 0u; i < ${run}u; i++) {
-        let e = e0 + i;
-        let bit = e * ${W}u;
-        let wi = bit >> 5u;
-        let sh = bit & 31u;
-        var code = wrd(rr, c, wi) >> sh;
-        if (sh + ${W}u > 32u) { code |= wrd(rr, c, wi + 1u) << (32u - sh); }
-        code &= ${(1 << W) - 1}u;
-        let q = ${elementFn(layout)}(code);
-        let gidx = rr * p.groups + ((c * ${CHUNK}u + e) >> p.gshift);
-        ${scaleDecl(layout)}
-        ${put("i", applyScale(layout, "q"))}
-      }`;
+  return lines;
+}
+
+/**
+ * WGSL decoding this thread's run of `run` weights for the step at `k0` (chunk `c`) into the
+ * weight tile at input features `part·run …` (zeros for rows past the part's end): from the
+ * registers {@linkcode loadRun} filled, or, for runs that straddle words or groups, element by
+ * element from global memory.
+ */
+function storeRun(layout: Layout, run: number, WS: number): string[] {
+  const put = (i: string, v: string) =>
+    `ws[(part * ${run}u + ${i}) * ${WS}u + drow / 4u][drow % 4u] = select(0.0, ${v}, rowOk);`;
+  const W = layout.bits;
+  const pair = layout.scale === "f16zero" || layout.scale === "f16min";
+  if (wordRuns(layout, run)) {
+    const lines: string[] = [];
+    for (let w = 0; w < (run * W) / 32; w++) lines.push(`let w${w} = wr${w};`);
+    if (scaleRegister(layout)) lines.push(`let ${pair ? "sz" : "scale"} = sr;`);
+    for (let i = 0; i < run; i++) {
+      lines.push(put(
+        `${i}u`,
+        layout.element === "f32"
+          ? `bitcast<f32>(w${i})`
+          : applyScale(layout, `${elementFn(layout)}(${codeExpr(W, i)})`),
+      ));
+    }
+    return lines;
+  }
+  const scale = layout.scale === "none"
+    ? ""
+    : `let ${pair ? "sz" : "scale"} = ${scaleExpr(layout, "gidx")};`;
+  return [
+    `for (var i = 0u; i < ${run}u; i++) {`,
+    `  let e = k0 % ${CHUNK}u + part * ${run}u + i;`,
+    `  let bit = e * ${W}u;`,
+    `  let wi = bit >> 5u;`,
+    `  let sh = bit & 31u;`,
+    `  var code = wrd(rr, c, wi) >> sh;`,
+    `  if (sh + ${W}u > 32u) { code |= wrd(rr, c, wi + 1u) << (32u - sh); }`,
+    `  code &= ${(1 << W) - 1}u;`,
+    `  let q = ${elementFn(layout)}(code);`,
+    `  let gidx = rr * p.groups + ((c * ${CHUNK}u + e) >> p.gshift);`,
+    `  ${scale}`,
+    `  ${put("i", applyScale(layout, "q"))}`,
+    `}`,
+  ];
 }
 
 /**
@@ -194,6 +227,37 @@ export function gemmShader(layout: Layout, tiling: GemmTiling = DEFAULT_GEMM_TIL
   const NV = layout.bits / V;
   const MI = TM / 4;
   const NJ = TN / 4;
+  const prefetch = tiling.prefetch ?? false;
+  const words = wordRuns(layout, EW) ? (EW * layout.bits) / 32 : 0;
+  // Registers a step's global reads land in: activations, weight words and their scale.
+  const registers = [
+    ...Array.from({ length: EX }, (_, h) => `  var xr${h} = 0.0;`),
+    ...Array.from({ length: words }, (_, w) => `  var wr${w} = 0u;`),
+    ...(words && scaleRegister(layout) ? [`  var sr: ${scaleRegister(layout)};`] : []),
+  ];
+  const indent = (lines: string[], n: number) => lines.map((l) => " ".repeat(n) + l).join("\n");
+  const xLoad: string[] = [`let cl = kl / ${CHUNK}u;`];
+  const xStore: string[] = [];
+  for (let h = 0; h < EX; h++) {
+    const tt = `xtt + ${h * (threads / BK)}u`;
+    xLoad.push(
+      `if (tokBase + ${tt} < st.T && kl + xkk < p.cols) {`,
+      `  xr${h} = x[p.xOff + (tokBase + ${tt}) * p.xStride + kl + xkk];`,
+      `} else {`,
+      `  xr${h} = 0.0;`,
+      `}`,
+    );
+    xStore.push(`xs[xkk * ${XS}u + (${tt}) / 4u][(${tt}) % 4u] = xr${h};`);
+  }
+  const load = (n: number) => indent([...xLoad, ...(words ? loadRun(layout, EW) : [])], n);
+  // Without prefetching a step loads its own inputs; with it, the first step's are loaded before
+  // the loop and each step loads the next one's between staging and computing.
+  const first = prefetch ? `  {\n    let kl = 0u;\n${load(4)}\n  }\n` : "";
+  const inStep = prefetch ? "" : `    {\n      let kl = k0;\n${load(6)}\n    }\n`;
+  const next = prefetch
+    ? `    if (k0 + ${BK}u < K) {\n      let kl = k0 + ${BK}u;\n${load(6)}\n    }\n`
+    : "";
+  const store = indent([...xStore, ...storeRun(layout, EW, WS)], 4);
   const accs: string[] = [];
   const body: string[] = [];
   const stores: string[] = [];
@@ -250,26 +314,17 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let part = lid % ${BK / EW}u;
   let rr = min(rowBase + drow, p.rows - 1u);
   let rowOk = rowBase + drow < p.rows;
+  // The activations this thread stages: input feature xkk of tokens xtt, xtt + threads / depth …
+  let xkk = lid % ${BK}u;
+  let xtt = lid / ${BK}u;
 ${accs.join("\n")}
-  for (var k0 = 0u; k0 < p.chunks * ${CHUNK}u; k0 += ${BK}u) {
+${registers.join("\n")}
+  let K = p.chunks * ${CHUNK}u;
+${first}  for (var k0 = 0u; k0 < K; k0 += ${BK}u) {
     let c = k0 / ${CHUNK}u;
-    for (var h = 0u; h < ${EX}u; h++) {
-      let slot = lid + h * ${threads}u;
-      let kk = slot % ${BK}u;
-      let tt = slot / ${BK}u;
-      let t = tokBase + tt;
-      let k = k0 + kk;
-      var v = 0.0;
-      if (t < st.T && k < p.cols) { v = x[p.xOff + t * p.xStride + k]; }
-      xs[kk * ${XS}u + tt / 4u][tt % 4u] = v;
-    }
-    {
-      let kk0 = part * ${EW}u;
-      let e0 = k0 % ${CHUNK}u + kk0;
-${decodeRun(layout, EW, WS)}
-    }
+${inStep}${store}
     workgroupBarrier();
-    for (var kk = 0u; kk < ${BK}u; kk++) {
+${next}    for (var kk = 0u; kk < ${BK}u; kk++) {
 ${body.join("\n")}
     }
     workgroupBarrier();

@@ -619,11 +619,14 @@ async function sweepGemv(
 }
 
 /**
- * GEMM tilings of `--sweep-gemm` (the default first): wider and deeper tiles and more outputs per
- * thread, within 256 threads; those past the device's workgroup memory are listed as n/a.
+ * GEMM tilings of `--sweep-gemm` (the default first): wider and deeper tiles, more outputs per
+ * thread (within 256 threads) and prefetching into registers; those past the device's workgroup
+ * memory are listed as n/a.
  */
 export const GEMM_TILINGS: readonly GemmTiling[] = [
   DEFAULT_GEMM_TILING,
+  { ...DEFAULT_GEMM_TILING, prefetch: true },
+  { rows: 128, tokens: 128, depth: 16, rowsPerThread: 8, tokensPerThread: 8, prefetch: true },
   { rows: 128, tokens: 128, depth: 8, rowsPerThread: 8, tokensPerThread: 8 },
   { rows: 128, tokens: 128, depth: 16, rowsPerThread: 8, tokensPerThread: 8 },
   { rows: 128, tokens: 64, depth: 32, rowsPerThread: 8, tokensPerThread: 4 },
