@@ -18,6 +18,7 @@ import {
   GemmTilingError,
   gemmTilingKey,
   gemmWorkgroupBytes,
+  splitWays,
   validateGemmTiling,
 } from "./gemm_wgsl.ts";
 import { GEMM_TILINGS } from "./perf.ts";
@@ -31,12 +32,16 @@ const fits = (t: GemmTiling) =>
   limits !== undefined && gemmThreads(t) <= limits.maxComputeInvocationsPerWorkgroup &&
   gemmWorkgroupBytes(t) <= limits.maxComputeWorkgroupStorageSize;
 
-/** `x · Wᵀ` through the GEMM with `tiling`, weights split into parts of at most `maxBinding`. */
+/**
+ * `x · Wᵀ` through the GEMM with `tiling`, weights split into parts of at most `maxBinding`; added
+ * to `base` when given (the kernel's accumulate mode).
+ */
 async function gemm(
   x: Float32Array,
   w: Matrix,
   tiling: GemmTiling,
   maxBinding = Infinity,
+  base?: Float32Array,
 ): Promise<Float32Array> {
   const k = new Kernels(await getGpu());
   try {
@@ -44,8 +49,11 @@ async function gemm(
     const packed = packMatrix(w, Math.min(maxBinding, k.gpu.maxBinding));
     const step = k.buffer(STEP_STRIDE, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
     k.device.queue.writeBuffer(step, 0, new Uint32Array([T, 0, 0, 0]));
-    const out = k.storage(T * w.rows * 4);
-    const ds = await k.matmul(step, packed, k.upload(packed), k.storage(x), out, { tiling });
+    const out = k.storage(base ?? T * w.rows * 4);
+    const ds = await k.matmul(step, packed, k.upload(packed), k.storage(x), out, {
+      tiling,
+      accumulate: base !== undefined,
+    });
     const read = k.buffer(T * w.rows * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
     const enc = k.device.createCommandEncoder();
     const pass = enc.beginComputePass();
@@ -101,6 +109,42 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "webgpu: a GEMM split over input features adds its partial sums into the output",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // 1100 columns: 35 chunks, split 4 ways (9, 9, 9 and 8 chunks, the last one short); 131 rows
+    // × 70 tokens: 4 workgroups a way. Asymmetric int4: zero points per group.
+    const w = quantizeInt(pseudoRandom(131 * 1100, 5), 131, 1100, {
+      bits: 4,
+      group: 32,
+      symmetric: false,
+    });
+    const x = pseudoRandom(70 * 1100, 6);
+    const base = pseudoRandom(70 * 131, 7);
+    const product = await cpuOps.matmul(x, w);
+    const expected = product.map((v, i) => v + base[i]!);
+    const split = { ...DEFAULT_GEMM_TILING, splitK: 8 };
+    for (const tiling of [split, { ...split, prefetch: true }]) {
+      assert.equal(splitWays(tiling, 131, 70, 35, 1 << 20), 4);
+      const err = relativeError(await gemm(x, w, tiling, Infinity, base), expected);
+      assert.ok(err < 1e-5, `${gemmTilingKey(tiling)}: relative error ${err}`);
+    }
+  },
+});
+
+Deno.test("GEMM split: ways double while the dispatch has few workgroups", () => {
+  const t = { ...DEFAULT_GEMM_TILING, splitK: 8 };
+  // TinyLlama at T = 512: k/v (256 rows), q/o/down (2048), gate/up (5632).
+  assert.equal(splitWays(t, 256, 512, 64, 1 << 24), 8);
+  assert.equal(splitWays(t, 2048, 512, 64, 1 << 24), 2);
+  assert.equal(splitWays(t, 5632, 512, 64, 1 << 24), 1);
+  assert.equal(splitWays(DEFAULT_GEMM_TILING, 256, 512, 64, 1 << 24), 1);
+  assert.equal(splitWays(t, 256, 512, 64, 2 * 512 * 256), 2, "scratch for two ways");
+  assert.equal(splitWays(t, 256, 512, 20, 1 << 24), 2, "chunks for two ways");
+  assert.equal(splitWays(t, 256, 512, 15, 1 << 24), 1, "too few chunks");
+});
+
 Deno.test("GEMM tilings: the default and every swept one are valid; bad ones are refused", () => {
   for (const t of [DEFAULT_GEMM_TILING, ...GEMM_TILINGS]) {
     validateGemmTiling(t, { maxThreads: 256, maxWorkgroupBytes: 32768 });
@@ -112,6 +156,7 @@ Deno.test("GEMM tilings: the default and every swept one are valid; bad ones are
     { ...DEFAULT_GEMM_TILING, tokens: 60 },
     { ...DEFAULT_GEMM_TILING, rowsPerThread: 4 }, // 512 threads
     { ...DEFAULT_GEMM_TILING, depth: 32, tokens: 128, tokensPerThread: 8 }, // 32.5 KiB
+    { ...DEFAULT_GEMM_TILING, splitK: 3 },
   ];
   for (const t of bad) {
     assert.throws(

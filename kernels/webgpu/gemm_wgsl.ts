@@ -38,6 +38,12 @@ export interface GemmTiling {
    * arithmetic.
    */
   prefetch?: boolean;
+  /**
+   * Most ways (1, 2, 4 or 8; default 1) the input features may be split over workgroups where a
+   * dispatch would have few of them (see {@linkcode splitWays}): each way writes partial sums to
+   * a scratch buffer and a second dispatch ({@linkcode gemmReduceShader}) adds them up.
+   */
+  splitK?: number;
 }
 
 /**
@@ -59,12 +65,12 @@ export class GemmTilingError extends Error {
 
 /**
  * A tiling's name and pipeline-cache key, `rows×tokens×depth/rowsPerThread×tokensPerThread`, with
- * `+prefetch` when it prefetches.
+ * `+prefetch` when it prefetches and `/split<n>` when it may split the input features.
  */
 export function gemmTilingKey(t: GemmTiling): string {
   return `${t.rows}x${t.tokens}x${t.depth}/${t.rowsPerThread}x${t.tokensPerThread}${
     t.prefetch ? "+prefetch" : ""
-  }`;
+  }${(t.splitK ?? 1) > 1 ? `/split${t.splitK}` : ""}`;
 }
 
 /** Threads per workgroup of a tiling. */
@@ -93,6 +99,7 @@ export function validateGemmTiling(
     throw new GemmTilingError(`GEMM tiling "${key}": ${why}`);
   };
   if (![8, 16, 32].includes(t.depth)) fail("depth must be 8, 16 or 32");
+  if (![1, 2, 4, 8].includes(t.splitK ?? 1)) fail("splitK must be 1, 2, 4 or 8");
   const edges: [number, number][] = [[t.rows, t.rowsPerThread], [t.tokens, t.tokensPerThread]];
   for (const [edge, per] of edges) {
     if (!(Number.isInteger(per) && per >= 4 && per % 4 === 0)) {
@@ -252,7 +259,7 @@ export function gemmShader(layout: Layout, tiling: GemmTiling = DEFAULT_GEMM_TIL
   const load = (n: number) => indent([...xLoad, ...(words ? loadRun(layout, EW) : [])], n);
   // Without prefetching a step loads its own inputs; with it, the first step's are loaded before
   // the loop and each step loads the next one's between staging and computing.
-  const first = prefetch ? `  {\n    let kl = 0u;\n${load(4)}\n  }\n` : "";
+  const first = prefetch ? `  if (kBegin < K) {\n    let kl = kBegin;\n${load(4)}\n  }\n` : "";
   const inStep = prefetch ? "" : `    {\n      let kl = k0;\n${load(6)}\n    }\n`;
   const next = prefetch
     ? `    if (k0 + ${BK}u < K) {\n      let kl = k0 + ${BK}u;\n${load(6)}\n    }\n`
@@ -272,7 +279,7 @@ export function gemmShader(layout: Layout, tiling: GemmTiling = DEFAULT_GEMM_TIL
         stores.push(
           `  store(tokBase + ${4 * (j * NTY) + u}u + ty * 4u, rowBase + ${
             4 * (i * NTX)
-          }u + tx * 4u, ${acc});`,
+          }u + tx * 4u, ${acc}, wg.z, nwg.z);`,
         );
       }
     }
@@ -290,9 +297,19 @@ fn wrd(row: u32, c: u32, w: u32) -> u32 {
   return wq[v * ${V}u + w % ${V}u];
 }
 
-/** Writes 4 consecutive rows of token t (those inside the output). */
-fn store(t: u32, r: u32, v: vec4<f32>) {
+/**
+ * Writes 4 consecutive rows of token t (those inside the output); split over ways, the raw
+ * partial sums of this way, to out[(way·T + t)·rows + r] (the scratch buffer).
+ */
+fn store(t: u32, r: u32, v: vec4<f32>, way: u32, ways: u32) {
   if (t >= st.T) { return; }
+  if (ways > 1u) {
+    let pb = (way * st.T + t) * p.rows;
+    for (var c = 0u; c < 4u; c++) {
+      if (r + c < p.rows) { out[pb + r + c] = v[c]; }
+    }
+    return;
+  }
   let ob = p.outOff + st.pos * p.outPosStride + t * p.outStride;
   for (var c = 0u; c < 4u; c++) {
     if (r + c < p.rows) {
@@ -304,7 +321,11 @@ fn store(t: u32, r: u32, v: vec4<f32>) {
 }
 
 @compute @workgroup_size(${threads})
-fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn main(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
   let tx = lid % ${NTX}u;
   let ty = lid / ${NTX}u;
   let rowBase = wg.x * ${BM}u;
@@ -319,8 +340,11 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let xtt = lid / ${BK}u;
 ${accs.join("\n")}
 ${registers.join("\n")}
-  let K = p.chunks * ${CHUNK}u;
-${first}  for (var k0 = 0u; k0 < K; k0 += ${BK}u) {
+  // Split over nwg.z ways, this workgroup takes the input features of chunks [c0, c1).
+  let per = (p.chunks + nwg.z - 1u) / nwg.z;
+  let K = min(p.chunks, (wg.z + 1u) * per) * ${CHUNK}u;
+  let kBegin = min(wg.z * per * ${CHUNK}u, K);
+${first}  for (var k0 = kBegin; k0 < K; k0 += ${BK}u) {
     let c = k0 / ${CHUNK}u;
 ${inStep}${store}
     workgroupBarrier();
@@ -334,7 +358,71 @@ ${stores.join("\n")}
 `;
 }
 
-/** Workgroups of a GEMM dispatch over `rows` weight rows and `T` tokens. */
-export function gemmGroups(tiling: GemmTiling, rows: number, T: number): [number, number, number] {
-  return [Math.ceil(rows / tiling.rows), Math.ceil(T / tiling.tokens), 1];
+/**
+ * Workgroups of a GEMM dispatch over `rows` weight rows and `T` tokens, the input features split
+ * `ways` ways.
+ */
+export function gemmGroups(
+  tiling: GemmTiling,
+  rows: number,
+  T: number,
+  ways = 1,
+): [number, number, number] {
+  return [Math.ceil(rows / tiling.rows), Math.ceil(T / tiling.tokens), ways];
+}
+
+/**
+ * Workgroups a dispatch is split up to (about two per streaming multiprocessor of a 132-SM H100):
+ * a guess, to be settled by the sweep.
+ */
+export const SPLIT_TARGET_GROUPS = 256;
+
+/** Fewest 32-element chunks of input features each way of a split takes. */
+export const MIN_SPLIT_CHUNKS = 8;
+
+/**
+ * Ways to split the input features of a GEMM over `rows × T` (`chunks` chunks per row): doubled,
+ * up to the tiling's `splitK`, while the dispatch stays within {@linkcode SPLIT_TARGET_GROUPS}
+ * workgroups, each way keeps {@linkcode MIN_SPLIT_CHUNKS} chunks, and the partial sums fit
+ * `scratchFloats`.
+ */
+export function splitWays(
+  tiling: GemmTiling,
+  rows: number,
+  T: number,
+  chunks: number,
+  scratchFloats: number,
+): number {
+  const [x, y] = gemmGroups(tiling, rows, T);
+  let ways = 1;
+  while (
+    2 * ways <= (tiling.splitK ?? 1) && x * y * 2 * ways <= SPLIT_TARGET_GROUPS &&
+    chunks >= 2 * ways * MIN_SPLIT_CHUNKS && 2 * ways * T * rows <= scratchFloats
+  ) ways *= 2;
+  return ways;
+}
+
+/**
+ * WGSL adding up `ways` ways of partial sums (binding 2, laid out as the GEMM's store writes them)
+ * into the output as the unsplit GEMM would write it (scaled, accumulated where asked). Same
+ * bindings as the GEMM; dispatch `linearGroups(T · rows)`.
+ */
+export function gemmReduceShader(ways: number): string {
+  return `${MATMUL_PARAMS}
+@group(0) @binding(2) var<storage, read> partial: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.y * nwg.x * 256u + gid.x;
+  let n = st.T * p.rows;
+  if (i >= n) { return; }
+  var s = 0.0;
+  for (var z = 0u; z < ${ways}u; z++) { s += partial[z * n + i]; }
+  let t = i / p.rows;
+  let o = p.outOff + st.pos * p.outPosStride + t * p.outStride + i % p.rows;
+  var y = s * p.tscale;
+  if (p.accumulate != 0u) { y += out[o]; }
+  out[o] = y;
+}
+`;
 }

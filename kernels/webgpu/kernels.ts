@@ -10,8 +10,10 @@ import { gemvShader } from "./matmul_wgsl.ts";
 import {
   DEFAULT_GEMM_TILING,
   gemmGroups,
+  gemmReduceShader,
   gemmShader,
   type GemmTiling,
+  splitWays,
   validateGemmTiling,
 } from "./gemm_wgsl.ts";
 import {
@@ -41,6 +43,9 @@ import {
 
 /** Byte stride of `Step` slots in the step buffer (the dynamic-offset alignment). */
 export const STEP_STRIDE = 256;
+
+/** Largest scratch buffer of a GEMM split over its input features (`GemmTiling.splitK`). */
+export const SPLIT_SCRATCH_BYTES = 64 * 2 ** 20;
 
 /** Token rows up to which matmuls use the GEMV kernel (above: GEMM). */
 export const GEMV_MAX_ROWS = 4;
@@ -104,6 +109,8 @@ export class Kernels {
   readonly #owned: GPUBuffer[] = [];
   /** Bound where a format has no scales (bindings must not be empty). */
   readonly empty: GPUBuffer;
+  /** Partial sums of split GEMMs, shared by all of them (dispatches run one after another). */
+  #scratch: GPUBuffer | undefined;
 
   constructor(gpu: Gpu) {
     this.gpu = gpu;
@@ -469,8 +476,17 @@ export class Kernels {
       a8 ? gemvA8Shader(m.layout) : gemvShader(m.layout),
     );
     const gemm = await this.pipeline("usrrrw", gemmShader(m.layout, tiling));
+    const maxWays = tiling.splitK ?? 1;
+    if (maxWays > 1) {
+      this.#scratch ??= this.storage(Math.min(SPLIT_SCRATCH_BYTES, this.gpu.maxBinding) & ~15);
+    }
+    const scratch = maxWays > 1 ? this.#scratch : undefined;
+    const reduces = new Map<number, GPUComputePipeline>();
+    for (let w = 2; w <= maxWays; w *= 2) {
+      reduces.set(w, await this.pipeline("usrrrw", gemmReduceShader(w)));
+    }
     const rowsPerGroup = gemvRowsPerGroup(m.layout);
-    return m.parts.map((part, i) => {
+    return m.parts.flatMap((part, i) => {
       const params = (xStride: number) => [
         part.rows,
         m.cols,
@@ -485,32 +501,59 @@ export class Kernels {
         o.accumulate ? 1 : 0,
         m.tensorScale,
       ];
-      const bind = (input: GPUBuffer, xStride: number) =>
+      const bind = (input: GPUBuffer, xStride: number, output: GPUBuffer) =>
         this.#bind("usrrrw", [
           this.uniform(params(xStride), [11]),
           { buffer: step, size: 16 },
           input,
           gpuParts[i]!.codes,
           gpuParts[i]!.scales,
-          out,
+          output,
         ]);
-      const floatGroup = bind(x, o.xStride ?? m.cols);
-      const a8Group = a8 ? bind(o.xq!.buffer, quantizedRowWords(m.chunks)) : undefined;
-      return {
-        label: `matmul ${m.rows}x${m.cols} part ${i}${a8 ? " (int8 activations)" : ""}`,
+      const xStride = o.xStride ?? m.cols;
+      const floatGroup = bind(x, xStride, out);
+      const a8Group = a8 ? bind(o.xq!.buffer, quantizedRowWords(m.chunks), out) : undefined;
+      // Split GEMMs write partial sums to the scratch buffer, which the reduction then reads.
+      const splitGroup = scratch && bind(x, xStride, scratch);
+      const reduceGroup = scratch && bind(scratch, xStride, out);
+      const ways = (T: number) =>
+        T <= GEMV_MAX_ROWS || !scratch
+          ? 1
+          : splitWays(tiling, part.rows, T, m.chunks, scratch.size / 4);
+      const label = `matmul ${m.rows}x${m.cols} part ${i}`;
+      const main: Dispatch = {
+        label: `${label}${a8 ? " (int8 activations)" : ""}`,
         pipeline: (T: number) => (T <= GEMV_MAX_ROWS ? gemv : gemm),
         bindGroup: floatGroup,
-        bindGroupFor: a8Group && ((T: number) => (T <= GEMV_MAX_ROWS ? a8Group : floatGroup)),
+        bindGroupFor: (a8Group || splitGroup) &&
+          ((T: number) =>
+            T <= GEMV_MAX_ROWS
+              ? a8Group ?? floatGroup
+              : ways(T) > 1
+              ? splitGroup ?? floatGroup
+              : floatGroup),
         groups: (T: number): [number, number, number] =>
           T <= GEMV_MAX_ROWS
             ? [Math.ceil(part.rows / (a8 ? gemvA8RowsPerGroup(m.layout) : rowsPerGroup)), T, 1]
-            : gemmGroups(tiling, part.rows, T),
+            : gemmGroups(tiling, part.rows, T, ways(T)),
       };
+      if (!reduceGroup) return [main];
+      const reduce: Dispatch = {
+        label: `${label} split sum`,
+        pipeline: (T: number) => reduces.get(Math.max(2, ways(T)))!,
+        bindGroup: reduceGroup,
+        // No workgroups (the dispatch is skipped) where the GEMM was not split.
+        groups: (T: number) => ways(T) > 1 ? linearGroups(T * part.rows) : [0, 0, 0],
+      };
+      return [main, reduce];
     });
   }
 }
 
-/** Records `dispatches` for a slice of `T` tokens whose `Step` sits at `stepOffset`. */
+/**
+ * Records `dispatches` for a slice of `T` tokens whose `Step` sits at `stepOffset`; those with no
+ * workgroups for `T` are left out.
+ */
 export function encodeDispatches(
   pass: GPUComputePassEncoder,
   dispatches: readonly Dispatch[],
@@ -518,9 +561,10 @@ export function encodeDispatches(
   stepOffset: number,
 ): void {
   for (const d of dispatches) {
+    const [x, y, z] = d.groups(T);
+    if (x * y * z === 0) continue;
     pass.setPipeline(d.pipeline(T));
     pass.setBindGroup(0, d.bindGroupFor?.(T) ?? d.bindGroup, [stepOffset]);
-    const [x, y, z] = d.groups(T);
     pass.dispatchWorkgroups(x, y, z);
   }
 }

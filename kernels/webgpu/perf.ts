@@ -35,6 +35,7 @@ import { getGpu } from "./device.ts";
 import { packMatrix } from "./pack_matrix.ts";
 import {
   type Dispatch,
+  encodeDispatches,
   Kernels,
   linearGroups,
   STEP_STRIDE,
@@ -396,10 +397,7 @@ async function gpuMatrices(
 }
 
 function encodeOne(pass: GPUComputePassEncoder, d: Dispatch, T: number): void {
-  pass.setPipeline(d.pipeline(T));
-  pass.setBindGroup(0, d.bindGroupFor?.(T) ?? d.bindGroup, [0]);
-  const [gx, gy, gz] = d.groups(T);
-  pass.dispatchWorkgroups(gx, gy, gz);
+  encodeDispatches(pass, [d], T, 0);
 }
 
 /**
@@ -620,8 +618,8 @@ async function sweepGemv(
 
 /**
  * GEMM tilings of `--sweep-gemm` (the default first): wider and deeper tiles, more outputs per
- * thread (within 256 threads) and prefetching into registers; those past the device's workgroup
- * memory are listed as n/a.
+ * thread (within 256 threads), prefetching into registers, and input features split over
+ * workgroups where a dispatch has few; those past the device's workgroup memory are listed as n/a.
  */
 export const GEMM_TILINGS: readonly GemmTiling[] = [
   DEFAULT_GEMM_TILING,
@@ -634,6 +632,9 @@ export const GEMM_TILINGS: readonly GemmTiling[] = [
   { rows: 64, tokens: 64, depth: 16, rowsPerThread: 4, tokensPerThread: 4 },
   { rows: 256, tokens: 64, depth: 16, rowsPerThread: 16, tokensPerThread: 4 },
   { rows: 128, tokens: 32, depth: 16, rowsPerThread: 8, tokensPerThread: 4 },
+  { ...DEFAULT_GEMM_TILING, splitK: 8 },
+  { ...DEFAULT_GEMM_TILING, prefetch: true, splitK: 8 },
+  { rows: 128, tokens: 128, depth: 16, rowsPerThread: 8, tokensPerThread: 8, splitK: 8 },
 ];
 
 /** Tokens of the GEMM sweep (a perplexity window). */
