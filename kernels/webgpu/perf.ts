@@ -690,7 +690,9 @@ async function sweepGemm(
     }
   }
   const md = `GEMM tilings at T = ${T}, TFLOP/s (tiling: rows×tokens×depth/rows×tokens per ` +
-    `thread; default ${gemmTilingKey(DEFAULT_GEMM_TILING)}):\n\n` +
+    `thread, +prefetch: the next step's inputs loaded into registers during this one, /splitN: ` +
+    `input features split up to N ways where a dispatch has few workgroups; default ` +
+    `${gemmTilingKey(DEFAULT_GEMM_TILING)}):\n\n` +
     markdownTable(["format", "tiling", ...shapes.map(([N, K]) => `${N}×${K}`)], cells);
   return { rows, md };
 }
