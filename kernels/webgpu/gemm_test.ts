@@ -18,6 +18,7 @@ import {
   GemmTilingError,
   gemmTilingKey,
   gemmWorkgroupBytes,
+  parseGemmTiling,
   splitWays,
   validateGemmTiling,
 } from "./gemm_wgsl.ts";
@@ -148,7 +149,9 @@ Deno.test("GEMM split: ways double while the dispatch has few workgroups", () =>
 Deno.test("GEMM tilings: the default and every swept one are valid; bad ones are refused", () => {
   for (const t of [DEFAULT_GEMM_TILING, ...GEMM_TILINGS]) {
     validateGemmTiling(t, { maxThreads: 256, maxWorkgroupBytes: 32768 });
+    assert.deepEqual(parseGemmTiling(gemmTilingKey(t)), t);
   }
+  assert.throws(() => parseGemmTiling("128x64"), GemmTilingError);
   assert.equal(gemmWorkgroupBytes(DEFAULT_GEMM_TILING), 12544);
   const bad = [
     { ...DEFAULT_GEMM_TILING, depth: 12 },

@@ -73,6 +73,26 @@ export function gemmTilingKey(t: GemmTiling): string {
   }${(t.splitK ?? 1) > 1 ? `/split${t.splitK}` : ""}`;
 }
 
+/** Parses a {@linkcode gemmTilingKey} (`128x64x16/8x4`, `…+prefetch`, `…/split8`). */
+export function parseGemmTiling(key: string): GemmTiling {
+  const m = /^(\d+)x(\d+)x(\d+)\/(\d+)x(\d+)(\+prefetch)?(?:\/split(\d+))?$/.exec(key);
+  if (!m) {
+    throw new GemmTilingError(
+      `GEMM tiling "${key}" is not rows×tokens×depth/rows×tokens per thread[+prefetch][/splitN]`,
+    );
+  }
+  const [rows, tokens, depth, rowsPerThread, tokensPerThread] = m.slice(1, 6).map(Number);
+  return {
+    rows: rows!,
+    tokens: tokens!,
+    depth: depth!,
+    rowsPerThread: rowsPerThread!,
+    tokensPerThread: tokensPerThread!,
+    ...(m[6] ? { prefetch: true } : {}),
+    ...(m[7] ? { splitK: Number(m[7]) } : {}),
+  };
+}
+
 /** Threads per workgroup of a tiling. */
 export function gemmThreads(t: GemmTiling): number {
   return (t.rows / t.rowsPerThread) * (t.tokens / t.tokensPerThread);

@@ -84,6 +84,8 @@ export interface WebGpuPerfOptions {
   sweep?: boolean;
   /** Also time the GEMM tilings of {@linkcode GEMM_TILINGS} at the 1.1B Llama shapes. */
   sweepGemm?: boolean;
+  /** The tilings the GEMM sweep times instead of {@linkcode GEMM_TILINGS}. */
+  gemmTilings?: readonly GemmTiling[];
 }
 
 /** One measurement. */
@@ -656,6 +658,7 @@ const SWEEP_GEMM_SHAPES: [number, number][] = [
 async function sweepGemm(
   b: Bench,
   quick: boolean,
+  tilings: readonly GemmTiling[],
   log: (line: string) => void,
 ): Promise<{ rows: GpuPerfRow[]; md: string }> {
   const T = quick ? 70 : SWEEP_GEMM_T;
@@ -665,7 +668,7 @@ async function sweepGemm(
   const cells: (string | number)[][] = [];
   for (const name of ["f32", "int4-g128", "f16"]) {
     const f = gpuPerfFormats().find((p) => p.name === name)!;
-    for (const tiling of GEMM_TILINGS) {
+    for (const tiling of tilings) {
       const key = gemmTilingKey(tiling);
       const fits = gemmThreads(tiling) <= limits.maxComputeInvocationsPerWorkgroup &&
         gemmWorkgroupBytes(tiling) <= limits.maxComputeWorkgroupStorageSize;
@@ -813,9 +816,11 @@ async function perfRuns(
   }
   const sweep: string[] = [];
   if (options.sweep) sweep.push(await sweepGemv(b, quick, copyFor, log));
+  // The GEMM sweep's rows go to perf.csv; perf.md has them in the sweep's own table.
+  const swept: GpuPerfRow[] = [];
   if (options.sweepGemm) {
-    const gemm = await sweepGemm(b, quick, log);
-    out.push(...gemm.rows);
+    const gemm = await sweepGemm(b, quick, options.gemmTilings ?? GEMM_TILINGS, log);
+    swept.push(...gemm.rows);
     sweep.push(gemm.md);
   }
   const md = `${header.join("\n")}\n\n${table(out)}\n${
@@ -823,8 +828,8 @@ async function perfRuns(
   }${sweep.length ? `\n${sweep.join("\n")}\n` : ""}`;
   log(`\n${md}`);
   if (options.out) {
-    await writeFileAtomic(join(options.out, "perf.csv"), rowsToCsvTable(out));
+    await writeFileAtomic(join(options.out, "perf.csv"), rowsToCsvTable([...out, ...swept]));
     await writeFileAtomic(join(options.out, "perf.md"), md);
   }
-  return out;
+  return [...out, ...swept];
 }
