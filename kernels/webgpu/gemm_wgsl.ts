@@ -48,7 +48,9 @@ export interface GemmTiling {
 
 /**
  * The default tiling: 128 rows × 64 tokens, 16 features deep, 8 × 4 outputs per thread (256
- * threads, 12 KiB of workgroup memory, within WebGPU's default 16 KiB).
+ * threads, 12 KiB of workgroup memory, within WebGPU's default 16 KiB), input features split up to
+ * 8 ways where a dispatch has few workgroups (TinyLlama's 256- and 2048-row projections at T = 512
+ * would otherwise have 16 and 128 workgroups for 132 streaming multiprocessors).
  */
 export const DEFAULT_GEMM_TILING: Readonly<GemmTiling> = {
   rows: 128,
@@ -56,6 +58,7 @@ export const DEFAULT_GEMM_TILING: Readonly<GemmTiling> = {
   depth: 16,
   rowsPerThread: 8,
   tokensPerThread: 4,
+  splitK: 8,
 };
 
 /** Thrown for a tiling the kernel cannot be built with. */

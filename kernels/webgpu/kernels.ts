@@ -13,6 +13,7 @@ import {
   gemmReduceShader,
   gemmShader,
   type GemmTiling,
+  SPLIT_TARGET_GROUPS,
   splitWays,
   validateGemmTiling,
 } from "./gemm_wgsl.ts";
@@ -43,9 +44,6 @@ import {
 
 /** Byte stride of `Step` slots in the step buffer (the dynamic-offset alignment). */
 export const STEP_STRIDE = 256;
-
-/** Largest scratch buffer of a GEMM split over its input features (`GemmTiling.splitK`). */
-export const SPLIT_SCRATCH_BYTES = 64 * 2 ** 20;
 
 /** Token rows up to which matmuls use the GEMV kernel (above: GEMM). */
 export const GEMV_MAX_ROWS = 4;
@@ -477,8 +475,14 @@ export class Kernels {
     );
     const gemm = await this.pipeline("usrrrw", gemmShader(m.layout, tiling));
     const maxWays = tiling.splitK ?? 1;
-    if (maxWays > 1) {
-      this.#scratch ??= this.storage(Math.min(SPLIT_SCRATCH_BYTES, this.gpu.maxBinding) & ~15);
+    // A split dispatch has at most SPLIT_TARGET_GROUPS workgroups, each writing one tile of
+    // partial sums, so this much scratch holds any of them.
+    const scratchBytes = Math.min(
+      SPLIT_TARGET_GROUPS * tiling.rows * tiling.tokens * 4,
+      this.gpu.maxBinding & ~15,
+    );
+    if (maxWays > 1 && !(this.#scratch && this.#scratch.size >= scratchBytes)) {
+      this.#scratch = this.storage(scratchBytes);
     }
     const scratch = maxWays > 1 ? this.#scratch : undefined;
     const reduces = new Map<number, GPUComputePipeline>();

@@ -625,18 +625,25 @@ async function sweepGemv(
  */
 export const GEMM_TILINGS: readonly GemmTiling[] = [
   DEFAULT_GEMM_TILING,
+  { ...DEFAULT_GEMM_TILING, splitK: 1 },
   { ...DEFAULT_GEMM_TILING, prefetch: true },
-  { rows: 128, tokens: 128, depth: 16, rowsPerThread: 8, tokensPerThread: 8, prefetch: true },
-  { rows: 128, tokens: 128, depth: 8, rowsPerThread: 8, tokensPerThread: 8 },
-  { rows: 128, tokens: 128, depth: 16, rowsPerThread: 8, tokensPerThread: 8 },
-  { rows: 128, tokens: 64, depth: 32, rowsPerThread: 8, tokensPerThread: 4 },
-  { rows: 64, tokens: 128, depth: 16, rowsPerThread: 4, tokensPerThread: 8 },
-  { rows: 64, tokens: 64, depth: 16, rowsPerThread: 4, tokensPerThread: 4 },
-  { rows: 256, tokens: 64, depth: 16, rowsPerThread: 16, tokensPerThread: 4 },
-  { rows: 128, tokens: 32, depth: 16, rowsPerThread: 8, tokensPerThread: 4 },
-  { ...DEFAULT_GEMM_TILING, splitK: 8 },
-  { ...DEFAULT_GEMM_TILING, prefetch: true, splitK: 8 },
   { rows: 128, tokens: 128, depth: 16, rowsPerThread: 8, tokensPerThread: 8, splitK: 8 },
+  {
+    rows: 128,
+    tokens: 128,
+    depth: 16,
+    rowsPerThread: 8,
+    tokensPerThread: 8,
+    prefetch: true,
+    splitK: 8,
+  },
+  { rows: 128, tokens: 128, depth: 8, rowsPerThread: 8, tokensPerThread: 8, splitK: 8 },
+  { rows: 128, tokens: 64, depth: 32, rowsPerThread: 8, tokensPerThread: 4, splitK: 8 },
+  { rows: 64, tokens: 128, depth: 16, rowsPerThread: 4, tokensPerThread: 8, splitK: 8 },
+  { rows: 64, tokens: 64, depth: 16, rowsPerThread: 4, tokensPerThread: 4, splitK: 8 },
+  { rows: 64, tokens: 64, depth: 16, rowsPerThread: 4, tokensPerThread: 4 },
+  { rows: 256, tokens: 64, depth: 16, rowsPerThread: 16, tokensPerThread: 4, splitK: 8 },
+  { rows: 128, tokens: 32, depth: 16, rowsPerThread: 8, tokensPerThread: 4, splitK: 8 },
 ];
 
 /** Tokens of the GEMM sweep (a perplexity window). */
