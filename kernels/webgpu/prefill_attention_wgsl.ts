@@ -7,10 +7,11 @@
  *
  * Eight threads share a query row: each scores `keys / 8` keys of the tile against the row (vec4
  * dot products from workgroup memory, rows padded by one vec4 so that the eight lanes hit distinct
- * banks), the scores meet in workgroup memory, and every lane then runs the online softmax of its
- * row over the tile (running maximum and sum, rescaled as the maximum grows) and accumulates its
- * share of the output's vec4s. Keys past a row's own position are masked, so one kernel serves
- * every tile of the causal triangle; tiles past the query tile's last row are never read.
+ * banks), the scores meet in workgroup memory, and the lanes then run the online softmax of their
+ * row over the tile (running maximum and sum, rescaled as the maximum grows; each lane
+ * exponentiates its own keys' scores) and accumulate their shares of the output's vec4s. Keys past
+ * a row's own position are masked, so one kernel serves every tile of the causal triangle; tiles
+ * past the query tile's last row are never read.
  *
  * The bindings and uniform are the decode kernel's (`AP`), so one bind group serves both.
  *
@@ -113,15 +114,22 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       ss[i * ${SS}u + j] = select(-3.0e38, s, kv0 + j <= own);
     }
     workgroupBarrier();
+    // Every lane of a row finds the same new maximum; each then turns its own keys' scores into
+    // probabilities in place (one exp per key, not one per key and lane).
     var mt = m;
     for (var j = 0u; j < ${keys}u; j++) { mt = max(mt, ss[i * ${SS}u + j]); }
+    workgroupBarrier();
+    for (var j = lane; j < ${keys}u; j += ${LANES}u) {
+      let s = ss[i * ${SS}u + j];
+      ss[i * ${SS}u + j] = select(0.0, exp(s - mt), kv0 + j <= own);
+    }
     let corr = exp(m - mt);
     m = mt;
     l *= corr;
     for (var v = 0u; v < ${NV}u; v++) { acc[v] *= corr; }
+    workgroupBarrier();
     for (var j = 0u; j < ${keys}u; j++) {
-      let s = ss[i * ${SS}u + j];
-      let pj = select(0.0, exp(s - m), kv0 + j <= own);
+      let pj = ss[i * ${SS}u + j];
       l += pj;
       for (var v = 0u; v < ${NV}u; v++) {
         let d = lane + ${LANES}u * v;
