@@ -55,6 +55,19 @@ export function prefillAttentionShader(headDim: number, keys: number): string {
   const SS = keys + 1;
   const NV = Math.ceil(D4 / LANES);
   const threads = PREFILL_QUERIES * LANES;
+  // This lane's keys lane, lane + 8, …: the query's vec4 is read once for all of them.
+  const mine = Array.from({ length: keys / LANES }, (_, u) => u);
+  const scores = [
+    ...mine.map((u) => `    var s${u} = 0.0;`),
+    `    for (var d = 0u; d < ${D4}u; d++) {`,
+    `      let qv = qs[i * ${QS}u + d];`,
+    ...mine.map((u) => `      s${u} += dot(qv, ks[(lane + ${LANES * u}u) * ${KS}u + d]);`),
+    `    }`,
+    ...mine.map((u) =>
+      `    ss[i * ${SS}u + lane + ${LANES * u}u] = ` +
+      `select(-3.0e38, s${u}, kv0 + lane + ${LANES * u}u <= own);`
+    ),
+  ].join("\n");
   return `
 struct AP { nHeads: u32, nKvHeads: u32, headDim: u32, kvDim: u32,
             scale: f32, qStride: u32, kg: u32, b: u32 }
@@ -108,11 +121,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       vs[j * ${D4}u + d] = vv;
     }
     workgroupBarrier();
-    for (var j = lane; j < ${keys}u; j += ${LANES}u) {
-      var s = 0.0;
-      for (var d = 0u; d < ${D4}u; d++) { s += dot(qs[i * ${QS}u + d], ks[j * ${KS}u + d]); }
-      ss[i * ${SS}u + j] = select(-3.0e38, s, kv0 + j <= own);
-    }
+${scores}
     workgroupBarrier();
     // Every lane of a row finds the same new maximum; each then turns its own keys' scores into
     // probabilities in place (one exp per key, not one per key and lane).
