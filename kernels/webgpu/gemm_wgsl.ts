@@ -187,7 +187,16 @@ function scaleRegister(layout: Layout): string | undefined {
 function loadRun(layout: Layout, run: number): string[] {
   const W = layout.bits;
   const lines = [`let el = kl % ${CHUNK}u + part * ${run}u;`, `let wb = (el * ${W}u) >> 5u;`];
-  for (let w = 0; w < (run * W) / 32; w++) lines.push(`wr${w} = wrd(rr, cl, wb + ${w}u);`);
+  const words = (run * W) / 32;
+  if (vectorWords(W) === 4 && words % 4 === 0) {
+    // Whole vectors of the interleave (the run starts at a multiple of 4 words): vec4 loads.
+    for (let v = 0; v < words / 4; v++) {
+      lines.push(`let v${v} = wvec(rr, cl, wb + ${4 * v}u);`);
+      for (let i = 0; i < 4; i++) lines.push(`wr${4 * v + i} = v${v}.${"xyzw"[i]};`);
+    }
+  } else {
+    for (let w = 0; w < words; w++) lines.push(`wr${w} = wrd(rr, cl, wb + ${w}u);`);
+  }
   if (scaleRegister(layout)) {
     lines.push(`let gidx = rr * p.groups + ((cl * ${CHUNK}u + el) >> p.gshift);`);
     lines.push(`sr = ${scaleExpr(layout, "gidx")};`);
@@ -309,16 +318,24 @@ export function gemmShader(layout: Layout, tiling: GemmTiling = DEFAULT_GEMM_TIL
   }
   return `${MATMUL_PARAMS}
 @group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> wq: array<u32>;
+@group(0) @binding(3) var<storage, read> wq: array<${V === 4 ? "vec4<u32>" : "u32"}>;
 var<workgroup> xs: array<vec4<f32>, ${BK * XS}>;
 var<workgroup> ws: array<vec4<f32>, ${BK * WS}>;
 ${decoders(layout)}
-fn wrd(row: u32, c: u32, w: u32) -> u32 {
+/** Index of the interleave's vector holding word w of chunk c of a row. */
+fn wvi(row: u32, c: u32, w: u32) -> u32 {
   let s0 = (c / ${layout.tpr}u) * ${layout.tpr}u;
   let width = min(${layout.tpr}u, p.chunks - s0);
-  let v = (row * p.chunks + s0) * ${NV}u + (w / ${V}u) * width + (c - s0);
-  return wq[v * ${V}u + w % ${V}u];
+  return (row * p.chunks + s0) * ${NV}u + (w / ${V}u) * width + (c - s0);
 }
+fn wrd(row: u32, c: u32, w: u32) -> u32 {
+  ${
+    V === 4
+      ? "return wq[wvi(row, c, w)][w % 4u];"
+      : `return wq[wvi(row, c, w) * ${V}u + w % ${V}u];`
+  }
+}
+${V === 4 ? "fn wvec(row: u32, c: u32, w: u32) -> vec4<u32> { return wq[wvi(row, c, w)]; }" : ""}
 
 /**
  * Writes 4 consecutive rows of token t (those inside the output); split over ways, the raw
