@@ -96,6 +96,24 @@ for (const [i, tiling] of GEMM_TILINGS.entries()) {
 }
 
 Deno.test({
+  name: "webgpu: GEMM on activation rows that are not 16-byte aligned",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // 171 columns: rows start at any word, so activations are read element by element.
+    const w = quantizeInt(pseudoRandom(40 * 171, 9), 40, 171, {
+      bits: 4,
+      group: 32,
+      symmetric: true,
+    });
+    const x = pseudoRandom(37 * 171, 10);
+    for (const tiling of [DEFAULT_GEMM_TILING, { ...DEFAULT_GEMM_TILING, prefetch: true }]) {
+      const err = relativeError(await gemm(x, w, tiling), await cpuOps.matmul(x, w));
+      assert.ok(err < 1e-5, `${gemmTilingKey(tiling)}: relative error ${err}`);
+    }
+  },
+});
+
+Deno.test({
   name: "webgpu: GEMM over row parts writes each part's rows",
   ignore: unavailable !== undefined,
   async fn() {

@@ -141,8 +141,8 @@ export function validateGemmTiling(
   if (!Number.isInteger(perThread) || t.depth % perThread !== 0) {
     fail("rows × depth must split into runs of one row per thread");
   }
-  if ((t.tokens * t.depth) % threads !== 0 || threads % t.depth !== 0) {
-    fail("tokens × depth must be a multiple of threads, and threads of depth");
+  if ((t.tokens * t.depth) % (4 * threads) !== 0 || threads % (t.depth / 4) !== 0) {
+    fail("tokens × depth must be a multiple of 4 × threads, and threads of depth / 4");
   }
   const bytes = gemmWorkgroupBytes(t);
   if (bytes > limits.maxWorkgroupBytes) {
@@ -270,23 +270,36 @@ export function gemmShader(layout: Layout, tiling: GemmTiling = DEFAULT_GEMM_TIL
   const words = wordRuns(layout, EW) ? (EW * layout.bits) / 32 : 0;
   // Registers a step's global reads land in: activations, weight words and their scale.
   const registers = [
-    ...Array.from({ length: EX }, (_, h) => `  var xr${h} = 0.0;`),
+    ...Array.from({ length: EX / 4 }, (_, h) => `  var xr${h} = vec4<f32>(0.0);`),
     ...Array.from({ length: words }, (_, w) => `  var wr${w} = 0u;`),
     ...(words && scaleRegister(layout) ? [`  var sr: ${scaleRegister(layout)};`] : []),
   ];
   const indent = (lines: string[], n: number) => lines.map((l) => " ".repeat(n) + l).join("\n");
+  // Each thread stages EX / 4 vec4s: input features 4·xk4 … 4·xk4 + 3 of tokens xtt, xtt +
+  // 4·threads / depth …, read as one vec4 where the rows are 16-byte aligned and whole.
   const xLoad: string[] = [`let cl = kl / ${CHUNK}u;`];
   const xStore: string[] = [];
-  for (let h = 0; h < EX; h++) {
-    const tt = `xtt + ${h * (threads / BK)}u`;
+  for (let h = 0; h < EX / 4; h++) {
+    const tt = `xtt + ${(h * threads * 4) / BK}u`;
     xLoad.push(
-      `if (tokBase + ${tt} < st.T && kl + xkk < p.cols) {`,
-      `  xr${h} = x[p.xOff + (tokBase + ${tt}) * p.xStride + kl + xkk];`,
-      `} else {`,
-      `  xr${h} = 0.0;`,
+      `{`,
+      `  let t = tokBase + ${tt};`,
+      `  let k = kl + 4u * xk4;`,
+      `  let xi = p.xOff + t * p.xStride + k;`,
+      `  if (xAligned && t < st.T && k + 4u <= p.cols) {`,
+      `    xr${h} = x[xi >> 2u];`,
+      `  } else {`,
+      `    let lim = select(k, p.cols, t < st.T);`,
+      `    xr${h} = vec4<f32>(xa(xi, k, lim), xa(xi + 1u, k + 1u, lim), ` +
+        `xa(xi + 2u, k + 2u, lim), xa(xi + 3u, k + 3u, lim));`,
+      `  }`,
       `}`,
     );
-    xStore.push(`xs[xkk * ${XS}u + (${tt}) / 4u][(${tt}) % 4u] = xr${h};`);
+    for (let c = 0; c < 4; c++) {
+      xStore.push(
+        `xs[(4u * xk4 + ${c}u) * ${XS}u + (${tt}) / 4u][(${tt}) % 4u] = xr${h}.${"xyzw"[c]};`,
+      );
+    }
   }
   const load = (n: number) => indent([...xLoad, ...(words ? loadRun(layout, EW) : [])], n);
   // Without prefetching a step loads its own inputs; with it, the first step's are loaded before
@@ -317,11 +330,15 @@ export function gemmShader(layout: Layout, tiling: GemmTiling = DEFAULT_GEMM_TIL
     }
   }
   return `${MATMUL_PARAMS}
-@group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> wq: array<${V === 4 ? "vec4<u32>" : "u32"}>;
 var<workgroup> xs: array<vec4<f32>, ${BK * XS}>;
 var<workgroup> ws: array<vec4<f32>, ${BK * WS}>;
 ${decoders(layout)}
+/** Activation element i (input feature k of its row): zero at or past the row's limit. */
+fn xa(i: u32, k: u32, lim: u32) -> f32 {
+  return select(0.0, x[i >> 2u][i & 3u], k < lim);
+}
 /** Index of the interleave's vector holding word w of chunk c of a row. */
 fn wvi(row: u32, c: u32, w: u32) -> u32 {
   let s0 = (c / ${layout.tpr}u) * ${layout.tpr}u;
@@ -375,9 +392,9 @@ fn main(
   let part = lid % ${BK / EW}u;
   let rr = min(rowBase + drow, p.rows - 1u);
   let rowOk = rowBase + drow < p.rows;
-  // The activations this thread stages: input feature xkk of tokens xtt, xtt + threads / depth …
-  let xkk = lid % ${BK}u;
-  let xtt = lid / ${BK}u;
+  let xk4 = lid % ${BK / 4}u;
+  let xtt = lid / ${BK / 4}u;
+  let xAligned = ((p.xOff | p.xStride) & 3u) == 0u;
 ${accs.join("\n")}
 ${registers.join("\n")}
   // Split over nwg.z ways, this workgroup takes the input features of chunks [c0, c1).
