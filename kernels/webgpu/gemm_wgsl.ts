@@ -9,8 +9,15 @@
  * - each thread then accumulates `rowsPerThread × tokensPerThread` outputs in registers from vec4
  *   reads of both tiles. A thread's vec4s are strided by the threads along that edge, so that the
  *   threads of a warp read consecutive vec4s (rows) or the same one (tokens): no bank conflicts;
- * - activation rows of the tile are padded by one vec4 so that the staging writes, which walk the
- *   input features of a token (coalesced global reads), spread over the banks.
+ * - activations are read as vec4s of 4 input features of a token (element by element where rows
+ *   are not 16-byte aligned), and the tile's rows are padded by one vec4 so that the staging
+ *   writes spread over the banks;
+ * - weights a thread decodes that are whole words in one scale group (with the default tile: 4-,
+ *   8-, 16- and 32-bit codes) are loaded as words (vec4s where the interleave allows) and decoded
+ *   with constant shifts; others element by element;
+ * - optionally ({@linkcode GemmTiling}), the next step's activations and weight words are loaded
+ *   into registers while this step computes, and the input features are split over workgroups
+ *   when a dispatch would have few (partial sums added by {@linkcode gemmReduceShader}).
  *
  * Partial tiles (tokens past `T`, rows past the part's rows, features past `cols`) read zeros and
  * write nothing.
