@@ -6,6 +6,14 @@
  */
 import type { LlamaModel, Matrix } from "../core/model.ts";
 
+/** Per-row scores of a forward pass ({@linkcode ModelRunner.forwardScores}). */
+export interface TokenScores {
+  /** NLL (nats) of each row's target under the row's logits; NaN where the target is −1. */
+  nll: Float64Array;
+  /** Index of each row's largest logit (the first one on ties). */
+  argmax: Int32Array;
+}
+
 /** A model loaded onto a backend, with its own KV cache. */
 export interface ModelRunner {
   /**
@@ -13,6 +21,16 @@ export interface ModelRunner {
    * returns logits `[tokens.length][vocabSize]` row-major.
    */
   forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array>;
+  /**
+   * Runs `tokens` as {@linkcode forward} does, but returns per row only the NLL of `targets[row]`
+   * (−1: none) and the argmax, computed where the logits are: scoring next tokens then needs no
+   * `[T][vocab]` read-back. Optional: callers fall back to `forward` and score on the host.
+   */
+  forwardScores?(
+    tokens: ArrayLike<number>,
+    pos: number,
+    targets: Int32Array,
+  ): Promise<TokenScores>;
   /** Empties the KV cache so the next call may start again at position 0. */
   reset(): void;
   /** Frees resources. */

@@ -140,45 +140,64 @@ export class InProcessEngine implements Engine {
   }
 
   async loglikelihood(requests: readonly LoglikelihoodRequest[]): Promise<LoglikelihoodResult[]> {
-    const vocab = this.#model.config.vocabSize;
     const out: LoglikelihoodResult[] = [];
     for (const request of requests) {
       const window = "input" in request ? request : textWindow(this.#model.tokenizer, request);
-      this.#runner.reset();
-      const logits = await this.#runner.forward(window.input, 0);
-      const tokenLogprobs: number[] = [];
-      let logprob = 0;
-      let isGreedy = true;
-      for (const [k, target] of window.targets.entries()) {
-        const row = window.offset + k;
-        const lp = -tokenNll(logits, vocab, row, target);
-        tokenLogprobs.push(lp);
-        logprob += lp;
-        if (argmaxRow(logits, vocab, row) !== target) isGreedy = false;
-      }
-      out.push({ logprob, isGreedy, tokenLogprobs });
+      const { nll, greedy } = await this.#score(window, true);
+      const tokenLogprobs = nll.map((v) => -v);
+      out.push({
+        logprob: tokenLogprobs.reduce((a, b) => a + b, 0),
+        isGreedy: greedy.every((g) => g),
+        tokenLogprobs,
+      });
     }
     return out;
   }
 
   async loglikelihoodRolling(requests: readonly RollingRequest[]): Promise<RollingResult[]> {
-    const { tokenizer, config } = this.#model;
+    const { tokenizer } = this.#model;
     const out: RollingResult[] = [];
     for (const { text, maxLength } of requests) {
       const tokens = tokenizer.encode(text);
       let logprob = 0;
       let windows = 0;
       for (const window of rollingWindows(tokens, tokenizer.bosId, maxLength)) {
-        this.#runner.reset();
-        const logits = await this.#runner.forward(window.input, 0);
-        for (const [k, target] of window.targets.entries()) {
-          logprob -= tokenNll(logits, config.vocabSize, window.offset + k, target);
-        }
+        for (const v of (await this.#score(window, false)).nll) logprob -= v;
         windows++;
       }
       out.push({ logprob, tokens: tokens.length, windows });
     }
     return out;
+  }
+
+  /**
+   * The NLL of each target of a window from one forward pass from position 0, and (with
+   * `wantGreedy`) whether each is its row's argmax: scored by the runner where it can
+   * (`forwardScores`, no logits read back), else from the logits on the host.
+   */
+  async #score(
+    window: TokenWindow,
+    wantGreedy: boolean,
+  ): Promise<{ nll: number[]; greedy: boolean[] }> {
+    const vocab = this.#model.config.vocabSize;
+    const rows = window.targets.map((_, k) => window.offset + k);
+    this.#runner.reset();
+    if (this.#runner.forwardScores) {
+      const targets = new Int32Array(window.input.length).fill(-1);
+      window.targets.forEach((target, k) => (targets[rows[k]!] = target));
+      const scores = await this.#runner.forwardScores(window.input, 0, targets);
+      return {
+        nll: rows.map((row) => scores.nll[row]!),
+        greedy: rows.map((row, k) => scores.argmax[row] === window.targets[k]),
+      };
+    }
+    const logits = await this.#runner.forward(window.input, 0);
+    return {
+      nll: rows.map((row, k) => tokenNll(logits, vocab, row, window.targets[k]!)),
+      greedy: wantGreedy
+        ? rows.map((row, k) => argmaxRow(logits, vocab, row) === window.targets[k])
+        : [],
+    };
   }
 
   async generateUntil(requests: readonly GenerateRequest[]): Promise<Generation[]> {

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { CpuRunner } from "../../kernels/cpu/backend.ts";
 import { rollingWindows } from "../tasks/windows.ts";
-import { engineFor, missing, stories } from "../tasks/test_context.ts";
+import { contextFor, datasetOf, engineFor, missing, stories } from "../tasks/test_context.ts";
+import type { ModelRunner } from "../../kernels/backend.ts";
+import { createWebGpuBackend } from "../../kernels/webgpu/backend.ts";
+import { adapterUnavailable } from "../../kernels/webgpu/device.ts";
+import { argmaxRow, tokenNll } from "../tasks/nll.ts";
+import { perplexity } from "../tasks/perplexity.ts";
+import { sharedPath } from "../../core/shared.ts";
 import { EmptyContinuationError } from "./in_process.ts";
 import { unmetNeed } from "./engine.ts";
 import { modelBytes } from "./model_bytes.ts";
@@ -128,5 +134,95 @@ Deno.test({
     const timing = await engineFor(model).timeGeneration({ prompt: [1, 2, 3], newTokens: 4 });
     assert.ok(timing.prefillMs > 0 && timing.firstTokenMs >= timing.prefillMs);
     assert.ok(timing.decodeMs > 0);
+  },
+});
+
+/** `max |a − b| / max |b|` (the conformance suite's measure, over float64 values). */
+function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
+    norm = Math.max(norm, Math.abs(b[i]!));
+  }
+  return diff / norm;
+}
+
+const noGpu = ignore || (await adapterUnavailable()) !== undefined;
+
+Deno.test({
+  name: "webgpu forwardScores: the NLL and argmax of the CPU runner's logits, over token slices",
+  ignore: noGpu,
+  async fn() {
+    const model = await stories();
+    const vocab = model.config.vocabSize;
+    const ids = [
+      1,
+      ...model.tokenizer.encode("Once upon a time there was a little girl named Lily."),
+    ];
+    const input = ids.slice(0, -1);
+    // Row 0 and row 5 have no target.
+    const targets = Int32Array.from(ids.slice(1), (t, i) => i === 0 || i === 5 ? -1 : t);
+    const logits = await new CpuRunner(model).forward(input, 0);
+    const rows = [...targets.keys()].filter((i) => targets[i]! >= 0);
+    const expected = Float64Array.from(rows, (i) => tokenNll(logits, vocab, i, targets[i]!));
+    // 4 KiB bindings: slices of 2 tokens, each scored by its own dispatch.
+    for (const maxBinding of [undefined, 4096]) {
+      const runner = await createWebGpuBackend({ maxBinding }).load(model, { maxSeqLen: 32 });
+      try {
+        // A first call that leaves the cache at 3 positions: scores index rows by position.
+        await runner.forwardScores!(input.slice(0, 3), 0, targets.slice(0, 3));
+        const rest = await runner.forwardScores!(input.slice(3), 3, targets.slice(3));
+        runner.reset();
+        const scores = await runner.forwardScores!(input, 0, targets);
+        const nll = Float64Array.from(rows, (i) => scores.nll[i]!);
+        const error = relativeError(nll, expected);
+        assert.ok(error <= 1e-5, `binding ${maxBinding}: relative error ${error}`);
+        assert.deepEqual(
+          [...scores.argmax],
+          input.map((_, i) => argmaxRow(logits, vocab, i)),
+        );
+        assert.ok(Number.isNaN(scores.nll[0]) && Number.isNaN(scores.nll[5]));
+        assert.ok(relativeError(rest.nll.subarray(3), scores.nll.subarray(6)) <= 1e-5);
+        await assert.rejects(runner.forwardScores!([1, 2], 0, Int32Array.of(3)), RangeError);
+      } finally {
+        runner.dispose();
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "in_process engine on webgpu: perplexity scored on the GPU equals scoring the logits",
+  ignore: noGpu || missing("data/text/tinystories_sample.txt"),
+  async fn() {
+    const model = await stories();
+    const runner = await createWebGpuBackend().load(model);
+    // The same runner without its scoring method: the engine reads logits back and scores them.
+    const logitsOnly: ModelRunner = {
+      forward: (tokens, pos) => runner.forward(tokens, pos),
+      reset: () => runner.reset(),
+      dispose: () => {},
+    };
+    const dataset = datasetOf(sharedPath("data/text/tinystories_sample.txt"));
+    try {
+      for (const protocol of ["gptq", "rolling"]) {
+        const options = { context: 128, protocol, max_tokens: 0 };
+        const run = (r: ModelRunner) =>
+          perplexity.run({
+            ...contextFor(model, "perplexity", options, { runner: r }),
+            dataset,
+            limit: 2,
+          });
+        // One after the other: both use the same runner's KV cache.
+        const gpu = await run(runner);
+        const host = await run(logitsOnly);
+        const [a, b] = [gpu![1]!.value, host![1]!.value];
+        assert.ok(Math.abs(a - b) <= 1e-5 * Math.abs(b), `${protocol}: nll ${a} vs ${b}`);
+      }
+    } finally {
+      runner.dispose();
+    }
   },
 });

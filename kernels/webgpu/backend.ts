@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { Backend, BackendOps, ModelRunner } from "../backend.ts";
+import type { Backend, BackendOps, ModelRunner, TokenScores } from "../backend.ts";
 import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../../core/model.ts";
 import {
   type BlockStep,
@@ -441,6 +441,8 @@ export class WebGpuRunner implements ModelRunner {
   readonly #logits: GPUBuffer;
   #embed: GPUBuffer | undefined;
   #read: GPUBuffer | undefined;
+  /** Buffers and dispatch of {@linkcode forwardScores}, made on its first call. */
+  #scoring: Promise<{ targets: GPUBuffer; scores: GPUBuffer; dispatch: Dispatch }> | undefined;
   #length = 0;
 
   private constructor(
@@ -565,6 +567,95 @@ export class WebGpuRunner implements ModelRunner {
   }
 
   async forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {
+    const vocab = this.#model.config.vocabSize;
+    const bytes = tokens.length * vocab * 4;
+    const ran = await this.#run(tokens, pos, [], (enc, s, n) =>
+      enc.copyBufferToBuffer(
+        this.#logits,
+        0,
+        this.#readBuffer(bytes),
+        s * vocab * 4,
+        n * vocab * 4,
+      ));
+    return ran ? new Float32Array(await this.#readBack(bytes)) : new Float32Array(0);
+  }
+
+  /** The NLL of each row's target and each row's argmax, scored on the GPU (`nll_wgsl.ts`). */
+  async forwardScores(
+    tokens: ArrayLike<number>,
+    pos: number,
+    targets: Int32Array,
+  ): Promise<TokenScores> {
+    const T = tokens.length;
+    const vocab = this.#model.config.vocabSize;
+    if (targets.length !== T) {
+      throw new RangeError(`${targets.length} targets for ${T} tokens`);
+    }
+    for (const target of targets) {
+      if (!(target >= -1 && target < vocab)) {
+        throw new RangeError(`Target id ${target} is out of range`);
+      }
+    }
+    const k = this.#k;
+    // Targets and scores are indexed by position, so every slice's dispatch finds its rows.
+    this.#scoring ??= (async () => {
+      const targets = k.storage(this.#maxSeqLen * 4);
+      const scores = k.storage(this.#maxSeqLen * 8);
+      const dispatch = await k.nll(this.#step, this.#logits, targets, scores, vocab);
+      return { targets, scores, dispatch };
+    })();
+    const scoring = await this.#scoring;
+    if (pos >= 0 && pos + T <= this.#maxSeqLen) {
+      k.device.queue.writeBuffer(scoring.targets, pos * 4, Int32Array.from(targets));
+    }
+    const ran = await this.#run(
+      tokens,
+      pos,
+      [scoring.dispatch],
+      () => {},
+      (enc) => enc.copyBufferToBuffer(scoring.scores, pos * 8, this.#readBuffer(T * 8), 0, T * 8),
+    );
+    const words = ran ? new Uint32Array(await this.#readBack(T * 8)) : new Uint32Array(0);
+    const floats = new Float32Array(words.buffer);
+    return {
+      nll: Float64Array.from({ length: T }, (_, t) => floats[2 * t]!),
+      argmax: Int32Array.from({ length: T }, (_, t) => words[2 * t + 1]!),
+    };
+  }
+
+  /** The host buffer results are read back through, grown to at least `bytes`. */
+  #readBuffer(bytes: number): GPUBuffer {
+    if (!this.#read || this.#read.size < bytes) {
+      this.#read?.destroy();
+      this.#read = this.#k.device.createBuffer({
+        size: Math.max(16, Math.ceil(bytes / 16) * 16),
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+    }
+    return this.#read;
+  }
+
+  /** The first `bytes` of the read-back buffer, once the submitted work is done. */
+  async #readBack(bytes: number): Promise<ArrayBuffer> {
+    const read = this.#read!;
+    await read.mapAsync(GPUMapMode.READ, 0, bytes);
+    const data = read.getMappedRange(0, bytes).slice(0);
+    read.unmap();
+    return data;
+  }
+
+  /**
+   * Submits a forward pass over `tokens` at `pos`: per slice, the embeddings, the program and
+   * `extra` dispatches in one compute pass, then `afterSlice`; `after` closes the encoder. False
+   * (nothing submitted) for no tokens.
+   */
+  async #run(
+    tokens: ArrayLike<number>,
+    pos: number,
+    extra: readonly Dispatch[],
+    afterSlice: (enc: GPUCommandEncoder, start: number, n: number) => void,
+    after?: (enc: GPUCommandEncoder) => void,
+  ): Promise<boolean> {
     const { config: c, weights: w } = this.#model;
     const T = tokens.length;
     if (pos !== this.#length) {
@@ -580,22 +671,13 @@ export class WebGpuRunner implements ModelRunner {
       if (!(id >= 0 && id < c.vocabSize)) throw new RangeError(`Token id ${id} is out of range`);
       emb.set(w.tokenEmbedding.subarray(id * dim, (id + 1) * dim), t * dim);
     }
-    if (T === 0) return new Float32Array(0);
-    const k = this.#k;
-    const device = k.device;
+    if (T === 0) return false;
+    const device = this.#k.device;
     if (!this.#embed || this.#embed.size < emb.byteLength) {
       this.#embed?.destroy();
       this.#embed = device.createBuffer({
         size: Math.ceil(emb.byteLength / 16) * 16,
         usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-      });
-    }
-    const logitBytes = T * c.vocabSize * 4;
-    if (!this.#read || this.#read.size < logitBytes) {
-      this.#read?.destroy();
-      this.#read = device.createBuffer({
-        size: logitBytes,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
     }
     const slices: [number, number][] = [];
@@ -606,27 +688,20 @@ export class WebGpuRunner implements ModelRunner {
     device.queue.writeBuffer(this.#step, 0, steps);
     device.pushErrorScope("validation");
     const enc = device.createCommandEncoder();
+    const program = [...this.#program, ...extra];
     slices.forEach(([s, n], i) => {
       enc.copyBufferToBuffer(this.#embed!, s * dim * 4, this.#x, 0, n * dim * 4);
       const pass = enc.beginComputePass();
-      encodeDispatches(pass, this.#program, n, i * STEP_STRIDE);
+      encodeDispatches(pass, program, n, i * STEP_STRIDE);
       pass.end();
-      enc.copyBufferToBuffer(
-        this.#logits,
-        0,
-        this.#read!,
-        s * c.vocabSize * 4,
-        n * c.vocabSize * 4,
-      );
+      afterSlice(enc, s, n);
     });
+    after?.(enc);
     device.queue.submit([enc.finish()]);
     const error = await device.popErrorScope();
     if (error) throw new WebGpuError(`WebGPU validation failed: ${error.message}`);
-    await this.#read.mapAsync(GPUMapMode.READ, 0, logitBytes);
-    const logits = new Float32Array(this.#read.getMappedRange(0, logitBytes).slice(0));
-    this.#read.unmap();
     this.#length = pos + T;
-    return logits;
+    return true;
   }
 
   reset(): void {

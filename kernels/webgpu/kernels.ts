@@ -6,7 +6,17 @@
  * @module
  */
 import type { Gpu } from "./device.ts";
-import { GEMM_TILE, gemmShader, gemvShader } from "./matmul_wgsl.ts";
+import { gemvShader } from "./matmul_wgsl.ts";
+import {
+  DEFAULT_GEMM_TILING,
+  gemmGroups,
+  gemmReduceShader,
+  gemmShader,
+  type GemmTiling,
+  SPLIT_TARGET_GROUPS,
+  splitWays,
+  validateGemmTiling,
+} from "./gemm_wgsl.ts";
 import {
   ATTENTION_WGSL,
   BIAS_WGSL,
@@ -15,6 +25,12 @@ import {
   ROPE_WGSL,
   SWIGLU_WGSL,
 } from "./ops_wgsl.ts";
+import { NLL_WGSL } from "./nll_wgsl.ts";
+import {
+  PREFILL_QUERIES,
+  prefillAttentionShader,
+  prefillKeyTile,
+} from "./prefill_attention_wgsl.ts";
 import { gemvA8RowsPerGroup, gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
 import {
   a8Supported,
@@ -91,6 +107,8 @@ export class Kernels {
   readonly #owned: GPUBuffer[] = [];
   /** Bound where a format has no scales (bindings must not be empty). */
   readonly empty: GPUBuffer;
+  /** Partial sums of split GEMMs, shared by all of them (dispatches run one after another). */
+  #scratch: GPUBuffer | undefined;
 
   constructor(gpu: Gpu) {
     this.gpu = gpu;
@@ -254,7 +272,10 @@ export class Kernels {
     };
   }
 
-  /** Attention of `T` query rows (row stride `qStride`) against one layer's caches. */
+  /**
+   * Attention of `T` query rows (row stride `qStride`) against one layer's caches: one row by the
+   * decode kernel, more by the tiled prefill kernel where the head size and workgroup memory allow.
+   */
   async attention(
     step: GPUBuffer,
     q: GPUBuffer,
@@ -267,6 +288,10 @@ export class Kernels {
       throw new RangeError(`Head size ${o.headDim} is not supported (even, at most 256)`);
     }
     const pipe = await this.pipeline("usrrrw", ATTENTION_WGSL);
+    const tile = prefillKeyTile(o.headDim, this.device.limits.maxComputeWorkgroupStorageSize);
+    const prefill = tile === undefined
+      ? undefined
+      : await this.pipeline("usrrrw", prefillAttentionShader(o.headDim, tile));
     const kvDim = o.nKvHeads * o.headDim;
     const params = [
       o.nHeads,
@@ -279,7 +304,7 @@ export class Kernels {
     ];
     return {
       label: "attention",
-      pipeline: () => pipe,
+      pipeline: (T) => (T > 1 && prefill) || pipe,
       bindGroup: this.#bind("usrrrw", [
         this.uniform(params, [4]),
         { buffer: step, size: 16 },
@@ -288,7 +313,8 @@ export class Kernels {
         values,
         out,
       ]),
-      groups: (T) => [o.nHeads, T, 1],
+      groups: (T) =>
+        T > 1 && prefill ? [Math.ceil(T / PREFILL_QUERIES), o.nHeads, 1] : [o.nHeads, T, 1],
     };
   }
 
@@ -373,6 +399,36 @@ export class Kernels {
     };
   }
 
+  /**
+   * Scores `T` rows of `vocab` logits (`nll_wgsl.ts`): for the row at absolute position `pos + t`,
+   * the NLL of `targets[pos + t]` (i32, `-1` none) and the argmax go to words `2·(pos + t)` and
+   * `2·(pos + t) + 1` of `scores`.
+   */
+  async nll(
+    step: GPUBuffer,
+    logits: GPUBuffer,
+    targets: GPUBuffer,
+    scores: GPUBuffer,
+    vocab: number,
+  ): Promise<Dispatch> {
+    if (!(Number.isInteger(vocab) && vocab > 0)) {
+      throw new RangeError(`Vocabulary size ${vocab} is not a positive integer`);
+    }
+    const pipe = await this.pipeline("usrrw", NLL_WGSL);
+    return {
+      label: "nll",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrrw", [
+        this.uniform([vocab]),
+        { buffer: step, size: 16 },
+        logits,
+        targets,
+        scores,
+      ]),
+      groups: (T) => [T, 1, 1],
+    };
+  }
+
   /** GPU buffers of a packed matrix's parts (created once per matrix). */
   upload(m: PackedMatrix): WeightBuffers[] {
     return m.parts.map((part) => ({
@@ -402,17 +458,39 @@ export class Kernels {
        * runs the integer-activation GEMV where the layout allows it.
        */
       xq?: QuantizedActivations;
+      /** The GEMM's tile shape (default {@linkcode DEFAULT_GEMM_TILING}; perf sweeps). */
+      tiling?: GemmTiling;
     },
   ): Promise<Dispatch[]> {
+    const tiling = o.tiling ?? DEFAULT_GEMM_TILING;
+    validateGemmTiling(tiling, {
+      maxThreads: this.device.limits.maxComputeInvocationsPerWorkgroup,
+      maxWorkgroupBytes: this.device.limits.maxComputeWorkgroupStorageSize,
+    });
     const a8 = o.xq !== undefined && a8Supported(m.layout) &&
       codesPerWord(m.layout.bits) === o.xq.per;
     const gemv = await this.pipeline(
       "usrrrw",
       a8 ? gemvA8Shader(m.layout) : gemvShader(m.layout),
     );
-    const gemm = await this.pipeline("usrrrw", gemmShader(m.layout));
+    const gemm = await this.pipeline("usrrrw", gemmShader(m.layout, tiling));
+    const maxWays = tiling.splitK ?? 1;
+    // A split dispatch has at most SPLIT_TARGET_GROUPS workgroups, each writing one tile of
+    // partial sums, so this much scratch holds any of them.
+    const scratchBytes = Math.min(
+      SPLIT_TARGET_GROUPS * tiling.rows * tiling.tokens * 4,
+      this.gpu.maxBinding & ~15,
+    );
+    if (maxWays > 1 && !(this.#scratch && this.#scratch.size >= scratchBytes)) {
+      this.#scratch = this.storage(scratchBytes);
+    }
+    const scratch = maxWays > 1 ? this.#scratch : undefined;
+    const reduces = new Map<number, GPUComputePipeline>();
+    for (let w = 2; w <= maxWays; w *= 2) {
+      reduces.set(w, await this.pipeline("usrrrw", gemmReduceShader(w)));
+    }
     const rowsPerGroup = gemvRowsPerGroup(m.layout);
-    return m.parts.map((part, i) => {
+    return m.parts.flatMap((part, i) => {
       const params = (xStride: number) => [
         part.rows,
         m.cols,
@@ -427,32 +505,59 @@ export class Kernels {
         o.accumulate ? 1 : 0,
         m.tensorScale,
       ];
-      const bind = (input: GPUBuffer, xStride: number) =>
+      const bind = (input: GPUBuffer, xStride: number, output: GPUBuffer) =>
         this.#bind("usrrrw", [
           this.uniform(params(xStride), [11]),
           { buffer: step, size: 16 },
           input,
           gpuParts[i]!.codes,
           gpuParts[i]!.scales,
-          out,
+          output,
         ]);
-      const floatGroup = bind(x, o.xStride ?? m.cols);
-      const a8Group = a8 ? bind(o.xq!.buffer, quantizedRowWords(m.chunks)) : undefined;
-      return {
-        label: `matmul ${m.rows}x${m.cols} part ${i}${a8 ? " (int8 activations)" : ""}`,
+      const xStride = o.xStride ?? m.cols;
+      const floatGroup = bind(x, xStride, out);
+      const a8Group = a8 ? bind(o.xq!.buffer, quantizedRowWords(m.chunks), out) : undefined;
+      // Split GEMMs write partial sums to the scratch buffer, which the reduction then reads.
+      const splitGroup = scratch && bind(x, xStride, scratch);
+      const reduceGroup = scratch && bind(scratch, xStride, out);
+      const ways = (T: number) =>
+        T <= GEMV_MAX_ROWS || !scratch
+          ? 1
+          : splitWays(tiling, part.rows, T, m.chunks, scratch.size / 4);
+      const label = `matmul ${m.rows}x${m.cols} part ${i}`;
+      const main: Dispatch = {
+        label: `${label}${a8 ? " (int8 activations)" : ""}`,
         pipeline: (T: number) => (T <= GEMV_MAX_ROWS ? gemv : gemm),
         bindGroup: floatGroup,
-        bindGroupFor: a8Group && ((T: number) => (T <= GEMV_MAX_ROWS ? a8Group : floatGroup)),
+        bindGroupFor: (a8Group || splitGroup) &&
+          ((T: number) =>
+            T <= GEMV_MAX_ROWS
+              ? a8Group ?? floatGroup
+              : ways(T) > 1
+              ? splitGroup ?? floatGroup
+              : floatGroup),
         groups: (T: number): [number, number, number] =>
           T <= GEMV_MAX_ROWS
             ? [Math.ceil(part.rows / (a8 ? gemvA8RowsPerGroup(m.layout) : rowsPerGroup)), T, 1]
-            : [Math.ceil(part.rows / GEMM_TILE), Math.ceil(T / GEMM_TILE), 1],
+            : gemmGroups(tiling, part.rows, T, ways(T)),
       };
+      if (!reduceGroup) return [main];
+      const reduce: Dispatch = {
+        label: `${label} split sum`,
+        pipeline: (T: number) => reduces.get(Math.max(2, ways(T)))!,
+        bindGroup: reduceGroup,
+        // No workgroups (the dispatch is skipped) where the GEMM was not split.
+        groups: (T: number) => ways(T) > 1 ? linearGroups(T * part.rows) : [0, 0, 0],
+      };
+      return [main, reduce];
     });
   }
 }
 
-/** Records `dispatches` for a slice of `T` tokens whose `Step` sits at `stepOffset`. */
+/**
+ * Records `dispatches` for a slice of `T` tokens whose `Step` sits at `stepOffset`; those with no
+ * workgroups for `T` are left out.
+ */
 export function encodeDispatches(
   pass: GPUComputePassEncoder,
   dispatches: readonly Dispatch[],
@@ -460,9 +565,10 @@ export function encodeDispatches(
   stepOffset: number,
 ): void {
   for (const d of dispatches) {
+    const [x, y, z] = d.groups(T);
+    if (x * y * z === 0) continue;
     pass.setPipeline(d.pipeline(T));
     pass.setBindGroup(0, d.bindGroupFor?.(T) ?? d.bindGroup, [stepOffset]);
-    const [x, y, z] = d.groups(T);
     pass.dispatchWorkgroups(x, y, z);
   }
 }

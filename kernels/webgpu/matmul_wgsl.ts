@@ -9,10 +9,9 @@
  *   a code masked in place and OR-ed into the mantissa of 2^23 is `2^23 + q·2^p` exactly, and the
  *   activation is pre-scaled by `2^-p`. Zero points and minima are applied once per group
  *   through the group's activation sum (`s·(Σxq − z·Σx)`).
- * - {@linkcode gemmShader} (prefill): 64 tokens × 64 rows per workgroup; each 32-wide step
- *   decodes the weight tile once into workgroup memory and every thread does a 4×4 outer product.
  *
- * Both read the same bindings, so one bind group serves either pipeline.
+ * The prefill GEMM (`gemm_wgsl.ts`) reads the same bindings, so one bind group serves either
+ * pipeline.
  *
  * @module
  */
@@ -100,7 +99,8 @@ export function decoders(layout: Layout): string {
     (layout.scale === "e8m0" ? E8M0_FN : "");
 }
 
-function elementFn(layout: Layout): string {
+/** Name of the WGSL function turning a layout's code into its element value. */
+export function elementFn(layout: Layout): string {
   return layout.element === "uint" ? "f32" : `el_${layout.element}`;
 }
 
@@ -126,7 +126,7 @@ export function scaleExpr(layout: Layout, idx: string): string {
 }
 
 /** Code `e` of a chunk whose words are named `w0…`, as a WGSL u32 expression. */
-function codeExpr(bits: number, e: number): string {
+export function codeExpr(bits: number, e: number): string {
   const bit = e * bits;
   const w = bit >> 5;
   const sh = bit & 31;
@@ -349,126 +349,4 @@ ${
 /** Workgroup memory the GEMV kernel of a layout uses, in bytes. */
 export function gemvWorkgroupBytes(layout: Layout): number {
   return 8 * (layout.tpr + 1) * 16 + gemvRowsPerThread(layout) * WORKGROUP * 4;
-}
-
-/** Tile edge (tokens and rows) of the GEMM kernel. */
-export const GEMM_TILE = 64;
-
-/**
- * The GEMM kernel for a layout. Dispatch `(ceil(rows / 64), ceil(T / 64))` workgroups.
- */
-export function gemmShader(layout: Layout): string {
-  const W = layout.bits;
-  const V = vectorWords(W);
-  const NV = W / V;
-  const f = elementFn(layout);
-  let decode: string;
-  if (layout.element === "f32") {
-    decode = `  for (var i = 0u; i < 8u; i++) {
-    vals[i] = bitcast<f32>(wrd(rr, c, 8u * part + i));
-  }`;
-  } else {
-    let apply: string;
-    const q = constantZero(layout) ? `(q - ${layout.zero}.0)` : "q";
-    switch (layout.scale) {
-      case "f16zero":
-        apply = `sz.x * (q - sz.y)`;
-        break;
-      case "f16min":
-        apply = `sz.x * q + sz.y`;
-        break;
-      case "none":
-        apply = q;
-        break;
-      default:
-        apply = `${scaleExpr(layout, "gidx")} * ${q}`;
-    }
-    decode = `  for (var i = 0u; i < 8u; i++) {
-    let e = 8u * part + i;
-    let bit = e * ${W}u;
-    let wi = bit >> 5u;
-    let sh = bit & 31u;
-    var code = wrd(rr, c, wi) >> sh;
-    if (sh + ${W}u > 32u) { code |= wrd(rr, c, wi + 1u) << (32u - sh); }
-    code &= ${(1 << W) - 1}u;
-    let q = ${f}(code);
-    let gidx = rr * p.groups + ((c * ${CHUNK}u + e) >> p.gshift);
-    ${
-      layout.scale === "f16zero" || layout.scale === "f16min"
-        ? `let sz = ${scaleExpr(layout, "gidx")};`
-        : ""
-    }
-    vals[i] = ${apply};
-  }`;
-  }
-  return `${MATMUL_PARAMS}
-@group(0) @binding(2) var<storage, read> x: array<f32>;
-@group(0) @binding(3) var<storage, read> wq: array<u32>;
-var<workgroup> xs: array<vec4<f32>, 512>;
-var<workgroup> ws: array<vec4<f32>, 512>;
-${decoders(layout)}
-fn wrd(row: u32, c: u32, w: u32) -> u32 {
-  let s0 = (c / ${layout.tpr}u) * ${layout.tpr}u;
-  let width = min(${layout.tpr}u, p.chunks - s0);
-  let v = (row * p.chunks + s0) * ${NV}u + (w / ${V}u) * width + (c - s0);
-  return wq[v * ${V}u + w % ${V}u];
-}
-
-@compute @workgroup_size(${WORKGROUP})
-fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-  let tx = lid % 16u;
-  let ty = lid / 16u;
-  let rowBase = wg.x * ${GEMM_TILE}u;
-  let tokBase = wg.y * ${GEMM_TILE}u;
-  let drow = lid / 4u;
-  let part = lid % 4u;
-  let rr = min(rowBase + drow, p.rows - 1u);
-  let rowOk = rowBase + drow < p.rows;
-  var acc0 = vec4<f32>(0.0);
-  var acc1 = vec4<f32>(0.0);
-  var acc2 = vec4<f32>(0.0);
-  var acc3 = vec4<f32>(0.0);
-  var vals: array<f32, 8>;
-  for (var c = 0u; c < p.chunks; c++) {
-    for (var h = 0u; h < 2u; h++) {
-      let slot = lid + h * ${WORKGROUP}u;
-      let kk = slot / 16u;
-      let t4 = (slot % 16u) * 4u;
-      let k = c * ${CHUNK}u + kk;
-      var xv = vec4<f32>(0.0);
-      for (var i = 0u; i < 4u; i++) {
-        let t = tokBase + t4 + i;
-        if (t < st.T && k < p.cols) { xv[i] = x[p.xOff + t * p.xStride + k]; }
-      }
-      xs[slot] = xv;
-    }
-${decode}
-    for (var i = 0u; i < 8u; i++) {
-      ws[(8u * part + i) * 16u + drow / 4u][drow % 4u] = select(0.0, vals[i], rowOk);
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < ${CHUNK}u; kk++) {
-      let a = xs[kk * 16u + ty];
-      let b = ws[kk * 16u + tx];
-      acc0 += a.x * b;
-      acc1 += a.y * b;
-      acc2 += a.z * b;
-      acc3 += a.w * b;
-    }
-    workgroupBarrier();
-  }
-  var accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-  for (var i = 0u; i < 4u; i++) {
-    let t = tokBase + ty * 4u + i;
-    if (t >= st.T) { break; }
-    let ob = p.outOff + st.pos * p.outPosStride + t * p.outStride;
-    for (var j = 0u; j < 4u; j++) {
-      let r = rowBase + tx * 4u + j;
-      if (r < p.rows) {
-        out[ob + r] = select(0.0, out[ob + r], p.accumulate != 0u) + accs[i][j] * p.tscale;
-      }
-    }
-  }
-}
-`;
 }

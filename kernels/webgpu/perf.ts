@@ -23,6 +23,10 @@
  * - `--sweep` also times variants of the int4-g128 integer-activation GEMV (threads per
  *   workgroup and per row, rows per thread, chunks per iteration, signed codes or code sums),
  *   each right after the default kernel, after everything else.
+ * - `--sweep-gemm` times the prefill GEMM with each tiling of {@linkcode GEMM_TILINGS} at
+ *   `T = 512` over the TinyLlama-1.1B linears and head (N×K 2048×2048, 256×2048, 5632×2048,
+ *   2048×5632, 32000×2048) for f32, int4-g128 and f16 weights: TFLOP/s per tiling, also as rows
+ *   (`kernel` `gemm`, `tiling` set) of `perf.csv`.
  *
  * @module
  */
@@ -31,6 +35,7 @@ import { getGpu } from "./device.ts";
 import { packMatrix } from "./pack_matrix.ts";
 import {
   type Dispatch,
+  encodeDispatches,
   Kernels,
   linearGroups,
   STEP_STRIDE,
@@ -54,6 +59,13 @@ import { elementFormats } from "../formats/registry.ts";
 import { dense } from "../../core/model.ts";
 import { COPY_WGSL, FILL_WGSL } from "./ops_wgsl.ts";
 import { a8Supported, codesPerWord, quantizedRowWords } from "./gemv_a8_wgsl.ts";
+import {
+  DEFAULT_GEMM_TILING,
+  gemmThreads,
+  type GemmTiling,
+  gemmTilingKey,
+  gemmWorkgroupBytes,
+} from "./gemm_wgsl.ts";
 import { markdownTable } from "../../core/markdown_table.ts";
 import { rowsToCsvTable } from "../perf_csv.ts";
 import { writeFileAtomic } from "../../core/atomic.ts";
@@ -70,6 +82,10 @@ export interface WebGpuPerfOptions {
   quick?: boolean;
   /** Also time variants of the int4-g128 integer-activation GEMV ({@linkcode GEMV_VARIANTS}). */
   sweep?: boolean;
+  /** Also time the GEMM tilings of {@linkcode GEMM_TILINGS} at the 1.1B Llama shapes. */
+  sweepGemm?: boolean;
+  /** The tilings the GEMM sweep times instead of {@linkcode GEMM_TILINGS}. */
+  gemmTilings?: readonly GemmTiling[];
 }
 
 /** One measurement. */
@@ -95,6 +111,8 @@ export interface GpuPerfRow {
   copy_ratio: number;
   /** Arithmetic rate `2·T·N·K / time` in TFLOP/s. */
   tflops: number;
+  /** The GEMM's tiling (`gemmTilingKey`), empty for other kernels. */
+  tiling: string;
 }
 
 /** A perf format: its layout in the backend and the u32 its scale words are filled with. */
@@ -334,6 +352,7 @@ async function gpuMatrices(
   K: number,
   copies: number,
   a8: boolean,
+  tiling?: GemmTiling,
 ): Promise<{ sets: Dispatch[][]; bytes: number }> {
   const shape = packedShape(N, K, layout, b.k.gpu.maxBinding);
   const m: PackedMatrix = {
@@ -371,6 +390,7 @@ async function gpuMatrices(
         outOff: out.offset! / 4,
         outStride: N,
         xq: a8 ? { buffer: b.xq, per: codesPerWord(layout.bits) } : undefined,
+        tiling,
       }),
     );
   }
@@ -379,10 +399,7 @@ async function gpuMatrices(
 }
 
 function encodeOne(pass: GPUComputePassEncoder, d: Dispatch, T: number): void {
-  pass.setPipeline(d.pipeline(T));
-  pass.setBindGroup(0, d.bindGroupFor?.(T) ?? d.bindGroup, [0]);
-  const [gx, gy, gz] = d.groups(T);
-  pass.dispatchWorkgroups(gx, gy, gz);
+  encodeDispatches(pass, [d], T, 0);
 }
 
 /**
@@ -436,6 +453,7 @@ async function measure(
   N: number,
   K: number,
   a8 = false,
+  tiling?: GemmTiling,
 ): Promise<{ ms: number; bytes: number }> {
   b.weights.reset();
   b.outputs.reset();
@@ -445,7 +463,7 @@ async function measure(
     0,
   );
   const copies = T === 1 ? Math.max(1, Math.min(32, Math.ceil(ROTATE_BYTES / one))) : 1;
-  const { sets, bytes } = await gpuMatrices(b, format, layout, T, N, K, copies, a8);
+  const { sets, bytes } = await gpuMatrices(b, format, layout, T, N, K, copies, a8, tiling);
   const ms = await b.timer.timeAuto(
     (pass, i) => {
       for (const d of sets[i % sets.length]!) encodeOne(pass, d, T);
@@ -466,6 +484,7 @@ function row(
   ms: number,
   bytes: number,
   copyGbps: number,
+  tiling = "",
 ): GpuPerfRow {
   const gbps = bytes / (ms * 1e6);
   return {
@@ -480,6 +499,7 @@ function row(
     copy_gbps: copyGbps,
     copy_ratio: gbps / copyGbps,
     tflops: (2 * T * N * K) / (ms * 1e9),
+    tiling,
   };
 }
 
@@ -598,6 +618,95 @@ async function sweepGemv(
     );
 }
 
+/**
+ * GEMM tilings of `--sweep-gemm` (the default first): wider and deeper tiles, more outputs per
+ * thread (within 256 threads), prefetching into registers, and input features split over
+ * workgroups where a dispatch has few; those past the device's workgroup memory are listed as n/a.
+ */
+export const GEMM_TILINGS: readonly GemmTiling[] = [
+  DEFAULT_GEMM_TILING,
+  { ...DEFAULT_GEMM_TILING, splitK: 1 },
+  { ...DEFAULT_GEMM_TILING, prefetch: true },
+  { rows: 128, tokens: 128, depth: 16, rowsPerThread: 8, tokensPerThread: 8, splitK: 8 },
+  {
+    rows: 128,
+    tokens: 128,
+    depth: 16,
+    rowsPerThread: 8,
+    tokensPerThread: 8,
+    prefetch: true,
+    splitK: 8,
+  },
+  { rows: 128, tokens: 128, depth: 8, rowsPerThread: 8, tokensPerThread: 8, splitK: 8 },
+  { rows: 128, tokens: 64, depth: 32, rowsPerThread: 8, tokensPerThread: 4, splitK: 8 },
+  { rows: 64, tokens: 128, depth: 16, rowsPerThread: 4, tokensPerThread: 8, splitK: 8 },
+  { rows: 64, tokens: 64, depth: 16, rowsPerThread: 4, tokensPerThread: 4, splitK: 8 },
+  { rows: 64, tokens: 64, depth: 16, rowsPerThread: 4, tokensPerThread: 4 },
+  { rows: 256, tokens: 64, depth: 16, rowsPerThread: 16, tokensPerThread: 4, splitK: 8 },
+  { rows: 128, tokens: 32, depth: 16, rowsPerThread: 8, tokensPerThread: 4, splitK: 8 },
+];
+
+/** Tokens of the GEMM sweep (a perplexity window). */
+export const SWEEP_GEMM_T = 512;
+
+/** `[N, K]` of the GEMM sweep: TinyLlama-1.1B's q/o, k/v, gate/up, down and head. */
+const SWEEP_GEMM_SHAPES: [number, number][] = [
+  [2048, 2048],
+  [256, 2048],
+  [5632, 2048],
+  [2048, 5632],
+  [32000, 2048],
+];
+
+/**
+ * Times every tiling of {@linkcode GEMM_TILINGS} for f32, int4-g128 and f16 weights at the sweep's
+ * shapes (`quick`: small ones, T = 70), returning its rows and a table of TFLOP/s per tiling.
+ */
+async function sweepGemm(
+  b: Bench,
+  quick: boolean,
+  tilings: readonly GemmTiling[],
+  log: (line: string) => void,
+): Promise<{ rows: GpuPerfRow[]; md: string }> {
+  const T = quick ? 70 : SWEEP_GEMM_T;
+  const shapes = quick ? QUICK_SHAPES : SWEEP_GEMM_SHAPES;
+  const limits = b.k.device.limits;
+  const rows: GpuPerfRow[] = [];
+  const cells: (string | number)[][] = [];
+  for (const name of ["f32", "int4-g128", "f16"]) {
+    const f = gpuPerfFormats().find((p) => p.name === name)!;
+    for (const tiling of tilings) {
+      const key = gemmTilingKey(tiling);
+      const fits = gemmThreads(tiling) <= limits.maxComputeInvocationsPerWorkgroup &&
+        gemmWorkgroupBytes(tiling) <= limits.maxComputeWorkgroupStorageSize;
+      const line: (string | number)[] = [name, key];
+      for (const [N, K] of shapes) {
+        if (!fits) {
+          line.push("n/a");
+          continue;
+        }
+        const layout: Layout = { ...f.layout, tpr: threadsPerRow(Math.ceil(K / 32)) };
+        const { ms, bytes } = await measure(b, f, layout, T, N, K, false, tiling);
+        const r = row(name, "gemm", T, N, K, b.timer.method, ms, bytes, NaN, key);
+        rows.push({ ...r, copy_ratio: NaN });
+        line.push(r.tflops.toPrecision(3));
+        log(
+          `gemm sweep ${name} ${key} ${r.shape}: ${ms.toFixed(4)} ms, ${
+            r.tflops.toFixed(2)
+          } TFLOP/s`,
+        );
+      }
+      cells.push(line);
+    }
+  }
+  const md = `GEMM tilings at T = ${T}, TFLOP/s (tiling: rows×tokens×depth/rows×tokens per ` +
+    `thread, +prefetch: the next step's inputs loaded into registers during this one, /splitN: ` +
+    `input features split up to N ways where a dispatch has few workgroups; default ` +
+    `${gemmTilingKey(DEFAULT_GEMM_TILING)}):\n\n` +
+    markdownTable(["format", "tiling", ...shapes.map(([N, K]) => `${N}×${K}`)], cells);
+  return { rows, md };
+}
+
 /** Runs the WebGPU micro-benchmarks, prints the tables and returns the rows. */
 export async function runWebGpuPerf(options: WebGpuPerfOptions = {}): Promise<GpuPerfRow[]> {
   const gpu = await getGpu();
@@ -634,7 +743,8 @@ async function perfRuns(
     outputs: new Arena(k, 1, (quick ? 4 : 64) * 2 ** 20),
     copies: new Arena(k, 2, slot),
     step,
-    x: k.storage(T * (quick ? 1024 : 16384) * 4),
+    // The GEMM sweep reads up to 512 rows of 5632.
+    x: k.storage(Math.max(T * (quick ? 1024 : 16384), options.sweepGemm ? 512 * 5632 : 0) * 4),
     xq: k.storage(quantizedRowWords(16384 / 32) * 4),
   };
   await b.weights.fill({ buffer: b.x, offset: 0, size: b.x.size }, 2, 7);
@@ -713,13 +823,20 @@ async function perfRuns(
   }
   const sweep: string[] = [];
   if (options.sweep) sweep.push(await sweepGemv(b, quick, copyFor, log));
+  // The GEMM sweep's rows go to perf.csv; perf.md has them in the sweep's own table.
+  const swept: GpuPerfRow[] = [];
+  if (options.sweepGemm) {
+    const gemm = await sweepGemm(b, quick, options.gemmTilings ?? GEMM_TILINGS, log);
+    swept.push(...gemm.rows);
+    sweep.push(gemm.md);
+  }
   const md = `${header.join("\n")}\n\n${table(out)}\n${
     skipped.length ? `\nDecoded to f32 on load, so timed as f32: ${skipped.join(", ")}.\n` : ""
   }${sweep.length ? `\n${sweep.join("\n")}\n` : ""}`;
   log(`\n${md}`);
   if (options.out) {
-    await writeFileAtomic(join(options.out, "perf.csv"), rowsToCsvTable(out));
+    await writeFileAtomic(join(options.out, "perf.csv"), rowsToCsvTable([...out, ...swept]));
     await writeFileAtomic(join(options.out, "perf.md"), md);
   }
-  return out;
+  return [...out, ...swept];
 }

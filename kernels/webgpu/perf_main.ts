@@ -1,13 +1,14 @@
 /**
  * Entry point of the WebGPU perf run that imports no npm packages, so it runs on a machine with
  * no registry access (the GPU machine): `deno run -A kernels/webgpu/perf_main.ts [--rows N]
- * [--out DIR] [--formats a,b] [--quick] [--sweep]`. `deno task perf --backend webgpu` runs the
+ * [--out DIR] [--formats a,b] [--quick] [--sweep] [--sweep-gemm [--gemm-tilings A,B]]`. `deno task perf --backend webgpu` runs the
  * same code through `main.ts`.
  *
  * @module
  */
 import { parseArgs } from "node:util";
 import { runWebGpuPerf } from "./perf.ts";
+import { parseGemmTiling } from "./gemm_wgsl.ts";
 
 /** Parses perf flags and runs the benchmarks. */
 export async function perfMain(args: string[]): Promise<void> {
@@ -19,6 +20,8 @@ export async function perfMain(args: string[]): Promise<void> {
       formats: { type: "string" },
       quick: { type: "boolean" },
       sweep: { type: "boolean" },
+      "sweep-gemm": { type: "boolean" },
+      "gemm-tilings": { type: "string" },
     },
     strict: true,
   });
@@ -28,6 +31,8 @@ export async function perfMain(args: string[]): Promise<void> {
     formats: values.formats?.split(","),
     quick: values.quick,
     sweep: values.sweep,
+    sweepGemm: values["sweep-gemm"],
+    gemmTilings: values["gemm-tilings"]?.split(",").map(parseGemmTiling),
   });
 }
 

@@ -1,0 +1,44 @@
+/**
+ * The tiled prefill attention against the CPU reference: several query tiles, a cache already
+ * holding positions, grouped heads, and each key tile length; and the choice of key tile.
+ */
+import assert from "node:assert/strict";
+import { cpuOps } from "../cpu/backend.ts";
+import { pseudoRandom, relativeError } from "../../core/test_values.ts";
+import { createWebGpuBackend } from "./backend.ts";
+import { adapterUnavailable } from "./device.ts";
+import { prefillAttentionBytes, prefillKeyTile } from "./prefill_attention_wgsl.ts";
+
+const unavailable = await adapterUnavailable();
+
+Deno.test({
+  name: "webgpu: prefill attention over query tiles equals the CPU's causal attention",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const ops = createWebGpuBackend().ops!;
+    // 70 rows: three query tiles, the last partial; 45 cached positions: key tiles that straddle
+    // the rows' own positions. Head sizes 8 (fewer vec4s than lanes), 64 and 128 (whose key tile
+    // is shorter where workgroup memory is small).
+    const cases = [[4, 2, 8, 0, 2], [8, 2, 64, 45, 70], [4, 1, 128, 13, 33], [2, 2, 64, 0, 40]];
+    for (const [nHeads, nKv, headDim, pos, T] of cases) {
+      const len = pos! + T!;
+      const q = pseudoRandom(T! * nHeads! * headDim!, 20).map((v) => v * 3);
+      const keys = pseudoRandom(len * nKv! * headDim!, 21);
+      const values = pseudoRandom(len * nKv! * headDim!, 22);
+      const error = relativeError(
+        await ops.attention(q, keys, values, pos!, nHeads!, nKv!, headDim!),
+        await cpuOps.attention(q, keys, values, pos!, nHeads!, nKv!, headDim!),
+      );
+      assert.ok(error <= 1e-5, `${nHeads}/${nKv} heads of ${headDim}, T=${T} at ${pos}: ${error}`);
+    }
+  },
+});
+
+Deno.test("prefill attention: the longest key tile that fits, none for odd head sizes", () => {
+  assert.equal(prefillKeyTile(64, 32768), 32);
+  assert.equal(prefillKeyTile(128, 49152), 16);
+  assert.equal(prefillKeyTile(128, 32768), 8);
+  assert.equal(prefillKeyTile(256, 16384), undefined);
+  assert.equal(prefillKeyTile(6, 1 << 20), undefined);
+  assert.equal(prefillAttentionBytes(64, 32), 29824);
+});
