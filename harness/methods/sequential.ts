@@ -97,7 +97,9 @@ export type SequentialMethod =
       group: LinearGroup,
       inputs: Float32Array[] | undefined,
       layer: LayerContext,
-    ): Partial<Record<LinearName, Matrix>>;
+    ):
+      | Partial<Record<LinearName, Matrix>>
+      | Promise<Partial<Record<LinearName, Matrix>>>;
   }
   | {
     kind: "layer";
@@ -196,7 +198,7 @@ async function quantizeAt(
   const steps = blockSteps(blockShape(original));
   const layer: LayerContext = { index, original, steps, groups: groupsOf(steps), block, meter };
   const done = method.kind === "groups"
-    ? quantizeGroups(method, layer, hidden)
+    ? await quantizeGroups(method, layer, hidden)
     : quantizeLayer(method, layer, hidden!);
   meter.release(read);
   return done;
@@ -213,16 +215,16 @@ function isQuantizedPart(layer: LayerWeights, b: ArrayBufferView): boolean {
 }
 
 /** A `groups` method over one layer; the windows' values at its output when there are windows. */
-function quantizeGroups(
+async function quantizeGroups(
   method: Extract<SequentialMethod, { kind: "groups" }>,
   layer: LayerContext,
   hidden: Float32Array[] | undefined,
-): { weights: LayerWeights; next?: Float32Array[] } {
+): Promise<{ weights: LayerWeights; next?: Float32Array[] }> {
   const { original, steps, block, meter } = layer;
   const weights: LayerWeights = { ...original };
   if (hidden === undefined) {
     for (const group of layer.groups) {
-      Object.assign(weights, method.quantizeGroup(group, undefined, layer));
+      Object.assign(weights, await method.quantizeGroup(group, undefined, layer));
     }
     return { weights };
   }
@@ -242,7 +244,7 @@ function quantizeGroups(
       values.flatMap((v) => [...v].flatMap(([k, x]) => k === "x" ? [] : [x])),
     );
     const inputs = values.map((v) => v.get(group.input)!);
-    Object.assign(weights, method.quantizeGroup(group, inputs, layer));
+    Object.assign(weights, await method.quantizeGroup(group, inputs, layer));
     meter.release(held);
     dropUnread(steps, done, values);
   }

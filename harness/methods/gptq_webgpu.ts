@@ -1,0 +1,79 @@
+/**
+ * GPTQ with its heavy arithmetic on a WebGPU device (the method option `device: webgpu`): the
+ * Hessian `H = 2/N · Σ xxᵀ` accumulates there (`kernels/webgpu/gram.ts`, float32 sums; the
+ * scaling by `2/N` in float64 here, as `gptq.ts` does), and the column loop keeps the weights
+ * there, where the update of the columns after each block — `rows · cols² / 2` multiply-adds
+ * against the block's `rows · cols · block_size / 2` — runs as a GEMM
+ * (`kernels/webgpu/gptq_columns.ts`). Each block's columns are read back and quantized here in
+ * float64 by the same code as the CPU path (`gptqBlock`), on the format's own grid, so every
+ * format with a grid works and group parameters are fitted exactly where the CPU fits them. The
+ * Cholesky factor `U` of `H⁻¹` is the CPU's float64 one, computed once per group of linears.
+ *
+ * Results differ from the CPU path only by float32 rounding in the Hessian and in the lazily
+ * updated weights: a weight whose value lands within that rounding of a rounding boundary may
+ * take the neighbouring code.
+ *
+ * @module
+ */
+import { GpuGram } from "../../kernels/webgpu/gram.ts";
+import { GpuGptqColumns } from "../../kernels/webgpu/gptq_columns.ts";
+import {
+  gptqBlock,
+  gptqBlockReach,
+  type GptqFactor,
+  gptqFactor,
+  type GptqResult,
+  type GptqSettings,
+  gptqWeights,
+} from "./gptq.ts";
+import type { GroupGrid } from "./grid.ts";
+
+/** `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows), summed on the GPU. */
+export async function gpuHessian(xs: Float32Array[], cols: number): Promise<Float64Array> {
+  const gram = await GpuGram.create(cols);
+  try {
+    for (const x of xs) gram.add(x);
+    const h = await gram.read();
+    for (let i = 0; i < h.length; i++) h[i]! *= 2 / xs.length;
+    return h;
+  } finally {
+    gram.destroy();
+  }
+}
+
+/**
+ * GPTQ of one `rows × cols` weight matrix `w0` given the Hessian `h` into the format of `grid`,
+ * with the block updates on the GPU (see the module notes); `factor` when the group already
+ * has it.
+ */
+export async function gptqQuantizeWebGpu(
+  w0: Float64Array,
+  h: Float64Array,
+  rows: number,
+  cols: number,
+  grid: GroupGrid,
+  settings: GptqSettings,
+  factor?: GptqFactor,
+): Promise<GptqResult> {
+  const f = factor ?? gptqFactor(h, cols, settings);
+  // The float64 mirror of the weights: each block's reach is refreshed from the device.
+  const hw = gptqWeights(w0, rows, cols, grid, settings, f);
+  const device = await GpuGptqColumns.create(hw, rows, cols, settings.blockSize);
+  try {
+    const q = new Float64Array(rows * cols);
+    let loss = 0;
+    for (let i1 = 0; i1 < cols; i1 += settings.blockSize) {
+      const i2 = Math.min(i1 + settings.blockSize, cols);
+      if (i1 > 0) {
+        const reach = gptqBlockReach(i1, i2, cols, grid.groupSize, settings);
+        await device.readColumns(i1, reach, hw);
+      }
+      const block = gptqBlock(hw, f, q, rows, cols, i1, i2, grid, settings, loss);
+      loss = block.loss;
+      device.update(block.err, f.hinv, i1, i2);
+    }
+    return { matrix: grid.build(), q, loss };
+  } finally {
+    device.destroy();
+  }
+}
