@@ -25,7 +25,7 @@ import {
   type GptqResult,
   type GptqSettings,
   gptqWeights,
-} from "./gptq.ts";
+} from "./gptq_loop.ts";
 import type { GroupGrid } from "./grid.ts";
 
 /** `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows), summed on the GPU. */

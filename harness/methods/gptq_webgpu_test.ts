@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { decodeMatrix, gptq, GptqOptionsError, gptqQuantize, type GptqSettings } from "./gptq.ts";
+import { decodeMatrix, gptq, gptqQuantize } from "./gptq.ts";
+import { GptqOptionsError, type GptqSettings } from "./gptq_loop.ts";
 import { gptqQuantizeWebGpu, gpuHessian } from "./gptq_webgpu.ts";
 import { groupGrid } from "./grid.ts";
 import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
