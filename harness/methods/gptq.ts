@@ -24,7 +24,8 @@
  * (the formats store contiguous groups, not GPTQ's `g_idx`).
  *
  * `device: webgpu` moves the Hessians and the lazy updates between blocks onto a WebGPU device
- * (`gptq_webgpu.ts`); the blocks themselves and the Cholesky factor stay here, in float64.
+ * (`gptq_webgpu.ts`), and the factor of wide Hessians (float32, as the reference computes it);
+ * the blocks themselves are quantized here, in float64.
  *
  * @module
  */
@@ -42,7 +43,7 @@ import {
 } from "./calibration.ts";
 import { quantizeLayers } from "./sequential.ts";
 import { withRuntime } from "./runtime.ts";
-import { gptqQuantizeWebGpu, gpuHessian } from "./gptq_webgpu.ts";
+import { gptqFactorWebGpu, gptqQuantizeWebGpu, gpuHessian } from "./gptq_webgpu.ts";
 import {
   checkActOrder,
   GPTQ_DEVICES,
@@ -173,7 +174,7 @@ async function quantizeModel(
         // The group shares one Hessian (and, on the GPU path, one factor of it).
         const h = gpu ? await gpuHessian(inputs!, cols) : hessian(inputs!, cols);
         const held = meter.hold(h);
-        const factor = gpu ? gptqFactor(h, cols, settings) : undefined;
+        const factor = gpu ? await gptqFactorWebGpu(h, cols, settings) : undefined;
         const quantized: Partial<Record<LinearName, Matrix>> = {};
         for (const name of names) {
           const m = original[name];

@@ -47,13 +47,24 @@ export interface GptqFactor {
   dead: number[];
 }
 
+/** The Hessian as the factor takes it: damped, in quantization order. */
+export interface DampedHessian {
+  /** `H` with dead inputs at `H_ii = 1`, permuted, `damp · mean(diag H)` on the diagonal. */
+  hh: Float64Array;
+  perm?: number[];
+  dead: number[];
+}
+
 /**
- * The factor of the Hessian `h` (`cols × cols`, left unchanged): dead inputs get `H_ii = 1`,
- * act_order permutes by decreasing `H_ii` (stable for ties), `damp · mean(diag H)` is added to
- * the diagonal, and `U` is the upper Cholesky factor of the inverse. It depends on `h` and the
- * settings only, so the linears of a group share it.
+ * The Hessian `h` (`cols × cols`, left unchanged) prepared for its factor: dead inputs get
+ * `H_ii = 1`, act_order permutes by decreasing `H_ii` (stable for ties), and
+ * `damp · mean(diag H)` is added to the diagonal.
  */
-export function gptqFactor(h0: Float64Array, cols: number, settings: GptqSettings): GptqFactor {
+export function dampedHessian(
+  h0: Float64Array,
+  cols: number,
+  settings: GptqSettings,
+): DampedHessian {
   const h = h0.slice();
   const dead: number[] = [];
   for (let i = 0; i < cols; i++) {
@@ -76,6 +87,16 @@ export function gptqFactor(h0: Float64Array, cols: number, settings: GptqSetting
   for (let i = 0; i < cols; i++) mean += hh[i * cols + i]!;
   const damp = settings.damp * (mean / cols);
   for (let i = 0; i < cols; i++) hh[i * cols + i]! += damp;
+  return { hh, perm, dead };
+}
+
+/**
+ * The factor of the Hessian `h` ({@linkcode dampedHessian}), in float64: `U`, the upper Cholesky
+ * factor of the inverse. It depends on `h` and the settings only, so the linears of a group
+ * share it.
+ */
+export function gptqFactor(h: Float64Array, cols: number, settings: GptqSettings): GptqFactor {
+  const { hh, perm, dead } = dampedHessian(h, cols, settings);
   const hinv = upperCholesky(choleskyInverse(cholesky(hh, cols), cols), cols);
   return { hinv, perm, dead };
 }

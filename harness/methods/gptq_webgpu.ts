@@ -7,7 +7,9 @@
  * (`kernels/webgpu/gptq_columns.ts`). Each block's columns are read back and quantized here in
  * float64 by the same code as the CPU path (`gptqBlock`), on the format's own grid, so every
  * format with a grid works and group parameters are fitted exactly where the CPU fits them. The
- * Cholesky factor `U` of `H⁻¹` is the CPU's float64 one, computed once per group of linears.
+ * Cholesky factor `U` of `H⁻¹`, computed once per group of linears, is the CPU's float64 one
+ * below {@linkcode GPU_FACTOR_MIN_COLS} columns and the GPU's float32 one from there
+ * (`kernels/webgpu/gptq_factor.ts`: the CPU's takes minutes at 5632).
  *
  * Results differ from the CPU path only by float32 rounding in the Hessian and in the lazily
  * updated weights: a weight whose value lands within that rounding of a rounding boundary may
@@ -17,7 +19,9 @@
  */
 import { GpuGram } from "../../kernels/webgpu/gram.ts";
 import { GpuGptqColumns } from "../../kernels/webgpu/gptq_columns.ts";
+import { gpuInverseFactor } from "../../kernels/webgpu/gptq_factor.ts";
 import {
+  dampedHessian,
   gptqBlock,
   gptqBlockReach,
   type GptqFactor,
@@ -27,6 +31,27 @@ import {
   gptqWeights,
 } from "./gptq_loop.ts";
 import type { GroupGrid } from "./grid.ts";
+
+/**
+ * Widths from which the factor is computed on the GPU in float32 (as PyTorch's reference does);
+ * narrower Hessians keep the CPU's float64 factor, which takes seconds there.
+ */
+export const GPU_FACTOR_MIN_COLS = 1024;
+
+/**
+ * GPTQ's factor of `h` ({@linkcode gptqFactor}): on the GPU from `minCols` columns on, else the
+ * CPU's.
+ */
+export async function gptqFactorWebGpu(
+  h: Float64Array,
+  cols: number,
+  settings: GptqSettings,
+  minCols = GPU_FACTOR_MIN_COLS,
+): Promise<GptqFactor> {
+  if (cols < minCols) return gptqFactor(h, cols, settings);
+  const { hh, perm, dead } = dampedHessian(h, cols, settings);
+  return { hinv: await gpuInverseFactor(hh, cols), perm, dead };
+}
 
 /** `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows), summed on the GPU. */
 export async function gpuHessian(xs: Float32Array[], cols: number): Promise<Float64Array> {
@@ -55,7 +80,7 @@ export async function gptqQuantizeWebGpu(
   settings: GptqSettings,
   factor?: GptqFactor,
 ): Promise<GptqResult> {
-  const f = factor ?? gptqFactor(h, cols, settings);
+  const f = factor ?? await gptqFactorWebGpu(h, cols, settings);
   // The float64 mirror of the weights: each block's reach is refreshed from the device.
   const hw = gptqWeights(w0, rows, cols, grid, settings, f);
   const device = await GpuGptqColumns.create(hw, rows, cols, settings.blockSize);

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { decodeMatrix, gptq, gptqQuantize } from "./gptq.ts";
 import { GptqOptionsError, type GptqSettings } from "./gptq_loop.ts";
-import { gptqQuantizeWebGpu, gpuHessian } from "./gptq_webgpu.ts";
+import { gptqFactorWebGpu, gptqQuantizeWebGpu, gpuHessian } from "./gptq_webgpu.ts";
 import { groupGrid } from "./grid.ts";
 import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
 import { addGram } from "./linalg.ts";
@@ -86,6 +86,15 @@ Deno.test({
       const moved = differing(cpu.q, gpu.q);
       assert.ok(moved <= rows * cols / 500, `${label}: ${moved} of ${rows * cols} codes differ`);
       assert.ok(Math.abs(gpu.loss / cpu.loss - 1) < 1e-4, `${label}: ${gpu.loss} vs ${cpu.loss}`);
+      // The factor on the GPU too (float32, as wide Hessians get it).
+      const factor = await gptqFactorWebGpu(h, cols, settings, 0);
+      const all = await gptqQuantizeWebGpu(w, h, rows, cols, groupGrid(format, rows, cols), {
+        ...settings,
+        device: "webgpu",
+      }, factor);
+      const movedAll = differing(cpu.q, all.q);
+      assert.ok(movedAll <= rows * cols / 200, `${label}: ${movedAll} codes differ (GPU factor)`);
+      assert.ok(Math.abs(all.loss / cpu.loss - 1) < 1e-3, `${label}: ${all.loss} vs ${cpu.loss}`);
     }
   },
 });
