@@ -6,7 +6,9 @@
  *   workgroups whose 64×64 tile lies wholly below the diagonal return at once, so only about
  *   half the products are made and the reader mirrors the upper triangle;
  * - GPTQ's lazy batch update `Wᵀ[j][r] −= Σ_i H⁻¹[i][j] · Errᵀ[i][r]` (`A` = the block's rows of
- *   `H⁻¹`, `B` = the block's errors transposed, `O` = the weights stored column by column).
+ *   `H⁻¹`, `B` = the block's errors transposed, `O` = the weights stored column by column);
+ * - with `A` and `B` stored the other way ({@linkcode AtbLayout} `cols`), `ABᵀ`: the linear
+ *   layers `x·Wᵀ` of the calibration forward.
  *
  * `O` may be a band of rows of a larger matrix (`row0` is the band's first row): a matrix over
  * the largest storage binding is accumulated band by band. Each thread owns a 4×4 tile of `O`
@@ -66,17 +68,43 @@ export function atbGroups(p: AtbParams): [number, number, number] {
   ];
 }
 
+/**
+ * How `A` and `B` are stored: `rows`, `t` indexing their rows (`A[t][i]`, `AᵀB`); `cols`, `t`
+ * indexing their columns (`A[i][t]`, `ABᵀ`: a linear layer `x·Wᵀ` with `A = x`, `B = W`).
+ */
+export type AtbLayout = "rows" | "cols";
+
 /** Cache key of a shader variant. */
-export function atbKey(upper: boolean): string {
-  return `atb:${upper ? "upper" : "full"}`;
+export function atbKey(upper: boolean, layout: AtbLayout = "rows"): string {
+  return `atb:${upper ? "upper" : "full"}:${layout}`;
 }
 
 /**
  * The kernel. Bindings (signature `urrw`): the {@linkcode atbUniform} words, `A`, `B`, `O`.
  * Dispatch {@linkcode atbGroups}.
  */
-export function atbShader(upper: boolean): string {
+export function atbShader(upper: boolean, layout: AtbLayout = "rows"): string {
   const T = ATB_TILE;
+  // Consecutive threads load consecutive addresses: along i/j for `rows`, along t for `cols`.
+  const load = layout === "rows"
+    ? `let t = t0 + idx / ${T}u;
+      let c = idx % ${T}u;
+      let ia = i0 + c;
+      let jb = j0 + c;
+      let st = idx;
+      ta[st] = select(0.0, a[min(t, p.depth - 1u) * p.lda + min(ia, p.i1 - 1u)],
+        t < p.depth && ia < p.i1);
+      tb[st] = select(0.0, b[min(t, p.depth - 1u) * p.ldb + min(jb, p.j1 - 1u)],
+        t < p.depth && jb < p.j1);`
+    : `let t = t0 + idx % 16u;
+      let c = idx / 16u;
+      let ia = i0 + c;
+      let jb = j0 + c;
+      let st = (idx % 16u) * ${T}u + c;
+      ta[st] = select(0.0, a[min(ia, p.i1 - 1u) * p.lda + min(t, p.depth - 1u)],
+        t < p.depth && ia < p.i1);
+      tb[st] = select(0.0, b[min(jb, p.j1 - 1u) * p.ldb + min(t, p.depth - 1u)],
+        t < p.depth && jb < p.j1);`;
   // The early return depends on uniform values only, so the barriers below stay uniform.
   const skip = upper ? `if (j0 + ${T}u <= i0) { return; }` : "";
   return `struct P { depth: u32, lda: u32, ldb: u32, ldo: u32, i0: u32, i1: u32, j0: u32,
@@ -98,14 +126,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wg:
   for (var t0 = 0u; t0 < p.depth; t0 += 16u) {
     for (var k = 0u; k < 4u; k++) {
       let idx = l + k * 256u;
-      let t = t0 + idx / ${T}u;
-      let c = idx % ${T}u;
-      let ia = i0 + c;
-      let jb = j0 + c;
-      ta[idx] = select(0.0, a[min(t, p.depth - 1u) * p.lda + min(ia, p.i1 - 1u)],
-        t < p.depth && ia < p.i1);
-      tb[idx] = select(0.0, b[min(t, p.depth - 1u) * p.ldb + min(jb, p.j1 - 1u)],
-        t < p.depth && jb < p.j1);
+      ${load}
     }
     workgroupBarrier();
     for (var t = 0u; t < 16u; t++) {
