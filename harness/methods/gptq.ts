@@ -23,9 +23,10 @@
  * block's earlier columns, and so does this port. `act_order` with groups needs `static_groups`
  * (the formats store contiguous groups, not GPTQ's `g_idx`).
  *
- * `device: webgpu` moves the Hessians and the lazy updates between blocks onto a WebGPU device
- * (`gptq_webgpu.ts`), and the factor of wide Hessians (float32, as the reference computes it);
- * the blocks themselves are quantized here, in float64.
+ * `device: webgpu` moves the calibration forward's linears and attention, the Hessians, the
+ * lazy updates between blocks and the factor of wide Hessians (float32, as the reference
+ * computes it) onto a WebGPU device (`gptq_webgpu.ts`); the blocks themselves are quantized
+ * here, in float64.
  *
  * @module
  */
@@ -43,7 +44,12 @@ import {
 } from "./calibration.ts";
 import { quantizeLayers } from "./sequential.ts";
 import { withRuntime } from "./runtime.ts";
-import { gptqFactorWebGpu, gptqQuantizeWebGpu, gpuHessian } from "./gptq_webgpu.ts";
+import {
+  gptqFactorWebGpu,
+  gptqQuantizeWebGpu,
+  gpuHessian,
+  gpuWindowKernels,
+} from "./gptq_webgpu.ts";
 import {
   checkActOrder,
   GPTQ_DEVICES,
@@ -168,6 +174,7 @@ async function quantizeModel(
     {
       kind: "groups",
       sequential: options.true_sequential !== false,
+      windows: settings.device === "webgpu" ? gpuWindowKernels(model.config) : undefined,
       async quantizeGroup({ names }, inputs, { original }) {
         const cols = original[names[0]!].cols;
         const gpu = settings.device === "webgpu";

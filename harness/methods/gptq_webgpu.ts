@@ -11,6 +11,9 @@
  * below {@linkcode GPU_FACTOR_MIN_COLS} columns and the GPU's float32 one from there
  * (`kernels/webgpu/gptq_factor.ts`: the CPU's takes minutes at 5632).
  *
+ * The calibration forward runs its linears and attention there too, all windows at once
+ * ({@linkcode gpuWindowKernels}); norms, RoPE, SwiGLU and residual adds stay on the CPU.
+ *
  * Results differ from the CPU path only by float32 rounding in the Hessian and in the lazily
  * updated weights: a weight whose value lands within that rounding of a rounding boundary may
  * take the neighbouring code.
@@ -31,6 +34,11 @@ import {
   gptqWeights,
 } from "./gptq_loop.ts";
 import type { GroupGrid } from "./grid.ts";
+import type { WindowKernels } from "./calibration.ts";
+import type { LlamaConfig, Matrix } from "../../core/model.ts";
+import { decodeRow } from "../../kernels/formats/matrix.ts";
+import { GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
+import { gpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
 
 /**
  * Widths from which the factor is computed on the GPU in float32 (as PyTorch's reference does);
@@ -101,4 +109,35 @@ export async function gptqQuantizeWebGpu(
   } finally {
     device.destroy();
   }
+}
+
+/** A matrix decoded to float32 (what the CPU's linear multiplies by). */
+function decode32(m: Matrix): Float32Array {
+  const out = new Float32Array(m.rows * m.cols);
+  for (let r = 0; r < m.rows; r++) decodeRow(m, r, out.subarray(r * m.cols, (r + 1) * m.cols));
+  return out;
+}
+
+/**
+ * The calibration forward's linears and attention on the GPU, over all windows at once
+ * (`kernels/webgpu/batch_linear.ts`, `batch_attention.ts`); the cheap steps stay on the CPU.
+ */
+export function gpuWindowKernels(config: LlamaConfig): WindowKernels {
+  return {
+    async linear(xs, name, layer) {
+      const m = layer[name];
+      const linear = await GpuBatchLinear.create(decode32(m), m.rows, m.cols);
+      try {
+        return await linear.apply(xs);
+      } finally {
+        linear.destroy();
+      }
+    },
+    attention: (qs, ks, vs) =>
+      gpuWindowAttention(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })), {
+        nHeads: config.nHeads,
+        nKvHeads: config.nKvHeads,
+        headDim: config.headDim,
+      }),
+  };
 }
