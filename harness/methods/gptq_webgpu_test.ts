@@ -144,22 +144,22 @@ Deno.test({
     await compareDevices(
       model,
       spec("int4", { group: 32 }),
-      { dataset: "shakespeare", samples: 8, seq_len: 256 },
+      { dataset: "shakespeare", samples: 4, seq_len: 256 },
       await heldOut(model, 4),
     );
   },
 });
 
 Deno.test({
-  name: "gptq webgpu: mini fixture (3 layers) int4 g128 as on the CPU (codes, perplexity)",
+  name: "gptq webgpu: mini fixture (1 layer) int4 g128 as on the CPU (codes, perplexity)",
   ignore: unavailable !== undefined || !haveStories,
   async fn() {
     const full = await loadModelPath(join(REPO_ROOT, "fixtures/models/mini"));
-    // Its first three layers (the test's time), calibrated on 4096 tokens: with fewer than about
-    // four per input channel (768 for w2) the Hessians are so ill-conditioned that float32
-    // rounding alone — the CPU's own sum in another order too — moves many codes, and a layer's
-    // moved codes change every later layer's inputs.
-    const layers = full.weights.layers.slice(0, 3);
+    // Its first layer (the test's time; stories260K covers the layers feeding each other),
+    // calibrated on 3072 tokens: with fewer than about four per input channel (768 for w2) the
+    // Hessians are so ill-conditioned that float32 rounding alone moves many codes, and a
+    // layer's moved codes change every later layer's inputs.
+    const layers = full.weights.layers.slice(0, 1);
     const model: LlamaModel = {
       ...full,
       config: { ...full.config, nLayers: layers.length },
@@ -168,7 +168,7 @@ Deno.test({
     await compareDevices(
       model,
       spec("int4", { group: 128 }),
-      { dataset: "shakespeare", samples: 16, seq_len: 256 },
+      { dataset: "shakespeare", samples: 12, seq_len: 256 },
       await heldOut(model, 2),
     );
   },
