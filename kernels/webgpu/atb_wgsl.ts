@@ -74,11 +74,6 @@ export function atbGroups(p: AtbParams): [number, number, number] {
  */
 export type AtbLayout = "rows" | "cols";
 
-/** Cache key of a shader variant. */
-export function atbKey(upper: boolean, layout: AtbLayout = "rows"): string {
-  return `atb:${upper ? "upper" : "full"}:${layout}`;
-}
-
 /**
  * The kernel. Bindings (signature `urrw`): the {@linkcode atbUniform} words, `A`, `B`, `O`.
  * Dispatch {@linkcode atbGroups}.
