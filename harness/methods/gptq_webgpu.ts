@@ -23,6 +23,7 @@
 import { GpuGram } from "../../kernels/webgpu/gram.ts";
 import { GpuGptqColumns } from "../../kernels/webgpu/gptq_columns.ts";
 import { gpuInverseFactor } from "../../kernels/webgpu/gptq_factor.ts";
+import { getGpu } from "../../kernels/webgpu/device.ts";
 import {
   dampedHessian,
   gptqBlock,
@@ -47,8 +48,8 @@ import { gpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
 export const GPU_FACTOR_MIN_COLS = 1024;
 
 /**
- * GPTQ's factor of `h` ({@linkcode gptqFactor}): on the GPU from `minCols` columns on, else the
- * CPU's.
+ * GPTQ's factor of `h` ({@linkcode gptqFactor}): on the GPU from `minCols` columns on where it
+ * fits a storage binding, else the CPU's.
  */
 export async function gptqFactorWebGpu(
   h: Float64Array,
@@ -56,7 +57,10 @@ export async function gptqFactorWebGpu(
   settings: GptqSettings,
   minCols = GPU_FACTOR_MIN_COLS,
 ): Promise<GptqFactor> {
-  if (cols < minCols) return gptqFactor(h, cols, settings);
+  // A Hessian over one storage binding (14336 wide: 822 MB) keeps the CPU's factor.
+  if (cols < minCols || cols * cols * 4 > (await getGpu()).maxBinding) {
+    return gptqFactor(h, cols, settings);
+  }
   const { hh, perm, dead } = dampedHessian(h, cols, settings);
   return { hinv: await gpuInverseFactor(hh, cols), perm, dead };
 }
