@@ -17,6 +17,7 @@
  */
 import type {
   LayerWeights,
+  LinearName,
   LlamaConfig,
   LlamaModel,
   LlamaWeights,
@@ -31,7 +32,13 @@ import {
   cpuBlockKernels,
   runBlock,
 } from "../../kernels/cpu/block_interpreter.ts";
-import { BLOCK_OUTPUT, blockShape, type BlockStep, blockSteps } from "../../core/graph.ts";
+import {
+  BLOCK_OUTPUT,
+  blockShape,
+  type BlockStep,
+  blockSteps,
+  type BlockValue,
+} from "../../core/graph.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 import { readText } from "../../core/dataset.ts";
 import { randomInt, seededRandom } from "../../core/random.ts";
@@ -165,6 +172,49 @@ export class CalibrationBlock {
     const values: BlockValues = new Map([["x", x]]);
     this.run(blockSteps(blockShape(layer)), layer, values, x.length / this.config.dim);
     return values.get(BLOCK_OUTPUT)!;
+  }
+}
+
+/**
+ * The heavy kernels of a block over every calibration window at once, where a device runs them
+ * (GPTQ's `device: webgpu`): each returns one array per window, as the CPU kernel would.
+ */
+export interface WindowKernels {
+  /** `x · Wᵀ` of the linear `name` (no bias) for each window's rows `xs`. */
+  linear(xs: Float32Array[], name: LinearName, layer: LayerWeights): Promise<Float32Array[]>;
+  /** Causal attention of each window (position 0) over its own keys and values. */
+  attention(qs: Float32Array[], ks: Float32Array[], vs: Float32Array[]): Promise<Float32Array[]>;
+}
+
+/**
+ * Runs the steps `[from, to)` of `layer` over every window (`values[i]` of `tokens[i]` tokens):
+ * step by step, the linears and attention of all windows at once on `windows`, the other steps
+ * window by window on the CPU's (the results a window-by-window {@linkcode CalibrationBlock.run}
+ * gives, up to the rounding of the device's kernels).
+ */
+export async function runWindows(
+  block: CalibrationBlock,
+  windows: WindowKernels,
+  steps: readonly BlockStep[],
+  layer: LayerWeights,
+  values: BlockValues[],
+  tokens: number[],
+  range: { from: number; to: number },
+): Promise<void> {
+  for (let i = range.from; i < range.to; i++) {
+    const s = steps[i]!;
+    const all = (name: BlockValue) => values.map((v) => v.get(name)!);
+    let done: Float32Array[] | undefined;
+    if (s.op === "linear") done = await windows.linear(all(s.input), s.weight, layer);
+    if (s.op === "attention") done = await windows.attention(all(s.q), all(s.k), all(s.v));
+    values.forEach((v, w) => {
+      const kernels: Partial<BlockKernels> = done === undefined
+        ? {}
+        : s.op === "linear"
+        ? { linear: () => done[w]! }
+        : { attention: () => done[w]! };
+      block.run(steps, layer, v, tokens[w]!, { from: i, to: i + 1, kernels });
+    });
   }
 }
 

@@ -6,6 +6,8 @@ import {
   embed,
   MemoryMeter,
   resolveCalibration,
+  runWindows,
+  type WindowKernels,
 } from "./calibration.ts";
 import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
@@ -103,4 +105,39 @@ Deno.test("calibration: the memory meter counts the most bytes held at once", ()
   meter.release(held);
   meter.hold(new Float32Array(5));
   assert.equal(meter.peak, 59);
+});
+
+Deno.test({
+  name: "calibration: windows run step by step on window kernels give window-by-window values",
+  ignore,
+  async fn() {
+    const model = await loadLlama2c(sharedPath(STORIES, "stories260K.bin"));
+    const text = "Once upon a time, there was a little dog named Max. He liked to run.";
+    const windows = [model.tokenizer.encode(text), model.tokenizer.encode(text.slice(20))];
+    const block = new CalibrationBlock(model.config);
+    const tokens = windows.map((w) => w.length);
+    const calls: string[] = [];
+    // The CPU's own kernels behind the batched interface: the driver alone is under test.
+    const cpu: WindowKernels = {
+      linear(xs, name, layer) {
+        calls.push(name);
+        return Promise.resolve(xs.map((x, i) => block.kernels(tokens[i]!).linear(x, name, layer)));
+      },
+      attention(qs, ks, vs) {
+        calls.push("attention");
+        return Promise.resolve(
+          qs.map((q, i) => block.kernels(tokens[i]!).attention(q, ks[i]!, vs[i]!)),
+        );
+      },
+    };
+    const layer = model.weights.layers[0]!;
+    const steps = blockSteps(blockShape(layer));
+    const hidden = embed(model, windows);
+    const values: BlockValues[] = hidden.map((x) => new Map([["x", x]]));
+    // In two ranges, as the sequential driver resumes between groups.
+    await runWindows(block, cpu, steps, layer, values, tokens, { from: 0, to: 5 });
+    await runWindows(block, cpu, steps, layer, values, tokens, { from: 5, to: steps.length });
+    hidden.forEach((x, i) => assert.deepEqual(values[i]!.get("out"), block.forward(layer, x)));
+    assert.deepEqual(calls, ["wq", "wk", "wv", "attention", "wo", "w1", "w3", "w2"]);
+  },
 });

@@ -23,13 +23,18 @@
  * block's earlier columns, and so does this port. `act_order` with groups needs `static_groups`
  * (the formats store contiguous groups, not GPTQ's `g_idx`).
  *
+ * `device: webgpu` moves the calibration forward's linears and attention, the Hessians, the
+ * lazy updates between blocks and the factor of wide Hessians (float32, as the reference
+ * computes it) onto a WebGPU device (`gptq_webgpu.ts`); the blocks themselves are quantized
+ * here, in float64.
+ *
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
 import type { LinearName, LlamaModel, Matrix } from "../../core/model.ts";
 import type { FormatSpec } from "../../core/suite_types.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
-import { addGram, cholesky, choleskyInverse, upperCholesky } from "./linalg.ts";
+import { addGram } from "./linalg.ts";
 import { gridUnsupported, type GroupGrid, groupGrid } from "./grid.ts";
 import {
   calibrationWindows,
@@ -39,6 +44,23 @@ import {
 } from "./calibration.ts";
 import { quantizeLayers } from "./sequential.ts";
 import { withRuntime } from "./runtime.ts";
+import {
+  gptqFactorWebGpu,
+  gptqQuantizeWebGpu,
+  gpuHessian,
+  gpuWindowKernels,
+} from "./gptq_webgpu.ts";
+import {
+  checkActOrder,
+  GPTQ_DEVICES,
+  gptqBlock,
+  gptqFactor,
+  GptqOptionsError,
+  type GptqResult,
+  type GptqSettings,
+  gptqWeights,
+} from "./gptq_loop.ts";
+import { adapterUnavailable } from "../../kernels/webgpu/device.ts";
 
 /** Options and their defaults: the reference's (`llama.py` arguments, `fasterquant`). */
 export const GPTQ_OPTIONS = {
@@ -48,29 +70,9 @@ export const GPTQ_OPTIONS = {
   act_order: false,
   static_groups: false,
   true_sequential: true,
+  /** Where the Hessians and the block updates run: `cpu` (float64, the reference) or `webgpu`. */
+  device: "cpu",
 };
-
-/** Thrown for GPTQ options that cannot work together. */
-export class GptqOptionsError extends Error {
-  override name = "GptqOptionsError";
-}
-
-/** GPTQ settings for one linear. */
-export interface GptqSettings {
-  damp: number;
-  blockSize: number;
-  actOrder: boolean;
-  staticGroups: boolean;
-}
-
-/** The result of quantizing one weight matrix. */
-export interface GptqResult {
-  matrix: Matrix;
-  /** The quantized weights (decoded), `rows × cols`. */
-  q: Float64Array;
-  /** Σ (w − q)² / U_ii² / 2, the reference's reported error. */
-  loss: number;
-}
 
 /** Decodes any matrix to float64. */
 export function decodeMatrix(m: Matrix): Float64Array {
@@ -84,8 +86,8 @@ export function decodeMatrix(m: Matrix): Float64Array {
 }
 
 /**
- * GPTQ of one `rows × cols` weight matrix `w` given the Hessian `h` (`cols × cols`, modified)
- * into the format of `grid` (`fasterquant` of the reference).
+ * GPTQ of one `rows × cols` weight matrix `w` given the Hessian `h` (`cols × cols`) into the
+ * format of `grid` (`fasterquant` of the reference), all on the CPU in float64.
  */
 export function gptqQuantize(
   w0: Float64Array,
@@ -95,73 +97,18 @@ export function gptqQuantize(
   grid: GroupGrid,
   settings: GptqSettings,
 ): GptqResult {
-  const w = w0.slice();
-  const grouped = grid.groupSize < cols;
-  if (settings.actOrder && grouped && !settings.staticGroups) {
-    throw new GptqOptionsError(
-      `act_order with groups of ${grid.groupSize} needs static_groups: true (the format stores ` +
-        `contiguous groups; GPTQ's g_idx reordering is not representable)`,
-    );
-  }
-  grid.init(w);
-  for (let i = 0; i < cols; i++) {
-    if (h[i * cols + i] !== 0) continue;
-    h[i * cols + i] = 1;
-    for (let r = 0; r < rows; r++) w[r * cols + i] = 0;
-  }
-  if (grouped && settings.staticGroups) {
-    for (let c = 0; c < cols; c += grid.groupSize) {
-      grid.fit(w, c, Math.min(cols, c + grid.groupSize));
-    }
-  }
-  let perm: number[] | undefined;
-  let hw = w;
-  let hh = h;
-  if (settings.actOrder) {
-    const order = Array.from({ length: cols }, (_, i) => i);
-    order.sort((a, b) => h[b * cols + b]! - h[a * cols + a]! || a - b);
-    perm = order;
-    hw = new Float64Array(rows * cols);
-    hh = new Float64Array(cols * cols);
-    for (let j = 0; j < cols; j++) {
-      for (let r = 0; r < rows; r++) hw[r * cols + j] = w[r * cols + order[j]!]!;
-      for (let i = 0; i < cols; i++) hh[i * cols + j] = h[order[i]! * cols + order[j]!]!;
-    }
-  }
-  let mean = 0;
-  for (let i = 0; i < cols; i++) mean += hh[i * cols + i]!;
-  const damp = settings.damp * (mean / cols);
-  for (let i = 0; i < cols; i++) hh[i * cols + i]! += damp;
-  const hinv = upperCholesky(choleskyInverse(cholesky(hh, cols), cols), cols);
-
+  checkActOrder(grid, cols, settings);
+  const f = gptqFactor(h, cols, settings);
+  const hw = gptqWeights(w0, rows, cols, grid, settings, f);
+  const { hinv } = f;
   const q = new Float64Array(rows * cols);
   let loss = 0;
-  const bs = settings.blockSize;
-  for (let i1 = 0; i1 < cols; i1 += bs) {
-    const i2 = Math.min(i1 + bs, cols);
+  for (let i1 = 0; i1 < cols; i1 += settings.blockSize) {
+    const i2 = Math.min(i1 + settings.blockSize, cols);
     const count = i2 - i1;
-    const w1 = new Float64Array(rows * count);
-    for (let r = 0; r < rows; r++) {
-      for (let j = 0; j < count; j++) w1[r * count + j] = hw[r * cols + i1 + j]!;
-    }
-    const err = new Float64Array(rows * count);
-    for (let i = 0; i < count; i++) {
-      const col = i1 + i;
-      const original = perm ? perm[col]! : col;
-      if (grouped && !settings.staticGroups && col % grid.groupSize === 0) {
-        grid.fit(hw, col, Math.min(cols, col + grid.groupSize));
-      }
-      const d = hinv[col * cols + col]!;
-      for (let r = 0; r < rows; r++) {
-        const wv = w1[r * count + i]!;
-        const qv = grid.round(r, original, wv);
-        q[r * cols + original] = qv;
-        loss += (wv - qv) ** 2 / d ** 2 / 2;
-        const e = (wv - qv) / d;
-        err[r * count + i] = e;
-        for (let j = i; j < count; j++) w1[r * count + j]! -= e * hinv[col * cols + i1 + j]!;
-      }
-    }
+    const block = gptqBlock(hw, f, q, rows, cols, i1, i2, grid, settings, loss);
+    loss = block.loss;
+    const err = block.err;
     for (let r = 0; r < rows; r++) {
       for (let j = i2; j < cols; j++) {
         let s = 0;
@@ -182,11 +129,18 @@ function settingsOf(options: Record<string, unknown>): GptqSettings {
       `GPTQ needs damp ≥ 0 and an integer block_size ≥ 1, got ${o.damp} and ${o.block_size}`,
     );
   }
+  const device = GPTQ_DEVICES.find((d) => d === o.device);
+  if (device === undefined) {
+    throw new GptqOptionsError(
+      `GPTQ's device must be one of ${GPTQ_DEVICES.join(", ")}, got ${JSON.stringify(o.device)}`,
+    );
+  }
   return {
     damp,
     blockSize,
     actOrder: o.act_order === true,
     staticGroups: o.static_groups === true,
+    device,
   };
 }
 
@@ -206,6 +160,12 @@ async function quantizeModel(
   ctx: MethodContext,
 ): Promise<LlamaModel> {
   const settings = settingsOf(options);
+  if (settings.device === "webgpu") {
+    const why = await adapterUnavailable();
+    if (why !== undefined) {
+      throw new GptqOptionsError(`GPTQ with device: webgpu needs a WebGPU adapter: ${why}`);
+    }
+  }
   const calibration = resolveCalibration("gptq", options.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
@@ -214,15 +174,22 @@ async function quantizeModel(
     {
       kind: "groups",
       sequential: options.true_sequential !== false,
-      quantizeGroup({ names }, inputs, { original }) {
-        // The group shares one Hessian; each linear is quantized with a copy of it.
-        const h = hessian(inputs!, original[names[0]!].cols);
+      windows: settings.device === "webgpu" ? gpuWindowKernels(model.config) : undefined,
+      async quantizeGroup({ names }, inputs, { original }) {
+        const cols = original[names[0]!].cols;
+        const gpu = settings.device === "webgpu";
+        // The group shares one Hessian (and, on the GPU path, one factor of it).
+        const h = gpu ? await gpuHessian(inputs!, cols) : hessian(inputs!, cols);
         const held = meter.hold(h);
+        const factor = gpu ? await gptqFactorWebGpu(h, cols, settings) : undefined;
         const quantized: Partial<Record<LinearName, Matrix>> = {};
         for (const name of names) {
           const m = original[name];
           const grid = groupGrid(format, m.rows, m.cols);
-          const q = gptqQuantize(decodeMatrix(m), h.slice(), m.rows, m.cols, grid, settings).matrix;
+          const w = decodeMatrix(m);
+          const q = gpu
+            ? (await gptqQuantizeWebGpu(w, h, m.rows, m.cols, grid, settings, factor)).matrix
+            : gptqQuantize(w, h, m.rows, m.cols, grid, settings).matrix;
           meter.hold(matrixBuffers(q));
           quantized[name] = q;
         }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { decodeMatrix, gptq, GptqOptionsError, gptqQuantize, type GptqSettings } from "./gptq.ts";
+import { decodeMatrix, gptq, gptqQuantize } from "./gptq.ts";
+import { GptqOptionsError, type GptqSettings } from "./gptq_loop.ts";
 import { groupGrid } from "./grid.ts";
 import { rtn } from "./rtn.ts";
 import { dense } from "../../core/model.ts";

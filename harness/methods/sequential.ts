@@ -54,7 +54,9 @@ import {
   layerBuffers,
   matrixBuffers,
   MemoryMeter,
+  runWindows,
   weightBuffers,
+  type WindowKernels,
 } from "./calibration.ts";
 
 /** Thrown when a method asks the driver for what it cannot do. */
@@ -92,12 +94,16 @@ export type SequentialMethod =
     kind: "groups";
     /** Whether a group's inputs come from the block with its earlier groups quantized. */
     sequential: boolean;
+    /** Where the block's linears and attention run over the windows (default the CPU). */
+    windows?: WindowKernels;
     /** The quantized weights of `group`, given its inputs on every window (none without). */
     quantizeGroup(
       group: LinearGroup,
       inputs: Float32Array[] | undefined,
       layer: LayerContext,
-    ): Partial<Record<LinearName, Matrix>>;
+    ):
+      | Partial<Record<LinearName, Matrix>>
+      | Promise<Partial<Record<LinearName, Matrix>>>;
   }
   | {
     kind: "layer";
@@ -196,7 +202,7 @@ async function quantizeAt(
   const steps = blockSteps(blockShape(original));
   const layer: LayerContext = { index, original, steps, groups: groupsOf(steps), block, meter };
   const done = method.kind === "groups"
-    ? quantizeGroups(method, layer, hidden)
+    ? await quantizeGroups(method, layer, hidden)
     : quantizeLayer(method, layer, hidden!);
   meter.release(read);
   return done;
@@ -213,47 +219,59 @@ function isQuantizedPart(layer: LayerWeights, b: ArrayBufferView): boolean {
 }
 
 /** A `groups` method over one layer; the windows' values at its output when there are windows. */
-function quantizeGroups(
+async function quantizeGroups(
   method: Extract<SequentialMethod, { kind: "groups" }>,
   layer: LayerContext,
   hidden: Float32Array[] | undefined,
-): { weights: LayerWeights; next?: Float32Array[] } {
+): Promise<{ weights: LayerWeights; next?: Float32Array[] }> {
   const { original, steps, block, meter } = layer;
   const weights: LayerWeights = { ...original };
   if (hidden === undefined) {
     for (const group of layer.groups) {
-      Object.assign(weights, method.quantizeGroup(group, undefined, layer));
+      Object.assign(weights, await method.quantizeGroup(group, undefined, layer));
     }
     return { weights };
   }
-  const dim = block.config.dim;
+  const tokens = hidden.map((x) => x.length / block.config.dim);
   const values: BlockValues[] = hidden.map((x) => new Map([["x", x]]));
   // Steps up to `done` have run over every window's values.
   let done = 0;
   for (const group of layer.groups) {
     const start = firstReader(steps, group.input);
     const source = method.sequential ? weights : original;
-    values.forEach((v, i) =>
-      block.run(steps, source, v, hidden[i]!.length / dim, { from: done, to: start })
-    );
+    await runSteps(method, block, steps, source, values, tokens, { from: done, to: start });
     done = start;
     // Counted: every value the windows hold besides their input (already counted as hidden).
     const held = meter.hold(
       values.flatMap((v) => [...v].flatMap(([k, x]) => k === "x" ? [] : [x])),
     );
     const inputs = values.map((v) => v.get(group.input)!);
-    Object.assign(weights, method.quantizeGroup(group, inputs, layer));
+    Object.assign(weights, await method.quantizeGroup(group, inputs, layer));
     meter.release(held);
     dropUnread(steps, done, values);
   }
   // Without `sequential` the values came from the float block: the quantized one starts over.
-  const next = values.map((v, i) => {
-    const x = hidden[i]!;
-    const resumed: BlockValues = method.sequential ? v : new Map([["x", x]]);
-    block.run(steps, weights, resumed, x.length / dim, { from: method.sequential ? done : 0 });
-    return resumed.get(BLOCK_OUTPUT)!;
-  });
-  return { weights, next };
+  const resumed = method.sequential ? values : hidden.map((x): BlockValues => new Map([["x", x]]));
+  const range = { from: method.sequential ? done : 0, to: steps.length };
+  await runSteps(method, block, steps, weights, resumed, tokens, range);
+  return { weights, next: resumed.map((v) => v.get(BLOCK_OUTPUT)!) };
+}
+
+/** Steps `[from, to)` over every window: on the method's window kernels, or window by window. */
+async function runSteps(
+  method: Extract<SequentialMethod, { kind: "groups" }>,
+  block: CalibrationBlock,
+  steps: readonly BlockStep[],
+  layer: LayerWeights,
+  values: BlockValues[],
+  tokens: number[],
+  range: { from: number; to: number },
+): Promise<void> {
+  if (method.windows) {
+    await runWindows(block, method.windows, steps, layer, values, tokens, range);
+    return;
+  }
+  values.forEach((v, i) => block.run(steps, layer, v, tokens[i]!, range));
 }
 
 /** Forgets the values no step from `from` on reads. */

@@ -1,0 +1,169 @@
+/**
+ * Gram matrices `Σ XᵀX` of captured activations accumulated on the GPU — the sum behind GPTQ's
+ * Hessian `H = 2/N · Σ xxᵀ` — with the `AᵀB` kernel (`atb_wgsl.ts`). The sum lives in float32 on
+ * the device, in bands of rows that each fit the largest storage binding (a 14336-wide Hessian
+ * is 822 MB); activations are sent in chunks of tokens that fit one too. Only the upper triangle
+ * is computed; {@linkcode GpuGram.read} mirrors it into a full float64 matrix.
+ *
+ * @module
+ */
+import { getGpu, type Gpu } from "./device.ts";
+import { Kernels } from "./kernels.ts";
+import { ATB_TILE, atbGroups, type AtbParams, atbShader, atbUniform } from "./atb_wgsl.ts";
+
+/** Thrown when a Gram matrix cannot be held or fed. */
+export class GramShapeError extends Error {
+  override name = "GramShapeError";
+}
+
+/** Where a {@linkcode GpuGram} runs. */
+export interface GramOptions {
+  /** The device (default the shared one). */
+  gpu?: Gpu;
+  /** A smaller binding limit than the device's (tests split small matrices into bands). */
+  maxBinding?: number;
+}
+
+/** Most tokens sent per chunk (a chunk also fits the largest binding). */
+const MAX_CHUNK_TOKENS = 4096;
+
+interface Band {
+  row0: number;
+  rows: number;
+  buffer: GPUBuffer;
+  uniform: GPUBuffer;
+  bind: GPUBindGroup;
+}
+
+/** A running `Σ XᵀX` (`cols × cols`) on the GPU. */
+export class GpuGram {
+  readonly cols: number;
+  readonly #k: Kernels;
+  readonly #pipeline: GPUComputePipeline;
+  readonly #x: GPUBuffer;
+  readonly #chunk: number;
+  readonly #bands: Band[];
+
+  private constructor(
+    k: Kernels,
+    pipeline: GPUComputePipeline,
+    cols: number,
+    maxBinding: number,
+  ) {
+    this.cols = cols;
+    this.#k = k;
+    this.#pipeline = pipeline;
+    const rowBytes = cols * 4;
+    const fit = Math.floor(maxBinding / rowBytes);
+    // Bands are whole tiles of rows, so no workgroup straddles two.
+    const bandRows = Math.floor(fit / ATB_TILE) * ATB_TILE;
+    if (bandRows === 0) {
+      throw new GramShapeError(
+        `A Gram row of ${cols} columns needs ${rowBytes * ATB_TILE} bytes per band, over the ` +
+          `largest storage binding of ${maxBinding}`,
+      );
+    }
+    this.#chunk = Math.min(MAX_CHUNK_TOKENS, fit);
+    this.#x = k.buffer(this.#chunk * rowBytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
+    this.#bands = [];
+    for (let row0 = 0; row0 < cols; row0 += bandRows) {
+      const rows = Math.min(bandRows, cols - row0);
+      const buffer = k.buffer(
+        rows * rowBytes,
+        GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      );
+      const uniform = k.buffer(64, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+      const bind = k.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [uniform, this.#x, this.#x, buffer].map((b, binding) => ({
+          binding,
+          resource: { buffer: b },
+        })),
+      });
+      this.#bands.push({ row0, rows, buffer, uniform, bind });
+    }
+  }
+
+  /** A zero `cols × cols` sum. */
+  static async create(cols: number, options: GramOptions = {}): Promise<GpuGram> {
+    if (!(Number.isInteger(cols) && cols >= 1)) {
+      throw new GramShapeError(`A Gram matrix needs a positive integer width, got ${cols}`);
+    }
+    const k = new Kernels(options.gpu ?? await getGpu());
+    const pipeline = await k.pipeline("urrw", atbShader(true));
+    const maxBinding = Math.min(k.gpu.maxBinding, options.maxBinding ?? Infinity);
+    return new GpuGram(k, pipeline, cols, maxBinding);
+  }
+
+  /** Adds `XᵀX` for `x` = `tokens × cols` row-major. */
+  add(x: Float32Array): void {
+    const { cols } = this;
+    if (x.length % cols !== 0) {
+      throw new GramShapeError(`Activations of ${x.length} values are no rows of ${cols}`);
+    }
+    const tokens = x.length / cols;
+    const { device } = this.#k;
+    for (let t0 = 0; t0 < tokens; t0 += this.#chunk) {
+      const n = Math.min(this.#chunk, tokens - t0);
+      device.queue.writeBuffer(this.#x, 0, x as Float32Array<ArrayBuffer>, t0 * cols, n * cols);
+      for (const band of this.#bands) {
+        const params: AtbParams = {
+          depth: n,
+          lda: cols,
+          ldb: cols,
+          ldo: cols,
+          i0: band.row0,
+          i1: band.row0 + band.rows,
+          j0: 0,
+          j1: cols,
+          row0: band.row0,
+          alpha: 1,
+        };
+        device.queue.writeBuffer(band.uniform, 0, atbUniform(params));
+        // One submit per band: the next band's parameters overwrite nothing in flight.
+        const enc = device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(this.#pipeline);
+        pass.setBindGroup(0, band.bind);
+        pass.dispatchWorkgroups(...atbGroups(params));
+        pass.end();
+        device.queue.submit([enc.finish()]);
+      }
+    }
+  }
+
+  /** The sum so far as a full symmetric `cols × cols` float64 matrix. */
+  async read(): Promise<Float64Array> {
+    const { cols } = this;
+    const { device } = this.#k;
+    const out = new Float64Array(cols * cols);
+    for (const band of this.#bands) {
+      const size = band.rows * cols * 4;
+      const staging = device.createBuffer({
+        size,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      const enc = device.createCommandEncoder();
+      enc.copyBufferToBuffer(band.buffer, 0, staging, 0, size);
+      device.queue.submit([enc.finish()]);
+      await staging.mapAsync(GPUMapMode.READ);
+      const part = new Float32Array(staging.getMappedRange());
+      for (let r = 0; r < band.rows; r++) {
+        const i = band.row0 + r;
+        for (let j = i; j < cols; j++) {
+          const v = part[r * cols + j]!;
+          out[i * cols + j] = v;
+          out[j * cols + i] = v;
+        }
+      }
+      staging.unmap();
+      staging.destroy();
+    }
+    return out;
+  }
+
+  /** Frees the device buffers. */
+  destroy(): void {
+    this.#k.destroy();
+  }
+}
