@@ -13,6 +13,20 @@ export interface ModelRunner {
    * returns logits `[tokens.length][vocabSize]` row-major.
    */
   forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array>;
+  /**
+   * Greedy decoding on the device, without a host round trip per token: runs `token` at `pos`,
+   * then each step's most likely token (the first on ties, as `argmaxRow`) at the next position,
+   * `count` steps in all, and returns the `count` tokens picked; the KV cache then holds
+   * `pos + count` positions. The same tokens as `forward` one token at a time with the argmax on
+   * the host. Absent where the backend has nothing to gain (the CPU).
+   */
+  decodeGreedy?(token: number, pos: number, count: number): Promise<Int32Array>;
+  /**
+   * Keeps the first `length` positions of the KV cache (at most what it holds), so the next
+   * `forward` or `decodeGreedy` continues from there; present with `decodeGreedy`, whose steps
+   * past a stopping point are dropped this way.
+   */
+  truncate?(length: number): void;
   /** Empties the KV cache so the next call may start again at position 0. */
   reset(): void;
   /** Frees resources. */

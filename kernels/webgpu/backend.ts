@@ -4,8 +4,10 @@
  * once, at load, from the block's steps (`core/graph.ts`, {@linkcode compileBlock}). A forward
  * pass records every layer's dispatches into one command encoder (one compute pass per slice of
  * at most `maxTokens` tokens, so activations stay within a storage binding), submits once and
- * reads the logits back once.
- * The token embedding is gathered on the host: it is a lookup, not arithmetic. Activations and the
+ * reads the logits back once. The token embedding is gathered on the host there: it is a lookup,
+ * not arithmetic. Greedy decoding ({@linkcode WebGpuRunner.decodeGreedy}) instead keeps token ids
+ * on the GPU: an embedding gather, every layer and an argmax per token, many tokens per submit,
+ * reading back only the ids. Activations and the
  * KV cache are float32, so results match the CPU reference to float32 rounding; f16 is used
  * where it is exact (scales are stored as f16).
  *
@@ -40,6 +42,7 @@ import {
 } from "./gemv_a8_wgsl.ts";
 import type { GemvTuning, PackedMatrix } from "./pack.ts";
 import { packMatrix } from "./pack_matrix.ts";
+import { embedParts } from "./embed_wgsl.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 
 /** Run-time activation formats the backend quantizes to (per token: integers or FP8). */
@@ -425,6 +428,24 @@ async function compileBlock(
 /** Largest token slice of one compute pass. */
 const MAX_SLICE = 512;
 
+/**
+ * Tokens per submit of GPU-resident greedy decoding, each with its own `Step` slot: the host
+ * records the next submit while the GPU runs the one before.
+ */
+const DECODE_ROUND = 16;
+
+/** GPU-resident greedy decoding's buffers and per-token dispatches (made on first use). */
+interface Decoder {
+  /** Token ids: `[0]` the first token, `[i + 1]` the pick of step `i` (the `Step`'s `a`). */
+  ids: GPUBuffer;
+  /** Where the picked ids are copied for reading. */
+  read: GPUBuffer;
+  /** Words `ids` and `read` hold. */
+  capacity: number;
+  /** One token's dispatches: embedding gather, every layer, final norm and head, argmax. */
+  program: Dispatch[];
+}
+
 /** A model on the GPU with its KV cache. */
 export class WebGpuRunner implements ModelRunner {
   /** Matrices decoded to f32 on load, with the reason (empty when all run in their format). */
@@ -442,6 +463,10 @@ export class WebGpuRunner implements ModelRunner {
   #embed: GPUBuffer | undefined;
   #read: GPUBuffer | undefined;
   #length = 0;
+  readonly #maxBinding: number;
+  /** The token embedding on the GPU, by row parts within a storage binding (on first decode). */
+  #table: { rowStart: number; rows: number; buffer: GPUBuffer }[] | undefined;
+  #decoder: Decoder | undefined;
 
   private constructor(
     k: Kernels,
@@ -452,6 +477,7 @@ export class WebGpuRunner implements ModelRunner {
     program: Dispatch[],
     fallbacks: string[],
     fallbackFormats: readonly string[],
+    maxBinding: number,
   ) {
     this.#k = k;
     this.#model = model;
@@ -463,6 +489,7 @@ export class WebGpuRunner implements ModelRunner {
     this.#program = program;
     this.fallbacks = fallbacks;
     this.fallbackFormats = fallbackFormats;
+    this.#maxBinding = maxBinding;
   }
 
   /** Uploads a model: packs its weights, allocates activations and the KV cache. */
@@ -487,7 +514,7 @@ export class WebGpuRunner implements ModelRunner {
       );
     }
     const step = k.buffer(
-      Math.ceil(maxSeqLen / slice) * STEP_STRIDE,
+      Math.max(Math.ceil(maxSeqLen / slice), DECODE_ROUND) * STEP_STRIDE,
       GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     );
     const act = (width: number) => k.storage(slice * width * 4);
@@ -559,9 +586,17 @@ export class WebGpuRunner implements ModelRunner {
       await k.rmsnorm(step, x, k.storage(w.finalNorm), xb, c.dim, c.normEps),
       ...await mm(pack("output", w.output), xb, logits, {}),
     );
-    return new WebGpuRunner(k, model, maxSeqLen, slice, { step, x, logits }, program, fallbacks, [
-      ...fallbackFormats,
-    ]);
+    return new WebGpuRunner(
+      k,
+      model,
+      maxSeqLen,
+      slice,
+      { step, x, logits },
+      program,
+      fallbacks,
+      [...fallbackFormats],
+      maxBinding,
+    );
   }
 
   async forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {
@@ -629,6 +664,102 @@ export class WebGpuRunner implements ModelRunner {
     return logits;
   }
 
+  /**
+   * Greedy decoding without a host round trip per token (see `ModelRunner.decodeGreedy`): the
+   * first token id is written to a GPU buffer; each step gathers its embedding row from the
+   * table on the GPU, runs the forward pass's dispatches at its position (its own `Step` slot)
+   * and writes the argmax of its logits into the buffer, where the next step reads it. Steps go
+   * out {@linkcode DECODE_ROUND} to a submit; only the ids come back, once.
+   */
+  async decodeGreedy(token: number, pos: number, count: number): Promise<Int32Array> {
+    const c = this.#model.config;
+    if (pos !== this.#length) {
+      throw new RangeError(`Decode at position ${pos}, but the KV cache holds ${this.#length}`);
+    }
+    if (!(Number.isInteger(count) && count >= 0)) {
+      throw new RangeError(`Decode step count ${count} is not a whole number`);
+    }
+    if (pos + count > this.#maxSeqLen) {
+      throw new RangeError(
+        `Context ${pos + count} exceeds the runner's maximum ${this.#maxSeqLen}`,
+      );
+    }
+    if (!(Number.isInteger(token) && token >= 0 && token < c.vocabSize)) {
+      throw new RangeError(`Token id ${token} is out of range`);
+    }
+    if (count === 0) return new Int32Array(0);
+    const d = await this.#decoderFor(count + 1);
+    const device = this.#k.device;
+    device.queue.writeBuffer(d.ids, 0, Uint32Array.of(token));
+    device.pushErrorScope("validation");
+    for (let r = 0; r < count; r += DECODE_ROUND) {
+      const n = Math.min(DECODE_ROUND, count - r);
+      const steps = new Uint32Array((n * STEP_STRIDE) / 4);
+      for (let i = 0; i < n; i++) steps.set([1, pos + r + i, r + i], (i * STEP_STRIDE) / 4);
+      // Queue order: this write lands after the previous round's submit has run.
+      device.queue.writeBuffer(this.#step, 0, steps);
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      for (let i = 0; i < n; i++) encodeDispatches(pass, d.program, 1, i * STEP_STRIDE);
+      pass.end();
+      if (r + n === count) enc.copyBufferToBuffer(d.ids, 4, d.read, 0, count * 4);
+      device.queue.submit([enc.finish()]);
+    }
+    const error = await device.popErrorScope();
+    if (error) throw new WebGpuError(`WebGPU validation failed: ${error.message}`);
+    await d.read.mapAsync(GPUMapMode.READ, 0, count * 4);
+    const ids = new Int32Array(d.read.getMappedRange(0, count * 4).slice(0));
+    d.read.unmap();
+    this.#length = pos + count;
+    return ids;
+  }
+
+  /** The decoder with room for `words` token ids, made (or grown) on demand. */
+  async #decoderFor(words: number): Promise<Decoder> {
+    if (this.#decoder && this.#decoder.capacity >= words) return this.#decoder;
+    const k = this.#k;
+    const { config: c, weights: w } = this.#model;
+    this.#table ??= embedParts(c.vocabSize, c.dim, this.#maxBinding).map(([rowStart, rows]) => ({
+      rowStart,
+      rows,
+      buffer: k.storage(w.tokenEmbedding.subarray(rowStart * c.dim, (rowStart + rows) * c.dim)),
+    }));
+    this.#decoder?.ids.destroy();
+    this.#decoder?.read.destroy();
+    this.#decoder = undefined;
+    const capacity = Math.max(words, 256);
+    const ids = k.device.createBuffer({
+      size: capacity * 4,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+    });
+    const read = k.device.createBuffer({
+      size: capacity * 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const gather = await Promise.all(
+      this.#table.map((part) =>
+        k.embed(this.#step, ids, part.buffer, this.#x, {
+          dim: c.dim,
+          rowStart: part.rowStart,
+          rows: part.rows,
+        })
+      ),
+    );
+    const argmax = await k.argmax(this.#step, this.#logits, ids, c.vocabSize);
+    this.#decoder = { ids, read, capacity, program: [...gather, ...this.#program, argmax] };
+    return this.#decoder;
+  }
+
+  /** Keeps the first `length` positions of the KV cache (see `ModelRunner.truncate`). */
+  truncate(length: number): void {
+    if (!(Number.isInteger(length) && length >= 0 && length <= this.#length)) {
+      throw new RangeError(
+        `Cannot keep ${length} positions of a KV cache holding ${this.#length}`,
+      );
+    }
+    this.#length = length;
+  }
+
   reset(): void {
     this.#length = 0;
   }
@@ -636,6 +767,8 @@ export class WebGpuRunner implements ModelRunner {
   dispose(): void {
     this.#embed?.destroy();
     this.#read?.destroy();
+    this.#decoder?.ids.destroy();
+    this.#decoder?.read.destroy();
     this.#k.destroy();
   }
 }

@@ -15,6 +15,8 @@ import {
   ROPE_WGSL,
   SWIGLU_WGSL,
 } from "./ops_wgsl.ts";
+import { EMBED_WGSL } from "./embed_wgsl.ts";
+import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
 import { gemvA8RowsPerGroup, gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
 import {
   a8Supported,
@@ -370,6 +372,53 @@ export class Kernels {
         xd,
       ]),
       groups: (T) => [Math.ceil((chunks * 8) / QUANTIZE_WORDS_PER_GROUP), T, 1],
+    };
+  }
+
+  /**
+   * Gathers the embedding rows of the `T` token ids at `ids[step.a …]` from one row part of the
+   * table (rows `rowStart … rowStart + rows − 1`) into `x` (see `embed_wgsl.ts`).
+   */
+  async embed(
+    step: GPUBuffer,
+    ids: GPUBuffer,
+    table: GPUBuffer,
+    x: GPUBuffer,
+    o: { dim: number; rowStart: number; rows: number },
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline("usrrw", EMBED_WGSL);
+    return {
+      label: `embed rows ${o.rowStart}+${o.rows}`,
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrrw", [
+        this.uniform([o.dim, o.rowStart, o.rows]),
+        { buffer: step, size: 16 },
+        ids,
+        table,
+        x,
+      ]),
+      groups: (T) => linearGroups(T * o.dim),
+    };
+  }
+
+  /** Writes the index of the largest of `vocab` logits (the first on ties) to `ids[step.a + 1]`. */
+  async argmax(
+    step: GPUBuffer,
+    logits: GPUBuffer,
+    ids: GPUBuffer,
+    vocab: number,
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline("usrw", ARGMAX_WGSL);
+    return {
+      label: "argmax",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrw", [
+        this.uniform([vocab]),
+        { buffer: step, size: 16 },
+        logits,
+        ids,
+      ]),
+      groups: () => [1, 1, 1],
     };
   }
 
