@@ -218,31 +218,13 @@ function chunkDot(layout: Layout, r: number, SUB: number, E: number): string[] {
 }
 
 /**
- * The GEMV kernel for a layout. Dispatch `(ceil(rows / (R·256/tpr)), T)` workgroups; token `t` is
- * the workgroup's `y`. Each step covers `tpr` chunks of every row: a thread first issues the
- * weight loads of its chunk for its `R` rows, the workgroup stages the step's activations in
- * workgroup memory (coalesced loads, padded so that each thread's reads of its own chunk hit
- * distinct banks), and the thread then dots its rows with them.
+ * WGSL staging a GEMV step's activations (`TPR` chunks) in workgroup memory — coalesced loads,
+ * padded so that each thread's reads of its own chunk hit distinct banks — then reading this
+ * thread's chunk from there as `x0 … x7`.
  */
-export function gemvShader(layout: Layout): string {
-  const R = gemvRowsPerThread(layout);
-  const TPR = layout.tpr;
-  const RPW = WORKGROUP / TPR;
-  const W = layout.bits;
-  const V = vectorWords(W);
-  const NV = W / V;
-  const E = subWidth(layout);
-  const SUB = CHUNK / E;
+function stagedActivations(TPR: number): string[] {
   const XS = TPR + 1;
   const lines: string[] = [];
-  lines.push(`    let c = s0 + lane;`);
-  lines.push(`    let ok = c < p.chunks;`);
-  lines.push(`    let cl = min(c, p.chunks - 1u) - s0;`);
-  lines.push(`    let width = min(${TPR}u, p.chunks - s0);`);
-  for (let r = 0; r < R; r++) {
-    lines.push(`    let b${r} = (row${r} * p.chunks + s0) * ${NV}u + cl;`);
-    for (let v = 0; v < NV; v++) lines.push(`    let v${r}_${v} = wq[b${r} + ${v}u * width];`);
-  }
   lines.push(`    for (var q = lid; q < ${8 * TPR}u; q += ${WORKGROUP}u) {`);
   lines.push(`      let e0 = (s0 + q / 8u) * ${CHUNK}u + (q % 8u) * 4u;`);
   lines.push(`      var xv: vec4<f32>;`);
@@ -258,6 +240,58 @@ export function gemvShader(layout: Layout): string {
   lines.push(`    }`);
   lines.push(`    workgroupBarrier();`);
   for (let j = 0; j < 8; j++) lines.push(`    let x${j} = xs[${j * XS}u + lane];`);
+  return lines;
+}
+
+/**
+ * WGSL loading this thread's chunk of activations as `x0 … x7` straight from the storage buffer
+ * (the chunk's 128 bytes, from the cache after the first row group asks): no workgroup memory
+ * and no barriers (`gemvDirect`).
+ */
+function directActivations(): string[] {
+  const lines: string[] = [];
+  const xs = Array.from({ length: 8 }, (_, j) => `x${j}`);
+  lines.push(`    let e0 = xBase + (cl + s0) * ${CHUNK}u;`);
+  lines.push(`    var ${xs.join(": vec4<f32>;\n    var ")}: vec4<f32>;`);
+  lines.push(`    if (aligned && (cl + s0 + 1u) * ${CHUNK}u <= p.cols) {`);
+  lines.push(`      let xv = e0 >> 2u;`);
+  for (let j = 0; j < 8; j++) lines.push(`      x${j} = x[xv + ${j}u];`);
+  lines.push(`    } else {`);
+  for (let j = 0; j < 8; j++) {
+    const e = (i: number) => `xa(e0 + ${4 * j + i}u, lim)`;
+    lines.push(`      x${j} = vec4<f32>(${[0, 1, 2, 3].map(e).join(", ")});`);
+  }
+  lines.push(`    }`);
+  return lines;
+}
+
+/**
+ * The GEMV kernel for a layout. Dispatch `(ceil(rows / (R·256/tpr)), T)` workgroups; token `t` is
+ * the workgroup's `y`. Each step covers `tpr` chunks of every row: a thread first issues the
+ * weight loads of its chunk for its `R` rows, the workgroup stages the step's activations in
+ * workgroup memory ({@linkcode stagedActivations}; or each thread loads its own,
+ * {@linkcode directActivations}), and the thread then dots its rows with them.
+ */
+export function gemvShader(layout: Layout): string {
+  const R = gemvRowsPerThread(layout);
+  const TPR = layout.tpr;
+  const RPW = WORKGROUP / TPR;
+  const W = layout.bits;
+  const V = vectorWords(W);
+  const NV = W / V;
+  const E = subWidth(layout);
+  const SUB = CHUNK / E;
+  const lines: string[] = [];
+  lines.push(`    let c = s0 + lane;`);
+  lines.push(`    let ok = c < p.chunks;`);
+  lines.push(`    let cl = min(c, p.chunks - 1u) - s0;`);
+  lines.push(`    let width = min(${TPR}u, p.chunks - s0);`);
+  for (let r = 0; r < R; r++) {
+    lines.push(`    let b${r} = (row${r} * p.chunks + s0) * ${NV}u + cl;`);
+    for (let v = 0; v < NV; v++) lines.push(`    let v${r}_${v} = wq[b${r} + ${v}u * width];`);
+  }
+  if (layout.gemvDirect) lines.push(...directActivations());
+  else lines.push(...stagedActivations(TPR));
   if (magic(layout)) {
     // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
     const perHalf = 16 / layout.bits;
@@ -277,12 +311,15 @@ export function gemvShader(layout: Layout): string {
     lines.push(`    let gi${s} = ((cl + s0) * ${CHUNK}u + ${s * E}u) >> p.gshift;`);
   }
   for (let r = 0; r < R; r++) lines.push(...chunkDot(layout, r, SUB, E));
-  lines.push(`    workgroupBarrier();`);
+  // The next step's staging must not overwrite activations a slower thread still reads.
+  if (!layout.gemvDirect) lines.push(`    workgroupBarrier();`);
+  const staging = layout.gemvDirect
+    ? ""
+    : `var<workgroup> xs: array<vec4<f32>, ${8 * (TPR + 1)}>;\n`;
   return `${MATMUL_PARAMS}
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> wq: array<${vecType(V)}>;
-var<workgroup> xs: array<vec4<f32>, ${8 * XS}>;
-var<workgroup> red: array<f32, ${R * WORKGROUP}>;
+${staging}var<workgroup> red: array<f32, ${R * WORKGROUP}>;
 ${decoders(layout)}
 fn xa(i: u32, lim: u32) -> f32 {
   let j = min(i, lim - 1u);
@@ -348,7 +385,8 @@ ${
 
 /** Workgroup memory the GEMV kernel of a layout uses, in bytes. */
 export function gemvWorkgroupBytes(layout: Layout): number {
-  return 8 * (layout.tpr + 1) * 16 + gemvRowsPerThread(layout) * WORKGROUP * 4;
+  const staging = layout.gemvDirect ? 0 : 8 * (layout.tpr + 1) * 16;
+  return staging + gemvRowsPerThread(layout) * WORKGROUP * 4;
 }
 
 /** Tile edge (tokens and rows) of the GEMM kernel. */
