@@ -508,9 +508,15 @@ export function encodeDispatches(
   T: number,
   stepOffset: number,
 ): void {
+  // The typed-array form of the dynamic offsets: Deno's WebGPU converts a JS array per call,
+  // which made encoding a dispatch 1.2–4 times slower (measured on lavapipe).
+  const offsets = Uint32Array.of(stepOffset);
+  // Consecutive matmuls often share a pipeline (q, k, v; gate, up); the pass keeps it set.
+  let last: GPUComputePipeline | undefined;
   for (const d of dispatches) {
-    pass.setPipeline(d.pipeline(T));
-    pass.setBindGroup(0, d.bindGroupFor?.(T) ?? d.bindGroup, [stepOffset]);
+    const pipeline = d.pipeline(T);
+    if (pipeline !== last) pass.setPipeline(last = pipeline);
+    pass.setBindGroup(0, d.bindGroupFor?.(T) ?? d.bindGroup, offsets, 0, 1);
     const [x, y, z] = d.groups(T);
     pass.dispatchWorkgroups(x, y, z);
   }
