@@ -7,7 +7,7 @@
  */
 
 /** Logits each thread loads per loop iteration (independent loads in flight together). */
-const UNROLL = 4;
+const UNROLL = 16;
 
 /**
  * `ids[st.a + 1] = argmax(logits[0 .. vocab))`, one workgroup of 256 threads: each scans a

@@ -141,6 +141,18 @@ function magic(layout: Layout): boolean {
     layout.bits === 8);
 }
 
+/**
+ * WGSL vec4s `2^-p` by which the magic path scales a chunk's activations `4j … 4j + 3`, for
+ * codes sitting `p` bits up in their 16-bit half.
+ */
+function prescaleVectors(bits: number): string[] {
+  const perHalf = 16 / bits;
+  return Array.from({ length: 8 }, (_, j) => {
+    const ps = [0, 1, 2, 3].map((i) => `${2 ** -(bits * ((4 * j + i) % (32 / bits) % perHalf))}`);
+    return `vec4<f32>(${ps.join(", ")})`;
+  });
+}
+
 /** Elements per scale group inside a chunk (a chunk holds `32 / sub` groups). */
 function subWidth(layout: Layout): number {
   return Math.min(CHUNK, 2 ** layout.gshift);
@@ -222,7 +234,7 @@ function chunkDot(layout: Layout, r: number, SUB: number, E: number): string[] {
  * padded so that each thread's reads of its own chunk hit distinct banks — then reading this
  * thread's chunk from there as `x0 … x7`.
  */
-function stagedActivations(TPR: number): string[] {
+function stagedActivations(TPR: number, prescaled: boolean): string[] {
   const XS = TPR + 1;
   const lines: string[] = [];
   lines.push(`    for (var q = lid; q < ${8 * TPR}u; q += ${WORKGROUP}u) {`);
@@ -236,10 +248,17 @@ function stagedActivations(TPR: number): string[] {
     `        xv = vec4<f32>(xa(xe, lim), xa(xe + 1u, lim), xa(xe + 2u, lim), xa(xe + 3u, lim));`,
   );
   lines.push(`      }`);
-  lines.push(`      xs[(q % 8u) * ${XS}u + q / 8u] = xv;`);
+  if (prescaled) {
+    lines.push(`      xs[(q % 8u) * ${XS}u + q / 8u] = xv * PS[q % 8u];`);
+    lines.push(`      xp[(q % 8u) * ${XS}u + q / 8u] = dot(xv, vec4<f32>(1.0));`);
+  } else {
+    lines.push(`      xs[(q % 8u) * ${XS}u + q / 8u] = xv;`);
+  }
   lines.push(`    }`);
   lines.push(`    workgroupBarrier();`);
-  for (let j = 0; j < 8; j++) lines.push(`    let x${j} = xs[${j * XS}u + lane];`);
+  for (let j = 0; j < 8; j++) {
+    lines.push(`    let ${prescaled ? "y" : "x"}${j} = xs[${j * XS}u + lane];`);
+  }
   return lines;
 }
 
@@ -290,23 +309,21 @@ export function gemvShader(layout: Layout): string {
     lines.push(`    let b${r} = (row${r} * p.chunks + s0) * ${NV}u + cl;`);
     for (let v = 0; v < NV; v++) lines.push(`    let v${r}_${v} = wq[b${r} + ${v}u * width];`);
   }
+  // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
+  const prescale = magic(layout) ? prescaleVectors(layout.bits) : undefined;
+  const prescaled = prescale !== undefined && !layout.gemvDirect && layout.gemvPrescale === true;
   if (layout.gemvDirect) lines.push(...directActivations());
-  else lines.push(...stagedActivations(TPR));
-  if (magic(layout)) {
-    // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
-    const perHalf = 16 / layout.bits;
-    for (let j = 0; j < 8; j++) {
-      const ps = [0, 1, 2, 3].map((i) => {
-        const pos = (4 * j + i) % (32 / layout.bits) % perHalf;
-        return `${2 ** -(layout.bits * pos)}`;
-      });
-      lines.push(`    let y${j} = x${j} * vec4<f32>(${ps.join(", ")});`);
-    }
+  else lines.push(...stagedActivations(TPR, prescaled));
+  if (prescale && !prescaled) {
+    for (let j = 0; j < 8; j++) lines.push(`    let y${j} = x${j} * ${prescale[j]};`);
   }
   for (let s = 0; s < SUB; s++) {
-    if (layout.element === "uint") {
-      const js = Array.from({ length: E / 4 }, (_, i) => `x${s * (E / 4) + i}`);
-      lines.push(`    let xsum${s} = dot(${js.join(" + ")}, vec4<f32>(1.0));`);
+    const js = Array.from({ length: E / 4 }, (_, i) => s * (E / 4) + i);
+    if (prescaled) {
+      const sums = js.map((j) => `xp[${j * (TPR + 1)}u + lane]`);
+      lines.push(`    let xsum${s} = ${sums.join(" + ")};`);
+    } else if (layout.element === "uint") {
+      lines.push(`    let xsum${s} = dot(${js.map((j) => `x${j}`).join(" + ")}, vec4<f32>(1.0));`);
     }
     lines.push(`    let gi${s} = ((cl + s0) * ${CHUNK}u + ${s * E}u) >> p.gshift;`);
   }
@@ -315,7 +332,10 @@ export function gemvShader(layout: Layout): string {
   if (!layout.gemvDirect) lines.push(`    workgroupBarrier();`);
   const staging = layout.gemvDirect
     ? ""
-    : `var<workgroup> xs: array<vec4<f32>, ${8 * (TPR + 1)}>;\n`;
+    : `var<workgroup> xs: array<vec4<f32>, ${8 * (TPR + 1)}>;\n` + (prescaled
+      ? `var<workgroup> xp: array<f32, ${8 * (TPR + 1)}>;
+const PS = array<vec4<f32>, 8>(${prescale.join(", ")});\n`
+      : "");
   return `${MATMUL_PARAMS}
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> wq: array<${vecType(V)}>;
@@ -385,7 +405,8 @@ ${
 
 /** Workgroup memory the GEMV kernel of a layout uses, in bytes. */
 export function gemvWorkgroupBytes(layout: Layout): number {
-  const staging = layout.gemvDirect ? 0 : 8 * (layout.tpr + 1) * 16;
+  const prescaled = magic(layout) && layout.gemvPrescale === true;
+  const staging = layout.gemvDirect ? 0 : 8 * (layout.tpr + 1) * (prescaled ? 20 : 16);
   return staging + gemvRowsPerThread(layout) * WORKGROUP * 4;
 }
 

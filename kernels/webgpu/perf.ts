@@ -22,8 +22,8 @@
  *   timed on its own as `quantize`.
  * - `--sweep` also times variants of the int4-g128 integer-activation GEMV (threads per
  *   workgroup and per row, rows per thread, chunks per iteration, signed codes or code sums)
- *   and of the float-activation GEMV (rows per thread, activations staged in workgroup memory or
- *   loaded by each thread) at the decode shapes of a 1B model and at 8192², each right after the
+ *   and of the float-activation GEMV (rows per thread, activations staged in workgroup memory,
+ *   pre-scaled there, or loaded by each thread) at the decode shapes of a 1B model and at 8192², each right after the
  *   default kernel, after everything else.
  *
  * @module
@@ -537,8 +537,9 @@ export const GEMV_VARIANTS: readonly GemvTuning[] = [
 
 /**
  * Variants of the int4-g128 float-activation GEMV (`--sweep`): rows per thread (fewer registers
- * and more workgroups in flight, against activation work shared by fewer rows), and activations
- * loaded by each thread instead of staged in workgroup memory between barriers.
+ * and more workgroups in flight, against activation work shared by fewer rows), activations
+ * loaded by each thread instead of staged in workgroup memory between barriers, and staged
+ * activations pre-scaled and summed once per workgroup (so fewer rows per thread cost less).
  */
 export const FLOAT_GEMV_VARIANTS: readonly GemvTuning[] = [
   {},
@@ -549,6 +550,10 @@ export const FLOAT_GEMV_VARIANTS: readonly GemvTuning[] = [
   { gemvDirect: true, gemvRows: 1 },
   { gemvDirect: true, gemvRows: 2 },
   { gemvDirect: true, gemvRows: 4 },
+  { gemvPrescale: true },
+  { gemvPrescale: true, gemvRows: 1 },
+  { gemvPrescale: true, gemvRows: 2 },
+  { gemvPrescale: true, gemvRows: 4 },
 ];
 
 /**
@@ -590,7 +595,7 @@ async function sweepFloatGemv(
         `${N}x${K}`,
         layout.tpr,
         gemvRowsPerThread(layout),
-        layout.gemvDirect ? "each thread" : "staged",
+        layout.gemvDirect ? "each thread" : layout.gemvPrescale ? "staged, pre-scaled" : "staged",
         ms.toFixed(4),
         gbps.toFixed(1),
         (gbps / copy).toFixed(3),
