@@ -27,6 +27,12 @@ export interface ModelRunner {
    * past a stopping point are dropped this way.
    */
   truncate?(length: number): void;
+  /**
+   * GB/s (bytes read + written per second) of a copy of `bytes` bytes (at most a storage binding)
+   * on the runner's device, measured now: the bandwidth bound of decoding. Absent where the
+   * backend has no such measurement.
+   */
+  copyBandwidth?(bytes: number): Promise<number>;
   /** Empties the KV cache so the next call may start again at position 0. */
   reset(): void;
   /** Frees resources. */

@@ -434,6 +434,9 @@ const MAX_SLICE = 512;
  */
 const DECODE_ROUND = 16;
 
+/** Back-to-back copies per timed submit of {@linkcode WebGpuRunner.copyBandwidth}. */
+const COPY_REPEATS = 8;
+
 /** GPU-resident greedy decoding's buffers and per-token dispatches (made on first use). */
 interface Decoder {
   /** Token ids: `[0]` the first token, `[i + 1]` the pick of step `i` (the `Step`'s `a`). */
@@ -748,6 +751,40 @@ export class WebGpuRunner implements ModelRunner {
     const argmax = await k.argmax(this.#step, this.#logits, ids, c.vocabSize);
     this.#decoder = { ids, read, capacity, program: [...gather, ...this.#program, argmax] };
     return this.#decoder;
+  }
+
+  /**
+   * GB/s of a device copy of `bytes` (see `ModelRunner.copyBandwidth`): the best of three
+   * submits of {@linkcode COPY_REPEATS} back-to-back copies each, timed from submit to completion
+   * on the host after an untimed one, counting bytes read plus written.
+   */
+  async copyBandwidth(bytes: number): Promise<number> {
+    const k = this.#k;
+    const device = k.device;
+    const size = Math.max(16, Math.floor(Math.min(bytes, this.#maxBinding) / 16) * 16);
+    const src = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE });
+    const dst = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE });
+    try {
+      const copy = await k.copy(src, dst, size / 16);
+      let best = 0;
+      for (let i = 0; i < 4; i++) {
+        const enc = device.createCommandEncoder();
+        const pass = enc.beginComputePass();
+        pass.setPipeline(copy.pipeline);
+        pass.setBindGroup(0, copy.bindGroup);
+        for (let r = 0; r < COPY_REPEATS; r++) pass.dispatchWorkgroups(...copy.groups);
+        pass.end();
+        const t0 = performance.now();
+        device.queue.submit([enc.finish()]);
+        await device.queue.onSubmittedWorkDone();
+        const ms = performance.now() - t0;
+        if (i > 0) best = Math.max(best, (2 * size * COPY_REPEATS) / (ms * 1e6));
+      }
+      return best;
+    } finally {
+      src.destroy();
+      dst.destroy();
+    }
   }
 
   /** Keeps the first `length` positions of the KV cache (see `ModelRunner.truncate`). */

@@ -10,6 +10,7 @@ import { GEMM_TILE, gemmShader, gemvShader } from "./matmul_wgsl.ts";
 import {
   ATTENTION_WGSL,
   BIAS_WGSL,
+  COPY_WGSL,
   HEADNORM_WGSL,
   RMSNORM_WGSL,
   ROPE_WGSL,
@@ -419,6 +420,24 @@ export class Kernels {
         ids,
       ]),
       groups: () => [1, 1, 1],
+    };
+  }
+
+  /**
+   * Copies `vecs` 16-byte vectors from `src` to `dst` (the bandwidth reference of decoding); no
+   * `Step` uniform, so it is encoded without dynamic offsets.
+   */
+  async copy(
+    src: GPUBuffer,
+    dst: GPUBuffer,
+    vecs: number,
+  ): Promise<
+    { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; groups: [number, number, number] }
+  > {
+    return {
+      pipeline: await this.pipeline("urw", COPY_WGSL),
+      bindGroup: this.#bind("urw", [this.uniform([vecs]), src, dst]),
+      groups: linearGroups(Math.ceil(vecs / 4)),
     };
   }
 
