@@ -445,8 +445,11 @@ interface Decoder {
   read: GPUBuffer;
   /** Words `ids` and `read` hold. */
   capacity: number;
-  /** One token's dispatches: embedding gather, every layer, final norm and head, argmax. */
-  program: Dispatch[];
+  /**
+   * One token's dispatches (embedding gather, every layer, final norm and head, argmax) resolved
+   * for one token row, so that recording thousands per submit only calls the encoder.
+   */
+  program: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; groups: number[] }[];
 }
 
 /** A model on the GPU with its KV cache. */
@@ -703,7 +706,17 @@ export class WebGpuRunner implements ModelRunner {
       device.queue.writeBuffer(this.#step, 0, steps);
       const enc = device.createCommandEncoder();
       const pass = enc.beginComputePass();
-      for (let i = 0; i < n; i++) encodeDispatches(pass, d.program, 1, i * STEP_STRIDE);
+      const offsets = new Uint32Array(1);
+      let last: GPUComputePipeline | undefined;
+      for (let i = 0; i < n; i++) {
+        offsets[0] = i * STEP_STRIDE;
+        // As encodeDispatches, with the pipeline kept across tokens too.
+        for (const { pipeline, bindGroup, groups } of d.program) {
+          if (pipeline !== last) pass.setPipeline(last = pipeline);
+          pass.setBindGroup(0, bindGroup, offsets, 0, 1);
+          pass.dispatchWorkgroups(groups[0]!, groups[1], groups[2]);
+        }
+      }
       pass.end();
       if (r + n === count) enc.copyBufferToBuffer(d.ids, 4, d.read, 0, count * 4);
       device.queue.submit([enc.finish()]);
@@ -749,7 +762,12 @@ export class WebGpuRunner implements ModelRunner {
       ),
     );
     const argmax = await k.argmax(this.#step, this.#logits, ids, c.vocabSize);
-    this.#decoder = { ids, read, capacity, program: [...gather, ...this.#program, argmax] };
+    const program = [...gather, ...this.#program, argmax].map((p) => ({
+      pipeline: p.pipeline(1),
+      bindGroup: p.bindGroupFor?.(1) ?? p.bindGroup,
+      groups: p.groups(1),
+    }));
+    this.#decoder = { ids, read, capacity, program };
     return this.#decoder;
   }
 
