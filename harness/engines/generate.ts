@@ -20,12 +20,9 @@ import { argmaxRow } from "../tasks/nll.ts";
 
 /**
  * Tokens per `decodeGreedy` call while generating: past a stop, the rest of a chunk is wasted
- * work, so chunks stay short.
+ * work, so chunks stay short. (Timing, with no stopping rules, decodes all its tokens in one call.)
  */
 export const GENERATE_CHUNK = 16;
-
-/** Tokens per `decodeGreedy` call while timing (no stopping rules; fewer host round trips). */
-export const TIMING_CHUNK = 64;
 
 /** Generates greedily from `request.prompt` within a context of `maxSeqLen` tokens. */
 export async function greedyGenerate(
@@ -152,10 +149,7 @@ export async function timeGeneration(
   let next = argmaxRow(logits, logits.length / prompt.length, prompt.length - 1);
   const t2 = performance.now();
   if (runner.decodeGreedy) {
-    for (let g = 0; g < newTokens; g += TIMING_CHUNK) {
-      const n = Math.min(TIMING_CHUNK, newTokens - g);
-      next = (await runner.decodeGreedy(next, prompt.length + g, n))[n - 1]!;
-    }
+    await runner.decodeGreedy(next, prompt.length, newTokens);
   } else {
     for (let g = 0; g < newTokens; g++) {
       logits = await runner.forward([next], prompt.length + g);

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { GENERATE_CHUNK, greedyGenerate, timeGeneration, TIMING_CHUNK } from "./generate.ts";
+import { GENERATE_CHUNK, greedyGenerate, timeGeneration } from "./generate.ts";
 import type { GenerateRequest } from "./engine.ts";
 import { createWebGpuBackend } from "../../kernels/webgpu/backend.ts";
 import type { ModelRunner } from "../../kernels/backend.ts";
@@ -72,7 +72,7 @@ async function compare(model: LlamaModel, maxBinding: number, maxSeqLen: number,
     assert.equal(full.stopReason, "context");
     await run({ prompt, maxTokens: long });
     // Timing decodes as many tokens either way and leaves the cache as long.
-    const newTokens = TIMING_CHUNK + 3;
+    const newTokens = 2 * GENERATE_CHUNK + 7;
     await timeGeneration(device, { prompt, newTokens });
     await timeGeneration(host, { prompt, newTokens });
     const at = prompt.length + newTokens;

@@ -429,8 +429,9 @@ async function compileBlock(
 const MAX_SLICE = 512;
 
 /**
- * Tokens per submit of GPU-resident greedy decoding, each with its own `Step` slot: the host
- * records the next submit while the GPU runs the one before.
+ * Most tokens per submit of GPU-resident greedy decoding, each with its own `Step` slot: the host
+ * records the next submit while the GPU runs the one before. Submits start at 2 tokens and double,
+ * so the GPU starts soon after a call.
  */
 const DECODE_ROUND = 16;
 
@@ -675,7 +676,7 @@ export class WebGpuRunner implements ModelRunner {
    * first token id is written to a GPU buffer; each step gathers its embedding row from the
    * table on the GPU, runs the forward pass's dispatches at its position (its own `Step` slot)
    * and writes the argmax of its logits into the buffer, where the next step reads it. Steps go
-   * out {@linkcode DECODE_ROUND} to a submit; only the ids come back, once.
+   * out 2, 4, 8, then {@linkcode DECODE_ROUND} to a submit; only the ids come back, once.
    */
   async decodeGreedy(token: number, pos: number, count: number): Promise<Int32Array> {
     const c = this.#model.config;
@@ -698,8 +699,8 @@ export class WebGpuRunner implements ModelRunner {
     const device = this.#k.device;
     device.queue.writeBuffer(d.ids, 0, Uint32Array.of(token));
     device.pushErrorScope("validation");
-    for (let r = 0; r < count; r += DECODE_ROUND) {
-      const n = Math.min(DECODE_ROUND, count - r);
+    for (let r = 0, round = 2; r < count; r += round, round = Math.min(2 * round, DECODE_ROUND)) {
+      const n = Math.min(round, count - r);
       const steps = new Uint32Array((n * STEP_STRIDE) / 4);
       for (let i = 0; i < n; i++) steps.set([1, pos + r + i, r + i], (i * STEP_STRIDE) / 4);
       // Queue order: this write lands after the previous round's submit has run.
