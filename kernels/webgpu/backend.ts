@@ -773,36 +773,69 @@ export class WebGpuRunner implements ModelRunner {
   }
 
   /**
-   * GB/s of a device copy of `bytes` (see `ModelRunner.copyBandwidth`): the best of three
-   * submits of {@linkcode COPY_REPEATS} back-to-back copies each, timed from submit to completion
-   * on the host after an untimed one, counting bytes read plus written.
+   * GB/s of a device copy of `bytes` (see `ModelRunner.copyBandwidth`), counting bytes read plus
+   * written: the best of three passes of {@linkcode COPY_REPEATS} back-to-back copies, timed by
+   * GPU timestamps where the adapter has them (else from submit to completion on the host), after
+   * at least 100 ms of untimed copies (a GPU ran kernels slower for a while after buffers were
+   * allocated and after host-side pauses: PERF.md).
    */
   async copyBandwidth(bytes: number): Promise<number> {
     const k = this.#k;
     const device = k.device;
     const size = Math.max(16, Math.floor(Math.min(bytes, this.#maxBinding) / 16) * 16);
-    const src = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE });
-    const dst = device.createBuffer({ size, usage: GPUBufferUsage.STORAGE });
+    const owned: { destroy(): void }[] = [];
+    const make = <T extends { destroy(): void }>(x: T): T => (owned.push(x), x);
+    const src = make(device.createBuffer({ size, usage: GPUBufferUsage.STORAGE }));
+    const dst = make(device.createBuffer({ size, usage: GPUBufferUsage.STORAGE }));
+    const query = k.gpu.timestamps
+      ? make(device.createQuerySet({ type: "timestamp", count: 2 }))
+      : undefined;
+    const resolve = make(device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    }));
+    const read = make(device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    }));
     try {
       const copy = await k.copy(src, dst, size / 16);
-      let best = 0;
-      for (let i = 0; i < 4; i++) {
+      /** One pass of copies: its GB/s, timed when asked. */
+      const pass = async (timed: boolean): Promise<number> => {
         const enc = device.createCommandEncoder();
-        const pass = enc.beginComputePass();
-        pass.setPipeline(copy.pipeline);
-        pass.setBindGroup(0, copy.bindGroup);
-        for (let r = 0; r < COPY_REPEATS; r++) pass.dispatchWorkgroups(...copy.groups);
-        pass.end();
+        const stamps = timed && query
+          ? { querySet: query, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 }
+          : undefined;
+        const p = enc.beginComputePass(stamps ? { timestampWrites: stamps } : {});
+        p.setPipeline(copy.pipeline);
+        p.setBindGroup(0, copy.bindGroup);
+        for (let r = 0; r < COPY_REPEATS; r++) p.dispatchWorkgroups(...copy.groups);
+        p.end();
+        if (stamps) {
+          enc.resolveQuerySet(query!, 0, 2, resolve, 0);
+          enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+        }
         const t0 = performance.now();
         device.queue.submit([enc.finish()]);
         await device.queue.onSubmittedWorkDone();
-        const ms = performance.now() - t0;
-        if (i > 0) best = Math.max(best, (2 * size * COPY_REPEATS) / (ms * 1e6));
-      }
+        let ms = performance.now() - t0;
+        if (stamps) {
+          await read.mapAsync(GPUMapMode.READ);
+          const t = new BigUint64Array(read.getMappedRange().slice(0));
+          read.unmap();
+          ms = Number(t[1]! - t[0]!) / 1e6;
+        }
+        return (2 * size * COPY_REPEATS) / (ms * 1e6);
+      };
+      device.pushErrorScope("validation");
+      const warm = performance.now();
+      do await pass(false); while (performance.now() - warm < 100);
+      const best = Math.max(await pass(true), await pass(true), await pass(true));
+      const error = await device.popErrorScope();
+      if (error) throw new WebGpuError(`WebGPU validation failed: ${error.message}`);
       return best;
     } finally {
-      src.destroy();
-      dst.destroy();
+      for (const x of owned) x.destroy();
     }
   }
 
