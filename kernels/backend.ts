@@ -31,6 +31,26 @@ export interface ModelRunner {
     pos: number,
     targets: Int32Array,
   ): Promise<TokenScores>;
+  /**
+   * Greedy decoding on the device, without a host round trip per token: runs `token` at `pos`,
+   * then each step's most likely token (the first on ties, as `argmaxRow`) at the next position,
+   * `count` steps in all, and returns the `count` tokens picked; the KV cache then holds
+   * `pos + count` positions. The same tokens as `forward` one token at a time with the argmax on
+   * the host. Absent where the backend has nothing to gain (the CPU).
+   */
+  decodeGreedy?(token: number, pos: number, count: number): Promise<Int32Array>;
+  /**
+   * Keeps the first `length` positions of the KV cache (at most what it holds), so the next
+   * `forward` or `decodeGreedy` continues from there; present with `decodeGreedy`, whose steps
+   * past a stopping point are dropped this way.
+   */
+  truncate?(length: number): void;
+  /**
+   * GB/s (bytes read + written per second) of a copy of `bytes` bytes (at most a storage binding)
+   * on the runner's device, measured now: the bandwidth bound of decoding. Absent where the
+   * backend has no such measurement.
+   */
+  copyBandwidth?(bytes: number): Promise<number>;
   /** Empties the KV cache so the next call may start again at position 0. */
   reset(): void;
   /** Frees resources. */

@@ -159,6 +159,11 @@ export interface EngineInfo {
   timing: boolean;
   /** Bytes of the weights: all of them, and those one decoded token reads; absent when unknown. */
   weightBytes?: { total: number; perToken: number };
+  /**
+   * Bytes of keys and values one cached position holds over all layers, given where the engine
+   * also measures its device's copy bandwidth ({@linkcode Engine.copyBandwidth}).
+   */
+  kvBytesPerPosition?: number;
   /** Weight formats this engine runs decoded to f32 (no kernel for them here), by name. */
   fallbacks: string[];
   /** The engine's identity field by field (versions, build, threads …), for results.json. */
@@ -198,6 +203,11 @@ export interface Engine {
   /** Logits `[input.length][vocabSize]` of `input` fed from position 0. */
   logits(input: readonly number[]): Promise<Float32Array>;
   timeGeneration(request: TimingRequest): Promise<GenerationTiming>;
+  /**
+   * GB/s (bytes read + written) of a copy of `bytes` on the engine's device, measured now (the
+   * bandwidth bound of decoding); absent where the engine cannot measure it.
+   */
+  copyBandwidth?(bytes: number): Promise<number>;
   /** Frees resources. */
   dispose(): void;
 }

@@ -1,6 +1,9 @@
 /**
  * Greedy generation with the KV cache: one forward pass over the prompt (prefill), then one pass
- * per new token (decode), each time taking the most likely next token (the first on ties).
+ * per new token (decode), each time taking the most likely next token (the first on ties). A
+ * runner that decodes greedily on its device (`ModelRunner.decodeGreedy`) is asked for chunks of
+ * tokens at once; the stopping rules then run over the chunk, and the KV cache is cut back to
+ * the tokens kept, so tokens, text and stop reason are those of the token-by-token loop.
  *
  * @module
  */
@@ -14,6 +17,12 @@ import {
   type TimingRequest,
 } from "./engine.ts";
 import { argmaxRow } from "../tasks/nll.ts";
+
+/**
+ * Tokens per `decodeGreedy` call while generating: past a stop, the rest of a chunk is wasted
+ * work, so chunks stay short. (Timing, with no stopping rules, decodes all its tokens in one call.)
+ */
+export const GENERATE_CHUNK = 16;
 
 /** Generates greedily from `request.prompt` within a context of `maxSeqLen` tokens. */
 export async function greedyGenerate(
@@ -33,18 +42,34 @@ export async function greedyGenerate(
   let pos = prompt.length;
   let decodeMs = 0;
   let decodeSteps = 0;
-  let stopReason: Generation["stopReason"] | undefined;
-  while ((stopReason = state.accept(next, pos)) === undefined) {
+  let stopReason = state.accept(next, pos);
+  while (stopReason === undefined) {
     const t = performance.now();
-    logits = await runner.forward([next], pos++);
-    next = argmaxRow(logits, logits.length, 0);
-    decodeMs += performance.now() - t;
-    decodeSteps++;
+    if (runner.decodeGreedy && runner.truncate) {
+      // `next` was accepted, so a token is still wanted and position `pos` is in the context.
+      const n = Math.min(GENERATE_CHUNK, request.maxTokens - state.ids.length, maxSeqLen - pos);
+      const ids = await runner.decodeGreedy(next, pos, n);
+      decodeMs += performance.now() - t;
+      let used = 0;
+      while (used < n && stopReason === undefined) {
+        next = ids[used++]!;
+        stopReason = state.accept(next, pos + used);
+      }
+      pos += used;
+      decodeSteps += used;
+      if (used < n) runner.truncate(pos);
+    } else {
+      logits = await runner.forward([next], pos++);
+      next = argmaxRow(logits, logits.length, 0);
+      decodeMs += performance.now() - t;
+      decodeSteps++;
+      stopReason = state.accept(next, pos);
+    }
   }
   return {
     ids: state.ids,
     text: state.text,
-    stopReason: stopReason!,
+    stopReason,
     promptTokens: prompt.length,
     prefillMs,
     firstTokenMs,
@@ -123,9 +148,13 @@ export async function timeGeneration(
   const t1 = performance.now();
   let next = argmaxRow(logits, logits.length / prompt.length, prompt.length - 1);
   const t2 = performance.now();
-  for (let g = 0; g < newTokens; g++) {
-    logits = await runner.forward([next], prompt.length + g);
-    next = argmaxRow(logits, logits.length, 0);
+  if (runner.decodeGreedy) {
+    await runner.decodeGreedy(next, prompt.length, newTokens);
+  } else {
+    for (let g = 0; g < newTokens; g++) {
+      logits = await runner.forward([next], prompt.length + g);
+      next = argmaxRow(logits, logits.length, 0);
+    }
   }
   const t3 = performance.now();
   return { prefillMs: t1 - t0, firstTokenMs: t2 - t0, decodeMs: t3 - t2 };

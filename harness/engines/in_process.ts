@@ -81,6 +81,8 @@ export class InProcessEngine implements Engine {
   readonly #model: LlamaModel;
   readonly #runner: ModelRunner;
   readonly #info: EngineInfo;
+  /** The runner's device copy bandwidth, where it measures one. */
+  readonly copyBandwidth?: (bytes: number) => Promise<number>;
 
   /**
    * `backend` names the backend the runner belongs to (for the engine's id); `maxSeqLen` is the
@@ -112,6 +114,12 @@ export class InProcessEngine implements Engine {
       // The WebGPU runner lists the matrices it decoded to f32 on load.
       fallbacks: [...(runner.fallbackFormats ?? [])],
     };
+    if (runner.copyBandwidth) {
+      // Both backends keep a float32 KV cache unless the model asks for a quantized one, and
+      // only WebGPU measures a copy, which runs float32 caches only.
+      this.#info.kvBytesPerPosition = config.nLayers * 2 * config.nKvHeads * config.headDim * 4;
+      this.copyBandwidth = (bytes) => runner.copyBandwidth!(bytes);
+    }
   }
 
   /** Loads `model` onto the named backend. */

@@ -12,7 +12,11 @@
  * distribution-free interval of coverage 1 − 2^(1−runs), 94 % for 5 runs):
  * `prefill_tokens_per_s`, `decode_tokens_per_s`, `ttft_ms`, `decode_gb_per_s` (bytes read per
  * decoded token × decode speed: every linear weight with its scales, the classifier, the norms and
- * one embedding row), and `model_bytes` (storage of all weights).
+ * one embedding row), and `model_bytes` (storage of all weights). Where the engine measures its
+ * device's copy bandwidth (WebGPU), also `copy_gb_per_s` (a copy of as many bytes as a decoded
+ * token reads: the weights above plus the keys and values its attention reads, averaged over the
+ * decoded positions; bytes read + written per second) and `decode_bound_fraction` (decode tokens/s
+ * ÷ the bound copy GB/s ÷ those bytes; 1.0: decoding as fast as the copy moves its bytes).
  *
  * @module
  */
@@ -94,6 +98,35 @@ export const throughput: Task = {
       `warmup=${warmup} repeats=${repeats} prompt=${ctx.dataset ? "dataset" : "random"} ` +
       `bytes_per_token=${bytes.perToken}`;
     const bandwidth = runs.decode.map((tps) => (tps * bytes.perToken) / 1e9);
+    const bound: Metric[] = [];
+    if (ctx.engine.copyBandwidth && info.kvBytesPerPosition !== undefined) {
+      // The token decoded at position p attends over p + 1 cached positions.
+      const kv = info.kvBytesPerPosition * (promptTokens + (generate + 1) / 2);
+      const perToken = bytes.perToken + kv;
+      const copy = await ctx.engine.copyBandwidth(perToken);
+      const boundDetail = `${detail} kv_bytes_per_token=${kv}`;
+      bound.push(
+        {
+          metric: "copy_gb_per_s",
+          value: copy,
+          unit: "GB/s",
+          higher_is_better: true,
+          n: null,
+          stderr: null,
+          ci_low: null,
+          ci_high: null,
+          detail: boundDetail,
+        },
+        timing(
+          "decode_bound_fraction",
+          "fraction",
+          runs.decode.map((tps) => (tps * perToken) / (copy * 1e9)),
+          true,
+          generate,
+          boundDetail,
+        ),
+      );
+    }
     return [
       timing("prefill_tokens_per_s", "tokens/s", runs.prefill, true, promptTokens, detail),
       timing("decode_tokens_per_s", "tokens/s", runs.decode, true, generate, detail),
@@ -110,6 +143,7 @@ export const throughput: Task = {
         ci_high: null,
         detail,
       },
+      ...bound,
     ];
   },
 };

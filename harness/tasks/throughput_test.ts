@@ -3,6 +3,7 @@ import { sharedPath } from "../../core/shared.ts";
 import { throughput } from "./throughput.ts";
 import { modelBytes } from "../engines/model_bytes.ts";
 import { contextFor, missing, STORIES, stories, storiesInt4 } from "./test_context.ts";
+import { webgpuBackend } from "../../kernels/webgpu/backend.ts";
 
 Deno.test({
   name: "throughput: model bytes equal the checkpoint's float32 weights; int4 reads fewer",
@@ -51,5 +52,40 @@ Deno.test({
       throughput.run(contextFor(model, "throughput", { prompt_tokens: 500, generate_tokens: 32 })),
       /exceeds the model's context 512/,
     );
+  },
+});
+
+Deno.test({
+  name: "throughput: on WebGPU, the decode speed as a fraction of the device's copy bound",
+  ignore: missing() || (await webgpuBackend.unavailable()) !== undefined,
+  async fn() {
+    const model = await stories();
+    const runner = await webgpuBackend.load(model);
+    try {
+      const [prompt, generate] = [16, 8];
+      const rows = await throughput.run(
+        contextFor(model, "throughput", {
+          prompt_tokens: prompt,
+          generate_tokens: generate,
+          warmup: 0,
+          repeats: 2,
+        }, { runner }),
+      );
+      const byName = new Map(rows.map((r) => [r.metric, r]));
+      const copy = byName.get("copy_gb_per_s")!.value;
+      const fraction = byName.get("decode_bound_fraction")!;
+      assert.ok(copy > 0 && Number.isFinite(copy));
+      // stories260K: 5 layers × keys and values of 4 heads × 8 floats per cached position.
+      const kv = 5 * 2 * 4 * 8 * 4 * (prompt + (generate + 1) / 2);
+      const perToken = modelBytes(model).perToken + kv;
+      const decode = byName.get("decode_tokens_per_s")!.samples!.values;
+      assert.deepEqual(
+        fraction.samples!.values,
+        decode.map((tps) => (tps * perToken) / (copy * 1e9)),
+      );
+      assert.match(fraction.detail, new RegExp(`kv_bytes_per_token=${kv}\\b`));
+    } finally {
+      runner.dispose();
+    }
   },
 });

@@ -4,8 +4,10 @@
  * once, at load, from the block's steps (`core/graph.ts`, {@linkcode compileBlock}). A forward
  * pass records every layer's dispatches into one command encoder (one compute pass per slice of
  * at most `maxTokens` tokens, so activations stay within a storage binding), submits once and
- * reads the logits back once.
- * The token embedding is gathered on the host: it is a lookup, not arithmetic. Activations and the
+ * reads the logits back once. The token embedding is gathered on the host there: it is a lookup,
+ * not arithmetic. Greedy decoding ({@linkcode WebGpuRunner.decodeGreedy}) instead keeps token ids
+ * on the GPU: an embedding gather, every layer and an argmax per token, many tokens per submit,
+ * reading back only the ids. Activations and the
  * KV cache are float32, so results match the CPU reference to float32 rounding; f16 is used
  * where it is exact (scales are stored as f16).
  *
@@ -40,6 +42,7 @@ import {
 } from "./gemv_a8_wgsl.ts";
 import type { GemvTuning, PackedMatrix } from "./pack.ts";
 import { packMatrix } from "./pack_matrix.ts";
+import { embedParts } from "./embed_wgsl.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 
 /** Run-time activation formats the backend quantizes to (per token: integers or FP8). */
@@ -425,6 +428,31 @@ async function compileBlock(
 /** Largest token slice of one compute pass. */
 const MAX_SLICE = 512;
 
+/**
+ * Most tokens per submit of GPU-resident greedy decoding, each with its own `Step` slot: the host
+ * records the next submit while the GPU runs the one before. Submits start at 2 tokens and double,
+ * so the GPU starts soon after a call.
+ */
+const DECODE_ROUND = 16;
+
+/** Back-to-back copies per timed submit of {@linkcode WebGpuRunner.copyBandwidth}. */
+const COPY_REPEATS = 8;
+
+/** GPU-resident greedy decoding's buffers and per-token dispatches (made on first use). */
+interface Decoder {
+  /** Token ids: `[0]` the first token, `[i + 1]` the pick of step `i` (the `Step`'s `a`). */
+  ids: GPUBuffer;
+  /** Where the picked ids are copied for reading. */
+  read: GPUBuffer;
+  /** Words `ids` and `read` hold. */
+  capacity: number;
+  /**
+   * One token's dispatches (embedding gather, every layer, final norm and head, argmax) resolved
+   * for one token row, so that recording thousands per submit only calls the encoder.
+   */
+  program: { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; groups: number[] }[];
+}
+
 /** A model on the GPU with its KV cache. */
 export class WebGpuRunner implements ModelRunner {
   /** Matrices decoded to f32 on load, with the reason (empty when all run in their format). */
@@ -444,6 +472,10 @@ export class WebGpuRunner implements ModelRunner {
   /** Buffers and dispatch of {@linkcode forwardScores}, made on its first call. */
   #scoring: Promise<{ targets: GPUBuffer; scores: GPUBuffer; dispatch: Dispatch }> | undefined;
   #length = 0;
+  readonly #maxBinding: number;
+  /** The token embedding on the GPU, by row parts within a storage binding (on first decode). */
+  #table: { rowStart: number; rows: number; buffer: GPUBuffer }[] | undefined;
+  #decoder: Decoder | undefined;
 
   private constructor(
     k: Kernels,
@@ -454,6 +486,7 @@ export class WebGpuRunner implements ModelRunner {
     program: Dispatch[],
     fallbacks: string[],
     fallbackFormats: readonly string[],
+    maxBinding: number,
   ) {
     this.#k = k;
     this.#model = model;
@@ -465,6 +498,7 @@ export class WebGpuRunner implements ModelRunner {
     this.#program = program;
     this.fallbacks = fallbacks;
     this.fallbackFormats = fallbackFormats;
+    this.#maxBinding = maxBinding;
   }
 
   /** Uploads a model: packs its weights, allocates activations and the KV cache. */
@@ -489,7 +523,7 @@ export class WebGpuRunner implements ModelRunner {
       );
     }
     const step = k.buffer(
-      Math.ceil(maxSeqLen / slice) * STEP_STRIDE,
+      Math.max(Math.ceil(maxSeqLen / slice), DECODE_ROUND) * STEP_STRIDE,
       GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
     );
     const act = (width: number) => k.storage(slice * width * 4);
@@ -561,9 +595,17 @@ export class WebGpuRunner implements ModelRunner {
       await k.rmsnorm(step, x, k.storage(w.finalNorm), xb, c.dim, c.normEps),
       ...await mm(pack("output", w.output), xb, logits, {}),
     );
-    return new WebGpuRunner(k, model, maxSeqLen, slice, { step, x, logits }, program, fallbacks, [
-      ...fallbackFormats,
-    ]);
+    return new WebGpuRunner(
+      k,
+      model,
+      maxSeqLen,
+      slice,
+      { step, x, logits },
+      program,
+      fallbacks,
+      [...fallbackFormats],
+      maxBinding,
+    );
   }
 
   async forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {
@@ -704,6 +746,184 @@ export class WebGpuRunner implements ModelRunner {
     return true;
   }
 
+  /**
+   * Greedy decoding without a host round trip per token (see `ModelRunner.decodeGreedy`): the
+   * first token id is written to a GPU buffer; each step gathers its embedding row from the
+   * table on the GPU, runs the forward pass's dispatches at its position (its own `Step` slot)
+   * and writes the argmax of its logits into the buffer, where the next step reads it. Steps go
+   * out 2, 4, 8, then {@linkcode DECODE_ROUND} to a submit; only the ids come back, once.
+   */
+  async decodeGreedy(token: number, pos: number, count: number): Promise<Int32Array> {
+    const c = this.#model.config;
+    if (pos !== this.#length) {
+      throw new RangeError(`Decode at position ${pos}, but the KV cache holds ${this.#length}`);
+    }
+    if (!(Number.isInteger(count) && count >= 0)) {
+      throw new RangeError(`Decode step count ${count} is not a whole number`);
+    }
+    if (pos + count > this.#maxSeqLen) {
+      throw new RangeError(
+        `Context ${pos + count} exceeds the runner's maximum ${this.#maxSeqLen}`,
+      );
+    }
+    if (!(Number.isInteger(token) && token >= 0 && token < c.vocabSize)) {
+      throw new RangeError(`Token id ${token} is out of range`);
+    }
+    if (count === 0) return new Int32Array(0);
+    const d = await this.#decoderFor(count + 1);
+    const device = this.#k.device;
+    device.queue.writeBuffer(d.ids, 0, Uint32Array.of(token));
+    device.pushErrorScope("validation");
+    for (let r = 0, round = 2; r < count; r += round, round = Math.min(2 * round, DECODE_ROUND)) {
+      const n = Math.min(round, count - r);
+      const steps = new Uint32Array((n * STEP_STRIDE) / 4);
+      for (let i = 0; i < n; i++) steps.set([1, pos + r + i, r + i], (i * STEP_STRIDE) / 4);
+      // Queue order: this write lands after the previous round's submit has run.
+      device.queue.writeBuffer(this.#step, 0, steps);
+      const enc = device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      const offsets = new Uint32Array(1);
+      let last: GPUComputePipeline | undefined;
+      for (let i = 0; i < n; i++) {
+        offsets[0] = i * STEP_STRIDE;
+        // As encodeDispatches, with the pipeline kept across tokens too.
+        for (const { pipeline, bindGroup, groups } of d.program) {
+          if (pipeline !== last) pass.setPipeline(last = pipeline);
+          pass.setBindGroup(0, bindGroup, offsets, 0, 1);
+          pass.dispatchWorkgroups(groups[0]!, groups[1], groups[2]);
+        }
+      }
+      pass.end();
+      if (r + n === count) enc.copyBufferToBuffer(d.ids, 4, d.read, 0, count * 4);
+      device.queue.submit([enc.finish()]);
+    }
+    const error = await device.popErrorScope();
+    if (error) throw new WebGpuError(`WebGPU validation failed: ${error.message}`);
+    await d.read.mapAsync(GPUMapMode.READ, 0, count * 4);
+    const ids = new Int32Array(d.read.getMappedRange(0, count * 4).slice(0));
+    d.read.unmap();
+    this.#length = pos + count;
+    return ids;
+  }
+
+  /** The decoder with room for `words` token ids, made (or grown) on demand. */
+  async #decoderFor(words: number): Promise<Decoder> {
+    if (this.#decoder && this.#decoder.capacity >= words) return this.#decoder;
+    const k = this.#k;
+    const { config: c, weights: w } = this.#model;
+    this.#table ??= embedParts(c.vocabSize, c.dim, this.#maxBinding).map(([rowStart, rows]) => ({
+      rowStart,
+      rows,
+      buffer: k.storage(w.tokenEmbedding.subarray(rowStart * c.dim, (rowStart + rows) * c.dim)),
+    }));
+    this.#decoder?.ids.destroy();
+    this.#decoder?.read.destroy();
+    this.#decoder = undefined;
+    const capacity = Math.max(words, 256);
+    const ids = k.device.createBuffer({
+      size: capacity * 4,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
+    });
+    const read = k.device.createBuffer({
+      size: capacity * 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    const gather = await Promise.all(
+      this.#table.map((part) =>
+        k.embed(this.#step, ids, part.buffer, this.#x, {
+          dim: c.dim,
+          rowStart: part.rowStart,
+          rows: part.rows,
+        })
+      ),
+    );
+    const argmax = await k.argmax(this.#step, this.#logits, ids, c.vocabSize);
+    const program = [...gather, ...this.#program, argmax].map((p) => ({
+      pipeline: p.pipeline(1),
+      bindGroup: p.bindGroupFor?.(1) ?? p.bindGroup,
+      groups: p.groups(1),
+    }));
+    this.#decoder = { ids, read, capacity, program };
+    return this.#decoder;
+  }
+
+  /**
+   * GB/s of a device copy of `bytes` (see `ModelRunner.copyBandwidth`), counting bytes read plus
+   * written: the best of three passes of {@linkcode COPY_REPEATS} back-to-back copies, timed by
+   * GPU timestamps where the adapter has them (else from submit to completion on the host), after
+   * at least 100 ms of untimed copies (a GPU ran kernels slower for a while after buffers were
+   * allocated and after host-side pauses: PERF.md).
+   */
+  async copyBandwidth(bytes: number): Promise<number> {
+    const k = this.#k;
+    const device = k.device;
+    const size = Math.max(16, Math.floor(Math.min(bytes, this.#maxBinding) / 16) * 16);
+    const owned: { destroy(): void }[] = [];
+    const make = <T extends { destroy(): void }>(x: T): T => (owned.push(x), x);
+    const src = make(device.createBuffer({ size, usage: GPUBufferUsage.STORAGE }));
+    const dst = make(device.createBuffer({ size, usage: GPUBufferUsage.STORAGE }));
+    const query = k.gpu.timestamps
+      ? make(device.createQuerySet({ type: "timestamp", count: 2 }))
+      : undefined;
+    const resolve = make(device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    }));
+    const read = make(device.createBuffer({
+      size: 16,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    }));
+    try {
+      const copy = await k.copy(src, dst, size / 16);
+      /** One pass of copies: its GB/s, timed when asked. */
+      const pass = async (timed: boolean): Promise<number> => {
+        const enc = device.createCommandEncoder();
+        const stamps = timed && query
+          ? { querySet: query, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 }
+          : undefined;
+        const p = enc.beginComputePass(stamps ? { timestampWrites: stamps } : {});
+        p.setPipeline(copy.pipeline);
+        p.setBindGroup(0, copy.bindGroup);
+        for (let r = 0; r < COPY_REPEATS; r++) p.dispatchWorkgroups(...copy.groups);
+        p.end();
+        if (stamps) {
+          enc.resolveQuerySet(query!, 0, 2, resolve, 0);
+          enc.copyBufferToBuffer(resolve, 0, read, 0, 16);
+        }
+        const t0 = performance.now();
+        device.queue.submit([enc.finish()]);
+        await device.queue.onSubmittedWorkDone();
+        let ms = performance.now() - t0;
+        if (stamps) {
+          await read.mapAsync(GPUMapMode.READ);
+          const t = new BigUint64Array(read.getMappedRange().slice(0));
+          read.unmap();
+          ms = Number(t[1]! - t[0]!) / 1e6;
+        }
+        return (2 * size * COPY_REPEATS) / (ms * 1e6);
+      };
+      device.pushErrorScope("validation");
+      const warm = performance.now();
+      do await pass(false); while (performance.now() - warm < 100);
+      const best = Math.max(await pass(true), await pass(true), await pass(true));
+      const error = await device.popErrorScope();
+      if (error) throw new WebGpuError(`WebGPU validation failed: ${error.message}`);
+      return best;
+    } finally {
+      for (const x of owned) x.destroy();
+    }
+  }
+
+  /** Keeps the first `length` positions of the KV cache (see `ModelRunner.truncate`). */
+  truncate(length: number): void {
+    if (!(Number.isInteger(length) && length >= 0 && length <= this.#length)) {
+      throw new RangeError(
+        `Cannot keep ${length} positions of a KV cache holding ${this.#length}`,
+      );
+    }
+    this.#length = length;
+  }
+
   reset(): void {
     this.#length = 0;
   }
@@ -711,6 +931,8 @@ export class WebGpuRunner implements ModelRunner {
   dispose(): void {
     this.#embed?.destroy();
     this.#read?.destroy();
+    this.#decoder?.ids.destroy();
+    this.#decoder?.read.destroy();
     this.#k.destroy();
   }
 }

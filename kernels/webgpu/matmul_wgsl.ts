@@ -141,6 +141,18 @@ function magic(layout: Layout): boolean {
     layout.bits === 8);
 }
 
+/**
+ * WGSL vec4s `2^-p` by which the magic path scales a chunk's activations `4j … 4j + 3`, for
+ * codes sitting `p` bits up in their 16-bit half.
+ */
+function prescaleVectors(bits: number): string[] {
+  const perHalf = 16 / bits;
+  return Array.from({ length: 8 }, (_, j) => {
+    const ps = [0, 1, 2, 3].map((i) => `${2 ** -(bits * ((4 * j + i) % (32 / bits) % perHalf))}`);
+    return `vec4<f32>(${ps.join(", ")})`;
+  });
+}
+
 /** Elements per scale group inside a chunk (a chunk holds `32 / sub` groups). */
 function subWidth(layout: Layout): number {
   return Math.min(CHUNK, 2 ** layout.gshift);
@@ -218,31 +230,13 @@ function chunkDot(layout: Layout, r: number, SUB: number, E: number): string[] {
 }
 
 /**
- * The GEMV kernel for a layout. Dispatch `(ceil(rows / (R·256/tpr)), T)` workgroups; token `t` is
- * the workgroup's `y`. Each step covers `tpr` chunks of every row: a thread first issues the
- * weight loads of its chunk for its `R` rows, the workgroup stages the step's activations in
- * workgroup memory (coalesced loads, padded so that each thread's reads of its own chunk hit
- * distinct banks), and the thread then dots its rows with them.
+ * WGSL staging a GEMV step's activations (`TPR` chunks) in workgroup memory — coalesced loads,
+ * padded so that each thread's reads of its own chunk hit distinct banks — then reading this
+ * thread's chunk from there as `x0 … x7`.
  */
-export function gemvShader(layout: Layout): string {
-  const R = gemvRowsPerThread(layout);
-  const TPR = layout.tpr;
-  const RPW = WORKGROUP / TPR;
-  const W = layout.bits;
-  const V = vectorWords(W);
-  const NV = W / V;
-  const E = subWidth(layout);
-  const SUB = CHUNK / E;
+function stagedActivations(TPR: number, prescaled: boolean): string[] {
   const XS = TPR + 1;
   const lines: string[] = [];
-  lines.push(`    let c = s0 + lane;`);
-  lines.push(`    let ok = c < p.chunks;`);
-  lines.push(`    let cl = min(c, p.chunks - 1u) - s0;`);
-  lines.push(`    let width = min(${TPR}u, p.chunks - s0);`);
-  for (let r = 0; r < R; r++) {
-    lines.push(`    let b${r} = (row${r} * p.chunks + s0) * ${NV}u + cl;`);
-    for (let v = 0; v < NV; v++) lines.push(`    let v${r}_${v} = wq[b${r} + ${v}u * width];`);
-  }
   lines.push(`    for (var q = lid; q < ${8 * TPR}u; q += ${WORKGROUP}u) {`);
   lines.push(`      let e0 = (s0 + q / 8u) * ${CHUNK}u + (q % 8u) * 4u;`);
   lines.push(`      var xv: vec4<f32>;`);
@@ -254,35 +248,98 @@ export function gemvShader(layout: Layout): string {
     `        xv = vec4<f32>(xa(xe, lim), xa(xe + 1u, lim), xa(xe + 2u, lim), xa(xe + 3u, lim));`,
   );
   lines.push(`      }`);
-  lines.push(`      xs[(q % 8u) * ${XS}u + q / 8u] = xv;`);
+  if (prescaled) {
+    lines.push(`      xs[(q % 8u) * ${XS}u + q / 8u] = xv * PS[q % 8u];`);
+    lines.push(`      xp[(q % 8u) * ${XS}u + q / 8u] = dot(xv, vec4<f32>(1.0));`);
+  } else {
+    lines.push(`      xs[(q % 8u) * ${XS}u + q / 8u] = xv;`);
+  }
   lines.push(`    }`);
   lines.push(`    workgroupBarrier();`);
-  for (let j = 0; j < 8; j++) lines.push(`    let x${j} = xs[${j * XS}u + lane];`);
-  if (magic(layout)) {
-    // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
-    const perHalf = 16 / layout.bits;
-    for (let j = 0; j < 8; j++) {
-      const ps = [0, 1, 2, 3].map((i) => {
-        const pos = (4 * j + i) % (32 / layout.bits) % perHalf;
-        return `${2 ** -(layout.bits * pos)}`;
-      });
-      lines.push(`    let y${j} = x${j} * vec4<f32>(${ps.join(", ")});`);
-    }
+  for (let j = 0; j < 8; j++) {
+    lines.push(`    let ${prescaled ? "y" : "x"}${j} = xs[${j * XS}u + lane];`);
+  }
+  return lines;
+}
+
+/**
+ * WGSL loading this thread's chunk of activations as `x0 … x7` straight from the storage buffer
+ * (the chunk's 128 bytes, from the cache after the first row group asks): no workgroup memory
+ * and no barriers (`gemvDirect`).
+ */
+function directActivations(): string[] {
+  const lines: string[] = [];
+  const xs = Array.from({ length: 8 }, (_, j) => `x${j}`);
+  lines.push(`    let e0 = xBase + (cl + s0) * ${CHUNK}u;`);
+  lines.push(`    var ${xs.join(": vec4<f32>;\n    var ")}: vec4<f32>;`);
+  lines.push(`    if (aligned && (cl + s0 + 1u) * ${CHUNK}u <= p.cols) {`);
+  lines.push(`      let xv = e0 >> 2u;`);
+  for (let j = 0; j < 8; j++) lines.push(`      x${j} = x[xv + ${j}u];`);
+  lines.push(`    } else {`);
+  for (let j = 0; j < 8; j++) {
+    const e = (i: number) => `xa(e0 + ${4 * j + i}u, lim)`;
+    lines.push(`      x${j} = vec4<f32>(${[0, 1, 2, 3].map(e).join(", ")});`);
+  }
+  lines.push(`    }`);
+  return lines;
+}
+
+/**
+ * The GEMV kernel for a layout. Dispatch `(ceil(rows / (R·256/tpr)), T)` workgroups; token `t` is
+ * the workgroup's `y`. Each step covers `tpr` chunks of every row: a thread first issues the
+ * weight loads of its chunk for its `R` rows, the workgroup stages the step's activations in
+ * workgroup memory ({@linkcode stagedActivations}; or each thread loads its own,
+ * {@linkcode directActivations}), and the thread then dots its rows with them.
+ */
+export function gemvShader(layout: Layout): string {
+  const R = gemvRowsPerThread(layout);
+  const TPR = layout.tpr;
+  const RPW = WORKGROUP / TPR;
+  const W = layout.bits;
+  const V = vectorWords(W);
+  const NV = W / V;
+  const E = subWidth(layout);
+  const SUB = CHUNK / E;
+  const lines: string[] = [];
+  lines.push(`    let c = s0 + lane;`);
+  lines.push(`    let ok = c < p.chunks;`);
+  lines.push(`    let cl = min(c, p.chunks - 1u) - s0;`);
+  lines.push(`    let width = min(${TPR}u, p.chunks - s0);`);
+  for (let r = 0; r < R; r++) {
+    lines.push(`    let b${r} = (row${r} * p.chunks + s0) * ${NV}u + cl;`);
+    for (let v = 0; v < NV; v++) lines.push(`    let v${r}_${v} = wq[b${r} + ${v}u * width];`);
+  }
+  // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
+  const prescale = magic(layout) ? prescaleVectors(layout.bits) : undefined;
+  const prescaled = prescale !== undefined && !layout.gemvDirect && layout.gemvPrescale === true;
+  if (layout.gemvDirect) lines.push(...directActivations());
+  else lines.push(...stagedActivations(TPR, prescaled));
+  if (prescale && !prescaled) {
+    for (let j = 0; j < 8; j++) lines.push(`    let y${j} = x${j} * ${prescale[j]};`);
   }
   for (let s = 0; s < SUB; s++) {
-    if (layout.element === "uint") {
-      const js = Array.from({ length: E / 4 }, (_, i) => `x${s * (E / 4) + i}`);
-      lines.push(`    let xsum${s} = dot(${js.join(" + ")}, vec4<f32>(1.0));`);
+    const js = Array.from({ length: E / 4 }, (_, i) => s * (E / 4) + i);
+    if (prescaled) {
+      const sums = js.map((j) => `xp[${j * (TPR + 1)}u + lane]`);
+      lines.push(`    let xsum${s} = ${sums.join(" + ")};`);
+    } else if (layout.element === "uint") {
+      lines.push(`    let xsum${s} = dot(${js.map((j) => `x${j}`).join(" + ")}, vec4<f32>(1.0));`);
     }
     lines.push(`    let gi${s} = ((cl + s0) * ${CHUNK}u + ${s * E}u) >> p.gshift;`);
   }
   for (let r = 0; r < R; r++) lines.push(...chunkDot(layout, r, SUB, E));
-  lines.push(`    workgroupBarrier();`);
+  // The next step's staging must not overwrite activations a slower thread still reads.
+  if (!layout.gemvDirect) lines.push(`    workgroupBarrier();`);
+  const staging = layout.gemvDirect
+    ? ""
+    : `var<workgroup> xs: array<vec4<f32>, ${8 * (TPR + 1)}>;\n` + (prescaled
+      ? `var<workgroup> xp: array<f32, ${8 * (TPR + 1)}>;
+const PS = array<vec4<f32>, 8>(${prescale.join(", ")});\n`
+      : "");
   return `${MATMUL_PARAMS}
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> wq: array<${vecType(V)}>;
-var<workgroup> xs: array<vec4<f32>, ${8 * XS}>;
-var<workgroup> red: array<f32, ${R * WORKGROUP}>;
+${staging}var<workgroup> red: array<f32, ${R * WORKGROUP}>;
 ${decoders(layout)}
 fn xa(i: u32, lim: u32) -> f32 {
   let j = min(i, lim - 1u);
@@ -348,5 +405,7 @@ ${
 
 /** Workgroup memory the GEMV kernel of a layout uses, in bytes. */
 export function gemvWorkgroupBytes(layout: Layout): number {
-  return 8 * (layout.tpr + 1) * 16 + gemvRowsPerThread(layout) * WORKGROUP * 4;
+  const prescaled = magic(layout) && layout.gemvPrescale === true;
+  const staging = layout.gemvDirect ? 0 : 8 * (layout.tpr + 1) * (prescaled ? 20 : 16);
+  return staging + gemvRowsPerThread(layout) * WORKGROUP * 4;
 }

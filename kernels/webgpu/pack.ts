@@ -59,12 +59,32 @@ export interface Layout extends GpuLayout {
   gemvGroup?: number;
   /** Subtract symmetric zero points through activation code sums, not signed codes (sweeps). */
   gemvXsum?: boolean;
+  /**
+   * Float GEMV: each thread loads its own chunk of activations from the storage buffer instead
+   * of the workgroup staging them in workgroup memory between two barriers per step (sweeps).
+   */
+  gemvDirect?: boolean;
+  /**
+   * Float GEMV of 2-, 4- and 8-bit integer codes with staged activations: the staging threads
+   * also scale them for the codes' bit positions and sum each vec4 (for zero points), once per
+   * workgroup instead of once per thread (sweeps; `gemvDirect` takes precedence).
+   */
+  gemvPrescale?: boolean;
 }
 
-/** The integer-activation GEMV's knobs (defaults measured on an H200; PERF.md). */
+/**
+ * The GEMV kernels' knobs (defaults measured on an H200; PERF.md): `gemvRows` serves both
+ * kernels, `gemvDirect` and `gemvPrescale` the float GEMV, the others the integer-activation GEMV.
+ */
 export type GemvTuning = Pick<
   Layout,
-  "gemvLanes" | "gemvRows" | "gemvUnroll" | "gemvGroup" | "gemvXsum"
+  | "gemvLanes"
+  | "gemvRows"
+  | "gemvUnroll"
+  | "gemvGroup"
+  | "gemvXsum"
+  | "gemvDirect"
+  | "gemvPrescale"
 >;
 
 /** One row range of a packed matrix, small enough for one storage binding per buffer. */

@@ -21,7 +21,9 @@
  *   quantization before it (one dispatch per linear input, shared by q/k/v and by gate/up) is
  *   timed on its own as `quantize`.
  * - `--sweep` also times variants of the int4-g128 integer-activation GEMV (threads per
- *   workgroup and per row, rows per thread, chunks per iteration, signed codes or code sums),
+ *   workgroup and per row, rows per thread, chunks per iteration, signed codes or code sums)
+ *   and of the float-activation GEMV (rows per thread, activations staged in workgroup memory,
+ *   pre-scaled there, or loaded by each thread) at the decode shapes of a 1B model and at 8192²,
  *   each right after the default kernel, after everything else.
  * - `--sweep-gemm` times the prefill GEMM with each tiling of {@linkcode GEMM_TILINGS} at
  *   `T = 512` over the TinyLlama-1.1B linears and head (N×K 2048×2048, 256×2048, 5632×2048,
@@ -46,6 +48,7 @@ import {
   gemvA8Lanes,
   gemvA8Rows,
   gemvA8Unroll,
+  gemvRowsPerThread,
   type GemvTuning,
   type Layout,
   type PackedMatrix,
@@ -553,6 +556,91 @@ export const GEMV_VARIANTS: readonly GemvTuning[] = [
 ];
 
 /**
+ * Variants of the int4-g128 float-activation GEMV (`--sweep`): rows per thread (fewer registers
+ * and more workgroups in flight, against activation work shared by fewer rows), activations
+ * loaded by each thread instead of staged in workgroup memory between barriers, and staged
+ * activations pre-scaled and summed once per workgroup (so fewer rows per thread cost less).
+ */
+export const FLOAT_GEMV_VARIANTS: readonly GemvTuning[] = [
+  {},
+  { gemvRows: 1 },
+  { gemvRows: 2 },
+  { gemvRows: 4 },
+  { gemvDirect: true },
+  { gemvDirect: true, gemvRows: 1 },
+  { gemvDirect: true, gemvRows: 2 },
+  { gemvDirect: true, gemvRows: 4 },
+  { gemvPrescale: true },
+  { gemvPrescale: true, gemvRows: 1 },
+  { gemvPrescale: true, gemvRows: 2 },
+  { gemvPrescale: true, gemvRows: 4 },
+];
+
+/**
+ * `[N, K]` of the float GEMV sweep: TinyLlama-1.1B's decode matmuls (q and o 2048², k and v
+ * 256 × 2048, gate and up 5632 × 2048, down 2048 × 5632, head 32000 × 2048) and 8192².
+ */
+const FLOAT_SWEEP_SHAPES: [number, number][] = [
+  [2048, 2048],
+  [256, 2048],
+  [5632, 2048],
+  [2048, 5632],
+  [32000, 2048],
+  [8192, 8192],
+];
+
+/**
+ * Float-activation GEMV variants of int4-g128 (`--sweep`, {@linkcode FLOAT_GEMV_VARIANTS}), each
+ * timed right after the default kernel, as in {@linkcode sweepGemv}.
+ */
+async function sweepFloatGemv(
+  b: Bench,
+  quick: boolean,
+  copyFor: (bytes: number) => Promise<number>,
+  log: (line: string) => void,
+): Promise<string> {
+  const f = gpuPerfFormats().find((p) => p.name === "int4-g128")!;
+  const sizes = quick ? [[512, 512]] : FLOAT_SWEEP_SHAPES;
+  const cells: (string | number)[][] = [];
+  for (const [N, K] of sizes) {
+    const base = { ...f.layout, tpr: threadsPerRow(Math.ceil(K! / 32)) };
+    for (const variant of FLOAT_GEMV_VARIANTS) {
+      const layout: Layout = { ...base, ...variant };
+      log(`float sweep ${N}x${K} ${JSON.stringify(variant)}`);
+      const reference = await measure(b, f, base, 1, N!, K!);
+      const { ms, bytes } = await measure(b, f, layout, 1, N!, K!);
+      const gbps = bytes / (ms * 1e6);
+      const copy = await copyFor(bytes);
+      cells.push([
+        `${N}x${K}`,
+        layout.tpr,
+        gemvRowsPerThread(layout),
+        layout.gemvDirect ? "each thread" : layout.gemvPrescale ? "staged, pre-scaled" : "staged",
+        ms.toFixed(4),
+        gbps.toFixed(1),
+        (gbps / copy).toFixed(3),
+        (reference.ms / ms).toFixed(3),
+      ]);
+    }
+  }
+  return "Float-activation GEMV variants, int4-g128 (default: activations staged in workgroup " +
+    "memory, 8 rows per thread):\n\n" +
+    markdownTable(
+      [
+        "N×K",
+        "threads/row",
+        "rows/thread",
+        "activations",
+        "ms",
+        "GB/s",
+        "÷ copy",
+        "speed ÷ default",
+      ],
+      cells,
+    );
+}
+
+/**
  * GEMV variants of int4-g128 at 8192² and 16384² (`--sweep`), integer-activation kernel
  * ({@linkcode GEMV_VARIANTS}). Each variant is timed right after the default kernel, and
  * `÷ default` compares the two: timings on the H200 drifted by up to 4× over a run, and adjacent
@@ -822,7 +910,10 @@ async function perfRuns(
     }
   }
   const sweep: string[] = [];
-  if (options.sweep) sweep.push(await sweepGemv(b, quick, copyFor, log));
+  if (options.sweep) {
+    sweep.push(await sweepGemv(b, quick, copyFor, log));
+    sweep.push(await sweepFloatGemv(b, quick, copyFor, log));
+  }
   // The GEMM sweep's rows go to perf.csv; perf.md has them in the sweep's own table.
   const swept: GpuPerfRow[] = [];
   if (options.sweepGemm) {
