@@ -838,11 +838,13 @@ export class WebGpuRunner implements ModelRunner {
       ),
     );
     const argmax = await k.argmax(this.#step, this.#logits, ids, c.vocabSize);
+    // Dispatches with no workgroups at T = 1 (the split GEMMs' sums) are left out, as
+    // encodeDispatches does: each would still cost encoding and a barrier, 7 a layer.
     const program = [...gather, ...this.#program, argmax].map((p) => ({
       pipeline: p.pipeline(1),
       bindGroup: p.bindGroupFor?.(1) ?? p.bindGroup,
       groups: p.groups(1),
-    }));
+    })).filter(({ groups: [x, y, z] }) => x * y * z > 0);
     this.#decoder = { ids, read, capacity, program };
     return this.#decoder;
   }

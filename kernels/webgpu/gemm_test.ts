@@ -12,6 +12,7 @@ import { adapterUnavailable, getGpu } from "./device.ts";
 import { encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
 import { packMatrix } from "./pack_matrix.ts";
 import {
+  chooseGemmTiling,
   DEFAULT_GEMM_TILING,
   gemmThreads,
   type GemmTiling,
@@ -21,6 +22,7 @@ import {
   parseGemmTiling,
   splitWays,
   validateGemmTiling,
+  WIDE_GEMM_TILING,
 } from "./gemm_wgsl.ts";
 import { GEMM_TILINGS } from "./perf.ts";
 import { slowAdapterReason } from "./test_gate.ts";
@@ -186,4 +188,24 @@ Deno.test("GEMM tilings: the default and every swept one are valid; bad ones are
       gemmTilingKey(t),
     );
   }
+});
+
+Deno.test("chooseGemmTiling: the wide tile where it leaves enough workgroups (TinyLlama at T = 512)", () => {
+  const both = [WIDE_GEMM_TILING, DEFAULT_GEMM_TILING];
+  // The scratch the matmul allocates for the wide tile: 256 tiles of 128 × 128 partial sums.
+  const scratch = 256 * 128 * 128;
+  const pick = (rows: number, cols: number, T = 512) =>
+    chooseGemmTiling(both, rows, T, cols / 32, scratch);
+  // 1000 wide tiles; 2048 rows: 64 wide tiles split 4 ways against 128 split 2 ways (a tie).
+  assert.equal(pick(32000, 2048), WIDE_GEMM_TILING);
+  assert.equal(pick(2048, 2048), WIDE_GEMM_TILING);
+  assert.equal(pick(2048, 5632), WIDE_GEMM_TILING);
+  // 256 rows: 8 wide tiles split 8 ways (64) against 16 split 8 ways (128); 5632 rows: 176
+  // unsplit wide tiles against 352.
+  assert.equal(pick(256, 2048), DEFAULT_GEMM_TILING);
+  assert.equal(pick(5632, 2048), DEFAULT_GEMM_TILING);
+  assert.equal(
+    chooseGemmTiling([DEFAULT_GEMM_TILING], 32000, 512, 64, scratch),
+    DEFAULT_GEMM_TILING,
+  );
 });

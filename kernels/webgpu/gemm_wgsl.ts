@@ -68,6 +68,53 @@ export const DEFAULT_GEMM_TILING: Readonly<GemmTiling> = {
   splitK: 8,
 };
 
+/**
+ * The wide tiling: 128 rows × 128 tokens, 8 × 8 outputs per thread (16.3 KiB of workgroup memory,
+ * so only where the device allows more than WebGPU's default 16 KiB). On an H100 at T = 512 it ran
+ * 2048×2048, 2048×5632 and 32000×2048 at 24–28 TFLOP/s against 20–21 for the default, and lost
+ * where it leaves too few workgroups (256×2048: 8.9 against 12.2; 5632×2048: 19.5 against 21.0):
+ * kernels/webgpu/PERF.md's sweep. {@linkcode chooseGemmTiling} picks between them per dispatch.
+ */
+export const WIDE_GEMM_TILING: Readonly<GemmTiling> = {
+  rows: 128,
+  tokens: 128,
+  depth: 16,
+  rowsPerThread: 8,
+  tokensPerThread: 8,
+  splitK: 8,
+};
+
+/**
+ * The tiling of a GEMM over `rows × T` among `candidates` (widest first): the first one unless it
+ * leaves fewer workgroups, after splitting, than the next one does, capped at
+ * {@linkcode SPLIT_TARGET_GROUPS} (a GPU then has more tiles in flight than the wide tile's
+ * better arithmetic intensity is worth; measured on an H100, see {@linkcode WIDE_GEMM_TILING}).
+ *
+ * @example
+ * ```ts
+ * const both = [WIDE_GEMM_TILING, DEFAULT_GEMM_TILING];
+ * chooseGemmTiling(both, 32000, 512, 64, 1 << 24) === WIDE_GEMM_TILING; // 1000 tiles
+ * chooseGemmTiling(both, 256, 512, 64, 1 << 24) === DEFAULT_GEMM_TILING; // 64 against 128
+ * ```
+ */
+export function chooseGemmTiling(
+  candidates: readonly Readonly<GemmTiling>[],
+  rows: number,
+  T: number,
+  chunks: number,
+  scratchFloats: number,
+): Readonly<GemmTiling> {
+  const groups = (t: GemmTiling) => {
+    const [x, y] = gemmGroups(t, rows, T);
+    return x * y * splitWays(t, rows, T, chunks, scratchFloats);
+  };
+  let best = candidates[0]!;
+  for (const next of candidates.slice(1)) {
+    if (groups(best) < Math.min(groups(next), SPLIT_TARGET_GROUPS)) best = next;
+  }
+  return best;
+}
+
 /** Thrown for a tiling the kernel cannot be built with. */
 export class GemmTilingError extends Error {
   override name = "GemmTilingError";

@@ -8,6 +8,7 @@
 import type { Gpu } from "./device.ts";
 import { gemvShader } from "./matmul_wgsl.ts";
 import {
+  chooseGemmTiling,
   DEFAULT_GEMM_TILING,
   gemmGroups,
   gemmReduceShader,
@@ -16,6 +17,7 @@ import {
   SPLIT_TARGET_GROUPS,
   splitWays,
   validateGemmTiling,
+  WIDE_GEMM_TILING,
 } from "./gemm_wgsl.ts";
 import {
   ATTENTION_WGSL,
@@ -526,14 +528,24 @@ export class Kernels {
        * runs the integer-activation GEMV where the layout allows it.
        */
       xq?: QuantizedActivations;
-      /** The GEMM's tile shape (default {@linkcode DEFAULT_GEMM_TILING}; perf sweeps). */
+      /** The GEMM's tile shape (perf sweeps; default: chosen per dispatch by `chooseGemmTiling`). */
       tiling?: GemmTiling;
     },
   ): Promise<Dispatch[]> {
-    const tiling = o.tiling ?? DEFAULT_GEMM_TILING;
-    validateGemmTiling(tiling, {
+    const limits = {
       maxThreads: this.device.limits.maxComputeInvocationsPerWorkgroup,
       maxWorkgroupBytes: this.device.limits.maxComputeWorkgroupStorageSize,
+    };
+    if (o.tiling) validateGemmTiling(o.tiling, limits);
+    // Without a tiling asked for, each dispatch takes the wide tile where the device allows it
+    // and it leaves enough workgroups (chooseGemmTiling), else the default.
+    const tilings = o.tiling ? [o.tiling] : [WIDE_GEMM_TILING, DEFAULT_GEMM_TILING].filter((t) => {
+      try {
+        validateGemmTiling(t, limits);
+        return true;
+      } catch {
+        return false;
+      }
     });
     const a8 = o.xq !== undefined && a8Supported(m.layout) &&
       codesPerWord(m.layout.bits) === o.xq.per;
@@ -541,12 +553,13 @@ export class Kernels {
       "usrrrw",
       a8 ? gemvA8Shader(m.layout) : gemvShader(m.layout),
     );
-    const gemm = await this.pipeline("usrrrw", gemmShader(m.layout, tiling));
-    const maxWays = tiling.splitK ?? 1;
+    const gemms = new Map<Readonly<GemmTiling>, GPUComputePipeline>();
+    for (const t of tilings) gemms.set(t, await this.pipeline("usrrrw", gemmShader(m.layout, t)));
+    const maxWays = Math.max(...tilings.map((t) => t.splitK ?? 1));
     // A split dispatch has at most SPLIT_TARGET_GROUPS workgroups, each writing one tile of
     // partial sums, so this much scratch holds any of them.
     const scratchBytes = Math.min(
-      SPLIT_TARGET_GROUPS * tiling.rows * tiling.tokens * 4,
+      SPLIT_TARGET_GROUPS * Math.max(...tilings.map((t) => t.rows * t.tokens)) * 4,
       this.gpu.maxBinding & ~15,
     );
     if (maxWays > 1 && !(this.#scratch && this.#scratch.size >= scratchBytes)) {
@@ -588,14 +601,19 @@ export class Kernels {
       // Split GEMMs write partial sums to the scratch buffer, which the reduction then reads.
       const splitGroup = scratch && bind(x, xStride, scratch);
       const reduceGroup = scratch && bind(scratch, xStride, out);
+      const scratchFloats = scratch ? scratch.size / 4 : 0;
+      const tiling = (T: number) =>
+        tilings.length === 1
+          ? tilings[0]!
+          : chooseGemmTiling(tilings, part.rows, T, m.chunks, scratchFloats);
       const ways = (T: number) =>
         T <= GEMV_MAX_ROWS || !scratch
           ? 1
-          : splitWays(tiling, part.rows, T, m.chunks, scratch.size / 4);
+          : splitWays(tiling(T), part.rows, T, m.chunks, scratchFloats);
       const label = `matmul ${m.rows}x${m.cols} part ${i}`;
       const main: Dispatch = {
         label: `${label}${a8 ? " (int8 activations)" : ""}`,
-        pipeline: (T: number) => (T <= GEMV_MAX_ROWS ? gemv : gemm),
+        pipeline: (T: number) => (T <= GEMV_MAX_ROWS ? gemv : gemms.get(tiling(T))!),
         bindGroup: floatGroup,
         bindGroupFor: (a8Group || splitGroup) &&
           ((T: number) =>
@@ -607,7 +625,7 @@ export class Kernels {
         groups: (T: number): [number, number, number] =>
           T <= GEMV_MAX_ROWS
             ? [Math.ceil(part.rows / (a8 ? gemvA8RowsPerGroup(m.layout) : rowsPerGroup)), T, 1]
-            : gemmGroups(tiling, part.rows, T, ways(T)),
+            : gemmGroups(tiling(T), part.rows, T, ways(T)),
       };
       if (!reduceGroup) return [main];
       const reduce: Dispatch = {
