@@ -268,8 +268,17 @@ function registerOps(
     assertClose(await ops.swiglu(gate, up), await cpuOps.swiglu(gate, up), 1e-6, "swiglu");
   });
   test("attention", async () => {
-    // Grouped heads, a cache longer than one 64-key chunk, prefill rows and a decode row.
-    for (const [nHeads, nKv, headDim, pos, T] of [[8, 4, 16, 100, 3], [4, 1, 128, 300, 1]]) {
+    // Grouped heads, a cache longer than one 64-key chunk, prefill rows and decode rows (split
+    // over blocks of 64 cached positions: 5 and 3 blocks, the last ones partly filled; a head
+    // size that is no multiple of 4 takes the unsplit kernel).
+    for (
+      const [nHeads, nKv, headDim, pos, T] of [
+        [8, 4, 16, 100, 3],
+        [4, 1, 128, 300, 1],
+        [8, 2, 64, 130, 1],
+        [4, 2, 6, 70, 1],
+      ]
+    ) {
       const len = pos! + T!;
       const q = pseudoRandom(T! * nHeads! * headDim!, 10).map((v) => v * 3);
       const keys = pseudoRandom(len * nKv! * headDim!, 11);

@@ -193,7 +193,7 @@ function webgpuOps(maxBinding?: number, tuning?: GemvTuning): BackendOps {
       withKernels(async (k, step) => {
         const T = q.length / (nHeads * headDim);
         const out = k.storage(q.length * 4);
-        const d = await k.attention(
+        const ds = await k.attention(
           step,
           k.storage(q),
           k.storage(keyCache),
@@ -201,7 +201,7 @@ function webgpuOps(maxBinding?: number, tuning?: GemvTuning): BackendOps {
           out,
           { nHeads, nKvHeads, headDim },
         );
-        return runOnce(k, [d], step, T, pos, out, q.length);
+        return runOnce(k, ds, step, T, pos, out, q.length);
       }),
   };
 }
@@ -396,7 +396,7 @@ async function compileBlock(
           throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
         }
         program.push(
-          await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, {
+          ...await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, {
             nHeads: c.nHeads,
             nKvHeads: c.nKvHeads,
             headDim: c.headDim,

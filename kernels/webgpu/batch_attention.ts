@@ -86,8 +86,8 @@ async function attendGroup(
     );
     const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
-    dispatches.forEach((d, i) =>
-      encodeDispatches(pass, [d], windows[i]!.q.length / qDim, i * STEP_STRIDE)
+    dispatches.forEach((ds, i) =>
+      encodeDispatches(pass, ds, windows[i]!.q.length / qDim, i * STEP_STRIDE)
     );
     pass.end();
     const staging = outs.map((o) =>

@@ -30,6 +30,12 @@ import {
 } from "./ops_wgsl.ts";
 import { NLL_WGSL } from "./nll_wgsl.ts";
 import {
+  DECODE_SPLIT_KEYS,
+  decodeAttentionShader,
+  decodeCombineShader,
+  decodePartialFloats,
+} from "./decode_attention_wgsl.ts";
+import {
   PREFILL_QUERIES,
   prefillAttentionShader,
   prefillKeyTile,
@@ -278,8 +284,11 @@ export class Kernels {
   }
 
   /**
-   * Attention of `T` query rows (row stride `qStride`) against one layer's caches: one row by the
-   * decode kernel, more by the tiled prefill kernel where the head size and workgroup memory allow.
+   * Causal GQA attention of `T` query rows at positions `pos …` over the KV cache: for one row
+   * (decoding) split over blocks of cached positions and combined (`decode_attention_wgsl.ts`,
+   * two dispatches), for more the prefill kernel's query tiles (`prefill_attention_wgsl.ts`), and
+   * the one-workgroup-per-row kernel (`ATTENTION_WGSL`) where those do not apply. The dispatches
+   * that do not apply to a `T` have no workgroups (and are skipped).
    */
   async attention(
     step: GPUBuffer,
@@ -288,7 +297,7 @@ export class Kernels {
     values: GPUBuffer,
     out: GPUBuffer,
     o: { nHeads: number; nKvHeads: number; headDim: number },
-  ): Promise<Dispatch> {
+  ): Promise<Dispatch[]> {
     if (o.headDim > 256 || o.headDim % 2 !== 0) {
       throw new RangeError(`Head size ${o.headDim} is not supported (even, at most 256)`);
     }
@@ -298,28 +307,79 @@ export class Kernels {
       ? undefined
       : await this.pipeline("usrrrw", prefillAttentionShader(o.headDim, tile));
     const kvDim = o.nKvHeads * o.headDim;
+    const scale = 1 / Math.sqrt(o.headDim);
     const params = [
       o.nHeads,
       o.nKvHeads,
       o.headDim,
       kvDim,
-      1 / Math.sqrt(o.headDim),
+      scale,
       o.nHeads * o.headDim,
       o.headDim < 64 ? Math.floor(64 / o.headDim) : 1,
     ];
-    return {
+    const group = this.#bind("usrrrw", [
+      this.uniform(params, [4]),
+      { buffer: step, size: 16 },
+      q,
+      keys,
+      values,
+      out,
+    ]);
+    // Decoding: blocks over the whole cache, those past the position returning at once.
+    const split = o.headDim % 4 === 0
+      ? await this.#decodeAttention(step, q, keys, values, out, o, kvDim, scale)
+      : undefined;
+    const main: Dispatch = {
       label: "attention",
-      pipeline: (T) => (T > 1 && prefill) || pipe,
+      pipeline: (T) => (T === 1 ? split?.pipeline : T > 1 ? prefill : undefined) ?? pipe,
+      bindGroup: group,
+      bindGroupFor: split && ((T) => T === 1 ? split.bindGroup : group),
+      groups: (T) =>
+        T === 1 && split
+          ? [split.blocks, o.nHeads, 1]
+          : T > 1 && prefill
+          ? [Math.ceil(T / PREFILL_QUERIES), o.nHeads, 1]
+          : [o.nHeads, T, 1],
+    };
+    if (!split) return [main];
+    return [main, {
+      label: "attention combine",
+      pipeline: () => split.combine,
+      bindGroup: split.combineGroup,
+      groups: (T) => (T === 1 ? [o.nHeads, 1, 1] : [0, 0, 0]),
+    }];
+  }
+
+  /** The split decode attention's pipelines, partial results and bind groups for a cache. */
+  async #decodeAttention(
+    step: GPUBuffer,
+    q: GPUBuffer,
+    keys: GPUBuffer,
+    values: GPUBuffer,
+    out: GPUBuffer,
+    o: { nHeads: number; nKvHeads: number; headDim: number },
+    kvDim: number,
+    scale: number,
+  ) {
+    const blocks = Math.max(1, Math.ceil(Math.floor(keys.size / (4 * kvDim)) / DECODE_SPLIT_KEYS));
+    const partial = this.storage(o.nHeads * blocks * decodePartialFloats(o.headDim) * 4);
+    const uniform = this.uniform(
+      [o.nHeads, o.nKvHeads, o.headDim, kvDim, scale, blocks, 0, 0],
+      [4],
+    );
+    return {
+      blocks,
+      pipeline: await this.pipeline("usrrrw", decodeAttentionShader(o.headDim)),
+      combine: await this.pipeline("usrw", decodeCombineShader(o.headDim)),
       bindGroup: this.#bind("usrrrw", [
-        this.uniform(params, [4]),
+        uniform,
         { buffer: step, size: 16 },
         q,
         keys,
         values,
-        out,
+        partial,
       ]),
-      groups: (T) =>
-        T > 1 && prefill ? [Math.ceil(T / PREFILL_QUERIES), o.nHeads, 1] : [o.nHeads, T, 1],
+      combineGroup: this.#bind("usrw", [uniform, { buffer: step, size: 16 }, partial, out]),
     };
   }
 
