@@ -95,7 +95,9 @@ export function hadamardTransform(
 ): void {
   const { k, pow2, factor } = hadamardPlan(n);
   if (x.length % n !== 0) {
-    throw new HadamardSizeError(`A buffer of ${x.length} values is no whole number of rows of ${n}`);
+    throw new HadamardSizeError(
+      `A buffer of ${x.length} values is no whole number of rows of ${n}`,
+    );
   }
   const scale = 1 / Math.sqrt(n);
   const mixed = new Float64Array(k);
