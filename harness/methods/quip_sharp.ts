@@ -2,7 +2,8 @@
  * QuIP# (Tseng et al., 2024) without its fine-tuning stage, as quip-sharp's
  * `lib/algo/quip.py` (`quantize`, `incoherence_preprocess`, `LDLQ`) and `quantize_linear` run it
  * with the E8P12 codebook, into the `e8p` format (`kernels/formats/e8p_format.ts`). A suite asks
- * for it with the format `int2` (2 bits per weight, no groups): the bit width picks the codebook.
+ * for it with the format `int2`, `int3` or `int4` (no groups): the bit width picks the codebook —
+ * E8P12, or its residual variants E8P12 + E81B (`E8P12RVQ3B`) and E8P12 + E8P12 (`E8P12RVQ4B`).
  *
  * Per linear `W` (`m × n`) with its group's Hessian `H = Σ xxᵀ` over the calibration tokens
  * (`true_sequential` as GPTQ: inputs from the block with its earlier groups quantized):
@@ -13,9 +14,11 @@
  *    `H ← M_nᵀ S_U H S_U M_n`, `W ← M_mᵀ S_V W S_U M_n` (`RHT_H`, `RHT_W`; `M` as in
  *    `kernels/cpu/hadamard.ts`).
  * 3. Block LDL of `H` with blocks of 8 (`block_LDL`): `H = L D Lᵀ`, `L` unit block
- *    lower-triangular. `W /= Wscale`, `Wscale = rms(W) / opt_scale` (`scale_override` when > 0).
+ *    lower-triangular. `W /= Wscale`, `Wscale = rms(W) / opt_scale` (`scale_override` when > 0;
+ *    `opt_scale` 1.03 for 2 and 4 bits, 0.98 for 3).
  * 4. LDLQ from the last block of 8 columns to the first: block `k` rounds
- *    `W_k + (W_{>k} − Ŵ_{>k}) · L_{>k,k}` to the nearest E8P12 codeword, row by row.
+ *    `W_k + (W_{>k} − Ŵ_{>k}) · L_{>k,k}` to the nearest E8P12 codeword, row by row (residual
+ *    variants: then the residual times ρ to the second codebook's nearest point, `c₁ + c₂ / ρ`).
  * 5. `tune_iters` passes, again from the last block: block `k` rounds
  *    `Ŵ_k + (W − Ŵ) · H_{:,k} · H_{k,k}⁻¹` (`quip_tune_iters`).
  * 6. Stored: the codes, `S_U`, and `SV = S_V · Wscale · rms(W)` in f16.
@@ -33,7 +36,13 @@ import type { LinearName, LlamaModel, Matrix } from "../../core/model.ts";
 import type { FormatSpec } from "../../core/suite_types.ts";
 import { seededRandom } from "../../core/random.ts";
 import { hadamardPlan, hadamardTransform } from "../../kernels/cpu/hadamard.ts";
-import { e8pDecode, e8pNearest } from "../../kernels/formats/e8p_codebook.ts";
+import {
+  E8P_RVQ,
+  e8pDecode,
+  e8pNearest,
+  secondDecode,
+  secondNearest,
+} from "../../kernels/formats/e8p_codebook.ts";
 import { e8pMatrix, e8pVectors } from "../../kernels/formats/e8p_format.ts";
 import { f32ToF16 } from "../../kernels/formats/gguf/numeric.ts";
 import { addGram, cholesky } from "./linalg.ts";
@@ -67,6 +76,8 @@ export class QuipSharpError extends Error {
 
 /** Settings of one linear's quantization. */
 export interface QuipSharpSettings {
+  /** Bits per weight of the codes: 2 (E8P12), 3 or 4 (residual variants). */
+  bits: 2 | 3 | 4;
   sigmaReg: number;
   scaleOverride: number;
   tuneIters: number;
@@ -172,8 +183,9 @@ export function quipSharpQuantize(
       hr[i * np + j] = i < n && j < n ? (ht[j * n + i]! + ht[i * n + j]!) / 2 : i === j ? 1 : 0;
     }
   }
+  const rvq = settings.bits === 2 ? undefined : E8P_RVQ[settings.bits];
   let wscale = rms(wr);
-  wscale /= settings.scaleOverride > 0 ? settings.scaleOverride : E8P12_OPT_SCALE;
+  wscale /= settings.scaleOverride > 0 ? settings.scaleOverride : rvq?.optScale ?? E8P12_OPT_SCALE;
   const W = new Float64Array(m * np);
   for (let r = 0; r < m; r++) {
     for (let c = 0; c < n; c++) W[r * np + c] = wr[r * n + c]! / wscale;
@@ -197,11 +209,20 @@ export function quipSharpQuantize(
   }
   const hat = new Float64Array(m * np);
   const codes = new Uint16Array(m * vectors);
+  const second = new Uint16Array(rvq ? m * vectors : 0);
   const target = new Float64Array(8);
+  const residual = new Float64Array(8);
   const round = (r: number, k: number) => {
     const code = e8pNearest(target);
+    const at = r * np + 8 * k;
     codes[r * vectors + k] = code;
-    e8pDecode(code, hat, r * np + 8 * k);
+    e8pDecode(code, hat, at);
+    if (rvq === undefined) return;
+    for (let i = 0; i < 8; i++) residual[i] = (target[i]! - hat[at + i]!) * rvq.residScale;
+    const next = secondNearest(rvq, residual);
+    second[r * vectors + k] = next;
+    secondDecode(rvq, next, residual);
+    for (let i = 0; i < 8; i++) hat[at + i]! += residual[i]! / rvq.residScale;
   };
   for (let k = vectors - 1; k >= 0; k--) {
     for (let r = 0; r < m; r++) {
@@ -255,11 +276,18 @@ export function quipSharpQuantize(
     { length: m },
     (_, r) => f32ToF16(Math.fround(sv[r]! * wscale * matrixScale)),
   );
-  const matrix = e8pMatrix(m, n, codes, suBits, svHalf);
+  const matrix = e8pMatrix(
+    m,
+    n,
+    codes,
+    suBits,
+    svHalf,
+    settings.bits === 2 ? undefined : { bits: settings.bits, codes: second },
+  );
   return { matrix, q: decodeMatrix(matrix) };
 }
 
-function settingsOf(options: Record<string, unknown>): QuipSharpSettings {
+function settingsOf(options: Record<string, unknown>, format: FormatSpec): QuipSharpSettings {
   const o = { ...QUIP_SHARP_OPTIONS, ...options };
   const sigmaReg = Number(o.sigma_reg);
   const scaleOverride = Number(o.scale_override);
@@ -276,7 +304,7 @@ function settingsOf(options: Record<string, unknown>): QuipSharpSettings {
         `${o.sigma_reg}, ${o.scale_override} and ${o.tune_iters}`,
     );
   }
-  return { sigmaReg, scaleOverride, tuneIters };
+  return { bits: Number(format.weights.slice(3)) as 2 | 3 | 4, sigmaReg, scaleOverride, tuneIters };
 }
 
 /** ±1 signs of length `n` from `random`. */
@@ -290,7 +318,7 @@ async function quantizeModel(
   options: Record<string, unknown>,
   ctx: MethodContext,
 ): Promise<LlamaModel> {
-  const settings = settingsOf(options);
+  const settings = settingsOf(options, format);
   const calibration = resolveCalibration(
     "quip_sharp",
     options.calibration,
@@ -332,9 +360,9 @@ async function quantizeModel(
 
 /** Why QuIP# cannot produce `format`, or undefined. */
 function unsupported(format: FormatSpec): string | undefined {
-  if (format.weights !== "int2") {
-    return `quip_sharp stores E8P12 codes (2 bits per weight): format "${format.weights}" is ` +
-      `not int2 (the 3- and 4-bit residual codebooks are not implemented)`;
+  if (!["int2", "int3", "int4"].includes(format.weights)) {
+    return `quip_sharp stores E8P12 codes and their residual variants (2, 3 or 4 bits per ` +
+      `weight): format "${format.weights}" is not int2, int3 or int4`;
   }
   if (format.group !== 0 || !format.symmetric) {
     return `quip_sharp scales whole rows (E8P12 has no groups or zero points): group ` +
@@ -346,7 +374,8 @@ function unsupported(format: FormatSpec): string | undefined {
 /** QuIP#: randomized Hadamard incoherence processing, block LDLQ onto the E8P12 lattice codebook. */
 export const quipSharp: Method = {
   name: "quip_sharp",
-  description: "QuIP# (no fine-tuning): random Hadamard transforms + block LDLQ onto E8P12 codes",
+  description:
+    "QuIP# (no fine-tuning): random Hadamard transforms + block LDLQ onto E8P12 (+ residual) codes",
   options: QUIP_SHARP_OPTIONS,
   unsupported,
   quantize: quantizeModel,

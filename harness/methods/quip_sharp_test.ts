@@ -62,7 +62,7 @@ function problem(m: number, n: number) {
   return { w, h, su: Int8Array.from({ length: n }, sign), sv: Int8Array.from({ length: m }, sign) };
 }
 
-const SETTINGS: QuipSharpSettings = { sigmaReg: 0.01, scaleOverride: -1, tuneIters: 0 };
+const SETTINGS: QuipSharpSettings = { bits: 2, sigmaReg: 0.01, scaleOverride: -1, tuneIters: 0 };
 
 for (const [m, n] of [[32, 64], [16, 172]] as const) {
   Deno.test(`quip_sharp ${m}×${n}: LDLQ and its refinement lower the proxy loss of nearest rounding`, () => {
@@ -87,8 +87,19 @@ for (const [m, n] of [[32, 64], [16, 172]] as const) {
   });
 }
 
-Deno.test("quip_sharp refuses formats other than int2 and unknown codebooks", async () => {
-  assert.match(quipSharp.unsupported(spec("int4"))!, /not int2/);
+Deno.test("quip_sharp: residual variants cut the error of 2 bits; 3 and 4 bits store more", () => {
+  const [m, n] = [16, 172];
+  const { w, h, su, sv } = problem(m, n);
+  const errors = ([2, 3, 4] as const).map((bits) => {
+    const r = quipSharpQuantize(w, h, m, n, su, sv, { ...SETTINGS, bits });
+    assert.equal(storageName(r.matrix), bits === 2 ? "e8p12" : `e8p12-rvq${bits}`);
+    return proxyLoss(w, r.q, h, m, n);
+  });
+  assert.ok(errors[1]! < 0.5 * errors[0]! && errors[2]! < 0.5 * errors[1]!, `${errors}`);
+});
+
+Deno.test("quip_sharp refuses formats other than int2–int4 and unknown codebooks", async () => {
+  assert.match(quipSharp.unsupported(spec("int8"))!, /not int2, int3 or int4/);
   assert.match(quipSharp.unsupported(spec("int2", { group: 32 }))!, /no groups/);
   assert.equal(quipSharp.unsupported(spec("int2")), undefined);
   await assert.rejects(

@@ -17,6 +17,12 @@
  * search over all 2^16 entries; the same test compares the whole table with the published one
  * (`fixtures/methods/quip_e8p12.py`, from quip-sharp's `latticee8_padded12.py`).
  *
+ * The 3- and 4-bit variants are residual: a vector is coded by its nearest E8P12 codeword `c₁`,
+ * then the residual times a fixed scale `ρ` by a second codebook, `v = c₁ + c₂ / ρ`
+ * ({@linkcode E8P_RVQ}): for 3 bits the 8-bit E81B codebook ({@linkcode E81B_GRID}: the 241
+ * points of E8 with squared norm ≤ 2 and 15 of the 16 points `±2eᵢ`, quip-sharp's
+ * `latticee8_padded12_rvq3bit.py`), for 4 bits E8P12 again (`latticee8_padded12_rvq4bit.py`).
+ *
  * @module
  */
 
@@ -186,4 +192,90 @@ function encode(k: number, y: Float64Array, flipAt: number, p: number): number {
     if (negative) s |= 1 << SLOT[i]!;
   }
   return (k << 8) | (s ^ p);
+}
+
+/**
+ * The E81B codebook (`256 × 8`, in quip-sharp's order): the integer points of E8 with squared norm
+ * ≤ 2 (even coordinate sum) in lexicographic order, then the half-integer ones (all ±1/2, an even
+ * number of −1/2), then `2eᵢ` for i = 0..7 and `−2eᵢ` for i = 0..6.
+ */
+export const E81B_GRID: Float32Array = (() => {
+  const out = new Float32Array(256 * 8);
+  let n = 0;
+  const v = new Array<number>(8).fill(0);
+  // Integer points: coordinates in {−1, 0, 1} (lexicographic, coordinate 0 most significant).
+  for (let code = 0; code < 3 ** 8; code++) {
+    let [rest, sum, norm] = [code, 0, 0];
+    for (let i = 7; i >= 0; i--) {
+      v[i] = (rest % 3) - 1;
+      rest = Math.floor(rest / 3);
+      sum += v[i]!;
+      norm += v[i]! * v[i]!;
+    }
+    if (sum % 2 === 0 && norm <= 2) out.set(v, 8 * n++);
+  }
+  for (let code = 0; code < 256; code++) {
+    let negatives = 0;
+    for (let i = 0; i < 8; i++) {
+      // A clear bit is −1/2, so that counting up is lexicographic order.
+      const negative = 1 - ((code >> (7 - i)) & 1);
+      negatives += negative;
+      v[i] = negative ? -0.5 : 0.5;
+    }
+    if (negatives % 2 === 0) out.set(v, 8 * n++);
+  }
+  for (let i = 0; i < 15; i++) out[8 * n++ + (i % 8)] = i < 8 ? 2 : -2;
+  if (n !== 256) throw new Error(`E81B has ${n} points, not 256`);
+  return out;
+})();
+
+/** The index of the point of `grid` (`count × 8`) nearest to `x[at .. at + 8)` (first on ties). */
+export function nearestOf(
+  grid: Float32Array,
+  count: number,
+  x: Float32Array | Float64Array,
+  at = 0,
+): number {
+  let best = Infinity;
+  let index = 0;
+  for (let k = 0; k < count; k++) {
+    let d = 0;
+    for (let i = 0; i < 8; i++) d += (x[at + i]! - grid[8 * k + i]!) ** 2;
+    if (d < best) [best, index] = [d, k];
+  }
+  return index;
+}
+
+/** A residual E8P variant: its second codebook, residual scale and weight scale. */
+export interface E8pRvq {
+  /** The second stage's codebook: E81B (8-bit codes) or E8P12 (16-bit codes). */
+  second: "e81b" | "e8p12";
+  /** Bits of a second-stage code. */
+  secondBits: number;
+  /** The residual scale ρ (`opt_resid_scale`). */
+  residScale: number;
+  /** The RMS the scaled weights are given (`opt_scale`). */
+  optScale: number;
+}
+
+/** The residual variants by total bits per weight (quip-sharp's `opt_*` constants). */
+export const E8P_RVQ: Readonly<Record<3 | 4, E8pRvq>> = {
+  3: { second: "e81b", secondBits: 8, residScale: 2.04, optScale: 0.98 },
+  4: { second: "e8p12", secondBits: 16, residScale: 3.45, optScale: 1.03 },
+};
+
+/** Decodes a second-stage code of `rvq` into `out[at .. at + 8)`. */
+export function secondDecode(
+  rvq: E8pRvq,
+  code: number,
+  out: Float32Array | Float64Array,
+  at = 0,
+): void {
+  if (rvq.second === "e8p12") e8pDecode(code, out, at);
+  else for (let i = 0; i < 8; i++) out[at + i] = E81B_GRID[8 * code + i]!;
+}
+
+/** The nearest second-stage code of `rvq` to `x[at .. at + 8)`. */
+export function secondNearest(rvq: E8pRvq, x: Float32Array | Float64Array, at = 0): number {
+  return rvq.second === "e8p12" ? e8pNearest(x, at) : nearestOf(E81B_GRID, 256, x, at);
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import {
   E8P_ABS,
+  E81B_GRID,
   E8P_ABS_WORDS,
   E8P_CODES,
   E8P_GRID,
@@ -11,11 +12,14 @@ import {
 
 const FIXTURE = fileURLToPath(new URL("../../fixtures/methods/quip_e8p12.json", import.meta.url));
 
-Deno.test("E8P12 equals the published codebook entry for entry", async () => {
+Deno.test("E8P12 and E81B equal the published codebooks entry for entry", async () => {
   const published = JSON.parse(await Deno.readTextFile(FIXTURE)) as {
     abs_words: number[];
     grid_sha256: string;
+    e81b: number[][];
   };
+  // JSON keeps the sign of −0 (numpy writes −2·I); the codebook has +0 there.
+  assert.deepEqual([...E81B_GRID], published.e81b.flat().map((v) => v + 0));
   assert.deepEqual([...E8P_ABS_WORDS], published.abs_words);
   const bytes = new Uint8Array(E8P_GRID.slice().buffer);
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));

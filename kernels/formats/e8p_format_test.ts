@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { hadamardTransform } from "../cpu/hadamard.ts";
-import { e8pDecode } from "./e8p_codebook.ts";
+import { E8P_RVQ, e8pDecode, secondDecode } from "./e8p_codebook.ts";
 import { e8pDecodeMatrix, E8pLayoutError, e8pMatmul, e8pMatrix, e8pVectors } from "./e8p_format.ts";
 import { decodeRow, matrixBits, storageName } from "./matrix.ts";
 import { f16ToF32, f32ToF16 } from "./gguf/numeric.ts";
@@ -25,24 +25,36 @@ function transformMatrix(n: number): Float64Array {
   return m;
 }
 
-function randomMatrix(rows: number, cols: number, seed: number) {
+function randomMatrix(rows: number, cols: number, seed: number, bits: 2 | 3 | 4) {
   const rand = lcg(seed);
   const vectors = e8pVectors(cols);
   const codes = Uint16Array.from({ length: rows * vectors }, () => Math.floor(rand() * 65536));
   const su = Uint8Array.from({ length: Math.ceil(cols / 8) }, () => Math.floor(rand() * 256));
   if (cols % 8) su[su.length - 1]! &= (1 << (cols % 8)) - 1;
   const sv = Uint16Array.from({ length: rows }, () => f32ToF16((rand() < 0.5 ? -1 : 1) * 0.01));
-  return { codes, su, sv, m: e8pMatrix(rows, cols, codes, su, sv) };
+  const second = Uint16Array.from(
+    { length: rows * vectors },
+    () => Math.floor(rand() * (bits === 3 ? 256 : 65536)),
+  );
+  const residual = bits === 2 ? undefined : { bits, codes: second };
+  return { codes, second, su, sv, m: e8pMatrix(rows, cols, codes, su, sv, residual) };
 }
 
-for (const [rows, cols] of [[32, 64], [12, 172], [64, 12]] as const) {
-  Deno.test(`e8p ${rows}×${cols}: W = diag(sv)·M·Ŵ·Mᵀ·diag(su), matmul decodes the same`, () => {
-    const { codes, su, sv, m } = randomMatrix(rows, cols, rows * 1000 + cols);
+const CASES = [[32, 64, 2], [12, 172, 2], [64, 12, 2], [12, 172, 3], [32, 64, 4]] as const;
+for (const [rows, cols, bits] of CASES) {
+  Deno.test(`e8p ${bits} bits ${rows}×${cols}: W = diag(sv)·M·Ŵ·Mᵀ·diag(su), in the matmul too`, () => {
+    const { codes, second, su, sv, m } = randomMatrix(rows, cols, rows * 1000 + cols, bits);
     const vectors = e8pVectors(cols);
     const hat = new Float64Array(rows * cols);
     const v = new Float64Array(8 * vectors);
     for (let r = 0; r < rows; r++) {
-      for (let j = 0; j < vectors; j++) e8pDecode(codes[r * vectors + j]!, v, 8 * j);
+      for (let j = 0; j < vectors; j++) {
+        e8pDecode(codes[r * vectors + j]!, v, 8 * j);
+        if (bits === 2) continue;
+        const extra = new Float64Array(8);
+        secondDecode(E8P_RVQ[bits], second[r * vectors + j]!, extra);
+        for (let i = 0; i < 8; i++) v[8 * j + i]! += extra[i]! / E8P_RVQ[bits].residScale;
+      }
       hat.set(v.subarray(0, cols), r * cols);
     }
     const mr = transformMatrix(rows);
@@ -87,8 +99,8 @@ for (const [rows, cols] of [[32, 64], [12, 172], [64, 12]] as const) {
         );
       }
     }
-    assert.equal(storageName(m), "e8p12");
-    assert.equal(matrixBits(m), rows * vectors * 16 + cols + 16 * rows);
+    assert.equal(storageName(m), bits === 2 ? "e8p12" : `e8p12-rvq${bits}`);
+    assert.equal(matrixBits(m), rows * vectors * 8 * bits + cols + 16 * rows);
   });
 }
 
