@@ -312,6 +312,22 @@ function signs(n: number, random: () => number): Int8Array {
   return Int8Array.from({ length: n }, () => (random() < 0.5 ? -1 : 1));
 }
 
+/**
+ * The random signs `S_U` (cols) and `S_V` (rows) of linear `name` of layer `layer` under suite
+ * seed `seed` (the same at every bit width; a reference can run with them).
+ */
+export function quipSharpSigns(
+  seed: number,
+  layer: number,
+  name: LinearName,
+  rows: number,
+  cols: number,
+): { su: Int8Array; sv: Int8Array } {
+  const random = seededRandom(seed, `quip_sharp:${layer}:${name}`);
+  const su = signs(cols, random);
+  return { su, sv: signs(rows, random) };
+}
+
 async function quantizeModel(
   model: LlamaModel,
   format: FormatSpec,
@@ -340,9 +356,7 @@ async function quantizeModel(
         const quantized: Partial<Record<LinearName, Matrix>> = {};
         for (const name of names) {
           const m = original[name];
-          const random = seededRandom(ctx.seed, `quip_sharp:${index}:${name}`);
-          const su = signs(m.cols, random);
-          const sv = signs(m.rows, random);
+          const { su, sv } = quipSharpSigns(ctx.seed, index, name, m.rows, m.cols);
           const q = quipSharpQuantize(decodeMatrix(m), h, m.rows, m.cols, su, sv, settings);
           meter.hold(matrixBuffers(q.matrix));
           quantized[name] = q.matrix;

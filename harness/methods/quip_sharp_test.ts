@@ -4,6 +4,7 @@ import {
   QuipSharpError,
   quipSharpQuantize,
   type QuipSharpSettings,
+  quipSharpSigns,
 } from "./quip_sharp.ts";
 import { gptq } from "./gptq.ts";
 import { rtn } from "./rtn.ts";
@@ -12,7 +13,7 @@ import type { FormatSpec } from "../../core/suite_types.ts";
 import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { linearBitsPerWeight } from "../models/bits.ts";
-import { storageName } from "../../kernels/formats/matrix.ts";
+import { sideTensor, storageName } from "../../kernels/formats/matrix.ts";
 
 function spec(weights: string, extra: Partial<FormatSpec> = {}): FormatSpec {
   return { id: weights, weights, group: 0, symmetric: true, options: {}, ...extra };
@@ -134,6 +135,11 @@ Deno.test({
       { ...structuredClone(quipSharp.options), calibration, tune_iters: 2 },
       ctx,
     );
+    // The stored input signs are the ones quipSharpSigns gives (what the references run with).
+    const wq = q.weights.layers[1]!.wq;
+    const { su } = quipSharpSigns(0, 1, "wq", wq.rows, wq.cols);
+    const stored = sideTensor(wq, "su");
+    su.forEach((s, c) => assert.equal((stored[c >> 3]! >> (c & 7)) & 1, s < 0 ? 1 : 0));
     const g32 = spec("int2", { group: 32 });
     const g = await gptq.quantize(
       model,
