@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import {
-  E8P_ABS,
   E81B_GRID,
+  E8P_ABS,
   E8P_ABS_WORDS,
   E8P_CODES,
   E8P_GRID,
