@@ -143,6 +143,10 @@ export const E8P_GRID: Float32Array = (() => {
   return grid;
 })();
 
+/** Scratch of {@linkcode e8pNearest} (it runs once per 8 weights per LDLQ pass). */
+const Y = new Float64Array(8);
+const AY = new Float64Array(8);
+
 /**
  * The code of the codeword nearest to `x[at .. at + 8)` (squared distance; ties to the lower
  * pattern, then the `+1/4` shift).
@@ -150,8 +154,8 @@ export const E8P_GRID: Float32Array = (() => {
 export function e8pNearest(x: Float32Array | Float64Array, at = 0): number {
   let best = Infinity;
   let bestCode = 0;
-  const y = new Float64Array(8);
-  const ay = new Float64Array(8);
+  const y = Y;
+  const ay = AY;
   for (let p = 0; p < 2; p++) {
     const shift = p ? -0.25 : 0.25;
     let negatives = 0;
