@@ -1,0 +1,94 @@
+/**
+ * WGSL for QuIP#'s run-time activation transform: every row of `n` values multiplied by random
+ * signs and then by the Hadamard transform `M = (H_K ⊗ H_{n/K}) / √n` or its transpose — the same
+ * transform as the CPU's `kernels/cpu/hadamard.ts` (which documents the layout). One workgroup per
+ * row: the row is loaded into workgroup memory (times its sign), the K blocks of `n/K` values go
+ * through the Walsh–Hadamard butterfly stage by stage (one barrier a stage), then each value `j`
+ * of every block is mixed by the stored ±1 factor (a storage buffer of K × K f32; K = 1 for powers
+ * of two) and scaled by `1/√n`.
+ *
+ * Bindings: 0 params `{rows}` (uniform), 1 input rows `x` (f32), 2 output rows `y` (f32), 3 signs
+ * (n f32, ±1), 4 the factor (K × K f32, row-major). Dispatch `(rows, 1, 1)`.
+ *
+ * @module
+ */
+import { hadamardPlan } from "../cpu/hadamard.ts";
+
+/** Threads per workgroup of the transform. */
+export const HADAMARD_WORKGROUP = 64;
+
+/** Thrown for a row too long for one workgroup's memory. */
+export class HadamardShaderError extends RangeError {
+  override name = "HadamardShaderError";
+}
+
+/** Largest row the shader holds in workgroup memory (16 KiB of f32, WebGPU's guaranteed size). */
+export const HADAMARD_MAX_N = 4096;
+
+/** The cache key of {@linkcode hadamardShader}'s source. */
+export function hadamardKey(n: number, transpose: boolean): string {
+  return `hadamard:${n}:${transpose ? "t" : "n"}`;
+}
+
+/**
+ * The shader transforming rows of `n` values by `M` (or `Mᵀ` with `transpose`), after multiplying
+ * them by the signs; a {@linkcode HadamardShaderError} when `n` exceeds {@linkcode HADAMARD_MAX_N}
+ * and a `HadamardSizeError` when `n` has no transform.
+ */
+export function hadamardShader(n: number, transpose: boolean): string {
+  const { k, pow2 } = hadamardPlan(n);
+  if (n > HADAMARD_MAX_N) {
+    throw new HadamardShaderError(
+      `A Hadamard row of ${n} values exceeds the ${HADAMARD_MAX_N} a workgroup holds`,
+    );
+  }
+  const wg = HADAMARD_WORKGROUP;
+  const factor = transpose ? "h[c * K + r]" : "h[r * K + c]";
+  return `const N = ${n}u;
+const K = ${k}u;
+const P = ${pow2}u;
+struct Params { rows: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read> signs: array<f32>;
+@group(0) @binding(4) var<storage, read> h: array<f32>;
+var<workgroup> v: array<f32, ${n}>;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
+  let row = wgid.x;
+  if (row >= params.rows) { return; }
+  let base = row * N;
+  for (var i = lid; i < N; i += ${wg}u) { v[i] = x[base + i] * signs[i]; }
+  workgroupBarrier();
+  // Butterflies within each block of P: pair (i, i + s) for every i with bit s clear.
+  for (var s = 1u; s < P; s <<= 1u) {
+    for (var t = lid; t < N / 2u; t += ${wg}u) {
+      let block = t / (P / 2u);
+      let q = t % (P / 2u);
+      let i = block * P + (q / s) * 2u * s + q % s;
+      let a = v[i];
+      let b = v[i + s];
+      v[i] = a + b;
+      v[i + s] = a - b;
+    }
+    workgroupBarrier();
+  }
+  let scale = ${1 / Math.sqrt(n)};
+  for (var o = lid; o < N; o += ${wg}u) {
+    let r = o / P;
+    let j = o % P;
+    var acc = 0.0;
+    for (var c = 0u; c < K; c++) { acc += ${factor} * v[c * P + j]; }
+    y[base + o] = acc * scale;
+  }
+}
+`;
+}
+
+/** The factor buffer's contents for size `n`: K × K f32 (`[1]` for powers of two). */
+export function hadamardFactorData(n: number): Float32Array {
+  const { k, factor } = hadamardPlan(n);
+  return k === 1 ? Float32Array.of(1) : Float32Array.from(factor);
+}
