@@ -18,6 +18,7 @@
 import { Registry } from "../../core/registry.ts";
 import { codecOf, type QuantizedWeight, type WeightFormat } from "./format.ts";
 import { AFFINE_FORMAT } from "./affine_format.ts";
+import { AQLM_FORMAT } from "./aqlm_format.ts";
 import { GGML_FORMAT } from "./ggml_format.ts";
 import { INT_FORMAT } from "./int_format.ts";
 import { MX_FORMAT } from "./mx_format.ts";
@@ -34,6 +35,7 @@ export const weightFormats: Registry<WeightFormat> = new Registry<WeightFormat>(
     ["nvfp4", NVFP4_FORMAT],
     ["ggml", GGML_FORMAT],
     ["affine", AFFINE_FORMAT],
+    ["aqlm", AQLM_FORMAT],
   ],
 );
 
