@@ -116,26 +116,35 @@ class AmsGrad {
   }
 }
 
-/** A linear's AQLM state over padded rows of `width = groups · g` columns. */
-class AqlmLinear {
+/**
+ * A linear's AQLM state over padded rows of `width = groups · g` columns: the loss with its
+ * gradients, and the beam search over codes.
+ */
+export class AqlmLinear {
   readonly groups: number;
   readonly width: number;
   readonly size: number;
+  /** Reference weights, `rows × width` (zero padded). */
+  readonly w: Float64Array;
+  /** `XXᵀ`, `width × width` (zero padded: padding weighs nothing in the loss). */
+  readonly xtx: Float64Array;
   constructor(
     readonly scheme: AqlmScheme,
     readonly rows: number,
     readonly cols: number,
-    /** Reference weights, `rows × width` (zero padded). */
-    readonly w: Float64Array,
-    /** `width × width` (zero padded). */
-    readonly xtx: Float64Array,
+    w: Float64Array,
+    xtx: Float64Array,
+    /** `rows × groups × M`, updated by the beam search. */
     readonly codes: Int32Array,
+    /** `M × 2^B × g`, updated by Adam. */
     readonly codebooks: Float64Array,
+    /** One per row, updated by Adam. */
     readonly scales: Float64Array,
   ) {
     this.groups = aqlmGroups(scheme, cols);
     this.width = this.groups * scheme.groupSize;
     this.size = 2 ** scheme.bits;
+    ({ w: this.w, xtx: this.xtx } = padded(w, xtx, rows, cols, this.width));
   }
 
   /** The unscaled sums of codewords, `rows × width`. */
@@ -323,14 +332,12 @@ export function aqlmQuantize(
   random: () => number,
 ): AqlmResult {
   const init = aqlmInit(w, rows, cols, scheme, settings.initMaxIter, random);
-  const width = aqlmGroups(scheme, cols) * scheme.groupSize;
-  const p = padded(w, xtx, rows, cols, width);
   const linear = new AqlmLinear(
     scheme,
     rows,
     cols,
-    p.w,
-    p.xtx,
+    w,
+    xtx,
     init.codes,
     init.codebooks,
     init.scales,
