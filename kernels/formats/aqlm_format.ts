@@ -9,7 +9,8 @@
  * Rows share their codebooks, so a row cannot be encoded alone: the element formats' own
  * quantization (what `rtn` runs) is the reference's k-means initialisation of the whole matrix
  * (`aqlm_kmeans.ts`, seed 0, 100 iterations: its `init_max_iter`); the `aqlm` method optimises
- * from there. There is no fixed grid for GPTQ, and the WebGPU kernels have no decoder yet, so
+ * from there; `deno task perf` times seeded random codes instead (`timingMatrix`: k-means over
+ * 2^16 codewords of a 1024 × 1024 matrix is hours of CPU). There is no fixed grid for GPTQ, and the WebGPU kernels have no decoder yet, so
  * matrices run decoded to f32 there.
  *
  * @module
@@ -18,6 +19,7 @@ import type { RowCodec } from "../../core/coded.ts";
 import { seededRandom } from "../../core/random.ts";
 import {
   aqlmCodecName,
+  aqlmGroups,
   aqlmMatrixBits,
   aqlmMisfit,
   aqlmRowBytes,
@@ -112,6 +114,26 @@ function element(codebooks: number, bits: number): CodedElementFormat {
         const init = aqlmInit(m.data, m.rows, m.cols, scheme, AQLM_INIT_ITERATIONS, random);
         return buildAqlmMatrix({ scheme, rows: m.rows, cols: m.cols, ...init });
       }),
+    timingMatrix(settings, rows, cols) {
+      // Codes uniform over the codebooks, codewords and scales of a k-means start's magnitude.
+      const scheme = aqlmSchemeFor(codebooks, bits, settings);
+      const random = seededRandom(0, `aqlm timing ${rows}x${cols}`);
+      const size = 2 ** bits;
+      return buildAqlmMatrix({
+        scheme,
+        rows,
+        cols,
+        codes: Int32Array.from(
+          { length: rows * aqlmGroups(scheme, cols) * codebooks },
+          () => Math.floor(random() * size),
+        ),
+        codebooks: Float32Array.from(
+          { length: codebooks * size * scheme.groupSize },
+          () => (random() - 0.5) / Math.sqrt(cols),
+        ),
+        scales: Float32Array.from({ length: rows }, () => 0.5 + random()),
+      });
+    },
   };
   return format;
 }
