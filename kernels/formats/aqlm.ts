@@ -155,11 +155,19 @@ export function aqlmSchemeOf(m: CodedMatrix): AqlmScheme {
 /** Row `r`'s codes, unpacked into `out` (`groups × M`). */
 export function unpackAqlmCodes(m: CodedMatrix, r: number, out: Int32Array): void {
   const b = aqlmSchemeOf(m).bits;
-  let bit = r * m.rowBytes * 8;
-  for (let k = 0; k < out.length; k++, bit += b) {
-    let code = 0;
-    for (let i = 0; i < b; i++) code |= ((m.data[(bit + i) >>> 3]! >>> ((bit + i) & 7)) & 1) << i;
-    out[k] = code;
+  const mask = 2 ** b - 1;
+  // A bit buffer of at most 16 + 7 bits: whole bytes in, `b` bits out.
+  let buffer = 0;
+  let held = 0;
+  let at = r * m.rowBytes;
+  for (let k = 0; k < out.length; k++) {
+    while (held < b) {
+      buffer |= m.data[at++]! << held;
+      held += 8;
+    }
+    out[k] = buffer & mask;
+    buffer >>>= b;
+    held -= b;
   }
 }
 
@@ -184,21 +192,47 @@ export function aqlmSides(m: CodedMatrix): { codebooks: Float32Array; scales: Fl
   return sides;
 }
 
-/** Decodes row `r` of an AQLM matrix into `out` (length `cols`). */
-export function decodeAqlmRow(m: CodedMatrix, r: number, out: Float32Array): void {
+/** A matrix's row decoder, made once per matrix (rows are decoded in hot loops). */
+const rowDecoders = new WeakMap<CodedMatrix, (r: number, out: Float32Array) => void>();
+
+function rowDecoder(m: CodedMatrix): (r: number, out: Float32Array) => void {
   const { codebooks: M, bits, groupSize: g } = aqlmSchemeOf(m);
   const { codebooks, scales } = aqlmSides(m);
   const groups = Math.ceil(m.cols / g);
   const codes = new Int32Array(groups * M);
-  unpackAqlmCodes(m, r, codes);
   const size = 2 ** bits;
-  const s = scales[r]!;
-  for (let j = 0; j < groups; j++) {
-    const width = Math.min(g, m.cols - j * g);
-    for (let i = 0; i < width; i++) {
-      let v = 0;
-      for (let k = 0; k < M; k++) v += codebooks[(k * size + codes[j * M + k]!) * g + i]!;
-      out[j * g + i] = v * s;
+  const acc = new Float32Array(groups * g);
+  // Whole-byte codes are read directly; others bit by bit.
+  const unpack = bits === 8
+    ? (r: number) => codes.set(m.data.subarray(r * m.rowBytes, r * m.rowBytes + codes.length))
+    : bits === 16
+    ? (r: number) => {
+      const at = r * m.rowBytes;
+      for (let k = 0; k < codes.length; k++) {
+        codes[k] = m.data[at + 2 * k]! | (m.data[at + 2 * k + 1]! << 8);
+      }
     }
+    : (r: number) => unpackAqlmCodes(m, r, codes);
+  return (r, out) => {
+    unpack(r);
+    acc.fill(0);
+    for (let j = 0; j < groups; j++) {
+      for (let k = 0; k < M; k++) {
+        const at = (k * size + codes[j * M + k]!) * g;
+        for (let i = 0; i < g; i++) acc[j * g + i]! += codebooks[at + i]!;
+      }
+    }
+    const s = scales[r]!;
+    for (let c = 0; c < m.cols; c++) out[c] = acc[c]! * s;
+  };
+}
+
+/** Decodes row `r` of an AQLM matrix into `out` (length `cols`). */
+export function decodeAqlmRow(m: CodedMatrix, r: number, out: Float32Array): void {
+  let decode = rowDecoders.get(m);
+  if (decode === undefined) {
+    decode = rowDecoder(m);
+    rowDecoders.set(m, decode);
   }
+  decode(r, out);
 }
