@@ -187,6 +187,7 @@ Deno.test("aqlm: formats other than aqlm_<M>x<B> are named reasons", () => {
   assert.match(aqlm.unsupported(spec("f32"))!, /aqlm_<M>x<B>/);
   assert.equal(aqlm.unsupported(spec("aqlm_2x8")), undefined);
   assert.match(aqlm.unsupported({ ...spec("aqlm_1x16"), symmetric: false })!, /zero point/);
+  assert.match(aqlm.unsupported(spec("aqlm_1x4_g2", 8))!, /groups of 2/);
 });
 
 const STORIES = "models/stories260K";
@@ -203,7 +204,7 @@ Deno.test({
     ).slice(0, 1024);
     const calibration = { dataset: "shakespeare", samples: 4, seq_len: 128 };
     const ctx = { seed: 0, datasets: CALIBRATION_SETS };
-    const format = spec("aqlm_1x4", 2);
+    const format = spec("aqlm_1x4_g2");
     const options = {
       ...structuredClone(aqlm.options),
       calibration,

@@ -70,7 +70,7 @@ const MIDDLE = [
 const FOUR_BIT = ["int4", "q4_0", "q4_1", "q4_k", "iq4_nl", "mxfp4", "gguf_mxfp4", "nvfp4", "fp4"];
 const LOW_BIT = [
   ...["int3", "int2", "q3_k", "q2_k", "q2_0"],
-  ...["aqlm_2x8", "aqlm_1x8", "aqlm_2x4", "aqlm_1x4", "aqlm_3x4"],
+  ...["aqlm_2x8", "aqlm_1x8_g4", "aqlm_2x4_g4", "aqlm_1x4_g2", "aqlm_3x4_g4"],
 ];
 
 Deno.test({

@@ -1,10 +1,11 @@
 /**
  * The `aqlm` format module: AQLM's additive codebooks (`aqlm.ts`; codecs `aqlm-<M>x<B>-g<g>`).
- * Suites name a scheme by `aqlm_<M>x<B>` — `M` codebooks of `2^B` codewords — and the group of
- * weights one sum of codewords encodes by `group` (0: the reference's `in_group_size` 8); the
- * scales are one half per output channel, so `group` says nothing else here. `aqlm_1x16` and
- * `aqlm_2x8` are the paper's 2-bit schemes at groups of 8; the smaller codebooks serve small models,
- * whose matrices cannot amortise 2^16 codewords (bits per weight count the codebooks).
+ * Suites name a scheme by `aqlm_<M>x<B>` — `M` codebooks of `2^B` codewords — with the group of
+ * weights one sum of codewords encodes (`in_group_size`) in `group` (0: the reference's 8; the
+ * scales are one half per output channel, so `group` says nothing else here): `aqlm_1x16` and
+ * `aqlm_2x8` are the paper's 2-bit schemes. Small models cannot amortise such codebooks (bits per
+ * weight count them) and want groups below 8, which a suite's `group` cannot say: the schemes for
+ * them carry their group in the name, `aqlm_<M>x<B>_g<g>`, and take `group` 0 only.
  *
  * Rows share their codebooks, so a row cannot be encoded alone: the element formats' own
  * quantization (what `rtn` runs) is the reference's k-means initialisation of the whole matrix
@@ -39,21 +40,32 @@ export const AQLM_DEFAULT_GROUP = 8;
 /** The reference's `init_max_iter`. */
 export const AQLM_INIT_ITERATIONS = 100;
 
-/** The schemes suites name (`aqlm_<M>x<B>`): `[codebooks, bits]`. */
-const SCHEMES: readonly [number, number][] = [[1, 16], [2, 8], [1, 8], [2, 4], [1, 4], [3, 4]];
+/**
+ * The schemes suites name: `[codebooks, bits]` (group from the suite) or `[codebooks, bits, g]`
+ * (`aqlm_<M>x<B>_g<g>`: 2 or 3 bits of codes in groups of 2 or 4).
+ */
+const SCHEMES: readonly [number, number, number?][] = [
+  [1, 16],
+  [2, 8],
+  [1, 8, 4],
+  [2, 4, 4],
+  [1, 4, 2],
+  [3, 4, 4],
+];
 
 /** Thrown when a row of an AQLM codec is asked to encode or decode without its codebooks. */
 export class AqlmRowCodecError extends Error {
   override name = "AqlmRowCodecError";
 }
 
-/** The scheme a suite format of `codebooks × bits` with `settings` stores. */
+/** The scheme a suite format of `codebooks × bits` (group `fixed`, if named) stores. */
 export function aqlmSchemeFor(
   codebooks: number,
   bits: number,
   settings: FormatSettings,
+  fixed?: number,
 ): AqlmScheme {
-  return { codebooks, bits, groupSize: settings.group || AQLM_DEFAULT_GROUP };
+  return { codebooks, bits, groupSize: fixed ?? (settings.group || AQLM_DEFAULT_GROUP) };
 }
 
 /**
@@ -79,20 +91,26 @@ function schemeRows(scheme: AqlmScheme): RowCodec {
   };
 }
 
-function element(codebooks: number, bits: number): CodedElementFormat {
-  const name = `aqlm_${codebooks}x${bits}`;
+function element(codebooks: number, bits: number, fixed?: number): CodedElementFormat {
+  const name = `aqlm_${codebooks}x${bits}` + (fixed ? `_g${fixed}` : "");
+  const schemeOf = (settings: FormatSettings) => aqlmSchemeFor(codebooks, bits, settings, fixed);
   const format: CodedElementFormat = {
     name,
     kind: "coded",
-    codec: `aqlm-${codebooks}x${bits}-g<group>`,
+    codec: `aqlm-${codebooks}x${bits}-g${fixed ?? "<group>"}`,
     block: undefined,
-    bits: codebooks * bits / AQLM_DEFAULT_GROUP,
-    description: `AQLM: sums of ${codebooks} codeword(s) from codebooks of 2^${bits} ` +
-      `(groups of 8 weights unless group says otherwise), an f16 scale per output channel`,
+    bits: codebooks * bits / (fixed ?? AQLM_DEFAULT_GROUP),
+    description: `AQLM: sums of ${codebooks} codeword(s) from codebooks of 2^${bits} over ` +
+      (fixed ? `groups of ${fixed}` : "groups of 8 weights unless group says otherwise") +
+      `, an f16 scale per output channel`,
     unsupported(settings) {
       if (settings.group < 0) {
         return `format "${name}" has one scale per output channel; group ${settings.group} ` +
           `(per tensor) does not apply`;
+      }
+      if (fixed !== undefined && settings.group !== 0) {
+        return `format "${name}" encodes groups of ${fixed} (in its name); group ` +
+          `${settings.group} contradicts it (omit group)`;
       }
       if (!settings.symmetric) {
         return `format "${name}" has no zero point; symmetric: false contradicts it`;
@@ -102,21 +120,21 @@ function element(codebooks: number, bits: number): CodedElementFormat {
         return `format "${name}" stores f16 codebooks and scales; scale_dtype ` +
           `${JSON.stringify(dtype)} contradicts it`;
       }
-      return aqlmMisfit(aqlmSchemeFor(codebooks, bits, settings));
+      return aqlmMisfit(schemeOf(settings));
     },
-    rowCodec: (settings) => schemeRows(aqlmSchemeFor(codebooks, bits, settings)),
+    rowCodec: (settings) => schemeRows(schemeOf(settings)),
     bitsPerWeight: (settings, rows, cols) =>
-      aqlmMatrixBits(aqlmSchemeFor(codebooks, bits, settings), rows, cols) / (rows * cols),
+      aqlmMatrixBits(schemeOf(settings), rows, cols) / (rows * cols),
     quantize: (settings, m) =>
       checked(format, settings, () => {
-        const scheme = aqlmSchemeFor(codebooks, bits, settings);
+        const scheme = schemeOf(settings);
         const random = seededRandom(0, `aqlm k-means ${m.rows}x${m.cols}`);
         const init = aqlmInit(m.data, m.rows, m.cols, scheme, AQLM_INIT_ITERATIONS, random);
         return buildAqlmMatrix({ scheme, rows: m.rows, cols: m.cols, ...init });
       }),
     timingMatrix(settings, rows, cols) {
       // Codes uniform over the codebooks, codewords and scales of a k-means start's magnitude.
-      const scheme = aqlmSchemeFor(codebooks, bits, settings);
+      const scheme = schemeOf(settings);
       const random = seededRandom(0, `aqlm timing ${rows}x${cols}`);
       const size = 2 ** bits;
       return buildAqlmMatrix({
@@ -139,7 +157,9 @@ function element(codebooks: number, bits: number): CodedElementFormat {
 }
 
 /** The suite's AQLM element formats. */
-export const AQLM_ELEMENTS: readonly CodedElementFormat[] = SCHEMES.map(([m, b]) => element(m, b));
+export const AQLM_ELEMENTS: readonly CodedElementFormat[] = SCHEMES.map(([m, b, g]) =>
+  element(m, b, g)
+);
 
 /** AQLM's additive codebook matrices. */
 export const AQLM_FORMAT: WeightFormat = {

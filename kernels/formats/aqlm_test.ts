@@ -103,7 +103,7 @@ Deno.test("aqlm: bits per weight count codes, amortised codebooks and row scales
     64 * 16 * 8 +
       2 * 256 * 8 * 16 + 64 * 16,
   );
-  const g4 = elementFormats.get("aqlm_2x4").bitsPerWeight({ ...settings, group: 4 }, 64, 64);
+  const g4 = elementFormats.get("aqlm_2x4_g4").bitsPerWeight(settings, 64, 64);
   assert.equal(g4, 2 + (2 * 16 * 4 * 16 + 64 * 16) / 4096);
 });
 
@@ -117,6 +117,10 @@ Deno.test("aqlm: settings that contradict the format are reasons; rows alone do 
   if (format.kind !== "coded") throw new Error("aqlm_2x8 is coded");
   const codec = format.rowCodec({ ...base, group: 4 });
   assert.equal(codec.name, "aqlm-2x8-g4");
+  assert.match(
+    elementFormats.get("aqlm_1x4_g2").unsupported({ ...base, group: 8 })!,
+    /groups of 2/,
+  );
   assert.throws(
     () => codec.encodeRow(new Float32Array(4), new Uint8Array(2), 1),
     AqlmRowCodecError,
@@ -126,9 +130,9 @@ Deno.test("aqlm: settings that contradict the format are reasons; rows alone do 
 Deno.test("aqlm: the element format's own quantization is the k-means initialisation", () => {
   const [rows, cols] = [16, 36];
   const data = pseudoRandom(rows * cols, 3);
-  const format = elementFormats.get("aqlm_2x4");
-  if (format.kind !== "coded") throw new Error("aqlm_2x4 is coded");
-  const settings = { group: 4, symmetric: true, options: {} };
+  const format = elementFormats.get("aqlm_2x4_g4");
+  if (format.kind !== "coded") throw new Error("aqlm_2x4_g4 is coded");
+  const settings = { group: 0, symmetric: true, options: {} };
   const m = format.quantize(settings, dense(rows, cols, data));
   assert.ok(m.kind === "coded" && m.codec === "aqlm-2x4-g4");
   const row = new Float32Array(cols);
