@@ -33,7 +33,14 @@
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
-import type { LinearName, LlamaModel, Matrix } from "../../core/model.ts";
+import {
+  dense,
+  type DenseMatrix,
+  type LinearName,
+  type LlamaModel,
+  type Matrix,
+} from "../../core/model.ts";
+import { wasmMatmul } from "../../kernels/cpu/wasm_matmul.ts";
 import type { FormatSpec } from "../../core/suite_types.ts";
 import { seededRandom, shuffledIndices } from "../../core/random.ts";
 import {
@@ -128,6 +135,8 @@ export class AqlmLinear {
   readonly w: Float64Array;
   /** `XXᵀ`, `width × width` (zero padded: padding weighs nothing in the loss). */
   readonly xtx: Float64Array;
+  /** `XXᵀ` in float32 for the gradients' matmul, made on first use. */
+  #xtx32?: DenseMatrix;
   constructor(
     readonly scheme: AqlmScheme,
     readonly rows: number,
@@ -160,8 +169,8 @@ export class AqlmLinear {
     return out;
   }
 
-  /** `L` and, when asked, its gradients in codebooks and scales. */
-  loss(grads?: { codebooks: Float64Array; scales: Float64Array }): number {
+  /** `ŵ − w` (`rows × width`) and the unscaled sums of codewords. */
+  #delta(): { raw: Float64Array; delta: Float64Array } {
     const { rows, width } = this;
     const raw = this.raw();
     const delta = new Float64Array(rows * width);
@@ -170,37 +179,45 @@ export class AqlmLinear {
         delta[r * width + c] = raw[r * width + c]! * this.scales[r]! - this.w[r * width + c]!;
       }
     }
-    const prod = new Float64Array(rows * width);
-    for (let r = 0; r < rows; r++) {
-      const out = prod.subarray(r * width, (r + 1) * width);
-      for (let c = 0; c < width; c++) {
-        const d = delta[r * width + c]!;
-        if (d === 0) continue;
-        const row = this.xtx.subarray(c * width, (c + 1) * width);
-        for (let c2 = 0; c2 < width; c2++) out[c2]! += d * row[c2]!;
-      }
-    }
+    return { raw, delta };
+  }
+
+  /** `L`, in float64. */
+  loss(): number {
+    const { rows, width } = this;
+    const { delta } = this.#delta();
     let loss = 0;
-    for (let i = 0; i < delta.length; i++) loss += delta[i]! * prod[i]!;
-    loss /= rows;
-    if (grads) {
-      const { codebooks: M, groupSize: g } = this.scheme;
-      grads.codebooks.fill(0);
-      for (let r = 0; r < rows; r++) {
-        let gs = 0;
-        for (let c = 0; c < width; c++) gs += prod[r * width + c]! * raw[r * width + c]!;
-        grads.scales[r] = (2 / rows) * gs;
-        const f = (2 / rows) * this.scales[r]!;
-        for (let j = 0; j < this.groups; j++) {
-          const p = r * this.groups + j;
-          for (let m = 0; m < M; m++) {
-            const at = (m * this.size + this.codes[p * M + m]!) * g;
-            for (let i = 0; i < g; i++) grads.codebooks[at + i]! += f * prod[p * g + i]!;
-          }
+    for (let r = 0; r < rows; r++) {
+      loss += rowLoss(delta.subarray(r * width, (r + 1) * width), this.xtx, width);
+    }
+    return loss / rows;
+  }
+
+  /**
+   * The gradients of `L` in codebooks and scales: `∂L/∂Ŵ = 2 (Ŵ − W) XXᵀ / rows`, the product in
+   * the float32 matmul (the Adam steps' cost; `L` itself, which the stopping rule reads, is float64).
+   */
+  gradients(grads: { codebooks: Float64Array; scales: Float64Array }): void {
+    const { rows, width } = this;
+    const { codebooks: M, groupSize: g } = this.scheme;
+    const { raw, delta } = this.#delta();
+    const prod = new Float32Array(rows * width);
+    this.#xtx32 ??= dense(width, width, Float32Array.from(this.xtx));
+    wasmMatmul(prod, Float32Array.from(delta), this.#xtx32);
+    grads.codebooks.fill(0);
+    for (let r = 0; r < rows; r++) {
+      let gs = 0;
+      for (let c = 0; c < width; c++) gs += prod[r * width + c]! * raw[r * width + c]!;
+      grads.scales[r] = (2 / rows) * gs;
+      const f = (2 / rows) * this.scales[r]!;
+      for (let j = 0; j < this.groups; j++) {
+        const p = r * this.groups + j;
+        for (let m = 0; m < M; m++) {
+          const at = (m * this.size + this.codes[p * M + m]!) * g;
+          for (let i = 0; i < g; i++) grads.codebooks[at + i]! += f * prod[p * g + i]!;
         }
       }
     }
-    return loss;
   }
 
   /** One beam search over the codes (module notes), input groups and codebooks in `random`'s order. */
@@ -237,7 +254,7 @@ export class AqlmLinear {
       let beam = [{
         codes: this.codes.slice(r * perRow, (r + 1) * perRow),
         weights: first,
-        loss: rowLoss(first, ref, this.xtx, width),
+        loss: rowLoss(first.map((v, c) => v - ref[c]!), this.xtx, width),
       }];
       for (const { j, books } of order) {
         for (const m of books) {
@@ -288,14 +305,14 @@ export class AqlmLinear {
   }
 }
 
-/** `(ŵ − w) XXᵀ (ŵ − w)ᵀ` of one row. */
-function rowLoss(wq: Float64Array, w: Float64Array, xtx: Float64Array, width: number): number {
+/** `d XXᵀ dᵀ` of one row `d`. */
+function rowLoss(d: Float64Array, xtx: Float64Array, width: number): number {
   let loss = 0;
   for (let a = 0; a < width; a++) {
-    const da = wq[a]! - w[a]!;
+    const da = d[a]!;
     if (da === 0) continue;
     let s = 0;
-    for (let b = 0; b < width; b++) s += xtx[a * width + b]! * (wq[b]! - w[b]!);
+    for (let b = 0; b < width; b++) s += xtx[a * width + b]! * d[b]!;
     loss += da * s;
   }
   return loss;
@@ -355,9 +372,9 @@ export function aqlmQuantize(
   for (let epoch = 0; epoch < settings.maxEpochs; epoch++) {
     let stop = false;
     for (let step = 0; step < settings.stepsPerEpoch; step++) {
-      const loss = linear.loss(grads);
-      if (!Number.isFinite(loss)) throw new AqlmOptionsError(`AQLM loss is ${loss}`);
       if (step === 0) {
+        const loss = linear.loss();
+        if (!Number.isFinite(loss)) throw new AqlmOptionsError(`AQLM loss is ${loss}`);
         losses.push(loss);
         if (tolerance !== null && loss / best > 1 - tolerance) {
           stop = true;
@@ -365,6 +382,7 @@ export function aqlmQuantize(
         }
         best = Math.min(best, loss);
       }
+      linear.gradients(grads);
       optCodebooks.step(linear.codebooks, grads.codebooks);
       optScales.step(linear.scales, grads.scales);
     }
