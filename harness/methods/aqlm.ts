@@ -247,6 +247,10 @@ export class AqlmLinear {
     }
     const raw = this.raw();
     const perRow = groups * M;
+    const v = new Float64Array(g);
+    const bestLoss = new Float64Array(beamSize);
+    const bestH = new Int32Array(beamSize);
+    const bestK = new Int32Array(beamSize);
     for (let r = 0; r < rows; r++) {
       const s = this.scales[r]!;
       const ref = this.w.subarray(r * width, (r + 1) * width);
@@ -258,45 +262,57 @@ export class AqlmLinear {
       }];
       for (const { j, books } of order) {
         for (const m of books) {
-          const candidates: { loss: number; h: number; k: number }[] = [];
+          // The beam's best candidates so far, in order of loss (earlier hypothesis and code first
+          // among equals).
+          let kept = 0;
           for (const [h, hyp] of beam.entries()) {
             const prev = hyp.codes[j * M + m]!;
             // v = (W − Ŵ + part) · XXᵀ[:, slice]: the residual without this codeword.
-            const v = new Float64Array(g);
+            v.fill(0);
             for (let c = 0; c < width; c++) {
               let e = ref[c]! - hyp.weights[c]!;
               if (c >= j * g && c < (j + 1) * g) {
                 e += s * this.codebooks[(m * size + prev) * g + c - j * g]!;
               }
               if (e === 0) continue;
-              const row = this.xtx.subarray(c * width + j * g, c * width + (j + 1) * g);
-              for (let i = 0; i < g; i++) v[i]! += e * row[i]!;
+              const at = c * width + j * g;
+              for (let i = 0; i < g; i++) v[i]! += e * this.xtx[at + i]!;
             }
-            const dot = (k: number) => {
-              let d = 0;
-              for (let i = 0; i < g; i++) d += this.codebooks[(m * size + k) * g + i]! * v[i]!;
-              return d;
-            };
-            const base = hyp.loss + 2 * s * dot(prev) -
-              s * s * norms[(j * M + m) * size + prev]!;
+            let dotPrev = 0;
+            for (let i = 0; i < g; i++) {
+              dotPrev += this.codebooks[(m * size + prev) * g + i]! * v[i]!;
+            }
+            const base = hyp.loss + 2 * s * dotPrev - s * s * norms[(j * M + m) * size + prev]!;
             for (let k = 0; k < size; k++) {
-              const loss = base - 2 * s * dot(k) + s * s * norms[(j * M + m) * size + k]!;
-              candidates.push({ loss, h, k });
+              let dot = 0;
+              const at = (m * size + k) * g;
+              for (let i = 0; i < g; i++) dot += this.codebooks[at + i]! * v[i]!;
+              const loss = base - 2 * s * dot + s * s * norms[(j * M + m) * size + k]!;
+              if (kept === beamSize && !(loss < bestLoss[kept - 1]!)) continue;
+              let p = kept < beamSize ? kept++ : kept - 1;
+              for (; p > 0 && bestLoss[p - 1]! > loss; p--) {
+                bestLoss[p] = bestLoss[p - 1]!;
+                bestH[p] = bestH[p - 1]!;
+                bestK[p] = bestK[p - 1]!;
+              }
+              bestLoss[p] = loss;
+              bestH[p] = h;
+              bestK[p] = k;
             }
           }
-          candidates.sort((a, b) => a.loss - b.loss || a.h - b.h || a.k - b.k);
-          beam = candidates.slice(0, beamSize).map(({ loss, h, k }) => {
-            const codes = beam[h]!.codes.slice();
-            codes[j * M + m] = k;
-            const weights = beam[h]!.weights.slice();
+          beam = Array.from({ length: kept }, (_, b) => {
+            const source = beam[bestH[b]!]!;
+            const codes = source.codes.slice();
+            codes[j * M + m] = bestK[b]!;
+            const weights = source.weights.slice();
             for (let i = 0; i < g; i++) {
               let sum = 0;
-              for (let b = 0; b < M; b++) {
-                sum += this.codebooks[(b * size + codes[j * M + b]!) * g + i]!;
+              for (let q = 0; q < M; q++) {
+                sum += this.codebooks[(q * size + codes[j * M + q]!) * g + i]!;
               }
               weights[j * g + i] = s * sum;
             }
-            return { codes, weights, loss };
+            return { codes, weights, loss: bestLoss[b]! };
           });
         }
       }
