@@ -98,7 +98,8 @@ function element(codebooks: number, bits: number, fixed?: number): CodedElementF
     name,
     kind: "coded",
     codec: `aqlm-${codebooks}x${bits}-g${fixed ?? "<group>"}`,
-    block: undefined,
+    // A named group is fixed, as a block format's block (perf then times it at that group only).
+    block: fixed,
     bits: codebooks * bits / (fixed ?? AQLM_DEFAULT_GROUP),
     description: `AQLM: sums of ${codebooks} codeword(s) from codebooks of 2^${bits} over ` +
       (fixed ? `groups of ${fixed}` : "groups of 8 weights unless group says otherwise") +
@@ -108,7 +109,7 @@ function element(codebooks: number, bits: number, fixed?: number): CodedElementF
         return `format "${name}" has one scale per output channel; group ${settings.group} ` +
           `(per tensor) does not apply`;
       }
-      if (fixed !== undefined && settings.group !== 0) {
+      if (fixed !== undefined && settings.group !== 0 && settings.group !== fixed) {
         return `format "${name}" encodes groups of ${fixed} (in its name); group ` +
           `${settings.group} contradicts it (omit group)`;
       }
