@@ -86,7 +86,11 @@ export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> 
   );
   for (const { label: format, weights: name, settings } of formats) {
     const element = elementFormats.get(name);
-    const m: Matrix = element.kind === "float" ? weights : element.quantize(settings, weights);
+    const m: Matrix = element.kind === "float"
+      ? weights
+      : element.kind === "coded" && element.timingMatrix
+      ? element.timingMatrix(settings, n, n)
+      : element.quantize(settings, weights);
     const bytes = Math.ceil(matrixBits(m) / 8);
     const src = new Uint8Array(bytes);
     const dst = new Uint8Array(bytes);

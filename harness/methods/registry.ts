@@ -12,6 +12,7 @@ import { awq } from "./awq.ts";
 import { smoothquant } from "./smoothquant.ts";
 import { hqq } from "./hqq.ts";
 import { quipSharp } from "./quip_sharp.ts";
+import { aqlm } from "./aqlm.ts";
 
 /** All known methods by name. */
 export const methods = new Registry<Method>("method", [
@@ -22,4 +23,5 @@ export const methods = new Registry<Method>("method", [
   ["smoothquant", smoothquant],
   ["hqq", hqq],
   ["quip_sharp", quipSharp],
+  ["aqlm", aqlm],
 ]);

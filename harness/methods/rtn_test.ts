@@ -52,7 +52,9 @@ async function meanNll(model: LlamaModel, ids: number[], context: number, window
 
 // Formats by precision: ≥ 4 significant bits at 8 bits or more; 5–6-bit grids and E5M2 (3
 // significant bits); 4-bit grids; 2- and 3-bit grids. Every registered format must be in one.
-const EIGHT_BIT = ["int8", "q8_0", "mxint8", "fp8", "mxfp8", "f16", "bf16"];
+// AQLM's rtn is its k-means start at groups of 8: on stories260K, 1x16's 2^16 codewords outnumber
+// a matrix's groups, so every group is a codeword (half precision) and the rest are low-bit.
+const EIGHT_BIT = ["int8", "q8_0", "mxint8", "fp8", "mxfp8", "f16", "bf16", "aqlm_1x16"];
 const MIDDLE = [
   "q5_0",
   "q5_1",
@@ -66,7 +68,10 @@ const MIDDLE = [
   "mxfp8_e5m2",
 ];
 const FOUR_BIT = ["int4", "q4_0", "q4_1", "q4_k", "iq4_nl", "mxfp4", "gguf_mxfp4", "nvfp4", "fp4"];
-const LOW_BIT = ["int3", "int2", "q3_k", "q2_k", "q2_0"];
+const LOW_BIT = [
+  ...["int3", "int2", "q3_k", "q2_k", "q2_0"],
+  ...["aqlm_2x8", "aqlm_1x8_g4", "aqlm_2x4_g4", "aqlm_1x4_g2", "aqlm_3x4_g4"],
+];
 
 Deno.test({
   name: "rtn into every format: stories260K perplexity is finite and ordered by precision",

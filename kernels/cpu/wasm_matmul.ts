@@ -8,6 +8,7 @@
 import type { Matrix } from "../../core/model.ts";
 import { decodeRow } from "../formats/matrix.ts";
 import { MATMUL_WASM_BASE64 } from "./matmul_wasm.ts";
+import { aqlmStaging } from "./aqlm_wasm_decode.ts";
 
 const bytes = Uint8Array.from(atob(MATMUL_WASM_BASE64), (c) => c.charCodeAt(0));
 const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
@@ -60,7 +61,11 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
   const sOff = oOff + T * chunk;
   const cByte = (sOff + chunk * groups) * 4;
   const zByte = cByte + chunk * cols;
-  const mem = ensure(zByte + chunk * groups);
+  // AQLM rows are decoded inside the module too (`aqlm_wasm_decode.ts`): their parts go here.
+  const aqlm = aqlmStaging(memory, w);
+  const aByte = (zByte + chunk * groups + 15) & ~15;
+  const mem = ensure(aByte + (aqlm?.bytes(chunk) ?? 0));
+  aqlm?.load(aByte, chunk);
   if (colsP === cols) {
     mem.set(x, xOff);
   } else {
@@ -92,6 +97,8 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
         1 << (w.bits - 1),
         w.zeros ? 1 : 0,
       );
+    } else if (aqlm) {
+      aqlm.decode(r0, nr, wOff * 4, colsP);
     } else {
       for (let i = 0; i < nr; i++) {
         const at = wOff + i * colsP;

@@ -66,6 +66,12 @@ export interface CodedElementFormat extends ElementFormatBase {
   rowCodec(settings: FormatSettings): RowCodec;
   /** The codec's encoder over a dense matrix; throws {@linkcode FormatSettingsError} on misfits. */
   quantize(settings: FormatSettings, m: DenseMatrix): Matrix;
+  /**
+   * A matrix of this format with seeded arbitrary contents, for timing the decoders, where
+   * {@linkcode CodedElementFormat.quantize} costs far more than a benchmark can spend (AQLM's
+   * k-means over 2^16 codewords); absent, `deno task perf` times what `quantize` makes.
+   */
+  timingMatrix?(settings: FormatSettings, rows: number, cols: number): Matrix;
 }
 
 /** What a weight element is stored as. */

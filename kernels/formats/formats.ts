@@ -19,6 +19,7 @@ import { Registry } from "../../core/registry.ts";
 import { codecOf, type QuantizedWeight, type WeightFormat } from "./format.ts";
 import { AFFINE_FORMAT } from "./affine_format.ts";
 import { E8P_FORMAT } from "./e8p_format.ts";
+import { AQLM_FORMAT } from "./aqlm_format.ts";
 import { GGML_FORMAT } from "./ggml_format.ts";
 import { INT_FORMAT } from "./int_format.ts";
 import { MX_FORMAT } from "./mx_format.ts";
@@ -36,6 +37,7 @@ export const weightFormats: Registry<WeightFormat> = new Registry<WeightFormat>(
     ["ggml", GGML_FORMAT],
     ["affine", AFFINE_FORMAT],
     ["e8p", E8P_FORMAT],
+    ["aqlm", AQLM_FORMAT],
   ],
 );
 
