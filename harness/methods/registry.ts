@@ -11,6 +11,7 @@ import { gptq } from "./gptq.ts";
 import { awq } from "./awq.ts";
 import { smoothquant } from "./smoothquant.ts";
 import { hqq } from "./hqq.ts";
+import { vptq } from "./vptq.ts";
 
 /** All known methods by name. */
 export const methods = new Registry<Method>("method", [
@@ -20,4 +21,5 @@ export const methods = new Registry<Method>("method", [
   ["awq", awq],
   ["smoothquant", smoothquant],
   ["hqq", hqq],
+  ["vptq", vptq],
 ]);
