@@ -65,8 +65,28 @@ const MIDDLE = [
   "fp8_e5m2",
   "mxfp8_e5m2",
 ];
-const FOUR_BIT = ["int4", "q4_0", "q4_1", "q4_k", "iq4_nl", "mxfp4", "gguf_mxfp4", "nvfp4", "fp4"];
-const LOW_BIT = ["int3", "int2", "q3_k", "q2_k", "q2_0"];
+const FOUR_BIT = [
+  "int4",
+  "q4_0",
+  "q4_1",
+  "q4_k",
+  "iq4_nl",
+  "mxfp4",
+  "gguf_mxfp4",
+  "nvfp4",
+  "fp4",
+];
+const LOW_BIT = [
+  "int3",
+  "int2",
+  "q3_k",
+  "q2_k",
+  "q2_0",
+  "vptq-v2-k16-0",
+  "vptq-v2-k64-0",
+  "vptq-v4-k256-0",
+  "vptq-v4-k256-16",
+];
 
 Deno.test({
   name: "rtn into every format: stories260K perplexity is finite and ordered by precision",

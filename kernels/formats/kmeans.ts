@@ -44,9 +44,9 @@ export class KmeansError extends Error {
  * Euclidean distance (the first of equals).
  */
 export function nearestCentroid(
-  data: ArrayLike<number>,
+  data: Float64Array,
   at: number,
-  centroids: ArrayLike<number>,
+  centroids: Float64Array,
   count: number,
   dim: number,
 ): number {
@@ -83,6 +83,16 @@ export function weightedKmeans(
     throw new KmeansError(`k-means needs k ≥ 1 and n × dim values, got k ${k} for ${n} × ${dim}`);
   }
   const count = Math.min(k, n);
+  if (count === n) {
+    // Every vector is its own centroid: Lloyd's rounds would not move them.
+    return {
+      centroids: data.slice(),
+      count,
+      labels: Int32Array.from({ length: n }, (_, i) => i),
+      inertia: 0,
+      iterations: 0,
+    };
+  }
   const centroids = new Float64Array(count * dim);
   const start = shuffledIndices(n, options.random).slice(0, count);
   start.forEach((v, c) => centroids.set(data.subarray(v * dim, (v + 1) * dim), c * dim));

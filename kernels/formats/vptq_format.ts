@@ -4,7 +4,7 @@
  * element formats are named as the authors' release names its models, `vptq-v<v>-k<k>-<r>`:
  * vector length, main centroids, residual centroids (0: none). The `vptq` method
  * (`harness/methods/vptq.ts`) fits them with Hessian-weighted k-means and GPTQ-style error
- * feedback; round-to-nearest (the `rtn` method) fits plain k-means (25 Lloyd rounds, seed 0) to
+ * feedback; round-to-nearest (the `rtn` method) fits plain k-means (10 Lloyd rounds, seed 0) to
  * the matrix's vectors and keeps every vector's nearest centroids. The codebooks span the whole
  * matrix, so there is no group-scale grid (GPTQ skips these formats), and WebGPU runs them
  * decoded to f32.
@@ -31,19 +31,20 @@ import {
   VptqFormatError,
 } from "./vptq.ts";
 
-/** The element formats suites may name: small codebooks, and the release's 2- and 3-bit ones. */
+/**
+ * The element formats suites may name: codebooks small enough for the matrices of small models
+ * (the release's `v8-k65536-256` needs matrices of millions of weights to amortise its codebook,
+ * and round-to-nearest's k-means over 65536 centroids takes minutes on a 1024 × 1024 matrix).
+ */
 export const VPTQ_ELEMENTS: readonly string[] = [
   "vptq-v2-k16-0",
   "vptq-v2-k64-0",
   "vptq-v4-k256-0",
   "vptq-v4-k256-16",
-  "vptq-v8-k256-256",
-  "vptq-v8-k65536-0",
-  "vptq-v8-k65536-256",
 ];
 
 /** Lloyd rounds of round-to-nearest's plain k-means. */
-const RTN_ITERATIONS = 25;
+const RTN_ITERATIONS = 10;
 
 /** The column vectors of a `rows × cols` float64 matrix: `(col · G + g) × v`, zero-padded. */
 export function columnVectors(
@@ -120,14 +121,15 @@ function element(name: string): CodedElementFormat {
     name,
     kind: "coded",
     codec: name,
-    block: undefined,
+    block: config.vectorLen,
     bits: codec.bitsPerWeight(0),
     description: `VPTQ vectors of ${config.vectorLen} with ${config.centroids} centroids` +
       (config.resCentroids > 0 ? ` and ${config.resCentroids} residual centroids` : ""),
     rowCodec: () => codec,
     unsupported(settings: FormatSettings) {
-      if (settings.group !== 0) {
-        return `format "${name}" has one codebook per matrix; group ${settings.group} does not apply`;
+      if (settings.group !== 0 && settings.group !== config.vectorLen) {
+        return `format "${name}" has one codebook per matrix over vectors of ` +
+          `${config.vectorLen}; group ${settings.group} does not apply (omit it)`;
       }
       if (settings.options.scale_dtype !== undefined) {
         return `format "${name}" stores half codebooks; scale_dtype does not apply`;
