@@ -8,6 +8,8 @@
 import type { Matrix } from "../../core/model.ts";
 import { decodeRow } from "../formats/matrix.ts";
 import { MATMUL_WASM_BASE64 } from "./matmul_wasm.ts";
+import { VPTQ_NAME } from "../formats/vptq.ts";
+import { vptqRows } from "./vptq_wasm_decode.ts";
 
 const bytes = Uint8Array.from(atob(MATMUL_WASM_BASE64), (c) => c.charCodeAt(0));
 const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
@@ -60,7 +62,11 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
   const sOff = oOff + T * chunk;
   const cByte = (sOff + chunk * groups) * 4;
   const zByte = cByte + chunk * cols;
-  const mem = ensure(zByte + chunk * groups);
+  // VPTQ rows are decoded inside the module too, from its codebooks and indices staged here.
+  const vptq = w.kind === "coded" && VPTQ_NAME.test(w.codec) ? vptqRows(memory, w) : undefined;
+  const vByte = up4(zByte + chunk * groups);
+  const mem = ensure(vByte + (vptq?.bytes ?? 0));
+  vptq?.stage(vByte);
   if (colsP === cols) {
     mem.set(x, xOff);
   } else {
@@ -92,6 +98,9 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
         1 << (w.bits - 1),
         w.zeros ? 1 : 0,
       );
+    } else if (vptq) {
+      vptq.decode(r0, nr, wOff * 4, colsP);
+      for (let i = 0; i < nr; i++) mem.fill(0, wOff + i * colsP + cols, wOff + (i + 1) * colsP);
     } else {
       for (let i = 0; i < nr; i++) {
         const at = wOff + i * colsP;

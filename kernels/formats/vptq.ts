@@ -201,9 +201,10 @@ export function decodeVptqRow(m: CodedMatrix, r: number, out: Float32Array): voi
     } else {
       const at = (j - o) * groups + g;
       value = centroids[unpackIndex(indices, at, bits) * v + lane]!;
-      if (res) value += res[unpackIndex(resIndices!, at, resBits) * v + lane]!;
+      if (res) value = Math.fround(value + res[unpackIndex(resIndices!, at, resBits) * v + lane]!);
     }
-    if (scale) value = value * scale[j]! + bias![j]!;
+    // Float32 operations one at a time, as the WebAssembly decoder computes them.
+    if (scale) value = Math.fround(Math.fround(value * scale[j]!) + bias![j]!);
     out[perm ? perm[j]! : j] = value;
   }
 }

@@ -66,7 +66,7 @@ Deno.test("vptq: a row decodes from its column vectors, residual, outliers, perm
         const at = (j - 1) * 2 + Math.floor(r / 2);
         value = centroids[indices[at]! * 2 + (r % 2)]! + res[resIndices[at]! * 2 + (r % 2)]!;
       }
-      expected[perm[j]!] = value * scale[j]! + bias[j]!;
+      expected[perm[j]!] = Math.fround(value * scale[j]!) + bias[j]!;
     }
     const out = new Float32Array(cols);
     decodeVptqRow(m, r, out);
