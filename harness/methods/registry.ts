@@ -13,6 +13,7 @@ import { smoothquant } from "./smoothquant.ts";
 import { hqq } from "./hqq.ts";
 import { quipSharp } from "./quip_sharp.ts";
 import { aqlm } from "./aqlm.ts";
+import { vptq } from "./vptq.ts";
 
 /** All known methods by name. */
 export const methods = new Registry<Method>("method", [
@@ -24,4 +25,5 @@ export const methods = new Registry<Method>("method", [
   ["hqq", hqq],
   ["quip_sharp", quipSharp],
   ["aqlm", aqlm],
+  ["vptq", vptq],
 ]);

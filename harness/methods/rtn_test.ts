@@ -71,6 +71,7 @@ const FOUR_BIT = ["int4", "q4_0", "q4_1", "q4_k", "iq4_nl", "mxfp4", "gguf_mxfp4
 const LOW_BIT = [
   ...["int3", "int2", "q3_k", "q2_k", "q2_0"],
   ...["aqlm_2x8", "aqlm_1x8_g4", "aqlm_2x4_g4", "aqlm_1x4_g2", "aqlm_3x4_g4"],
+  ...["vptq-v2-k16-0", "vptq-v2-k64-0", "vptq-v4-k256-0", "vptq-v4-k256-16"],
 ];
 
 Deno.test({

@@ -9,6 +9,8 @@ import type { Matrix } from "../../core/model.ts";
 import { decodeRow } from "../formats/matrix.ts";
 import { MATMUL_WASM_BASE64 } from "./matmul_wasm.ts";
 import { aqlmStaging } from "./aqlm_wasm_decode.ts";
+import { VPTQ_NAME } from "../formats/vptq.ts";
+import { vptqRows } from "./vptq_wasm_decode.ts";
 
 const bytes = Uint8Array.from(atob(MATMUL_WASM_BASE64), (c) => c.charCodeAt(0));
 const instance = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
@@ -61,11 +63,16 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
   const sOff = oOff + T * chunk;
   const cByte = (sOff + chunk * groups) * 4;
   const zByte = cByte + chunk * cols;
-  // AQLM rows are decoded inside the module too (`aqlm_wasm_decode.ts`): their parts go here.
+  // AQLM and VPTQ rows are decoded inside the module too (`aqlm_wasm_decode.ts`,
+  // `vptq_wasm_decode.ts`): a matrix's codebooks and codes are staged here.
   const aqlm = aqlmStaging(memory, w);
-  const aByte = (zByte + chunk * groups + 15) & ~15;
-  const mem = ensure(aByte + (aqlm?.bytes(chunk) ?? 0));
-  aqlm?.load(aByte, chunk);
+  const vptq = !aqlm && w.kind === "coded" && VPTQ_NAME.test(w.codec)
+    ? vptqRows(memory, w)
+    : undefined;
+  const sideByte = (zByte + chunk * groups + 15) & ~15;
+  const mem = ensure(sideByte + (aqlm?.bytes(chunk) ?? vptq?.bytes ?? 0));
+  aqlm?.load(sideByte, chunk);
+  vptq?.stage(sideByte);
   if (colsP === cols) {
     mem.set(x, xOff);
   } else {
@@ -99,6 +106,9 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
       );
     } else if (aqlm) {
       aqlm.decode(r0, nr, wOff * 4, colsP);
+    } else if (vptq) {
+      vptq.decode(r0, nr, wOff * 4, colsP);
+      for (let i = 0; i < nr; i++) mem.fill(0, wOff + i * colsP + cols, wOff + (i + 1) * colsP);
     } else {
       for (let i = 0; i < nr; i++) {
         const at = wOff + i * colsP;

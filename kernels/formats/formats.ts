@@ -25,6 +25,7 @@ import { INT_FORMAT } from "./int_format.ts";
 import { MX_FORMAT } from "./mx_format.ts";
 import { NVFP4_FORMAT } from "./nvfp4_format.ts";
 import { SCALED_MINIFLOAT_FORMAT } from "./scaled_minifloat_format.ts";
+import { VPTQ_FORMAT } from "./vptq_format.ts";
 
 /** Every stored weight format, by name. */
 export const weightFormats: Registry<WeightFormat> = new Registry<WeightFormat>(
@@ -38,6 +39,7 @@ export const weightFormats: Registry<WeightFormat> = new Registry<WeightFormat>(
     ["affine", AFFINE_FORMAT],
     ["e8p", E8P_FORMAT],
     ["aqlm", AQLM_FORMAT],
+    ["vptq", VPTQ_FORMAT],
   ],
 );
 
