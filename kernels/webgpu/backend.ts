@@ -747,6 +747,78 @@ export class WebGpuRunner implements ModelRunner {
   }
 
   /**
+   * GPU time of each dispatch of one forward pass of `tokens` at `pos` (at most one slice), each
+   * in its own compute pass between timestamps, summed by label (matrix parts together), largest
+   * first: where a pass's time goes, for profiling on a GPU (`fixtures/scale/profile.ts`), not for
+   * results. Writes the KV cache past its length (the next forward overwrites it) and leaves the
+   * length as it was; needs the adapter's `timestamp-query`.
+   */
+  async profile(tokens: ArrayLike<number>, pos: number): Promise<DispatchTime[]> {
+    const k = this.#k;
+    const T = tokens.length;
+    if (!k.gpu.timestamps) {
+      throw new WebGpuUnsupportedError("Profiling needs the adapter's timestamp-query feature");
+    }
+    if (!(T >= 1 && T <= this.#slice)) {
+      throw new RangeError(`Profile of ${T} tokens: 1 to ${this.#slice} (one slice) can be timed`);
+    }
+    if (pos !== this.#length || pos + T > this.#maxSeqLen) {
+      throw new RangeError(
+        `Profile at position ${pos} of ${T} tokens; the KV cache holds ${this.#length} of ${this.#maxSeqLen}`,
+      );
+    }
+    const device = k.device;
+    const program = this.#program.filter((d) => d.groups(T).reduce((a, b) => a * b) > 0);
+    const times = new Map<string, DispatchTime>();
+    // A query set holds at most 4096 timestamps.
+    for (let start = 0; start < program.length; start += 2048) {
+      const part = program.slice(start, start + 2048);
+      const query = device.createQuerySet({ type: "timestamp", count: 2 * part.length });
+      const resolve = device.createBuffer({
+        size: 16 * part.length,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
+      const read = device.createBuffer({
+        size: 16 * part.length,
+        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      });
+      try {
+        device.queue.writeBuffer(this.#step, 0, Uint32Array.of(T, pos, 0, 0));
+        const enc = device.createCommandEncoder();
+        part.forEach((d, i) => {
+          const pass = enc.beginComputePass({
+            timestampWrites: {
+              querySet: query,
+              beginningOfPassWriteIndex: 2 * i,
+              endOfPassWriteIndex: 2 * i + 1,
+            },
+          });
+          encodeDispatches(pass, [d], T, 0);
+          pass.end();
+        });
+        enc.resolveQuerySet(query, 0, 2 * part.length, resolve, 0);
+        enc.copyBufferToBuffer(resolve, 0, read, 0, 16 * part.length);
+        device.queue.submit([enc.finish()]);
+        await read.mapAsync(GPUMapMode.READ);
+        const stamps = new BigUint64Array(read.getMappedRange().slice(0));
+        read.unmap();
+        part.forEach((d, i) => {
+          const label = d.label.replace(/ part \d+/, "");
+          const t = times.get(label) ?? { label, ms: 0, count: 0 };
+          t.ms += Number(stamps[2 * i + 1]! - stamps[2 * i]!) / 1e6;
+          t.count++;
+          times.set(label, t);
+        });
+      } finally {
+        query.destroy();
+        resolve.destroy();
+        read.destroy();
+      }
+    }
+    return [...times.values()].sort((a, b) => b.ms - a.ms);
+  }
+
+  /**
    * Greedy decoding without a host round trip per token (see `ModelRunner.decodeGreedy`): the
    * first token id is written to a GPU buffer; each step gathers its embedding row from the
    * table on the GPU, runs the forward pass's dispatches at its position (its own `Step` slot)
@@ -937,6 +1009,16 @@ export class WebGpuRunner implements ModelRunner {
     this.#decoder?.read.destroy();
     this.#k.destroy();
   }
+}
+
+/** GPU time of the dispatches of one label in a profiled pass ({@linkcode WebGpuRunner.profile}). */
+export interface DispatchTime {
+  /** The dispatch's label, without its matrix part (`matmul 2048x5632`, `attention`, …). */
+  label: string;
+  /** Milliseconds, summed over the dispatches. */
+  ms: number;
+  /** Dispatches with this label. */
+  count: number;
 }
 
 /** Options of {@linkcode createWebGpuBackend}. */
