@@ -34,7 +34,7 @@ import type { Method, MethodContext } from "./method.ts";
 import type { LinearName, LlamaModel, Matrix } from "../../core/model.ts";
 import type { FormatSpec } from "../../core/suite_types.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
-import { addGram } from "./linalg.ts";
+import { hessian } from "./linalg.ts";
 import { gridUnsupported, type GroupGrid, groupGrid } from "./grid.ts";
 import {
   calibrationWindows,
@@ -142,14 +142,6 @@ function settingsOf(options: Record<string, unknown>): GptqSettings {
     staticGroups: o.static_groups === true,
     device,
   };
-}
-
-/** `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows). */
-function hessian(xs: Float32Array[], cols: number): Float64Array {
-  const h = new Float64Array(cols * cols);
-  for (const x of xs) addGram(h, x, cols);
-  for (let i = 0; i < h.length; i++) h[i]! *= 2 / xs.length;
-  return h;
 }
 
 /** GPTQ over a whole model (see the module notes). */

@@ -79,6 +79,14 @@ export function upperCholesky(a: Float64Array, n: number): Float64Array {
 /** Tokens per float32 kernel call; partial sums are added in float64. */
 const GRAM_CHUNK = 2048;
 
+/** GPTQ's Hessian `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows). */
+export function hessian(xs: Float32Array[], cols: number): Float64Array {
+  const h = new Float64Array(cols * cols);
+  for (const x of xs) addGram(h, x, cols);
+  for (let i = 0; i < h.length; i++) h[i]! *= 2 / xs.length;
+  return h;
+}
+
 /**
  * Adds `XᵀX` to `gram` (`cols × cols`) for `X` = `x` as `tokens × cols` row-major. Chunks of
  * tokens are multiplied in float32 on the CPU matmul kernel (or, with `kernel: "search"`, on

@@ -42,7 +42,7 @@ import {
   type VptqConfig,
 } from "../../kernels/formats/vptq.ts";
 import { columnVectors } from "../../kernels/formats/vptq_format.ts";
-import { addGram, cholesky, choleskyInverse, upperCholesky } from "./linalg.ts";
+import { cholesky, choleskyInverse, hessian, upperCholesky } from "./linalg.ts";
 import {
   calibrationWindows,
   matrixBuffers,
@@ -355,14 +355,6 @@ function unsupported(format: FormatSpec): string | undefined {
     return `VPTQ quantizes into vptq-v<v>-k<k>-<r> formats, not "${format.weights}"`;
   }
   return elementFormats.get(format.weights).unsupported(format);
-}
-
-/** `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows). */
-function hessian(xs: Float32Array[], cols: number): Float64Array {
-  const h = new Float64Array(cols * cols);
-  for (const x of xs) addGram(h, x, cols);
-  for (let i = 0; i < h.length; i++) h[i]! *= 2 / xs.length;
-  return h;
 }
 
 /** VPTQ over a whole model (see the module notes). */
