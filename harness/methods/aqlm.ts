@@ -535,6 +535,7 @@ export const aqlm: Method = {
   description: "AQLM (additive codebooks: k-means init, beam search over codes, Adam on " +
     "codebooks and scales) into aqlm_<M>x<B> formats",
   options: AQLM_OPTIONS,
+  checkOptions: (options) => void settingsOf(options),
   unsupported(format) {
     const scheme = schemeOf(format);
     return typeof scheme === "string" ? scheme : undefined;

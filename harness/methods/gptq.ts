@@ -202,5 +202,6 @@ export const gptq: Method = {
   description: "GPTQ (second-order, column by column) into int, FP8/FP4, MX and NVFP4 formats",
   options: GPTQ_OPTIONS,
   unsupported: (format) => gridUnsupported(format),
+  checkOptions: (options) => void settingsOf(options),
   quantize: quantizeModel,
 };

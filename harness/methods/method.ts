@@ -28,6 +28,12 @@ export interface Method {
   /** Why this method cannot produce `format`, or undefined when it can. */
   unsupported(format: FormatSpec): string | undefined;
   /**
+   * Throws (a named error saying which value and what it takes) for option values the method
+   * cannot run with, once their types are checked: the suite loader calls it, so a bad value is
+   * reported at its suite line before anything runs.
+   */
+  checkOptions?(options: Record<string, unknown>): void;
+  /**
    * Returns a new model whose linear weights are in `format`; the input is not modified. A
    * streamed input's layers (`LlamaModel.stream`) are read as the method reaches them; the result
    * holds all of its layers.

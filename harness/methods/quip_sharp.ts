@@ -288,6 +288,11 @@ export function quipSharpQuantize(
 }
 
 function settingsOf(options: Record<string, unknown>, format: FormatSpec): QuipSharpSettings {
+  return { ...optionSettings(options), bits: Number(format.weights.slice(3)) as 2 | 3 | 4 };
+}
+
+/** The settings the options give (throws {@linkcode QuipSharpError} for values out of range). */
+function optionSettings(options: Record<string, unknown>): Omit<QuipSharpSettings, "bits"> {
   const o = { ...QUIP_SHARP_OPTIONS, ...options };
   const sigmaReg = Number(o.sigma_reg);
   const scaleOverride = Number(o.scale_override);
@@ -304,7 +309,7 @@ function settingsOf(options: Record<string, unknown>, format: FormatSpec): QuipS
         `${o.sigma_reg}, ${o.scale_override} and ${o.tune_iters}`,
     );
   }
-  return { bits: Number(format.weights.slice(3)) as 2 | 3 | 4, sigmaReg, scaleOverride, tuneIters };
+  return { sigmaReg, scaleOverride, tuneIters };
 }
 
 /** ±1 signs of length `n` from `random`. */
@@ -392,5 +397,6 @@ export const quipSharp: Method = {
     "QuIP# (no fine-tuning): random Hadamard transforms + block LDLQ onto E8P12 (+ residual) codes",
   options: QUIP_SHARP_OPTIONS,
   unsupported,
+  checkOptions: (options) => void optionSettings(options),
   quantize: quantizeModel,
 };

@@ -126,16 +126,22 @@ export function quantizeIntMse(
 
 /** The clipping search `options` ask for, or undefined for plain RTN. */
 function mseSearch(options: Record<string, unknown>, format: FormatSpec): MseSearch | undefined {
+  const search = clipSearch(options);
+  if (search !== undefined && elementFormats.get(format.weights).kind !== "int") {
+    throw new RtnOptionsError(
+      `rtn clip: mse searches integer scales; format "${format.id}" is ${format.weights}`,
+    );
+  }
+  return search;
+}
+
+/** The clipping search the options ask for, whatever the format (undefined: plain RTN). */
+function clipSearch(options: Record<string, unknown>): MseSearch | undefined {
   const o = { ...RTN_OPTIONS, ...options };
   if (o.clip === "none") return undefined;
   if (o.clip !== "mse") {
     throw new RtnOptionsError(
       `rtn option clip must be "none" or "mse", got ${JSON.stringify(o.clip)}`,
-    );
-  }
-  if (elementFormats.get(format.weights).kind !== "int") {
-    throw new RtnOptionsError(
-      `rtn clip: mse searches integer scales; format "${format.id}" is ${format.weights}`,
     );
   }
   const search = { grid: Number(o.grid), maxshrink: Number(o.maxshrink), norm: Number(o.norm) };
@@ -154,6 +160,7 @@ export const rtn: Method = {
   description: "round-to-nearest into any integer or coded format (optional MSE clipping search)",
   options: RTN_OPTIONS,
   unsupported,
+  checkOptions: (options) => void clipSearch(options),
   quantize(model, format, options, ctx): Promise<LlamaModel> {
     // Options are checked before anything runs (a bad one throws at once).
     const search = mseSearch(options, format);

@@ -406,5 +406,6 @@ export const vptq: Method = {
     "GPTQ-style column feedback) into vptq-v<v>-k<k>-<r> formats",
   options: VPTQ_OPTIONS,
   unsupported,
+  checkOptions: (options) => void settingsOf(options),
   quantize: quantizeModel,
 };

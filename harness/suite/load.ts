@@ -729,6 +729,12 @@ class Normaliser {
       const { id: _id, method: _method, calibration, ...written } = fields;
       const owner = `method "${name}"`;
       const options = this.options(at, written, method.options, owner);
+      try {
+        method.checkOptions?.(options);
+      } catch (e) {
+        this.source.add(at, `${owner}: ${e instanceof Error ? e.message : String(e)}`);
+        continue;
+      }
       if (calibration !== undefined && !("calibration" in method.options)) {
         this.source.add([...at, "calibration"], `${owner} does not use calibration data`, "key");
       } else if (Array.isArray(calibration)) {

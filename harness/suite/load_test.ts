@@ -404,6 +404,23 @@ tasks: [{ task: perplexity, dataset: data/wiki.txt }]
     ],
   },
   {
+    name: "method option values the method cannot run with, at their method's line",
+    yaml: `name: t
+models: [{ id: mini, path: models/mini.bin }]
+methods:
+  - { method: gptq, device: tpu }
+  - { method: rtn, clip: max }
+  - { method: vptq, kmeans_mode: random }
+formats: [f32]
+tasks: [{ task: perplexity, dataset: data/wiki.txt }]
+`,
+    expected: [
+      `${F}:4:5: method "gptq": GPTQ's device must be one of cpu, webgpu, got "tpu" (at /methods/0)`,
+      `${F}:5:5: method "rtn": rtn option clip must be "none" or "mse", got "max" (at /methods/1)`,
+      `${F}:6:5: method "vptq": VPTQ kmeans_mode is "hessian" or "", got "random" (at /methods/2)`,
+    ],
+  },
+  {
     name: "unknown task option and an option of the wrong type",
     yaml: `name: t
 models: [{ id: mini, path: models/mini.bin }]
