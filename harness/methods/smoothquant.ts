@@ -89,10 +89,7 @@ async function quantizeModel(
   const reason = unsupported(format);
   if (reason !== undefined || element.kind === "float") throw new FormatSettingsError(reason);
   const o = { ...SMOOTHQUANT_OPTIONS, ...options };
-  const alpha = Number(o.alpha);
-  if (!(alpha >= 0 && alpha <= 1)) {
-    throw new FormatSettingsError(`SmoothQuant alpha must be in [0, 1], got ${o.alpha}`);
-  }
+  const alpha = alphaOf(o);
   const calibration = resolveCalibration("smoothquant", o.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
@@ -140,10 +137,20 @@ async function quantizeModel(
 }
 
 /** SmoothQuant: migrate activation outliers into the weights, then quantize both (W8A8). */
+/** The migration strength `alpha` of the options, in [0, 1]. */
+function alphaOf(options: Record<string, unknown>): number {
+  const alpha = Number({ ...SMOOTHQUANT_OPTIONS, ...options }.alpha);
+  if (!(alpha >= 0 && alpha <= 1)) {
+    throw new FormatSettingsError(`SmoothQuant alpha must be in [0, 1], got ${options.alpha}`);
+  }
+  return alpha;
+}
+
 export const smoothquant: Method = {
   name: "smoothquant",
   description: "SmoothQuant (activation smoothing folded into norms; W8A8 with activations:)",
   options: SMOOTHQUANT_OPTIONS,
   unsupported,
+  checkOptions: (options) => void alphaOf(options),
   quantize: quantizeModel,
 };

@@ -411,6 +411,7 @@ methods:
   - { method: gptq, device: tpu }
   - { method: rtn, clip: max }
   - { method: vptq, kmeans_mode: random }
+  - { method: smoothquant, alpha: 2 }
 formats: [f32]
 tasks: [{ task: perplexity, dataset: data/wiki.txt }]
 `,
@@ -418,6 +419,7 @@ tasks: [{ task: perplexity, dataset: data/wiki.txt }]
       `${F}:4:5: method "gptq": GPTQ's device must be one of cpu, webgpu, got "tpu" (at /methods/0)`,
       `${F}:5:5: method "rtn": rtn option clip must be "none" or "mse", got "max" (at /methods/1)`,
       `${F}:6:5: method "vptq": VPTQ kmeans_mode is "hessian" or "", got "random" (at /methods/2)`,
+      `${F}:7:5: method "smoothquant": SmoothQuant alpha must be in [0, 1], got 2 (at /methods/3)`,
     ],
   },
   {
