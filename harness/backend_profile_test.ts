@@ -10,6 +10,8 @@ import assert from "node:assert/strict";
 import { adapterUnavailable, getGpu } from "../kernels/webgpu/device.ts";
 import { webgpuBackend, WebGpuRunner } from "../kernels/webgpu/backend.ts";
 import { syntheticModel } from "./backend_conformance.ts";
+import { cpuBackend } from "../kernels/cpu/backend.ts";
+import type { LlamaModel, Matrix } from "../core/model.ts";
 
 const unavailable = await adapterUnavailable();
 const noTimestamps = unavailable === undefined && !(await getGpu()).timestamps;
@@ -40,9 +42,75 @@ Deno.test({
       const decode = await runner.profile([9], 6);
       assert.equal(count(decode, "attention"), layers);
       assert.equal(count(decode, "attention combine"), layers);
+      // Mixed formats and biases: q/k/v and gate/up stay separate matmuls.
+      assert.equal(count(decode, "qkv rope scatter"), 0);
+      assert.equal(count(decode, "rope"), 2 * layers);
       await assert.rejects(runner.profile([], 6), RangeError);
     } finally {
       runner.dispose();
+    }
+  },
+});
+
+/** The synthetic model with q/k/v and gate/up in one format each, no biases, no q/k norms. */
+function stackableModel(): LlamaModel {
+  const model = syntheticModel();
+  const dense = (m: Matrix, seed: number): Matrix => ({
+    kind: "dense",
+    rows: m.rows,
+    cols: m.cols,
+    data: Float32Array.from({ length: m.rows * m.cols }, (_, i) => 0.3 * Math.sin(0.37 * i + seed)),
+  });
+  const layers = model.weights.layers.map((l, i) => ({
+    ...l,
+    wq: dense(l.wq, 10 * i + 1),
+    wk: dense(l.wk, 10 * i + 2),
+    wv: dense(l.wv, 10 * i + 3),
+    w1: dense(l.w1, 10 * i + 4),
+    w3: dense(l.w3, 10 * i + 5),
+    bq: undefined,
+    bk: undefined,
+    bv: undefined,
+    qNorm: undefined,
+    kNorm: undefined,
+  }));
+  return { ...model, weights: { ...model.weights, layers } };
+}
+
+Deno.test({
+  name: "webgpu stacked q/k/v and gate/up: four matmuls a layer, logits as the CPU's",
+  ignore: unavailable !== undefined || noTimestamps,
+  async fn() {
+    const model = stackableModel();
+    const layers = model.config.nLayers;
+    const runner = await webgpuBackend.load(model);
+    const cpu = await cpuBackend.load(model);
+    assert.ok(runner instanceof WebGpuRunner);
+    try {
+      const tokens = [3, 4, 5, 6, 7, 8];
+      const prefill = await runner.profile(tokens, 0);
+      const count = (rows: typeof prefill, label: string) =>
+        rows.find((r) => r.label === label)?.count ?? 0;
+      const matmuls = (rows: typeof prefill) =>
+        rows.filter((r) => /^matmul \d+x\d+$/.test(r.label)).reduce((n, r) => n + r.count, 0);
+      for (const rows of [prefill, await runner.profile([9], 0)]) {
+        assert.equal(matmuls(rows), 4 * layers + 1);
+        assert.equal(count(rows, "qkv rope scatter"), layers);
+        assert.equal(count(rows, "rope"), 0);
+        assert.equal(count(rows, "swiglu"), layers);
+      }
+      // Prefill, then decode steps reading what the scatter cached.
+      const steps = [tokens, [9], [10], [11]];
+      let pos = 0;
+      for (const step of steps) {
+        const [got, want] = [await runner.forward(step, pos), await cpu.forward(step, pos)];
+        pos += step.length;
+        const worst = want.reduce((m, w, i) => Math.max(m, Math.abs(w - got[i]!)), 0);
+        assert.ok(worst < 1e-4, `logits differ by ${worst} at position ${pos}`);
+      }
+    } finally {
+      runner.dispose();
+      cpu.dispose();
     }
   },
 });

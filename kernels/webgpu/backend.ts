@@ -42,6 +42,7 @@ import {
 } from "./gemv_a8_wgsl.ts";
 import type { GemvTuning, PackedMatrix } from "./pack.ts";
 import { packMatrix } from "./pack_matrix.ts";
+import { stackRows } from "./stack_rows.ts";
 import { embedParts } from "./embed_wgsl.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 
@@ -221,6 +222,10 @@ interface BlockBuffers {
   att: GPUBuffer;
   gate: GPUBuffer;
   up: GPUBuffer;
+  /** Stacked q/k/v rows (`stack_rows.ts`), where a slice of them fits a storage binding. */
+  qkv?: GPUBuffer;
+  /** Stacked gate/up rows, likewise. */
+  gateUp?: GPUBuffer;
 }
 
 /** What {@linkcode compileBlock} lowers a layer's steps with. */
@@ -237,6 +242,8 @@ interface BlockTarget {
   values: GPUBuffer;
   /** A linear's weights packed for the device. */
   pack(name: LinearName): PackedMatrix;
+  /** Stacked weights packed for the device, or undefined where they would not run in their format. */
+  packStacked(m: Matrix): PackedMatrix | undefined;
   matmul(
     packed: PackedMatrix,
     input: GPUBuffer,
@@ -257,6 +264,56 @@ interface Slot {
   width: number;
   /** Cache rows: indexed by absolute position. */
   cache: boolean;
+}
+
+type LinearStep = Extract<BlockStep, { op: "linear" }>;
+
+/**
+ * Linears of a block computed as one matmul over their stacked rows (`stack_rows.ts`): q, k and
+ * v (then split, with RoPE, by `qkv_scatter_wgsl.ts`), and gate and up (then SwiGLU over both
+ * halves, `swiglu_pair_wgsl.ts`). Each plan names the steps it stands for. Only the plain Llama
+ * pattern fuses — no biases, no per-head norms, both halves rotated alike — and only where the
+ * matrices stack; anything else is compiled step by step.
+ */
+interface StackPlan {
+  kind: "qkv" | "gateUp";
+  linears: LinearStep[];
+  packed: PackedMatrix;
+  /** The steps the plan's dispatches replace. */
+  covers: Set<BlockStep>;
+}
+
+function planStacks(
+  steps: readonly BlockStep[],
+  layer: LayerWeights,
+  t: BlockTarget,
+): StackPlan[] {
+  const plans: StackPlan[] = [];
+  const producer = (value: BlockValue) =>
+    steps.find((s): s is LinearStep => s.op === "linear" && s.output === value);
+  const stack = (kind: StackPlan["kind"], linears: LinearStep[], extra: BlockStep[]) => {
+    if (linears.some((l) => l.bias !== undefined || l.input !== linears[0]!.input)) return;
+    const matrix = stackRows(linears.map((l) => layer[l.weight]));
+    const packed = matrix && t.packStacked(matrix);
+    if (packed) plans.push({ kind, linears, packed, covers: new Set([...linears, ...extra]) });
+  };
+  const attention = steps.find((s) => s.op === "attention");
+  if (attention?.op === "attention" && t.buffers.qkv) {
+    const linears = [attention.q, attention.k, attention.v].map(producer);
+    const ropes = steps.filter((s) => s.op === "rope");
+    const normed = steps.some((s) => s.op === "head_rmsnorm");
+    const rotated = ropes.length === 2 && ropes.some((r) => r.op === "rope" && r.value === "q") &&
+      ropes.some((r) => r.op === "rope" && r.value === "k");
+    if (linears.every((l) => l !== undefined) && rotated && !normed) {
+      stack("qkv", linears as LinearStep[], ropes);
+    }
+  }
+  const swiglu = steps.find((s) => s.op === "swiglu");
+  if (swiglu?.op === "swiglu" && t.buffers.gateUp) {
+    const linears = [producer(swiglu.gate), producer(swiglu.up)];
+    if (linears.every((l) => l !== undefined)) stack("gateUp", linears as LinearStep[], [swiglu]);
+  }
+  return plans;
 }
 
 /**
@@ -290,7 +347,46 @@ async function compileBlock(
   // Each linear input is quantized once, for its first consumer.
   let quantized: { value: BlockValue; input: GPUBuffer; xq?: QuantizedActivations } | undefined;
   const program: Dispatch[] = [];
+  const plans = planStacks(steps, layer, t);
+  const quantizeFor = async (value: BlockValue, packed: PackedMatrix) => {
+    if (quantized?.value === value) return quantized;
+    const q = await t.quantize(slot(value).buffer, packed.cols, packed);
+    program.push(...q.dispatches);
+    quantized = { value, input: q.input, xq: q.xq };
+    return quantized;
+  };
   for (const s of steps) {
+    const plan = plans.find((p) => p.covers.has(s));
+    if (plan !== undefined) {
+      // A stacked plan's dispatches go where its first linear stood; its other steps are done.
+      if (s !== plan.linears[0]) continue;
+      const input = await quantizeFor(s.input, plan.packed);
+      if (plan.kind === "qkv") {
+        const [qOut, kOut, vOut] = plan.linears.map((l) => l.output) as BlockValue[];
+        program.push(
+          ...await t.matmul(plan.packed, input.input, b.qkv!, { xq: input.xq }),
+          await k.qkvScatter(step, t.table, b.qkv!, { q: b.q, keys: t.keys, values: t.values }, {
+            nHeads: c.nHeads,
+            nKvHeads: c.nKvHeads,
+            headDim: c.headDim,
+            style: c.ropeStyle,
+          }),
+        );
+        slots.set(qOut!, { buffer: b.q, width: qDim, cache: false });
+        slots.set(kOut!, { buffer: t.keys, width: kvDim, cache: true });
+        slots.set(vOut!, { buffer: t.values, width: kvDim, cache: true });
+      } else {
+        const swiglu = [...plan.covers].find((x) => x.op === "swiglu")!;
+        program.push(
+          ...await t.matmul(plan.packed, input.input, b.gateUp!, { xq: input.xq }),
+          await k.swigluPair(step, b.gateUp!, b.gate, c.hiddenDim),
+        );
+        if (swiglu.op === "swiglu") {
+          slots.set(swiglu.output, { buffer: b.gate, width: c.hiddenDim, cache: false });
+        }
+      }
+      continue;
+    }
     switch (s.op) {
       case "rmsnorm": {
         const input = slot(s.input);
@@ -309,13 +405,7 @@ async function compileBlock(
       }
       case "linear": {
         const packed = t.pack(s.weight);
-        const input = slot(s.input);
-        if (quantized?.value !== s.input) {
-          const q = await t.quantize(input.buffer, packed.cols, packed);
-          program.push(...q.dispatches);
-          quantized = { value: s.input, input: q.input, xq: q.xq };
-        }
-        const xq = quantized.xq;
+        const { xq, input: source } = await quantizeFor(s.input, packed);
         const attention = readers(s.output).find((r) => r.op === "attention");
         const residual = readers(s.output).find((r) => r.op === "add");
         let out: Slot;
@@ -324,7 +414,7 @@ async function compileBlock(
         ) {
           out = { buffer: attention.k === s.output ? t.keys : t.values, width: kvDim, cache: true };
           program.push(
-            ...await t.matmul(packed, quantized.input, out.buffer, {
+            ...await t.matmul(packed, source, out.buffer, {
               outStride: kvDim,
               outPosStride: kvDim,
               xq,
@@ -339,7 +429,7 @@ async function compileBlock(
           }
           out = { buffer: b.x, width: c.dim, cache: false };
           program.push(
-            ...await t.matmul(packed, quantized.input, b.x, { accumulate: true, xq }),
+            ...await t.matmul(packed, source, b.x, { accumulate: true, xq }),
           );
         } else {
           const buffer = s.output === "q"
@@ -355,7 +445,7 @@ async function compileBlock(
             );
           }
           out = { buffer, width: packed.rows, cache: false };
-          program.push(...await t.matmul(packed, quantized.input, buffer, { xq }));
+          program.push(...await t.matmul(packed, source, buffer, { xq }));
         }
         if (s.bias !== undefined) {
           program.push(
@@ -534,6 +624,10 @@ export class WebGpuRunner implements ModelRunner {
     const gate = act(c.hiddenDim);
     const up = act(c.hiddenDim);
     const logits = act(c.vocabSize);
+    // Stacked projections (compileBlock) where a slice of their rows fits one binding.
+    const fits = (width: number) => slice * width * 4 <= maxBinding;
+    const qkv = fits(qDim + 2 * kvDim) ? act(qDim + 2 * kvDim) : undefined;
+    const gateUp = fits(2 * c.hiddenDim) ? act(2 * c.hiddenDim) : undefined;
     const table = k.storage(ropeTable(maxSeqLen, ropeInverseFrequencies(c)));
     const fallbacks: string[] = [];
     const fallbackFormats = new Set<string>();
@@ -582,10 +676,14 @@ export class WebGpuRunner implements ModelRunner {
           config: c,
           step,
           table,
-          buffers: { x, normed: xb, q, att, gate, up },
+          buffers: { x, normed: xb, q, att, gate, up, qkv, gateUp },
           keys: k.storage(maxSeqLen * kvDim * 4),
           values: k.storage(maxSeqLen * kvDim * 4),
           pack: (name) => pack(`layer ${l} ${name}`, layer[name]),
+          packStacked: (m) => {
+            const packed = packTuned(m, maxBinding, tuning);
+            return packed.fallback ? undefined : packed;
+          },
           matmul: mm,
           quantize,
         }),

@@ -42,6 +42,13 @@ import {
 } from "./prefill_attention_wgsl.ts";
 import { EMBED_WGSL } from "./embed_wgsl.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
+import {
+  QKV_SCATTER_WGSL,
+  qkvScatterParams,
+  type QkvScatterShape,
+  qkvScatterThreads,
+} from "./qkv_scatter_wgsl.ts";
+import { SWIGLU_PAIR_WGSL } from "./swiglu_pair_wgsl.ts";
 import { gemvA8RowsPerGroup, gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
 import {
   a8Supported,
@@ -390,6 +397,51 @@ export class Kernels {
       label: "swiglu",
       pipeline: () => pipe,
       bindGroup: this.#bind("uswr", [this.uniform([n]), { buffer: step, size: 16 }, gate, up]),
+      groups: (T) => linearGroups(T * n),
+    };
+  }
+
+  /**
+   * Splits stacked `[q | k | v]` rows into `q` and the KV cache at the rows' positions, with RoPE
+   * on the query and key heads (`qkv_scatter_wgsl.ts`).
+   */
+  async qkvScatter(
+    step: GPUBuffer,
+    table: GPUBuffer,
+    qkv: GPUBuffer,
+    out: { q: GPUBuffer; keys: GPUBuffer; values: GPUBuffer },
+    o: QkvScatterShape,
+  ): Promise<Dispatch> {
+    const params = qkvScatterParams(o);
+    const pipe = await this.pipeline("usrrwww", QKV_SCATTER_WGSL);
+    return {
+      label: "qkv rope scatter",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrrwww", [
+        this.uniform(params),
+        { buffer: step, size: 16 },
+        table,
+        qkv,
+        out.q,
+        out.keys,
+        out.values,
+      ]),
+      groups: (T) => linearGroups(qkvScatterThreads(o, T)),
+    };
+  }
+
+  /** `out = silu(gate)·up` over rows of stacked `[gate | up]` of `2n` (`swiglu_pair_wgsl.ts`). */
+  async swigluPair(
+    step: GPUBuffer,
+    gateUp: GPUBuffer,
+    out: GPUBuffer,
+    n: number,
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline("usrw", SWIGLU_PAIR_WGSL);
+    return {
+      label: "swiglu",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrw", [this.uniform([n]), { buffer: step, size: 16 }, gateUp, out]),
       groups: (T) => linearGroups(T * n),
     };
   }
