@@ -57,6 +57,8 @@ interface Case {
   nHeads: number;
   nKvHeads: number;
   headDim: number;
+  /** `[pos, T]` forward steps (default: a prefill of 21, a partial block, then one-token steps). */
+  steps?: number[][];
 }
 
 const CASES: Case[] = [
@@ -66,17 +68,25 @@ const CASES: Case[] = [
   { settings: { format: "int3", group: 8, residual: 0 }, nHeads: 2, nKvHeads: 1, headDim: 8 },
   { settings: { format: "fp8", group: 8, residual: 16 }, nHeads: 4, nKvHeads: 2, headDim: 8 },
   { settings: { format: "fp8_e5m2", group: 0, residual: 8 }, nHeads: 2, nKvHeads: 1, headDim: 8 },
+  // mini's heads with KIVI's defaults: one prefill past the residual window, then a decode step.
+  {
+    settings: { format: "int2", group: 32, residual: 128 },
+    nHeads: 8,
+    nKvHeads: 2,
+    headDim: 32,
+    steps: [[0, 160], [160, 1]],
+  },
 ];
 
-for (const { settings, nHeads, nKvHeads, headDim } of CASES) {
+for (const { settings, nHeads, nKvHeads, headDim, steps: given } of CASES) {
   Deno.test({
     name: `webgpu: quantized KV cache ${JSON.stringify(settings)} equals the CPU's`,
     ignore: unavailable !== undefined,
     async fn() {
-      const maxSeqLen = 48;
       // A prefill of 21 (a partial block), then one-token steps across block boundaries.
-      const steps = [[0, 21], ...Array.from({ length: 19 }, (_, i) => [21 + i, 1])];
-      const len = 40;
+      const steps = given ?? [[0, 21], ...Array.from({ length: 19 }, (_, i) => [21 + i, 1])];
+      const len = steps.reduce((end, [pos, T]) => Math.max(end, pos! + T!), 0);
+      const maxSeqLen = len + 8;
       const kvDim = nKvHeads * headDim;
       const qDim = nHeads * headDim;
       const bits = Number(/\d/.exec(settings.format)?.[0] ?? 8);
