@@ -21,6 +21,7 @@ import {
 } from "./gemm_wgsl.ts";
 import {
   ATTENTION_WGSL,
+  attentionShader,
   BIAS_WGSL,
   COPY_WGSL,
   HEADNORM_WGSL,
@@ -42,7 +43,6 @@ import {
 } from "./prefill_attention_wgsl.ts";
 import {
   kvKeySlots,
-  KvQuantError,
   kvQuantizeKeysShader,
   kvQuantizeValuesShader,
   type KvQuantLayout,
@@ -303,8 +303,7 @@ export class Kernels {
    * two dispatches), for more the prefill kernel's query tiles (`prefill_attention_wgsl.ts`), and
    * the one-workgroup-per-row kernel (`ATTENTION_WGSL`) where those do not apply. The dispatches
    * that do not apply to a `T` have no workgroups (and are skipped). With `kv`, a quantized KV
-   * cache (`kv_quant_wgsl.ts`) beside the float one, read as the CPU's view reads it; it needs
-   * the split and prefill kernels (a head size that is a multiple of 4, a key tile that fits).
+   * cache (`kv_quant_wgsl.ts`) beside the float one, read as the CPU's view reads it.
    */
   async attention(
     step: GPUBuffer,
@@ -319,19 +318,14 @@ export class Kernels {
       throw new RangeError(`Head size ${o.headDim} is not supported (even, at most 256)`);
     }
     const sig = kv ? "usrrrwrr" : "usrrrw";
-    const pipe = await this.pipeline("usrrrw", ATTENTION_WGSL);
+    const pipe = kv
+      ? await this.pipeline(sig, attentionShader(kv.layout))
+      : await this.pipeline("usrrrw", ATTENTION_WGSL);
     const tile = prefillKeyTile(
       o.headDim,
       this.device.limits.maxComputeWorkgroupStorageSize,
       kv !== undefined,
     );
-    if (kv && (tile === undefined || o.headDim % 4 !== 0)) {
-      throw new KvQuantError(
-        `A quantized KV cache needs a head size that is a multiple of 4 and a prefill key tile ` +
-          `within ${this.device.limits.maxComputeWorkgroupStorageSize} bytes of workgroup ` +
-          `memory; head size ${o.headDim} has none`,
-      );
-    }
     const prefill = tile === undefined
       ? undefined
       : await this.pipeline(sig, prefillAttentionShader(o.headDim, tile, kv?.layout));

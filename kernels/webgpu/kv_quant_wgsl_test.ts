@@ -68,6 +68,15 @@ const CASES: Case[] = [
   { settings: { format: "int3", group: 8, residual: 0 }, nHeads: 2, nKvHeads: 1, headDim: 8 },
   { settings: { format: "fp8", group: 8, residual: 16 }, nHeads: 4, nKvHeads: 2, headDim: 8 },
   { settings: { format: "fp8_e5m2", group: 0, residual: 8 }, nHeads: 2, nKvHeads: 1, headDim: 8 },
+  // Head size 128: where workgroup memory is 32 KiB (lavapipe), the quantized prefill tile does
+  // not fit and the one-workgroup-per-row kernel runs the prefill.
+  {
+    settings: { format: "int4", group: 32, residual: 32 },
+    nHeads: 2,
+    nKvHeads: 1,
+    headDim: 128,
+    steps: [[0, 40], [40, 1]],
+  },
   // mini's heads with KIVI's defaults: one prefill past the residual window, then a decode step.
   {
     settings: { format: "int2", group: 32, residual: 128 },
