@@ -102,7 +102,7 @@ export type ScaleDtype = "f16" | "bf16" | "f32";
 
 /** KV-cache settings of a format (`kv_cache: { format, group, residual }`). */
 export interface KvCacheSettings {
-  /** Element format of cached keys and values: `int8`, `int4`, `int3`, `int2`, `fp8`, `fp8_e5m2`. */
+  /** Element format of cached keys and values: `int8`, `int6`, `int4`, `int3`, `int2`, `fp8`, `fp8_e5m2`. */
   format: string;
   /**
    * Tokens per key group and channels per value group; 0 means one key group per block of

@@ -11,8 +11,9 @@
  * | RMSNorm, RoPE, SwiGLU                                      | 1e-6 |
  * | attention (GQA, KV cache, chunked softmax)                 | 1e-5 |
  * | stories260K logits, f32 and RTN int4-g32 / int8 weights    | 1e-3 |
-| matmul with run-time integer activations, every int layout | 1e-5 |
-| stories260K with run-time integer activations (W8A8 …)     | 5e-2 |
+ * | matmul with run-time integer activations, every int layout | 1e-5 |
+ * | stories260K with run-time integer activations (W8A8 …)     | 5e-2 |
+ * | stories260K with a quantized KV cache (KIVI int4, int2, FP8) | 1e-3 |
  * | a synthetic model with biases, q/k norms, RoPE scaling, mixed formats | 1e-4 |
  * | prefill then one-token decode steps vs one batched forward | 1e-4 |
  * | a suite's perplexities on this backend vs `cpu` (relative) | 1e-4 (W8A8: 1e-3) |
@@ -73,6 +74,8 @@ const INT_CASES: [number, number, boolean, ScaleDtype][] = [
   [4, 16, true, "f16"],
   [4, 64, true, "bf16"],
   [4, -1, true, "f16"],
+  [6, 32, true, "f16"],
+  [6, 0, false, "f16"],
   [3, 64, true, "f16"],
   [3, 0, false, "f16"],
   [2, 32, true, "f16"],
@@ -112,6 +115,9 @@ const ACTIVATION_CASES: [string, number, number, boolean, string][] = [
   ["int4-g16", 4, 16, true, "int8"],
   ["f32", 32, 0, true, "int8"],
   ["int8", 8, 0, true, "int4"],
+  ["int4-g32", 4, 32, true, "int4"],
+  ["int6-g32", 6, 32, true, "int6"],
+  ["int4-g32-asym", 4, 32, false, "int6"],
   ["int8", 8, 0, true, "fp8"],
   ["int4-g32", 4, 32, true, "fp8_e5m2"],
 ];
@@ -470,6 +476,39 @@ function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): 
     },
   });
   Deno.test({
+    name: `${backend.name}: stories260K with a quantized KV cache (KIVI int4, int2, fp8)`,
+    ignore: !haveStories || !backend.runtimeQuantization?.kvCache,
+    async fn() {
+      const base = await loadLlama2c(
+        sharedPath(...STORIES),
+        sharedPath("models", "stories260K", "tok512.bin"),
+      );
+      // Longer than the residual windows, so keys and values are quantized as they age; the
+      // prefill ends inside a key block and the decode steps cross block boundaries.
+      const tokens = [
+        base.tokenizer.bosId,
+        ...base.tokenizer.encode(
+          "Once upon a time, a little girl named Lily found a shiny key in the park. She took it home.",
+        ),
+      ].slice(0, maxSeqLen ?? 40);
+      const settings = [
+        { format: "int4", group: 4, residual: 8 },
+        { format: "int2", group: 0, residual: 8 },
+        { format: "fp8", group: 8, residual: 0 },
+      ];
+      for (const kvCache of settings) {
+        const model: LlamaModel = { ...base, runtime: { kvCache } };
+        const [batched, stepwise] = await batchedAndStepwise(backend, model, tokens, 11, maxSeqLen);
+        const label = JSON.stringify(kvCache);
+        // The codes are the CPU's on equal inputs (kernels/webgpu/kv_quant_wgsl_test.ts), but keys
+        // and values differ from the CPU's by float rounding, which moves a value near a rounding
+        // boundary to the neighbouring code (seen: 4e-4 at int8 without a residual window).
+        assertClose(batched, await cpuLogits(model, tokens), 1e-3, `${label} logits`);
+        assertClose(stepwise, batched, 1e-3, `${label} prefill + decode vs batched`);
+      }
+    },
+  });
+  Deno.test({
     name: `${backend.name}: synthetic model (biases, q/k norms, RoPE scaling, mixed formats)`,
     ignore,
     async fn() {
@@ -484,6 +523,7 @@ function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): 
 
 function registerSuite(backend: Backend, ignore: boolean): void {
   const intActivations = backend.runtimeQuantization?.activations.includes("int8") ?? false;
+  const kvCache = backend.runtimeQuantization?.kvCache ?? false;
   const haveData = !ignore && hasShared(...STORIES) &&
     hasShared("data", "text", "tinystories_sample.txt");
   Deno.test({
@@ -504,7 +544,11 @@ datasets:
 methods: [none, rtn]
 formats: [f32, { weights: int4, group: 32 }${
           intActivations ? ", { id: w8a8, weights: int8, activations: int8 }" : ""
-        }]
+        }${
+          // Residual 32 of context 64: keys and values are quantized as they age.
+          kvCache
+            ? ", { id: kv4, weights: int4, group: 32, kv_cache: { format: int4, group: 16, residual: 32 } }"
+            : ""}]
 backends: ${JSON.stringify([...new Set(["cpu", backend.name])])}
 tasks:
   - { task: perplexity, dataset: tiny, context: 64 }
@@ -526,7 +570,7 @@ exclude:
             .map((r) => ({ key: `${r.method}/${r.format}`, value: r.value, status: r.status }));
         const ref = ppl("cpu");
         const got = ppl(backend.name);
-        assert.equal(ref.length, intActivations ? 3 : 2, "CPU perplexities");
+        assert.equal(ref.length, 2 + Number(intActivations) + Number(kvCache), "CPU perplexities");
         assert.deepEqual(got.map((r) => r.key), ref.map((r) => r.key));
         for (const [i, r] of ref.entries()) {
           assert.equal(got[i]!.status, "ok", `${r.key} on ${backend.name}`);

@@ -115,9 +115,12 @@ export class InProcessEngine implements Engine {
       fallbacks: [...(runner.fallbackFormats ?? [])],
     };
     if (runner.copyBandwidth) {
-      // Both backends keep a float32 KV cache unless the model asks for a quantized one, and
-      // only WebGPU measures a copy, which runs float32 caches only.
-      this.#info.kvBytesPerPosition = config.nLayers * 2 * config.nKvHeads * config.headDim * 4;
+      // Only WebGPU measures a copy. A float32 KV cache holds each position's keys and values
+      // over all layers; a quantized one reads codes and sides for old positions and floats for
+      // the residual window, bytes the bound leaves out (such cells get none).
+      if (!model.runtime?.kvCache) {
+        this.#info.kvBytesPerPosition = config.nLayers * 2 * config.nKvHeads * config.headDim * 4;
+      }
       this.copyBandwidth = (bytes) => runner.copyBandwidth!(bytes);
     }
   }

@@ -56,6 +56,7 @@ async function meanNll(model: LlamaModel, ids: number[], context: number, window
 // a matrix's groups, so every group is a codeword (half precision) and the rest are low-bit.
 const EIGHT_BIT = ["int8", "q8_0", "mxint8", "fp8", "mxfp8", "f16", "bf16", "aqlm_1x16"];
 const MIDDLE = [
+  "int6",
   "q5_0",
   "q5_1",
   "q5_k",

@@ -222,7 +222,7 @@ export const INT_FORMAT: WeightFormat = {
   description: "integer codes + f16/bf16/f32 scales (and zero points) per channel, group or tensor",
   // Integer matrices are no rows of a codec; `int_test.ts` bounds their rounding.
   codecs: [],
-  elements: [intElement(8), intElement(4), intElement(3), intElement(2)],
+  elements: [intElement(8), intElement(6), intElement(4), intElement(3), intElement(2)],
   bounds: [],
   owns: (codec) => codec === "int",
   decodeRow: (m, r, out) => dequantizeRow(asInt("int", m), r, out),

@@ -36,6 +36,7 @@ type Element = { kind: "int"; bits: number } | { kind: "float"; minifloat: Minif
 
 const ELEMENTS: Readonly<Record<string, Element>> = {
   int8: { kind: "int", bits: 8 },
+  int6: { kind: "int", bits: 6 },
   int4: { kind: "int", bits: 4 },
   int3: { kind: "int", bits: 3 },
   int2: { kind: "int", bits: 2 },

@@ -27,6 +27,15 @@ Deno.test("activations: int8 per token as SmoothQuant's absmax (hand-computed)",
     Math.fround(-7 * s4),
     Math.fround(2 * s4),
   ]);
+  // int6: qmax 31, scale fround(2/31); 1 → 15.5 in float32 division → ties to even 16; 0.5 → 7.75
+  // → 8.
+  const s6 = Math.fround(2 / 31);
+  assert.equal(Math.fround(1 / s6), 15.5);
+  assert.deepEqual([...quantizeActivations(x.subarray(0, 3), 3, "int6")], [
+    Math.fround(16 * s6),
+    Math.fround(-31 * s6),
+    Math.fround(8 * s6),
+  ]);
 });
 
 Deno.test("activations: fp8 per token as vLLM's dynamic scale (hand-computed)", () => {

@@ -9,7 +9,9 @@
  * on the GPU: an embedding gather, every layer and an argmax per token, many tokens per submit,
  * reading back only the ids. Activations and the
  * KV cache are float32, so results match the CPU reference to float32 rounding; f16 is used
- * where it is exact (scales are stored as f16).
+ * where it is exact (scales are stored as f16). Run-time quantization as the model asks for it:
+ * per-token activations (`gemv_a8_wgsl.ts`) and a KIVI-quantized KV cache (`kv_quant_wgsl.ts`,
+ * codes and f16 sides beside the float cache, quantized on the GPU as positions age).
  *
  * Coded formats without a WGSL decoder, and integer matrices the kernels cannot take (e.g. a
  * group size that is not a power of two), are decoded to f32 on load; {@linkcode
@@ -32,8 +34,10 @@ import {
   encodeDispatches,
   Kernels,
   type QuantizedActivations,
+  type QuantizedKv,
   STEP_STRIDE,
 } from "./kernels.ts";
+import { kvKeyWords, kvQuantLayout, kvValueWords } from "./kv_quant_wgsl.ts";
 import {
   a8Supported,
   type ActivationElement,
@@ -47,7 +51,15 @@ import { embedParts } from "./embed_wgsl.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 
 /** Run-time activation formats the backend quantizes to (per token: integers or FP8). */
-const ACTIVATIONS: readonly string[] = ["int8", "int4", "int3", "int2", "fp8", "fp8_e5m2"];
+const ACTIVATIONS: readonly string[] = [
+  "int8",
+  "int6",
+  "int4",
+  "int3",
+  "int2",
+  "fp8",
+  "fp8_e5m2",
+];
 
 /**
  * How activations of a run-time `format` are quantized: integers to `±qmax` (`int<b>`:
@@ -240,6 +252,8 @@ interface BlockTarget {
   /** The layer's KV cache. */
   keys: GPUBuffer;
   values: GPUBuffer;
+  /** Its quantized copy, where the model asks for one (`model.runtime.kvCache`). */
+  kv?: QuantizedKv;
   /** A linear's weights packed for the device. */
   pack(name: LinearName): PackedMatrix;
   /** Stacked weights packed for the device, or undefined where they would not run in their format. */
@@ -485,12 +499,15 @@ async function compileBlock(
         if (!keys.cache || !values.cache) {
           throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
         }
+        // The step's keys and values are final here (projected, normed, roped): quantize what
+        // they make due before attention reads it.
+        if (t.kv) program.push(...await k.kvQuantize(step, keys.buffer, values.buffer, t.kv));
         program.push(
           ...await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, {
             nHeads: c.nHeads,
             nKvHeads: c.nKvHeads,
             headDim: c.headDim,
-          }),
+          }, t.kv),
         );
         slots.set(s.output, { buffer: b.att, width: qDim, cache: false });
         break;
@@ -667,6 +684,24 @@ export class WebGpuRunner implements ModelRunner {
       // FP8 activations have no integer codes: the float kernels read their values.
       return { dispatches: [d], input: xdBuffer, xq: spec.element === "int" ? xq : undefined };
     };
+    // A quantized KV cache (KIVI): codes and sides beside each layer's float cache.
+    const kvSettings = model.runtime?.kvCache;
+    const kvLayout = kvSettings && kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen);
+    const quantizedKv = (): QuantizedKv | undefined => {
+      if (!kvLayout) return undefined;
+      const words = Math.max(kvKeyWords(kvLayout), kvValueWords(kvLayout));
+      if (words * 4 > maxBinding) {
+        throw new RangeError(
+          `A quantized KV cache of ${maxSeqLen} positions × ${kvDim} exceeds the largest ` +
+            `storage binding`,
+        );
+      }
+      return {
+        layout: kvLayout,
+        keys: k.storage(kvKeyWords(kvLayout) * 4),
+        values: k.storage(kvValueWords(kvLayout) * 4),
+      };
+    };
     const program: Dispatch[] = [];
     const graph = modelGraph(w);
     for (const [l, layer] of w.layers.entries()) {
@@ -679,6 +714,7 @@ export class WebGpuRunner implements ModelRunner {
           buffers: { x, normed: xb, q, att, gate, up, qkv, gateUp },
           keys: k.storage(maxSeqLen * kvDim * 4),
           values: k.storage(maxSeqLen * kvDim * 4),
+          kv: quantizedKv(),
           pack: (name) => pack(`layer ${l} ${name}`, layer[name]),
           packStacked: (m) => {
             const packed = packTuned(m, maxBinding, tuning);
@@ -1134,18 +1170,18 @@ export function createWebGpuBackend(options: WebGpuBackendOptions = {}): Backend
   return {
     name: options.name ?? "webgpu",
     description:
-      "WGSL kernels on the WebGPU adapter (float32, or run-time integer or FP8 activations; float32 KV cache)",
+      "WGSL kernels on the WebGPU adapter (float32, or run-time integer or FP8 activations and a KIVI-quantized KV cache)",
     unavailable: adapterUnavailable,
-    runtimeQuantization: { activations: ACTIVATIONS, kvCache: false },
+    runtimeQuantization: { activations: ACTIVATIONS, kvCache: true },
     async load(model, loadOptions) {
       // The registry declares what run-time quantization runs here, so suites skip other cells
       // before they get here.
       const act = model.runtime?.activations;
-      if ((act !== undefined && !ACTIVATIONS.includes(act)) || model.runtime?.kvCache) {
+      if (act !== undefined && !ACTIVATIONS.includes(act)) {
         throw new WebGpuUnsupportedError(
           `The WebGPU backend quantizes activations to ${
             ACTIVATIONS.join(", ")
-          } and keeps a float32 KV cache; the model asks for ${JSON.stringify(model.runtime)}`,
+          }; the model asks for ${JSON.stringify(model.runtime)}`,
         );
       }
       const gpu = await getGpu();

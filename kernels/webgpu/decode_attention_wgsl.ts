@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { type KvQuantLayout, kvReadWgsl } from "./kv_quant_wgsl.ts";
 
 /** Cached positions per workgroup of the partial kernel (one per thread). */
 export const DECODE_SPLIT_KEYS = 64;
@@ -50,18 +51,35 @@ function checkHeadDim(headDim: number): void {
  * The partial kernel for a head size (a multiple of 4, at most 256). Bindings: 0 the `DP`
  * uniform, 1 `Step`, 2 queries, 3 the key cache, 4 the value cache (rows of `kvDim` by position),
  * 5 the partial results (`[head][split]` blocks of {@linkcode decodePartialFloats} floats).
- * Dispatch `(nSplits, nHeads, 1)`.
+ * Dispatch `(nSplits, nHeads, 1)`. With a quantized KV cache (`kv`, `kv_quant_wgsl.ts`), also 6
+ * and 7, its key and value buffers: positions the CPU's view reads quantized are dequantized.
  *
  * @example
  * ```ts
  * decodeAttentionShader(64).includes("@workgroup_size(64)"); // true
  * ```
  */
-export function decodeAttentionShader(headDim: number): string {
+export function decodeAttentionShader(headDim: number, kv?: KvQuantLayout): string {
   checkHeadDim(headDim);
   const D4 = headDim / 4;
   const K = DECODE_SPLIT_KEYS;
-  return `${PARAMS}
+  const keyDot = kv
+    ? `if (j < keysBefore(st.pos)) {
+      for (var i = 0u; i < ${D4}u; i++) { dot += qs[i] * kdq4(j, kvo + 4u * i); }
+    } else {
+      for (var i = 0u; i < ${D4}u; i++) { dot += qs[i] * kc[kb + i]; }
+    }`
+    : `for (var i = 0u; i < ${D4}u; i++) { dot += qs[i] * kc[kb + i]; }`;
+  const valueSum = kv
+    ? `let vB = valuesBefore(st.pos);
+    for (var jj = 0u; jj < n; jj++) {
+      let jv = j0 + jj;
+      var v: f32;
+      if (jv < vB) { v = vdq(jv, kvo + d); } else { v = vc[jv * p.kvDim + kvo + d]; }
+      acc += pr[jj] * v;
+    }`
+    : `for (var jj = 0u; jj < n; jj++) { acc += pr[jj] * vc[(j0 + jj) * p.kvDim + kvo + d]; }`;
+  return `${kv ? kvReadWgsl(kv) : ""}${PARAMS}
 ${STEP}
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> kc: array<vec4<f32>>;
@@ -87,7 +105,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   if (j < len) {
     let kb = (j * p.kvDim + kvo) / 4u;
     var dot = vec4<f32>(0.0);
-    for (var i = 0u; i < ${D4}u; i++) { dot += qs[i] * kc[kb + i]; }
+    ${keyDot}
     s = (dot.x + dot.y + dot.z + dot.w) * p.scale;
   }
   red[lid] = s;
@@ -111,7 +129,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let base = (h * p.nSplits + wg.x) * ${headDim + 2}u;
   for (var d = lid; d < ${headDim}u; d += ${K}u) {
     var acc = 0.0;
-    for (var jj = 0u; jj < n; jj++) { acc += pr[jj] * vc[(j0 + jj) * p.kvDim + kvo + d]; }
+    ${valueSum}
     part[base + 2u + d] = acc;
   }
   if (lid == 0u) {

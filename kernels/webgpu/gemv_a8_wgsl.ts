@@ -64,7 +64,7 @@ const FP8_FORMATS = { fp8: FP8_E4M3, fp8_e5m2: FP8_E5M2 } as const;
  * bit, for ties to even) to the f32 bit pattern before truncating the mantissa; subnormals are
  * multiples of the smallest subnormal, rounded with `round` (ties to even).
  */
-function fp8Fn(format: Minifloat): string {
+export function fp8Fn(format: Minifloat): string {
   const spec = { max: format.max, mantissa: format.mantissaBits, minExp: format.minExponent };
   const drop = 23 - spec.mantissa;
   const quantum = format.minSubnormal;

@@ -21,6 +21,7 @@ import {
 } from "./gemm_wgsl.ts";
 import {
   ATTENTION_WGSL,
+  attentionShader,
   BIAS_WGSL,
   COPY_WGSL,
   HEADNORM_WGSL,
@@ -40,6 +41,12 @@ import {
   prefillAttentionShader,
   prefillKeyTile,
 } from "./prefill_attention_wgsl.ts";
+import {
+  kvKeySlots,
+  kvQuantizeKeysShader,
+  kvQuantizeValuesShader,
+  type KvQuantLayout,
+} from "./kv_quant_wgsl.ts";
 import { EMBED_WGSL } from "./embed_wgsl.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
 import {
@@ -86,6 +93,13 @@ export interface QuantizedActivations {
   buffer: GPUBuffer;
   /** Activation codes per weight word: the weights' code width this packing serves. */
   per: number;
+}
+
+/** A layer's quantized KV cache: its layout and its key and value buffers (`kv_quant_wgsl.ts`). */
+export interface QuantizedKv {
+  layout: KvQuantLayout;
+  keys: GPUBuffer;
+  values: GPUBuffer;
 }
 
 /** The GPU buffers (or ranges of buffers) of one row part of a packed matrix. */
@@ -295,7 +309,8 @@ export class Kernels {
    * (decoding) split over blocks of cached positions and combined (`decode_attention_wgsl.ts`,
    * two dispatches), for more the prefill kernel's query tiles (`prefill_attention_wgsl.ts`), and
    * the one-workgroup-per-row kernel (`ATTENTION_WGSL`) where those do not apply. The dispatches
-   * that do not apply to a `T` have no workgroups (and are skipped).
+   * that do not apply to a `T` have no workgroups (and are skipped). With `kv`, a quantized KV
+   * cache (`kv_quant_wgsl.ts`) beside the float one, read as the CPU's view reads it.
    */
   async attention(
     step: GPUBuffer,
@@ -304,15 +319,23 @@ export class Kernels {
     values: GPUBuffer,
     out: GPUBuffer,
     o: { nHeads: number; nKvHeads: number; headDim: number },
+    kv?: QuantizedKv,
   ): Promise<Dispatch[]> {
     if (o.headDim > 256 || o.headDim % 2 !== 0) {
       throw new RangeError(`Head size ${o.headDim} is not supported (even, at most 256)`);
     }
-    const pipe = await this.pipeline("usrrrw", ATTENTION_WGSL);
-    const tile = prefillKeyTile(o.headDim, this.device.limits.maxComputeWorkgroupStorageSize);
+    const sig = kv ? "usrrrwrr" : "usrrrw";
+    const pipe = kv
+      ? await this.pipeline(sig, attentionShader(kv.layout))
+      : await this.pipeline("usrrrw", ATTENTION_WGSL);
+    const tile = prefillKeyTile(
+      o.headDim,
+      this.device.limits.maxComputeWorkgroupStorageSize,
+      kv !== undefined,
+    );
     const prefill = tile === undefined
       ? undefined
-      : await this.pipeline("usrrrw", prefillAttentionShader(o.headDim, tile));
+      : await this.pipeline(sig, prefillAttentionShader(o.headDim, tile, kv?.layout));
     const kvDim = o.nKvHeads * o.headDim;
     const scale = 1 / Math.sqrt(o.headDim);
     const params = [
@@ -324,17 +347,18 @@ export class Kernels {
       o.nHeads * o.headDim,
       o.headDim < 64 ? Math.floor(64 / o.headDim) : 1,
     ];
-    const group = this.#bind("usrrrw", [
+    const group = this.#bind(sig, [
       this.uniform(params, [4]),
       { buffer: step, size: 16 },
       q,
       keys,
       values,
       out,
+      ...(kv ? [kv.keys, kv.values] : []),
     ]);
     // Decoding: blocks over the whole cache, those past the position returning at once.
     const split = o.headDim % 4 === 0
-      ? await this.#decodeAttention(step, q, keys, values, out, o, kvDim, scale)
+      ? await this.#decodeAttention(step, q, keys, values, out, o, kvDim, scale, kv)
       : undefined;
     const main: Dispatch = {
       label: "attention",
@@ -367,6 +391,7 @@ export class Kernels {
     o: { nHeads: number; nKvHeads: number; headDim: number },
     kvDim: number,
     scale: number,
+    kv: QuantizedKv | undefined,
   ) {
     const blocks = Math.max(1, Math.ceil(Math.floor(keys.size / (4 * kvDim)) / DECODE_SPLIT_KEYS));
     const partial = this.storage(o.nHeads * blocks * decodePartialFloats(o.headDim) * 4);
@@ -376,18 +401,52 @@ export class Kernels {
     );
     return {
       blocks,
-      pipeline: await this.pipeline("usrrrw", decodeAttentionShader(o.headDim)),
+      pipeline: await this.pipeline(
+        kv ? "usrrrwrr" : "usrrrw",
+        decodeAttentionShader(o.headDim, kv?.layout),
+      ),
       combine: await this.pipeline("usrw", decodeCombineShader(o.headDim)),
-      bindGroup: this.#bind("usrrrw", [
+      bindGroup: this.#bind(kv ? "usrrrwrr" : "usrrrw", [
         uniform,
         { buffer: step, size: 16 },
         q,
         keys,
         values,
         partial,
+        ...(kv ? [kv.keys, kv.values] : []),
       ]),
       combineGroup: this.#bind("usrw", [uniform, { buffer: step, size: 16 }, partial, out]),
     };
+  }
+
+  /**
+   * Quantizes what a forward step makes due in a layer's KV cache (`kv_quant_wgsl.ts`): the key
+   * groups it completes and its positions' values, from the float caches `keys` and `values`
+   * (written and roped before these run) into `kv`'s buffers.
+   */
+  async kvQuantize(
+    step: GPUBuffer,
+    keys: GPUBuffer,
+    values: GPUBuffer,
+    kv: QuantizedKv,
+  ): Promise<Dispatch[]> {
+    const l = kv.layout;
+    const [keyPipe, valuePipe] = await Promise.all([
+      this.pipeline("srw", kvQuantizeKeysShader(l)),
+      this.pipeline("srw", kvQuantizeValuesShader(l)),
+    ]);
+    const stepBinding = { buffer: step, size: 16 };
+    return [{
+      label: "kv quantize keys",
+      pipeline: () => keyPipe,
+      bindGroup: this.#bind("srw", [stepBinding, keys, kv.keys]),
+      groups: (T) => linearGroups(kvKeySlots(l, T) * l.rowWords),
+    }, {
+      label: "kv quantize values",
+      pipeline: () => valuePipe,
+      bindGroup: this.#bind("srw", [stepBinding, values, kv.values]),
+      groups: (T) => linearGroups(T * l.rowWords),
+    }];
   }
 
   /** In place `gate = silu(gate)·up` over rows of `n`. */

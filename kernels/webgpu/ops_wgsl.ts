@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { type KvQuantLayout, kvReadWgsl } from "./kv_quant_wgsl.ts";
 
 const STEP = `struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(1) var<uniform> st: Step;`;
@@ -81,9 +82,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
  * (max-rescaled sums), so any context length fits in fixed workgroup memory. Scores take one
  * thread per key; the weighted sum of values one thread per output element, where heads narrower
  * than 64 split the keys among `kg = 64 / headDim` groups of threads and add the groups' partial
- * sums at the end. `headDim ≤ 256`.
+ * sums at the end. `headDim ≤ 256`. With a quantized KV cache (`kv`, `kv_quant_wgsl.ts`: bindings
+ * 6 and 7), each row reads the positions the CPU's view reads quantized from the codes: the
+ * prefill rows the tiled kernel cannot take (its key tile does not fit workgroup memory).
  */
-export const ATTENTION_WGSL = `
+export function attentionShader(kv?: KvQuantLayout): string {
+  const keyDot = kv
+    ? `if (j < keysBefore(st.pos + t)) {
+        for (var d = 0u; d < p.headDim; d++) { dot += qs[d] * kdq(j, kvo + d); }
+      } else {
+        for (var d = 0u; d < p.headDim; d++) { dot += qs[d] * kc[kb + d]; }
+      }`
+    : `for (var d = 0u; d < p.headDim; d++) { dot += qs[d] * kc[kb + d]; }`;
+  const value = kv
+    ? `select(vc[vb + d], vdq(j0 + jj, kvo + d), j0 + jj < valuesBefore(st.pos + t))`
+    : `vc[vb + d]`;
+  return `${kv ? kvReadWgsl(kv) : ""}
 struct AP { nHeads: u32, nKvHeads: u32, headDim: u32, kvDim: u32,
             scale: f32, qStride: u32, kg: u32, b: u32 }
 @group(0) @binding(0) var<uniform> p: AP;
@@ -119,7 +133,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     if (j < len) {
       var dot = 0.0;
       let kb = j * p.kvDim + kvo;
-      for (var d = 0u; d < p.headDim; d++) { dot += qs[d] * kc[kb + d]; }
+      ${keyDot}
       s = dot * p.scale;
     }
     sc[lid] = s;
@@ -139,7 +153,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       let vb = (j0 + jj) * p.kvDim + kvo;
       for (var k = 0u; k < 4u; k++) {
         let d = d0 + 64u * k;
-        if (d < p.headDim) { acc[k] += pj * vc[vb + d]; }
+        if (d < p.headDim) { acc[k] += pj * ${value}; }
       }
     }
     workgroupBarrier();
@@ -165,6 +179,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   }
 }
 `;
+}
+
+/** The attention kernel over a float32 KV cache ({@linkcode attentionShader}). */
+export const ATTENTION_WGSL: string = attentionShader();
 
 /** In place `gate = silu(gate) · up` over `T` rows of `n`. */
 export const SWIGLU_WGSL = `

@@ -41,4 +41,7 @@ Deno.test("prefill attention: the longest key tile that fits, none for odd head 
   assert.equal(prefillKeyTile(256, 16384), undefined);
   assert.equal(prefillKeyTile(6, 1 << 20), undefined);
   assert.equal(prefillAttentionBytes(64, 32), 29824);
+  // A quantized KV cache stages dequantized keys and values too.
+  assert.equal(prefillKeyTile(64, 32768, true), 16);
+  assert.equal(prefillKeyTile(128, 32768, true), undefined);
 });

@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { type KvQuantLayout, kvReadWgsl } from "./kv_quant_wgsl.ts";
 
 /** Query rows per workgroup. */
 export const PREFILL_QUERIES = 32;
@@ -27,10 +28,14 @@ const LANES = 8;
 /** Key tile lengths tried, longest first. */
 const KEY_TILES = [32, 16, 8] as const;
 
-/** Workgroup memory of the kernel for a head size and key tile, in bytes. */
-export function prefillAttentionBytes(headDim: number, keys: number): number {
+/**
+ * Workgroup memory of the kernel for a head size and key tile, in bytes; a quantized KV cache
+ * stages each tile's dequantized keys and values beside the float ones.
+ */
+export function prefillAttentionBytes(headDim: number, keys: number, quantized = false): number {
   const D4 = headDim / 4;
-  return 16 * (PREFILL_QUERIES * (D4 + 1) + keys * (D4 + 1) + keys * D4) +
+  const tile = keys * (D4 + 1) + keys * D4;
+  return 16 * (PREFILL_QUERIES * (D4 + 1) + (quantized ? 2 : 1) * tile) +
     4 * PREFILL_QUERIES * (keys + 1);
 }
 
@@ -39,16 +44,27 @@ export function prefillAttentionBytes(headDim: number, keys: number): number {
  * that fits), or undefined where the prefill kernel does not apply (head size not a multiple of
  * 4, or nothing fits): the decode kernel then runs every row.
  */
-export function prefillKeyTile(headDim: number, maxBytes: number): number | undefined {
+export function prefillKeyTile(
+  headDim: number,
+  maxBytes: number,
+  quantized = false,
+): number | undefined {
   if (!(Number.isInteger(headDim) && headDim > 0 && headDim % 4 === 0)) return undefined;
-  return KEY_TILES.find((keys) => prefillAttentionBytes(headDim, keys) <= maxBytes);
+  return KEY_TILES.find((keys) => prefillAttentionBytes(headDim, keys, quantized) <= maxBytes);
 }
 
 /**
  * The kernel for a head size (a multiple of 4) and key tile (a multiple of 8). Dispatch
- * `(ceil(T / 32), nHeads, 1)` workgroups; query row `t` sits at position `st.pos + t`.
+ * `(ceil(T / 32), nHeads, 1)` workgroups; query row `t` sits at position `st.pos + t`. With a
+ * quantized KV cache (`kv`, `kv_quant_wgsl.ts`: bindings 6 and 7), a tile stages both the float
+ * and the dequantized keys and values its rows need, and each row takes, per position, the one
+ * the CPU's view gives a query at its position.
  */
-export function prefillAttentionShader(headDim: number, keys: number): string {
+export function prefillAttentionShader(
+  headDim: number,
+  keys: number,
+  kv?: KvQuantLayout,
+): string {
   const D4 = headDim / 4;
   const QS = D4 + 1;
   const KS = D4 + 1;
@@ -61,14 +77,29 @@ export function prefillAttentionShader(headDim: number, keys: number): string {
     ...mine.map((u) => `    var s${u} = 0.0;`),
     `    for (var d = 0u; d < ${D4}u; d++) {`,
     `      let qv = qs[i * ${QS}u + d];`,
-    ...mine.map((u) => `      s${u} += dot(qv, ks[(lane + ${LANES * u}u) * ${KS}u + d]);`),
+    ...mine.map((u) => {
+      const at = `(lane + ${LANES * u}u) * ${KS}u + d`;
+      const key = kv
+        ? `select(ks[${at}], ksq[${at}], kv0 + lane + ${LANES * u}u < kBr)`
+        : `ks[${at}]`;
+      return `      s${u} += dot(qv, ${key});`;
+    }),
     `    }`,
     ...mine.map((u) =>
       `    ss[i * ${SS}u + lane + ${LANES * u}u] = ` +
       `select(-3.0e38, s${u}, kv0 + lane + ${LANES * u}u <= own);`
     ),
   ].join("\n");
-  return `
+  const value = kv
+    ? `select(vs[j * ${D4}u + d], vsq[j * ${D4}u + d], kv0 + j < vBr)`
+    : `vs[j * ${D4}u + d]`;
+  const stageQuantized = kv
+    ? `
+        let c = (kvo + d) * 4u;
+        if (kv0 + j < kBt) { kqv = kdq4(kv0 + j, c); }
+        if (kv0 + j < vBt) { vqv = vdq4(kv0 + j, c); }`
+    : "";
+  return `${kv ? kvReadWgsl(kv) : ""}
 struct AP { nHeads: u32, nKvHeads: u32, headDim: u32, kvDim: u32,
             scale: f32, qStride: u32, kg: u32, b: u32 }
 struct Step { T: u32, pos: u32, a: u32, b: u32 }
@@ -81,7 +112,13 @@ struct Step { T: u32, pos: u32, a: u32, b: u32 }
 var<workgroup> qs: array<vec4<f32>, ${PREFILL_QUERIES * QS}>;
 var<workgroup> ks: array<vec4<f32>, ${keys * KS}>;
 var<workgroup> vs: array<vec4<f32>, ${keys * D4}>;
-var<workgroup> ss: array<f32, ${PREFILL_QUERIES * SS}>;
+var<workgroup> ss: array<f32, ${PREFILL_QUERIES * SS}>;${
+    kv
+      ? `
+var<workgroup> ksq: array<vec4<f32>, ${keys * KS}>;
+var<workgroup> vsq: array<vec4<f32>, ${keys * D4}>;`
+      : ""
+  }
 
 @compute @workgroup_size(${threads})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -102,7 +139,16 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     qs[r * ${QS}u + d] = v;
   }
   // Keys this query tile needs: up to its last row's position.
-  let kvEnd = st.pos + min(tBase + ${PREFILL_QUERIES}u, st.T);
+  let kvEnd = st.pos + min(tBase + ${PREFILL_QUERIES}u, st.T);${
+    kv
+      ? `
+  // Positions read quantized: by this row, and by the tile's last row (the most).
+  let kBr = keysBefore(own);
+  let vBr = valuesBefore(own);
+  let kBt = keysBefore(kvEnd - 1u);
+  let vBt = valuesBefore(kvEnd - 1u);`
+      : ""
+  }
   var m = -3.0e38;
   var l = 0.0;
   var acc: array<vec4<f32>, ${NV}>;
@@ -111,14 +157,26 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       let j = idx / ${D4}u;
       let d = idx % ${D4}u;
       var kv = vec4<f32>(0.0);
-      var vv = vec4<f32>(0.0);
+      var vv = vec4<f32>(0.0);${
+    kv
+      ? `
+      var kqv = vec4<f32>(0.0);
+      var vqv = vec4<f32>(0.0);`
+      : ""
+  }
       if (kv0 + j < kvEnd) {
         let g = (kv0 + j) * kv4 + kvo + d;
         kv = kc[g];
-        vv = vc[g];
+        vv = vc[g];${stageQuantized}
       }
       ks[j * ${KS}u + d] = kv;
-      vs[j * ${D4}u + d] = vv;
+      vs[j * ${D4}u + d] = vv;${
+    kv
+      ? `
+      ksq[j * ${KS}u + d] = kqv;
+      vsq[j * ${D4}u + d] = vqv;`
+      : ""
+  }
     }
     workgroupBarrier();
 ${scores}
@@ -142,7 +200,7 @@ ${scores}
       l += pj;
       for (var v = 0u; v < ${NV}u; v++) {
         let d = lane + ${LANES}u * v;
-        if (d < ${D4}u) { acc[v] += pj * vs[j * ${D4}u + d]; }
+        if (d < ${D4}u) { acc[v] += pj * ${value}; }
       }
     }
     workgroupBarrier();
