@@ -27,8 +27,12 @@
  *    are final (no update after the last beam search); `null` (the reference's default) runs
  *    every epoch.
  *
- * The codebooks and scales are stored as halves once a linear is done. The reference's
- * block-wise fine-tuning pass (`finetune_groupwise`) is not run here yet.
+ * The codebooks and scales are stored as halves once a linear is done, or, with `finetune`, once
+ * the block is fine-tuned (`aqlm_finetune.ts`: the reference's `finetune_groupwise`, after every
+ * linear of a block is quantized and before the windows go on to the next block; its options are
+ * the reference's `finetune_*` with its defaults). The reference always runs that pass
+ * (`finetune_max_epochs` 5); here it is off unless `finetune: true`, so that suites written before
+ * it keep their numbers.
  *
  * @module
  */
@@ -55,6 +59,12 @@ import { calibrationWindows, MemoryMeter, resolveCalibration } from "./calibrati
 import { decodeMatrix } from "./gptq.ts";
 import { quantizeLayers } from "./sequential.ts";
 import { withRuntime } from "./runtime.ts";
+import {
+  AqlmBlock,
+  aqlmFinetune,
+  type AqlmFinetuneSettings,
+  type AqlmFloatParts,
+} from "./aqlm_finetune.ts";
 
 /**
  * Options and their defaults: the reference's `main.py` arguments (the scheme comes from the
@@ -69,6 +79,12 @@ export const AQLM_OPTIONS = {
   relative_mse_tolerance: null as number | null,
   init_max_iter: 100,
   true_sequential: false,
+  finetune: false,
+  finetune_max_epochs: 5,
+  finetune_lr: 1e-5,
+  finetune_batch_size: 1,
+  finetune_adam_beta1: 0.9,
+  finetune_adam_beta2: 0.95,
 };
 
 /** Thrown for AQLM options out of range. */
@@ -90,6 +106,8 @@ export interface AqlmSettings {
 /** The result of quantizing one linear. */
 export interface AqlmResult {
   matrix: Matrix;
+  /** Its parts before the codebooks and scales are rounded to halves. */
+  parts: AqlmFloatParts;
   /** `L` at each epoch's first Adam step, and after the last epoch. */
   losses: number[];
   /** Epochs run (beam searches done). */
@@ -407,15 +425,15 @@ export function aqlmQuantize(
     epochs++;
   }
   if (losses.length === epochs) losses.push(linear.loss());
-  const matrix = buildAqlmMatrix({
+  const parts = {
     scheme,
     rows,
     cols,
     codes: linear.codes,
     codebooks: linear.codebooks,
     scales: linear.scales,
-  });
-  return { matrix, losses, epochs };
+  };
+  return { matrix: buildAqlmMatrix(parts), parts, losses, epochs };
 }
 
 /** The AQLM scheme a suite format stores, or why it is none. */
@@ -432,7 +450,9 @@ function schemeOf(format: FormatSpec): AqlmScheme | string {
       `${format.weights}`;
 }
 
-function settingsOf(options: Record<string, unknown>): AqlmSettings {
+function settingsOf(
+  options: Record<string, unknown>,
+): AqlmSettings & { finetune?: AqlmFinetuneSettings } {
   const o = { ...AQLM_OPTIONS, ...options };
   const int = (name: keyof typeof AQLM_OPTIONS, min: number) => {
     const v = o[name];
@@ -447,12 +467,34 @@ function settingsOf(options: Record<string, unknown>): AqlmSettings {
       `AQLM option relative_mse_tolerance must be null or in [0, 1), got ${tol}`,
     );
   }
-  if (!(typeof o.lr === "number" && o.lr > 0)) {
-    throw new AqlmOptionsError(`AQLM option lr must be positive, got ${o.lr}`);
+  const positive = (name: "lr" | "finetune_lr") => {
+    const v = o[name];
+    if (!(typeof v === "number" && v > 0)) {
+      throw new AqlmOptionsError(`AQLM option ${name} must be positive, got ${v}`);
+    }
+    return v;
+  };
+  const beta = (name: "finetune_adam_beta1" | "finetune_adam_beta2") => {
+    const v = o[name];
+    if (!(typeof v === "number" && v >= 0 && v < 1)) {
+      throw new AqlmOptionsError(`AQLM option ${name} must be in [0, 1), got ${v}`);
+    }
+    return v;
+  };
+  if (typeof o.finetune !== "boolean") {
+    throw new AqlmOptionsError(`AQLM option finetune must be true or false, got ${o.finetune}`);
   }
+  const finetune = {
+    maxEpochs: int("finetune_max_epochs", 0),
+    lr: positive("finetune_lr"),
+    batchSize: int("finetune_batch_size", 1),
+    beta1: beta("finetune_adam_beta1"),
+    beta2: beta("finetune_adam_beta2"),
+  };
   return {
+    ...(o.finetune && { finetune }),
     beamSize: int("beam_size", 1),
-    lr: o.lr,
+    lr: positive("lr"),
     maxEpochs: int("max_epochs", 0),
     stepsPerEpoch: int("steps_per_epoch", 1),
     relativeMseTolerance: tol,
@@ -496,6 +538,9 @@ async function quantizeModel(
   const calibration = resolveCalibration("aqlm", options.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
+  // The float parts of the current layer's linears, for fine-tuning.
+  const parts: Partial<Record<LinearName, AqlmFloatParts>> = {};
+  const finetune = settings.finetune;
   const layers = await quantizeLayers(
     model,
     {
@@ -508,7 +553,7 @@ async function quantizeModel(
         for (const name of names) {
           const m = original[name];
           const random = seededRandom(ctx.seed, `aqlm/${index}/${name}`);
-          quantized[name] = aqlmQuantize(
+          const result = aqlmQuantize(
             decodeMatrix(m),
             xtx,
             m.rows,
@@ -516,11 +561,28 @@ async function quantizeModel(
             scheme,
             settings,
             random,
-          ).matrix;
+          );
+          quantized[name] = result.matrix;
+          if (finetune) parts[name] = result.parts;
         }
         meter.release(held);
         return quantized;
       },
+      ...(finetune && {
+        finishLayer(weights, { inputs, targets }, { index }) {
+          const block = new AqlmBlock(
+            model.config,
+            weights,
+            parts as Record<LinearName, AqlmFloatParts>,
+          );
+          const random = seededRandom(ctx.seed, `aqlm/${index}/finetune`);
+          aqlmFinetune(block, inputs, targets, finetune, random, (epoch, loss) =>
+            console.error(
+              `aqlm: layer ${index} fine-tuning epoch ${epoch}: block MSE ${loss.toExponential(4)}`,
+            ));
+          return block.weights();
+        },
+      }),
     },
     windows,
     meter,
