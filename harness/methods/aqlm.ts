@@ -55,7 +55,7 @@ import {
 } from "../../kernels/formats/aqlm.ts";
 import { aqlmInit } from "../../kernels/formats/aqlm_kmeans.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
-import { calibrationWindows, MemoryMeter, resolveCalibration } from "./calibration.ts";
+import { calibrationWindows, embed, MemoryMeter, resolveCalibration } from "./calibration.ts";
 import { decodeMatrix } from "./gptq.ts";
 import { quantizeLayers } from "./sequential.ts";
 import { withRuntime } from "./runtime.ts";
@@ -85,6 +85,8 @@ export const AQLM_OPTIONS = {
   finetune_batch_size: 1,
   finetune_adam_beta1: 0.9,
   finetune_adam_beta2: 0.95,
+  finetune_early_stop: 3,
+  val_size: 0,
 };
 
 /** Thrown for AQLM options out of range. */
@@ -452,7 +454,7 @@ function schemeOf(format: FormatSpec): AqlmScheme | string {
 
 function settingsOf(
   options: Record<string, unknown>,
-): AqlmSettings & { finetune?: AqlmFinetuneSettings } {
+): AqlmSettings & { valSize: number; finetune?: AqlmFinetuneSettings & { earlyStop: number } } {
   const o = { ...AQLM_OPTIONS, ...options };
   const int = (name: keyof typeof AQLM_OPTIONS, min: number) => {
     const v = o[name];
@@ -490,6 +492,7 @@ function settingsOf(
     batchSize: int("finetune_batch_size", 1),
     beta1: beta("finetune_adam_beta1"),
     beta2: beta("finetune_adam_beta2"),
+    earlyStop: int("finetune_early_stop", 1),
   };
   return {
     ...(o.finetune && { finetune }),
@@ -499,6 +502,31 @@ function settingsOf(
     stepsPerEpoch: int("steps_per_epoch", 1),
     relativeMseTolerance: tol,
     initMaxIter: int("init_max_iter", 1),
+    valSize: int("val_size", 0),
+  };
+}
+
+/**
+ * The calibration windows split as the reference's `val_size` does: `size` drawn at random are
+ * held out (quantized through, never trained on); the others keep their order.
+ */
+function heldOut(
+  windows: number[][],
+  size: number,
+  seed: number,
+): { train: number[][]; valid: number[][] } {
+  if (size === 0) return { train: windows, valid: [] };
+  if (size >= windows.length) {
+    throw new AqlmOptionsError(
+      `AQLM option val_size ${size} leaves none of the ${windows.length} calibration windows`,
+    );
+  }
+  const held = new Set(
+    shuffledIndices(windows.length, seededRandom(seed, "aqlm/val_size")).slice(0, size),
+  );
+  return {
+    train: windows.filter((_, i) => !held.has(i)),
+    valid: windows.filter((_, i) => held.has(i)),
   };
 }
 
@@ -536,11 +564,18 @@ async function quantizeModel(
   if (typeof scheme === "string") throw new AqlmOptionsError(scheme);
   const settings = settingsOf(options);
   const calibration = resolveCalibration("aqlm", options.calibration, ctx, model.config.maxSeqLen);
-  const windows = await calibrationWindows(model, calibration, ctx.seed);
+  const { train, valid } = heldOut(
+    await calibrationWindows(model, calibration, ctx.seed),
+    settings.valSize,
+    ctx.seed,
+  );
   const meter = new MemoryMeter();
   // The float parts of the current layer's linears, for fine-tuning.
   const parts: Partial<Record<LinearName, AqlmFloatParts>> = {};
   const finetune = settings.finetune;
+  // The held-out windows' hidden states at the current layer's input.
+  let validHidden = embed(model, valid);
+  meter.hold(validHidden);
   const layers = await quantizeLayers(
     model,
     {
@@ -569,22 +604,42 @@ async function quantizeModel(
         return quantized;
       },
       ...(finetune && {
-        finishLayer(weights, { inputs, targets }, { index }) {
+        finishLayer(weights, { inputs, targets }, { index, original, block: run }) {
           const block = new AqlmBlock(
             model.config,
             weights,
             parts as Record<LinearName, AqlmFloatParts>,
           );
           const random = seededRandom(ctx.seed, `aqlm/${index}/finetune`);
-          aqlmFinetune(block, inputs, targets, finetune, random, (epoch, loss) =>
-            console.error(
-              `aqlm: layer ${index} fine-tuning epoch ${epoch}: block MSE ${loss.toExponential(4)}`,
-            ));
-          return block.weights();
+          // The held-out windows' reference: the float block (the reference's `val_outs`).
+          const validation = valid.length > 0
+            ? {
+              inputs: validHidden,
+              targets: validHidden.map((x) => run.forward(original, x)),
+              earlyStop: finetune.earlyStop,
+            }
+            : undefined;
+          const mse = (v: number) => v.toExponential(4);
+          aqlmFinetune(
+            block,
+            inputs,
+            targets,
+            finetune,
+            random,
+            (epoch, train, held) =>
+              console.error(
+                `aqlm: layer ${index} fine-tuning epoch ${epoch}: block MSE ${mse(train)}` +
+                  (held === undefined ? "" : `, held-out ${mse(held)}`),
+              ),
+            validation,
+          );
+          const finished = block.weights();
+          validHidden = validHidden.map((x) => run.forward(finished, x));
+          return finished;
         },
       }),
     },
-    windows,
+    train,
     meter,
   );
   ctx.record?.({ quantize_peak_bytes: meter.peak });

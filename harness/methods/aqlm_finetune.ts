@@ -13,9 +13,11 @@
  * walked cyclically (its `iterate_minibatches`: the last batch may be short); an epoch is
  * `⌊windows / batch⌋` batches, one Adam step each (`torch.optim.Adam`: betas
  * `finetune_adam_beta1`, `finetune_adam_beta2`, ε 1e-8, no weight decay), for
- * `finetune_max_epochs` epochs. The reference's validation split (`val_size`, default 0) with its
- * early stop and best-parameter restore is not run here: at its default every epoch runs and the
- * last parameters are kept, as here.
+ * `finetune_max_epochs` epochs. With held-out windows (the reference's `val_size`, default none:
+ * windows drawn out of the calibration set, quantized through but never trained on), their loss
+ * (the mean of `⌊held-out / batch⌋` batch losses, batches walked as the training ones) is
+ * measured before training and after each epoch; training stops after `finetune_early_stop`
+ * epochs in a row without a new best, and the parameters of the best are restored.
  *
  * @module
  */
@@ -39,6 +41,22 @@ export interface AqlmFinetuneSettings {
   batchSize: number;
   beta1: number;
   beta2: number;
+}
+
+/** Held-out windows: the block's inputs and reference outputs on them, and the early stop. */
+export interface AqlmValidation {
+  inputs: readonly Float32Array[];
+  targets: readonly Float32Array[];
+  /** Epochs in a row without a new best held-out loss that stop the training. */
+  earlyStop: number;
+}
+
+/** The losses of a fine-tuning run. */
+export interface AqlmFinetuneLosses {
+  /** Each epoch's mean batch loss on the training windows. */
+  train: number[];
+  /** With held-out windows: their loss before training, then after each epoch. */
+  valid: number[];
 }
 
 /** Thrown when fine-tuning cannot run as asked or diverges. */
@@ -200,10 +218,21 @@ export class AqlmBlock {
   }
 }
 
+/** Batches of `size` of `n` windows along one random order, walked cyclically (the last may be short). */
+function batchCycle(n: number, size: number, random: () => number): () => number[] {
+  const order = shuffledIndices(n, random);
+  let cursor = 0;
+  return () => {
+    const batch = order.slice(cursor, cursor + size);
+    cursor += size;
+    if (cursor >= n) cursor = 0;
+    return batch;
+  };
+}
+
 /**
  * Fine-tunes `block` on `inputs` towards `targets` (one per window) as the module notes say;
- * `random` draws the windows' order, `log` hears each epoch's mean batch loss. Returns those
- * losses.
+ * `random` draws the windows' orders, `log` hears each epoch's losses.
  */
 export function aqlmFinetune(
   block: AqlmBlock,
@@ -211,22 +240,29 @@ export function aqlmFinetune(
   targets: readonly Float32Array[],
   settings: AqlmFinetuneSettings,
   random: () => number,
-  log?: (epoch: number, loss: number) => void,
-): number[] {
+  log?: (epoch: number, train: number, valid?: number) => void,
+  validation?: AqlmValidation,
+): AqlmFinetuneLosses {
   const { batchSize } = settings;
-  if (batchSize > inputs.length) {
-    throw new AqlmFinetuneError(
-      `AQLM option finetune_batch_size ${batchSize} exceeds the ${inputs.length} calibration windows`,
-    );
-  }
-  const order = shuffledIndices(inputs.length, random);
-  let cursor = 0;
-  const nextBatch = () => {
-    const batch = order.slice(cursor, cursor + batchSize);
-    cursor += batchSize;
-    if (cursor >= order.length) cursor = 0;
-    return batch;
+  const enough = (n: number, what: string) => {
+    if (batchSize > n) {
+      throw new AqlmFinetuneError(
+        `AQLM option finetune_batch_size ${batchSize} exceeds the ${n} ${what} windows`,
+      );
+    }
   };
+  enough(inputs.length, "calibration");
+  if (validation) enough(validation.inputs.length, "held-out");
+  // The held-out order is drawn first, as the reference's first use of its iterators.
+  const nextValid = validation && batchCycle(validation.inputs.length, batchSize, random);
+  const validLoss = () => {
+    const { inputs, targets } = validation!;
+    const batches = Math.floor(inputs.length / batchSize);
+    let sum = 0;
+    for (let b = 0; b < batches; b++) sum += block.loss(inputs, targets, nextValid!());
+    return sum / batches;
+  };
+  const nextBatch = batchCycle(inputs.length, batchSize, random);
   const adam = new AdamW({
     lr: settings.lr,
     beta1: settings.beta1,
@@ -237,8 +273,13 @@ export function aqlmFinetune(
   const grads = new Map(
     [...block.parameters].map(([name, p]) => [name, new Float64Array(p.length)]),
   );
+  const snapshot = () => new Map([...block.parameters].map(([name, p]) => [name, p.slice()]));
+  const losses: AqlmFinetuneLosses = { train: [], valid: [] };
+  let best = validation ? validLoss() : Infinity;
+  let bestParameters = validation && snapshot();
+  if (validation) losses.valid.push(best);
+  let worse = 0;
   const batches = Math.floor(inputs.length / batchSize);
-  const losses: number[] = [];
   for (let epoch = 0; epoch < settings.maxEpochs; epoch++) {
     let sum = 0;
     for (let b = 0; b < batches; b++) {
@@ -248,8 +289,18 @@ export function aqlmFinetune(
       adam.step(block.parameters, grads);
       sum += loss;
     }
-    losses.push(sum / batches);
-    log?.(epoch, sum / batches);
+    losses.train.push(sum / batches);
+    if (!validation) {
+      log?.(epoch, sum / batches);
+      continue;
+    }
+    const valid = validLoss();
+    losses.valid.push(valid);
+    log?.(epoch, sum / batches, valid);
+    if (valid < best) {
+      [best, bestParameters, worse] = [valid, snapshot(), 0];
+    } else if (++worse >= validation.earlyStop) break;
   }
+  for (const [name, p] of bestParameters ?? []) block.parameters.get(name)!.set(p);
   return losses;
 }

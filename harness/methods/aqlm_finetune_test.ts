@@ -100,6 +100,51 @@ Deno.test("aqlm finetune: a batch larger than the windows is a named error", () 
   );
 });
 
+Deno.test("aqlm finetune: held-out windows that only get worse stop the training and keep the start", () => {
+  const model = tinyModel();
+  const layer = model.weights.layers[0]!;
+  const parts = randomParts(layer, { codebooks: 2, bits: 2, groupSize: 4 }, 5);
+  const block = new AqlmBlock(model.config, layer, parts);
+  const random = seededRandom(6, "windows");
+  const window = () => Float32Array.from({ length: 4 * model.config.dim }, () => random() - 0.5);
+  const inputs = [window(), window(), window(), window()];
+  const targets = inputs.map(() => window());
+  // The held-out targets are the block's own outputs: any step away from the start is worse.
+  const held = [window(), window()];
+  const cpu = new CalibrationBlock(model.config);
+  const validation = {
+    inputs: held,
+    targets: held.map((x) => cpu.forward(block.weights(), x)),
+    earlyStop: 2,
+  };
+  const start = new Map([...block.parameters].map(([name, p]) => [name, p.slice()]));
+  const settings = { maxEpochs: 10, lr: 1e-2, batchSize: 2, beta1: 0.9, beta2: 0.95 };
+  const losses = aqlmFinetune(
+    block,
+    inputs,
+    targets,
+    settings,
+    seededRandom(0, "o"),
+    undefined,
+    validation,
+  );
+  assert.equal(losses.train.length, 2, `${losses.valid}`);
+  assert.equal(losses.valid.length, 3);
+  assert.ok(losses.valid[2]! > losses.valid[1]! && losses.valid[1]! > losses.valid[0]!);
+  assert.ok(losses.train[1]! < losses.train[0]!, `${losses.train}`);
+  for (const [name, p] of block.parameters) assert.deepEqual(p, start.get(name), name);
+  // Without held-out windows every epoch runs and the last parameters stay.
+  const free = aqlmFinetune(
+    block,
+    inputs,
+    targets,
+    { ...settings, maxEpochs: 3 },
+    seededRandom(0, "o"),
+  );
+  assert.equal(free.train.length, 3);
+  assert.notDeepEqual(block.parameters.get("wq.codebooks"), start.get("wq.codebooks"));
+});
+
 const STORIES = "models/stories260K";
 const haveStories = hasShared(STORIES, "stories260K.bin") &&
   hasShared("data/text/tinyshakespeare.txt") && hasShared("data/text/tinystories_sample.txt");
@@ -155,7 +200,7 @@ Deno.test({
         const before = block.loss(inputs, targets, all);
         const codebooks = parts.wq.codebooks.slice();
         const norm = weights.ffnNorm.slice();
-        const losses = aqlmFinetune(
+        const { train: losses } = aqlmFinetune(
           block,
           inputs,
           targets,
