@@ -32,7 +32,9 @@
  * linear of a block is quantized and before the windows go on to the next block; its options are
  * the reference's `finetune_*` with its defaults). The reference always runs that pass
  * (`finetune_max_epochs` 5); here it is off unless `finetune: true`, so that suites written before
- * it keep their numbers.
+ * it keep their numbers. `val_size` windows (default none), drawn with the suite seed, are held out
+ * of the calibration set: never quantized from or trained on, they go through the quantized
+ * layers and their loss against the float block stops the fine-tuning early (`finetune_early_stop`).
  *
  * @module
  */
