@@ -652,7 +652,7 @@ async function quantizeModel(
 export const aqlm: Method = {
   name: "aqlm",
   description: "AQLM (additive codebooks: k-means init, beam search over codes, Adam on " +
-    "codebooks and scales) into aqlm_<M>x<B> formats",
+    "codebooks and scales; optional block-wise fine-tuning) into aqlm_<M>x<B> formats",
   options: AQLM_OPTIONS,
   checkOptions: (options) => void settingsOf(options),
   unsupported(format) {
