@@ -27,8 +27,14 @@
  *    are final (no update after the last beam search); `null` (the reference's default) runs
  *    every epoch.
  *
- * The codebooks and scales are stored as halves once a linear is done. The reference's
- * block-wise fine-tuning pass (`finetune_groupwise`) is not run here yet.
+ * The codebooks and scales are stored as halves once a linear is done, or, with `finetune`, once
+ * the block is fine-tuned (`aqlm_finetune.ts`: the reference's `finetune_groupwise`, after every
+ * linear of a block is quantized and before the windows go on to the next block; its options are
+ * the reference's `finetune_*` with its defaults). The reference always runs that pass
+ * (`finetune_max_epochs` 5); here it is off unless `finetune: true`, so that suites written before
+ * it keep their numbers. `val_size` windows (default none), drawn with the suite seed, are held out
+ * of the calibration set: never quantized from or trained on, they go through the quantized
+ * layers and their loss against the float block stops the fine-tuning early (`finetune_early_stop`).
  *
  * @module
  */
@@ -51,10 +57,16 @@ import {
 } from "../../kernels/formats/aqlm.ts";
 import { aqlmInit } from "../../kernels/formats/aqlm_kmeans.ts";
 import { elementFormats } from "../../kernels/formats/registry.ts";
-import { calibrationWindows, MemoryMeter, resolveCalibration } from "./calibration.ts";
+import { calibrationWindows, embed, MemoryMeter, resolveCalibration } from "./calibration.ts";
 import { decodeMatrix } from "./gptq.ts";
 import { quantizeLayers } from "./sequential.ts";
 import { withRuntime } from "./runtime.ts";
+import {
+  AqlmBlock,
+  aqlmFinetune,
+  type AqlmFinetuneSettings,
+  type AqlmFloatParts,
+} from "./aqlm_finetune.ts";
 
 /**
  * Options and their defaults: the reference's `main.py` arguments (the scheme comes from the
@@ -69,6 +81,14 @@ export const AQLM_OPTIONS = {
   relative_mse_tolerance: null as number | null,
   init_max_iter: 100,
   true_sequential: false,
+  finetune: false,
+  finetune_max_epochs: 5,
+  finetune_lr: 1e-5,
+  finetune_batch_size: 1,
+  finetune_adam_beta1: 0.9,
+  finetune_adam_beta2: 0.95,
+  finetune_early_stop: 3,
+  val_size: 0,
 };
 
 /** Thrown for AQLM options out of range. */
@@ -90,6 +110,8 @@ export interface AqlmSettings {
 /** The result of quantizing one linear. */
 export interface AqlmResult {
   matrix: Matrix;
+  /** Its parts before the codebooks and scales are rounded to halves. */
+  parts: AqlmFloatParts;
   /** `L` at each epoch's first Adam step, and after the last epoch. */
   losses: number[];
   /** Epochs run (beam searches done). */
@@ -407,15 +429,15 @@ export function aqlmQuantize(
     epochs++;
   }
   if (losses.length === epochs) losses.push(linear.loss());
-  const matrix = buildAqlmMatrix({
+  const parts = {
     scheme,
     rows,
     cols,
     codes: linear.codes,
     codebooks: linear.codebooks,
     scales: linear.scales,
-  });
-  return { matrix, losses, epochs };
+  };
+  return { matrix: buildAqlmMatrix(parts), parts, losses, epochs };
 }
 
 /** The AQLM scheme a suite format stores, or why it is none. */
@@ -432,7 +454,9 @@ function schemeOf(format: FormatSpec): AqlmScheme | string {
       `${format.weights}`;
 }
 
-function settingsOf(options: Record<string, unknown>): AqlmSettings {
+function settingsOf(
+  options: Record<string, unknown>,
+): AqlmSettings & { valSize: number; finetune?: AqlmFinetuneSettings & { earlyStop: number } } {
   const o = { ...AQLM_OPTIONS, ...options };
   const int = (name: keyof typeof AQLM_OPTIONS, min: number) => {
     const v = o[name];
@@ -447,16 +471,64 @@ function settingsOf(options: Record<string, unknown>): AqlmSettings {
       `AQLM option relative_mse_tolerance must be null or in [0, 1), got ${tol}`,
     );
   }
-  if (!(typeof o.lr === "number" && o.lr > 0)) {
-    throw new AqlmOptionsError(`AQLM option lr must be positive, got ${o.lr}`);
+  const positive = (name: "lr" | "finetune_lr") => {
+    const v = o[name];
+    if (!(typeof v === "number" && v > 0)) {
+      throw new AqlmOptionsError(`AQLM option ${name} must be positive, got ${v}`);
+    }
+    return v;
+  };
+  const beta = (name: "finetune_adam_beta1" | "finetune_adam_beta2") => {
+    const v = o[name];
+    if (!(typeof v === "number" && v >= 0 && v < 1)) {
+      throw new AqlmOptionsError(`AQLM option ${name} must be in [0, 1), got ${v}`);
+    }
+    return v;
+  };
+  if (typeof o.finetune !== "boolean") {
+    throw new AqlmOptionsError(`AQLM option finetune must be true or false, got ${o.finetune}`);
   }
+  const finetune = {
+    maxEpochs: int("finetune_max_epochs", 0),
+    lr: positive("finetune_lr"),
+    batchSize: int("finetune_batch_size", 1),
+    beta1: beta("finetune_adam_beta1"),
+    beta2: beta("finetune_adam_beta2"),
+    earlyStop: int("finetune_early_stop", 1),
+  };
   return {
+    ...(o.finetune && { finetune }),
     beamSize: int("beam_size", 1),
-    lr: o.lr,
+    lr: positive("lr"),
     maxEpochs: int("max_epochs", 0),
     stepsPerEpoch: int("steps_per_epoch", 1),
     relativeMseTolerance: tol,
     initMaxIter: int("init_max_iter", 1),
+    valSize: int("val_size", 0),
+  };
+}
+
+/**
+ * The calibration windows split as the reference's `val_size` does: `size` drawn at random are
+ * held out (quantized through, never trained on); the others keep their order.
+ */
+function heldOut(
+  windows: number[][],
+  size: number,
+  seed: number,
+): { train: number[][]; valid: number[][] } {
+  if (size === 0) return { train: windows, valid: [] };
+  if (size >= windows.length) {
+    throw new AqlmOptionsError(
+      `AQLM option val_size ${size} leaves none of the ${windows.length} calibration windows`,
+    );
+  }
+  const held = new Set(
+    shuffledIndices(windows.length, seededRandom(seed, "aqlm/val_size")).slice(0, size),
+  );
+  return {
+    train: windows.filter((_, i) => !held.has(i)),
+    valid: windows.filter((_, i) => held.has(i)),
   };
 }
 
@@ -494,8 +566,18 @@ async function quantizeModel(
   if (typeof scheme === "string") throw new AqlmOptionsError(scheme);
   const settings = settingsOf(options);
   const calibration = resolveCalibration("aqlm", options.calibration, ctx, model.config.maxSeqLen);
-  const windows = await calibrationWindows(model, calibration, ctx.seed);
+  const { train, valid } = heldOut(
+    await calibrationWindows(model, calibration, ctx.seed),
+    settings.valSize,
+    ctx.seed,
+  );
   const meter = new MemoryMeter();
+  // The float parts of the current layer's linears, for fine-tuning.
+  const parts: Partial<Record<LinearName, AqlmFloatParts>> = {};
+  const finetune = settings.finetune;
+  // The held-out windows' hidden states at the current layer's input.
+  let validHidden = embed(model, valid);
+  meter.hold(validHidden);
   const layers = await quantizeLayers(
     model,
     {
@@ -508,7 +590,7 @@ async function quantizeModel(
         for (const name of names) {
           const m = original[name];
           const random = seededRandom(ctx.seed, `aqlm/${index}/${name}`);
-          quantized[name] = aqlmQuantize(
+          const result = aqlmQuantize(
             decodeMatrix(m),
             xtx,
             m.rows,
@@ -516,13 +598,50 @@ async function quantizeModel(
             scheme,
             settings,
             random,
-          ).matrix;
+          );
+          quantized[name] = result.matrix;
+          if (finetune) parts[name] = result.parts;
         }
         meter.release(held);
         return quantized;
       },
+      ...(finetune && {
+        finishLayer(weights, { inputs, targets }, { index, original, block: run }) {
+          const block = new AqlmBlock(
+            model.config,
+            weights,
+            parts as Record<LinearName, AqlmFloatParts>,
+          );
+          const random = seededRandom(ctx.seed, `aqlm/${index}/finetune`);
+          // The held-out windows' reference: the float block (the reference's `val_outs`).
+          const validation = valid.length > 0
+            ? {
+              inputs: validHidden,
+              targets: validHidden.map((x) => run.forward(original, x)),
+              earlyStop: finetune.earlyStop,
+            }
+            : undefined;
+          const mse = (v: number) => v.toExponential(4);
+          aqlmFinetune(
+            block,
+            inputs,
+            targets,
+            finetune,
+            random,
+            (epoch, train, held) =>
+              console.error(
+                `aqlm: layer ${index} fine-tuning epoch ${epoch}: block MSE ${mse(train)}` +
+                  (held === undefined ? "" : `, held-out ${mse(held)}`),
+              ),
+            validation,
+          );
+          const finished = block.weights();
+          validHidden = validHidden.map((x) => run.forward(finished, x));
+          return finished;
+        },
+      }),
     },
-    windows,
+    train,
     meter,
   );
   ctx.record?.({ quantize_peak_bytes: meter.peak });
@@ -533,7 +652,7 @@ async function quantizeModel(
 export const aqlm: Method = {
   name: "aqlm",
   description: "AQLM (additive codebooks: k-means init, beam search over codes, Adam on " +
-    "codebooks and scales) into aqlm_<M>x<B> formats",
+    "codebooks and scales; optional block-wise fine-tuning) into aqlm_<M>x<B> formats",
   options: AQLM_OPTIONS,
   checkOptions: (options) => void settingsOf(options),
   unsupported(format) {

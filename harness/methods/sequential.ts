@@ -12,7 +12,9 @@
  * - `groups`: each group in block order. With `sequential`, a group's inputs come from the block
  *   whose earlier groups are already quantized (GPTQ's `true_sequential`: the steps resume from
  *   where the last group's inputs were captured, with the quantized weights); otherwise from the
- *   float block. The windows then go through the quantized block.
+ *   float block. The windows then go through the quantized block, or first through
+ *   `finishLayer`, which may change the quantized layer (AQLM's block-wise fine-tuning) given the
+ *   block's inputs and reference outputs.
  * - `layer`: the float block's captures of every group at once (those `taps` selects); the
  *   method returns the whole quantized layer (it may rescale norms and other linears, as AWQ and
  *   SmoothQuant do), and the windows go through the float block, as those references do.
@@ -104,6 +106,18 @@ export type SequentialMethod =
     ):
       | Partial<Record<LinearName, Matrix>>
       | Promise<Partial<Record<LinearName, Matrix>>>;
+    /**
+     * With windows: the layer once every group is quantized, given the block's inputs and its
+     * reference outputs on every window (block-wise fine-tuning); the windows then go through
+     * the layer it returns. The reference outputs are those of the block the last group's inputs
+     * were captured from: the float block, or with `sequential` the block with the earlier
+     * groups quantized (AQLM's `outs`).
+     */
+    finishLayer?(
+      weights: LayerWeights,
+      io: { inputs: Float32Array[]; targets: Float32Array[] },
+      layer: LayerContext,
+    ): LayerWeights | Promise<LayerWeights>;
   }
   | {
     kind: "layer";
@@ -236,9 +250,11 @@ async function quantizeGroups(
   const values: BlockValues[] = hidden.map((x) => new Map([["x", x]]));
   // Steps up to `done` have run over every window's values.
   let done = 0;
+  // The weights the last group's inputs came from.
+  let source: LayerWeights = original;
   for (const group of layer.groups) {
     const start = firstReader(steps, group.input);
-    const source = method.sequential ? weights : original;
+    source = method.sequential ? { ...weights } : original;
     await runSteps(method, block, steps, source, values, tokens, { from: done, to: start });
     done = start;
     // Counted: every value the windows hold besides their input (already counted as hidden).
@@ -249,6 +265,19 @@ async function quantizeGroups(
     Object.assign(weights, await method.quantizeGroup(group, inputs, layer));
     meter.release(held);
     dropUnread(steps, done, values);
+  }
+  if (method.finishLayer) {
+    // The reference outputs finish the pass the last group's inputs came from; the finished
+    // layer then runs from the start.
+    await runSteps(method, block, steps, source, values, tokens, { from: done, to: steps.length });
+    const targets = values.map((v) => v.get(BLOCK_OUTPUT)!);
+    values.length = 0;
+    const held = meter.hold(targets);
+    const finished = await method.finishLayer(weights, { inputs: hidden, targets }, layer);
+    meter.release(held);
+    const fresh = hidden.map((x): BlockValues => new Map([["x", x]]));
+    await runSteps(method, block, steps, finished, fresh, tokens, { from: 0, to: steps.length });
+    return { weights: finished, next: fresh.map((v) => v.get(BLOCK_OUTPUT)!) };
   }
   // Without `sequential` the values came from the float block: the quantized one starts over.
   const resumed = method.sequential ? values : hidden.map((x): BlockValues => new Map([["x", x]]));

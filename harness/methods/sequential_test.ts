@@ -138,6 +138,44 @@ Deno.test("sequential: without `sequential` every input is the float block's; th
   });
 });
 
+Deno.test("sequential: finishLayer sees the block's inputs and reference outputs; its layer propagates", async () => {
+  const model = twoLayers();
+  const [l0, l1] = model.weights.layers;
+  for (const sequential of [false, true]) {
+    const finished: { inputs: Float32Array[]; targets: Float32Array[] }[] = [];
+    const layers = await quantizeLayers(model, {
+      kind: "groups",
+      sequential,
+      quantizeGroup: (group, _inputs, { original }) =>
+        Object.fromEntries(group.names.map((n) => [n, halved(original[n])])),
+      finishLayer(weights, { inputs, targets }) {
+        finished.push({
+          inputs: inputs.map((x) => x.slice()),
+          targets: targets.map((x) => x.slice()),
+        });
+        return { ...weights, ffnNorm: weights.ffnNorm.map((v) => 2 * v) };
+      },
+    }, windows);
+    assert.equal(finished.length, 2);
+    assert.deepEqual(layers[0]!.ffnNorm, l0!.ffnNorm.map((v) => 2 * v));
+    // The reference block: the float one, or with `sequential` all but the last group (w2) halved.
+    const names: LinearName[] = sequential ? ["wq", "wk", "wv", "wo", "w1", "w3"] : [];
+    const reference = {
+      ...l0!,
+      ...Object.fromEntries(names.map((n) => [n, halved(l0![n])])),
+    };
+    windows.forEach((ids, i) => {
+      const x = embedded(model, ids);
+      assert.deepEqual(finished[0]!.inputs[i], x);
+      assert.deepEqual(finished[0]!.targets[i], valueOf(model, reference, x, "out"));
+      // The next layer's input: the output of the finished block.
+      const next = new CalibrationBlock(model.config).forward(layers[0]!, x);
+      assert.deepEqual(finished[1]!.inputs[i], next);
+      if (!sequential) assert.deepEqual(finished[1]!.targets[i], valueOf(model, l1!, next, "out"));
+    });
+  }
+});
+
 Deno.test("sequential: a layer method sees the float block's captures; the float block propagates", async () => {
   const model = twoLayers();
   const [l0, l1] = model.weights.layers;

@@ -14,6 +14,7 @@
  * - a fake-quantized linear (`fake_quant.ts`): the weight through the straight-through estimator,
  *   its scales (`….scales`, LSQ) and its optional per-input-channel factor (`….channel`);
  * - the losses of `grad_ops.ts`: cross-entropy on targets, KL divergence to a teacher's logits.
+ * - one block alone (`blockGradients`), from any gradient at its output: block-wise fine-tuning.
  *
  * Not differentiable here: quantized (`int`, `coded`) matrices of a loaded model (convert to dense
  * and fake-quantize instead), run-time activation and KV-cache quantization, the zero points.
@@ -165,25 +166,33 @@ export function trainParams(
 /** Every trainable tensor by name (`tokenEmbedding`, `layers.0.wq`, `layers.0.wq.scales`, …). */
 export function parameters(params: TrainParams): Map<string, Float64Array> {
   const out = new Map<string, Float64Array>();
-  const linear = (name: string, lin: TrainLinear) => {
-    out.set(name, lin.w);
-    if (lin.quant) out.set(`${name}.scales`, lin.quant.scales);
-    if (lin.quant?.channel) out.set(`${name}.channel`, lin.quant.channel);
-  };
   out.set("tokenEmbedding", params.tokenEmbedding);
-  params.layers.forEach((layer, l) => {
-    const p = `layers.${l}.`;
-    out.set(p + "attnNorm", layer.attnNorm);
-    out.set(p + "ffnNorm", layer.ffnNorm);
-    for (const name of LINEAR_NAMES) linear(p + name, layer[name]);
-    for (const name of ["bq", "bk", "bv", "bo", "qNorm", "kNorm"] as const) {
-      const v = layer[name];
-      if (v) out.set(p + name, v);
-    }
-  });
+  params.layers.forEach((layer, l) => addLayerParameters(out, `layers.${l}.`, layer));
   out.set("finalNorm", params.finalNorm);
-  if (params.output) linear("output", params.output);
+  if (params.output) addLinearParameters(out, "output", params.output);
   return out;
+}
+
+/** Adds a linear's tensors to `out` under `name` (its weight) and `name.scales`, `name.channel`. */
+function addLinearParameters(out: Map<string, Float64Array>, name: string, lin: TrainLinear): void {
+  out.set(name, lin.w);
+  if (lin.quant) out.set(`${name}.scales`, lin.quant.scales);
+  if (lin.quant?.channel) out.set(`${name}.channel`, lin.quant.channel);
+}
+
+/** Adds a block's tensors to `out`, each name prefixed by `prefix`. */
+function addLayerParameters(
+  out: Map<string, Float64Array>,
+  prefix: string,
+  layer: TrainLayer,
+): void {
+  out.set(prefix + "attnNorm", layer.attnNorm);
+  out.set(prefix + "ffnNorm", layer.ffnNorm);
+  for (const name of LINEAR_NAMES) addLinearParameters(out, prefix + name, layer[name]);
+  for (const name of ["bq", "bk", "bv", "bo", "qNorm", "kNorm"] as const) {
+    const v = layer[name];
+    if (v) out.set(prefix + name, v);
+  }
 }
 
 /** The block shape of a layer's parameters, for `blockSteps`. */
@@ -434,4 +443,46 @@ export function lossAndGradients(
   }
   embeddingBackward(dx, config.dim, tokens, grads.get("tokenEmbedding")!);
   return { loss: result.loss, gradients: grads, logits };
+}
+
+/** One block's output and the gradients of a loss of it (see {@linkcode blockGradients}). */
+export interface BlockGradients {
+  /** The block's output, `[T][dim]`. */
+  output: Float64Array;
+  /** Gradients by the block's parameter names (`attnNorm`, `wq`, `wq.scales`, `bq`, …). */
+  gradients: Map<string, Float64Array>;
+  /** The gradient at the block's input. */
+  dx: Float64Array;
+}
+
+/**
+ * One block alone on hidden states `x` (`[T][dim]`, positions `0 .. T−1`): its output `y`, and
+ * the gradients w.r.t. its parameters of a loss whose gradient at the output is `dOutput(y)`
+ * (block-wise fine-tuning: a loss between `y` and a reference block's output).
+ */
+export function blockGradients(
+  config: TrainConfig,
+  layer: TrainLayer,
+  x: Float64Array,
+  dOutput: (y: Float64Array) => Float64Array,
+): BlockGradients {
+  const T = x.length / config.dim;
+  const named = new Map<string, Float64Array>();
+  // `blockForward` names a block's parameters as those of layer 0 of a model.
+  const prefix = "layers.0.";
+  addLayerParameters(named, prefix, layer);
+  const grads = new Map<string, Float64Array>();
+  for (const [name, p] of named) grads.set(name, new Float64Array(p.length));
+  const pass: Pass = {
+    config,
+    rotation: ropeRotation(T, ropeInverseFrequencies(config)),
+    grads,
+  };
+  const tape: (() => void)[] = [];
+  const valueGrads = new ValueGrads();
+  const output = blockForward(pass, layer, 0, blockSteps(shapeOf(layer)), x, tape, valueGrads);
+  valueGrads.add(BLOCK_OUTPUT, dOutput(output));
+  for (let i = tape.length - 1; i >= 0; i--) tape[i]!();
+  const gradients = new Map([...grads].map(([name, g]) => [name.slice(prefix.length), g]));
+  return { output, gradients, dx: valueGrads.take("x") ?? new Float64Array(x.length) };
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { dense, LINEAR_NAMES, type LlamaModel } from "../../core/model.ts";
 import { dot, gradError, randomValues } from "./grad_check.ts";
 import {
+  blockGradients,
   lossAndGradients,
   type Objective,
   parameters,
@@ -120,6 +121,28 @@ for (const style of ["interleaved", "half"] as const) {
     }
   }
 }
+
+Deno.test("one block's gradients (parameters and input) match finite differences", () => {
+  const c = tinyConfig("half");
+  const layer = tinyParams(c, false).layers[0]!;
+  const x = randomValues(T * c.dim, 5);
+  const r = randomValues(T * c.dim, 6);
+  // The loss Σ y·r has the gradient r at the output.
+  const { output, gradients, dx } = blockGradients(c, layer, x, () => r);
+  const loss = () => dot(blockGradients(c, layer, x, () => r).output, r);
+  assert.equal(dot(output, r), loss());
+  assert.equal(gradients.size, 15);
+  const named = parameters({
+    tokenEmbedding: new Float64Array(0),
+    layers: [layer],
+    finalNorm: new Float64Array(0),
+  });
+  for (const [name, grad] of gradients) {
+    const error = gradError(loss, named.get(`layers.0.${name}`)!, grad);
+    assert.ok(error.relative < 1e-5, `${name}: relative error ${error.relative}`);
+  }
+  assert.ok(gradError(loss, x, dx).relative < 1e-5, "input");
+});
 
 Deno.test("with fake-quantized linears, the other parameters' gradients match finite differences", () => {
   const c = tinyConfig("half");
