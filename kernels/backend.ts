@@ -32,6 +32,15 @@ export interface ModelRunner {
     targets: Int32Array,
   ): Promise<TokenScores>;
   /**
+   * {@linkcode forwardScores} of several windows, each from position 0 on an emptied KV cache (as
+   * after `reset`), submitted back to back so that the device never waits for the host between
+   * them; the cache then holds the last window. Optional: callers fall back to one window at a
+   * time.
+   */
+  forwardScoresMany?(
+    windows: readonly { tokens: ArrayLike<number>; targets: Int32Array }[],
+  ): Promise<TokenScores[]>;
+  /**
    * Greedy decoding on the device, without a host round trip per token: runs `token` at `pos`,
    * then each step's most likely token (the first on ties, as `argmaxRow`) at the next position,
    * `count` steps in all, and returns the `count` tokens picked; the KV cache then holds

@@ -44,6 +44,9 @@ export function runnerSeqLen(config: LlamaModel["config"]): number {
   return config.extendableContext ? Math.max(config.maxSeqLen, EXTENDED_CONTEXT) : config.maxSeqLen;
 }
 
+/** Most windows scored in one `forwardScoresMany` call (their scores are read back together). */
+const SCORE_BATCH = 16;
+
 /** Thrown for a log-likelihood request that scores nothing. */
 export class EmptyContinuationError extends Error {
   override name = "EmptyContinuationError";
@@ -151,15 +154,49 @@ export class InProcessEngine implements Engine {
   }
 
   async loglikelihood(requests: readonly LoglikelihoodRequest[]): Promise<LoglikelihoodResult[]> {
+    const windows = requests.map((request) =>
+      "input" in request ? request : textWindow(this.#model.tokenizer, request)
+    );
     const out: LoglikelihoodResult[] = [];
-    for (const request of requests) {
-      const window = "input" in request ? request : textWindow(this.#model.tokenizer, request);
-      const { nll, greedy } = await this.#score(window, true);
+    for (const { nll, greedy } of await this.#scoreAll(windows)) {
       const tokenLogprobs = nll.map((v) => -v);
       out.push({
         logprob: tokenLogprobs.reduce((a, b) => a + b, 0),
         isGreedy: greedy.every((g) => g),
         tokenLogprobs,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * {@linkcode #score} of each window (with the greedy flags): where the runner scores many
+   * windows back to back (`forwardScoresMany`), up to {@linkcode SCORE_BATCH} to a call, so the
+   * device does not wait for the host between windows; the numbers are those of one at a time.
+   */
+  async #scoreAll(
+    windows: readonly TokenWindow[],
+  ): Promise<{ nll: number[]; greedy: boolean[] }[]> {
+    const runner = this.#runner;
+    const out: { nll: number[]; greedy: boolean[] }[] = [];
+    if (!runner.forwardScoresMany) {
+      for (const window of windows) out.push(await this.#score(window, true));
+      return out;
+    }
+    for (let start = 0; start < windows.length; start += SCORE_BATCH) {
+      const batch = windows.slice(start, start + SCORE_BATCH);
+      const rows = batch.map((w) => w.targets.map((_, k) => w.offset + k));
+      const scores = await runner.forwardScoresMany(batch.map((w, i) => {
+        const targets = new Int32Array(w.input.length).fill(-1);
+        w.targets.forEach((target, k) => (targets[rows[i]![k]!] = target));
+        return { tokens: w.input, targets };
+      }));
+      scores.forEach((s, i) => {
+        const { targets } = batch[i]!;
+        out.push({
+          nll: rows[i]!.map((row) => s.nll[row]!),
+          greedy: rows[i]!.map((row, k) => s.argmax[row] === targets[k]),
+        });
       });
     }
     return out;

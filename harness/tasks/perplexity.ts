@@ -84,6 +84,9 @@ export function bosOf(tokenizer: Pick<Tokenizer, "bosId" | "addBos">): number | 
   return tokenizer.addBos === false ? undefined : tokenizer.bosId;
 }
 
+/** Windows of the perplexity task sent to the engine in one `loglikelihood` call. */
+const WINDOW_BATCH = 8;
+
 /** Runs one window and returns the NLL (nats) of each target. */
 export async function windowNlls(engine: Engine, window: ScoredWindow): Promise<number[]> {
   const [result] = await engine.loglikelihood([window]);
@@ -153,8 +156,15 @@ export const perplexity: Task = {
     const weights: number[] = [];
     let total = 0;
     let total2 = 0;
-    for (const [w, window] of windows.entries()) {
-      const nlls = await windowNlls(ctx.engine, window);
+    // Windows go to the engine a batch at a time, so a device can run them back to back.
+    const nllsOf = async function* () {
+      for (let start = 0; start < windows.length; start += WINDOW_BATCH) {
+        const results = await ctx.engine.loglikelihood(windows.slice(start, start + WINDOW_BATCH));
+        for (const r of results) yield r.tokenLogprobs.map((lp) => -lp);
+      }
+    };
+    let w = 0;
+    for await (const nlls of nllsOf()) {
       let sum = 0;
       for (const v of nlls) {
         sum += v;
@@ -163,7 +173,7 @@ export const perplexity: Task = {
       windowNll.push(sum / nlls.length);
       weights.push(nlls.length);
       total += sum;
-      ctx.progress((w + 1) / windows.length);
+      ctx.progress(++w / windows.length);
     }
     const scored = weights.reduce((a, b) => a + b, 0);
     const nll = total / scored;

@@ -763,6 +763,38 @@ export class WebGpuRunner implements ModelRunner {
     targets: Int32Array,
   ): Promise<TokenScores> {
     const T = tokens.length;
+    this.#checkTargets(T, targets);
+    this.#readBuffer(T * 8);
+    const ran = await this.#submitScores(tokens, pos, targets, 0);
+    return ran ? unpackScores(await this.#readBack(T * 8), 0, T) : unpackScores(null, 0, 0);
+  }
+
+  /**
+   * Windows scored back to back (see `ModelRunner.forwardScoresMany`): each window's targets
+   * are written and its pass submitted without waiting for the one before (the queue keeps them
+   * in order, so one targets buffer and one KV cache serve all), its scores copied to its own
+   * range of the read-back buffer, which is read once.
+   */
+  async forwardScoresMany(
+    windows: readonly { tokens: ArrayLike<number>; targets: Int32Array }[],
+  ): Promise<TokenScores[]> {
+    const offsets: number[] = [];
+    let bytes = 0;
+    for (const { tokens, targets } of windows) {
+      this.#checkTargets(tokens.length, targets);
+      offsets.push(bytes);
+      bytes += tokens.length * 8;
+    }
+    this.#readBuffer(bytes);
+    for (const [i, { tokens, targets }] of windows.entries()) {
+      this.#length = 0;
+      await this.#submitScores(tokens, 0, targets, offsets[i]!);
+    }
+    const data = bytes > 0 ? await this.#readBack(bytes) : null;
+    return windows.map(({ tokens }, i) => unpackScores(data, offsets[i]!, tokens.length));
+  }
+
+  #checkTargets(T: number, targets: Int32Array): void {
     const vocab = this.#model.config.vocabSize;
     if (targets.length !== T) {
       throw new RangeError(`${targets.length} targets for ${T} tokens`);
@@ -772,31 +804,45 @@ export class WebGpuRunner implements ModelRunner {
         throw new RangeError(`Target id ${target} is out of range`);
       }
     }
+  }
+
+  /**
+   * Submits a forward pass scoring `targets`, whose scores are copied to `readOffset` of the
+   * read-back buffer (already large enough); false for no tokens.
+   */
+  async #submitScores(
+    tokens: ArrayLike<number>,
+    pos: number,
+    targets: Int32Array,
+    readOffset: number,
+  ): Promise<boolean> {
+    const T = tokens.length;
     const k = this.#k;
     // Targets and scores are indexed by position, so every slice's dispatch finds its rows.
     this.#scoring ??= (async () => {
       const targets = k.storage(this.#maxSeqLen * 4);
       const scores = k.storage(this.#maxSeqLen * 8);
-      const dispatch = await k.nll(this.#step, this.#logits, targets, scores, vocab);
+      const dispatch = await k.nll(
+        this.#step,
+        this.#logits,
+        targets,
+        scores,
+        this.#model.config.vocabSize,
+      );
       return { targets, scores, dispatch };
     })();
     const scoring = await this.#scoring;
     if (pos >= 0 && pos + T <= this.#maxSeqLen) {
       k.device.queue.writeBuffer(scoring.targets, pos * 4, Int32Array.from(targets));
     }
-    const ran = await this.#run(
+    const read = this.#read!;
+    return await this.#run(
       tokens,
       pos,
       [scoring.dispatch],
       () => {},
-      (enc) => enc.copyBufferToBuffer(scoring.scores, pos * 8, this.#readBuffer(T * 8), 0, T * 8),
+      (enc) => enc.copyBufferToBuffer(scoring.scores, pos * 8, read, readOffset, T * 8),
     );
-    const words = ran ? new Uint32Array(await this.#readBack(T * 8)) : new Uint32Array(0);
-    const floats = new Float32Array(words.buffer);
-    return {
-      nll: Float64Array.from({ length: T }, (_, t) => floats[2 * t]!),
-      argmax: Int32Array.from({ length: T }, (_, t) => words[2 * t + 1]!),
-    };
   }
 
   /** The host buffer results are read back through, grown to at least `bytes`. */
@@ -1143,6 +1189,16 @@ export class WebGpuRunner implements ModelRunner {
     this.#decoder?.read.destroy();
     this.#k.destroy();
   }
+}
+
+/** Rows `[offset, offset + T·8)` of read-back scores: (f32 NLL, u32 argmax) pairs. */
+function unpackScores(data: ArrayBuffer | null, offset: number, T: number): TokenScores {
+  const words = data ? new Uint32Array(data, offset, 2 * T) : new Uint32Array(0);
+  const floats = new Float32Array(words.buffer, words.byteOffset, words.length);
+  return {
+    nll: Float64Array.from({ length: T }, (_, t) => floats[2 * t]!),
+    argmax: Int32Array.from({ length: T }, (_, t) => words[2 * t + 1]!),
+  };
 }
 
 /** GPU time of the dispatches of one label in a profiled pass ({@linkcode WebGpuRunner.profile}). */

@@ -51,6 +51,11 @@ export interface Layout extends GpuLayout {
   tpr: number;
   /** Rows per GEMV thread, when not the default of {@linkcode gemvRowsPerThread} (perf sweeps). */
   gemvRows?: number;
+  /**
+   * Rows per thread of the float GEMV where the default would leave too few workgroups for the
+   * matrix's rows ({@linkcode occupancyRows}; set when packing).
+   */
+  gemvFloatRows?: number;
   /** Chunks per iteration of the integer-activation GEMV, when not its default (perf sweeps). */
   gemvUnroll?: number;
   /** Threads per row of the integer-activation GEMV, when not its default (perf sweeps). */
@@ -138,7 +143,28 @@ export function threadsPerRow(chunks: number): number {
 
 /** Rows per thread in the GEMV kernel: about 32 weight words in flight per thread. */
 export function gemvRowsPerThread(layout: Layout): number {
-  return layout.gemvRows ?? Math.max(1, Math.min(8, Math.floor(32 / layout.bits)));
+  return layout.gemvRows ?? layout.gemvFloatRows ??
+    Math.max(1, Math.min(8, Math.floor(32 / layout.bits)));
+}
+
+/**
+ * Workgroups a decode GEMV should at least have: about two per multiprocessor of a large GPU
+ * (an H100 has 132). A 2048-row int4 matrix at 8 rows a thread made 64, so half the H100 sat idle
+ * while int4 decoding ran no faster than f16 (whose 2 rows a thread made 256).
+ */
+export const GEMV_TARGET_GROUPS = 256;
+
+/**
+ * The float GEMV's rows per thread for a matrix of `rows`: the default, halved while the GEMV
+ * would have fewer than {@linkcode GEMV_TARGET_GROUPS} workgroups. Each row's sum is computed the
+ * same way whatever the thread count, so results do not change. Undefined where a sweep fixed it.
+ */
+export function occupancyRows(layout: Layout, rows: number): number | undefined {
+  if (layout.gemvRows !== undefined) return undefined;
+  const perRow = WORKGROUP / layout.tpr;
+  let r = gemvRowsPerThread({ ...layout, gemvFloatRows: undefined });
+  while (r > 1 && Math.ceil(rows / (r * perRow)) < GEMV_TARGET_GROUPS) r = Math.floor(r / 2);
+  return r;
 }
 
 /** Rows per workgroup of the GEMV kernel. */
@@ -256,6 +282,8 @@ function build(
   rowCodes: (r: number, out: Uint32Array) => void,
   rowScales: (r: number, groups: number, put: (g: number, entry: number) => void) => void,
 ): PackedMatrix {
+  const gemvFloatRows = occupancyRows(layout, rows);
+  if (gemvFloatRows !== undefined) layout = { ...layout, gemvFloatRows };
   const { chunks, groups, parts: shapes } = packedShape(rows, cols, layout, maxBinding);
   const V = vectorWords(layout.bits);
   const vectors = layout.bits / V;
