@@ -8,6 +8,7 @@
  * | check                                                     | tol  |
  * | --------------------------------------------------------- | ---- |
  * | matmul, every weight format, GEMV (T = 1) and GEMM (T > 4) | 1e-5 |
+ * | matmul, codebook formats (QuIP# E8P, AQLM, VPTQ), T = 1 and 6 | 1e-5 |
  * | RMSNorm, RoPE, SwiGLU                                      | 1e-6 |
  * | attention (GQA, KV cache, chunked softmax)                 | 1e-5 |
  * | stories260K logits, f32 and RTN int4-g32 / int8 weights    | 1e-3 |
@@ -31,6 +32,9 @@ import { dense, type LlamaModel, type Matrix, type Tokenizer } from "../core/mod
 import { quantizeInt } from "../kernels/formats/int.ts";
 import type { ScaleDtype } from "../core/model.ts";
 import { pseudoRandom, relativeError } from "../core/test_values.ts";
+import { e8pMatrix } from "../kernels/formats/e8p_format.ts";
+import { buildAqlmMatrix } from "../kernels/formats/aqlm.ts";
+import { buildVptq, parseVptqName, toHalves } from "../kernels/formats/vptq.ts";
 
 import { rowCodecs } from "../kernels/formats/codecs.ts";
 import { encodeMatrix } from "../kernels/formats/row_codecs.ts";
@@ -101,6 +105,97 @@ function weightFormats(): [string, (r: number, c: number, w: Float32Array) => Ma
   ];
 }
 
+/** Codes in `[0, size)` from seed `seed`. */
+function randomCodes(n: number, size: number, seed: number): Int32Array {
+  return Int32Array.from(pseudoRandom(n, seed), (v) => Math.floor((v + 0.5) * size) % size);
+}
+
+/**
+ * The codebook formats the matmul tests cover, as `[name, rows, cols, matrix]`: random codes and
+ * side tensors (their rows cannot be encoded alone). 48 × 172 for QuIP#: both sides have Hadamard
+ * transforms (12 · 4, 172) and the last 8-vector is padded; AQLM and VPTQ at 37 × 172 with short
+ * last groups, codes that straddle words (`aqlm-2x6-g3`, `vptq-v3-k64-0`) and VPTQ's outlier
+ * columns, permutation and norm.
+ */
+function codebookFormats(): [string, number, number, Matrix][] {
+  const e8p = (bits: 2 | 3 | 4): [string, number, number, Matrix] => {
+    const [rows, cols] = [48, 172];
+    const n = rows * Math.ceil(cols / 8);
+    const codes = Uint16Array.from(randomCodes(n, 65536, 20 + bits));
+    const su = Uint8Array.from(randomCodes(Math.ceil(cols / 8), 256, 30));
+    const sv = toHalves(pseudoRandom(rows, 31).map((v) => 0.05 * v));
+    const residual = bits === 2 ? undefined : {
+      bits,
+      codes: Uint16Array.from(randomCodes(n, bits === 3 ? 256 : 65536, 32)),
+    };
+    return [`e8p${bits}`, rows, cols, e8pMatrix(rows, cols, codes, su, sv, residual)];
+  };
+  const aqlm = (M: number, B: number, g: number): [string, number, number, Matrix] => {
+    const [rows, cols] = [37, 172];
+    const groups = Math.ceil(cols / g);
+    return [
+      `aqlm-${M}x${B}-g${g}`,
+      rows,
+      cols,
+      buildAqlmMatrix({
+        scheme: { codebooks: M, bits: B, groupSize: g },
+        rows,
+        cols,
+        codes: randomCodes(rows * groups * M, 2 ** B, 40 + B),
+        codebooks: pseudoRandom(M * 2 ** B * g, 41),
+        scales: pseudoRandom(rows, 42).map((v) => 1 + v),
+      }),
+    ];
+  };
+  const vptq = (name: string, extras: boolean): [string, number, number, Matrix] => {
+    const [rows, cols] = [37, 172];
+    const config = parseVptqName(name);
+    const v = config.vectorLen;
+    const o = extras ? 5 : 0;
+    const n = Math.ceil(rows / v) * (cols - o);
+    const r = config.resCentroids;
+    const perm = Array.from({ length: cols }, (_, j) => (j * 97) % cols);
+    return [
+      `${name}${extras ? " (outliers, perm, norm)" : ""}`,
+      rows,
+      cols,
+      buildVptq({
+        rows,
+        cols,
+        config,
+        centroids: pseudoRandom(config.centroids * v, 50),
+        indices: randomCodes(n, config.centroids, 51),
+        ...(r > 0
+          ? { resCentroids: pseudoRandom(r * v, 52), resIndices: randomCodes(n, r, 53) }
+          : {}),
+        ...(extras
+          ? {
+            outlierCols: o,
+            outliers: pseudoRandom(rows * o, 54),
+            perm,
+            normScale: pseudoRandom(cols, 55).map((x) => 1 + x),
+            normBias: pseudoRandom(cols, 56).map((x) => 0.1 * x),
+          }
+          : {}),
+      }),
+    ];
+  };
+  return [
+    e8p(2),
+    e8p(3),
+    e8p(4),
+    aqlm(1, 16, 8),
+    aqlm(2, 8, 8),
+    aqlm(1, 8, 4),
+    aqlm(3, 4, 4),
+    aqlm(1, 4, 2),
+    aqlm(2, 6, 3),
+    vptq("vptq-v2-k16-0", false),
+    vptq("vptq-v3-k64-0", false),
+    vptq("vptq-v4-k256-16", true),
+  ];
+}
+
 /** Weight layouts × run-time activation formats of the activation matmul tests. */
 const ACTIVATION_CASES: [string, number, number, boolean, string][] = [
   ["int8", 8, 0, true, "int8"],
@@ -131,6 +226,19 @@ function registerOps(
       for (const T of [1, 6]) {
         const x = pseudoRandom(T * 172, 2 + T);
         assertClose(await ops.matmul(x, w), await cpuOps.matmul(x, w), 1e-5, `T=${T}`);
+      }
+    });
+  }
+  for (const [format, rows, cols, w] of codebookFormats()) {
+    test(`matmul ${format}`, async () => {
+      for (const T of [1, 6]) {
+        const x = pseudoRandom(T * cols, 2 + T);
+        assertClose(
+          await ops.matmul(x, w),
+          await cpuOps.matmul(x, w),
+          1e-5,
+          `${rows}x${cols} T=${T}`,
+        );
       }
     });
   }

@@ -8,7 +8,9 @@
  * of two) and scaled by `1/√n`.
  *
  * Bindings: 0 params `{rows}` (uniform), 1 input rows `x` (f32), 2 output rows `y` (f32), 3 signs
- * (n f32, ±1), 4 the factor (K × K f32, row-major). Dispatch `(rows, 1, 1)`.
+ * (n f32, ±1), 4 the factor (K × K f32, row-major). Dispatch `(rows, 1, 1)`. With `step` (inside a
+ * forward pass, `codebook_matmul.ts`), binding 5 is the pass's `Step` uniform (dynamic offset)
+ * and its `T` is the row count instead.
  *
  * @module
  */
@@ -25,25 +27,47 @@ export class HadamardShaderError extends RangeError {
 /** Largest row the shader holds in workgroup memory (16 KiB of f32, WebGPU's guaranteed size). */
 export const HADAMARD_MAX_N = 4096;
 
+/** Options of {@linkcode hadamardShader}. */
+export interface HadamardShaderOptions {
+  /** Rows from a `Step` uniform at binding 5 (see the module notes). */
+  step?: boolean;
+  /** Workgroup memory the device allows (default 16 KiB, WebGPU's guaranteed size). */
+  maxBytes?: number;
+}
+
 /** The cache key of {@linkcode hadamardShader}'s source. */
-export function hadamardKey(n: number, transpose: boolean): string {
-  return `hadamard:${n}:${transpose ? "t" : "n"}`;
+export function hadamardKey(
+  n: number,
+  transpose: boolean,
+  options: HadamardShaderOptions = {},
+): string {
+  return `hadamard:${n}:${transpose ? "t" : "n"}${options.step ? ":step" : ""}`;
 }
 
 /**
  * The shader transforming rows of `n` values by `M` (or `Mᵀ` with `transpose`), after multiplying
- * them by the signs; a {@linkcode HadamardShaderError} when `n` exceeds {@linkcode HADAMARD_MAX_N}
- * and a `HadamardSizeError` when `n` has no transform.
+ * them by the signs; a {@linkcode HadamardShaderError} when `n` exceeds what a workgroup holds
+ * ({@linkcode HADAMARD_MAX_N} unless `options.maxBytes` says more) and a `HadamardSizeError` when
+ * `n` has no transform.
  */
-export function hadamardShader(n: number, transpose: boolean): string {
+export function hadamardShader(
+  n: number,
+  transpose: boolean,
+  options: HadamardShaderOptions = {},
+): string {
   const { k, pow2 } = hadamardPlan(n);
-  if (n > HADAMARD_MAX_N) {
+  const maxN = options.maxBytes === undefined ? HADAMARD_MAX_N : Math.floor(options.maxBytes / 4);
+  if (n > maxN) {
     throw new HadamardShaderError(
-      `A Hadamard row of ${n} values exceeds the ${HADAMARD_MAX_N} a workgroup holds`,
+      `A Hadamard row of ${n} values exceeds the ${maxN} a workgroup holds`,
     );
   }
   const wg = HADAMARD_WORKGROUP;
   const factor = transpose ? "h[c * K + r]" : "h[r * K + c]";
+  const rows = options.step ? "st.T" : "params.rows";
+  const step = options.step
+    ? "struct Step { T: u32, pos: u32, a: u32, b: u32 }\n@group(0) @binding(5) var<uniform> st: Step;\n"
+    : "";
   return `const N = ${n}u;
 const K = ${k}u;
 const P = ${pow2}u;
@@ -53,12 +77,12 @@ struct Params { rows: u32 }
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> signs: array<f32>;
 @group(0) @binding(4) var<storage, read> h: array<f32>;
-var<workgroup> v: array<f32, ${n}>;
+${step}var<workgroup> v: array<f32, ${n}>;
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
   let row = wgid.x;
-  if (row >= params.rows) { return; }
+  if (row >= ${rows}) { return; }
   let base = row * N;
   for (var i = lid; i < N; i += ${wg}u) { v[i] = x[base + i] * signs[i]; }
   workgroupBarrier();

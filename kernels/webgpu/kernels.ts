@@ -41,6 +41,7 @@ import {
   prefillKeyTile,
 } from "./prefill_attention_wgsl.ts";
 import { EMBED_WGSL } from "./embed_wgsl.ts";
+import { codebookMatmul } from "./codebook_matmul.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
 import { gemvA8RowsPerGroup, gemvRowsPerGroup, type PackedMatrix } from "./pack.ts";
 import {
@@ -592,6 +593,8 @@ export class Kernels {
       tiling?: GemmTiling;
     },
   ): Promise<Dispatch[]> {
+    // Codebook formats (QuIP#, AQLM, VPTQ) run their own kernels over their stored parts.
+    if (m.codebook) return codebookMatmul(this, step, m, x, out, o);
     const limits = {
       maxThreads: this.device.limits.maxComputeInvocationsPerWorkgroup,
       maxWorkgroupBytes: this.device.limits.maxComputeWorkgroupStorageSize,
