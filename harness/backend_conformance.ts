@@ -17,6 +17,7 @@
  * | a synthetic model with biases, q/k norms, RoPE scaling, mixed formats | 1e-4 |
  * | prefill then one-token decode steps vs one batched forward | 1e-4 |
  * | a suite's perplexities on this backend vs `cpu` (relative) | 1e-4 (W8A8: 1e-3) |
+ * | the same for QuIP# (2–4 bits), AQLM and VPTQ, none decoded to f32 | 1e-4 |
  *
  * A float32 backend lands near 1e-6 on all of them; the looser model-level bounds leave room for
  * backends that compute in lower precision. Op tests need {@linkcode Backend.ops}; a backend
@@ -652,6 +653,87 @@ exclude:
 }
 
 /**
+ * Cells of the codebook suite: one scheme of each format, chosen to be quick to quantize (the op
+ * tests cover the others): QuIP#'s E8P12 (2 bits), AQLM with two codebooks, VPTQ with a residual
+ * codebook, outlier columns, permutation and norm.
+ */
+const CODEBOOK_CELLS = ["quip_sharp/int2", "rtn/aqlm_2x4_g4", "vptq/vptq-v4-k256-16"];
+
+/**
+ * The codebook formats (QuIP#'s E8P, AQLM, VPTQ) through a suite on this backend and on `cpu`:
+ * equal perplexities, and no row says its weights fell back to f32 (a backend that decodes them
+ * on load, as the CPU's reference does not need to, would say so). VPTQ runs with outlier
+ * columns, permutation and norm; calibration is tiny (this checks kernels, not quality).
+ */
+function registerCodebookSuite(backend: Backend, ignore: boolean): void {
+  const haveData = !ignore && hasShared(...STORIES) &&
+    hasShared("data", "text", "tinystories_sample.txt") &&
+    hasShared("data", "text", "tinyshakespeare.txt");
+  Deno.test({
+    name: `${backend.name}: codebook formats (QuIP#, AQLM, VPTQ) give the CPU's perplexities`,
+    ignore: !haveData || backend.name === "cpu",
+    async fn() {
+      const dir = await Deno.makeTempDir({ prefix: "quantbench-codebook-" });
+      const calibration = "calibration: { dataset: shakespeare, samples: 4, seq_len: 64 }";
+      try {
+        const yaml = `name: codebook-conformance
+seed: 0
+models:
+  - id: stories260K
+    path: ${JSON.stringify(sharedPath(...STORIES))}
+    tokenizer: ${JSON.stringify(sharedPath("models", "stories260K", "tok512.bin"))}
+datasets:
+  tiny: { kind: text, path: ${
+          JSON.stringify(sharedPath("data", "text", "tinystories_sample.txt"))
+        }, max_chars: 2500 }
+  shakespeare: { kind: text, path: ${
+          JSON.stringify(sharedPath("data", "text", "tinyshakespeare.txt"))
+        }, max_chars: 20000 }
+methods:
+  - rtn
+  - { method: quip_sharp, ${calibration}, tune_iters: 0 }
+  - { method: vptq, ${calibration}, kiter: 3, npercent: 5, enable_perm: true, enable_norm: true }
+formats: [int2, aqlm_2x4_g4, vptq-v4-k256-16]
+backends: ${JSON.stringify(["cpu", backend.name])}
+tasks:
+  - { task: perplexity, dataset: tiny, context: 64 }
+exclude:
+  - { method: rtn, format: "!aqlm_2x4_g4" }
+  - { method: quip_sharp, format: aqlm_2x4_g4 }
+  - { method: quip_sharp, format: vptq-v4-k256-16 }
+  - { method: vptq, format: "!vptq-v4-k256-16" }
+`;
+        const suite = await parseSuite(yaml, `${dir}/suite.yaml`);
+        const file = await runSuite(suite, {
+          runId: "codebook-conformance",
+          cacheDir: `${dir}/cache`,
+          fresh: true,
+          quiet: true,
+          jobs: 1,
+        });
+        const ppl = (b: string) =>
+          new Map(
+            file.rows
+              .filter((r) => r.backend === b && r.metric === "ppl")
+              .map((r) => [`${r.method}/${r.format}`, r]),
+          );
+        const [ref, got] = [ppl("cpu"), ppl(backend.name)];
+        assert.deepEqual([...got.keys()].sort(), [...CODEBOOK_CELLS].sort());
+        for (const cell of CODEBOOK_CELLS) {
+          const [a, b] = [got.get(cell)!, ref.get(cell)!];
+          assert.equal(a.status, "ok", `${cell} on ${backend.name}`);
+          assert.ok(!String(a.detail ?? "").includes("fallback="), `${cell}: ${a.detail}`);
+          const [x, y] = [a.value as number, b.value as number];
+          assert.ok(Math.abs(x - y) <= 1e-4 * y, `${cell}: ppl ${x} vs cpu ${y}`);
+        }
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
+
+/**
  * Registers the conformance tests for `backend`; they are ignored (with the reason printed) when
  * the backend is unavailable here.
  */
@@ -667,7 +749,10 @@ export async function describeBackendConformance(
       registerOps(backend.name, backend.ops, ignore, backend.runtimeQuantization?.activations);
     }
     if (options.models ?? true) registerModels(backend, ignore, options.maxSeqLen);
-    if (options.suite ?? true) registerSuite(backend, ignore);
+    if (options.suite ?? true) {
+      registerSuite(backend, ignore);
+      registerCodebookSuite(backend, ignore);
+    }
   };
   // A slow software WebGPU adapter runs a representative subset (kernels/webgpu/test_gate.ts).
   const slow = !ignore && backend.name.startsWith("webgpu") ? await slowAdapterReason() : undefined;

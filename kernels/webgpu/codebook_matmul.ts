@@ -229,7 +229,7 @@ export async function codebookMatmul(
       ): Promise<CodebookDispatch> => {
         const pipe = await k.pipeline(
           "urwrrs",
-          hadamardShader(n, transpose, { step: true, maxBytes }),
+          hadamardShader(n, transpose, { step: true, maxBytes, workgroup: 256 }),
         );
         return {
           label: `${label} ${what}`,

@@ -33,6 +33,11 @@ export interface HadamardShaderOptions {
   step?: boolean;
   /** Workgroup memory the device allows (default 16 KiB, WebGPU's guaranteed size). */
   maxBytes?: number;
+  /**
+   * Threads per workgroup (default {@linkcode HADAMARD_WORKGROUP}); a forward pass's transform of
+   * one long row takes 256, so that each butterfly stage is fewer steps per thread.
+   */
+  workgroup?: number;
 }
 
 /** The cache key of {@linkcode hadamardShader}'s source. */
@@ -41,7 +46,8 @@ export function hadamardKey(
   transpose: boolean,
   options: HadamardShaderOptions = {},
 ): string {
-  return `hadamard:${n}:${transpose ? "t" : "n"}${options.step ? ":step" : ""}`;
+  return `hadamard:${n}:${transpose ? "t" : "n"}${options.step ? ":step" : ""}:` +
+    `${options.workgroup ?? HADAMARD_WORKGROUP}`;
 }
 
 /**
@@ -62,7 +68,7 @@ export function hadamardShader(
       `A Hadamard row of ${n} values exceeds the ${maxN} a workgroup holds`,
     );
   }
-  const wg = HADAMARD_WORKGROUP;
+  const wg = options.workgroup ?? HADAMARD_WORKGROUP;
   const factor = transpose ? "h[c * K + r]" : "h[r * K + c]";
   const rows = options.step ? "st.T" : "params.rows";
   const step = options.step

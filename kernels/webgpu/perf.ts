@@ -20,6 +20,8 @@
  *   `gemv-a8`: the decode GEMV on int8 activation codes (W4A8, W8A8); the per-token activation
  *   quantization before it (one dispatch per linear input, shared by q/k/v and by gate/up) is
  *   timed on its own as `quantize`.
+ * - Codebook formats (QuIP#'s E8P, AQLM, VPTQ) are timed by `perf_codebook.ts`: every dispatch
+ *   of their product over matrices uploaded from the host, `gemv` and `gemm` rows alike.
  * - `--sweep` also times variants of the int4-g128 integer-activation GEMV (threads per
  *   workgroup and per row, rows per thread, chunks per iteration, signed codes or code sums)
  *   and of the float-activation GEMV (rows per thread, activations staged in workgroup memory,
@@ -58,6 +60,7 @@ import {
   threadsPerRow,
 } from "./pack.ts";
 import { perfFormats } from "../perf_formats.ts";
+import { codebookPerf, codebookPerfFormats } from "./perf_codebook.ts";
 import { elementFormats } from "../formats/registry.ts";
 import { dense } from "../../core/model.ts";
 import { COPY_WGSL, FILL_WGSL } from "./ops_wgsl.ts";
@@ -146,12 +149,14 @@ const SCALE_WORDS: Record<ScaleKind, number> = {
  */
 export function gpuPerfFormats(): PerfFormat[] {
   const sample = dense(8, 256, Float32Array.from({ length: 8 * 256 }, (_, i) => Math.sin(i)));
-  return perfFormats().map(({ label, weights, settings }) => {
+  // Codebook formats (AQLM, VPTQ) run their own kernels: perf_codebook.ts times them.
+  return perfFormats().flatMap(({ label, weights, settings }) => {
     const element = elementFormats.get(weights);
+    if (/^(aqlm_|vptq-)/.test(weights)) return [];
     const m = element.kind === "float" ? sample : element.quantize(settings, sample);
     const packed = packMatrix(m, 2 ** 30);
     const { tpr: _, ...layout } = packed.layout;
-    return { name: label, layout, tensorScale: packed.tensorScale, fallback: packed.fallback };
+    return [{ name: label, layout, tensorScale: packed.tensorScale, fallback: packed.fallback }];
   });
 }
 
@@ -898,6 +903,29 @@ async function perfRuns(
     log(
       `${r.format} ${r.kernel} ${r.shape}: ${ms.toFixed(4)} ms, ${r.gbps.toFixed(1)} GB/s, ` +
         `÷ copy ${r.copy_ratio.toFixed(3)}, ${r.tflops.toFixed(2)} TFLOP/s`,
+    );
+  }
+  // Codebook formats (QuIP#, AQLM, VPTQ): their own kernels over their uploaded parts.
+  const codebook = codebookPerfFormats().filter((f) =>
+    !options.formats || options.formats.includes(f.name)
+  );
+  const host = { gpu, x: b.x, timeAuto: timer.timeAuto.bind(timer) };
+  for (const t of await codebookPerf(host, codebook, shapes, T, log)) {
+    const r = row(
+      t.format,
+      t.kernel,
+      t.T,
+      t.N,
+      t.K,
+      timer.method,
+      t.ms,
+      t.bytes,
+      await copyFor(t.bytes),
+    );
+    out.push(r);
+    log(
+      `${r.format} ${r.kernel} ${r.shape}: ${t.ms.toFixed(4)} ms, ${r.gbps.toFixed(1)} GB/s, ` +
+        `÷ copy ${r.copy_ratio.toFixed(3)}`,
     );
   }
   // The per-token activation quantization that feeds gemv-a8 (one dispatch per linear input).
