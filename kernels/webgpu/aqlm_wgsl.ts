@@ -1,12 +1,13 @@
 /**
  * WGSL for AQLM's matmul (`kernels/formats/aqlm.ts`): `out[t][r] (+)= s_r · Σ_j Σ_m Σ_i
  * C[m][code(r, j, m)][i] · x[t][j·g + i]`, decoding the codes inside the product. 32 threads share
- * a row, each taking every 32nd group of `g` weights: it reads the group's `M` codes from the row's
+ * a row, each taking groups of `g` weights in turn: it reads the group's `M` codes from the row's
  * bit stream, sums their codewords (f16 pairs) and multiplies the sum with `TT` token rows of
  * activations (1 when decoding; more for prefill, so each decoded group serves several tokens);
  * the row's partial sums meet in a workgroup reduction. The codebooks are read through the cache,
  * or, with `shared`, copied into workgroup memory first (only where they fit: not 1x16's
- * 65,536 codewords). A last group past `cols` (the format pads it) reads zeros for the missing
+ * 65,536 codewords). Each thread takes `unroll` consecutive groups a step, their codes loaded
+ * together (about 16 bytes), so more loads are in flight. A last group past `cols` (the format pads it) reads zeros for the missing
  * activations.
  *
  * Bindings: 0 params (`CODEBOOK_PARAMS`), 1 `Step`, 2 x, 3 codes (`rowWords` a row), 4 codebook
@@ -33,6 +34,13 @@ export interface AqlmShaderOptions {
   tokens: number;
   /** Codebooks in workgroup memory (else read through the cache). */
   shared: boolean;
+  /** Consecutive groups a thread takes per step (default {@linkcode aqlmUnroll}). */
+  unroll?: number;
+}
+
+/** Groups per thread and step by default: about 16 bytes of codes, at most 8 groups. */
+export function aqlmUnroll(o: Pick<AqlmShaderOptions, "codebooks" | "bits">): number {
+  return Math.max(1, Math.min(8, Math.floor(128 / (o.codebooks * o.bits))));
 }
 
 /** Thrown for options the shader cannot take. */
@@ -48,7 +56,7 @@ export function aqlmCodebookWords(o: Pick<AqlmShaderOptions, "codebooks" | "bits
 /** The cache key of {@linkcode aqlmShader}. */
 export function aqlmKey(o: AqlmShaderOptions): string {
   return `aqlm:${o.codebooks}x${o.bits}:g${o.groupSize}:s${o.stride}:w${o.rowWords}:c${o.cols}:` +
-    `t${o.tokens}:${o.shared ? "shared" : "cache"}`;
+    `t${o.tokens}:u${o.unroll ?? aqlmUnroll(o)}:${o.shared ? "shared" : "cache"}`;
 }
 
 /** The AQLM matmul shader (see the module notes). */
@@ -58,6 +66,7 @@ export function aqlmShader(o: AqlmShaderOptions): string {
     throw new AqlmShaderError(`No AQLM shader for ${JSON.stringify(o)}`);
   }
   const groups = Math.ceil(cols / G);
+  const U = o.unroll ?? aqlmUnroll(o);
   const cb = o.shared ? "wcb" : "cb";
   const words = aqlmCodebookWords(o);
   // Codes of a width dividing 32 never straddle two words.
@@ -66,7 +75,7 @@ export function aqlmShader(o: AqlmShaderOptions): string {
     : "";
   const sum: string[] = [];
   for (let m = 0; m < M; m++) {
-    sum.push(`      { let at = (${m * 2 ** B}u + code(base, j * ${M}u + ${m}u)) * ${stride}u;`);
+    sum.push(`      { let at = (${m * 2 ** B}u + cs[u * ${M}u + ${m}u]) * ${stride}u;`);
     for (let h = 0; h < stride; h++) {
       sum.push(`        let h${h} = unpack2x16float(${cb}[at + ${h}u]);`);
       for (const [half, i] of [["x", 2 * h], ["y", 2 * h + 1]] as const) {
@@ -114,7 +123,15 @@ ${
   }  var acc: array<f32, ${TT}>;
   if (row < p.rows) {
     let base = row * ${o.rowWords}u;
-    for (var j = lane; j < ${groups}u; j += ${AQLM_LANES}u) {
+    for (var j0 = lane * ${U}u; j0 < ${groups}u; j0 += ${AQLM_LANES * U}u) {
+      // The codes of the lane's ${U} groups first: their loads are in flight together.
+      var cs: array<u32, ${U * M}>;
+      for (var k = 0u; k < ${U * M}u; k++) {
+        if (j0 + k / ${M}u < ${groups}u) { cs[k] = code(base, j0 * ${M}u + k); }
+      }
+      for (var u = 0u; u < ${U}u; u++) {
+      let j = j0 + u;
+      if (j >= ${groups}u) { break; }
       // Zeroed by assignment: a declaration's zero value is not re-applied per iteration everywhere.
       var w: array<f32, ${G}>;
       w = array<f32, ${G}>();
@@ -126,6 +143,7 @@ ${sum.join("\n")}
         var d = 0.0;
 ${dot.join("\n")}
         acc[tt] += d;
+      }
       }
     }
   }

@@ -14,7 +14,8 @@
  * that many. Intermediate rows live in scratch buffers shared by the matrices of one `Kernels`
  * (dispatches of a pass run one after another), sized for as many token rows as the input buffer
  * holds. `Layout.codebookShared` puts small codebooks in workgroup memory instead of reading them
- * through the cache (where they fit; never AQLM 1x16's 65,536 codewords).
+ * through the cache (where they fit; never AQLM 1x16's 65,536 codewords); `Layout.codebookUnroll`
+ * sets how much each thread takes per step.
  *
  * @module
  */
@@ -137,6 +138,7 @@ export async function codebookMatmul(
     ]);
   const stepBinding = { buffer: step, size: 16 };
   const shared = m.layout.codebookShared ?? false;
+  const unroll = m.layout.codebookUnroll;
   const fits = (bytes: number) => bytes <= k.device.limits.maxComputeWorkgroupStorageSize;
   const label = `matmul ${m.rows}x${m.cols} ${plan.kind}`;
   const both = async (make: (tokens: number) => string, sig: string) => {
@@ -179,7 +181,7 @@ export async function codebookMatmul(
       ]);
       const onShared = shared && fits(aqlmCodebookWords(plan) * 4 + 1024);
       const pipeline = await both(
-        (tokens) => aqlmShader({ ...plan, cols: m.cols, tokens, shared: onShared }),
+        (tokens) => aqlmShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll }),
         "usrrrwr",
       );
       return [{
@@ -239,7 +241,7 @@ export async function codebookMatmul(
         };
       };
       const pipeline = await both(
-        (tokens) => e8pShader({ ...plan, cols: m.cols, tokens, shared: onShared }),
+        (tokens) => e8pShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll }),
         "usrrrwr",
       );
       return [
@@ -302,6 +304,7 @@ export async function codebookMatmul(
           splits,
           tokens,
           shared: onShared,
+          unroll,
         }), "usrrrw");
       return [
         {

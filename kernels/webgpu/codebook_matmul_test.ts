@@ -1,9 +1,9 @@
 /**
  * The codebook formats' WebGPU matmul (`codebook_matmul.ts`) against the CPU reference beyond the
- * conformance suite's cases: both codebook placements (the `codebookShared` knob), prefill in
- * tiles of 8 token rows with a partial last tile, rows of more codewords than threads per row,
- * VPTQ split over columns; and the packer keeping codes as stored (no f32 fallback) unless a part
- * exceeds a storage binding.
+ * conformance suite's cases: both codebook placements and another step per thread (the
+ * `codebookShared` and `codebookUnroll` knobs), prefill in tiles of 8 token rows with a partial
+ * last tile, rows of more codewords than threads per row, VPTQ split over columns; and the packer
+ * keeping codes as stored (no f32 fallback) unless a part exceeds a storage binding.
  */
 import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
@@ -83,12 +83,15 @@ function matrices(): [string, Matrix][] {
 
 for (const shared of [false, true]) {
   Deno.test({
-    name: `webgpu: codebook matmuls equal the CPU's, codebooks ${
-      shared ? "in workgroup memory" : "through the cache"
+    name: `webgpu: codebook matmuls equal the CPU's, ${
+      shared
+        ? "codebooks in workgroup memory, 3 per thread and step"
+        : "codebooks through the cache, default steps"
     }, T = 1, 2, 11`,
     ignore: unavailable !== undefined,
     async fn() {
-      const ops = createWebGpuBackend({ gemv: { codebookShared: shared } }).ops!;
+      const tuning = shared ? { codebookShared: true, codebookUnroll: 3 } : {};
+      const ops = createWebGpuBackend({ gemv: tuning }).ops!;
       for (const [name, w] of matrices()) {
         for (const T of [1, 2, 11]) {
           const x = pseudoRandom(T * w.cols, 30 + T);

@@ -4,8 +4,8 @@
  * (`hadamard_wgsl.ts`) and `ĉ` the E8P12 codeword of code `(r, j)` (plus the residual codeword
  * divided by ρ for `e8p12-rvq3`/`-rvq4`), decoded in the kernel from the 256 absolute patterns
  * ({@linkcode e8pTable}: eight 3-bit `2|v|` nibbles, bit 31 the pattern's odd sum) and the code's
- * sign byte, as `e8p_codebook.ts` defines it. 32 threads share a row, each taking every 32nd
- * codeword for `TT` token rows; partial sums meet in a workgroup reduction. The table (and the
+ * sign byte, as `e8p_codebook.ts` defines it. 32 threads share a row, each taking `unroll`
+ * consecutive codewords a step (their codes loaded together) for `TT` token rows; partial sums meet in a workgroup reduction. The table (and the
  * E81B grid of `rvq3`) is read through the cache, or with `shared` from workgroup memory.
  *
  * Bindings: 0 params (`CODEBOOK_PARAMS`), 1 `Step`, 2 u (rows of `cols`), 3 codes, 4 the table
@@ -26,11 +26,17 @@ export interface E8pShaderOptions {
   cols: number;
   tokens: number;
   shared: boolean;
+  /** Consecutive codewords a thread takes per step (default {@linkcode E8P_UNROLL}). */
+  unroll?: number;
 }
+
+/** Codewords per thread and step by default: 16 bytes of E8P12 codes loaded together. */
+export const E8P_UNROLL = 8;
 
 /** The cache key of {@linkcode e8pShader}. */
 export function e8pKey(o: E8pShaderOptions): string {
   return `e8p:rvq${o.rvq}:w${o.rowWords}:${o.secondWords}:c${o.cols}:t${o.tokens}:` +
+    `u${o.unroll ?? E8P_UNROLL}:` +
     (o.shared ? "shared" : "cache");
 }
 
@@ -58,19 +64,23 @@ const SLOT = [0, 4, 1, 5, 2, 6, 3, 7] as const;
 export function e8pShader(o: E8pShaderOptions): string {
   const { cols, tokens: TT } = o;
   const vectors = Math.ceil(cols / 8);
+  const U = o.unroll ?? E8P_UNROLL;
   const tb = o.shared ? "wtb" : "tb";
   const tableWords = 256 + (o.rvq === 3 ? 2048 : 0);
   const decode = SLOT.map((slot, i) =>
     `  v[${i}] = f32((a >> ${4 * i}u) & 7u) * select(0.5, -0.5, ((s >> ${slot}u) & 1u) == 1u) + sh;`
   ).join("\n");
   const rho = o.rvq ? E8P_RVQ[o.rvq].residScale : 1;
+  const secondLoad = o.rvq === 4
+    ? `          cs2[k] = (second[row * ${o.secondWords}u + (j >> 1u)] >> (16u * (j & 1u))) & 0xffffu;\n`
+    : o.rvq === 3
+    ? `          cs2[k] = (second[row * ${o.secondWords}u + (j >> 2u)] >> (8u * (j & 3u))) & 0xffu;\n`
+    : "";
   const residual = o.rvq === 4
-    ? `      let c2 = (second[row * ${o.secondWords}u + (j >> 1u)] >> (16u * (j & 1u))) & 0xffffu;
-      let r2 = e8p(c2);
+    ? `      let r2 = e8p(cs2[k]);
       for (var i = 0u; i < 8u; i++) { w[i] += r2[i] / ${rho}; }`
     : o.rvq === 3
-    ? `      let c2 = (second[row * ${o.secondWords}u + (j >> 2u)] >> (8u * (j & 3u))) & 0xffu;
-      for (var i = 0u; i < 8u; i++) { w[i] += bitcast<f32>(${tb}[256u + c2 * 8u + i]) / ${rho}; }`
+    ? `      for (var i = 0u; i < 8u; i++) { w[i] += bitcast<f32>(${tb}[256u + cs2[k] * 8u + i]) / ${rho}; }`
     : "";
   const tail = cols % 8 !== 0;
   return `// ${e8pKey(o)}
@@ -106,9 +116,24 @@ ${
       : ""
   }  var acc: array<f32, ${TT}>;
   if (row < p.rows) {
-    for (var j = lane; j < ${vectors}u; j += ${LANES}u) {
-      let c = (codes[row * ${o.rowWords}u + (j >> 1u)] >> (16u * (j & 1u))) & 0xffffu;
-      var w = e8p(c);
+    for (var j0 = lane * ${U}u; j0 < ${vectors}u; j0 += ${LANES * U}u) {
+      // The codes of the lane's ${U} codewords first: their loads are in flight together.
+      var cs: array<u32, ${U}>;
+${
+    o.rvq
+      ? `      var cs2: array<u32, ${U}>;
+`
+      : ""
+  }      for (var k = 0u; k < ${U}u; k++) {
+        let j = j0 + k;
+        if (j < ${vectors}u) {
+          cs[k] = (codes[row * ${o.rowWords}u + (j >> 1u)] >> (16u * (j & 1u))) & 0xffffu;
+${secondLoad}        }
+      }
+      for (var k = 0u; k < ${U}u; k++) {
+      let j = j0 + k;
+      if (j >= ${vectors}u) { break; }
+      var w = e8p(cs[k]);
 ${residual}
       for (var tt = 0u; tt < ${TT}u; tt++) {
         if (t0 + tt >= st.T) { break; }
@@ -122,6 +147,7 @@ ${
   }
         }
         acc[tt] += d;
+      }
       }
     }
   }

@@ -75,6 +75,11 @@ export interface Layout extends GpuLayout {
    * instead of read through the cache (sweeps).
    */
   codebookShared?: boolean;
+  /**
+   * Codebook formats: groups (AQLM), codewords (QuIP#) or columns (VPTQ) a thread takes per step,
+   * when not the kernel's default (sweeps).
+   */
+  codebookUnroll?: number;
 }
 
 /**
@@ -91,6 +96,7 @@ export type GemvTuning = Pick<
   | "gemvDirect"
   | "gemvPrescale"
   | "codebookShared"
+  | "codebookUnroll"
 >;
 
 /** One row range of a packed matrix, small enough for one storage binding per buffer. */

@@ -12,7 +12,7 @@
 import type { Gpu } from "./device.ts";
 import { type Dispatch, encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
 import { packMatrix } from "./pack_matrix.ts";
-import type { PackedMatrix } from "./pack.ts";
+import type { GemvTuning, PackedMatrix } from "./pack.ts";
 import type { Matrix } from "../../core/model.ts";
 import { e8pMatrix } from "../formats/e8p_format.ts";
 import { elementFormats } from "../formats/registry.ts";
@@ -130,28 +130,30 @@ function planBytes(p: PackedMatrix): number {
 }
 
 /**
- * Times the GEMV (`T = 1`) and the prefill path (`T` rows) of each format at each `[N, K]`;
- * shapes a format cannot take (E8P needs Hadamard sizes) or that fall back to f32 are skipped
- * with a log line.
+ * Times each format at each `[N, K]` for each of `tokenRows` (1: the GEMV row, more: prefill),
+ * with the knobs of `variant` (its label appended to the format's); shapes a format cannot take
+ * (E8P needs Hadamard sizes) or that fall back to f32 are skipped with a log line.
  */
 export async function codebookPerf(
   host: CodebookPerfHost,
   formats: readonly CodebookPerfFormat[],
   shapes: readonly [number, number][],
-  T: number,
+  tokenRows: readonly number[],
   log: (line: string) => void,
+  variant: { tuning: GemvTuning; label: string } = { tuning: {}, label: "" },
 ): Promise<CodebookTiming[]> {
   const out: CodebookTiming[] = [];
   for (const f of formats) {
     for (const [N, K] of shapes) {
       const m = f.make(N, K);
-      const packed = m && packMatrix(m, host.gpu.maxBinding);
+      const plain = m && packMatrix(m, host.gpu.maxBinding);
+      const packed = plain && { ...plain, layout: { ...plain.layout, ...variant.tuning } };
       if (!packed?.codebook) {
         log(`${f.name} ${N}×${K}: not timed (${packed?.fallback ?? "no matrix of this shape"})`);
         continue;
       }
       const bytes = planBytes(packed);
-      for (const rowsT of [1, T]) {
+      for (const rowsT of tokenRows) {
         const k = new Kernels(host.gpu);
         try {
           const step = k.buffer(STEP_STRIDE, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
@@ -171,7 +173,7 @@ export async function codebookPerf(
             rowsT === 1 ? 20 : 3,
           );
           out.push({
-            format: f.name,
+            format: f.name + variant.label,
             kernel: rowsT === 1 ? "gemv" : "gemm",
             T: rowsT,
             N,
@@ -187,3 +189,24 @@ export async function codebookPerf(
   }
   return out;
 }
+
+/**
+ * Knob settings `--sweep` times for the codebook formats (the default first): codebooks in
+ * workgroup memory, and steps of 1, 4 and 16 groups, codewords or columns per thread.
+ */
+export const CODEBOOK_VARIANTS: readonly { tuning: GemvTuning; label: string }[] = [
+  { tuning: {}, label: " (default)" },
+  { tuning: { codebookShared: true }, label: " shared" },
+  { tuning: { codebookUnroll: 1 }, label: " unroll 1" },
+  { tuning: { codebookUnroll: 4 }, label: " unroll 4" },
+  { tuning: { codebookUnroll: 16 }, label: " unroll 16" },
+];
+
+/** Formats the sweep times: the 2-bit schemes of each format and a small-codebook AQLM. */
+export const CODEBOOK_SWEEP_FORMATS = [
+  "e8p12",
+  "aqlm_1x16",
+  "aqlm_2x8",
+  "aqlm_1x8_g4",
+  "vptq-v4-k256-0",
+];

@@ -8,7 +8,8 @@
  *
  * - {@linkcode vptqPrepShader}: one workgroup per token row gathers `xs` and sums the bias term;
  * - {@linkcode vptqShader}: a thread owns one vector group (`v` consecutive output rows) over
- *   every `S`-th stored column of its column split; for each column it reads the group's index
+ *   steps of `unroll` stored columns (every `S`-th step of its column split); for each column it
+ *   reads the group's index
  *   (and residual index) from the packed streams (consecutive groups are consecutive indices, so
  *   neighbouring threads read neighbouring bits), adds the centroid's `v` values times
  *   `xs[t][j]` for `TT` token rows, and the `S` threads of a group meet in a workgroup reduction;
@@ -47,12 +48,18 @@ export interface VptqShaderOptions {
   splits: number;
   tokens: number;
   shared: boolean;
+  /** Columns a thread takes per step (default {@linkcode VPTQ_UNROLL}). */
+  unroll?: number;
 }
+
+/** Columns per thread and step by default, their index loads in flight together. */
+export const VPTQ_UNROLL = 4;
 
 /** The cache key of {@linkcode vptqShader}. */
 export function vptqKey(o: VptqShaderOptions): string {
   return `vptq:v${o.vectorLen}:b${o.bits}:${o.resBits}@${o.resOffset}:f${o.mainFloats}:` +
     `${o.resFloats}:${o.rows}x${o.cols}:o${o.outlierCols}:z${o.splits}:t${o.tokens}:` +
+    `u${o.unroll ?? VPTQ_UNROLL}:` +
     (o.shared ? "shared" : "cache");
 }
 
@@ -122,6 +129,7 @@ export function vptqShader(o: VptqShaderOptions): string {
   const G = Math.ceil(o.rows / V);
   const Q = cols - O;
   const chunk = Math.ceil(Q / splits);
+  const U = o.unroll ?? VPTQ_UNROLL;
   const codebookFloats = o.mainFloats + o.resFloats;
   const cb = o.shared ? "wcb" : "cb";
   const residual = o.resBits > 0;
@@ -148,12 +156,32 @@ ${
   }  var acc: array<f32, ${TT * V}>;
   if (g < ${G}u) {
     let end = min(${Q}u, (z + 1u) * ${chunk}u);
-    for (var j = z * ${chunk}u + s; j < end; j += ${S}u) {
-      let at = j * ${G}u + g;
-      let base = mainIndex(at) * ${V}u;
+    for (var j0 = z * ${chunk}u + s * ${U}u; j0 < end; j0 += ${S * U}u) {
+      // The indices of the thread's ${U} columns first: their loads are in flight together.
+      var ix: array<u32, ${U}>;
 ${
     residual
-      ? `      let rbase = ${o.mainFloats}u + resIndex(at) * ${V}u;\n`
+      ? `      var rx: array<u32, ${U}>;
+`
+      : ""
+  }      for (var u = 0u; u < ${U}u; u++) {
+        if (j0 + u < end) {
+          ix[u] = mainIndex((j0 + u) * ${G}u + g);
+${
+    residual
+      ? `          rx[u] = resIndex((j0 + u) * ${G}u + g);
+`
+      : ""
+  }        }
+      }
+      for (var u = 0u; u < ${U}u; u++) {
+      let j = j0 + u;
+      if (j >= end) { break; }
+      let base = ix[u] * ${V}u;
+${
+    residual
+      ? `      let rbase = ${o.mainFloats}u + rx[u] * ${V}u;
+`
       : ""
   }      var w: array<f32, ${V}>;
       for (var l = 0u; l < ${V}u; l++) { w[l] = ${cb}[base + l]${
@@ -163,6 +191,7 @@ ${
         if (t0 + tt >= st.T) { break; }
         let xv = xs[(t0 + tt) * ${cols}u + ${O}u + j];
         for (var l = 0u; l < ${V}u; l++) { acc[tt * ${V}u + l] += w[l] * xv; }
+      }
       }
     }
 ${
