@@ -4,10 +4,10 @@
  * stored (`PackedMatrix.codebook`, made by the format's `GpuCodebookPlan`), never a decoded copy:
  *
  * - AQLM: one kernel writing the output;
- * - E8P: the input's signs and Hadamard transform (`hadamard_wgsl.ts`), the codes' product, the
- *   output's Hadamard transform, and the epilogue applying `sv` (`codebook_epilogue_wgsl.ts`);
+ * - E8P: the input's signs and Hadamard transform (`hadamard_wgsl.ts`), the codes' product, and
+ *   the output's Hadamard transform, which applies `sv` and places the rows (its `place` form);
  * - VPTQ: the permuted, normed input (`vptqPrepShader`), the column splits' partial sums, and the
- *   epilogue adding them and the norm's bias term.
+ *   epilogue adding them and the norm's bias term (`codebook_epilogue_wgsl.ts`).
  *
  * Every kernel takes token rows from the pass's `Step` uniform; decoding (`T ≤ 4`) runs one
  * token row per thread, prefill {@linkcode PREFILL_TOKENS} at once, so each decoded weight serves
@@ -149,24 +149,18 @@ export async function codebookMatmul(
   };
   const epilogue = async (
     partial: GPUBuffer,
-    rowScale: GPUBuffer | undefined,
     tokenAdd: GPUBuffer | undefined,
     splits: number,
   ): Promise<CodebookDispatch> => {
-    const pipe = await k.pipeline(
-      "usrrrw",
-      epilogueShader({ rowScale: rowScale !== undefined, tokenAdd: tokenAdd !== undefined }),
-    );
-    const empty = scratch(k, "empty", 16);
+    const pipe = await k.pipeline("usrrw", epilogueShader({ tokenAdd: tokenAdd !== undefined }));
     return {
       label: `${label} epilogue`,
       pipeline: () => pipe,
-      bindGroup: bind(k, "usrrrw", [
+      bindGroup: bind(k, "usrrw", [
         params(m.rows, splits),
         stepBinding,
         partial,
-        rowScale ?? empty,
-        tokenAdd ?? empty,
+        tokenAdd ?? scratch(k, "empty", 16),
         out,
       ]),
       groups: (T) => flatGroups(T * m.rows),
@@ -218,34 +212,39 @@ export async function codebookMatmul(
       const maxBytes = k.device.limits.maxComputeWorkgroupStorageSize;
       const u = scratch(k, "e8p u", maxT * m.cols * 4);
       const z = scratch(k, "e8p z", maxT * m.rows * 4);
-      const z2 = scratch(k, "e8p z2", maxT * m.rows * 4);
       const onShared = shared && fits((256 + (plan.rvq === 3 ? 2048 : 0)) * 4 + 1024);
-      const hadamard = async (
-        n: number,
-        transpose: boolean,
-        input: GPUBuffer,
-        output: GPUBuffer,
-        signs: GPUBuffer,
-        factor: GPUBuffer,
-        what: string,
-      ): Promise<CodebookDispatch> => {
-        const pipe = await k.pipeline(
-          "urwrrs",
-          hadamardShader(n, transpose, { step: true, maxBytes, workgroup: 256 }),
+      // One row per workgroup: as many threads as the row has butterflies, within the limits.
+      const threads = (n: number) =>
+        Math.min(
+          k.device.limits.maxComputeInvocationsPerWorkgroup,
+          k.device.limits.maxComputeWorkgroupSizeX,
+          1024,
+          Math.max(64, 2 ** Math.ceil(Math.log2(n / 2))),
         );
-        return {
-          label: `${label} ${what}`,
-          pipeline: () => pipe,
-          bindGroup: bind(k, "urwrrs", [k.uniform([0]), input, output, signs, factor, stepBinding]),
-          groups: (T) => [T, 1, 1],
-        };
-      };
+      const inputPipe = await k.pipeline(
+        "urwrrs",
+        hadamardShader(m.cols, true, { step: true, maxBytes, workgroup: threads(m.cols) }),
+      );
+      const outputPipe = await k.pipeline(
+        "urwrrsr",
+        hadamardShader(m.rows, false, {
+          step: true,
+          place: true,
+          maxBytes,
+          workgroup: threads(m.rows),
+        }),
+      );
       const pipeline = await both(
         (tokens) => e8pShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll }),
         "usrrrwr",
       );
       return [
-        await hadamard(m.cols, true, x, u, su!, factorIn!, "input transform"),
+        {
+          label: `${label} input transform`,
+          pipeline: () => inputPipe,
+          bindGroup: bind(k, "urwrrs", [k.uniform([0]), x, u, su!, factorIn!, stepBinding]),
+          groups: (T) => [T, 1, 1],
+        },
         {
           label,
           pipeline,
@@ -260,8 +259,26 @@ export async function codebookMatmul(
           ]),
           groups: (T) => [Math.ceil(m.rows / 8), Math.ceil(T / tokensFor(T)), 1],
         },
-        await hadamard(m.rows, false, z, z2, ones!, factorOut!, "output transform"),
-        await epilogue(z2, sv!, undefined, 1),
+        {
+          label: `${label} output transform`,
+          pipeline: () => outputPipe,
+          bindGroup: bind(k, "urwrrsr", [
+            k.uniform([
+              0,
+              o.outOff ?? 0,
+              o.outStride ?? m.rows,
+              o.outPosStride ?? 0,
+              o.accumulate ? 1 : 0,
+            ]),
+            z,
+            out,
+            ones!,
+            factorOut!,
+            stepBinding,
+            sv!,
+          ]),
+          groups: (T) => [T, 1, 1],
+        },
       ];
     }
     case "vptq": {
@@ -326,7 +343,7 @@ export async function codebookMatmul(
           ]),
           groups: (T) => [groupsX, Math.ceil(T / tokensFor(T)), splits],
         },
-        await epilogue(partial, undefined, plan.norm ? bsum : undefined, splits),
+        await epilogue(partial, plan.norm ? bsum : undefined, splits),
       ];
     }
   }
