@@ -210,6 +210,12 @@ export async function codebookMatmul(
         new Float32Array(m.rows).fill(1),
       ]);
       const maxBytes = k.device.limits.maxComputeWorkgroupStorageSize;
+      if (4 * Math.max(m.rows, m.cols) > maxBytes) {
+        throw new CodebookMatmulError(
+          `QuIP#'s Hadamard transforms of ${m.rows} × ${m.cols} need ` +
+            `${4 * Math.max(m.rows, m.cols)} bytes of workgroup memory; the device has ${maxBytes}`,
+        );
+      }
       const u = scratch(k, "e8p u", maxT * m.cols * 4);
       const z = scratch(k, "e8p z", maxT * m.rows * 4);
       const onShared = shared && fits((256 + (plan.rvq === 3 ? 2048 : 0)) * 4 + 1024);
@@ -293,13 +299,17 @@ export async function codebookMatmul(
       const v = plan.vectorLen;
       const groupsX = Math.ceil(Math.ceil(m.rows / v) / VPTQ_GROUPS_PER_WORKGROUP);
       const quantized = m.cols - plan.outlierCols;
-      const splits = Math.max(
+      const wanted = Math.max(
         1,
         Math.min(
           Math.ceil(VPTQ_TARGET_GROUPS / groupsX),
           Math.floor(quantized / (VPTQ_SLICES * 32)),
         ),
       );
+      // The partial sums of all splits fit one binding.
+      const limits = k.device.limits;
+      const binding = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+      const splits = Math.max(1, Math.min(wanted, Math.floor(binding / (maxT * m.rows * 4))));
       const xs = scratch(k, "vptq xs", maxT * m.cols * 4);
       const bsum = scratch(k, "vptq bias", maxT * 4);
       const partial = scratch(k, "vptq partial", splits * maxT * m.rows * 4);
