@@ -5,7 +5,8 @@
  * transforms included). Matrices have random codes (speed does not depend on them) and are
  * uploaded from the host, one `Kernels` per format and shape so their memory is freed after it.
  * Decode rotates over copies of at least 256 MiB, as the other formats' GEMV does; bytes are
- * everything the format uploads (codes, codebooks, scales, signs, norms).
+ * everything the format uploads (codes, codebooks, scales, signs, norms). QuIP#'s decode gets a
+ * second row, `(product only)`, without its two Hadamard transforms.
  *
  * @module
  */
@@ -173,20 +174,30 @@ export async function codebookPerf(
             log(`${f.name} ${N}×${K}: not timed (${(e as Error).message})`);
             continue;
           }
-          const ms = await host.timeAuto(
-            (pass, i) => encodeDispatches(pass, sets[i % sets.length]!, rowsT, 0),
-            rowsT === 1 ? 5 : 20,
-            rowsT === 1 ? 20 : 3,
-          );
-          out.push({
-            format: f.name + variant.label,
-            kernel: rowsT === 1 ? "gemv" : "gemm",
-            T: rowsT,
-            N,
-            K,
-            ms,
-            bytes,
-          });
+          // QuIP#'s decode is also timed without its Hadamard transforms: the product alone.
+          const parts: [string, Dispatch[][]][] = [["", sets]];
+          if (packed.codebook.kind === "e8p" && rowsT === 1 && variant.label === "") {
+            parts.push([
+              " (product only)",
+              sets.map((set) => set.filter((d) => !d.label.endsWith("transform"))),
+            ]);
+          }
+          for (const [suffix, timed] of parts) {
+            const ms = await host.timeAuto(
+              (pass, i) => encodeDispatches(pass, timed[i % timed.length]!, rowsT, 0),
+              rowsT === 1 ? 5 : 20,
+              rowsT === 1 ? 20 : 3,
+            );
+            out.push({
+              format: f.name + variant.label + suffix,
+              kernel: rowsT === 1 ? "gemv" : "gemm",
+              T: rowsT,
+              N,
+              K,
+              ms,
+              bytes,
+            });
+          }
         } finally {
           k.destroy();
         }
