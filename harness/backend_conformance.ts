@@ -8,6 +8,7 @@
  * | check                                                     | tol  |
  * | --------------------------------------------------------- | ---- |
  * | matmul, every weight format, GEMV (T = 1) and GEMM (T > 4) | 1e-5 |
+ * | matmul, codebook formats (QuIP# E8P, AQLM, VPTQ), T = 1 and 6 | 1e-5 |
  * | RMSNorm, RoPE, SwiGLU                                      | 1e-6 |
  * | attention (GQA, KV cache, chunked softmax)                 | 1e-5 |
  * | stories260K logits, f32 and RTN int4-g32 / int8 weights    | 1e-3 |
@@ -17,6 +18,7 @@
  * | a synthetic model with biases, q/k norms, RoPE scaling, mixed formats | 1e-4 |
  * | prefill then one-token decode steps vs one batched forward | 1e-4 |
  * | a suite's perplexities on this backend vs `cpu` (relative) | 1e-4 (W8A8: 1e-3) |
+ * | the same for QuIP# (2–4 bits), AQLM and VPTQ, none decoded to f32 | 1e-4 |
  *
  * A float32 backend lands near 1e-6 on all of them; the looser model-level bounds leave room for
  * backends that compute in lower precision. Op tests need {@linkcode Backend.ops}; a backend
@@ -32,6 +34,9 @@ import { dense, type LlamaModel, type Matrix, type Tokenizer } from "../core/mod
 import { quantizeInt } from "../kernels/formats/int.ts";
 import type { ScaleDtype } from "../core/model.ts";
 import { pseudoRandom, relativeError } from "../core/test_values.ts";
+import { e8pMatrix } from "../kernels/formats/e8p_format.ts";
+import { buildAqlmMatrix } from "../kernels/formats/aqlm.ts";
+import { buildVptq, parseVptqName, toHalves } from "../kernels/formats/vptq.ts";
 
 import { rowCodecs } from "../kernels/formats/codecs.ts";
 import { encodeMatrix } from "../kernels/formats/row_codecs.ts";
@@ -104,6 +109,97 @@ function weightFormats(): [string, (r: number, c: number, w: Float32Array) => Ma
   ];
 }
 
+/** Codes in `[0, size)` from seed `seed`. */
+function randomCodes(n: number, size: number, seed: number): Int32Array {
+  return Int32Array.from(pseudoRandom(n, seed), (v) => Math.floor((v + 0.5) * size) % size);
+}
+
+/**
+ * The codebook formats the matmul tests cover, as `[name, rows, cols, matrix]`: random codes and
+ * side tensors (their rows cannot be encoded alone). 48 × 172 for QuIP#: both sides have Hadamard
+ * transforms (12 · 4, 172) and the last 8-vector is padded; AQLM and VPTQ at 37 × 172 with short
+ * last groups, codes that straddle words (`aqlm-2x6-g3`, `vptq-v3-k64-0`) and VPTQ's outlier
+ * columns, permutation and norm.
+ */
+function codebookFormats(): [string, number, number, Matrix][] {
+  const e8p = (bits: 2 | 3 | 4): [string, number, number, Matrix] => {
+    const [rows, cols] = [48, 172];
+    const n = rows * Math.ceil(cols / 8);
+    const codes = Uint16Array.from(randomCodes(n, 65536, 20 + bits));
+    const su = Uint8Array.from(randomCodes(Math.ceil(cols / 8), 256, 30));
+    const sv = toHalves(pseudoRandom(rows, 31).map((v) => 0.05 * v));
+    const residual = bits === 2 ? undefined : {
+      bits,
+      codes: Uint16Array.from(randomCodes(n, bits === 3 ? 256 : 65536, 32)),
+    };
+    return [`e8p${bits}`, rows, cols, e8pMatrix(rows, cols, codes, su, sv, residual)];
+  };
+  const aqlm = (M: number, B: number, g: number): [string, number, number, Matrix] => {
+    const [rows, cols] = [37, 172];
+    const groups = Math.ceil(cols / g);
+    return [
+      `aqlm-${M}x${B}-g${g}`,
+      rows,
+      cols,
+      buildAqlmMatrix({
+        scheme: { codebooks: M, bits: B, groupSize: g },
+        rows,
+        cols,
+        codes: randomCodes(rows * groups * M, 2 ** B, 40 + B),
+        codebooks: pseudoRandom(M * 2 ** B * g, 41),
+        scales: pseudoRandom(rows, 42).map((v) => 1 + v),
+      }),
+    ];
+  };
+  const vptq = (name: string, extras: boolean): [string, number, number, Matrix] => {
+    const [rows, cols] = [37, 172];
+    const config = parseVptqName(name);
+    const v = config.vectorLen;
+    const o = extras ? 5 : 0;
+    const n = Math.ceil(rows / v) * (cols - o);
+    const r = config.resCentroids;
+    const perm = Array.from({ length: cols }, (_, j) => (j * 97) % cols);
+    return [
+      `${name}${extras ? " (outliers, perm, norm)" : ""}`,
+      rows,
+      cols,
+      buildVptq({
+        rows,
+        cols,
+        config,
+        centroids: pseudoRandom(config.centroids * v, 50),
+        indices: randomCodes(n, config.centroids, 51),
+        ...(r > 0
+          ? { resCentroids: pseudoRandom(r * v, 52), resIndices: randomCodes(n, r, 53) }
+          : {}),
+        ...(extras
+          ? {
+            outlierCols: o,
+            outliers: pseudoRandom(rows * o, 54),
+            perm,
+            normScale: pseudoRandom(cols, 55).map((x) => 1 + x),
+            normBias: pseudoRandom(cols, 56).map((x) => 0.1 * x),
+          }
+          : {}),
+      }),
+    ];
+  };
+  return [
+    e8p(2),
+    e8p(3),
+    e8p(4),
+    aqlm(1, 16, 8),
+    aqlm(2, 8, 8),
+    aqlm(1, 8, 4),
+    aqlm(3, 4, 4),
+    aqlm(1, 4, 2),
+    aqlm(2, 6, 3),
+    vptq("vptq-v2-k16-0", false),
+    vptq("vptq-v3-k64-0", false),
+    vptq("vptq-v4-k256-16", true),
+  ];
+}
+
 /** Weight layouts × run-time activation formats of the activation matmul tests. */
 const ACTIVATION_CASES: [string, number, number, boolean, string][] = [
   ["int8", 8, 0, true, "int8"],
@@ -137,6 +233,19 @@ function registerOps(
       for (const T of [1, 6]) {
         const x = pseudoRandom(T * 172, 2 + T);
         assertClose(await ops.matmul(x, w), await cpuOps.matmul(x, w), 1e-5, `T=${T}`);
+      }
+    });
+  }
+  for (const [format, rows, cols, w] of codebookFormats()) {
+    test(`matmul ${format}`, async () => {
+      for (const T of [1, 6]) {
+        const x = pseudoRandom(T * cols, 2 + T);
+        assertClose(
+          await ops.matmul(x, w),
+          await cpuOps.matmul(x, w),
+          1e-5,
+          `${rows}x${cols} T=${T}`,
+        );
       }
     });
   }
@@ -588,6 +697,87 @@ exclude:
 }
 
 /**
+ * Cells of the codebook suite: one scheme of each format, chosen to be quick to quantize (the op
+ * tests cover the others): QuIP#'s E8P12 (2 bits), AQLM with two codebooks, VPTQ with a residual
+ * codebook, outlier columns, permutation and norm.
+ */
+const CODEBOOK_CELLS = ["quip_sharp/int2", "rtn/aqlm_2x4_g4", "vptq/vptq-v4-k256-16"];
+
+/**
+ * The codebook formats (QuIP#'s E8P, AQLM, VPTQ) through a suite on this backend and on `cpu`:
+ * equal perplexities, and no row says its weights fell back to f32 (a backend that decodes them
+ * on load, as the CPU's reference does not need to, would say so). VPTQ runs with outlier
+ * columns, permutation and norm; calibration is tiny (this checks kernels, not quality).
+ */
+function registerCodebookSuite(backend: Backend, ignore: boolean): void {
+  const haveData = !ignore && hasShared(...STORIES) &&
+    hasShared("data", "text", "tinystories_sample.txt") &&
+    hasShared("data", "text", "tinyshakespeare.txt");
+  Deno.test({
+    name: `${backend.name}: codebook formats (QuIP#, AQLM, VPTQ) give the CPU's perplexities`,
+    ignore: !haveData || backend.name === "cpu",
+    async fn() {
+      const dir = await Deno.makeTempDir({ prefix: "quantbench-codebook-" });
+      const calibration = "calibration: { dataset: shakespeare, samples: 4, seq_len: 64 }";
+      try {
+        const yaml = `name: codebook-conformance
+seed: 0
+models:
+  - id: stories260K
+    path: ${JSON.stringify(sharedPath(...STORIES))}
+    tokenizer: ${JSON.stringify(sharedPath("models", "stories260K", "tok512.bin"))}
+datasets:
+  tiny: { kind: text, path: ${
+          JSON.stringify(sharedPath("data", "text", "tinystories_sample.txt"))
+        }, max_chars: 2500 }
+  shakespeare: { kind: text, path: ${
+          JSON.stringify(sharedPath("data", "text", "tinyshakespeare.txt"))
+        }, max_chars: 20000 }
+methods:
+  - rtn
+  - { method: quip_sharp, ${calibration}, tune_iters: 0 }
+  - { method: vptq, ${calibration}, kiter: 3, npercent: 5, enable_perm: true, enable_norm: true }
+formats: [int2, aqlm_2x4_g4, vptq-v4-k256-16]
+backends: ${JSON.stringify(["cpu", backend.name])}
+tasks:
+  - { task: perplexity, dataset: tiny, context: 64 }
+exclude:
+  - { method: rtn, format: "!aqlm_2x4_g4" }
+  - { method: quip_sharp, format: aqlm_2x4_g4 }
+  - { method: quip_sharp, format: vptq-v4-k256-16 }
+  - { method: vptq, format: "!vptq-v4-k256-16" }
+`;
+        const suite = await parseSuite(yaml, `${dir}/suite.yaml`);
+        const file = await runSuite(suite, {
+          runId: "codebook-conformance",
+          cacheDir: `${dir}/cache`,
+          fresh: true,
+          quiet: true,
+          jobs: 1,
+        });
+        const ppl = (b: string) =>
+          new Map(
+            file.rows
+              .filter((r) => r.backend === b && r.metric === "ppl")
+              .map((r) => [`${r.method}/${r.format}`, r]),
+          );
+        const [ref, got] = [ppl("cpu"), ppl(backend.name)];
+        assert.deepEqual([...got.keys()].sort(), [...CODEBOOK_CELLS].sort());
+        for (const cell of CODEBOOK_CELLS) {
+          const [a, b] = [got.get(cell)!, ref.get(cell)!];
+          assert.equal(a.status, "ok", `${cell} on ${backend.name}`);
+          assert.ok(!String(a.detail ?? "").includes("fallback="), `${cell}: ${a.detail}`);
+          const [x, y] = [a.value as number, b.value as number];
+          assert.ok(Math.abs(x - y) <= 1e-4 * y, `${cell}: ppl ${x} vs cpu ${y}`);
+        }
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    },
+  });
+}
+
+/**
  * Registers the conformance tests for `backend`; they are ignored (with the reason printed) when
  * the backend is unavailable here.
  */
@@ -603,7 +793,10 @@ export async function describeBackendConformance(
       registerOps(backend.name, backend.ops, ignore, backend.runtimeQuantization?.activations);
     }
     if (options.models ?? true) registerModels(backend, ignore, options.maxSeqLen);
-    if (options.suite ?? true) registerSuite(backend, ignore);
+    if (options.suite ?? true) {
+      registerSuite(backend, ignore);
+      registerCodebookSuite(backend, ignore);
+    }
   };
   // A slow software WebGPU adapter runs a representative subset (kernels/webgpu/test_gate.ts).
   const slow = !ignore && backend.name.startsWith("webgpu") ? await slowAdapterReason() : undefined;

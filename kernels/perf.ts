@@ -66,6 +66,11 @@ function time(fn: () => void, minMs = 200): number {
 /** Runs the CPU micro-benchmarks and prints the table. */
 export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> {
   const known = perfFormats().map((f) => f.label);
+  // WebGPU also times QuIP#'s codecs and VPTQ's release scheme (perf_codebook.ts).
+  if (options.backend === "webgpu") {
+    const { codebookPerfFormats } = await import("./webgpu/perf_codebook.ts");
+    known.push(...codebookPerfFormats().map((f) => f.name).filter((n) => !known.includes(n)));
+  }
   for (const name of options.formats ?? []) {
     if (!known.includes(name)) throw new UnknownNameError("perf format", name, known);
   }

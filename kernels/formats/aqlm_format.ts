@@ -11,8 +11,9 @@
  * quantization (what `rtn` runs) is the reference's k-means initialisation of the whole matrix
  * (`aqlm_kmeans.ts`, seed 0, 100 iterations: its `init_max_iter`); the `aqlm` method optimises
  * from there; `deno task perf` times seeded random codes instead (`timingMatrix`: k-means over
- * 2^16 codewords of a 1024 × 1024 matrix is hours of CPU). There is no fixed grid for GPTQ, and the WebGPU kernels have no decoder yet, so
- * matrices run decoded to f32 there.
+ * 2^16 codewords of a 1024 × 1024 matrix is hours of CPU). There is no fixed grid for GPTQ. On
+ * WebGPU the codes, codebooks and scales are uploaded as they are ({@linkcode aqlmGpuPlan}) and
+ * `kernels/webgpu/aqlm_wgsl.ts` decodes them inside the matmul.
  *
  * @module
  */
@@ -32,7 +33,9 @@ import {
 } from "./aqlm.ts";
 import { aqlmInit } from "./aqlm_kmeans.ts";
 import { checked, type CodedElementFormat, type FormatSettings } from "./element_format.ts";
-import { asCoded, type WeightFormat } from "./format.ts";
+import { asCoded, type QuantizedWeight, type WeightFormat } from "./format.ts";
+import type { AqlmGpuPlan } from "./gpu_layout.ts";
+import { f16ToF32 } from "./gguf/numeric.ts";
 
 /** The reference's `in_group_size`: a suite `group` of 0 means this. */
 export const AQLM_DEFAULT_GROUP = 8;
@@ -162,6 +165,37 @@ export const AQLM_ELEMENTS: readonly CodedElementFormat[] = SCHEMES.map(([m, b, 
   element(m, b, g)
 );
 
+/** The WebGPU plan of an AQLM matrix (see `AqlmGpuPlan`): its parts, word-aligned. */
+export function aqlmGpuPlan(m: QuantizedWeight): AqlmGpuPlan {
+  const c = asCoded("aqlm", m);
+  const scheme = aqlmSchemeOf(c);
+  const rowWords = Math.ceil(c.rowBytes / 4);
+  const codes = new Uint32Array(Math.max(1, c.rows * rowWords));
+  const bytes = new Uint8Array(codes.buffer);
+  for (let r = 0; r < c.rows; r++) {
+    bytes.set(c.data.subarray(r * c.rowBytes, (r + 1) * c.rowBytes), r * rowWords * 4);
+  }
+  const halves = c.sides?.codebooks as Uint16Array;
+  const g = scheme.groupSize;
+  const stride = Math.ceil(g / 2);
+  const words = halves.length / g;
+  const codebook = new Uint32Array(words * stride);
+  for (let w = 0; w < words; w++) {
+    for (let i = 0; i < g; i++) {
+      codebook[w * stride + (i >> 1)]! |= halves[w * g + i]! << (16 * (i & 1));
+    }
+  }
+  return {
+    kind: "aqlm",
+    ...scheme,
+    rowWords,
+    codes,
+    stride,
+    codebook,
+    scales: Float32Array.from(c.sides?.scales as Uint16Array, f16ToF32),
+  };
+}
+
 /** AQLM's additive codebook matrices. */
 export const AQLM_FORMAT: WeightFormat = {
   name: "aqlm",
@@ -176,6 +210,6 @@ export const AQLM_FORMAT: WeightFormat = {
     const c = asCoded("aqlm", m);
     return aqlmMatrixBits(aqlmSchemeOf(c), c.rows, c.cols);
   },
-  gpu: "none",
+  gpu: aqlmGpuPlan,
   grid: "none",
 };

@@ -23,15 +23,17 @@
  * computes `W·x` as `sv ⊙ M_rows(Ŵ · M_colsᵀ(su ⊙ x))`, decoding the codes inside the product.
  * `decodeRow`, the numerical reference other code asks for one row, needs every row of `Ŵ`
  * (`M_rows` mixes them): it decodes the whole matrix once and keeps it while the matrix lives.
- * There is no WebGPU layout yet: there, weights are decoded to f32 on load.
+ * On WebGPU the codes, signs and scales are uploaded as they are ({@linkcode e8pGpuPlan}) and
+ * `kernels/webgpu/e8p_wgsl.ts` runs the same three steps.
  *
  * @module
  */
 import type { CodedMatrix } from "../../core/coded.ts";
-import { hadamardTransform } from "../cpu/hadamard.ts";
+import { hadamardPlan, hadamardTransform } from "../cpu/hadamard.ts";
 import { E8P_ABS, E8P_RVQ, e8pDecode, type E8pRvq, secondDecode } from "./e8p_codebook.ts";
 import { asCoded, type QuantizedWeight, type WeightFormat } from "./format.ts";
 import { f16ToF32 } from "./gguf/numeric.ts";
+import type { E8pGpuPlan } from "./gpu_layout.ts";
 
 /** The codec name of E8P12 matrices. */
 export const E8P12 = "e8p12";
@@ -250,6 +252,47 @@ export function e8pMatmul(
   }
 }
 
+/**
+ * The WebGPU plan of an E8P matrix (see `E8pGpuPlan`), or why there is none: a side without a
+ * Hadamard transform.
+ */
+export function e8pGpuPlan(m: QuantizedWeight): E8pGpuPlan | string {
+  const { c, codes, rvq, second, su, sv } = parts(m);
+  for (const n of [c.rows, c.cols]) {
+    try {
+      hadamardPlan(n);
+    } catch (e) {
+      return (e as Error).message;
+    }
+  }
+  const vectors = e8pVectors(c.cols);
+  const rowWords = Math.ceil(vectors / 2);
+  const per = rvq?.secondBits === 8 ? 4 : 2;
+  const secondWords = rvq ? Math.ceil(vectors / per) : 0;
+  const words = new Uint32Array(c.rows * rowWords);
+  const secondOut = new Uint32Array(Math.max(1, c.rows * secondWords));
+  const width = 32 / per;
+  for (let r = 0; r < c.rows; r++) {
+    for (let j = 0; j < vectors; j++) {
+      words[r * rowWords + (j >> 1)]! |= codes[r * vectors + j]! << (16 * (j & 1));
+      if (rvq) {
+        const at = r * secondWords + Math.floor(j / per);
+        secondOut[at] = (secondOut[at]! | (second[r * vectors + j]! << (width * (j % per)))) >>> 0;
+      }
+    }
+  }
+  return {
+    kind: "e8p",
+    rvq: rvq === undefined ? 0 : rvq.secondBits === 8 ? 3 : 4,
+    rowWords,
+    codes: words,
+    secondWords,
+    second: secondOut,
+    su: Float32Array.from({ length: c.cols }, (_, col) => negative(su, col) ? -1 : 1),
+    sv: Float32Array.from(sv, f16ToF32),
+  };
+}
+
 /** Which bit of the sign byte negates coordinate `i` (see `e8p_codebook.ts`). */
 const SLOT = [0, 4, 1, 5, 2, 6, 3, 7] as const;
 
@@ -281,6 +324,6 @@ export const E8P_FORMAT: WeightFormat = {
     const c = asCoded("e8p", m);
     return 8 * c.rows * c.rowBytes + c.cols + 16 * c.rows;
   },
-  gpu: "none",
+  gpu: e8pGpuPlan,
   grid: "none",
 };

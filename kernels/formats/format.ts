@@ -14,7 +14,7 @@
 import type { CodedMatrix, RowCodec } from "../../core/coded.ts";
 import type { QuantizedMatrix } from "../../core/model.ts";
 import type { ElementFormat, FormatSettings } from "./element_format.ts";
-import type { GpuPlan } from "./gpu_layout.ts";
+import type { GpuCodebookPlan, GpuPlan } from "./gpu_layout.ts";
 import { Registry } from "../../core/registry.ts";
 
 /** A quantized weight matrix: integer codes + scales, or rows of a codec. */
@@ -52,8 +52,11 @@ export type GridFactory = (
   cols: number,
 ) => GroupGrid;
 
-/** How the WebGPU backend runs a matrix, or why it cannot (then it decodes it to f32). */
-export type GpuDecoder = (m: QuantizedWeight) => GpuPlan | string;
+/**
+ * How the WebGPU backend runs a matrix (a chunk layout, or codebook kernels of its own), or why it
+ * cannot (then it decodes it to f32).
+ */
+export type GpuDecoder = (m: QuantizedWeight) => GpuPlan | GpuCodebookPlan | string;
 
 /**
  * How far a codec's decoded values may be from the values encoded:

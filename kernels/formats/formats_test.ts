@@ -50,6 +50,9 @@ Deno.test("formats: each says whether it has a GPU decoder and a GPTQ grid", () 
   assert.deepEqual(has("nvfp4"), [true, true]);
   assert.deepEqual(has("ggml"), [true, false]);
   assert.deepEqual(has("affine"), [false, false]);
+  assert.deepEqual(has("e8p"), [true, false]);
+  assert.deepEqual(has("aqlm"), [true, false]);
+  assert.deepEqual(has("vptq"), [true, false]);
 });
 
 Deno.test("formats: ggml runs legacy blocks on the GPU and names the codecs it cannot", () => {

@@ -136,3 +136,74 @@ export function scalesThenCodes(
     },
   });
 }
+
+/**
+ * QuIP#'s E8P codes for the WebGPU decoder (`kernels/webgpu/e8p_wgsl.ts`): per row `rowWords`
+ * words of 16-bit E8P12 codes (two a word, low half first), the residual codes the same way
+ * (`secondWords` a row: four 8-bit E81B codes or two 16-bit E8P12 codes a word), the input signs
+ * `su` as ±1 and the output scales `sv` as f32.
+ */
+export interface E8pGpuPlan {
+  kind: "e8p";
+  /** 0: plain E8P12; 3 or 4: the residual variant of that many bits. */
+  rvq: 0 | 3 | 4;
+  rowWords: number;
+  codes: Uint32Array;
+  secondWords: number;
+  second: Uint32Array;
+  su: Float32Array;
+  sv: Float32Array;
+}
+
+/**
+ * AQLM's codes for the WebGPU decoder (`kernels/webgpu/aqlm_wgsl.ts`): each row's bit stream as
+ * the format stores it (`B`-bit codes, group-major then codebook, LSB first) padded to `rowWords`
+ * words; the codebooks as f16 pairs, each codeword padded to `stride` words; scales as f32.
+ */
+export interface AqlmGpuPlan {
+  kind: "aqlm";
+  codebooks: number;
+  bits: number;
+  groupSize: number;
+  rowWords: number;
+  codes: Uint32Array;
+  stride: number;
+  codebook: Uint32Array;
+  scales: Float32Array;
+}
+
+/**
+ * VPTQ's parts for the WebGPU decoder (`kernels/webgpu/vptq_wgsl.ts`): the packed index streams as
+ * stored (main then residual, the residual from word `resOffset`), the centroids as f32 (main then
+ * residual), the outlier columns (`rows × outlierCols` f32), and per stored column its matrix
+ * column, norm scale and norm bias (identity, 1 and 0 where the matrix has none).
+ */
+export interface VptqGpuPlan {
+  kind: "vptq";
+  vectorLen: number;
+  centroids: number;
+  resCentroids: number;
+  outlierCols: number;
+  indices: Uint32Array;
+  resOffset: number;
+  codebook: Float32Array;
+  outliers: Float32Array;
+  perm: Uint32Array;
+  normScale: Float32Array;
+  normBias: Float32Array;
+  /** Whether the matrix has a norm (else the kernels skip the bias term). */
+  norm: boolean;
+}
+
+/**
+ * A matrix whose weights are codebook entries, decoded inside the matmul by its own kernels
+ * (`kernels/webgpu/codebook_matmul.ts`) instead of the chunk layout of {@linkcode GpuPlan}.
+ */
+export type GpuCodebookPlan = E8pGpuPlan | AqlmGpuPlan | VptqGpuPlan;
+
+/** Little-endian u32 words of `bytes` (zero-padded to whole words). */
+export function wordsOf(bytes: Uint8Array): Uint32Array {
+  const out = new Uint32Array(Math.ceil(bytes.length / 4));
+  new Uint8Array(out.buffer).set(bytes);
+  return out;
+}

@@ -6,8 +6,9 @@
  * (`harness/methods/vptq.ts`) fits them with Hessian-weighted k-means and GPTQ-style error
  * feedback; round-to-nearest (the `rtn` method) fits plain k-means (10 Lloyd rounds, seed 0) to
  * the matrix's vectors and keeps every vector's nearest centroids. The codebooks span the whole
- * matrix, so there is no group-scale grid (GPTQ skips these formats), and WebGPU runs them
- * decoded to f32.
+ * matrix, so there is no group-scale grid (GPTQ skips these formats). On WebGPU the parts are
+ * uploaded as they are ({@linkcode vptqGpuPlan}) and `kernels/webgpu/vptq_wgsl.ts` decodes them
+ * inside the matmul.
  *
  * @module
  */
@@ -16,11 +17,13 @@ import type { RowCodec } from "../../core/coded.ts";
 import { seededRandom } from "../../core/random.ts";
 import type { CodedElementFormat, FormatSettings } from "./element_format.ts";
 import { checked } from "./element_format.ts";
-import { asCoded, type WeightFormat } from "./format.ts";
+import { asCoded, type QuantizedWeight, type WeightFormat } from "./format.ts";
+import { type VptqGpuPlan, wordsOf } from "./gpu_layout.ts";
 import { nearestCentroid, weightedKmeans } from "./kmeans.ts";
 import {
   buildVptq,
   decodeVptqRow,
+  halves,
   indexBits,
   parseVptqName,
   roundHalf,
@@ -142,6 +145,38 @@ function element(name: string): CodedElementFormat {
   return format;
 }
 
+/** The WebGPU plan of a VPTQ matrix (see `VptqGpuPlan`). */
+export function vptqGpuPlan(m: QuantizedWeight): VptqGpuPlan {
+  const c = asCoded("vptq", m);
+  const config = parseVptqName(c.codec);
+  const s = c.sides ?? {};
+  const main = wordsOf(s.indices as Uint8Array);
+  const res = config.resCentroids > 0 ? wordsOf(s.res_indices as Uint8Array) : new Uint32Array(0);
+  const indices = new Uint32Array(main.length + res.length + 1);
+  indices.set(main);
+  indices.set(res, main.length);
+  const centroids = halves(s.centroids!);
+  const resCentroids = config.resCentroids > 0 ? halves(s.res_centroids!) : new Float32Array(0);
+  const codebook = new Float32Array(centroids.length + resCentroids.length);
+  codebook.set(centroids);
+  codebook.set(resCentroids, centroids.length);
+  const outliers = s.outliers ? halves(s.outliers) : new Float32Array(0);
+  const perm = s.perm as Uint16Array | undefined;
+  return {
+    kind: "vptq",
+    ...config,
+    outlierCols: outliers.length / c.rows,
+    indices,
+    resOffset: main.length,
+    codebook,
+    outliers: outliers.length ? outliers : new Float32Array(1),
+    perm: Uint32Array.from({ length: c.cols }, (_, j) => perm ? perm[j]! : j),
+    normScale: s.norm_scale ? halves(s.norm_scale) : new Float32Array(c.cols).fill(1),
+    normBias: s.norm_bias ? halves(s.norm_bias) : new Float32Array(c.cols),
+    norm: s.norm_scale !== undefined,
+  };
+}
+
 /** VPTQ's codebook format. */
 export const VPTQ_FORMAT: WeightFormat = {
   name: "vptq",
@@ -153,6 +188,6 @@ export const VPTQ_FORMAT: WeightFormat = {
   owns: (codec) => VPTQ_NAME.test(codec),
   decodeRow: (m, r, out) => decodeVptqRow(asCoded("vptq", m), r, out),
   bits: (m) => vptqBits(asCoded("vptq", m)),
-  gpu: "none",
+  gpu: vptqGpuPlan,
   grid: "none",
 };

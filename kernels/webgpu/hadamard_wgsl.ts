@@ -8,7 +8,10 @@
  * of two) and scaled by `1/√n`.
  *
  * Bindings: 0 params `{rows}` (uniform), 1 input rows `x` (f32), 2 output rows `y` (f32), 3 signs
- * (n f32, ±1), 4 the factor (K × K f32, row-major). Dispatch `(rows, 1, 1)`.
+ * (n f32, ±1), 4 the factor (K × K f32, row-major). Dispatch `(rows, 1, 1)`. With `step` (inside a
+ * forward pass, `codebook_matmul.ts`), binding 5 is the pass's `Step` uniform (dynamic offset)
+ * and its `T` is the row count instead; with `place` as well, the output is scaled per value and
+ * placed (or accumulated) in the pass's output rows ({@linkcode HadamardShaderOptions.place}).
  *
  * @module
  */
@@ -25,40 +28,87 @@ export class HadamardShaderError extends RangeError {
 /** Largest row the shader holds in workgroup memory (16 KiB of f32, WebGPU's guaranteed size). */
 export const HADAMARD_MAX_N = 4096;
 
+/** Options of {@linkcode hadamardShader}. */
+export interface HadamardShaderOptions {
+  /** Rows from a `Step` uniform at binding 5 (see the module notes). */
+  step?: boolean;
+  /** Workgroup memory the device allows (default 16 KiB, WebGPU's guaranteed size). */
+  maxBytes?: number;
+  /**
+   * Threads per workgroup (default {@linkcode HADAMARD_WORKGROUP}); a forward pass's transform of
+   * one long row takes 256, so that each butterfly stage is fewer steps per thread.
+   */
+  workgroup?: number;
+  /**
+   * The forward pass's output form (with `step`): binding 0 is `{rows, outOff, outStride,
+   * outPosStride, accumulate}`, binding 6 a factor per value (QuIP#'s `sv`), and value `o` of row
+   * `t` is written to, or added to, `y[outOff + pos·outPosStride + t·outStride + o]`.
+   */
+  place?: boolean;
+}
+
 /** The cache key of {@linkcode hadamardShader}'s source. */
-export function hadamardKey(n: number, transpose: boolean): string {
-  return `hadamard:${n}:${transpose ? "t" : "n"}`;
+export function hadamardKey(
+  n: number,
+  transpose: boolean,
+  options: HadamardShaderOptions = {},
+): string {
+  return `hadamard:${n}:${transpose ? "t" : "n"}${options.step ? ":step" : ""}` +
+    `${options.place ? ":place" : ""}:${options.workgroup ?? HADAMARD_WORKGROUP}`;
 }
 
 /**
  * The shader transforming rows of `n` values by `M` (or `Mᵀ` with `transpose`), after multiplying
- * them by the signs; a {@linkcode HadamardShaderError} when `n` exceeds {@linkcode HADAMARD_MAX_N}
- * and a `HadamardSizeError` when `n` has no transform.
+ * them by the signs; a {@linkcode HadamardShaderError} when `n` exceeds what a workgroup holds
+ * ({@linkcode HADAMARD_MAX_N} unless `options.maxBytes` says more) and a `HadamardSizeError` when
+ * `n` has no transform.
  */
-export function hadamardShader(n: number, transpose: boolean): string {
+export function hadamardShader(
+  n: number,
+  transpose: boolean,
+  options: HadamardShaderOptions = {},
+): string {
   const { k, pow2 } = hadamardPlan(n);
-  if (n > HADAMARD_MAX_N) {
+  const maxN = options.maxBytes === undefined ? HADAMARD_MAX_N : Math.floor(options.maxBytes / 4);
+  if (n > maxN) {
     throw new HadamardShaderError(
-      `A Hadamard row of ${n} values exceeds the ${HADAMARD_MAX_N} a workgroup holds`,
+      `A Hadamard row of ${n} values exceeds the ${maxN} a workgroup holds`,
     );
   }
-  const wg = HADAMARD_WORKGROUP;
+  const wg = options.workgroup ?? HADAMARD_WORKGROUP;
   const factor = transpose ? "h[c * K + r]" : "h[r * K + c]";
+  if (options.place && !options.step) {
+    throw new HadamardShaderError("The placed output form needs the Step uniform (step: true)");
+  }
+  const rows = options.step ? "st.T" : "params.rows";
+  const params = options.place
+    ? "rows: u32, outOff: u32, outStride: u32, outPosStride: u32, accumulate: u32"
+    : "rows: u32";
+  const store = options.place
+    ? `let at = params.outOff + st.pos * params.outPosStride + row * params.outStride + o;
+    let value = acc * scale * post[o];
+    if (params.accumulate != 0u) { y[at] += value; } else { y[at] = value; }`
+    : "y[base + o] = acc * scale;";
+  const step = options.step
+    ? "struct Step { T: u32, pos: u32, a: u32, b: u32 }\n@group(0) @binding(5) var<uniform> st: Step;\n"
+    : "";
   return `const N = ${n}u;
 const K = ${k}u;
 const P = ${pow2}u;
-struct Params { rows: u32 }
+struct Params { ${params} }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> signs: array<f32>;
 @group(0) @binding(4) var<storage, read> h: array<f32>;
-var<workgroup> v: array<f32, ${n}>;
+${step}${
+    options.place ? "@group(0) @binding(6) var<storage, read> post: array<f32>;\n" : ""
+  }var<workgroup> v: array<f32, ${n}>;
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
   let row = wgid.x;
-  if (row >= params.rows) { return; }
+  if (row >= ${rows}) { return; }
   let base = row * N;
   for (var i = lid; i < N; i += ${wg}u) { v[i] = x[base + i] * signs[i]; }
   workgroupBarrier();
@@ -81,7 +131,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: 
     let j = o % P;
     var acc = 0.0;
     for (var c = 0u; c < K; c++) { acc += ${factor} * v[c * P + j]; }
-    y[base + o] = acc * scale;
+    ${store}
   }
 }
 `;

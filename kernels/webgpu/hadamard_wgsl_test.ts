@@ -91,4 +91,11 @@ Deno.test("hadamardShader refuses rows beyond workgroup memory; keys differ by s
   assert.throws(() => hadamardShader(8192, false), HadamardShaderError);
   assert.notEqual(hadamardKey(64, false), hadamardKey(64, true));
   assert.notEqual(hadamardKey(64, false), hadamardKey(128, false));
+  assert.notEqual(
+    hadamardKey(64, false, { step: true }),
+    hadamardKey(64, false, { step: true, place: true }),
+  );
+  assert.throws(() => hadamardShader(64, false, { place: true }), HadamardShaderError);
+  // A device with more workgroup memory takes longer rows.
+  assert.match(hadamardShader(8192, false, { maxBytes: 32768 }), /array<f32, 8192>/);
 });

@@ -48,6 +48,7 @@ import {
   type KvQuantLayout,
 } from "./kv_quant_wgsl.ts";
 import { EMBED_WGSL } from "./embed_wgsl.ts";
+import { codebookMatmul } from "./codebook_matmul.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
 import {
   QKV_SCATTER_WGSL,
@@ -703,6 +704,8 @@ export class Kernels {
       tiling?: GemmTiling;
     },
   ): Promise<Dispatch[]> {
+    // Codebook formats (QuIP#, AQLM, VPTQ) run their own kernels over their stored parts.
+    if (m.codebook) return codebookMatmul(this, step, m, x, out, o);
     const limits = {
       maxThreads: this.device.limits.maxComputeInvocationsPerWorkgroup,
       maxWorkgroupBytes: this.device.limits.maxComputeWorkgroupStorageSize,

@@ -16,7 +16,7 @@
  */
 import type { Matrix } from "../../core/model.ts";
 import { decodeRow, storageName } from "../formats/matrix.ts";
-import type { ElementKind, GpuLayout, ScaleKind } from "../formats/gpu_layout.ts";
+import type { ElementKind, GpuCodebookPlan, GpuLayout, ScaleKind } from "../formats/gpu_layout.ts";
 import { FP4_E2M1, FP6_E2M3, FP6_E3M2, FP8_E4M3, FP8_E5M2 } from "../formats/minifloat.ts";
 import { e8m0Decode } from "../formats/mx.ts";
 import { bf16ToF32 } from "../formats/gguf/numeric.ts";
@@ -75,6 +75,16 @@ export interface Layout extends GpuLayout {
    * workgroup instead of once per thread (sweeps; `gemvDirect` takes precedence).
    */
   gemvPrescale?: boolean;
+  /**
+   * Codebook formats (`codebook_matmul.ts`): codebooks in workgroup memory where they fit,
+   * instead of read through the cache (sweeps).
+   */
+  codebookShared?: boolean;
+  /**
+   * Codebook formats: groups (AQLM), codewords (QuIP#) or columns (VPTQ) a thread takes per step,
+   * when not the kernel's default (sweeps).
+   */
+  codebookUnroll?: number;
 }
 
 /**
@@ -90,6 +100,8 @@ export type GemvTuning = Pick<
   | "gemvXsum"
   | "gemvDirect"
   | "gemvPrescale"
+  | "codebookShared"
+  | "codebookUnroll"
 >;
 
 /** One row range of a packed matrix, small enough for one storage binding per buffer. */
@@ -118,6 +130,11 @@ export interface PackedMatrix {
   fallback?: string;
   /** The storage it was decoded from when it fell back (`q4_k`, `hqq-int4-g64`, `int4` …). */
   fallbackFormat?: string;
+  /**
+   * A codebook format's parts, uploaded as they are and decoded by its own kernels
+   * (`codebook_matmul.ts`); `parts` is then empty and `layout` unused.
+   */
+  codebook?: GpuCodebookPlan;
 }
 
 /** Elements per chunk. */

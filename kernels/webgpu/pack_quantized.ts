@@ -14,6 +14,9 @@
  * | `scaled_minifloat` | minifloat                         | f32/f16/bf16 per row or group, or per tensor |
  * | `ggml` `f16`, `bf16` | IEEE half / bfloat16            | none                                |
  *
+ * Codebook formats (`e8p`: QuIP#, `aqlm`, `vptq`) give a `GpuCodebookPlan` instead: their codes
+ * and side tensors are uploaded as they are and decoded by their own kernels (`codebook_matmul.ts`).
+ *
  * Formats without a GPU decoder (`affine`: HQQ) and codecs their format does not run on the GPU
  * (K-quants, IQ4_NL, `q2_0`, groups that are not powers of two) are decoded to f32 on load, and
  * the packed matrix says so ({@linkcode PackedMatrix.fallback}). Every repacked matrix is checked
@@ -25,6 +28,7 @@
 import type { QuantizedWeight } from "../formats/format.ts";
 import { formatOf } from "../formats/formats.ts";
 import { decodeRow } from "../formats/matrix.ts";
+import type { GpuCodebookPlan } from "../formats/gpu_layout.ts";
 import {
   buildPacked,
   CHUNK,
@@ -60,6 +64,7 @@ export function packQuantized(m: QuantizedWeight, maxBinding: number): PackedMat
   }
   const p = format.gpu(m);
   if (typeof p === "string") return packFallback(m, maxBinding, p);
+  if ("kind" in p) return packCodebook(m, p, maxBinding);
   const layout: Layout = { ...p.layout, tpr: threadsPerRow(Math.ceil(m.cols / CHUNK)) };
   const packed = buildPacked(m.rows, m.cols, layout, p.tensorScale, maxBinding, p.codes, p.scales);
   const expected = new Float32Array(m.cols);
@@ -70,4 +75,36 @@ export function packQuantized(m: QuantizedWeight, maxBinding: number): PackedMat
     }
   }
   return packed;
+}
+
+/**
+ * A codebook format's matrix as its plan's buffers, or f32 rows when one of them exceeds a
+ * storage binding (codebook matrices are not split into row parts).
+ */
+function packCodebook(
+  m: QuantizedWeight,
+  plan: GpuCodebookPlan,
+  maxBinding: number,
+): PackedMatrix {
+  const largest = Math.max(
+    ...Object.values(plan).map((v) => ArrayBuffer.isView(v) ? v.byteLength : 0),
+  );
+  if (largest > maxBinding) {
+    return packFallback(
+      m,
+      maxBinding,
+      `a ${largest}-byte part exceeds the largest storage binding (${maxBinding} bytes)`,
+    );
+  }
+  const chunks = Math.ceil(m.cols / CHUNK);
+  return {
+    rows: m.rows,
+    cols: m.cols,
+    chunks,
+    groups: 1,
+    layout: { element: "f32", bits: 32, zero: 0, scale: "none", gshift: 31, tpr: 32 },
+    tensorScale: 1,
+    parts: [],
+    codebook: plan,
+  };
 }

@@ -20,7 +20,10 @@
  *   `gemv-a8`: the decode GEMV on int8 activation codes (W4A8, W8A8); the per-token activation
  *   quantization before it (one dispatch per linear input, shared by q/k/v and by gate/up) is
  *   timed on its own as `quantize`.
- * - `--sweep` also times variants of the int4-g128 integer-activation GEMV (threads per
+ * - Codebook formats (QuIP#'s E8P, AQLM, VPTQ) are timed by `perf_codebook.ts`: every dispatch
+ *   of their product over matrices uploaded from the host, `gemv` and `gemm` rows alike.
+ * - `--sweep` also times the codebook formats' knobs (`CODEBOOK_VARIANTS`: codebooks in workgroup
+ *   memory, work per thread) at 8192², and variants of the int4-g128 integer-activation GEMV (threads per
  *   workgroup and per row, rows per thread, chunks per iteration, signed codes or code sums)
  *   and of the float-activation GEMV (rows per thread, activations staged in workgroup memory,
  *   pre-scaled there, or loaded by each thread) at the decode shapes of a 1B model and at 8192²,
@@ -58,6 +61,13 @@ import {
   threadsPerRow,
 } from "./pack.ts";
 import { perfFormats } from "../perf_formats.ts";
+import {
+  CODEBOOK_SWEEP_FORMATS,
+  CODEBOOK_VARIANTS,
+  codebookPerf,
+  codebookPerfFormats,
+  type CodebookPerfHost,
+} from "./perf_codebook.ts";
 import { elementFormats } from "../formats/registry.ts";
 import { dense } from "../../core/model.ts";
 import { COPY_WGSL, FILL_WGSL } from "./ops_wgsl.ts";
@@ -146,12 +156,14 @@ const SCALE_WORDS: Record<ScaleKind, number> = {
  */
 export function gpuPerfFormats(): PerfFormat[] {
   const sample = dense(8, 256, Float32Array.from({ length: 8 * 256 }, (_, i) => Math.sin(i)));
-  return perfFormats().map(({ label, weights, settings }) => {
+  // Codebook formats (AQLM, VPTQ) run their own kernels: perf_codebook.ts times them.
+  return perfFormats().flatMap(({ label, weights, settings }) => {
     const element = elementFormats.get(weights);
+    if (/^(aqlm_|vptq-)/.test(weights)) return [];
     const m = element.kind === "float" ? sample : element.quantize(settings, sample);
     const packed = packMatrix(m, 2 ** 30);
     const { tpr: _, ...layout } = packed.layout;
-    return { name: label, layout, tensorScale: packed.tensorScale, fallback: packed.fallback };
+    return [{ name: label, layout, tensorScale: packed.tensorScale, fallback: packed.fallback }];
   });
 }
 
@@ -795,6 +807,37 @@ async function sweepGemm(
   return { rows, md };
 }
 
+/**
+ * The codebook formats' GEMV with each knob setting of `CODEBOOK_VARIANTS` at 8192² (`quick`:
+ * 512²), as a table of `÷ copy` per format and setting.
+ */
+async function sweepCodebook(
+  host: CodebookPerfHost,
+  quick: boolean,
+  copyFor: (bytes: number) => Promise<number>,
+  log: (line: string) => void,
+): Promise<string> {
+  const size = quick ? 512 : 8192;
+  const formats = codebookPerfFormats().filter((f) => CODEBOOK_SWEEP_FORMATS.includes(f.name));
+  const cells: string[][] = [];
+  for (const f of formats) {
+    const cell = [f.name];
+    for (const variant of CODEBOOK_VARIANTS) {
+      const [t] = await codebookPerf(host, [f], [[size, size]], [1], log, variant);
+      const ratio = t ? t.bytes / (t.ms * 1e6) / await copyFor(t.bytes) : NaN;
+      log(
+        `${f.name}${variant.label} gemv ${size}²: ${t?.ms.toFixed(4)} ms, ÷ copy ${
+          ratio.toFixed(3)
+        }`,
+      );
+      cell.push(ratio.toFixed(3));
+    }
+    cells.push(cell);
+  }
+  return `Codebook formats' GEMV at ${size}² by knob setting (÷ copy; codebook_matmul.ts):\n\n` +
+    markdownTable(["format", ...CODEBOOK_VARIANTS.map((v) => v.label.trim())], cells);
+}
+
 /** Runs the WebGPU micro-benchmarks, prints the tables and returns the rows. */
 export async function runWebGpuPerf(options: WebGpuPerfOptions = {}): Promise<GpuPerfRow[]> {
   const gpu = await getGpu();
@@ -900,6 +943,29 @@ async function perfRuns(
         `÷ copy ${r.copy_ratio.toFixed(3)}, ${r.tflops.toFixed(2)} TFLOP/s`,
     );
   }
+  // Codebook formats (QuIP#, AQLM, VPTQ): their own kernels over their uploaded parts.
+  const codebook = codebookPerfFormats().filter((f) =>
+    !options.formats || options.formats.includes(f.name)
+  );
+  const host = { gpu, x: b.x, timeAuto: timer.timeAuto.bind(timer) };
+  for (const t of await codebookPerf(host, codebook, shapes, [1, T], log)) {
+    const r = row(
+      t.format,
+      t.kernel,
+      t.T,
+      t.N,
+      t.K,
+      timer.method,
+      t.ms,
+      t.bytes,
+      await copyFor(t.bytes),
+    );
+    out.push(r);
+    log(
+      `${r.format} ${r.kernel} ${r.shape}: ${t.ms.toFixed(4)} ms, ${r.gbps.toFixed(1)} GB/s, ` +
+        `÷ copy ${r.copy_ratio.toFixed(3)}`,
+    );
+  }
   // The per-token activation quantization that feeds gemv-a8 (one dispatch per linear input).
   if (runs.some(([, , , , a8]) => a8)) {
     for (const K of [...new Set(runs.map(([, , , K]) => K))].sort((a, b) => a - b)) {
@@ -913,6 +979,7 @@ async function perfRuns(
   if (options.sweep) {
     sweep.push(await sweepGemv(b, quick, copyFor, log));
     sweep.push(await sweepFloatGemv(b, quick, copyFor, log));
+    sweep.push(await sweepCodebook(host, quick, copyFor, log));
   }
   // The GEMM sweep's rows go to perf.csv; perf.md has them in the sweep's own table.
   const swept: GpuPerfRow[] = [];

@@ -1,0 +1,360 @@
+/**
+ * The matmul of the codebook formats on WebGPU — QuIP#'s E8P (`e8p_wgsl.ts`), AQLM
+ * (`aqlm_wgsl.ts`) and VPTQ (`vptq_wgsl.ts`) — as dispatches over their parts uploaded as they are
+ * stored (`PackedMatrix.codebook`, made by the format's `GpuCodebookPlan`), never a decoded copy:
+ *
+ * - AQLM: one kernel writing the output;
+ * - E8P: the input's signs and Hadamard transform (`hadamard_wgsl.ts`), the codes' product, and
+ *   the output's Hadamard transform, which applies `sv` and places the rows (its `place` form);
+ * - VPTQ: the permuted, normed input (`vptqPrepShader`), the column splits' partial sums, and the
+ *   epilogue adding them and the norm's bias term (`codebook_epilogue_wgsl.ts`).
+ *
+ * Every kernel takes token rows from the pass's `Step` uniform; decoding (`T ≤ 4`) runs one
+ * token row per thread, prefill {@linkcode PREFILL_TOKENS} at once, so each decoded weight serves
+ * that many. Intermediate rows live in scratch buffers shared by the matrices of one `Kernels`
+ * (dispatches of a pass run one after another), sized for as many token rows as the input buffer
+ * holds. `Layout.codebookShared` puts small codebooks in workgroup memory instead of reading them
+ * through the cache (where they fit; never AQLM 1x16's 65,536 codewords); `Layout.codebookUnroll`
+ * sets how much each thread takes per step.
+ *
+ * @module
+ */
+import type { GpuCodebookPlan } from "../formats/gpu_layout.ts";
+import type { PackedMatrix } from "./pack.ts";
+import { AQLM_ROWS_PER_GROUP, aqlmCodebookWords, aqlmShader } from "./aqlm_wgsl.ts";
+import { e8pShader, e8pTable } from "./e8p_wgsl.ts";
+import { VPTQ_GROUPS_PER_WORKGROUP, VPTQ_SLICES, vptqPrepShader, vptqShader } from "./vptq_wgsl.ts";
+import { epilogueShader } from "./codebook_epilogue_wgsl.ts";
+import { hadamardFactorData, hadamardShader } from "./hadamard_wgsl.ts";
+
+/** Token rows per thread of the prefill kernels (decode: 1). */
+export const PREFILL_TOKENS = 8;
+
+/** Token rows up to which each thread takes one (as the GEMV's `GEMV_MAX_ROWS`). */
+const DECODE_ROWS = 4;
+
+/** Workgroups the VPTQ kernel aims for when it splits the columns. */
+const VPTQ_TARGET_GROUPS = 512;
+
+/** A kernel launch, as `kernels.ts` records them. */
+export interface CodebookDispatch {
+  label: string;
+  pipeline(T: number): GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  groups(T: number): [number, number, number];
+}
+
+/** What the op needs of `Kernels` (`kernels.ts`, which calls it from `matmul`). */
+export interface CodebookHost {
+  readonly device: GPUDevice;
+  layout(sig: string): GPUBindGroupLayout;
+  pipeline(sig: string, code: string): Promise<GPUComputePipeline>;
+  storage(data: ArrayBufferView | number): GPUBuffer;
+  uniform(words: number[], floats?: number[]): GPUBuffer;
+}
+
+/** Output placement, as `Kernels.matmul` takes it. */
+export interface CodebookMatmulOptions {
+  xStride?: number;
+  outOff?: number;
+  outStride?: number;
+  outPosStride?: number;
+  accumulate?: boolean;
+}
+
+/** Thrown for a matrix or input the codebook kernels cannot take. */
+export class CodebookMatmulError extends RangeError {
+  override name = "CodebookMatmulError";
+}
+
+const uploads = new WeakMap<CodebookHost, WeakMap<GpuCodebookPlan, GPUBuffer[]>>();
+const scratches = new WeakMap<CodebookHost, Map<string, GPUBuffer>>();
+
+/** A plan's buffers on the device, uploaded once per host. */
+function uploaded(k: CodebookHost, plan: GpuCodebookPlan, make: () => ArrayBufferView[]) {
+  let byPlan = uploads.get(k);
+  if (!byPlan) uploads.set(k, byPlan = new WeakMap());
+  let bufs = byPlan.get(plan);
+  if (!bufs) byPlan.set(plan, bufs = make().map((d) => k.storage(d)));
+  return bufs;
+}
+
+/** A shared scratch buffer `name` of at least `bytes` (a larger one replaces it for later users). */
+function scratch(k: CodebookHost, name: string, bytes: number): GPUBuffer {
+  let byName = scratches.get(k);
+  if (!byName) scratches.set(k, byName = new Map());
+  const found = byName.get(name);
+  if (found && found.size >= bytes) return found;
+  const made = k.storage(bytes);
+  byName.set(name, made);
+  return made;
+}
+
+function bind(k: CodebookHost, sig: string, buffers: (GPUBuffer | GPUBufferBinding)[]) {
+  return k.device.createBindGroup({
+    layout: k.layout(sig),
+    entries: buffers.map((b, binding) => ({
+      binding,
+      resource: b instanceof GPUBuffer ? { buffer: b } : b,
+    })),
+  });
+}
+
+/** Workgroups for `n` threads of 256, folded into two dimensions past 65535. */
+function flatGroups(n: number): [number, number, number] {
+  const wgs = Math.max(1, Math.ceil(n / 256));
+  const x = Math.min(wgs, 65535);
+  return [x, Math.ceil(wgs / x), 1];
+}
+
+const tokensFor = (T: number) => (T <= DECODE_ROWS ? 1 : PREFILL_TOKENS);
+
+/**
+ * The dispatches of `out (+)= W · x` for a codebook matrix (see the module notes), with the
+ * placement of `Kernels.matmul`.
+ */
+export async function codebookMatmul(
+  k: CodebookHost,
+  step: GPUBuffer,
+  m: PackedMatrix,
+  x: GPUBuffer,
+  out: GPUBuffer,
+  o: CodebookMatmulOptions,
+): Promise<CodebookDispatch[]> {
+  const plan = m.codebook;
+  if (!plan) throw new CodebookMatmulError(`Matrix ${m.rows}x${m.cols} has no codebook parts`);
+  const xStride = o.xStride ?? m.cols;
+  const maxT = Math.max(1, Math.floor(x.size / 4 / xStride));
+  const params = (rows: number, splits = 1) =>
+    k.uniform([
+      rows,
+      m.cols,
+      xStride,
+      o.outOff ?? 0,
+      o.outStride ?? m.rows,
+      o.outPosStride ?? 0,
+      o.accumulate ? 1 : 0,
+      splits,
+    ]);
+  const stepBinding = { buffer: step, size: 16 };
+  const shared = m.layout.codebookShared ?? false;
+  const unroll = m.layout.codebookUnroll;
+  const fits = (bytes: number) => bytes <= k.device.limits.maxComputeWorkgroupStorageSize;
+  const label = `matmul ${m.rows}x${m.cols} ${plan.kind}`;
+  const both = async (make: (tokens: number) => string, sig: string) => {
+    const [one, many] = await Promise.all(
+      [1, PREFILL_TOKENS].map((t) => k.pipeline(sig, make(t))),
+    );
+    return (T: number) => (tokensFor(T) === 1 ? one! : many!);
+  };
+  const epilogue = async (
+    partial: GPUBuffer,
+    tokenAdd: GPUBuffer | undefined,
+    splits: number,
+  ): Promise<CodebookDispatch> => {
+    const pipe = await k.pipeline("usrrw", epilogueShader({ tokenAdd: tokenAdd !== undefined }));
+    return {
+      label: `${label} epilogue`,
+      pipeline: () => pipe,
+      bindGroup: bind(k, "usrrw", [
+        params(m.rows, splits),
+        stepBinding,
+        partial,
+        tokenAdd ?? scratch(k, "empty", 16),
+        out,
+      ]),
+      groups: (T) => flatGroups(T * m.rows),
+    };
+  };
+  switch (plan.kind) {
+    case "aqlm": {
+      const [codes, codebook, scales] = uploaded(k, plan, () => [
+        plan.codes,
+        plan.codebook,
+        plan.scales,
+      ]);
+      const onShared = shared && fits(aqlmCodebookWords(plan) * 4 + 1024);
+      const pipeline = await both(
+        (tokens) => aqlmShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll }),
+        "usrrrwr",
+      );
+      return [{
+        label,
+        pipeline,
+        bindGroup: bind(k, "usrrrwr", [
+          params(m.rows),
+          stepBinding,
+          x,
+          codes!,
+          codebook!,
+          out,
+          scales!,
+        ]),
+        groups: (T) => [Math.ceil(m.rows / AQLM_ROWS_PER_GROUP), Math.ceil(T / tokensFor(T)), 1],
+      }];
+    }
+    case "e8p": {
+      if (xStride !== m.cols) {
+        throw new CodebookMatmulError(
+          `E8P inputs are whole rows of ${m.cols}; an input stride of ${xStride} is not`,
+        );
+      }
+      const [codes, second, su, sv, table, factorIn, factorOut, ones] = uploaded(k, plan, () => [
+        plan.codes,
+        plan.second,
+        plan.su,
+        plan.sv,
+        e8pTable(plan.rvq),
+        hadamardFactorData(m.cols),
+        hadamardFactorData(m.rows),
+        new Float32Array(m.rows).fill(1),
+      ]);
+      const maxBytes = k.device.limits.maxComputeWorkgroupStorageSize;
+      if (4 * Math.max(m.rows, m.cols) > maxBytes) {
+        throw new CodebookMatmulError(
+          `QuIP#'s Hadamard transforms of ${m.rows} × ${m.cols} need ` +
+            `${4 * Math.max(m.rows, m.cols)} bytes of workgroup memory; the device has ${maxBytes}`,
+        );
+      }
+      const u = scratch(k, "e8p u", maxT * m.cols * 4);
+      const z = scratch(k, "e8p z", maxT * m.rows * 4);
+      const onShared = shared && fits((256 + (plan.rvq === 3 ? 2048 : 0)) * 4 + 1024);
+      // One row per workgroup: as many threads as the row has butterflies, within the limits.
+      const threads = (n: number) =>
+        Math.min(
+          k.device.limits.maxComputeInvocationsPerWorkgroup,
+          k.device.limits.maxComputeWorkgroupSizeX,
+          1024,
+          Math.max(64, 2 ** Math.ceil(Math.log2(n / 2))),
+        );
+      const inputPipe = await k.pipeline(
+        "urwrrs",
+        hadamardShader(m.cols, true, { step: true, maxBytes, workgroup: threads(m.cols) }),
+      );
+      const outputPipe = await k.pipeline(
+        "urwrrsr",
+        hadamardShader(m.rows, false, {
+          step: true,
+          place: true,
+          maxBytes,
+          workgroup: threads(m.rows),
+        }),
+      );
+      const pipeline = await both(
+        (tokens) => e8pShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll }),
+        "usrrrwr",
+      );
+      return [
+        {
+          label: `${label} input transform`,
+          pipeline: () => inputPipe,
+          bindGroup: bind(k, "urwrrs", [k.uniform([0]), x, u, su!, factorIn!, stepBinding]),
+          groups: (T) => [T, 1, 1],
+        },
+        {
+          label,
+          pipeline,
+          bindGroup: bind(k, "usrrrwr", [
+            params(m.rows),
+            stepBinding,
+            u,
+            codes!,
+            table!,
+            z,
+            second!,
+          ]),
+          groups: (T) => [Math.ceil(m.rows / 8), Math.ceil(T / tokensFor(T)), 1],
+        },
+        {
+          label: `${label} output transform`,
+          pipeline: () => outputPipe,
+          bindGroup: bind(k, "urwrrsr", [
+            k.uniform([
+              0,
+              o.outOff ?? 0,
+              o.outStride ?? m.rows,
+              o.outPosStride ?? 0,
+              o.accumulate ? 1 : 0,
+            ]),
+            z,
+            out,
+            ones!,
+            factorOut!,
+            stepBinding,
+            sv!,
+          ]),
+          groups: (T) => [T, 1, 1],
+        },
+      ];
+    }
+    case "vptq": {
+      const side = new Uint32Array(3 * m.cols);
+      side.set(plan.perm);
+      side.set(new Uint32Array(plan.normScale.buffer, plan.normScale.byteOffset, m.cols), m.cols);
+      side.set(new Uint32Array(plan.normBias.buffer, plan.normBias.byteOffset, m.cols), 2 * m.cols);
+      const codebook = new Float32Array(plan.codebook.length + plan.outliers.length);
+      codebook.set(plan.codebook);
+      codebook.set(plan.outliers, plan.codebook.length);
+      const [sideBuf, indices, cb] = uploaded(k, plan, () => [side, plan.indices, codebook]);
+      const v = plan.vectorLen;
+      const groupsX = Math.ceil(Math.ceil(m.rows / v) / VPTQ_GROUPS_PER_WORKGROUP);
+      const quantized = m.cols - plan.outlierCols;
+      const wanted = Math.max(
+        1,
+        Math.min(
+          Math.ceil(VPTQ_TARGET_GROUPS / groupsX),
+          Math.floor(quantized / (VPTQ_SLICES * 32)),
+        ),
+      );
+      // The partial sums of all splits fit one binding.
+      const limits = k.device.limits;
+      const binding = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+      const splits = Math.max(1, Math.min(wanted, Math.floor(binding / (maxT * m.rows * 4))));
+      const xs = scratch(k, "vptq xs", maxT * m.cols * 4);
+      const bsum = scratch(k, "vptq bias", maxT * 4);
+      const partial = scratch(k, "vptq partial", splits * maxT * m.rows * 4);
+      const mainFloats = plan.centroids * v;
+      const resFloats = plan.resCentroids * v;
+      const onShared = shared && fits((mainFloats + resFloats + 256 * v) * 4);
+      const prep = await k.pipeline("usrrww", vptqPrepShader(m.cols, plan.norm));
+      const pipeline = await both((tokens) =>
+        vptqShader({
+          vectorLen: v,
+          bits: Math.log2(plan.centroids),
+          resBits: plan.resCentroids > 0 ? Math.log2(plan.resCentroids) : 0,
+          resOffset: plan.resOffset,
+          mainFloats,
+          resFloats,
+          rows: m.rows,
+          cols: m.cols,
+          outlierCols: plan.outlierCols,
+          splits,
+          tokens,
+          shared: onShared,
+          unroll,
+        }), "usrrrw");
+      return [
+        {
+          label: `${label} input`,
+          pipeline: () => prep,
+          bindGroup: bind(k, "usrrww", [params(m.rows), stepBinding, x, sideBuf!, xs, bsum]),
+          groups: (T) => [T, 1, 1],
+        },
+        {
+          label,
+          pipeline,
+          bindGroup: bind(k, "usrrrw", [
+            params(m.rows, splits),
+            stepBinding,
+            xs,
+            indices!,
+            cb!,
+            partial,
+          ]),
+          groups: (T) => [groupsX, Math.ceil(T / tokensFor(T)), splits],
+        },
+        await epilogue(partial, plan.norm ? bsum : undefined, splits),
+      ];
+    }
+  }
+}

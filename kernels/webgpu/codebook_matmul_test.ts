@@ -1,0 +1,148 @@
+/**
+ * The codebook formats' WebGPU matmul (`codebook_matmul.ts`) against the CPU reference beyond the
+ * conformance suite's cases: both codebook placements and another step per thread (the
+ * `codebookShared` and `codebookUnroll` knobs), prefill in tiles of 8 token rows with a partial
+ * last tile, rows of more codewords than threads per row, VPTQ split over columns; and the packer
+ * keeping codes as stored (no f32 fallback) unless a part exceeds a storage binding.
+ */
+import assert from "node:assert/strict";
+import { createWebGpuBackend } from "./backend.ts";
+import { cpuOps } from "../cpu/backend.ts";
+import { packMatrix } from "./pack_matrix.ts";
+import { pseudoRandom, relativeError } from "../../core/test_values.ts";
+import type { Matrix } from "../../core/model.ts";
+import { e8pMatrix } from "../formats/e8p_format.ts";
+import { buildAqlmMatrix } from "../formats/aqlm.ts";
+import { buildVptq, parseVptqName, toHalves } from "../formats/vptq.ts";
+import { epilogueKey } from "./codebook_epilogue_wgsl.ts";
+import { aqlmKey } from "./aqlm_wgsl.ts";
+import { e8pKey } from "./e8p_wgsl.ts";
+import { vptqKey } from "./vptq_wgsl.ts";
+
+const unavailable = await createWebGpuBackend().unavailable();
+
+const codes = (n: number, size: number, seed: number) =>
+  Int32Array.from(pseudoRandom(n, seed), (v) => Math.floor((v + 0.5) * size) % size);
+
+/** The matrices: 96 × 344 E8P (43 codewords a row), 37 × 600 AQLM and VPTQ. */
+function matrices(): [string, Matrix][] {
+  const e8p = (bits: 2 | 3 | 4): Matrix => {
+    const [rows, cols] = [96, 344];
+    const n = rows * (cols / 8);
+    return e8pMatrix(
+      rows,
+      cols,
+      Uint16Array.from(codes(n, 65536, bits)),
+      Uint8Array.from(codes(cols / 8, 256, 9)),
+      toHalves(pseudoRandom(rows, 10).map((v) => 0.05 * v)),
+      bits === 2 ? undefined : {
+        bits,
+        codes: Uint16Array.from(codes(n, bits === 3 ? 256 : 65536, 11)),
+      },
+    );
+  };
+  const aqlm = (M: number, B: number, g: number): Matrix =>
+    buildAqlmMatrix({
+      scheme: { codebooks: M, bits: B, groupSize: g },
+      rows: 37,
+      cols: 600,
+      codes: codes(37 * Math.ceil(600 / g) * M, 2 ** B, 12),
+      codebooks: pseudoRandom(M * 2 ** B * g, 13),
+      scales: pseudoRandom(37, 14).map((v) => 1 + v),
+    });
+  const vptq = (name: string): Matrix => {
+    const config = parseVptqName(name);
+    const [rows, cols, o] = [37, 600, 3];
+    const n = Math.ceil(rows / config.vectorLen) * (cols - o);
+    return buildVptq({
+      rows,
+      cols,
+      config,
+      centroids: pseudoRandom(config.centroids * config.vectorLen, 15),
+      indices: codes(n, config.centroids, 16),
+      resCentroids: pseudoRandom(config.resCentroids * config.vectorLen, 17),
+      resIndices: codes(n, config.resCentroids, 18),
+      outlierCols: o,
+      outliers: pseudoRandom(rows * o, 19),
+      perm: Array.from({ length: cols }, (_, j) => (j * 7) % cols),
+      normScale: pseudoRandom(cols, 20).map((v) => 1 + v),
+      normBias: pseudoRandom(cols, 21),
+    });
+  };
+  return [
+    ["e8p12", e8p(2)],
+    ["e8p12-rvq3", e8p(3)],
+    ["e8p12-rvq4", e8p(4)],
+    ["aqlm 2x8 g8", aqlm(2, 8, 8)],
+    ["aqlm 1x16 g8", aqlm(1, 16, 8)],
+    ["aqlm 1x5 g5", aqlm(1, 5, 5)],
+    ["vptq v4 k256 r16", vptq("vptq-v4-k256-16")],
+    ["vptq v8 k4096 r256", vptq("vptq-v8-k4096-256")],
+  ];
+}
+
+for (const shared of [false, true]) {
+  Deno.test({
+    name: `webgpu: codebook matmuls equal the CPU's, ${
+      shared
+        ? "codebooks in workgroup memory, 3 per thread and step"
+        : "codebooks through the cache, default steps"
+    }, T = 1, 2, 11`,
+    ignore: unavailable !== undefined,
+    async fn() {
+      const tuning = shared ? { codebookShared: true, codebookUnroll: 3 } : {};
+      const ops = createWebGpuBackend({ gemv: tuning }).ops!;
+      for (const [name, w] of matrices()) {
+        for (const T of [1, 2, 11]) {
+          const x = pseudoRandom(T * w.cols, 30 + T);
+          const err = relativeError(await ops.matmul(x, w), await cpuOps.matmul(x, w));
+          assert.ok(err <= 1e-5, `${name} T=${T}: relative error ${err}`);
+        }
+      }
+    },
+  });
+}
+
+Deno.test("codebook matrices pack as stored, or as f32 rows when a part exceeds a binding", () => {
+  let fellBack = 0;
+  for (const [name, w] of matrices()) {
+    const packed = packMatrix(w, 2 ** 30);
+    assert.equal(packed.fallback, undefined, name);
+    assert.ok(packed.codebook, name);
+    const largest = Math.max(
+      ...Object.values(packed.codebook).map((v) => ArrayBuffer.isView(v) ? v.byteLength : 0),
+    );
+    const small = packMatrix(w, 4096);
+    assert.equal(small.codebook === undefined, largest > 4096, name);
+    if (largest > 4096) {
+      assert.match(small.fallback ?? "", /exceeds the largest storage binding/, name);
+    }
+    fellBack += largest > 4096 ? 1 : 0;
+  }
+  assert.ok(fellBack >= 3, `${fellBack} matrices exceed 4 KiB parts`);
+});
+
+Deno.test("codebook shader keys differ by what the WGSL is built for", () => {
+  assert.notEqual(epilogueKey({ tokenAdd: true }), epilogueKey({ tokenAdd: false }));
+  const a = { codebooks: 1, bits: 8, groupSize: 8, stride: 4, rowWords: 8, cols: 256 };
+  assert.notEqual(
+    aqlmKey({ ...a, tokens: 1, shared: false }),
+    aqlmKey({ ...a, tokens: 1, shared: true }),
+  );
+  const e = { rvq: 0, rowWords: 16, secondWords: 0, cols: 256, shared: false } as const;
+  assert.notEqual(e8pKey({ ...e, tokens: 1 }), e8pKey({ ...e, tokens: 8 }));
+  const v = {
+    vectorLen: 4,
+    bits: 8,
+    resBits: 0,
+    resOffset: 0,
+    mainFloats: 1024,
+    resFloats: 0,
+    rows: 64,
+    cols: 64,
+    outlierCols: 0,
+    tokens: 1,
+    shared: false,
+  };
+  assert.notEqual(vptqKey({ ...v, splits: 1 }), vptqKey({ ...v, splits: 2 }));
+});

@@ -1,0 +1,229 @@
+/**
+ * The codebook formats in `deno task perf` (`perf.ts`): QuIP#'s E8P (`e8p12`, `-rvq3`, `-rvq4`),
+ * every AQLM scheme suites name and the VPTQ ones (plus the release's `vptq-v8-k65536-256`), as
+ * the backend runs them (`codebook_matmul.ts`: every dispatch of the product, QuIP#'s Hadamard
+ * transforms included). Matrices have random codes (speed does not depend on them) and are
+ * uploaded from the host, one `Kernels` per format and shape so their memory is freed after it.
+ * Decode rotates over copies of at least 256 MiB, as the other formats' GEMV does; bytes are
+ * everything the format uploads (codes, codebooks, scales, signs, norms). QuIP#'s decode gets a
+ * second row, `(product only)`, without its two Hadamard transforms.
+ *
+ * @module
+ */
+import type { Gpu } from "./device.ts";
+import { type Dispatch, encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
+import { packMatrix } from "./pack_matrix.ts";
+import type { GemvTuning, PackedMatrix } from "./pack.ts";
+import type { Matrix } from "../../core/model.ts";
+import { e8pMatrix } from "../formats/e8p_format.ts";
+import { elementFormats } from "../formats/registry.ts";
+import { buildVptq, parseVptqName } from "../formats/vptq.ts";
+import { seededRandom } from "../../core/random.ts";
+
+/** A codebook format of the perf run: its label and a random matrix of a shape. */
+export interface CodebookPerfFormat {
+  name: string;
+  /** A random `rows × cols` matrix, or undefined where the format cannot take the shape. */
+  make(rows: number, cols: number): Matrix | undefined;
+}
+
+/** One timing of {@linkcode codebookPerf}. */
+export interface CodebookTiming {
+  format: string;
+  kernel: "gemv" | "gemm";
+  T: number;
+  N: number;
+  K: number;
+  ms: number;
+  bytes: number;
+}
+
+/** What the perf run lends: its timer, activations and log. */
+export interface CodebookPerfHost {
+  gpu: Gpu;
+  /** Activations for up to the largest `T × K` (f32). */
+  x: GPUBuffer;
+  /** `Timer.timeAuto` of `perf.ts`. */
+  timeAuto(
+    encode: (pass: GPUComputePassEncoder, i: number) => void,
+    targetMs: number,
+    minN: number,
+  ): Promise<number>;
+}
+
+/** Bytes decode rotates over. */
+const ROTATE_BYTES = 256 * 2 ** 20;
+
+const uniform = (n: number, size: number, random: () => number) =>
+  Int32Array.from({ length: n }, () => Math.floor(random() * size));
+
+function e8pFormat(bits: 2 | 3 | 4): CodebookPerfFormat {
+  return {
+    name: bits === 2 ? "e8p12" : `e8p12-rvq${bits}`,
+    make(rows, cols) {
+      const random = seededRandom(0, `e8p timing ${rows}x${cols}`);
+      const n = rows * Math.ceil(cols / 8);
+      const m = e8pMatrix(
+        rows,
+        cols,
+        Uint16Array.from(uniform(n, 65536, random)),
+        Uint8Array.from(uniform(Math.ceil(cols / 8), 256, random)),
+        new Uint16Array(rows).fill(0x2c00),
+        bits === 2 ? undefined : {
+          bits,
+          codes: Uint16Array.from(uniform(n, bits === 3 ? 256 : 65536, random)),
+        },
+      );
+      return m;
+    },
+  };
+}
+
+function vptqFormat(name: string): CodebookPerfFormat {
+  return {
+    name,
+    make(rows, cols) {
+      const config = parseVptqName(name);
+      const random = seededRandom(0, `vptq timing ${rows}x${cols}`);
+      const v = config.vectorLen;
+      const n = Math.ceil(rows / v) * cols;
+      const r = config.resCentroids;
+      const floats = (k: number) => Float32Array.from({ length: k * v }, () => random() - 0.5);
+      return buildVptq({
+        rows,
+        cols,
+        config,
+        centroids: floats(config.centroids),
+        indices: uniform(n, config.centroids, random),
+        ...(r > 0 ? { resCentroids: floats(r), resIndices: uniform(n, r, random) } : {}),
+      });
+    },
+  };
+}
+
+/** The codebook formats timed: E8P's three codecs, the AQLM and VPTQ element formats. */
+export function codebookPerfFormats(): CodebookPerfFormat[] {
+  const settings = { group: 0, symmetric: true, options: {} };
+  const aqlm = elementFormats.names().filter((n) => n.startsWith("aqlm_")).map((name) => {
+    const element = elementFormats.get(name);
+    return {
+      name,
+      make: (rows: number, cols: number) =>
+        element.kind === "coded" ? element.timingMatrix?.(settings, rows, cols) : undefined,
+    };
+  });
+  const vptq = elementFormats.names().filter((n) => n.startsWith("vptq-"));
+  return [
+    e8pFormat(2),
+    e8pFormat(3),
+    e8pFormat(4),
+    ...aqlm,
+    ...[...vptq, "vptq-v8-k65536-256"].map(vptqFormat),
+  ];
+}
+
+/** Bytes a codebook matrix uploads. */
+function planBytes(p: PackedMatrix): number {
+  return Object.values(p.codebook ?? {}).reduce(
+    (n: number, v) => n + (ArrayBuffer.isView(v) ? v.byteLength : 0),
+    0,
+  );
+}
+
+/**
+ * Times each format at each `[N, K]` for each of `tokenRows` (1: the GEMV row, more: prefill),
+ * with the knobs of `variant` (its label appended to the format's); shapes a format cannot take
+ * (E8P needs Hadamard sizes) or that fall back to f32 are skipped with a log line.
+ */
+export async function codebookPerf(
+  host: CodebookPerfHost,
+  formats: readonly CodebookPerfFormat[],
+  shapes: readonly [number, number][],
+  tokenRows: readonly number[],
+  log: (line: string) => void,
+  variant: { tuning: GemvTuning; label: string } = { tuning: {}, label: "" },
+): Promise<CodebookTiming[]> {
+  const out: CodebookTiming[] = [];
+  for (const f of formats) {
+    for (const [N, K] of shapes) {
+      const m = f.make(N, K);
+      const plain = m && packMatrix(m, host.gpu.maxBinding);
+      const packed = plain && { ...plain, layout: { ...plain.layout, ...variant.tuning } };
+      if (!packed?.codebook) {
+        log(`${f.name} ${N}×${K}: not timed (${packed?.fallback ?? "no matrix of this shape"})`);
+        continue;
+      }
+      const bytes = planBytes(packed);
+      for (const rowsT of tokenRows) {
+        const k = new Kernels(host.gpu);
+        try {
+          const step = k.buffer(STEP_STRIDE, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+          k.device.queue.writeBuffer(step, 0, Uint32Array.of(rowsT, 0, 0, 0));
+          const copies = rowsT === 1
+            ? Math.max(1, Math.min(32, Math.ceil(ROTATE_BYTES / bytes)))
+            : 1;
+          const sets: Dispatch[][] = [];
+          try {
+            for (let c = 0; c < copies; c++) {
+              // A copy of the plan object is uploaded anew (uploads are kept per plan).
+              const copy: PackedMatrix = { ...packed, codebook: { ...packed.codebook } };
+              sets.push(await k.matmul(step, copy, [], host.x, k.storage(rowsT * N * 4), {}));
+            }
+          } catch (e) {
+            // A device without the workgroup memory a shape needs (QuIP#'s transforms).
+            log(`${f.name} ${N}×${K}: not timed (${(e as Error).message})`);
+            continue;
+          }
+          // QuIP#'s decode is also timed without its Hadamard transforms: the product alone.
+          const parts: [string, Dispatch[][]][] = [["", sets]];
+          if (packed.codebook.kind === "e8p" && rowsT === 1 && variant.label === "") {
+            parts.push([
+              " (product only)",
+              sets.map((set) => set.filter((d) => !d.label.endsWith("transform"))),
+            ]);
+          }
+          for (const [suffix, timed] of parts) {
+            const ms = await host.timeAuto(
+              (pass, i) => encodeDispatches(pass, timed[i % timed.length]!, rowsT, 0),
+              rowsT === 1 ? 5 : 20,
+              rowsT === 1 ? 20 : 3,
+            );
+            out.push({
+              format: f.name + variant.label + suffix,
+              kernel: rowsT === 1 ? "gemv" : "gemm",
+              T: rowsT,
+              N,
+              K,
+              ms,
+              bytes,
+            });
+          }
+        } finally {
+          k.destroy();
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Knob settings `--sweep` times for the codebook formats (the default first): codebooks in
+ * workgroup memory, and steps of 1, 4 and 16 groups, codewords or columns per thread.
+ */
+export const CODEBOOK_VARIANTS: readonly { tuning: GemvTuning; label: string }[] = [
+  { tuning: {}, label: " (default)" },
+  { tuning: { codebookShared: true }, label: " shared" },
+  { tuning: { codebookUnroll: 1 }, label: " unroll 1" },
+  { tuning: { codebookUnroll: 4 }, label: " unroll 4" },
+  { tuning: { codebookUnroll: 16 }, label: " unroll 16" },
+];
+
+/** Formats the sweep times: the 2-bit schemes of each format and a small-codebook AQLM. */
+export const CODEBOOK_SWEEP_FORMATS = [
+  "e8p12",
+  "aqlm_1x16",
+  "aqlm_2x8",
+  "aqlm_1x8_g4",
+  "vptq-v4-k256-0",
+];
