@@ -41,6 +41,7 @@ import {
   prefillAttentionShader,
   prefillKeyTile,
 } from "./prefill_attention_wgsl.ts";
+import { prefillRowsApplies, prefillRowsShader, ROW_QUERIES } from "./prefill_rows_wgsl.ts";
 import {
   kvKeySlots,
   kvQuantizeKeysShader,
@@ -334,7 +335,13 @@ export class Kernels {
       this.device.limits.maxComputeWorkgroupStorageSize,
       kv !== undefined,
     );
-    const prefill = tile === undefined
+    // One thread a query row where the head fits its registers (float cache), else lanes a row.
+    const rows = kv === undefined &&
+      prefillRowsApplies(o.headDim, this.device.limits.maxComputeWorkgroupStorageSize);
+    const queries = rows ? ROW_QUERIES : PREFILL_QUERIES;
+    const prefill = rows
+      ? await this.pipeline(sig, prefillRowsShader(o.headDim))
+      : tile === undefined
       ? undefined
       : await this.pipeline(sig, prefillAttentionShader(o.headDim, tile, kv?.layout));
     const kvDim = o.nKvHeads * o.headDim;
@@ -370,7 +377,7 @@ export class Kernels {
         T === 1 && split
           ? [split.blocks, o.nHeads, 1]
           : T > 1 && prefill
-          ? [Math.ceil(T / PREFILL_QUERIES), o.nHeads, 1]
+          ? [Math.ceil(T / queries), o.nHeads, 1]
           : [o.nHeads, T, 1],
     };
     if (!split) return [main];

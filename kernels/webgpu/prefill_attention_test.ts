@@ -1,6 +1,8 @@
 /**
  * The tiled prefill attention against the CPU reference: several query tiles, a cache already
- * holding positions, grouped heads, and each key tile length; and the choice of key tile.
+ * holding positions, grouped heads, and each key tile length; and the choice of key tile. Heads
+ * up to 64 run the one-thread-a-row kernel (`prefill_rows_wgsl.ts`), wider ones the lane-shared
+ * kernel.
  */
 import assert from "node:assert/strict";
 import { cpuOps } from "../cpu/backend.ts";
@@ -8,6 +10,7 @@ import { pseudoRandom, relativeError } from "../../core/test_values.ts";
 import { createWebGpuBackend } from "./backend.ts";
 import { adapterUnavailable } from "./device.ts";
 import { prefillAttentionBytes, prefillKeyTile } from "./prefill_attention_wgsl.ts";
+import { prefillRowsApplies, prefillRowsBytes } from "./prefill_rows_wgsl.ts";
 
 const unavailable = await adapterUnavailable();
 
@@ -19,7 +22,14 @@ Deno.test({
     // 70 rows: three query tiles, the last partial; 45 cached positions: key tiles that straddle
     // the rows' own positions. Head sizes 8 (fewer vec4s than lanes), 64 and 128 (whose key tile
     // is shorter where workgroup memory is small).
-    const cases = [[4, 2, 8, 0, 2], [8, 2, 64, 45, 70], [4, 1, 128, 13, 33], [2, 2, 64, 0, 40]];
+    // 150 rows of 32: three row-kernel query tiles, the last partial.
+    const cases = [
+      [4, 2, 8, 0, 2],
+      [8, 2, 64, 45, 70],
+      [4, 1, 128, 13, 33],
+      [2, 2, 64, 0, 40],
+      [8, 2, 32, 45, 150],
+    ];
     for (const [nHeads, nKv, headDim, pos, T] of cases) {
       const len = pos! + T!;
       const q = pseudoRandom(T! * nHeads! * headDim!, 20).map((v) => v * 3);
@@ -44,4 +54,13 @@ Deno.test("prefill attention: the longest key tile that fits, none for odd head 
   // A quantized KV cache stages dequantized keys and values too.
   assert.equal(prefillKeyTile(64, 32768, true), 16);
   assert.equal(prefillKeyTile(128, 32768, true), undefined);
+});
+
+Deno.test("prefill attention: the one-thread-a-row kernel serves heads of 4 to 64 floats", () => {
+  assert.equal(prefillRowsBytes(64), 16384);
+  assert.ok(prefillRowsApplies(64, 16384));
+  assert.ok(prefillRowsApplies(8, 16384));
+  assert.ok(!prefillRowsApplies(64, 16383));
+  assert.ok(!prefillRowsApplies(128, 1 << 20));
+  assert.ok(!prefillRowsApplies(6, 1 << 20));
 });
