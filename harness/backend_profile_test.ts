@@ -78,7 +78,7 @@ function stackableModel(): LlamaModel {
 }
 
 Deno.test({
-  name: "webgpu stacked q/k/v and gate/up: four matmuls a layer, logits as the CPU's",
+  name: "webgpu stacked q/k/v and gate/up, RMSNorm in the decode GEMV: logits as the CPU's",
   ignore: unavailable !== undefined || noTimestamps,
   async fn() {
     const model = stackableModel();
@@ -93,12 +93,16 @@ Deno.test({
         rows.find((r) => r.label === label)?.count ?? 0;
       const matmuls = (rows: typeof prefill) =>
         rows.filter((r) => /^matmul \d+x\d+$/.test(r.label)).reduce((n, r) => n + r.count, 0);
-      for (const rows of [prefill, await runner.profile([9], 0)]) {
+      const decode = await runner.profile([9], 0);
+      for (const rows of [prefill, decode]) {
         assert.equal(matmuls(rows), 4 * layers + 1);
         assert.equal(count(rows, "qkv rope scatter"), layers);
         assert.equal(count(rows, "rope"), 0);
         assert.equal(count(rows, "swiglu"), layers);
       }
+      // Decode GEMVs normalize their own input: no RMSNorm dispatch.
+      assert.equal(count(prefill, "rmsnorm"), 2 * layers + 1);
+      assert.equal(count(decode, "rmsnorm"), 0);
       // Prefill, then decode steps reading what the scatter cached.
       const steps = [tokens, [9], [10], [11]];
       let pos = 0;

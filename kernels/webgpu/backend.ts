@@ -32,7 +32,10 @@ import { adapterUnavailable, getGpu } from "./device.ts";
 import {
   type Dispatch,
   encodeDispatches,
+  fusesNorm,
   Kernels,
+  normSkippedByGemv,
+  normWeights,
   type QuantizedActivations,
   type QuantizedKv,
   STEP_STRIDE,
@@ -264,6 +267,8 @@ interface BlockTarget {
     out: GPUBuffer,
     o: Parameters<Kernels["matmul"]>[5],
   ): Promise<Dispatch[]>;
+  /** Whether linear inputs are quantized at run time (then no GEMV normalizes its input). */
+  quantizesActivations: boolean;
   /** Run-time activation quantization of a linear input for its first consumer. */
   quantize(
     input: GPUBuffer,
@@ -361,7 +366,15 @@ async function compileBlock(
   // Each linear input is quantized once, for its first consumer.
   let quantized: { value: BlockValue; input: GPUBuffer; xq?: QuantizedActivations } | undefined;
   const program: Dispatch[] = [];
+  const packs = new Map<LinearName, PackedMatrix>();
+  const packOf = (name: LinearName): PackedMatrix => {
+    let packed = packs.get(name);
+    if (packed === undefined) packs.set(name, packed = t.pack(name));
+    return packed;
+  };
   const plans = planStacks(steps, layer, t);
+  // RMSNorm outputs that every reader (decode GEMVs) normalizes itself: their input and weights.
+  const fusedNorms = new Map<BlockValue, { input: GPUBuffer; weights: GPUBuffer }>();
   const quantizeFor = async (value: BlockValue, packed: PackedMatrix) => {
     if (quantized?.value === value) return quantized;
     const q = await t.quantize(slot(value).buffer, packed.cols, packed);
@@ -377,8 +390,9 @@ async function compileBlock(
       const input = await quantizeFor(s.input, plan.packed);
       if (plan.kind === "qkv") {
         const [qOut, kOut, vOut] = plan.linears.map((l) => l.output) as BlockValue[];
+        const norm = fusedNorms.get(s.input);
         program.push(
-          ...await t.matmul(plan.packed, input.input, b.qkv!, { xq: input.xq }),
+          ...await t.matmul(plan.packed, input.input, b.qkv!, { xq: input.xq, norm }),
           await k.qkvScatter(step, t.table, b.qkv!, { q: b.q, keys: t.keys, values: t.values }, {
             nHeads: c.nHeads,
             nKvHeads: c.nKvHeads,
@@ -392,7 +406,10 @@ async function compileBlock(
       } else {
         const swiglu = [...plan.covers].find((x) => x.op === "swiglu")!;
         program.push(
-          ...await t.matmul(plan.packed, input.input, b.gateUp!, { xq: input.xq }),
+          ...await t.matmul(plan.packed, input.input, b.gateUp!, {
+            xq: input.xq,
+            norm: fusedNorms.get(s.input),
+          }),
           await k.swigluPair(step, b.gateUp!, b.gate, c.hiddenDim),
         );
         if (swiglu.op === "swiglu") {
@@ -404,22 +421,31 @@ async function compileBlock(
     switch (s.op) {
       case "rmsnorm": {
         const input = slot(s.input);
-        program.push(
-          await k.rmsnorm(
-            step,
-            input.buffer,
-            k.storage(layer[s.weight]),
-            b.normed,
-            c.dim,
-            c.normEps,
-          ),
+        const d = await k.rmsnorm(
+          step,
+          input.buffer,
+          k.storage(layer[s.weight]),
+          b.normed,
+          c.dim,
+          c.normEps,
         );
+        const readBy = readers(s.output);
+        const fused = !t.quantizesActivations && readBy.every((r) =>
+          r.op === "linear" &&
+          fusesNorm(plans.find((p) => p.covers.has(r))?.packed ?? packOf(r.weight))
+        );
+        if (fused) {
+          const weights = k.storage(normWeights(layer[s.weight], c.normEps));
+          fusedNorms.set(s.output, { input: input.buffer, weights });
+        }
+        program.push(fused ? normSkippedByGemv(d) : d);
         slots.set(s.output, { buffer: b.normed, width: c.dim, cache: false });
         break;
       }
       case "linear": {
-        const packed = t.pack(s.weight);
+        const packed = packOf(s.weight);
         const { xq, input: source } = await quantizeFor(s.input, packed);
+        const norm = fusedNorms.get(s.input);
         const attention = readers(s.output).find((r) => r.op === "attention");
         const residual = readers(s.output).find((r) => r.op === "add");
         let out: Slot;
@@ -432,6 +458,7 @@ async function compileBlock(
               outStride: kvDim,
               outPosStride: kvDim,
               xq,
+              norm,
             }),
           );
         } else if (residual?.op === "add") {
@@ -443,7 +470,7 @@ async function compileBlock(
           }
           out = { buffer: b.x, width: c.dim, cache: false };
           program.push(
-            ...await t.matmul(packed, source, b.x, { accumulate: true, xq }),
+            ...await t.matmul(packed, source, b.x, { accumulate: true, xq, norm }),
           );
         } else {
           const buffer = s.output === "q"
@@ -459,7 +486,7 @@ async function compileBlock(
             );
           }
           out = { buffer, width: packed.rows, cache: false };
-          program.push(...await t.matmul(packed, source, buffer, { xq }));
+          program.push(...await t.matmul(packed, source, buffer, { xq, norm }));
         }
         if (s.bias !== undefined) {
           program.push(
@@ -721,13 +748,20 @@ export class WebGpuRunner implements ModelRunner {
             return packed.fallback ? undefined : packed;
           },
           matmul: mm,
+          quantizesActivations: spec !== undefined,
           quantize,
         }),
       );
     }
+    // The head's GEMV normalizes its input itself where it can (see compileBlock).
+    const head = pack("output", w.output);
+    const finalNorm = await k.rmsnorm(step, x, k.storage(w.finalNorm), xb, c.dim, c.normEps);
+    const norm = fusesNorm(head)
+      ? { input: x, weights: k.storage(normWeights(w.finalNorm, c.normEps)) }
+      : undefined;
     program.push(
-      await k.rmsnorm(step, x, k.storage(w.finalNorm), xb, c.dim, c.normEps),
-      ...await mm(pack("output", w.output), xb, logits, {}),
+      norm ? normSkippedByGemv(finalNorm) : finalNorm,
+      ...await mm(head, xb, logits, { norm }),
     );
     return new WebGpuRunner(
       k,

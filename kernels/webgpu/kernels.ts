@@ -709,6 +709,12 @@ export class Kernels {
       xq?: QuantizedActivations;
       /** The GEMM's tile shape (perf sweeps; default: chosen per dispatch by `chooseGemmTiling`). */
       tiling?: GemmTiling;
+      /**
+       * `x` is the output of an RMSNorm of `input` with `weights` ({@linkcode normWeights}):
+       * the float GEMV (`T ≤ GEMV_MAX_ROWS`) reads `input` and normalizes it itself, so the
+       * RMSNorm's dispatch is needed only by larger `T` ({@linkcode fusesNorm} says where).
+       */
+      norm?: { input: GPUBuffer; weights: GPUBuffer };
     },
   ): Promise<Dispatch[]> {
     // Codebook formats (QuIP#, AQLM, VPTQ) run their own kernels over their stored parts.
@@ -734,6 +740,8 @@ export class Kernels {
       "usrrrw",
       a8 ? gemvA8Shader(m.layout) : gemvShader(m.layout),
     );
+    const norm = o.norm && !a8 && !m.codebook ? o.norm : undefined;
+    const gemvNorm = norm && await this.pipeline("usrrrwr", gemvShader(m.layout, true));
     const gemms = new Map<Readonly<GemmTiling>, GPUComputePipeline>();
     for (const t of tilings) gemms.set(t, await this.pipeline("usrrrw", gemmShader(m.layout, t)));
     const maxWays = Math.max(...tilings.map((t) => t.splitK ?? 1));
@@ -779,6 +787,15 @@ export class Kernels {
       const xStride = o.xStride ?? m.cols;
       const floatGroup = bind(x, xStride, out);
       const a8Group = a8 ? bind(o.xq!.buffer, quantizedRowWords(m.chunks), out) : undefined;
+      const normGroup = norm && this.#bind("usrrrwr", [
+        this.uniform(params(xStride), [11]),
+        { buffer: step, size: 16 },
+        norm.input,
+        gpuParts[i]!.codes,
+        gpuParts[i]!.scales,
+        out,
+        norm.weights,
+      ]);
       // Split GEMMs write partial sums to the scratch buffer, which the reduction then reads.
       const splitGroup = scratch && bind(x, xStride, scratch);
       const reduceGroup = scratch && bind(scratch, xStride, out);
@@ -794,12 +811,12 @@ export class Kernels {
       const label = `matmul ${m.rows}x${m.cols} part ${i}`;
       const main: Dispatch = {
         label: `${label}${a8 ? " (int8 activations)" : ""}`,
-        pipeline: (T: number) => (T <= GEMV_MAX_ROWS ? gemv : gemms.get(tiling(T))!),
+        pipeline: (T: number) => T <= GEMV_MAX_ROWS ? gemvNorm ?? gemv : gemms.get(tiling(T))!,
         bindGroup: floatGroup,
-        bindGroupFor: (a8Group || splitGroup) &&
+        bindGroupFor: (a8Group || splitGroup || normGroup) &&
           ((T: number) =>
             T <= GEMV_MAX_ROWS
-              ? a8Group ?? floatGroup
+              ? a8Group ?? normGroup ?? floatGroup
               : ways(T) > 1
               ? splitGroup ?? floatGroup
               : floatGroup),
@@ -819,6 +836,29 @@ export class Kernels {
       return [main, reduce];
     });
   }
+}
+
+/**
+ * Whether `Kernels.matmul` of `m` normalizes a `norm` input inside its GEMV (without run-time
+ * activation quantization, whose kernels read the normalized and quantized input): the packed
+ * layouts' float GEMV does, codebook formats do not.
+ */
+export function fusesNorm(m: PackedMatrix): boolean {
+  return !m.codebook;
+}
+
+/** `d` without workgroups where the GEMVs that read its output normalize their input instead. */
+export function normSkippedByGemv(d: Dispatch): Dispatch {
+  return { ...d, groups: (T) => (T <= GEMV_MAX_ROWS ? [0, 0, 0] : d.groups(T)) };
+}
+
+/** An RMSNorm's weights for a fused GEMV: padded to vec4s, then `eps` in the next vec4. */
+export function normWeights(weight: Float32Array, eps: number): Float32Array {
+  const padded = Math.ceil(weight.length / 4) * 4;
+  const out = new Float32Array(padded + 4);
+  out.set(weight);
+  out[padded] = eps;
+  return out;
 }
 
 /**

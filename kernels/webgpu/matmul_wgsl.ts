@@ -234,18 +234,20 @@ function chunkDot(layout: Layout, r: number, SUB: number, E: number): string[] {
  * padded so that each thread's reads of its own chunk hit distinct banks — then reading this
  * thread's chunk from there as `x0 … x7`.
  */
-function stagedActivations(TPR: number, prescaled: boolean): string[] {
+function stagedActivations(TPR: number, prescaled: boolean, norm: boolean): string[] {
   const XS = TPR + 1;
   const lines: string[] = [];
   lines.push(`    for (var q = lid; q < ${8 * TPR}u; q += ${WORKGROUP}u) {`);
   lines.push(`      let e0 = (s0 + q / 8u) * ${CHUNK}u + (q % 8u) * 4u;`);
   lines.push(`      var xv: vec4<f32>;`);
   lines.push(`      if (aligned && e0 + 4u <= p.cols) {`);
-  lines.push(`        xv = x[(xBase + e0) >> 2u];`);
+  lines.push(`        xv = x[(xBase + e0) >> 2u]${norm ? " * gw[e0 >> 2u]" : ""};`);
   lines.push(`      } else {`);
   lines.push(`        let xe = xBase + e0;`);
   lines.push(
-    `        xv = vec4<f32>(xa(xe, lim), xa(xe + 1u, lim), xa(xe + 2u, lim), xa(xe + 3u, lim));`,
+    `        xv = vec4<f32>(xa(xe, lim), xa(xe + 1u, lim), xa(xe + 2u, lim), xa(xe + 3u, lim))${
+      norm ? " * vec4<f32>(gn(e0), gn(e0 + 1u), gn(e0 + 2u), gn(e0 + 3u))" : ""
+    };`,
   );
   lines.push(`      }`);
   if (prescaled) {
@@ -267,17 +269,21 @@ function stagedActivations(TPR: number, prescaled: boolean): string[] {
  * (the chunk's 128 bytes, from the cache after the first row group asks): no workgroup memory
  * and no barriers (`gemvDirect`).
  */
-function directActivations(): string[] {
+function directActivations(norm: boolean): string[] {
   const lines: string[] = [];
   const xs = Array.from({ length: 8 }, (_, j) => `x${j}`);
-  lines.push(`    let e0 = xBase + (cl + s0) * ${CHUNK}u;`);
+  lines.push(`    let c0 = (cl + s0) * ${CHUNK}u;`);
+  lines.push(`    let e0 = xBase + c0;`);
   lines.push(`    var ${xs.join(": vec4<f32>;\n    var ")}: vec4<f32>;`);
   lines.push(`    if (aligned && (cl + s0 + 1u) * ${CHUNK}u <= p.cols) {`);
   lines.push(`      let xv = e0 >> 2u;`);
-  for (let j = 0; j < 8; j++) lines.push(`      x${j} = x[xv + ${j}u];`);
+  for (let j = 0; j < 8; j++) {
+    lines.push(`      x${j} = x[xv + ${j}u]${norm ? ` * gw[(c0 >> 2u) + ${j}u]` : ""};`);
+  }
   lines.push(`    } else {`);
   for (let j = 0; j < 8; j++) {
-    const e = (i: number) => `xa(e0 + ${4 * j + i}u, lim)`;
+    const e = (i: number) =>
+      `xa(e0 + ${4 * j + i}u, lim)${norm ? ` * gn(c0 + ${4 * j + i}u)` : ""}`;
     lines.push(`      x${j} = vec4<f32>(${[0, 1, 2, 3].map(e).join(", ")});`);
   }
   lines.push(`    }`);
@@ -285,13 +291,39 @@ function directActivations(): string[] {
 }
 
 /**
+ * WGSL of the fused RMSNorm's prologue: the workgroup sums the squares of its token row (in
+ * `red`, before the rows' sums need it) and scales the output factor `f` by `1/sqrt(mean + eps)`;
+ * the activation loads multiply by the norm's weights (`gw`, with `eps` in the vec4 past them).
+ */
+function normPrologue(): string {
+  return `  var ss = 0.0;
+  for (var i = lid; i < p.cols; i += ${WORKGROUP}u) {
+    let v = xa(xBase + i, lim);
+    ss += v * v;
+  }
+  red[lid] = ss;
+  workgroupBarrier();
+  for (var s = ${WORKGROUP / 2}u; s > 0u; s >>= 1u) {
+    if (lid < s) { red[lid] += red[lid + s]; }
+    workgroupBarrier();
+  }
+  let inv = 1.0 / sqrt(red[0] / f32(p.cols) + gw[(p.cols + 3u) / 4u].x);
+  workgroupBarrier();
+  let f = p.tscale * inv;`;
+}
+
+/**
  * The GEMV kernel for a layout. Dispatch `(ceil(rows / (R·256/tpr)), T)` workgroups; token `t` is
  * the workgroup's `y`. Each step covers `tpr` chunks of every row: a thread first issues the
  * weight loads of its chunk for its `R` rows, the workgroup stages the step's activations in
  * workgroup memory ({@linkcode stagedActivations}; or each thread loads its own,
- * {@linkcode directActivations}), and the thread then dots its rows with them.
+ * {@linkcode directActivations}), and the thread then dots its rows with them. With `norm`, the
+ * input is the RMSNorm's input and binding 6 its weights and `eps` (`Kernels.matmul`'s `norm`): the
+ * kernel normalizes the row itself ({@linkcode normPrologue}), so a decode step needs no RMSNorm
+ * dispatch; the sum is `inv · Σ W·(weight ⊙ x)`, the CPU's `Σ W·(weight · (inv · x))` up to float32
+ * rounding.
  */
-export function gemvShader(layout: Layout): string {
+export function gemvShader(layout: Layout, norm = false): string {
   const R = gemvRowsPerThread(layout);
   const TPR = layout.tpr;
   const RPW = WORKGROUP / TPR;
@@ -312,8 +344,8 @@ export function gemvShader(layout: Layout): string {
   // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
   const prescale = magic(layout) ? prescaleVectors(layout.bits) : undefined;
   const prescaled = prescale !== undefined && !layout.gemvDirect && layout.gemvPrescale === true;
-  if (layout.gemvDirect) lines.push(...directActivations());
-  else lines.push(...stagedActivations(TPR, prescaled));
+  if (layout.gemvDirect) lines.push(...directActivations(norm));
+  else lines.push(...stagedActivations(TPR, prescaled, norm));
   if (prescale && !prescaled) {
     for (let j = 0; j < 8; j++) lines.push(`    let y${j} = x${j} * ${prescale[j]};`);
   }
@@ -345,7 +377,16 @@ fn xa(i: u32, lim: u32) -> f32 {
   let j = min(i, lim - 1u);
   return select(0.0, x[j >> 2u][j & 3u], i < lim);
 }
-
+${
+    norm
+      ? `@group(0) @binding(6) var<storage, read> gw: array<vec4<f32>>;
+fn gn(i: u32) -> f32 {
+  let j = min(i, p.cols - 1u);
+  return select(0.0, gw[j >> 2u][j & 3u], i < p.cols);
+}
+`
+      : ""
+  }
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
   let t = wg.y;
@@ -354,7 +395,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let xBase = p.xOff + t * p.xStride;
   let lim = xBase + p.cols;
   let aligned = (xBase & 3u) == 0u;
-  let f = p.tscale;
+${norm ? normPrologue() : "  let f = p.tscale;"}
 ${gemvRowsWgsl(R)}
   for (var s0 = 0u; s0 < p.chunks; s0 += ${TPR}u) {
 ${lines.join("\n")}
