@@ -8,7 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { adapterUnavailable, getGpu } from "../kernels/webgpu/device.ts";
-import { webgpuBackend, WebGpuRunner } from "../kernels/webgpu/backend.ts";
+import { createWebGpuBackend, webgpuBackend, WebGpuRunner } from "../kernels/webgpu/backend.ts";
+import { quantizeInt } from "../kernels/formats/int.ts";
 import { syntheticModel } from "./backend_conformance.ts";
 import { cpuBackend } from "../kernels/cpu/backend.ts";
 import type { LlamaModel, Matrix } from "../core/model.ts";
@@ -52,7 +53,10 @@ Deno.test({
   },
 });
 
-/** The synthetic model with q/k/v and gate/up in one format each, no biases, no q/k norms. */
+/**
+ * The synthetic model with q/k/v (int4-g16) and gate/up (f32) in one format each, no biases, no
+ * q/k norms.
+ */
 function stackableModel(): LlamaModel {
   const model = syntheticModel();
   const dense = (m: Matrix, seed: number): Matrix => ({
@@ -61,11 +65,15 @@ function stackableModel(): LlamaModel {
     cols: m.cols,
     data: Float32Array.from({ length: m.rows * m.cols }, (_, i) => 0.3 * Math.sin(0.37 * i + seed)),
   });
+  const int4 = (m: Matrix, seed: number): Matrix => {
+    const { data } = dense(m, seed) as { data: Float32Array };
+    return quantizeInt(data, m.rows, m.cols, { bits: 4, group: 16, symmetric: false });
+  };
   const layers = model.weights.layers.map((l, i) => ({
     ...l,
-    wq: dense(l.wq, 10 * i + 1),
-    wk: dense(l.wk, 10 * i + 2),
-    wv: dense(l.wv, 10 * i + 3),
+    wq: int4(l.wq, 10 * i + 1),
+    wk: int4(l.wk, 10 * i + 2),
+    wv: int4(l.wv, 10 * i + 3),
     w1: dense(l.w1, 10 * i + 4),
     w3: dense(l.w3, 10 * i + 5),
     bq: undefined,
@@ -78,13 +86,13 @@ function stackableModel(): LlamaModel {
 }
 
 Deno.test({
-  name: "webgpu stacked q/k/v and gate/up, RMSNorm in the decode GEMV: logits as the CPU's",
+  name:
+    "webgpu stacked q/k/v and gate/up, RMSNorm and SwiGLU in the decode GEMVs: logits as the CPU's",
   ignore: unavailable !== undefined || noTimestamps,
   async fn() {
     const model = stackableModel();
     const layers = model.config.nLayers;
     const runner = await webgpuBackend.load(model);
-    const cpu = await cpuBackend.load(model);
     assert.ok(runner instanceof WebGpuRunner);
     try {
       const tokens = [3, 4, 5, 6, 7, 8];
@@ -98,22 +106,36 @@ Deno.test({
         assert.equal(matmuls(rows), 4 * layers + 1);
         assert.equal(count(rows, "qkv rope scatter"), layers);
         assert.equal(count(rows, "rope"), 0);
-        assert.equal(count(rows, "swiglu"), layers);
       }
-      // Decode GEMVs normalize their own input: no RMSNorm dispatch.
+      // Decode GEMVs normalize their own input and apply SwiGLU as they load it: neither has a
+      // dispatch of its own there.
       assert.equal(count(prefill, "rmsnorm"), 2 * layers + 1);
+      assert.equal(count(prefill, "swiglu"), layers);
       assert.equal(count(decode, "rmsnorm"), 0);
-      // Prefill, then decode steps reading what the scatter cached.
-      const steps = [tokens, [9], [10], [11]];
-      let pos = 0;
-      for (const step of steps) {
-        const [got, want] = [await runner.forward(step, pos), await cpu.forward(step, pos)];
-        pos += step.length;
-        const worst = want.reduce((m, w, i) => Math.max(m, Math.abs(w - got[i]!)), 0);
-        assert.ok(worst < 1e-4, `logits differ by ${worst} at position ${pos}`);
-      }
+      assert.equal(count(decode, "swiglu"), 0);
     } finally {
       runner.dispose();
+    }
+    // Prefill, then decode steps reading what the scatter cached, with each float-GEMV variant
+    // (staged activations, direct loads, prescaled codes) reading the fused inputs.
+    const cpu = await cpuBackend.load(model);
+    try {
+      for (const gemv of [{}, { gemvDirect: true }, { gemvPrescale: true }]) {
+        const gpu = await createWebGpuBackend({ gemv }).load(model);
+        cpu.reset();
+        try {
+          let pos = 0;
+          for (const step of [[3, 4, 5, 6, 7, 8], [9], [10], [11]]) {
+            const [got, want] = [await gpu.forward(step, pos), await cpu.forward(step, pos)];
+            pos += step.length;
+            const worst = want.reduce((m, w, i) => Math.max(m, Math.abs(w - got[i]!)), 0);
+            assert.ok(worst < 1e-4, `${JSON.stringify(gemv)}: logits differ by ${worst} at ${pos}`);
+          }
+        } finally {
+          gpu.dispose();
+        }
+      }
+    } finally {
       cpu.dispose();
     }
   },

@@ -375,6 +375,8 @@ async function compileBlock(
   const plans = planStacks(steps, layer, t);
   // RMSNorm outputs that every reader (decode GEMVs) normalizes itself: their input and weights.
   const fusedNorms = new Map<BlockValue, { input: GPUBuffer; weights: GPUBuffer }>();
+  // SwiGLU outputs of stacked gate/up rows that every reader's decode GEMV computes itself.
+  const fusedSwiglus = new Set<BlockValue>();
   const quantizeFor = async (value: BlockValue, packed: PackedMatrix) => {
     if (quantized?.value === value) return quantized;
     const q = await t.quantize(slot(value).buffer, packed.cols, packed);
@@ -405,16 +407,21 @@ async function compileBlock(
         slots.set(vOut!, { buffer: t.values, width: kvDim, cache: true });
       } else {
         const swiglu = [...plan.covers].find((x) => x.op === "swiglu")!;
+        const pair = await k.swigluPair(step, b.gateUp!, b.gate, c.hiddenDim);
+        // Where every reader's decode GEMV applies SwiGLU as it loads [gate | up], decoding
+        // needs no SwiGLU dispatch.
+        const output = swiglu.op === "swiglu" ? swiglu.output : s.output;
+        const fused = !t.quantizesActivations &&
+          readers(output).every((r) => r.op === "linear" && fusesNorm(packOf(r.weight)));
+        if (fused) fusedSwiglus.add(output);
         program.push(
           ...await t.matmul(plan.packed, input.input, b.gateUp!, {
             xq: input.xq,
             norm: fusedNorms.get(s.input),
           }),
-          await k.swigluPair(step, b.gateUp!, b.gate, c.hiddenDim),
+          fused ? normSkippedByGemv(pair) : pair,
         );
-        if (swiglu.op === "swiglu") {
-          slots.set(swiglu.output, { buffer: b.gate, width: c.hiddenDim, cache: false });
-        }
+        slots.set(output, { buffer: b.gate, width: c.hiddenDim, cache: false });
       }
       continue;
     }
@@ -446,6 +453,7 @@ async function compileBlock(
         const packed = packOf(s.weight);
         const { xq, input: source } = await quantizeFor(s.input, packed);
         const norm = fusedNorms.get(s.input);
+        const swiglu = fusedSwiglus.has(s.input) ? b.gateUp : undefined;
         const attention = readers(s.output).find((r) => r.op === "attention");
         const residual = readers(s.output).find((r) => r.op === "add");
         let out: Slot;
@@ -459,6 +467,7 @@ async function compileBlock(
               outPosStride: kvDim,
               xq,
               norm,
+              swiglu,
             }),
           );
         } else if (residual?.op === "add") {
@@ -470,7 +479,7 @@ async function compileBlock(
           }
           out = { buffer: b.x, width: c.dim, cache: false };
           program.push(
-            ...await t.matmul(packed, source, b.x, { accumulate: true, xq, norm }),
+            ...await t.matmul(packed, source, b.x, { accumulate: true, xq, norm, swiglu }),
           );
         } else {
           const buffer = s.output === "q"
@@ -486,7 +495,7 @@ async function compileBlock(
             );
           }
           out = { buffer, width: packed.rows, cache: false };
-          program.push(...await t.matmul(packed, source, buffer, { xq, norm }));
+          program.push(...await t.matmul(packed, source, buffer, { xq, norm, swiglu }));
         }
         if (s.bias !== undefined) {
           program.push(

@@ -715,6 +715,12 @@ export class Kernels {
        * RMSNorm's dispatch is needed only by larger `T` ({@linkcode fusesNorm} says where).
        */
       norm?: { input: GPUBuffer; weights: GPUBuffer };
+      /**
+       * `x` is SwiGLU of stacked `[gate | up]` rows in `swiglu` (`swiglu_pair_wgsl.ts`): the float
+       * GEMV reads those and applies SwiGLU itself, so the SwiGLU dispatch is needed only by larger
+       * `T` (as `norm`).
+       */
+      swiglu?: GPUBuffer;
     },
   ): Promise<Dispatch[]> {
     // Codebook formats (QuIP#, AQLM, VPTQ) run their own kernels over their stored parts.
@@ -741,7 +747,10 @@ export class Kernels {
       a8 ? gemvA8Shader(m.layout) : gemvShader(m.layout),
     );
     const norm = o.norm && !a8 && !m.codebook ? o.norm : undefined;
-    const gemvNorm = norm && await this.pipeline("usrrrwr", gemvShader(m.layout, true));
+    const swiglu = o.swiglu && !a8 && !m.codebook ? o.swiglu : undefined;
+    const gemvFused = norm
+      ? await this.pipeline("usrrrwr", gemvShader(m.layout, "norm"))
+      : swiglu && await this.pipeline("usrrrw", gemvShader(m.layout, "swiglu"));
     const gemms = new Map<Readonly<GemmTiling>, GPUComputePipeline>();
     for (const t of tilings) gemms.set(t, await this.pipeline("usrrrw", gemmShader(m.layout, t)));
     const maxWays = Math.max(...tilings.map((t) => t.splitK ?? 1));
@@ -787,15 +796,17 @@ export class Kernels {
       const xStride = o.xStride ?? m.cols;
       const floatGroup = bind(x, xStride, out);
       const a8Group = a8 ? bind(o.xq!.buffer, quantizedRowWords(m.chunks), out) : undefined;
-      const normGroup = norm && this.#bind("usrrrwr", [
-        this.uniform(params(xStride), [11]),
-        { buffer: step, size: 16 },
-        norm.input,
-        gpuParts[i]!.codes,
-        gpuParts[i]!.scales,
-        out,
-        norm.weights,
-      ]);
+      const fusedGroup = norm
+        ? this.#bind("usrrrwr", [
+          this.uniform(params(xStride), [11]),
+          { buffer: step, size: 16 },
+          norm.input,
+          gpuParts[i]!.codes,
+          gpuParts[i]!.scales,
+          out,
+          norm.weights,
+        ])
+        : swiglu && bind(swiglu, 2 * m.cols, out);
       // Split GEMMs write partial sums to the scratch buffer, which the reduction then reads.
       const splitGroup = scratch && bind(x, xStride, scratch);
       const reduceGroup = scratch && bind(scratch, xStride, out);
@@ -811,12 +822,12 @@ export class Kernels {
       const label = `matmul ${m.rows}x${m.cols} part ${i}`;
       const main: Dispatch = {
         label: `${label}${a8 ? " (int8 activations)" : ""}`,
-        pipeline: (T: number) => T <= GEMV_MAX_ROWS ? gemvNorm ?? gemv : gemms.get(tiling(T))!,
+        pipeline: (T: number) => T <= GEMV_MAX_ROWS ? gemvFused ?? gemv : gemms.get(tiling(T))!,
         bindGroup: floatGroup,
-        bindGroupFor: (a8Group || splitGroup || normGroup) &&
+        bindGroupFor: (a8Group || splitGroup || fusedGroup) &&
           ((T: number) =>
             T <= GEMV_MAX_ROWS
-              ? a8Group ?? normGroup ?? floatGroup
+              ? a8Group ?? fusedGroup ?? floatGroup
               : ways(T) > 1
               ? splitGroup ?? floatGroup
               : floatGroup),
@@ -847,7 +858,10 @@ export function fusesNorm(m: PackedMatrix): boolean {
   return !m.codebook;
 }
 
-/** `d` without workgroups where the GEMVs that read its output normalize their input instead. */
+/**
+ * `d` without workgroups where the GEMVs that read its output compute it from its input instead
+ * (RMSNorm, SwiGLU).
+ */
 export function normSkippedByGemv(d: Dispatch): Dispatch {
   return { ...d, groups: (T) => (T <= GEMV_MAX_ROWS ? [0, 0, 0] : d.groups(T)) };
 }

@@ -234,21 +234,44 @@ function chunkDot(layout: Layout, r: number, SUB: number, E: number): string[] {
  * padded so that each thread's reads of its own chunk hit distinct banks — then reading this
  * thread's chunk from there as `x0 … x7`.
  */
-function stagedActivations(TPR: number, prescaled: boolean, norm: boolean): string[] {
+/**
+ * What a float GEMV's activations are: the input row (`plain`), an RMSNorm of it (`norm`: times
+ * the norm's weights here, by `1/rms` at the end) or SwiGLU of a stacked `[gate | up]` row
+ * (`swiglu`: the row is twice `cols` long).
+ */
+export type GemvInput = "plain" | "norm" | "swiglu";
+
+/** WGSL of the vec4 of activations at column `c` (a multiple of 4) from the aligned row. */
+function alignedX(input: GemvInput, c: string): string {
+  const x = `x[(xBase + ${c}) >> 2u]`;
+  return input === "norm"
+    ? `${x} * gw[(${c}) >> 2u]`
+    : input === "swiglu"
+    ? `sw4(${x}, x[(xBase + p.cols + ${c}) >> 2u])`
+    : x;
+}
+
+/** WGSL of the activation at column `c`, bounds-checked (0 past the row). */
+function scalarX(input: GemvInput, c: string): string {
+  const x = `xa(xBase + ${c}, lim)`;
+  return input === "norm"
+    ? `${x} * gn(${c})`
+    : input === "swiglu"
+    ? `sw(${x}, xa(xBase + p.cols + ${c}, lim + p.cols))`
+    : x;
+}
+
+function stagedActivations(TPR: number, prescaled: boolean, input: GemvInput): string[] {
   const XS = TPR + 1;
   const lines: string[] = [];
   lines.push(`    for (var q = lid; q < ${8 * TPR}u; q += ${WORKGROUP}u) {`);
   lines.push(`      let e0 = (s0 + q / 8u) * ${CHUNK}u + (q % 8u) * 4u;`);
   lines.push(`      var xv: vec4<f32>;`);
   lines.push(`      if (aligned && e0 + 4u <= p.cols) {`);
-  lines.push(`        xv = x[(xBase + e0) >> 2u]${norm ? " * gw[e0 >> 2u]" : ""};`);
+  lines.push(`        xv = ${alignedX(input, "e0")};`);
   lines.push(`      } else {`);
-  lines.push(`        let xe = xBase + e0;`);
-  lines.push(
-    `        xv = vec4<f32>(xa(xe, lim), xa(xe + 1u, lim), xa(xe + 2u, lim), xa(xe + 3u, lim))${
-      norm ? " * vec4<f32>(gn(e0), gn(e0 + 1u), gn(e0 + 2u), gn(e0 + 3u))" : ""
-    };`,
-  );
+  const each = [0, 1, 2, 3].map((i) => scalarX(input, i ? `e0 + ${i}u` : "e0"));
+  lines.push(`        xv = vec4<f32>(${each.join(", ")});`);
   lines.push(`      }`);
   if (prescaled) {
     lines.push(`      xs[(q % 8u) * ${XS}u + q / 8u] = xv * PS[q % 8u];`);
@@ -269,21 +292,16 @@ function stagedActivations(TPR: number, prescaled: boolean, norm: boolean): stri
  * (the chunk's 128 bytes, from the cache after the first row group asks): no workgroup memory
  * and no barriers (`gemvDirect`).
  */
-function directActivations(norm: boolean): string[] {
+function directActivations(input: GemvInput): string[] {
   const lines: string[] = [];
   const xs = Array.from({ length: 8 }, (_, j) => `x${j}`);
   lines.push(`    let c0 = (cl + s0) * ${CHUNK}u;`);
-  lines.push(`    let e0 = xBase + c0;`);
   lines.push(`    var ${xs.join(": vec4<f32>;\n    var ")}: vec4<f32>;`);
   lines.push(`    if (aligned && (cl + s0 + 1u) * ${CHUNK}u <= p.cols) {`);
-  lines.push(`      let xv = e0 >> 2u;`);
-  for (let j = 0; j < 8; j++) {
-    lines.push(`      x${j} = x[xv + ${j}u]${norm ? ` * gw[(c0 >> 2u) + ${j}u]` : ""};`);
-  }
+  for (let j = 0; j < 8; j++) lines.push(`      x${j} = ${alignedX(input, `c0 + ${4 * j}u`)};`);
   lines.push(`    } else {`);
   for (let j = 0; j < 8; j++) {
-    const e = (i: number) =>
-      `xa(e0 + ${4 * j + i}u, lim)${norm ? ` * gn(c0 + ${4 * j + i}u)` : ""}`;
+    const e = (i: number) => scalarX(input, `c0 + ${4 * j + i}u`);
     lines.push(`      x${j} = vec4<f32>(${[0, 1, 2, 3].map(e).join(", ")});`);
   }
   lines.push(`    }`);
@@ -317,13 +335,15 @@ function normPrologue(): string {
  * the workgroup's `y`. Each step covers `tpr` chunks of every row: a thread first issues the
  * weight loads of its chunk for its `R` rows, the workgroup stages the step's activations in
  * workgroup memory ({@linkcode stagedActivations}; or each thread loads its own,
- * {@linkcode directActivations}), and the thread then dots its rows with them. With `norm`, the
- * input is the RMSNorm's input and binding 6 its weights and `eps` (`Kernels.matmul`'s `norm`): the
+ * {@linkcode directActivations}), and the thread then dots its rows with them. With `swiglu`, the
+ * input is a stacked `[gate | up]` row (stride `2·cols`) and the kernel applies SwiGLU as it
+ * loads it. With `norm`, the input is the RMSNorm's input and binding 6 its weights and `eps` (`Kernels.matmul`'s `norm`): the
  * kernel normalizes the row itself ({@linkcode normPrologue}), so a decode step needs no RMSNorm
  * dispatch; the sum is `inv · Σ W·(weight ⊙ x)`, the CPU's `Σ W·(weight · (inv · x))` up to float32
  * rounding.
  */
-export function gemvShader(layout: Layout, norm = false): string {
+export function gemvShader(layout: Layout, input: GemvInput = "plain"): string {
+  const norm = input === "norm";
   const R = gemvRowsPerThread(layout);
   const TPR = layout.tpr;
   const RPW = WORKGROUP / TPR;
@@ -344,8 +364,8 @@ export function gemvShader(layout: Layout, norm = false): string {
   // Activations pre-scaled by 2^-p for codes sitting p bits up in their 16-bit half.
   const prescale = magic(layout) ? prescaleVectors(layout.bits) : undefined;
   const prescaled = prescale !== undefined && !layout.gemvDirect && layout.gemvPrescale === true;
-  if (layout.gemvDirect) lines.push(...directActivations(norm));
-  else lines.push(...stagedActivations(TPR, prescaled, norm));
+  if (layout.gemvDirect) lines.push(...directActivations(input));
+  else lines.push(...stagedActivations(TPR, prescaled, input));
   if (prescale && !prescaled) {
     for (let j = 0; j < 8; j++) lines.push(`    let y${j} = x${j} * ${prescale[j]};`);
   }
@@ -385,6 +405,11 @@ fn gn(i: u32) -> f32 {
   return select(0.0, gw[j >> 2u][j & 3u], i < p.cols);
 }
 `
+      : input === "swiglu"
+      ? `// SWIGLU_WGSL's arithmetic, so the values equal the SwiGLU dispatch's.
+fn sw(g: f32, u: f32) -> f32 { return g / (1.0 + exp(-g)) * u; }
+fn sw4(g: vec4<f32>, u: vec4<f32>) -> vec4<f32> { return g / (vec4<f32>(1.0) + exp(-g)) * u; }
+`
       : ""
   }
 @compute @workgroup_size(${WORKGROUP})
@@ -394,7 +419,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let rowBase = (wg.x * ${RPW}u + lid / ${TPR}u) * ${R}u;
   let xBase = p.xOff + t * p.xStride;
   let lim = xBase + p.cols;
-  let aligned = (xBase & 3u) == 0u;
+  let aligned = ((xBase${input === "swiglu" ? " | p.cols" : ""}) & 3u) == 0u;
 ${norm ? normPrologue() : "  let f = p.tscale;"}
 ${gemvRowsWgsl(R)}
   for (var s0 = 0u; s0 < p.chunks; s0 += ${TPR}u) {
