@@ -61,6 +61,7 @@ import {
   gptqWeights,
 } from "./gptq_loop.ts";
 import { adapterUnavailable } from "../../kernels/webgpu/device.ts";
+import { GptqProfile, profileRequested } from "./gptq_profile.ts";
 
 /** Options and their defaults: the reference's (`llama.py` arguments, `fasterquant`). */
 export const GPTQ_OPTIONS = {
@@ -161,27 +162,40 @@ async function quantizeModel(
   const calibration = resolveCalibration("gptq", options.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
+  const profile = profileRequested() ? new GptqProfile() : undefined;
+  let layerIndex = 0;
   const layers = await quantizeLayers(
     model,
     {
       kind: "groups",
       sequential: options.true_sequential !== false,
-      windows: settings.device === "webgpu" ? gpuWindowKernels(model.config) : undefined,
-      async quantizeGroup({ names }, inputs, { original }) {
+      windows: settings.device === "webgpu" ? gpuWindowKernels(model.config, profile) : undefined,
+      async quantizeGroup({ names }, inputs, { original, index }) {
+        if (profile && index !== layerIndex) profile.layer(`layer ${layerIndex}`);
+        layerIndex = index;
         const cols = original[names[0]!].cols;
         const gpu = settings.device === "webgpu";
         // The group shares one Hessian (and, on the GPU path, one factor of it).
+        let t = performance.now();
         const h = gpu ? await gpuHessian(inputs!, cols) : hessian(inputs!, cols);
+        if (profile) t = profile.add("hessian", t);
         const held = meter.hold(h);
         const factor = gpu ? await gptqFactorWebGpu(h, cols, settings) : undefined;
+        if (profile) t = profile.add("factor", t);
         const quantized: Partial<Record<LinearName, Matrix>> = {};
         for (const name of names) {
           const m = original[name];
           const grid = groupGrid(format, m.rows, m.cols);
           const w = decodeMatrix(m);
+          if (profile) t = profile.add("decode", t);
           const q = gpu
-            ? (await gptqQuantizeWebGpu(w, h, m.rows, m.cols, grid, settings, factor)).matrix
+            ? (await gptqQuantizeWebGpu(w, h, m.rows, m.cols, grid, settings, {
+              factor,
+              format,
+              profile,
+            })).matrix
             : gptqQuantize(w, h, m.rows, m.cols, grid, settings).matrix;
+          if (profile) t = performance.now();
           meter.hold(matrixBuffers(q));
           quantized[name] = q;
         }
@@ -192,6 +206,10 @@ async function quantizeModel(
     windows,
     meter,
   );
+  if (profile) {
+    profile.layer(`layer ${layerIndex}`);
+    profile.total();
+  }
   ctx.record?.({ quantize_peak_bytes: meter.peak });
   return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
 }

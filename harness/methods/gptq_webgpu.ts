@@ -22,6 +22,11 @@
  */
 import { GpuGram } from "../../kernels/webgpu/gram.ts";
 import { GpuGptqColumns } from "../../kernels/webgpu/gptq_columns.ts";
+import { gptqBlocksWebGpu } from "../../kernels/webgpu/gptq_blocks.ts";
+import { gptqBlockUnsupported, type GptqIntGrid } from "../../kernels/webgpu/gptq_block_wgsl.ts";
+import { elementFormats } from "../../kernels/formats/registry.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
+import type { GptqProfile } from "./gptq_profile.ts";
 import { gpuInverseFactor } from "../../kernels/webgpu/gptq_factor.ts";
 import { getGpu } from "../../kernels/webgpu/device.ts";
 import {
@@ -30,6 +35,7 @@ import {
   gptqBlockReach,
   type GptqFactor,
   gptqFactor,
+  GptqOptionsError,
   type GptqResult,
   type GptqSettings,
   gptqWeights,
@@ -78,10 +84,49 @@ export async function gpuHessian(xs: Float32Array[], cols: number): Promise<Floa
   }
 }
 
+/** Where {@linkcode gptqQuantizeWebGpu} gets what the group already has. */
+export interface GptqWebGpuOptions {
+  /** The group's factor of `h`, when computed already. */
+  factor?: GptqFactor;
+  /**
+   * The suite format `grid` rounds onto: an integer format's whole column loop runs on the
+   * device (`kernels/webgpu/gptq_blocks.ts`); without it, or for other formats, each block is
+   * read back and quantized here.
+   */
+  format?: FormatSpec;
+  /** Adds the phases' seconds (`deviceLoop`, `hostLoop`, `prepare`) to a profile. */
+  profile?: GptqProfile;
+}
+
+/**
+ * The integer grid of `format` for the device loop, or undefined where the loop stays on the
+ * host (other formats, blocks over the kernel's limit, a factor over the device's largest
+ * buffer).
+ */
+export function deviceIntGrid(
+  format: FormatSpec,
+  settings: GptqSettings,
+  groupSize: number,
+  cols: number,
+  maxBuffer: number,
+): GptqIntGrid | undefined {
+  const element = elementFormats.get(format.weights);
+  if (element.kind !== "int" || cols * cols * 4 > maxBuffer) return undefined;
+  const c = element.intConfig(format);
+  const grid: GptqIntGrid = {
+    bits: c.bits,
+    symmetric: c.symmetric,
+    restricted: c.restricted === true,
+    scaleDtype: c.scaleDtype ?? "f16",
+    fit: groupSize < cols && !settings.staticGroups,
+    block: settings.blockSize,
+  };
+  return gptqBlockUnsupported(grid) === undefined ? grid : undefined;
+}
+
 /**
  * GPTQ of one `rows × cols` weight matrix `w0` given the Hessian `h` into the format of `grid`,
- * with the block updates on the GPU (see the module notes); `factor` when the group already
- * has it.
+ * with the block updates on the GPU (see the module notes).
  */
 export async function gptqQuantizeWebGpu(
   w0: Float64Array,
@@ -90,11 +135,47 @@ export async function gptqQuantizeWebGpu(
   cols: number,
   grid: GroupGrid,
   settings: GptqSettings,
-  factor?: GptqFactor,
+  options: GptqWebGpuOptions = {},
 ): Promise<GptqResult> {
-  const f = factor ?? await gptqFactorWebGpu(h, cols, settings);
-  // The float64 mirror of the weights: each block's reach is refreshed from the device.
+  const { profile } = options;
+  const f = options.factor ?? await gptqFactorWebGpu(h, cols, settings);
+  let t = performance.now();
   const hw = gptqWeights(w0, rows, cols, grid, settings, f);
+  const gpu = await getGpu();
+  const intGrid = options.format &&
+    deviceIntGrid(options.format, settings, grid.groupSize, cols, gpu.adapter.maxBufferSize);
+  if (profile) t = profile.add("prepare", t);
+  if (intGrid) {
+    // The parameters init and static groups fixed; the device fits free groups and rounds.
+    const m = grid.build();
+    if (m.kind !== "int") throw new GptqOptionsError(`An integer format built a ${m.kind} matrix`);
+    const zeros = m.zeros ?? new Uint8Array(m.scales.length).fill(1 << (m.bits - 1));
+    const out = await gptqBlocksWebGpu({
+      w: hw,
+      u: f.hinv,
+      rows,
+      cols,
+      perm: f.perm,
+      groupSize: grid.groupSize,
+      blockSize: settings.blockSize,
+      scales: m.scales,
+      zeros,
+    }, intGrid);
+    m.codes.set(out.codes);
+    m.scales.set(out.scales);
+    zeros.set(out.zeros);
+    // The values the CPU grid's `round` returns: scale · (code − zero) in float64.
+    const q = new Float64Array(rows * cols);
+    const groups = m.scales.length / rows;
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) {
+        const g = r * groups + Math.floor(c / m.groupSize);
+        q[r * cols + c] = m.scales[g]! * (m.codes[r * cols + c]! - zeros[g]!);
+      }
+    }
+    profile?.add("deviceLoop", t);
+    return { matrix: m, q, loss: out.loss };
+  }
   const device = await GpuGptqColumns.create(hw, rows, cols, settings.blockSize);
   try {
     const q = new Float64Array(rows * cols);
@@ -109,6 +190,7 @@ export async function gptqQuantizeWebGpu(
       loss = block.loss;
       device.update(block.err, f.hinv, i1, i2);
     }
+    profile?.add("hostLoop", t);
     return { matrix: grid.build(), q, loss };
   } finally {
     device.destroy();
@@ -126,22 +208,28 @@ function decode32(m: Matrix): Float32Array {
  * The calibration forward's linears and attention on the GPU, over all windows at once
  * (`kernels/webgpu/batch_linear.ts`, `batch_attention.ts`); the cheap steps stay on the CPU.
  */
-export function gpuWindowKernels(config: LlamaConfig): WindowKernels {
+export function gpuWindowKernels(config: LlamaConfig, profile?: GptqProfile): WindowKernels {
   return {
     async linear(xs, name, layer) {
+      const t = performance.now();
       const m = layer[name];
       const linear = await GpuBatchLinear.create(decode32(m), m.rows, m.cols);
       try {
         return await linear.apply(xs);
       } finally {
         linear.destroy();
+        profile?.add("forwardLinear", t);
       }
     },
-    attention: (qs, ks, vs) =>
-      gpuWindowAttention(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })), {
+    async attention(qs, ks, vs) {
+      const t = performance.now();
+      const out = await gpuWindowAttention(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })), {
         nHeads: config.nHeads,
         nKvHeads: config.nKvHeads,
         headDim: config.headDim,
-      }),
+      });
+      profile?.add("forwardAttention", t);
+      return out;
+    },
   };
 }

@@ -81,19 +81,24 @@ Deno.test({
       const settings = { ...base, ...extra };
       const label = `${format.id} ${JSON.stringify(extra)}`;
       const cpu = gptqQuantize(w, h, rows, cols, groupGrid(format, rows, cols), settings);
-      const gpu = await gptqQuantizeWebGpu(w, h, rows, cols, groupGrid(format, rows, cols), {
-        ...settings,
-        device: "webgpu",
-      });
-      const moved = differing(cpu.q, gpu.q);
-      assert.ok(moved <= rows * cols / 500, `${label}: ${moved} of ${rows * cols} codes differ`);
-      assert.ok(Math.abs(gpu.loss / cpu.loss - 1) < 1e-4, `${label}: ${gpu.loss} vs ${cpu.loss}`);
+      // Blocks read back and quantized on the host, and (integer formats) on the device.
+      for (const on of [undefined, format]) {
+        const gpu = await gptqQuantizeWebGpu(w, h, rows, cols, groupGrid(format, rows, cols), {
+          ...settings,
+          device: "webgpu",
+        }, { format: on });
+        const moved = differing(cpu.q, gpu.q);
+        const where = `${label} ${on ? "device" : "host"} loop`;
+        console.log(where, moved, gpu.loss/cpu.loss-1);
+        assert.ok(moved <= rows * cols / 500, `${where}: ${moved} of ${rows * cols} codes differ`);
+        assert.ok(Math.abs(gpu.loss / cpu.loss - 1) < 1e-4, `${where}: ${gpu.loss} vs ${cpu.loss}`);
+      }
       // The factor on the GPU too (float32, as wide Hessians get it).
       const factor = await gptqFactorWebGpu(h, cols, settings, 0);
       const all = await gptqQuantizeWebGpu(w, h, rows, cols, groupGrid(format, rows, cols), {
         ...settings,
         device: "webgpu",
-      }, factor);
+      }, { factor, format });
       const movedAll = differing(cpu.q, all.q);
       assert.ok(movedAll <= rows * cols / 200, `${label}: ${movedAll} codes differ (GPU factor)`);
       assert.ok(Math.abs(all.loss / cpu.loss - 1) < 1e-3, `${label}: ${all.loss} vs ${cpu.loss}`);

@@ -1,0 +1,65 @@
+/**
+ * Where GPTQ's time goes, printed on stderr when `QUANTBENCH_PROFILE=1`: seconds per phase
+ * (calibration forward's linears and attention, Hessians, factors, the column loop, the host's
+ * share of it) for each layer and for the whole model, so that a run on the GPU machine shows
+ * which part to speed up next.
+ *
+ * @module
+ */
+
+/** Whether the environment asks for the profile (`QUANTBENCH_PROFILE=1`). */
+export function profileRequested(): boolean {
+  try {
+    return Deno.env.get("QUANTBENCH_PROFILE") === "1";
+  } catch {
+    // Without --allow-env there is no profile to print.
+    return false;
+  }
+}
+
+/** Seconds per phase, per layer and in total. */
+export class GptqProfile {
+  readonly #layer = new Map<string, number>();
+  readonly #total = new Map<string, number>();
+  readonly #write: (line: string) => void;
+  #start = performance.now();
+  readonly #begin = this.#start;
+
+  /** A profile writing its lines to `write` (default stderr). */
+  constructor(write: (line: string) => void = (line) => console.error(line)) {
+    this.#write = write;
+  }
+
+  /** Adds the time since `since` (a `performance.now()`) to `phase`; returns now. */
+  add(phase: string, since: number): number {
+    const now = performance.now();
+    const s = (now - since) / 1000;
+    this.#layer.set(phase, (this.#layer.get(phase) ?? 0) + s);
+    this.#total.set(phase, (this.#total.get(phase) ?? 0) + s);
+    return now;
+  }
+
+  /** Writes the layer's phases and wall time since the last call, and starts the next. */
+  layer(label: string): void {
+    const now = performance.now();
+    this.#write(line(`gptq profile ${label}`, (now - this.#start) / 1000, this.#layer));
+    this.#layer.clear();
+    this.#start = now;
+  }
+
+  /** Writes the totals over every layer. */
+  total(): void {
+    const wall = (performance.now() - this.#begin) / 1000;
+    this.#write(line("gptq profile total", wall, this.#total));
+  }
+}
+
+function line(label: string, wall: number, phases: Map<string, number>): string {
+  let accounted = 0;
+  const parts = [...phases].map(([name, s]) => {
+    accounted += s;
+    return `${name} ${s.toFixed(3)}`;
+  });
+  parts.push(`other ${(wall - accounted).toFixed(3)}`);
+  return `${label}: ${wall.toFixed(3)} s (${parts.join(", ")})`;
+}
