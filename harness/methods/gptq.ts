@@ -25,8 +25,9 @@
  *
  * `device: webgpu` moves the calibration forward's linears and attention, the Hessians, the
  * lazy updates between blocks and the factor of wide Hessians (float32, as the reference
- * computes it) onto a WebGPU device (`gptq_webgpu.ts`); the blocks themselves are quantized
- * here, in float64.
+ * computes it) onto a WebGPU device (`gptq_webgpu.ts`); for integer formats the blocks' column
+ * loop runs there too, otherwise the blocks are quantized here, in float64.
+ * `QUANTBENCH_PROFILE=1` prints the seconds per phase and layer on stderr (`gptq_profile.ts`).
  *
  * @module
  */
@@ -195,7 +196,7 @@ async function quantizeModel(
               profile,
             })).matrix
             : gptqQuantize(w, h, m.rows, m.cols, grid, settings).matrix;
-          if (profile) t = performance.now();
+          if (profile) t = gpu ? performance.now() : profile.add("cpuLoop", t);
           meter.hold(matrixBuffers(q));
           quantized[name] = q;
         }

@@ -4,9 +4,13 @@
  * scaling by `2/N` in float64 here, as `gptq.ts` does), and the column loop keeps the weights
  * there, where the update of the columns after each block — `rows · cols² / 2` multiply-adds
  * against the block's `rows · cols · block_size / 2` — runs as a GEMM
- * (`kernels/webgpu/gptq_columns.ts`). Each block's columns are read back and quantized here in
- * float64 by the same code as the CPU path (`gptqBlock`), on the format's own grid, so every
- * format with a grid works and group parameters are fitted exactly where the CPU fits them. The
+ * (`kernels/webgpu/gptq_columns.ts`). For integer formats the blocks are quantized there as
+ * well (`kernels/webgpu/gptq_blocks.ts`: one dispatch per block fits free groups, rounds,
+ * and spreads each column's error over the block in float32 with float64's rounding
+ * decisions), and codes, scales and zero points come back once per matrix. For other formats
+ * each block's columns are read back and quantized here in float64 by the same code as the CPU
+ * path (`gptqBlock`), on the format's own grid, so every format with a grid works and group
+ * parameters are fitted exactly where the CPU fits them. The
  * Cholesky factor `U` of `H⁻¹`, computed once per group of linears, is the CPU's float64 one
  * below {@linkcode GPU_FACTOR_MIN_COLS} columns and the GPU's float32 one from there
  * (`kernels/webgpu/gptq_factor.ts`: the CPU's takes minutes at 5632).
@@ -14,9 +18,10 @@
  * The calibration forward runs its linears and attention there too, all windows at once
  * ({@linkcode gpuWindowKernels}); norms, RoPE, SwiGLU and residual adds stay on the CPU.
  *
- * Results differ from the CPU path only by float32 rounding in the Hessian and in the lazily
- * updated weights: a weight whose value lands within that rounding of a rounding boundary may
- * take the neighbouring code.
+ * Results differ from the CPU path only by float32 rounding in the Hessian and in the updated
+ * weights: a weight whose value lands within that rounding of a rounding boundary may take the
+ * neighbouring code (on stories260K none does; f32 scales, which put a group's extreme weights
+ * on exact ties, are the sensitive case).
  *
  * @module
  */

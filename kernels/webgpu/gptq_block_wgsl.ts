@@ -16,10 +16,12 @@
  * code or a scale are exact, so that a float32 value gives the code and scale that the CPU's
  * float64 arithmetic (`kernels/formats/int.ts`: `groupParams`, `roundHalfEven`, `roundScale`)
  * gives for the same value: a rounding to an integer compares `w` with `(k ± ½) · scale`
- * (exact products for f16 and bf16 scales, fused for f32), and a scale `n / maxq` is rounded to
- * f16 by comparing `n` with `maxq` times the f16 midpoints (exact products), or to bf16 through
- * the correctly rounded f32 quotient, as `roundScale` does. An asymmetric group's range
- * `hi − lo` is carried as an exact float32 pair.
+ * (products split into exact halves, so no fused multiply-add is assumed), and a scale
+ * `n / maxq` is rounded to f16 by comparing `n` with `maxq` times the f16 midpoints, or to bf16
+ * and f32 through the correctly rounded f32 quotient, as `roundScale` does. An asymmetric
+ * group's range `hi − lo` is carried as an exact float32 pair. The sums whose rounding these
+ * decisions read pass through `opaque`, so that a compiler's algebra (a software
+ * driver rewrites `(a + b) − a` as `b`) cannot drop it.
  *
  * @module
  */
@@ -61,7 +63,9 @@ export function gptqBlockUnsupported(g: GptqIntGrid): string | undefined {
 export function gptqBlockKey(g: GptqIntGrid): string {
   const sym = g.symmetric ? "sym" : "asym";
   const range = g.restricted ? "-restricted" : "";
-  return `gptq-block-int${g.bits}-${sym}${range}-${g.scaleDtype}-${g.fit ? "fit" : "fixed"}-${g.block}`;
+  return `gptq-block-int${g.bits}-${sym}${range}-${g.scaleDtype}-${
+    g.fit ? "fit" : "fixed"
+  }-${g.block}`;
 }
 
 /** One block's dispatch: the matrix, the block `[i1, i1 + count)`, the group layout. */
@@ -129,7 +133,7 @@ fn f16_ulp(c: f32) -> f32 {
 }
 // sign of (n + ne) − m·c for m·c exact and close to n (Sterbenz: n − m·c is exact).
 fn above(n: f32, ne: f32, c: f32) -> f32 {
-  return (n - ${m} * c) + ne;
+  return opaque(n - ${m} * c) + ne;
 }
 fn scale_of(n: f32, ne: f32) -> f32 {
   var c = f16_floor(n / ${m});
@@ -154,8 +158,8 @@ fn scale_of(n: f32, ne: f32) -> f32 {
 fn scale_of(n: f32, ne: f32) -> f32 {
   var q = n / ${m};
   for (var it = 0u; it < 3u; it++) {
-    // (n + ne) − m·q, with n − m·q exact in a fused multiply-add.
-    let r = fma(-${m}, q, n) + ne;
+    // (n + ne) − m·q, with n − m·q exact.
+    let r = n_minus(n, ${m}, q) + ne;
     let h = 0.5 * ${m} * f32_ulp(q);
     let odd = (bitcast<u32>(q) & 1u) == 1u;
     if (r > h || (r == h && odd)) {
@@ -177,10 +181,12 @@ function fitFn(g: GptqIntGrid): string {
   if (amax == 0.0) { return vec2<f32>(1.0, ${f(half)}); }
   return vec2<f32>(scale_of(${g.restricted ? "amax" : "2.0 * amax"}, 0.0), ${f(half)});`
     : `if (hi == lo) { return vec2<f32>(1.0, 0.0); }
-  // hi − lo as s + e exactly (Knuth's two-sum).
-  let s = hi - lo;
-  let bv = s - hi;
-  let e = (hi - (s - bv)) + (-lo - bv);
+  // hi − lo = a + b (both ≥ 0) as s + e exactly (Fast2Sum, a ≥ b); s is made opaque, or a
+  // compiler may rewrite (a + b) − a as b and lose e.
+  let a = max(hi, -lo);
+  let b = min(hi, -lo);
+  let s = opaque(a + b);
+  let e = b - (s - a);
   let scale = scale_of(s, e);
   return vec2<f32>(scale, clamp(round_div(-lo, scale), 0.0, ${f(maxq)}));`;
   return `fn fit(r: u32, col: u32) -> vec2<f32> {
@@ -219,7 +225,7 @@ export function gptqBlockShader(g: GptqIntGrid): string {
     : "";
   return `// ${gptqBlockKey(g)}
 struct P { rows: u32, cols: u32, i1: u32, count: u32, gsize: u32, groups: u32, stride: u32,
-  pad: u32 }
+  zero: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> wt: array<f32>;
 @group(0) @binding(2) var<storage, read> u: array<f32>;
@@ -230,14 +236,28 @@ struct P { rows: u32, cols: u32, i1: u32, count: u32, gsize: u32, groups: u32, s
 @group(0) @binding(7) var<storage, read_write> loss: array<f32>;
 var<private> w1: array<f32, ${g.block}>;
 
-// round(n / s), ties to even, decided exactly: n against (k ± ½)·s.
+// x, through a uniform the compiler cannot see is 0, so it cannot fold arithmetic across it.
+fn opaque(x: f32) -> f32 {
+  return select(x, 0.0, p.zero != 0u);
+}
+
+// n − m·q for m of at most 12 significant bits: exact where it is small (q near n / m), else
+// of the right sign. q is split in halves of 12 bits whose products with m are exact, so no
+// fused multiply-add is needed (a software Vulkan driver may not fuse).
+fn n_minus(n: f32, m: f32, q: f32) -> f32 {
+  let qh = bitcast<f32>(bitcast<u32>(q) & 0xfffff000u);
+  return opaque(n - m * qh) - m * (q - qh);
+}
+
+// round(n / s), ties to even, decided exactly: n against (k ± ½)·s. Quotients past 2¹¹ are
+// beyond every code range (the caller clamps), so they keep the approximate rounding.
 fn round_div(n: f32, s: f32) -> f32 {
   var k = round(n / s);
-  if (abs(k) > ${f(2 ** 22)}) { return k; }
+  if (abs(k) > ${f(2 ** 11)}) { return k; }
   for (var it = 0u; it < 2u; it++) {
     let odd = abs(k % 2.0) == 1.0;
-    let up = fma(-(k + 0.5), s, n);
-    let down = fma(-(k - 0.5), s, n);
+    let up = n_minus(n, k + 0.5, s);
+    let down = n_minus(n, k - 0.5, s);
     if (up > 0.0 || (up == 0.0 && odd)) {
       k += 1.0;
     } else if (down < 0.0 || (down == 0.0 && odd)) {

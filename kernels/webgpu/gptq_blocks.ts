@@ -12,11 +12,11 @@ import { GpuGptqColumns } from "./gptq_columns.ts";
 import {
   GptqBlockArgumentError,
   gptqBlockGroups,
-  type GptqIntGrid,
   gptqBlockShader,
   gptqBlockUniform,
   gptqBlockUnsupported,
   gptqCodeStride,
+  type GptqIntGrid,
 } from "./gptq_block_wgsl.ts";
 import type { Gpu } from "./device.ts";
 
