@@ -45,12 +45,7 @@ import {
 } from "./calibration.ts";
 import { quantizeLayers } from "./sequential.ts";
 import { withRuntime } from "./runtime.ts";
-import {
-  gptqFactorWebGpu,
-  gptqQuantizeWebGpu,
-  gpuHessian,
-  gpuWindowKernels,
-} from "./gptq_webgpu.ts";
+import { gptqQuantizeWebGpu, gpuGroupFactor, gpuWindowKernels } from "./gptq_webgpu.ts";
 import {
   checkActOrder,
   GPTQ_DEVICES,
@@ -178,11 +173,11 @@ async function quantizeModel(
         const gpu = settings.device === "webgpu";
         // The group shares one Hessian (and, on the GPU path, one factor of it).
         let t = performance.now();
-        const h = gpu ? await gpuHessian(inputs!, cols) : hessian(inputs!, cols);
-        if (profile) t = profile.add("hessian", t);
-        const held = meter.hold(h);
-        const factor = gpu ? await gptqFactorWebGpu(h, cols, settings) : undefined;
-        if (profile) t = profile.add("factor", t);
+        const { h, factor } = gpu
+          ? await gpuGroupFactor(inputs!, cols, settings, profile)
+          : { h: hessian(inputs!, cols), factor: undefined };
+        if (profile) t = gpu ? performance.now() : profile.add("hessian", t);
+        const held = meter.hold(h ?? factor!.hinv);
         const quantized: Partial<Record<LinearName, Matrix>> = {};
         for (const name of names) {
           const m = original[name];
@@ -195,7 +190,7 @@ async function quantizeModel(
               format,
               profile,
             })).matrix
-            : gptqQuantize(w, h, m.rows, m.cols, grid, settings).matrix;
+            : gptqQuantize(w, h!, m.rows, m.cols, grid, settings).matrix;
           if (profile) t = gpu ? performance.now() : profile.add("cpuLoop", t);
           meter.hold(matrixBuffers(q));
           quantized[name] = q;

@@ -35,7 +35,8 @@ import type { GptqProfile } from "./gptq_profile.ts";
 import { gpuInverseFactor } from "../../kernels/webgpu/gptq_factor.ts";
 import { getGpu } from "../../kernels/webgpu/device.ts";
 import {
-  dampedHessian,
+  type DampPlan,
+  dampPlan,
   gptqBlock,
   gptqBlockReach,
   type GptqFactor,
@@ -58,6 +59,40 @@ import { gpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
  */
 export const GPU_FACTOR_MIN_COLS = 1024;
 
+/** Whether a `cols`-wide Hessian's factor is computed on the GPU. */
+async function factorOnGpu(cols: number, minCols: number): Promise<boolean> {
+  // A Hessian over one storage binding (14336 wide: 822 MB) keeps the CPU's factor.
+  return cols >= minCols && cols * cols * 4 <= (await getGpu()).maxBinding;
+}
+
+/**
+ * The damped Hessian ({@linkcode dampedHessian}) as the GPU factor takes it: float32, its lower
+ * triangle in quantization order, from `at(a, b)` = `H[a][b]` in the original order.
+ */
+function dampedLower32(
+  cols: number,
+  at: (a: number, b: number) => number,
+  plan: DampPlan,
+): Float32Array {
+  const { perm, damp } = plan;
+  const dead = new Uint8Array(cols);
+  for (const i of plan.dead) dead[i] = 1;
+  const out = new Float32Array(cols * cols);
+  // Tile by tile: `at` may read the transposed triangle.
+  const T = 64;
+  for (let i0 = 0; i0 < cols; i0 += T) {
+    for (let j0 = 0; j0 <= i0; j0 += T) {
+      const [i1, j1] = [Math.min(cols, i0 + T), Math.min(cols, j0 + T)];
+      for (let i = i0; i < i1; i++) {
+        const a = perm ? perm[i]! : i;
+        for (let j = j0; j < Math.min(j1, i); j++) out[i * cols + j] = at(a, perm ? perm[j]! : j);
+        if (i < j1) out[i * cols + i] = (dead[a] ? 1 : at(a, a)) + damp;
+      }
+    }
+  }
+  return out;
+}
+
 /**
  * GPTQ's factor of `h` ({@linkcode gptqFactor}): on the GPU from `minCols` columns on where it
  * fits a storage binding, else the CPU's.
@@ -68,12 +103,11 @@ export async function gptqFactorWebGpu(
   settings: GptqSettings,
   minCols = GPU_FACTOR_MIN_COLS,
 ): Promise<GptqFactor> {
-  // A Hessian over one storage binding (14336 wide: 822 MB) keeps the CPU's factor.
-  if (cols < minCols || cols * cols * 4 > (await getGpu()).maxBinding) {
-    return gptqFactor(h, cols, settings);
-  }
-  const { hh, perm, dead } = dampedHessian(h, cols, settings);
-  return { hinv: await gpuInverseFactor(hh, cols), perm, dead };
+  if (!(await factorOnGpu(cols, minCols))) return gptqFactor(h, cols, settings);
+  const diag = Float64Array.from({ length: cols }, (_, i) => h[i * cols + i]!);
+  const plan = dampPlan(diag, settings);
+  const hh = dampedLower32(cols, (a, b) => h[a * cols + b]!, plan);
+  return { hinv: await gpuInverseFactor(hh, cols), perm: plan.perm, dead: plan.dead };
 }
 
 /** `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows), summed on the GPU. */
@@ -87,6 +121,57 @@ export async function gpuHessian(xs: Float32Array[], cols: number): Promise<Floa
   } finally {
     gram.destroy();
   }
+}
+
+/** A group's factor, and its Hessian where the factor was the CPU's. */
+export interface GroupFactor {
+  factor: GptqFactor;
+  h?: Float64Array;
+}
+
+/**
+ * The factor shared by a group of linears from their captured inputs `xs`: the Hessian summed
+ * on the GPU and, from `minCols` columns on, damped here straight from the float32 sums into
+ * the GPU factor's input, without a float64 copy — the same numbers as
+ * {@linkcode gpuHessian} then {@linkcode gptqFactorWebGpu}, with fewer passes over `cols²`
+ * values.
+ */
+export async function gpuGroupFactor(
+  xs: Float32Array[],
+  cols: number,
+  settings: GptqSettings,
+  profile?: GptqProfile,
+  minCols = GPU_FACTOR_MIN_COLS,
+): Promise<GroupFactor> {
+  let t = performance.now();
+  if (!(await factorOnGpu(cols, minCols))) {
+    const h = await gpuHessian(xs, cols);
+    if (profile) t = profile.add("hessian", t);
+    const factor = gptqFactor(h, cols, settings);
+    profile?.add("factor", t);
+    return { factor, h };
+  }
+  const gram = await GpuGram.create(cols);
+  let upper: Float32Array;
+  try {
+    for (const x of xs) gram.add(x);
+    upper = await gram.readUpper();
+  } finally {
+    gram.destroy();
+  }
+  // As gpuHessian scales: the float32 sum times 2/N in float64.
+  const scale = 2 / xs.length;
+  const diag = Float64Array.from({ length: cols }, (_, i) => upper[i * cols + i]! * scale);
+  const plan = dampPlan(diag, settings);
+  const hh = dampedLower32(
+    cols,
+    (a, b) => (a <= b ? upper[a * cols + b]! : upper[b * cols + a]!) * scale,
+    plan,
+  );
+  if (profile) t = profile.add("hessian", t);
+  const hinv = await gpuInverseFactor(hh, cols);
+  profile?.add("factor", t);
+  return { factor: { hinv, perm: plan.perm, dead: plan.dead } };
 }
 
 /** Where {@linkcode gptqQuantizeWebGpu} gets what the group already has. */
@@ -130,12 +215,12 @@ export function deviceIntGrid(
 }
 
 /**
- * GPTQ of one `rows × cols` weight matrix `w0` given the Hessian `h` into the format of `grid`,
- * with the block updates on the GPU (see the module notes).
+ * GPTQ of one `rows × cols` weight matrix `w0` given the Hessian `h` (or the group's factor of
+ * it) into the format of `grid`, with the block updates on the GPU (see the module notes).
  */
 export async function gptqQuantizeWebGpu(
   w0: Float64Array,
-  h: Float64Array,
+  h: Float64Array | undefined,
   rows: number,
   cols: number,
   grid: GroupGrid,
@@ -143,7 +228,10 @@ export async function gptqQuantizeWebGpu(
   options: GptqWebGpuOptions = {},
 ): Promise<GptqResult> {
   const { profile } = options;
-  const f = options.factor ?? await gptqFactorWebGpu(h, cols, settings);
+  if (!options.factor && !h) {
+    throw new GptqOptionsError("GPTQ on the GPU needs the Hessian or its factor");
+  }
+  const f = options.factor ?? await gptqFactorWebGpu(h!, cols, settings);
   let t = performance.now();
   const hw = gptqWeights(w0, rows, cols, grid, settings, f);
   const gpu = await getGpu();

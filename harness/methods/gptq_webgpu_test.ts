@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { decodeMatrix, gptq, gptqQuantize } from "./gptq.ts";
 import { GptqOptionsError, type GptqSettings } from "./gptq_loop.ts";
-import { gptqFactorWebGpu, gptqQuantizeWebGpu, gpuHessian } from "./gptq_webgpu.ts";
+import { gptqFactorWebGpu, gptqQuantizeWebGpu, gpuGroupFactor, gpuHessian } from "./gptq_webgpu.ts";
 import { groupGrid } from "./grid.ts";
 import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
 import { addGram } from "./linalg.ts";
@@ -111,6 +111,26 @@ Deno.test({
       const movedAll = differing(cpu.q, all.q);
       assert.ok(movedAll <= rows * cols / 200, `${label}: ${movedAll} codes differ (GPU factor)`);
       assert.ok(Math.abs(all.loss / cpu.loss - 1) < 1e-3, `${label}: ${all.loss} vs ${cpu.loss}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "gptq webgpu: a group's factor from its inputs equals Hessian then factor, bit for bit",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const [cols, tokens] = [72, 90];
+    const x = pseudoRandom(tokens * cols, 5);
+    // A dead input (zero column) and three windows (2/N not a power of two).
+    for (let t = 0; t < tokens; t++) x[t * cols + 7] = 0;
+    const xs = [x.subarray(0, 30 * cols), x.subarray(30 * cols, 60 * cols), x.subarray(60 * cols)];
+    for (const actOrder of [false, true]) {
+      const settings: GptqSettings = { damp: 0.01, blockSize: 32, actOrder, staticGroups: true };
+      const expected = await gptqFactorWebGpu(await gpuHessian(xs, cols), cols, settings, 0);
+      const { factor, h } = await gpuGroupFactor(xs, cols, settings, undefined, 0);
+      assert.equal(h, undefined);
+      assert.deepEqual(factor, expected, `act_order ${actOrder}`);
+      assert.deepEqual(factor.dead, [7]);
     }
   },
 });

@@ -25,7 +25,7 @@ export interface GptqBlocksInput {
   /** The weights (`rows × cols`, row-major) in quantization order, as the loop starts on them. */
   w: Float64Array;
   /** `U`, the upper Cholesky factor of `H⁻¹` (`cols × cols`), quantization order. */
-  u: Float64Array;
+  u: Float64Array | Float32Array;
   rows: number;
   cols: number;
   /** The original column of each quantization position (act_order), or undefined. */

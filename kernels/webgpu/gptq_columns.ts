@@ -109,13 +109,14 @@ export class GpuGptqColumns {
   }
 
   /** Puts the whole factor `u` (`cols × cols`, row-major) on the device, in float32. */
-  setFactor(u: Float64Array): void {
+  setFactor(u: Float64Array | Float32Array): void {
     const { cols } = this;
     if (u.length !== cols * cols) {
       throw new GptqColumnsError(`A factor of ${u.length} values is no ${cols} × ${cols} matrix`);
     }
     this.#u ??= this.#k.buffer(cols * cols * 4, GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
-    this.#k.device.queue.writeBuffer(this.#u, 0, Float32Array.from(u));
+    const u32 = u instanceof Float32Array ? u : Float32Array.from(u);
+    this.#k.device.queue.writeBuffer(this.#u, 0, u32 as Float32Array<ArrayBuffer>);
   }
 
   /** Encodes the copy of rows `[start, end)` of the factor ({@linkcode setFactor}) to `hinv`. */
@@ -155,7 +156,7 @@ export class GpuGptqColumns {
    * `W[:, end:] −= Err · U[start:end, end:]` for the block `[start, end)`: `err` its errors
    * (`rows × (end − start)`, row-major), `u` the factor (`cols × cols`, row-major).
    */
-  update(err: Float64Array, u: Float64Array, start: number, end: number): void {
+  update(err: Float64Array, u: Float64Array | Float32Array, start: number, end: number): void {
     const { rows, cols } = this;
     const count = end - start;
     this.#checkBlock(start, end, err.length);
