@@ -95,7 +95,11 @@ export class GpuBatchLinear {
     // Rows of all inputs, in order, `chunk` at a time: [input index, first row, row count].
     let pending: [number, number, number][] = [];
     let filled = 0;
-    const flush = async () => {
+    // Chunks submitted whose results are not copied out yet. The queue orders each chunk's
+    // writes to the shared input, uniform and output after the previous chunk's dispatch and
+    // copy, so the next chunk is sent while this one computes and comes back.
+    const inflight: Promise<void>[] = [];
+    const flush = () => {
       if (filled === 0) return;
       const p: AtbParams = {
         depth: cols,
@@ -125,15 +129,21 @@ export class GpuBatchLinear {
       pass.end();
       enc.copyBufferToBuffer(output, 0, staging, 0, size);
       device.queue.submit([enc.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
-      const got = new Float32Array(staging.getMappedRange());
-      let at = 0;
-      for (const [i, r0, n] of pending) {
-        outs[i]!.set(got.subarray(at * rows, (at + n) * rows), r0 * rows);
-        at += n;
-      }
-      staging.unmap();
-      staging.destroy();
+      const parts = pending;
+      const done = (async () => {
+        await staging.mapAsync(GPUMapMode.READ);
+        const got = new Float32Array(staging.getMappedRange());
+        let at = 0;
+        for (const [i, r0, n] of parts) {
+          outs[i]!.set(got.subarray(at * rows, (at + n) * rows), r0 * rows);
+          at += n;
+        }
+        staging.unmap();
+        staging.destroy();
+      })();
+      // Handled here too: a failure surfaces where the chunk is awaited, not as unhandled.
+      done.catch(() => {});
+      inflight.push(done);
       pending = [];
       filled = 0;
     };
@@ -152,11 +162,17 @@ export class GpuBatchLinear {
           pending.push([i, r0, n]);
           filled += n;
           r0 += n;
-          if (filled === chunk) await flush();
+          if (filled === chunk) {
+            flush();
+            // At most two chunks' results held at once.
+            if (inflight.length >= 2) await inflight.shift();
+          }
         }
       }
-      await flush();
+      flush();
+      await Promise.all(inflight.splice(0));
     } finally {
+      await Promise.allSettled(inflight);
       input.destroy();
       output.destroy();
       uniform.destroy();
