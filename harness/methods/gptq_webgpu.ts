@@ -13,7 +13,9 @@
  * parameters are fitted exactly where the CPU fits them. The
  * Cholesky factor `U` of `H⁻¹`, computed once per group of linears, is the CPU's float64 one
  * below {@linkcode GPU_FACTOR_MIN_COLS} columns and the GPU's float32 one from there
- * (`kernels/webgpu/gptq_factor.ts`: the CPU's takes minutes at 5632).
+ * (`kernels/webgpu/gptq_factor.ts`: the CPU's takes minutes at 5632); there the Hessian's
+ * float32 sums go straight into the factor's damped float32 input ({@linkcode gpuGroupFactor})
+ * and `U` stays float32.
  *
  * The calibration forward runs its linears and attention there too, all windows at once
  * ({@linkcode gpuWindowKernels}); norms, RoPE, SwiGLU and residual adds stay on the CPU.
