@@ -184,6 +184,8 @@ export interface WindowKernels {
   linear(xs: Float32Array[], name: LinearName, layer: LayerWeights): Promise<Float32Array[]>;
   /** Causal attention of each window (position 0) over its own keys and values. */
   attention(qs: Float32Array[], ks: Float32Array[], vs: Float32Array[]): Promise<Float32Array[]>;
+  /** Told the seconds each step left to the CPU took over all windows (for profiles). */
+  cpuStep?(op: BlockStep["op"], seconds: number): void;
 }
 
 /**
@@ -207,6 +209,7 @@ export async function runWindows(
     let done: Float32Array[] | undefined;
     if (s.op === "linear") done = await windows.linear(all(s.input), s.weight, layer);
     if (s.op === "attention") done = await windows.attention(all(s.q), all(s.k), all(s.v));
+    const t = performance.now();
     values.forEach((v, w) => {
       const kernels: Partial<BlockKernels> = done === undefined
         ? {}
@@ -215,6 +218,7 @@ export async function runWindows(
         : { attention: () => done[w]! };
       block.run(steps, layer, v, tokens[w]!, { from: i, to: i + 1, kernels });
     });
+    if (done === undefined) windows.cpuStep?.(s.op, (performance.now() - t) / 1000);
   }
 }
 

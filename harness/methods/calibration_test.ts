@@ -129,6 +129,10 @@ Deno.test({
           qs.map((q, i) => block.kernels(tokens[i]!).attention(q, ks[i]!, vs[i]!)),
         );
       },
+      cpuStep(op, seconds) {
+        assert.ok(seconds >= 0);
+        calls.push(`cpu:${op}`);
+      },
     };
     const layer = model.weights.layers[0]!;
     const steps = blockSteps(blockShape(layer));
@@ -138,6 +142,13 @@ Deno.test({
     await runWindows(block, cpu, steps, layer, values, tokens, { from: 0, to: 5 });
     await runWindows(block, cpu, steps, layer, values, tokens, { from: 5, to: steps.length });
     hidden.forEach((x, i) => assert.deepEqual(values[i]!.get("out"), block.forward(layer, x)));
-    assert.deepEqual(calls, ["wq", "wk", "wv", "attention", "wo", "w1", "w3", "w2"]);
+    const kernelCalls = calls.filter((c) => !c.startsWith("cpu:"));
+    assert.deepEqual(kernelCalls, ["wq", "wk", "wv", "attention", "wo", "w1", "w3", "w2"]);
+    // Every other step is timed on the CPU, once per step.
+    const cpuSteps = steps.filter((s) => s.op !== "linear" && s.op !== "attention");
+    assert.deepEqual(
+      calls.filter((c) => c.startsWith("cpu:")),
+      cpuSteps.map((s) => `cpu:${s.op}`),
+    );
   },
 });

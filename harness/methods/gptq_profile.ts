@@ -5,8 +5,9 @@
  * the GPU, transfers included), `hessian` (sums, read back, damping), `factor`, `decode` (the
  * float weights), `prepare` (the loop's starting weights and grid), `deviceLoop` (the column
  * loop on the GPU, read back and codes included), `hostLoop` (the loop with blocks quantized on
- * the host), `cpuLoop` (`device: cpu`); `other` is the layer's wall time outside them: mostly
- * the forward's steps on the CPU (norms, RoPE, SwiGLU, residual adds).
+ * the host), `cpuLoop` (`device: cpu`), and `cpu:<step>` for each kind of the forward's steps
+ * left to the CPU (`rmsnorm`, `rope`, `swiglu`, `add`, …); `other` is the layer's wall time
+ * outside them.
  *
  * @module
  */
@@ -37,10 +38,14 @@ export class GptqProfile {
   /** Adds the time since `since` (a `performance.now()`) to `phase`; returns now. */
   add(phase: string, since: number): number {
     const now = performance.now();
-    const s = (now - since) / 1000;
-    this.#layer.set(phase, (this.#layer.get(phase) ?? 0) + s);
-    this.#total.set(phase, (this.#total.get(phase) ?? 0) + s);
+    this.addSeconds(phase, (now - since) / 1000);
     return now;
+  }
+
+  /** Adds `seconds` to `phase`. */
+  addSeconds(phase: string, seconds: number): void {
+    this.#layer.set(phase, (this.#layer.get(phase) ?? 0) + seconds);
+    this.#total.set(phase, (this.#total.get(phase) ?? 0) + seconds);
   }
 
   /** Writes the layer's phases and wall time since the last call, and starts the next. */

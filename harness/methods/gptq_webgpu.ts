@@ -326,5 +326,6 @@ export function gpuWindowKernels(config: LlamaConfig, profile?: GptqProfile): Wi
       profile?.add("forwardAttention", t);
       return out;
     },
+    cpuStep: profile && ((op, seconds) => profile.addSeconds(`cpu:${op}`, seconds)),
   };
 }
