@@ -9,13 +9,7 @@
 import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
 import { gptqBlocksWebGpu } from "./gptq_blocks.ts";
-import {
-  GptqBlockArgumentError,
-  gptqBlockKey,
-  gptqBlockShader,
-  gptqBlockUniform,
-  type GptqIntGrid,
-} from "./gptq_block_wgsl.ts";
+import type { GptqIntGrid } from "./gptq_block_wgsl.ts";
 import { groupsPerRow, quantizeInt } from "../formats/int.ts";
 import type { ScaleDtype } from "../../core/model.ts";
 import { pseudoRandom } from "../../core/test_values.ts";
@@ -121,28 +115,4 @@ Deno.test({
     ];
     for (const [i, c] of cases.entries()) await check(c, rows, cols, 20 + i);
   },
-});
-
-Deno.test("webgpu: GPTQ block kernel validates its grid and dispatch parameters", () => {
-  const grid: GptqIntGrid = {
-    bits: 4,
-    symmetric: true,
-    restricted: false,
-    scaleDtype: "f16",
-    fit: true,
-    block: 128,
-  };
-  assert.match(gptqBlockShader(grid), /array<f32, 128>/);
-  assert.notEqual(gptqBlockKey(grid), gptqBlockKey({ ...grid, scaleDtype: "bf16" }));
-  assert.throws(() => gptqBlockShader({ ...grid, bits: 9 }), GptqBlockArgumentError);
-  assert.throws(
-    () => gptqBlockShader({ ...grid, symmetric: false, restricted: true }),
-    /restricted/,
-  );
-  const p = { rows: 8, cols: 256, i1: 128, count: 128, groupSize: 128, codeStride: 64 };
-  assert.equal(gptqBlockUniform(p, grid)[5], 2);
-  assert.throws(() => gptqBlockUniform({ ...p, count: 129 }, grid), GptqBlockArgumentError);
-  assert.throws(() => gptqBlockUniform({ ...p, i1: 200 }, grid), GptqBlockArgumentError);
-  assert.throws(() => gptqBlockUniform({ ...p, codeStride: 63 }, grid), GptqBlockArgumentError);
-  assert.throws(() => gptqBlockUniform({ ...p, rows: -1 }, grid), /rows must be a u32/);
 });
