@@ -68,7 +68,7 @@ async function factorOnGpu(cols: number, minCols: number): Promise<boolean> {
 }
 
 /**
- * The damped Hessian ({@linkcode dampedHessian}) as the GPU factor takes it: float32, its lower
+ * The damped Hessian (`dampedHessian` in `gptq_loop.ts`) as the GPU factor takes it: float32, its lower
  * triangle in quantization order, from `at(a, b)` = `H[a][b]` in the original order.
  */
 function dampedLower32(
