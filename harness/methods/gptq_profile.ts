@@ -1,8 +1,8 @@
 /**
  * Where GPTQ's time goes, printed on stderr when `QUANTBENCH_PROFILE=1`: seconds per phase for
  * each layer and for the whole model, so that a run on the GPU machine shows which part to speed
- * up next. Phases: `forwardLinear` and `forwardAttention` (the calibration forward's kernels on
- * the GPU, transfers included), `hessian` (sums, read back, damping), `factor`, `decode` (the
+ * up next. Phases: `forwardLinear`, `forwardGated` (gate, up and SwiGLU) and
+ * `forwardAttention` (the calibration forward's kernels on the GPU, transfers included), `hessian` (sums, read back, damping), `factor`, `decode` (the
  * float weights), `prepare` (the loop's starting weights and grid), `deviceLoop` (the column
  * loop on the GPU, read back and codes included), `hostLoop` (the loop with blocks quantized on
  * the host), `cpuLoop` (`device: cpu`), and `cpu:<step>` for each kind of the forward's steps

@@ -17,8 +17,9 @@
  * float32 sums go straight into the factor's damped float32 input ({@linkcode gpuGroupFactor})
  * and `U` stays float32.
  *
- * The calibration forward runs its linears and attention there too, all windows at once
- * ({@linkcode gpuWindowKernels}); norms, RoPE, SwiGLU and residual adds stay on the CPU.
+ * The calibration forward runs its linears, SwiGLU (with the gate and up linears, whose outputs
+ * stay there) and attention there too, all windows at once ({@linkcode gpuWindowKernels});
+ * norms, RoPE and residual adds stay on the CPU.
  *
  * Results differ from the CPU path only by float32 rounding in the Hessian and in the updated
  * weights: a weight whose value lands within that rounding of a rounding boundary may take the
@@ -314,6 +315,19 @@ export function gpuWindowKernels(config: LlamaConfig, profile?: GptqProfile): Wi
       } finally {
         linear.destroy();
         profile?.add("forwardLinear", t);
+      }
+    },
+    async gated(xs, gateName, upName, layer) {
+      const t = performance.now();
+      const [g, u] = [layer[gateName], layer[upName]];
+      const gate = await GpuBatchLinear.create(decode32(g), g.rows, g.cols);
+      const up = await GpuBatchLinear.create(decode32(u), u.rows, u.cols);
+      try {
+        return await gate.applyGated(xs, up);
+      } finally {
+        gate.destroy();
+        up.destroy();
+        profile?.add("forwardGated", t);
       }
     },
     async attention(qs, ks, vs) {
