@@ -264,9 +264,12 @@ export async function gptqQuantizeWebGpu(
     const q = new Float64Array(rows * cols);
     const groups = m.scales.length / rows;
     for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < cols; c++) {
-        const g = r * groups + Math.floor(c / m.groupSize);
-        q[r * cols + c] = m.scales[g]! * (m.codes[r * cols + c]! - zeros[g]!);
+      for (let g = 0; g < groups; g++) {
+        const [scale, zero] = [m.scales[r * groups + g]!, zeros[r * groups + g]!];
+        const end = Math.min(cols, (g + 1) * m.groupSize);
+        for (let c = g * m.groupSize; c < end; c++) {
+          q[r * cols + c] = scale * (m.codes[r * cols + c]! - zero);
+        }
       }
     }
     profile?.add("deviceLoop", t);
