@@ -38,6 +38,7 @@ import {
   type BlockStep,
   blockSteps,
   type BlockValue,
+  stepInputs,
 } from "../../core/graph.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 import { readText } from "../../core/dataset.ts";
@@ -184,13 +185,42 @@ export interface WindowKernels {
   linear(xs: Float32Array[], name: LinearName, layer: LayerWeights): Promise<Float32Array[]>;
   /** Causal attention of each window (position 0) over its own keys and values. */
   attention(qs: Float32Array[], ks: Float32Array[], vs: Float32Array[]): Promise<Float32Array[]>;
+  /**
+   * SwiGLU's gate and up linears (no biases) and the SwiGLU after them as one:
+   * `silu(x·Gᵀ) · (x·Uᵀ)` for each window's rows `xs`. Optional; without it they run as three
+   * steps.
+   */
+  gated?(
+    xs: Float32Array[],
+    gate: LinearName,
+    up: LinearName,
+    layer: LayerWeights,
+  ): Promise<Float32Array[]>;
+  /** Told the seconds each step left to the CPU took over all windows (for profiles). */
+  cpuStep?(op: BlockStep["op"], seconds: number): void;
+}
+
+/**
+ * The SwiGLU output written by steps `i … i+2` when they are a gate and an up linear over one
+ * input without biases and the SwiGLU of their outputs, which no step after reads; else
+ * undefined.
+ */
+function gatedAt(steps: readonly BlockStep[], i: number, to: number): BlockValue | undefined {
+  const [g, u, sw] = [steps[i], steps[i + 1], steps[i + 2]];
+  if (i + 3 > to || g?.op !== "linear" || u?.op !== "linear" || sw?.op !== "swiglu") return;
+  if (g.input !== u.input || g.bias || u.bias || sw.gate !== g.output || sw.up !== u.output) {
+    return;
+  }
+  const later = new Set(steps.slice(i + 3).flatMap(stepInputs));
+  return later.has(g.output) || later.has(u.output) ? undefined : sw.output;
 }
 
 /**
  * Runs the steps `[from, to)` of `layer` over every window (`values[i]` of `tokens[i]` tokens):
- * step by step, the linears and attention of all windows at once on `windows`, the other steps
- * window by window on the CPU's (the results a window-by-window {@linkcode CalibrationBlock.run}
- * gives, up to the rounding of the device's kernels).
+ * step by step, the linears and attention of all windows at once on `windows` (a gate, up and
+ * SwiGLU triple at once where `windows` has `gated`), the other steps window by window on the
+ * CPU's (the results a window-by-window {@linkcode CalibrationBlock.run} gives, up to the
+ * rounding of the device's kernels).
  */
 export async function runWindows(
   block: CalibrationBlock,
@@ -204,9 +234,19 @@ export async function runWindows(
   for (let i = range.from; i < range.to; i++) {
     const s = steps[i]!;
     const all = (name: BlockValue) => values.map((v) => v.get(name)!);
+    const fused = windows.gated && gatedAt(steps, i, range.to);
+    if (fused && s.op === "linear") {
+      const up = steps[i + 1] as Extract<BlockStep, { op: "linear" }>;
+      const mids = await windows.gated!(all(s.input), s.weight, up.weight, layer);
+      // The SwiGLU's output; the gate and up values, which no later step reads, are never held.
+      values.forEach((v, w) => v.set(fused, mids[w]!));
+      i += 2;
+      continue;
+    }
     let done: Float32Array[] | undefined;
     if (s.op === "linear") done = await windows.linear(all(s.input), s.weight, layer);
     if (s.op === "attention") done = await windows.attention(all(s.q), all(s.k), all(s.v));
+    const t = performance.now();
     values.forEach((v, w) => {
       const kernels: Partial<BlockKernels> = done === undefined
         ? {}
@@ -215,6 +255,7 @@ export async function runWindows(
         : { attention: () => done[w]! };
       block.run(steps, layer, v, tokens[w]!, { from: i, to: i + 1, kernels });
     });
+    if (done === undefined) windows.cpuStep?.(s.op, (performance.now() - t) / 1000);
   }
 }
 

@@ -12,7 +12,8 @@ import {
 import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { cpuBackend } from "../../kernels/cpu/backend.ts";
-import { matmul, rmsnorm } from "../../kernels/cpu/ops.ts";
+import { matmul, rmsnorm, swiglu } from "../../kernels/cpu/ops.ts";
+import type { LinearName } from "../../core/model.ts";
 import { blockShape, blockSteps } from "../../core/graph.ts";
 import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
 import type { DatasetSpec } from "../../core/suite_types.ts";
@@ -116,28 +117,57 @@ Deno.test({
     const windows = [model.tokenizer.encode(text), model.tokenizer.encode(text.slice(20))];
     const block = new CalibrationBlock(model.config);
     const tokens = windows.map((w) => w.length);
-    const calls: string[] = [];
-    // The CPU's own kernels behind the batched interface: the driver alone is under test.
-    const cpu: WindowKernels = {
-      linear(xs, name, layer) {
-        calls.push(name);
-        return Promise.resolve(xs.map((x, i) => block.kernels(tokens[i]!).linear(x, name, layer)));
-      },
-      attention(qs, ks, vs) {
-        calls.push("attention");
-        return Promise.resolve(
-          qs.map((q, i) => block.kernels(tokens[i]!).attention(q, ks[i]!, vs[i]!)),
-        );
-      },
-    };
     const layer = model.weights.layers[0]!;
     const steps = blockSteps(blockShape(layer));
-    const hidden = embed(model, windows);
-    const values: BlockValues[] = hidden.map((x) => new Map([["x", x]]));
-    // In two ranges, as the sequential driver resumes between groups.
-    await runWindows(block, cpu, steps, layer, values, tokens, { from: 0, to: 5 });
-    await runWindows(block, cpu, steps, layer, values, tokens, { from: 5, to: steps.length });
-    hidden.forEach((x, i) => assert.deepEqual(values[i]!.get("out"), block.forward(layer, x)));
-    assert.deepEqual(calls, ["wq", "wk", "wv", "attention", "wo", "w1", "w3", "w2"]);
+    // Without and with the fused gate, up and SwiGLU.
+    for (const fuse of [false, true]) {
+      const calls: string[] = [];
+      const linear = (xs: Float32Array[], name: LinearName) =>
+        xs.map((x, i) => block.kernels(tokens[i]!).linear(x, name, layer));
+      // The CPU's own kernels behind the batched interface: the driver alone is under test.
+      const cpu: WindowKernels = {
+        linear(xs, name) {
+          calls.push(name);
+          return Promise.resolve(linear(xs, name));
+        },
+        attention(qs, ks, vs) {
+          calls.push("attention");
+          return Promise.resolve(
+            qs.map((q, i) => block.kernels(tokens[i]!).attention(q, ks[i]!, vs[i]!)),
+          );
+        },
+        cpuStep(op, seconds) {
+          assert.ok(seconds >= 0);
+          calls.push(`cpu:${op}`);
+        },
+        ...(fuse
+          ? {
+            gated(xs: Float32Array[], gate: LinearName, up: LinearName) {
+              calls.push(`${gate}+${up}`);
+              const [gs, us] = [linear(xs, gate), linear(xs, up)];
+              gs.forEach((g, i) => swiglu(g, us[i]!));
+              return Promise.resolve(gs);
+            },
+          }
+          : {}),
+      };
+      const hidden = embed(model, windows);
+      const values: BlockValues[] = hidden.map((x) => new Map([["x", x]]));
+      // In two ranges, as the sequential driver resumes between groups.
+      await runWindows(block, cpu, steps, layer, values, tokens, { from: 0, to: 5 });
+      await runWindows(block, cpu, steps, layer, values, tokens, { from: 5, to: steps.length });
+      hidden.forEach((x, i) => assert.deepEqual(values[i]!.get("out"), block.forward(layer, x)));
+      const kernelCalls = calls.filter((c) => !c.startsWith("cpu:"));
+      const mlp = fuse ? ["w1+w3"] : ["w1", "w3"];
+      assert.deepEqual(kernelCalls, ["wq", "wk", "wv", "attention", "wo", ...mlp, "w2"]);
+      // Every other step is timed on the CPU, once per step.
+      const cpuSteps = steps.filter((s) =>
+        s.op !== "linear" && s.op !== "attention" && !(fuse && s.op === "swiglu")
+      );
+      assert.deepEqual(
+        calls.filter((c) => c.startsWith("cpu:")),
+        cpuSteps.map((s) => `cpu:${s.op}`),
+      );
+    }
   },
 });

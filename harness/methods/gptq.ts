@@ -25,8 +25,9 @@
  *
  * `device: webgpu` moves the calibration forward's linears and attention, the Hessians, the
  * lazy updates between blocks and the factor of wide Hessians (float32, as the reference
- * computes it) onto a WebGPU device (`gptq_webgpu.ts`); the blocks themselves are quantized
- * here, in float64.
+ * computes it) onto a WebGPU device (`gptq_webgpu.ts`); for integer formats the blocks' column
+ * loop runs there too, otherwise the blocks are quantized here, in float64.
+ * `QUANTBENCH_PROFILE=1` prints the seconds per phase and layer on stderr (`gptq_profile.ts`).
  *
  * @module
  */
@@ -44,12 +45,7 @@ import {
 } from "./calibration.ts";
 import { quantizeLayers } from "./sequential.ts";
 import { withRuntime } from "./runtime.ts";
-import {
-  gptqFactorWebGpu,
-  gptqQuantizeWebGpu,
-  gpuHessian,
-  gpuWindowKernels,
-} from "./gptq_webgpu.ts";
+import { gptqQuantizeWebGpu, gpuGroupFactor, gpuWindowKernels } from "./gptq_webgpu.ts";
 import {
   checkActOrder,
   GPTQ_DEVICES,
@@ -61,6 +57,7 @@ import {
   gptqWeights,
 } from "./gptq_loop.ts";
 import { adapterUnavailable } from "../../kernels/webgpu/device.ts";
+import { GptqProfile, profileRequested } from "./gptq_profile.ts";
 
 /** Options and their defaults: the reference's (`llama.py` arguments, `fasterquant`). */
 export const GPTQ_OPTIONS = {
@@ -161,27 +158,40 @@ async function quantizeModel(
   const calibration = resolveCalibration("gptq", options.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
+  const profile = profileRequested() ? new GptqProfile() : undefined;
+  let layerIndex = 0;
   const layers = await quantizeLayers(
     model,
     {
       kind: "groups",
       sequential: options.true_sequential !== false,
-      windows: settings.device === "webgpu" ? gpuWindowKernels(model.config) : undefined,
-      async quantizeGroup({ names }, inputs, { original }) {
+      windows: settings.device === "webgpu" ? gpuWindowKernels(model.config, profile) : undefined,
+      async quantizeGroup({ names }, inputs, { original, index }) {
+        if (profile && index !== layerIndex) profile.layer(`layer ${layerIndex}`);
+        layerIndex = index;
         const cols = original[names[0]!].cols;
         const gpu = settings.device === "webgpu";
         // The group shares one Hessian (and, on the GPU path, one factor of it).
-        const h = gpu ? await gpuHessian(inputs!, cols) : hessian(inputs!, cols);
-        const held = meter.hold(h);
-        const factor = gpu ? await gptqFactorWebGpu(h, cols, settings) : undefined;
+        let t = performance.now();
+        const { h, factor } = gpu
+          ? await gpuGroupFactor(inputs!, cols, settings, profile)
+          : { h: hessian(inputs!, cols), factor: undefined };
+        if (profile) t = gpu ? performance.now() : profile.add("hessian", t);
+        const held = meter.hold(h ?? factor!.hinv);
         const quantized: Partial<Record<LinearName, Matrix>> = {};
         for (const name of names) {
           const m = original[name];
           const grid = groupGrid(format, m.rows, m.cols);
           const w = decodeMatrix(m);
+          if (profile) t = profile.add("decode", t);
           const q = gpu
-            ? (await gptqQuantizeWebGpu(w, h, m.rows, m.cols, grid, settings, factor)).matrix
-            : gptqQuantize(w, h, m.rows, m.cols, grid, settings).matrix;
+            ? (await gptqQuantizeWebGpu(w, h, m.rows, m.cols, grid, settings, {
+              factor,
+              format,
+              profile,
+            })).matrix
+            : gptqQuantize(w, h!, m.rows, m.cols, grid, settings).matrix;
+          if (profile) t = gpu ? performance.now() : profile.add("cpuLoop", t);
           meter.hold(matrixBuffers(q));
           quantized[name] = q;
         }
@@ -192,6 +202,10 @@ async function quantizeModel(
     windows,
     meter,
   );
+  if (profile) {
+    profile.layer(`layer ${layerIndex}`);
+    profile.total();
+  }
   ctx.record?.({ quantize_peak_bytes: meter.peak });
   return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
 }

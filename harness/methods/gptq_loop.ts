@@ -39,8 +39,11 @@ export interface GptqResult {
 
 /** What GPTQ's column loop takes from the Hessian: `U`, the upper Cholesky factor of `H⁻¹`. */
 export interface GptqFactor {
-  /** `U` (`cols × cols`) of the damped Hessian, columns in quantization order. */
-  hinv: Float64Array;
+  /**
+   * `U` (`cols × cols`) of the damped Hessian, columns in quantization order: float64 from the
+   * CPU, float32 from the GPU.
+   */
+  hinv: Float64Array | Float32Array;
   /** The column order (act_order), or undefined for the natural one. */
   perm?: number[];
   /** Dead inputs (`H_ii = 0`), whose weights are zeroed. */
@@ -55,37 +58,61 @@ export interface DampedHessian {
   dead: number[];
 }
 
+/** What {@linkcode dampedHessian} does to a Hessian, read off its diagonal alone. */
+export interface DampPlan {
+  /** The column order (act_order), or undefined for the natural one. */
+  perm?: number[];
+  /** Dead inputs (`H_ii = 0`), whose diagonal becomes 1. */
+  dead: number[];
+  /** `damp · mean(diag H)` (dead inputs counted as 1), added to the diagonal. */
+  damp: number;
+}
+
 /**
- * The Hessian `h` (`cols × cols`, left unchanged) prepared for its factor: dead inputs get
- * `H_ii = 1`, act_order permutes by decreasing `H_ii` (stable for ties), and
- * `damp · mean(diag H)` is added to the diagonal.
+ * The plan for a Hessian whose diagonal is `diag`: dead inputs get `H_ii = 1`, act_order orders
+ * by decreasing `H_ii` (stable for ties), and the damping is `damp · mean(diag H)`, summed in
+ * quantization order.
+ */
+export function dampPlan(diag: ArrayLike<number>, settings: GptqSettings): DampPlan {
+  const cols = diag.length;
+  const d = Float64Array.from(diag);
+  const dead: number[] = [];
+  for (let i = 0; i < cols; i++) {
+    if (d[i] !== 0) continue;
+    d[i] = 1;
+    dead.push(i);
+  }
+  let perm: number[] | undefined;
+  if (settings.actOrder) {
+    perm = Array.from({ length: cols }, (_, i) => i);
+    perm.sort((a, b) => d[b]! - d[a]! || a - b);
+  }
+  let mean = 0;
+  for (let i = 0; i < cols; i++) mean += d[perm ? perm[i]! : i]!;
+  return { perm, dead, damp: settings.damp * (mean / cols) };
+}
+
+/**
+ * The Hessian `h` (`cols × cols`, left unchanged) prepared for its factor
+ * ({@linkcode dampPlan}).
  */
 export function dampedHessian(
   h0: Float64Array,
   cols: number,
   settings: GptqSettings,
 ): DampedHessian {
+  const diag = new Float64Array(cols);
+  for (let i = 0; i < cols; i++) diag[i] = h0[i * cols + i]!;
+  const { perm, dead, damp } = dampPlan(diag, settings);
   const h = h0.slice();
-  const dead: number[] = [];
-  for (let i = 0; i < cols; i++) {
-    if (h[i * cols + i] !== 0) continue;
-    h[i * cols + i] = 1;
-    dead.push(i);
-  }
-  let perm: number[] | undefined;
+  for (const i of dead) h[i * cols + i] = 1;
   let hh = h;
-  if (settings.actOrder) {
-    const order = Array.from({ length: cols }, (_, i) => i);
-    order.sort((a, b) => h[b * cols + b]! - h[a * cols + a]! || a - b);
-    perm = order;
+  if (perm) {
     hh = new Float64Array(cols * cols);
     for (let j = 0; j < cols; j++) {
-      for (let i = 0; i < cols; i++) hh[i * cols + j] = h[order[i]! * cols + order[j]!]!;
+      for (let i = 0; i < cols; i++) hh[i * cols + j] = h[perm[i]! * cols + perm[j]!]!;
     }
   }
-  let mean = 0;
-  for (let i = 0; i < cols; i++) mean += hh[i * cols + i]!;
-  const damp = settings.damp * (mean / cols);
   for (let i = 0; i < cols; i++) hh[i * cols + i]! += damp;
   return { hh, perm, dead };
 }

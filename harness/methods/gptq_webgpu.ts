@@ -4,32 +4,47 @@
  * scaling by `2/N` in float64 here, as `gptq.ts` does), and the column loop keeps the weights
  * there, where the update of the columns after each block — `rows · cols² / 2` multiply-adds
  * against the block's `rows · cols · block_size / 2` — runs as a GEMM
- * (`kernels/webgpu/gptq_columns.ts`). Each block's columns are read back and quantized here in
- * float64 by the same code as the CPU path (`gptqBlock`), on the format's own grid, so every
- * format with a grid works and group parameters are fitted exactly where the CPU fits them. The
+ * (`kernels/webgpu/gptq_columns.ts`). For integer formats the blocks are quantized there as
+ * well (`kernels/webgpu/gptq_blocks.ts`: one dispatch per block fits free groups, rounds,
+ * and spreads each column's error over the block in float32 with float64's rounding
+ * decisions), and codes, scales and zero points come back once per matrix. For other formats
+ * each block's columns are read back and quantized here in float64 by the same code as the CPU
+ * path (`gptqBlock`), on the format's own grid, so every format with a grid works and group
+ * parameters are fitted exactly where the CPU fits them. The
  * Cholesky factor `U` of `H⁻¹`, computed once per group of linears, is the CPU's float64 one
  * below {@linkcode GPU_FACTOR_MIN_COLS} columns and the GPU's float32 one from there
- * (`kernels/webgpu/gptq_factor.ts`: the CPU's takes minutes at 5632).
+ * (`kernels/webgpu/gptq_factor.ts`: the CPU's takes minutes at 5632); there the Hessian's
+ * float32 sums go straight into the factor's damped float32 input ({@linkcode gpuGroupFactor})
+ * and `U` stays float32.
  *
- * The calibration forward runs its linears and attention there too, all windows at once
- * ({@linkcode gpuWindowKernels}); norms, RoPE, SwiGLU and residual adds stay on the CPU.
+ * The calibration forward runs its linears, SwiGLU (with the gate and up linears, whose outputs
+ * stay there) and attention there too, all windows at once ({@linkcode gpuWindowKernels});
+ * norms, RoPE and residual adds stay on the CPU.
  *
- * Results differ from the CPU path only by float32 rounding in the Hessian and in the lazily
- * updated weights: a weight whose value lands within that rounding of a rounding boundary may
- * take the neighbouring code.
+ * Results differ from the CPU path only by float32 rounding in the Hessian and in the updated
+ * weights: a weight whose value lands within that rounding of a rounding boundary may take the
+ * neighbouring code (on stories260K none does; f32 scales, which put a group's extreme weights
+ * on exact ties, are the sensitive case).
  *
  * @module
  */
 import { GpuGram } from "../../kernels/webgpu/gram.ts";
 import { GpuGptqColumns } from "../../kernels/webgpu/gptq_columns.ts";
+import { gptqBlocksWebGpu } from "../../kernels/webgpu/gptq_blocks.ts";
+import { gptqBlockUnsupported, type GptqIntGrid } from "../../kernels/webgpu/gptq_block_wgsl.ts";
+import { elementFormats } from "../../kernels/formats/registry.ts";
+import type { FormatSpec } from "../../core/suite_types.ts";
+import type { GptqProfile } from "./gptq_profile.ts";
 import { gpuInverseFactor } from "../../kernels/webgpu/gptq_factor.ts";
 import { getGpu } from "../../kernels/webgpu/device.ts";
 import {
-  dampedHessian,
+  type DampPlan,
+  dampPlan,
   gptqBlock,
   gptqBlockReach,
   type GptqFactor,
   gptqFactor,
+  GptqOptionsError,
   type GptqResult,
   type GptqSettings,
   gptqWeights,
@@ -47,6 +62,40 @@ import { gpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
  */
 export const GPU_FACTOR_MIN_COLS = 1024;
 
+/** Whether a `cols`-wide Hessian's factor is computed on the GPU. */
+async function factorOnGpu(cols: number, minCols: number): Promise<boolean> {
+  // A Hessian over one storage binding (14336 wide: 822 MB) keeps the CPU's factor.
+  return cols >= minCols && cols * cols * 4 <= (await getGpu()).maxBinding;
+}
+
+/**
+ * The damped Hessian (`dampedHessian` in `gptq_loop.ts`) as the GPU factor takes it: float32, its lower
+ * triangle in quantization order, from `at(a, b)` = `H[a][b]` in the original order.
+ */
+function dampedLower32(
+  cols: number,
+  at: (a: number, b: number) => number,
+  plan: DampPlan,
+): Float32Array {
+  const { perm, damp } = plan;
+  const dead = new Uint8Array(cols);
+  for (const i of plan.dead) dead[i] = 1;
+  const out = new Float32Array(cols * cols);
+  // Tile by tile: `at` may read the transposed triangle.
+  const T = 64;
+  for (let i0 = 0; i0 < cols; i0 += T) {
+    for (let j0 = 0; j0 <= i0; j0 += T) {
+      const [i1, j1] = [Math.min(cols, i0 + T), Math.min(cols, j0 + T)];
+      for (let i = i0; i < i1; i++) {
+        const a = perm ? perm[i]! : i;
+        for (let j = j0; j < Math.min(j1, i); j++) out[i * cols + j] = at(a, perm ? perm[j]! : j);
+        if (i < j1) out[i * cols + i] = (dead[a] ? 1 : at(a, a)) + damp;
+      }
+    }
+  }
+  return out;
+}
+
 /**
  * GPTQ's factor of `h` ({@linkcode gptqFactor}): on the GPU from `minCols` columns on where it
  * fits a storage binding, else the CPU's.
@@ -57,12 +106,11 @@ export async function gptqFactorWebGpu(
   settings: GptqSettings,
   minCols = GPU_FACTOR_MIN_COLS,
 ): Promise<GptqFactor> {
-  // A Hessian over one storage binding (14336 wide: 822 MB) keeps the CPU's factor.
-  if (cols < minCols || cols * cols * 4 > (await getGpu()).maxBinding) {
-    return gptqFactor(h, cols, settings);
-  }
-  const { hh, perm, dead } = dampedHessian(h, cols, settings);
-  return { hinv: await gpuInverseFactor(hh, cols), perm, dead };
+  if (!(await factorOnGpu(cols, minCols))) return gptqFactor(h, cols, settings);
+  const diag = Float64Array.from({ length: cols }, (_, i) => h[i * cols + i]!);
+  const plan = dampPlan(diag, settings);
+  const hh = dampedLower32(cols, (a, b) => h[a * cols + b]!, plan);
+  return { hinv: await gpuInverseFactor(hh, cols), perm: plan.perm, dead: plan.dead };
 }
 
 /** `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows), summed on the GPU. */
@@ -78,23 +126,155 @@ export async function gpuHessian(xs: Float32Array[], cols: number): Promise<Floa
   }
 }
 
+/** A group's factor, and its Hessian where the factor was the CPU's. */
+export interface GroupFactor {
+  factor: GptqFactor;
+  h?: Float64Array;
+}
+
 /**
- * GPTQ of one `rows × cols` weight matrix `w0` given the Hessian `h` into the format of `grid`,
- * with the block updates on the GPU (see the module notes); `factor` when the group already
- * has it.
+ * The factor shared by a group of linears from their captured inputs `xs`: the Hessian summed
+ * on the GPU and, from `minCols` columns on, damped here straight from the float32 sums into
+ * the GPU factor's input, without a float64 copy — the same numbers as
+ * {@linkcode gpuHessian} then {@linkcode gptqFactorWebGpu}, with fewer passes over `cols²`
+ * values.
+ */
+export async function gpuGroupFactor(
+  xs: Float32Array[],
+  cols: number,
+  settings: GptqSettings,
+  profile?: GptqProfile,
+  minCols = GPU_FACTOR_MIN_COLS,
+): Promise<GroupFactor> {
+  let t = performance.now();
+  if (!(await factorOnGpu(cols, minCols))) {
+    const h = await gpuHessian(xs, cols);
+    if (profile) t = profile.add("hessian", t);
+    const factor = gptqFactor(h, cols, settings);
+    profile?.add("factor", t);
+    return { factor, h };
+  }
+  const gram = await GpuGram.create(cols);
+  let upper: Float32Array;
+  try {
+    for (const x of xs) gram.add(x);
+    upper = await gram.readUpper();
+  } finally {
+    gram.destroy();
+  }
+  // As gpuHessian scales: the float32 sum times 2/N in float64.
+  const scale = 2 / xs.length;
+  const diag = Float64Array.from({ length: cols }, (_, i) => upper[i * cols + i]! * scale);
+  const plan = dampPlan(diag, settings);
+  const hh = dampedLower32(
+    cols,
+    (a, b) => (a <= b ? upper[a * cols + b]! : upper[b * cols + a]!) * scale,
+    plan,
+  );
+  if (profile) t = profile.add("hessian", t);
+  const hinv = await gpuInverseFactor(hh, cols);
+  profile?.add("factor", t);
+  return { factor: { hinv, perm: plan.perm, dead: plan.dead } };
+}
+
+/** Where {@linkcode gptqQuantizeWebGpu} gets what the group already has. */
+export interface GptqWebGpuOptions {
+  /** The group's factor of `h`, when computed already. */
+  factor?: GptqFactor;
+  /**
+   * The suite format `grid` rounds onto: an integer format's whole column loop runs on the
+   * device (`kernels/webgpu/gptq_blocks.ts`); without it, or for other formats, each block is
+   * read back and quantized here.
+   */
+  format?: FormatSpec;
+  /** Adds the phases' seconds (`deviceLoop`, `hostLoop`, `prepare`) to a profile. */
+  profile?: GptqProfile;
+}
+
+/**
+ * The integer grid of `format` for the device loop, or undefined where the loop stays on the
+ * host (other formats, blocks over the kernel's limit, a factor over the device's largest
+ * buffer).
+ */
+export function deviceIntGrid(
+  format: FormatSpec,
+  settings: GptqSettings,
+  groupSize: number,
+  cols: number,
+  maxBuffer: number,
+): GptqIntGrid | undefined {
+  const element = elementFormats.get(format.weights);
+  if (element.kind !== "int" || cols * cols * 4 > maxBuffer) return undefined;
+  const c = element.intConfig(format);
+  const grid: GptqIntGrid = {
+    bits: c.bits,
+    symmetric: c.symmetric,
+    restricted: c.restricted === true,
+    scaleDtype: c.scaleDtype ?? "f16",
+    fit: groupSize < cols && !settings.staticGroups,
+    block: settings.blockSize,
+  };
+  return gptqBlockUnsupported(grid) === undefined ? grid : undefined;
+}
+
+/**
+ * GPTQ of one `rows × cols` weight matrix `w0` given the Hessian `h` (or the group's factor of
+ * it) into the format of `grid`, with the block updates on the GPU (see the module notes).
  */
 export async function gptqQuantizeWebGpu(
   w0: Float64Array,
-  h: Float64Array,
+  h: Float64Array | undefined,
   rows: number,
   cols: number,
   grid: GroupGrid,
   settings: GptqSettings,
-  factor?: GptqFactor,
+  options: GptqWebGpuOptions = {},
 ): Promise<GptqResult> {
-  const f = factor ?? await gptqFactorWebGpu(h, cols, settings);
-  // The float64 mirror of the weights: each block's reach is refreshed from the device.
+  const { profile } = options;
+  if (!options.factor && !h) {
+    throw new GptqOptionsError("GPTQ on the GPU needs the Hessian or its factor");
+  }
+  const f = options.factor ?? await gptqFactorWebGpu(h!, cols, settings);
+  let t = performance.now();
   const hw = gptqWeights(w0, rows, cols, grid, settings, f);
+  const gpu = await getGpu();
+  const intGrid = options.format &&
+    deviceIntGrid(options.format, settings, grid.groupSize, cols, gpu.adapter.maxBufferSize);
+  if (profile) t = profile.add("prepare", t);
+  if (intGrid) {
+    // The parameters init and static groups fixed; the device fits free groups and rounds.
+    const m = grid.build();
+    if (m.kind !== "int") throw new GptqOptionsError(`An integer format built a ${m.kind} matrix`);
+    const zeros = m.zeros ?? new Uint8Array(m.scales.length).fill(1 << (m.bits - 1));
+    const out = await gptqBlocksWebGpu({
+      w: hw,
+      u: f.hinv,
+      rows,
+      cols,
+      perm: f.perm,
+      groupSize: grid.groupSize,
+      blockSize: settings.blockSize,
+      scales: m.scales,
+      zeros,
+    }, intGrid);
+    m.codes.set(out.codes);
+    m.scales.set(out.scales);
+    zeros.set(out.zeros);
+    // The values the CPU grid's `round` returns: scale · (code − zero) in float64.
+    const q = new Float64Array(rows * cols);
+    const groups = m.scales.length / rows;
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < groups; g++) {
+        const [scale, zero] = [m.scales[r * groups + g]!, zeros[r * groups + g]!];
+        const end = Math.min(cols, (g + 1) * m.groupSize);
+        for (let c = g * m.groupSize; c < end; c++) {
+          q[r * cols + c] = scale * (m.codes[r * cols + c]! - zero);
+        }
+      }
+    }
+    profile?.add("deviceLoop", t);
+    return { matrix: m, q, loss: out.loss };
+  }
   const device = await GpuGptqColumns.create(hw, rows, cols, settings.blockSize);
   try {
     const q = new Float64Array(rows * cols);
@@ -109,6 +289,7 @@ export async function gptqQuantizeWebGpu(
       loss = block.loss;
       device.update(block.err, f.hinv, i1, i2);
     }
+    profile?.add("hostLoop", t);
     return { matrix: grid.build(), q, loss };
   } finally {
     device.destroy();
@@ -126,22 +307,42 @@ function decode32(m: Matrix): Float32Array {
  * The calibration forward's linears and attention on the GPU, over all windows at once
  * (`kernels/webgpu/batch_linear.ts`, `batch_attention.ts`); the cheap steps stay on the CPU.
  */
-export function gpuWindowKernels(config: LlamaConfig): WindowKernels {
+export function gpuWindowKernels(config: LlamaConfig, profile?: GptqProfile): WindowKernels {
   return {
     async linear(xs, name, layer) {
+      const t = performance.now();
       const m = layer[name];
       const linear = await GpuBatchLinear.create(decode32(m), m.rows, m.cols);
       try {
         return await linear.apply(xs);
       } finally {
         linear.destroy();
+        profile?.add("forwardLinear", t);
       }
     },
-    attention: (qs, ks, vs) =>
-      gpuWindowAttention(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })), {
+    async gated(xs, gateName, upName, layer) {
+      const t = performance.now();
+      const [g, u] = [layer[gateName], layer[upName]];
+      const gate = await GpuBatchLinear.create(decode32(g), g.rows, g.cols);
+      const up = await GpuBatchLinear.create(decode32(u), u.rows, u.cols);
+      try {
+        return await gate.applyGated(xs, up);
+      } finally {
+        gate.destroy();
+        up.destroy();
+        profile?.add("forwardGated", t);
+      }
+    },
+    async attention(qs, ks, vs) {
+      const t = performance.now();
+      const out = await gpuWindowAttention(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })), {
         nHeads: config.nHeads,
         nKvHeads: config.nKvHeads,
         headDim: config.headDim,
-      }),
+      });
+      profile?.add("forwardAttention", t);
+      return out;
+    },
+    cpuStep: profile && ((op, seconds) => profile.addSeconds(`cpu:${op}`, seconds)),
   };
 }

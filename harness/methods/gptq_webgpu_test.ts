@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { decodeMatrix, gptq, gptqQuantize } from "./gptq.ts";
 import { GptqOptionsError, type GptqSettings } from "./gptq_loop.ts";
-import { gptqFactorWebGpu, gptqQuantizeWebGpu, gpuHessian } from "./gptq_webgpu.ts";
+import { gptqFactorWebGpu, gptqQuantizeWebGpu, gpuGroupFactor, gpuHessian } from "./gptq_webgpu.ts";
 import { groupGrid } from "./grid.ts";
 import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
 import { addGram } from "./linalg.ts";
@@ -76,27 +76,61 @@ Deno.test({
       [spec("int2", { group: 64 }), { blockSize: 8 }],
       [spec("mxfp4"), {}],
       [spec("nvfp4"), {}],
+      // Integer grids the device loop fits and rounds with float64's decisions: asymmetric
+      // bf16 scales, the restricted range, per tensor, groups of 48 straddling blocks of 32.
+      // (f32 scales put a group's extreme weights on exact ties, `amax / scale = maxq / 2`,
+      // which any float32 rounding of the updates breaks either way: `gptq_blocks_test.ts`
+      // checks their rounding without updates.)
+      [spec("int8", { group: 32, symmetric: false, options: { scale_dtype: "bf16" } }), {}],
+      [spec("int3", { group: 48, symmetric: false }), { blockSize: 32 }],
+      [spec("int4", { group: 16, options: { range: "restricted" } }), {}],
+      [spec("int4", { group: -1 }), { actOrder: true }],
+      [spec("int4", { group: 48 }), {}],
     ];
     for (const [format, extra] of modes) {
       const settings = { ...base, ...extra };
       const label = `${format.id} ${JSON.stringify(extra)}`;
       const cpu = gptqQuantize(w, h, rows, cols, groupGrid(format, rows, cols), settings);
-      const gpu = await gptqQuantizeWebGpu(w, h, rows, cols, groupGrid(format, rows, cols), {
-        ...settings,
-        device: "webgpu",
-      });
-      const moved = differing(cpu.q, gpu.q);
-      assert.ok(moved <= rows * cols / 500, `${label}: ${moved} of ${rows * cols} codes differ`);
-      assert.ok(Math.abs(gpu.loss / cpu.loss - 1) < 1e-4, `${label}: ${gpu.loss} vs ${cpu.loss}`);
+      // Blocks read back and quantized on the host, and (integer formats) on the device.
+      for (const on of [undefined, format]) {
+        const gpu = await gptqQuantizeWebGpu(w, h, rows, cols, groupGrid(format, rows, cols), {
+          ...settings,
+          device: "webgpu",
+        }, { format: on });
+        const moved = differing(cpu.q, gpu.q);
+        const where = `${label} ${on ? "device" : "host"} loop`;
+        assert.ok(moved <= rows * cols / 500, `${where}: ${moved} of ${rows * cols} codes differ`);
+        assert.ok(Math.abs(gpu.loss / cpu.loss - 1) < 1e-4, `${where}: ${gpu.loss} vs ${cpu.loss}`);
+      }
       // The factor on the GPU too (float32, as wide Hessians get it).
       const factor = await gptqFactorWebGpu(h, cols, settings, 0);
       const all = await gptqQuantizeWebGpu(w, h, rows, cols, groupGrid(format, rows, cols), {
         ...settings,
         device: "webgpu",
-      }, factor);
+      }, { factor, format });
       const movedAll = differing(cpu.q, all.q);
       assert.ok(movedAll <= rows * cols / 200, `${label}: ${movedAll} codes differ (GPU factor)`);
       assert.ok(Math.abs(all.loss / cpu.loss - 1) < 1e-3, `${label}: ${all.loss} vs ${cpu.loss}`);
+    }
+  },
+});
+
+Deno.test({
+  name: "gptq webgpu: a group's factor from its inputs equals Hessian then factor, bit for bit",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const [cols, tokens] = [72, 90];
+    const x = pseudoRandom(tokens * cols, 5);
+    // A dead input (zero column) and three windows (2/N not a power of two).
+    for (let t = 0; t < tokens; t++) x[t * cols + 7] = 0;
+    const xs = [x.subarray(0, 30 * cols), x.subarray(30 * cols, 60 * cols), x.subarray(60 * cols)];
+    for (const actOrder of [false, true]) {
+      const settings: GptqSettings = { damp: 0.01, blockSize: 32, actOrder, staticGroups: true };
+      const expected = await gptqFactorWebGpu(await gpuHessian(xs, cols), cols, settings, 0);
+      const { factor, h } = await gpuGroupFactor(xs, cols, settings, undefined, 0);
+      assert.equal(h, undefined);
+      assert.deepEqual(factor, expected, `act_order ${actOrder}`);
+      assert.deepEqual(factor.dead, [7]);
     }
   },
 });

@@ -31,11 +31,15 @@ export interface AttentionWindow {
 /** Most bytes of queries, keys, values and outputs on the device at once. */
 const GROUP_BYTES = 1 << 28;
 
-/** The attention output (`T × nHeads·headDim`) of each window. */
+/**
+ * The attention output (`T × nHeads·headDim`) of each window, the windows sent in groups of
+ * about `groupBytes` (queries, keys, values and outputs).
+ */
 export async function gpuWindowAttention(
   windows: readonly AttentionWindow[],
   shape: AttentionShape,
   gpu?: Gpu,
+  groupBytes = GROUP_BYTES,
 ): Promise<Float32Array[]> {
   const qDim = shape.nHeads * shape.headDim;
   const kvDim = shape.nKvHeads * shape.headDim;
@@ -50,19 +54,30 @@ export async function gpuWindowAttention(
   }
   const g = gpu ?? await getGpu();
   const outs: Float32Array[] = [];
-  let start = 0;
-  while (start < windows.length) {
-    let end = start;
-    let bytes = 0;
-    do {
-      const w = windows[end]!;
-      bytes += 4 * (2 * w.q.length + w.k.length + w.v.length);
-      end++;
-    } while (end < windows.length && bytes < GROUP_BYTES);
-    outs.push(...await attendGroup(new Kernels(g), windows.slice(start, end), shape, qDim));
-    start = end;
+  // Groups in flight: the next is sent while the last computes and comes back (two at most).
+  const inflight: Promise<Float32Array[]>[] = [];
+  try {
+    let start = 0;
+    while (start < windows.length) {
+      let end = start;
+      let bytes = 0;
+      do {
+        const w = windows[end]!;
+        bytes += 4 * (2 * w.q.length + w.k.length + w.v.length);
+        end++;
+      } while (end < windows.length && bytes < groupBytes);
+      const group = attendGroup(new Kernels(g), windows.slice(start, end), shape, qDim);
+      // Handled here too: a failure surfaces where the group is awaited, not as unhandled.
+      group.catch(() => {});
+      inflight.push(group);
+      if (inflight.length >= 2) outs.push(...await inflight.shift()!);
+      start = end;
+    }
+    for (const group of inflight.splice(0)) outs.push(...await group);
+    return outs;
+  } finally {
+    await Promise.allSettled(inflight);
   }
-  return outs;
 }
 
 async function attendGroup(

@@ -3,12 +3,14 @@
  * calibration forward (`2 · tokens · rows · cols` flops per linear: about 140 TFLOP for GPTQ's
  * 128 windows of 512 tokens through a 1.1B model) — with the `AᵀB` kernel in its `ABᵀ` layout
  * (`atb_wgsl.ts`), float32 weights. Rows go through in chunks whose input and output each fit
- * the largest storage binding.
+ * the largest storage binding. A gated pair (SwiGLU's gate and up projections) runs as one:
+ * `silu(x·Gᵀ) · (x·Uᵀ)` with the input sent once and only the product read back
+ * ({@linkcode GpuBatchLinear.applyGated}; the SwiGLU kernel of `ops_wgsl.ts`).
  *
  * @module
  */
 import { getGpu, type Gpu } from "./device.ts";
-import { Kernels } from "./kernels.ts";
+import { encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
 import { atbGroups, type AtbParams, atbShader, atbUniform } from "./atb_wgsl.ts";
 
 /** Thrown when the weights or the activations do not fit. */
@@ -66,7 +68,34 @@ export class GpuBatchLinear {
    * `x·Wᵀ` of each of `xs` (token rows of `cols`), as `tokens × rows` arrays, sent `chunkRows`
    * token rows at a time (default as many as fit a binding, at most 8192).
    */
-  async apply(xs: readonly Float32Array[], chunkRows = MAX_CHUNK_ROWS): Promise<Float32Array[]> {
+  apply(xs: readonly Float32Array[], chunkRows = MAX_CHUNK_ROWS): Promise<Float32Array[]> {
+    return this.#run(xs, chunkRows);
+  }
+
+  /**
+   * `silu(x·Wᵀ) · (x·Upᵀ)` of each of `xs`, this matrix the gate and `up` (same shape, same
+   * device) the up projection: SwiGLU's two linears with the input sent once and only the
+   * product read back, in chunks as {@linkcode apply} sends them.
+   */
+  applyGated(
+    xs: readonly Float32Array[],
+    up: GpuBatchLinear,
+    chunkRows = MAX_CHUNK_ROWS,
+  ): Promise<Float32Array[]> {
+    if (up.rows !== this.rows || up.cols !== this.cols || up.#k.device !== this.#k.device) {
+      throw new BatchLinearError(
+        `A gate of ${this.rows} × ${this.cols} needs an up projection of the same shape on the ` +
+          `same device, got ${up.rows} × ${up.cols}`,
+      );
+    }
+    return this.#run(xs, chunkRows, up);
+  }
+
+  async #run(
+    xs: readonly Float32Array[],
+    chunkRows: number,
+    up?: GpuBatchLinear,
+  ): Promise<Float32Array[]> {
     const { rows, cols } = this;
     for (const x of xs) {
       if (x.length % cols !== 0) {
@@ -84,18 +113,31 @@ export class GpuBatchLinear {
     const input = buffer(chunk * cols * 4, GPUBufferUsage.STORAGE);
     const output = buffer(chunk * rows * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
     const uniform = buffer(64, GPUBufferUsage.UNIFORM);
-    const bind = device.createBindGroup({
-      layout: this.#pipeline.getBindGroupLayout(0),
-      entries: [uniform, input, this.#w, output].map((buffer, binding) => ({
-        binding,
-        resource: { buffer },
-      })),
-    });
+    const bindFor = (w: GPUBuffer, out: GPUBuffer) =>
+      device.createBindGroup({
+        layout: this.#pipeline.getBindGroupLayout(0),
+        entries: [uniform, input, w, out].map((buffer, binding) => ({
+          binding,
+          resource: { buffer },
+        })),
+      });
+    const bind = bindFor(this.#w, output);
+    // The gated pair: the up projection into a second output, then gate = silu(gate)·up there.
+    const gated = up && {
+      output: buffer(chunk * rows * 4, GPUBufferUsage.STORAGE),
+      step: buffer(STEP_STRIDE, GPUBufferUsage.UNIFORM),
+    };
+    const upBind = gated && bindFor(up.#w, gated.output);
+    const swiglu = gated && await k.swiglu(gated.step, output, gated.output, rows);
     const outs = xs.map((x) => new Float32Array((x.length / cols) * rows));
     // Rows of all inputs, in order, `chunk` at a time: [input index, first row, row count].
     let pending: [number, number, number][] = [];
     let filled = 0;
-    const flush = async () => {
+    // Chunks submitted whose results are not copied out yet. The queue orders each chunk's
+    // writes to the shared input, uniform and output after the previous chunk's dispatch and
+    // copy, so the next chunk is sent while this one computes and comes back.
+    const inflight: Promise<void>[] = [];
+    const flush = () => {
       if (filled === 0) return;
       const p: AtbParams = {
         depth: cols,
@@ -118,22 +160,37 @@ export class GpuBatchLinear {
       const enc = device.createCommandEncoder();
       // The kernel accumulates into its output.
       enc.clearBuffer(output, 0, size);
+      if (gated) {
+        enc.clearBuffer(gated.output, 0, size);
+        device.queue.writeBuffer(gated.step, 0, Uint32Array.of(filled, 0));
+      }
       const pass = enc.beginComputePass();
       pass.setPipeline(this.#pipeline);
       pass.setBindGroup(0, bind);
       pass.dispatchWorkgroups(...atbGroups(p));
+      if (upBind && swiglu) {
+        pass.setBindGroup(0, upBind);
+        pass.dispatchWorkgroups(...atbGroups(p));
+        encodeDispatches(pass, [swiglu], filled, 0);
+      }
       pass.end();
       enc.copyBufferToBuffer(output, 0, staging, 0, size);
       device.queue.submit([enc.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
-      const got = new Float32Array(staging.getMappedRange());
-      let at = 0;
-      for (const [i, r0, n] of pending) {
-        outs[i]!.set(got.subarray(at * rows, (at + n) * rows), r0 * rows);
-        at += n;
-      }
-      staging.unmap();
-      staging.destroy();
+      const parts = pending;
+      const done = (async () => {
+        await staging.mapAsync(GPUMapMode.READ);
+        const got = new Float32Array(staging.getMappedRange());
+        let at = 0;
+        for (const [i, r0, n] of parts) {
+          outs[i]!.set(got.subarray(at * rows, (at + n) * rows), r0 * rows);
+          at += n;
+        }
+        staging.unmap();
+        staging.destroy();
+      })();
+      // Handled here too: a failure surfaces where the chunk is awaited, not as unhandled.
+      done.catch(() => {});
+      inflight.push(done);
       pending = [];
       filled = 0;
     };
@@ -152,14 +209,22 @@ export class GpuBatchLinear {
           pending.push([i, r0, n]);
           filled += n;
           r0 += n;
-          if (filled === chunk) await flush();
+          if (filled === chunk) {
+            flush();
+            // At most two chunks' results held at once.
+            if (inflight.length >= 2) await inflight.shift();
+          }
         }
       }
-      await flush();
+      flush();
+      await Promise.all(inflight.splice(0));
     } finally {
+      await Promise.allSettled(inflight);
       input.destroy();
       output.destroy();
       uniform.destroy();
+      gated?.output.destroy();
+      gated?.step.destroy();
     }
     return outs;
   }

@@ -36,3 +36,31 @@ Deno.test({
     await assert.rejects(() => GpuBatchLinear.create(w, rows, cols + 1), BatchLinearError);
   },
 });
+
+Deno.test({
+  name: "webgpu: gated pair silu(x·Gᵀ)·(x·Uᵀ) as SwiGLU of the two linears, across chunks",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const [rows, cols] = [70, 150];
+    const gate = await GpuBatchLinear.create(pseudoRandom(rows * cols, 11), rows, cols);
+    const up = await GpuBatchLinear.create(pseudoRandom(rows * cols, 12), rows, cols);
+    // Inputs scaled so the gate's values reach the saturated ends of silu.
+    const xs = [33, 100, 5].map((t, i) => pseudoRandom(t * cols, 20 + i).map((v) => 4 * v));
+    const [gs, us] = [await gate.apply(xs), await up.apply(xs)];
+    for (const chunk of [8192, 40]) {
+      const ys = await gate.applyGated(xs, up, chunk);
+      ys.forEach((y, i) => {
+        let worst = 0;
+        y.forEach((v, j) => {
+          const g = gs[i]![j]!;
+          const expected = (g / (1 + Math.exp(-g))) * us[i]![j]!;
+          worst = Math.max(worst, Math.abs(v - expected) / Math.max(1, Math.abs(expected)));
+        });
+        assert.ok(worst < 1e-5, `chunk ${chunk}, window ${i}: worst error ${worst}`);
+      });
+    }
+    const other = await GpuBatchLinear.create(pseudoRandom(rows * (cols - 1), 13), rows, cols - 1);
+    assert.throws(() => gate.applyGated(xs, other), BatchLinearError);
+    for (const l of [gate, up, other]) l.destroy();
+  },
+});

@@ -2,9 +2,11 @@
  * The device side of GPTQ's column loop: the weights being quantized stay on the GPU, stored
  * column by column (`Wᵀ`, `cols × rows`, so a block of columns is one contiguous range), and the
  * lazy batch update after each block, `W[:, end:] −= Err · U[block, end:]` — the loop's
- * `rows · cols² / 2` multiply-adds — runs there as the `AᵀB` kernel (`atb_wgsl.ts`). The caller
- * reads each block's columns back, quantizes them (the format's grid rounds there), and sends
- * the block's errors and rows of `U`.
+ * `rows · cols² / 2` multiply-adds — runs there as the `AᵀB` kernel (`atb_wgsl.ts`). Either the
+ * caller reads each block's columns back, quantizes them (the format's grid rounds there), and
+ * sends the block's errors and rows of `U` ({@linkcode GpuGptqColumns.update}), or the block is
+ * quantized on the device too (`gptq_blocks.ts`), which puts `U` there once
+ * ({@linkcode GpuGptqColumns.setFactor}) and encodes the copies and updates itself.
  *
  * @module
  */
@@ -29,6 +31,7 @@ export class GpuGptqColumns {
   readonly #uniform: GPUBuffer;
   readonly #bind: GPUBindGroup;
   readonly #maxBlock: number;
+  #u: GPUBuffer | undefined;
 
   private constructor(
     k: Kernels,
@@ -92,6 +95,38 @@ export class GpuGptqColumns {
     return new GpuGptqColumns(k, pipeline, wt, rows, cols, maxBlock);
   }
 
+  /** The kernels (and device) the buffers belong to. */
+  get kernels(): Kernels {
+    return this.#k;
+  }
+
+  /**
+   * The device buffers: `wt` the weights (`Wᵀ`), `hinv` the current block's rows of `U`
+   * (`maxBlock × cols`), `err` the block's errors (`maxBlock × rows`, column by column).
+   */
+  get buffers(): { wt: GPUBuffer; hinv: GPUBuffer; err: GPUBuffer } {
+    return { wt: this.#wt, hinv: this.#hinv, err: this.#err };
+  }
+
+  /** Puts the whole factor `u` (`cols × cols`, row-major) on the device, in float32. */
+  setFactor(u: Float64Array | Float32Array): void {
+    const { cols } = this;
+    if (u.length !== cols * cols) {
+      throw new GptqColumnsError(`A factor of ${u.length} values is no ${cols} × ${cols} matrix`);
+    }
+    this.#u ??= this.#k.buffer(cols * cols * 4, GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
+    const u32 = u instanceof Float32Array ? u : Float32Array.from(u);
+    this.#k.device.queue.writeBuffer(this.#u, 0, u32 as Float32Array<ArrayBuffer>);
+  }
+
+  /** Encodes the copy of rows `[start, end)` of the factor ({@linkcode setFactor}) to `hinv`. */
+  encodeFactorRows(enc: GPUCommandEncoder, start: number, end: number): void {
+    this.#checkBlock(start, end);
+    if (!this.#u) throw new GptqColumnsError("The factor is not on the device (setFactor)");
+    const bytes = this.cols * 4;
+    enc.copyBufferToBuffer(this.#u, start * bytes, this.#hinv, 0, (end - start) * bytes);
+  }
+
   /** Columns `[c0, c1)` as they are now, into `w` (`rows × cols`, row-major, float64). */
   async readColumns(c0: number, c1: number, w: Float64Array): Promise<void> {
     const { rows, cols } = this;
@@ -121,15 +156,10 @@ export class GpuGptqColumns {
    * `W[:, end:] −= Err · U[start:end, end:]` for the block `[start, end)`: `err` its errors
    * (`rows × (end − start)`, row-major), `u` the factor (`cols × cols`, row-major).
    */
-  update(err: Float64Array, u: Float64Array, start: number, end: number): void {
+  update(err: Float64Array, u: Float64Array | Float32Array, start: number, end: number): void {
     const { rows, cols } = this;
     const count = end - start;
-    if (!(count >= 1 && count <= this.#maxBlock && end <= cols) || err.length !== rows * count) {
-      throw new GptqColumnsError(
-        `Block [${start}, ${end}) with ${err.length} errors does not fit ${rows} rows and ` +
-          `blocks of up to ${this.#maxBlock} columns`,
-      );
-    }
+    this.#checkBlock(start, end, err.length);
     if (end === cols) return;
     const errT = new Float32Array(count * rows);
     for (let r = 0; r < rows; r++) {
@@ -142,6 +172,21 @@ export class GpuGptqColumns {
       Float32Array.from(u.subarray(start * cols, end * cols)),
     );
     device.queue.writeBuffer(this.#err, 0, errT);
+    const enc = device.createCommandEncoder();
+    this.encodeUpdate(enc, start, end);
+    device.queue.submit([enc.finish()]);
+  }
+
+  /**
+   * Encodes `W[:, end:] −= Err · U[start:end, end:]` with the errors and rows of `U` already in
+   * `err` and `hinv`; its parameters are written now, so the encoder is submitted before the
+   * next block's.
+   */
+  encodeUpdate(enc: GPUCommandEncoder, start: number, end: number): void {
+    this.#checkBlock(start, end);
+    const { rows, cols } = this;
+    if (end === cols) return;
+    const count = end - start;
     // Wᵀ[j][r] −= Σ_i U[start + i][j] · Errᵀ[i][r] over j ∈ [end, cols).
     const params: AtbParams = {
       depth: count,
@@ -155,14 +200,25 @@ export class GpuGptqColumns {
       row0: 0,
       alpha: -1,
     };
-    device.queue.writeBuffer(this.#uniform, 0, atbUniform(params));
-    const enc = device.createCommandEncoder();
+    this.#k.device.queue.writeBuffer(this.#uniform, 0, atbUniform(params));
     const pass = enc.beginComputePass();
     pass.setPipeline(this.#pipeline);
     pass.setBindGroup(0, this.#bind);
     pass.dispatchWorkgroups(...atbGroups(params));
     pass.end();
-    device.queue.submit([enc.finish()]);
+  }
+
+  #checkBlock(start: number, end: number, errors = this.rows * (end - start)): void {
+    const count = end - start;
+    if (
+      !(Number.isInteger(start) && start >= 0 && count >= 1 && count <= this.#maxBlock &&
+        end <= this.cols) || errors !== this.rows * count
+    ) {
+      throw new GptqColumnsError(
+        `Block [${start}, ${end}) with ${errors} errors does not fit ${this.rows} rows and ` +
+          `blocks of up to ${this.#maxBlock} columns`,
+      );
+    }
   }
 
   /** Frees the device buffers. */

@@ -26,14 +26,15 @@ export class GpuFactorError extends Error {
 }
 
 /**
- * `U`, the upper Cholesky factor of `h⁻¹`, for `h` symmetric positive definite (`n × n`,
- * row-major; only its lower triangle is read), computed on the device (default the shared one).
+ * `U`, the upper Cholesky factor of `h⁻¹` (`n × n`, row-major, float32), for `h` symmetric
+ * positive definite (`n × n`, row-major, rounded to float32; only its lower triangle is read),
+ * computed on the device (default the shared one).
  */
 export async function gpuInverseFactor(
-  h: Float64Array,
+  h: Float64Array | Float32Array,
   n: number,
   gpu?: Gpu,
-): Promise<Float64Array> {
+): Promise<Float32Array> {
   const k = new Kernels(gpu ?? await getGpu());
   try {
     return await factor(k, h, n);
@@ -42,7 +43,11 @@ export async function gpuInverseFactor(
   }
 }
 
-async function factor(k: Kernels, h: Float64Array, n: number): Promise<Float64Array> {
+async function factor(
+  k: Kernels,
+  h: Float64Array | Float32Array,
+  n: number,
+): Promise<Float32Array> {
   const bytes = n * n * 4;
   if (h.length !== n * n || bytes > k.gpu.maxBinding) {
     throw new GpuFactorError(
@@ -53,7 +58,8 @@ async function factor(k: Kernels, h: Float64Array, n: number): Promise<Float64Ar
   const { device } = k;
   const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
   const a = k.buffer(bytes, storage);
-  device.queue.writeBuffer(a, 0, Float32Array.from(h));
+  const h32 = h instanceof Float32Array ? h : Float32Array.from(h);
+  device.queue.writeBuffer(a, 0, h32 as Float32Array<ArrayBuffer>);
   const x = k.buffer(bytes, storage);
   const hinv = k.buffer(bytes, storage);
   const d = k.buffer(Math.max(16, n * 4), storage);
@@ -141,7 +147,7 @@ async function factor(k: Kernels, h: Float64Array, n: number): Promise<Float64Ar
   device.queue.submit([enc.finish()]);
   await staging.mapAsync(GPUMapMode.READ);
   const l = new Float32Array(staging.getMappedRange());
-  const out = new Float64Array(n * n);
+  const out = new Float32Array(n * n);
   for (let i = 0; i < n; i++) {
     if (!(l[i * n + i]! > 0)) {
       staging.unmap();
@@ -151,7 +157,16 @@ async function factor(k: Kernels, h: Float64Array, n: number): Promise<Float64Ar
           `${l[i * n + i]} (increase the dampening)`,
       );
     }
-    for (let j = 0; j <= i; j++) out[j * n + i] = l[i * n + j]!;
+  }
+  // U = Lᵀ, tile by tile, so the transposed reads stay within a few cache lines.
+  const T = 64;
+  for (let i0 = 0; i0 < n; i0 += T) {
+    for (let j0 = 0; j0 <= i0; j0 += T) {
+      const [i1, j1] = [Math.min(n, i0 + T), Math.min(n, j0 + T)];
+      for (let j = j0; j < j1; j++) {
+        for (let i = Math.max(i0, j); i < i1; i++) out[j * n + i] = l[i * n + j]!;
+      }
+    }
   }
   staging.unmap();
   staging.destroy();

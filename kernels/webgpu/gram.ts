@@ -132,32 +132,53 @@ export class GpuGram {
     }
   }
 
-  /** The sum so far as a full symmetric `cols × cols` float64 matrix. */
-  async read(): Promise<Float64Array> {
+  /**
+   * The sum so far as computed: `cols × cols` float32, row-major, valid on and above the
+   * diagonal (one read back).
+   */
+  async readUpper(): Promise<Float32Array> {
     const { cols } = this;
     const { device } = this.#k;
-    const out = new Float64Array(cols * cols);
-    for (const band of this.#bands) {
+    const out = new Float32Array(cols * cols);
+    // A staging buffer per band (the whole matrix may be over the largest buffer), one submit.
+    const enc = device.createCommandEncoder();
+    const stagings = this.#bands.map((band) => {
       const size = band.rows * cols * 4;
       const staging = device.createBuffer({
         size,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
-      const enc = device.createCommandEncoder();
       enc.copyBufferToBuffer(band.buffer, 0, staging, 0, size);
-      device.queue.submit([enc.finish()]);
-      await staging.mapAsync(GPUMapMode.READ);
-      const part = new Float32Array(staging.getMappedRange());
-      for (let r = 0; r < band.rows; r++) {
-        const i = band.row0 + r;
-        for (let j = i; j < cols; j++) {
-          const v = part[r * cols + j]!;
-          out[i * cols + j] = v;
-          out[j * cols + i] = v;
-        }
-      }
+      return staging;
+    });
+    device.queue.submit([enc.finish()]);
+    await Promise.all(stagings.map((b) => b.mapAsync(GPUMapMode.READ)));
+    stagings.forEach((staging, i) => {
+      out.set(new Float32Array(staging.getMappedRange()), this.#bands[i]!.row0 * cols);
       staging.unmap();
       staging.destroy();
+    });
+    return out;
+  }
+
+  /** The sum so far as a full symmetric `cols × cols` float64 matrix. */
+  async read(): Promise<Float64Array> {
+    const { cols } = this;
+    const upper = await this.readUpper();
+    const out = new Float64Array(cols * cols);
+    // Tile by tile, so the transposed writes stay within a few cache lines.
+    const T = 64;
+    for (let i0 = 0; i0 < cols; i0 += T) {
+      for (let j0 = i0; j0 < cols; j0 += T) {
+        const [i1, j1] = [Math.min(cols, i0 + T), Math.min(cols, j0 + T)];
+        for (let i = i0; i < i1; i++) {
+          for (let j = Math.max(i, j0); j < j1; j++) {
+            const v = upper[i * cols + j]!;
+            out[i * cols + j] = v;
+            out[j * cols + i] = v;
+          }
+        }
+      }
     }
     return out;
   }
