@@ -140,3 +140,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "webgpu forwardScoresMany: windows back to back score as one at a time",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const runner = await webgpuBackend.load(syntheticModel());
+    assert.ok(runner instanceof WebGpuRunner);
+    try {
+      const windows = [[3, 4, 5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17]].map((tokens) => ({
+        tokens,
+        targets: Int32Array.from(tokens, (t, i) => (i % 3 === 2 ? -1 : (t * 7) % 96)),
+      }));
+      const many = await runner.forwardScoresMany(windows);
+      assert.equal(many.length, windows.length);
+      for (const [i, { tokens, targets }] of windows.entries()) {
+        runner.reset();
+        const one = await runner.forwardScores(tokens, 0, targets);
+        assert.deepEqual([...many[i]!.argmax], [...one.argmax], `window ${i} argmax`);
+        assert.deepEqual(
+          [...many[i]!.nll].map((v) => Number.isNaN(v) ? "none" : v),
+          [...one.nll].map((v) => Number.isNaN(v) ? "none" : v),
+          `window ${i} nll`,
+        );
+      }
+      assert.deepEqual(await runner.forwardScoresMany([]), []);
+    } finally {
+      runner.dispose();
+    }
+  },
+});
