@@ -2,7 +2,8 @@
  * `WebGpuRunner.profile` (the per-dispatch GPU timings `fixtures/scale/profile.ts` prints) on the
  * conformance suite's synthetic model: every kind of dispatch a prefill and a decode step run is
  * timed and counted, the KV cache's length is left alone, and a pass that does not continue the
- * cache is refused.
+ * cache is refused. Also the fused program a layer compiles to where its matrices stack (dispatch
+ * counts, and logits against the CPU's), and windows scored back to back (`forwardScoresMany`).
  *
  * @module
  */
