@@ -85,6 +85,7 @@ import {
   truncateSmall,
 } from "./affine_transform.ts";
 import { withRuntime } from "./runtime.ts";
+import type { BlockValue } from "../../core/graph.ts";
 
 /**
  * Options and their defaults (the authors'; `null`: by format — `stability_factor` 0.1 with
@@ -246,10 +247,10 @@ function initScales(act: Float32Array, wMax: Float64Array, alpha: number): Float
 export function initAffine(
   shape: AffineShape,
   layer: FloatLayer,
-  captures: Map<string, Float32Array[]>,
+  captures: Map<BlockValue, Float32Array[]>,
   alpha: number,
 ): AffineParams {
-  const actMax = (tap: string, cols: number) => {
+  const actMax = (tap: BlockValue, cols: number) => {
     const m = new Float32Array(cols);
     for (const x of captures.get(tap)!) maxInto(m, x);
     return m;
