@@ -18,6 +18,11 @@
  * - `layer`: the float block's captures of every group at once (those `taps` selects); the
  *   method returns the whole quantized layer (it may rescale norms and other linears, as AWQ and
  *   SmoothQuant do), and the windows go through the float block, as those references do.
+ * - `block`: block-wise reconstruction (OmniQuant, AffineQuant). Two streams of hidden states go
+ *   from layer to layer: the quantized model's (the method's quantized blocks, as the method runs
+ *   them) and the float model's. The method gets the block's input on the quantized stream, the
+ *   float block's output on the float stream (the target) and the float block's captures of every
+ *   group there; it returns the quantized layer and its output on the quantized stream.
  *
  * Without windows (calibration-free methods: RTN, HQQ) the `groups` method is called with no
  * inputs, group by group and layer by layer.
@@ -128,7 +133,31 @@ export type SequentialMethod =
       captures: Map<BlockValue, Float32Array[]>,
       layer: LayerContext,
     ): LayerWeights;
+  }
+  | {
+    kind: "block";
+    /** The quantized layer and its output on every window (see the module notes). */
+    quantizeBlock(
+      streams: BlockStreams,
+      layer: LayerContext,
+    ): BlockResult | Promise<BlockResult>;
   };
+
+/** What a `block` method reconstructs from, one entry per window. */
+export interface BlockStreams {
+  /** The block's input in the quantized model. */
+  inputs: Float32Array[];
+  /** The float block's output in the float model: the reconstruction target. */
+  targets: Float32Array[];
+  /** The float block's input of every group (by tap point) in the float model. */
+  captures: Map<BlockValue, Float32Array[]>;
+}
+
+/** A `block` method's quantized layer and its output on the quantized stream. */
+export interface BlockResult {
+  weights: LayerWeights;
+  outputs: Float32Array[];
+}
 
 /** The groups of linears of a block's steps, each with its input. */
 export function groupsOf(steps: readonly BlockStep[]): LinearGroup[] {
@@ -178,10 +207,25 @@ export async function quantizeLayers(
   meter.hold([...resident]);
   let hidden = windows && embed(model, windows);
   if (hidden) meter.hold(hidden);
+  // The float model's stream, for `block` methods (both start at the embeddings).
+  let floatHidden = method.kind === "block" ? hidden : undefined;
   const layers: LayerWeights[] = [];
   const count = stream ? stream.count : model.weights.layers.length;
   for (let index = 0; index < count; index++) {
-    const { weights, next } = await quantizeAt(model, index, method, block, hidden, meter);
+    const { weights, next, floatNext } = await quantizeAt(
+      model,
+      index,
+      method,
+      block,
+      hidden,
+      meter,
+      floatHidden,
+    );
+    if (floatHidden && floatNext) {
+      // The float block's outputs were counted when it made them.
+      if (floatHidden !== hidden) meter.release(floatHidden.reduce((n, x) => n + x.byteLength, 0));
+      floatHidden = floatNext;
+    }
     if (hidden && next) {
       meter.release(hidden.reduce((n, x) => n + x.byteLength, 0));
       meter.hold(next);
@@ -209,7 +253,8 @@ async function quantizeAt(
   block: CalibrationBlock,
   hidden: Float32Array[] | undefined,
   meter: MemoryMeter,
-): Promise<{ weights: LayerWeights; next?: Float32Array[] }> {
+  floatHidden?: Float32Array[],
+): Promise<{ weights: LayerWeights; next?: Float32Array[]; floatNext?: Float32Array[] }> {
   const { stream } = model;
   const original = stream ? await stream.read(index) : model.weights.layers[index]!;
   const read = stream ? meter.hold(layerBuffers(original)) : 0;
@@ -217,6 +262,8 @@ async function quantizeAt(
   const layer: LayerContext = { index, original, steps, groups: groupsOf(steps), block, meter };
   const done = method.kind === "groups"
     ? await quantizeGroups(method, layer, hidden)
+    : method.kind === "block"
+    ? await quantizeBlock(method, layer, hidden!, floatHidden!)
     : quantizeLayer(method, layer, hidden!);
   meter.release(read);
   return done;
@@ -329,4 +376,29 @@ function quantizeLayer(
   const weights = method.quantizeLayer(captures, layer);
   meter.release(held);
   return { weights, next };
+}
+
+/** A `block` method over one layer; both streams' values at its output. */
+async function quantizeBlock(
+  method: Extract<SequentialMethod, { kind: "block" }>,
+  layer: LayerContext,
+  hidden: Float32Array[],
+  floatHidden: Float32Array[],
+): Promise<{ weights: LayerWeights; next: Float32Array[]; floatNext: Float32Array[] }> {
+  const { original, steps, block, meter } = layer;
+  const captures = new Map<BlockValue, Float32Array[]>(layer.groups.map((g) => [g.input, []]));
+  const targets = floatHidden.map((x) => {
+    const v: BlockValues = new Map([["x", x]]);
+    block.run(steps, original, v, x.length / block.config.dim);
+    for (const [name, list] of captures) list.push(v.get(name)!);
+    return v.get(BLOCK_OUTPUT)!;
+  });
+  const held = meter.hold([...captures.values()].flat());
+  meter.hold(targets);
+  const { weights, outputs } = await method.quantizeBlock(
+    { inputs: hidden, targets, captures },
+    layer,
+  );
+  meter.release(held);
+  return { weights, next: outputs, floatNext: targets };
 }

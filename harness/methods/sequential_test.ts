@@ -198,6 +198,33 @@ Deno.test("sequential: a layer method sees the float block's captures; the float
   assert.deepEqual(layers[0]!.w2, halved(l0!.w2));
 });
 
+Deno.test("sequential: a block method gets the quantized stream, the float model's targets and captures", async () => {
+  const model = twoLayers();
+  const [l0, l1] = model.weights.layers;
+  const seen: { inputs: Float32Array[]; targets: Float32Array[]; xb: Float32Array[] }[] = [];
+  const block = new CalibrationBlock(model.config);
+  await quantizeLayers(model, {
+    kind: "block",
+    quantizeBlock({ inputs, targets, captures }, { original }) {
+      seen.push({ inputs, targets, xb: captures.get("xb")! });
+      const weights = { ...original, w2: halved(original.w2) };
+      return { weights, outputs: inputs.map((x) => block.forward(weights, x)) };
+    },
+  }, windows);
+  windows.forEach((ids, i) => {
+    const x = embedded(model, ids);
+    const float0 = block.forward(l0!, x);
+    const quant0 = block.forward({ ...l0!, w2: halved(l0!.w2) }, x);
+    assert.deepEqual(seen[0]!.inputs[i], x);
+    assert.deepEqual(seen[0]!.targets[i], float0);
+    // Layer 1: its input from the quantized block, its target and captures from the float model.
+    assert.deepEqual(seen[1]!.inputs[i], quant0);
+    assert.deepEqual(seen[1]!.targets[i], block.forward(l1!, float0));
+    assert.deepEqual(seen[1]!.xb[i], valueOf(model, l1!, float0, "xb"));
+    assert.notDeepEqual(quant0, float0);
+  });
+});
+
 Deno.test("sequential: without windows each group of each layer is handed over once, with no inputs", async () => {
   const model = twoLayers();
   const calls: string[] = [];

@@ -13,11 +13,16 @@
  *   attention over the sequence (positions `0 .. T−1`, no KV cache), SwiGLU, the residual adds;
  * - a fake-quantized linear (`fake_quant.ts`): the weight through the straight-through estimator,
  *   its scales (`….scales`, LSQ) and its optional per-input-channel factor (`….channel`);
- * - the losses of `grad_ops.ts`: cross-entropy on targets, KL divergence to a teacher's logits.
+ * - the losses of `grad_ops.ts`: cross-entropy on targets, KL divergence to a teacher's logits;
+ *   for one block ({@linkcode blockLossAndGradients}), the mean squared error of its output to
+ *   targets (block-wise reconstruction: OmniQuant, AffineQuant);
+ * - run-time activation quantization (per token, symmetric absmax, as `runtime_quant.ts`'s
+ *   `int<b>`) of every linear's input, with a straight-through estimator: the gradient passes to
+ *   the unquantized input unchanged.
  * - one block alone (`blockGradients`), from any gradient at its output: block-wise fine-tuning.
  *
  * Not differentiable here: quantized (`int`, `coded`) matrices of a loaded model (convert to dense
- * and fake-quantize instead), run-time activation and KV-cache quantization, the zero points.
+ * and fake-quantize instead), KV-cache quantization, the zero points.
  *
  * @example
  * ```ts
@@ -56,6 +61,7 @@ import {
   swigluBackward,
   swigluForward,
 } from "./grad_ops.ts";
+import { roundHalfEven } from "../formats/int.ts";
 import {
   type FakeQuant,
   type FakeQuantConfig,
@@ -235,6 +241,8 @@ interface Pass {
   rotation: Rotation;
   /** Gradients of the parameters, by {@linkcode parameters} name. */
   grads: Map<string, Float64Array>;
+  /** Bits of the run-time activation quantization of every linear's input, when quantized. */
+  activationBits?: number;
 }
 
 /**
@@ -249,6 +257,8 @@ function linearPass(
   bias?: { value: Float64Array; name: string },
 ): { y: Float64Array; back: (dy: Float64Array) => Float64Array } {
   const { rows, cols, quant } = lin;
+  // The straight-through estimator: the backward's input gradient goes to `x` as it is.
+  if (pass.activationBits !== undefined) x = quantizeTokens(x, cols, pass.activationBits);
   if (quant) {
     const { y, back } = fakeQuantLinear(x, lin.w, rows, cols, quant, bias?.value);
     return {
@@ -274,6 +284,24 @@ function linearPass(
       bias && pass.grads.get(bias.name),
     );
   return { y, back };
+}
+
+/**
+ * Per-token symmetric quantization of `x` (rows of `cols`) to `bits` bits, as `runtime_quant.ts`
+ * quantizes activations (`scale = max(amax, 1e-5) / (2^(b−1) − 1)`, ties to even), in float64.
+ */
+export function quantizeTokens(x: Float64Array, cols: number, bits: number): Float64Array {
+  const qmax = 2 ** (bits - 1) - 1;
+  const out = new Float64Array(x.length);
+  for (let base = 0; base < x.length; base += cols) {
+    let amax = 0;
+    for (let i = base; i < base + cols; i++) amax = Math.max(amax, Math.abs(x[i]!));
+    const scale = Math.max(amax, 1e-5) / qmax;
+    for (let i = base; i < base + cols; i++) {
+      out[i] = Math.min(qmax, Math.max(-qmax, roundHalfEven(x[i]! / scale))) * scale;
+    }
+  }
+  return out;
 }
 
 /** `sum += g`, elementwise. */
@@ -458,13 +486,15 @@ export interface BlockGradients {
 /**
  * One block alone on hidden states `x` (`[T][dim]`, positions `0 .. T−1`): its output `y`, and
  * the gradients w.r.t. its parameters of a loss whose gradient at the output is `dOutput(y)`
- * (block-wise fine-tuning: a loss between `y` and a reference block's output).
+ * (block-wise fine-tuning: a loss between `y` and a reference block's output); `activationBits`
+ * quantizes every linear's input per token (see the module notes).
  */
 export function blockGradients(
   config: TrainConfig,
   layer: TrainLayer,
   x: Float64Array,
   dOutput: (y: Float64Array) => Float64Array,
+  activationBits?: number,
 ): BlockGradients {
   const T = x.length / config.dim;
   const named = new Map<string, Float64Array>();
@@ -478,6 +508,7 @@ export function blockGradients(
     rotation: ropeRotation(T, ropeInverseFrequencies(config)),
     grads,
   };
+  if (activationBits !== undefined) pass.activationBits = activationBits;
   const tape: (() => void)[] = [];
   const valueGrads = new ValueGrads();
   const output = blockForward(pass, layer, 0, blockSteps(shapeOf(layer)), x, tape, valueGrads);
@@ -485,4 +516,42 @@ export function blockGradients(
   for (let i = tape.length - 1; i >= 0; i--) tape[i]!();
   const gradients = new Map([...grads].map(([name, g]) => [name.slice(prefix.length), g]));
   return { output, gradients, dx: valueGrads.take("x") ?? new Float64Array(x.length) };
+}
+
+/** The loss of one block, its gradients, and its output. */
+export interface BlockLossAndGradients {
+  loss: number;
+  /** Gradients by the layer's parameter names (`attnNorm`, `wq`, `wq.scales`, …). */
+  gradients: Map<string, Float64Array>;
+  /** The block's output (`[T][dim]`). */
+  output: Float64Array;
+}
+
+/**
+ * One block over `x` (`[T][dim]`, positions `0 .. T−1`) and the sum over `targets` of the mean
+ * squared error of its output to each (`torch.nn.MSELoss`, mean over all elements), with the
+ * gradient w.r.t. every parameter of `layer` ({@linkcode blockGradients}).
+ */
+export function blockLossAndGradients(
+  config: TrainConfig,
+  layer: TrainLayer,
+  x: Float64Array,
+  targets: readonly Float64Array[],
+  activationBits?: number,
+): BlockLossAndGradients {
+  let loss = 0;
+  const { output, gradients } = blockGradients(config, layer, x, (y) => {
+    const dout = new Float64Array(y.length);
+    for (const target of targets) {
+      let sum = 0;
+      for (let i = 0; i < y.length; i++) {
+        const d = y[i]! - target[i]!;
+        sum += d * d;
+        dout[i]! += (2 * d) / y.length;
+      }
+      loss += sum / y.length;
+    }
+    return dout;
+  }, activationBits);
+  return { loss, gradients, output };
 }

@@ -6,6 +6,7 @@ import {
   lossAndGradients,
   type Objective,
   parameters,
+  quantizeTokens,
   type TrainConfig,
   type TrainLayer,
   type TrainLinear,
@@ -14,6 +15,7 @@ import {
 } from "./backward.ts";
 import { initFakeQuant } from "./fake_quant.ts";
 import { CpuRunner } from "./backend.ts";
+import { quantizeActivations } from "../formats/runtime_quant.ts";
 
 const T = 5;
 
@@ -207,4 +209,14 @@ Deno.test("the training forward pass gives the CPU backend's logits", () => {
     );
   }
   assert.ok(dot(logits, logits) > 0);
+});
+
+Deno.test("backward: activation quantization of the tape is the runtime's (per token, absmax)", () => {
+  const x = randomValues(3 * 16, 77, 2);
+  const ours = quantizeTokens(x, 16, 4);
+  const runtime = quantizeActivations(Float32Array.from(x), 16, "int4");
+  ours.forEach((v, i) => assert.ok(Math.abs(v - runtime[i]!) < 1e-5, `${v} vs ${runtime[i]}`));
+  // Each token's largest magnitude is a code (±7 steps).
+  const amax = Math.max(...x.subarray(0, 16).map(Math.abs));
+  assert.ok(ours.subarray(0, 16).some((v) => Math.abs(Math.abs(v) - amax) < 1e-12));
 });
