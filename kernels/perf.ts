@@ -11,6 +11,7 @@ import { matmul } from "./cpu/ops.ts";
 import { matrixBits } from "./formats/matrix.ts";
 import { elementFormats } from "./formats/registry.ts";
 import { perfFormats } from "./perf_formats.ts";
+import { codebookPerfFormats } from "./perf_codebook_formats.ts";
 import { dense, type Matrix } from "../core/model.ts";
 import { UnknownNameError } from "../core/registry.ts";
 import { markdownTable } from "../core/markdown_table.ts";
@@ -66,11 +67,9 @@ function time(fn: () => void, minMs = 200): number {
 /** Runs the CPU micro-benchmarks and prints the table. */
 export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> {
   const known = perfFormats().map((f) => f.label);
-  // WebGPU also times QuIP#'s codecs and VPTQ's release scheme (perf_codebook.ts).
-  if (options.backend === "webgpu") {
-    const { codebookPerfFormats } = await import("./webgpu/perf_codebook.ts");
-    known.push(...codebookPerfFormats().map((f) => f.name).filter((n) => !known.includes(n)));
-  }
+  // QuIP#'s codecs and VPTQ's release scheme are no element formats (perf_codebook_formats.ts).
+  const extra = codebookPerfFormats().filter((f) => !known.includes(f.name));
+  known.push(...extra.map((f) => f.name));
   for (const name of options.formats ?? []) {
     if (!known.includes(name)) throw new UnknownNameError("perf format", name, known);
   }
@@ -86,16 +85,30 @@ export async function runPerf(options: PerfOptions = {}): Promise<PerfResult[]> 
   });
   const weights = dense(n, n, w);
   const results: PerfResult[] = [];
-  const formats = perfFormats().filter((f) =>
-    !options.formats || options.formats.includes(f.label)
-  );
-  for (const { label: format, weights: name, settings } of formats) {
-    const element = elementFormats.get(name);
-    const m: Matrix = element.kind === "float"
-      ? weights
-      : element.kind === "coded" && element.timingMatrix
-      ? element.timingMatrix(settings, n, n)
-      : element.quantize(settings, weights);
+  const wanted = (label: string) => !options.formats || options.formats.includes(label);
+  const matrices: { format: string; make(): Matrix | undefined }[] = [
+    ...perfFormats().filter((f) => wanted(f.label)).map(({ label, weights: name, settings }) => ({
+      format: label,
+      make(): Matrix {
+        const element = elementFormats.get(name);
+        return element.kind === "float"
+          ? weights
+          : element.kind === "coded" && element.timingMatrix
+          ? element.timingMatrix(settings, n, n)
+          : element.quantize(settings, weights);
+      },
+    })),
+    ...extra.filter((f) => wanted(f.name)).map((f) => ({
+      format: f.name,
+      make: () => f.make(n, n),
+    })),
+  ];
+  for (const { format, make } of matrices) {
+    const m = make();
+    if (m === undefined) {
+      console.error(`perf: ${format} cannot take a ${n}×${n} matrix; skipped`);
+      continue;
+    }
     const bytes = Math.ceil(matrixBits(m) / 8);
     const src = new Uint8Array(bytes);
     const dst = new Uint8Array(bytes);

@@ -65,9 +65,9 @@ import {
   CODEBOOK_SWEEP_FORMATS,
   CODEBOOK_VARIANTS,
   codebookPerf,
-  codebookPerfFormats,
   type CodebookPerfHost,
 } from "./perf_codebook.ts";
+import { codebookPerfFormats } from "../perf_codebook_formats.ts";
 import { elementFormats } from "../formats/registry.ts";
 import { dense } from "../../core/model.ts";
 import { COPY_WGSL, FILL_WGSL } from "./ops_wgsl.ts";

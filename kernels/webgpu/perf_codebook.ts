@@ -14,18 +14,7 @@ import type { Gpu } from "./device.ts";
 import { type Dispatch, encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
 import { packMatrix } from "./pack_matrix.ts";
 import type { GemvTuning, PackedMatrix } from "./pack.ts";
-import type { Matrix } from "../../core/model.ts";
-import { e8pMatrix } from "../formats/e8p_format.ts";
-import { elementFormats } from "../formats/registry.ts";
-import { buildVptq, parseVptqName } from "../formats/vptq.ts";
-import { seededRandom } from "../../core/random.ts";
-
-/** A codebook format of the perf run: its label and a random matrix of a shape. */
-export interface CodebookPerfFormat {
-  name: string;
-  /** A random `rows × cols` matrix, or undefined where the format cannot take the shape. */
-  make(rows: number, cols: number): Matrix | undefined;
-}
+import type { CodebookPerfFormat } from "../perf_codebook_formats.ts";
 
 /** One timing of {@linkcode codebookPerf}. */
 export interface CodebookTiming {
@@ -53,74 +42,6 @@ export interface CodebookPerfHost {
 
 /** Bytes decode rotates over. */
 const ROTATE_BYTES = 256 * 2 ** 20;
-
-const uniform = (n: number, size: number, random: () => number) =>
-  Int32Array.from({ length: n }, () => Math.floor(random() * size));
-
-function e8pFormat(bits: 2 | 3 | 4): CodebookPerfFormat {
-  return {
-    name: bits === 2 ? "e8p12" : `e8p12-rvq${bits}`,
-    make(rows, cols) {
-      const random = seededRandom(0, `e8p timing ${rows}x${cols}`);
-      const n = rows * Math.ceil(cols / 8);
-      const m = e8pMatrix(
-        rows,
-        cols,
-        Uint16Array.from(uniform(n, 65536, random)),
-        Uint8Array.from(uniform(Math.ceil(cols / 8), 256, random)),
-        new Uint16Array(rows).fill(0x2c00),
-        bits === 2 ? undefined : {
-          bits,
-          codes: Uint16Array.from(uniform(n, bits === 3 ? 256 : 65536, random)),
-        },
-      );
-      return m;
-    },
-  };
-}
-
-function vptqFormat(name: string): CodebookPerfFormat {
-  return {
-    name,
-    make(rows, cols) {
-      const config = parseVptqName(name);
-      const random = seededRandom(0, `vptq timing ${rows}x${cols}`);
-      const v = config.vectorLen;
-      const n = Math.ceil(rows / v) * cols;
-      const r = config.resCentroids;
-      const floats = (k: number) => Float32Array.from({ length: k * v }, () => random() - 0.5);
-      return buildVptq({
-        rows,
-        cols,
-        config,
-        centroids: floats(config.centroids),
-        indices: uniform(n, config.centroids, random),
-        ...(r > 0 ? { resCentroids: floats(r), resIndices: uniform(n, r, random) } : {}),
-      });
-    },
-  };
-}
-
-/** The codebook formats timed: E8P's three codecs, the AQLM and VPTQ element formats. */
-export function codebookPerfFormats(): CodebookPerfFormat[] {
-  const settings = { group: 0, symmetric: true, options: {} };
-  const aqlm = elementFormats.names().filter((n) => n.startsWith("aqlm_")).map((name) => {
-    const element = elementFormats.get(name);
-    return {
-      name,
-      make: (rows: number, cols: number) =>
-        element.kind === "coded" ? element.timingMatrix?.(settings, rows, cols) : undefined,
-    };
-  });
-  const vptq = elementFormats.names().filter((n) => n.startsWith("vptq-"));
-  return [
-    e8pFormat(2),
-    e8pFormat(3),
-    e8pFormat(4),
-    ...aqlm,
-    ...[...vptq, "vptq-v8-k65536-256"].map(vptqFormat),
-  ];
-}
 
 /** Bytes a codebook matrix uploads. */
 function planBytes(p: PackedMatrix): number {

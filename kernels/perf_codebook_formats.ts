@@ -1,0 +1,87 @@
+/**
+ * The codebook formats `deno task perf` times on the CPU and WebGPU: QuIP#'s E8P (`e8p12`,
+ * `-rvq3`, `-rvq4`), every AQLM scheme suites name and the VPTQ ones (plus the release's
+ * `vptq-v8-k65536-256`), as random matrices of a shape (speed does not depend on the codes).
+ *
+ * @module
+ */
+import type { Matrix } from "../core/model.ts";
+import { e8pMatrix } from "./formats/e8p_format.ts";
+import { elementFormats } from "./formats/registry.ts";
+import { buildVptq, parseVptqName } from "./formats/vptq.ts";
+import { seededRandom } from "../core/random.ts";
+
+/** A codebook format of the perf run: its label and a random matrix of a shape. */
+export interface CodebookPerfFormat {
+  name: string;
+  /** A random `rows × cols` matrix, or undefined where the format cannot take the shape. */
+  make(rows: number, cols: number): Matrix | undefined;
+}
+
+const uniform = (n: number, size: number, random: () => number) =>
+  Int32Array.from({ length: n }, () => Math.floor(random() * size));
+
+function e8pFormat(bits: 2 | 3 | 4): CodebookPerfFormat {
+  return {
+    name: bits === 2 ? "e8p12" : `e8p12-rvq${bits}`,
+    make(rows, cols) {
+      const random = seededRandom(0, `e8p timing ${rows}x${cols}`);
+      const n = rows * Math.ceil(cols / 8);
+      const m = e8pMatrix(
+        rows,
+        cols,
+        Uint16Array.from(uniform(n, 65536, random)),
+        Uint8Array.from(uniform(Math.ceil(cols / 8), 256, random)),
+        new Uint16Array(rows).fill(0x2c00),
+        bits === 2 ? undefined : {
+          bits,
+          codes: Uint16Array.from(uniform(n, bits === 3 ? 256 : 65536, random)),
+        },
+      );
+      return m;
+    },
+  };
+}
+
+function vptqFormat(name: string): CodebookPerfFormat {
+  return {
+    name,
+    make(rows, cols) {
+      const config = parseVptqName(name);
+      const random = seededRandom(0, `vptq timing ${rows}x${cols}`);
+      const v = config.vectorLen;
+      const n = Math.ceil(rows / v) * cols;
+      const r = config.resCentroids;
+      const floats = (k: number) => Float32Array.from({ length: k * v }, () => random() - 0.5);
+      return buildVptq({
+        rows,
+        cols,
+        config,
+        centroids: floats(config.centroids),
+        indices: uniform(n, config.centroids, random),
+        ...(r > 0 ? { resCentroids: floats(r), resIndices: uniform(n, r, random) } : {}),
+      });
+    },
+  };
+}
+
+/** The codebook formats timed: E8P's three codecs, the AQLM and VPTQ element formats. */
+export function codebookPerfFormats(): CodebookPerfFormat[] {
+  const settings = { group: 0, symmetric: true, options: {} };
+  const aqlm = elementFormats.names().filter((n) => n.startsWith("aqlm_")).map((name) => {
+    const element = elementFormats.get(name);
+    return {
+      name,
+      make: (rows: number, cols: number) =>
+        element.kind === "coded" ? element.timingMatrix?.(settings, rows, cols) : undefined,
+    };
+  });
+  const vptq = elementFormats.names().filter((n) => n.startsWith("vptq-"));
+  return [
+    e8pFormat(2),
+    e8pFormat(3),
+    e8pFormat(4),
+    ...aqlm,
+    ...[...vptq, "vptq-v8-k65536-256"].map(vptqFormat),
+  ];
+}
