@@ -37,12 +37,7 @@ export function hadamardKey(n: number, transpose: boolean): string {
  */
 export function hadamardShader(n: number, transpose: boolean): string {
   const { k, pow2 } = hadamardPlan(n);
-  if (n > HADAMARD_MAX_N) {
-    throw new HadamardShaderError(
-      `A Hadamard row of ${n} values exceeds the ${HADAMARD_MAX_N} a workgroup holds`,
-    );
-  }
-  const wg = HADAMARD_WORKGROUP;
+  checkSize(n);
   const factor = transpose ? "h[c * K + r]" : "h[r * K + c]";
   return `const N = ${n}u;
 const K = ${k}u;
@@ -55,12 +50,23 @@ struct Params { rows: u32 }
 @group(0) @binding(4) var<storage, read> h: array<f32>;
 var<workgroup> v: array<f32, ${n}>;
 
-@compute @workgroup_size(${wg})
+@compute @workgroup_size(${HADAMARD_WORKGROUP})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
   let row = wgid.x;
   if (row >= params.rows) { return; }
   let base = row * N;
-  for (var i = lid; i < N; i += ${wg}u) { v[i] = x[base + i] * signs[i]; }
+${transformBody(n, "x[base + i] * signs[i]", factor, "y[base + o]")}}
+`;
+}
+
+/**
+ * The body both shaders share: load the row into workgroup memory (`load`, an expression of
+ * `i`), the butterflies of each block of P, then the mix by the factor (`factor`, of `r` and `c`)
+ * scaled by `1/√n`, stored to `store` (a place of `o`).
+ */
+function transformBody(n: number, load: string, factor: string, store: string): string {
+  const wg = HADAMARD_WORKGROUP;
+  return `  for (var i = lid; i < N; i += ${wg}u) { v[i] = ${load}; }
   workgroupBarrier();
   // Butterflies within each block of P: pair (i, i + s) for every i with bit s clear.
   for (var s = 1u; s < P; s <<= 1u) {
@@ -81,10 +87,55 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: 
     let j = o % P;
     var acc = 0.0;
     for (var c = 0u; c < K; c++) { acc += ${factor} * v[c * P + j]; }
-    y[base + o] = acc * scale;
+    ${store} = acc * scale;
   }
-}
 `;
+}
+
+/** The cache key of {@linkcode blockHadamardShader}'s source. */
+export function blockHadamardKey(n: number): string {
+  return `hadamard-block:${n}`;
+}
+
+/**
+ * The shader of a decoder block's `hadamard` step (a rotated model's run-time transform,
+ * `core/graph.ts`): in place, each block of `n` values of the slice's rows is replaced by
+ * `M · v` (no signs), as `hadamardTransform` does on the CPU. Row `t` of the slice starts at
+ * `off + pos·posStride + t·rowStride` (KV-cache rows are laid out by position); workgroup
+ * `(b, t)` transforms block `b` of row `t`.
+ *
+ * Bindings: 0 params `{off, posStride, rowStride}` (uniform), 1 the step `{T, pos}` (uniform,
+ * dynamic offset), 2 the factor (K × K f32), 3 the rows (read-write). Dispatch
+ * `(blocks per row, T, 1)`.
+ */
+export function blockHadamardShader(n: number): string {
+  const { k, pow2 } = hadamardPlan(n);
+  checkSize(n);
+  return `const N = ${n}u;
+const K = ${k}u;
+const P = ${pow2}u;
+struct Params { off: u32, posStride: u32, rowStride: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+struct Step { T: u32, pos: u32, a: u32, b: u32 }
+@group(0) @binding(1) var<uniform> st: Step;
+@group(0) @binding(2) var<storage, read> h: array<f32>;
+@group(0) @binding(3) var<storage, read_write> buf: array<f32>;
+var<workgroup> v: array<f32, ${n}>;
+
+@compute @workgroup_size(${HADAMARD_WORKGROUP})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
+  let base = params.off + st.pos * params.posStride + wgid.y * params.rowStride + wgid.x * N;
+${transformBody(n, "buf[base + i]", "h[r * K + c]", "buf[base + o]")}}
+`;
+}
+
+/** A {@linkcode HadamardShaderError} when a row of `n` exceeds {@linkcode HADAMARD_MAX_N}. */
+function checkSize(n: number): void {
+  if (n > HADAMARD_MAX_N) {
+    throw new HadamardShaderError(
+      `A Hadamard row of ${n} values exceeds the ${HADAMARD_MAX_N} a workgroup holds`,
+    );
+  }
 }
 
 /** The factor buffer's contents for size `n`: K × K f32 (`[1]` for powers of two). */
