@@ -17,6 +17,7 @@ import { tinyModel } from "../models/testing.ts";
 import { loadModelPath } from "../models/load.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
+import { firstReader } from "./sequential.ts";
 
 const webgpu = createWebGpuBackend();
 const unavailable = await webgpu.unavailable();
@@ -56,6 +57,10 @@ Deno.test("quarot: the rotated float model gives the original logits on the CPU 
     assert.ok(rotated.weights.finalNorm.every((v) => v === 1));
     const steps = blockSteps(blockShape(rotated.weights.layers[0]!));
     assert.equal(steps.filter((s) => s.op === "hadamard").length, qk ? 4 : 2);
+    // Calibration captures `wo`'s and `w2`'s inputs after their run-time transforms.
+    for (const tap of ["att", "mid"] as const) {
+      assert.equal(steps[firstReader(steps, tap) - 1]!.op, "hadamard");
+    }
     const want = await logits(cpuBackend, model, TOKENS, 6);
     const got = await logits(cpuBackend, rotated, TOKENS, 6);
     assert.ok(relativeError(got, want) < 1e-5, `relative error ${relativeError(got, want)}`);

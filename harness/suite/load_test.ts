@@ -412,6 +412,8 @@ methods:
   - { method: rtn, clip: max }
   - { method: vptq, kmeans_mode: random }
   - { method: smoothquant, alpha: 2 }
+  - { method: quarot, quantizer: awq }
+  - { method: quarot, id: q2, quantizer: gptq, clip: mse }
 formats: [f32]
 tasks: [{ task: perplexity, dataset: data/wiki.txt }]
 `,
@@ -420,6 +422,8 @@ tasks: [{ task: perplexity, dataset: data/wiki.txt }]
       `${F}:5:5: method "rtn": rtn option clip must be "none" or "mse", got "max" (at /methods/1)`,
       `${F}:6:5: method "vptq": VPTQ kmeans_mode is "hessian" or "", got "random" (at /methods/2)`,
       `${F}:7:5: method "smoothquant": SmoothQuant alpha must be in [0, 1], got 2 (at /methods/3)`,
+      `${F}:8:5: method "quarot": QuaRot's quantizer must be "rtn" or "gptq", got "awq" (at /methods/4)`,
+      `${F}:9:5: method "quarot": QuaRot's clip applies to quantizer rtn; with gptq it must be "none", got "mse" (at /methods/5)`,
     ],
   },
   {
