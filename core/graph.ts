@@ -159,7 +159,15 @@ export function blockSteps(shape: BlockShape): BlockStep[] {
     });
   }
   steps.push({ op: "attention", q: "q", k: "k", v: "v", output: "att" });
-  if (had?.attention) steps.push({ op: "hadamard", value: "att", block: "row" });
+  // Per head, undoing the value rotation (a power-of-two head's Hadamard is its own inverse),
+  // then across the whole row: QuaRot's cross-head transform on a per-head-rotated input.
+  if (had?.attention) {
+    steps.push({ op: "hadamard", value: "att", block: "head" }, {
+      op: "hadamard",
+      value: "att",
+      block: "row",
+    });
+  }
   steps.push(
     linear("att", "wo", "attnOut", "bo"),
     { op: "add", a: "x", b: "attnOut", output: "h" },

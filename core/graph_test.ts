@@ -93,7 +93,7 @@ const rotated = blockSteps(
 Deno.test("graph: a rotated layer's Hadamard steps sit after RoPE and before wo and w2", () => {
   const at = (op: string, value: string) =>
     rotated.findIndex((s) => s.op === op && stepInputs(s).includes(value as "q"));
-  assert.equal(rotated.filter((s) => s.op === "hadamard").length, 4);
+  assert.equal(rotated.filter((s) => s.op === "hadamard").length, 5);
   assert.ok(at("rope", "k") < at("hadamard", "q") && at("hadamard", "k") < at("attention", "k"));
   assert.ok(
     at("attention", "q") < at("hadamard", "att") && at("hadamard", "att") < at("linear", "att"),
@@ -106,7 +106,7 @@ Deno.test("graph: a rotated layer's Hadamard steps sit after RoPE and before wo 
   assert.deepEqual(linearGroups(rotated), linearGroups(llama));
   const c = { dim: 64, hiddenDim: 172, nHeads: 8, nKvHeads: 4, headDim: 8 };
   const sizes = rotated.flatMap((s) => s.op === "hadamard" ? [hadamardSize(c, s)] : []);
-  assert.deepEqual(sizes, [8, 8, 64, 172]);
+  assert.deepEqual(sizes, [8, 8, 8, 64, 172]);
   const some = blockSteps(
     blockShape(layer({ hadamard: { qk: false, attention: false, down: true } })),
   );

@@ -157,7 +157,10 @@ export interface LayerWeights {
 export interface OnlineHadamards {
   /** Each query and key head after RoPE (the KV cache holds the rotated keys). */
   qk: boolean;
-  /** The attention output, `wo`'s input (`nHeads · headDim` wide). */
+  /**
+   * The attention output, `wo`'s input: per head, then across the row (`nHeads · headDim`); the
+   * two compose to QuaRot's cross-head Hadamard when the values are rotated per head.
+   */
   attention: boolean;
   /** The MLP's down-projection input `mid` (`hiddenDim` wide). */
   down: boolean;

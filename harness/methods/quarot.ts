@@ -15,11 +15,11 @@
  *    and `bo`) by `Q·column` — so the stream a rotated block sees is `Q·x`, and RMSNorm, whose
  *    weight is now one, commutes with `Q`.
  * 3. `rotate_ov_proj`: the value projection's output is rotated per head (`wv`'s rows and `bv` by
- *    the head-width Hadamard), so cached values are rotated; `wo`'s input side takes the inverse
- *    of what reaches it at run time: the per-head transform, then the Hadamard of the whole
- *    attention row, which a `hadamard` step applies to the attention output at run time. For a
- *    power-of-two head width the two compose to the reference's cross-head Hadamard
- *    `H_heads ⊗ I` (the Sylvester matrix is its own inverse).
+ *    the head-width Hadamard `H_h`), so cached values are rotated, and `wo`'s rows take the
+ *    Hadamard of the whole attention row `H_a`. At run time the attention output, per-head
+ *    rotated, goes through `H_h` per head (its own inverse: the head width must be a power of
+ *    two, as the reference asserts) and then `H_a`: together the reference's cross-head
+ *    `online_partial_had` (`H_heads ⊗ I`), so `wo` sees `H_a · att`.
  * 4. The down projection's input: `w2`'s rows take the Hadamard of the MLP width (non-powers of
  *    two through the stored factors, as `get_hadK` does), applied at run time to `mid`.
  * 5. With `qk` (the reference's K-cache setting), queries and keys are transformed per head after
@@ -200,10 +200,9 @@ export function rotateLayer(
     const { rows, cols } = shape(n);
     w[n] = onColumns(w[n], rows, cols, (t) => q.apply(t));
   }
-  // Values per head; `wo` takes the inverse of the per-head and the whole-row transforms.
+  // Values per head; `wo`'s input is the whole attention row's Hadamard at run time.
   const wv = shape("wv");
   w.wv = onColumns(w.wv, wv.rows, wv.cols, (t) => hadamardTransform(t, headDim));
-  hadamardTransform(w.wo, headDim);
   hadamardTransform(w.wo, nHeads * headDim);
   hadamardTransform(w.w2, config.hiddenDim);
   const f32 = (a: Float64Array) => Float32Array.from(a);
@@ -234,7 +233,11 @@ export function rotateLayer(
 export function rotateModel(model: LlamaModel, seed: number, qk: boolean): LlamaModel {
   const c = model.config;
   const q = residualRotation(c.dim, seed);
-  checkSize(c.headDim, "the head width");
+  if (hadamardPlan(c.headDim).k !== 1) {
+    throw new QuarotError(
+      `QuaRot needs a power-of-two head width (its Hadamard undoes itself), got ${c.headDim}`,
+    );
+  }
   checkSize(c.nHeads * c.headDim, "the attention width");
   checkSize(c.hiddenDim, "the MLP width");
   const w = model.weights;

@@ -153,7 +153,10 @@ class HandWrittenRunner {
         c.headDim,
         this.#quantizedKv?.view(l),
       );
-      if (layer.hadamard?.attention) hadamardTransform(att, qDim);
+      if (layer.hadamard?.attention) {
+        hadamardTransform(att, c.headDim);
+        hadamardTransform(att, qDim);
+      }
       matmul(proj, att, layer.wo, act);
       if (layer.bo) addBias(proj, layer.bo);
       for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
