@@ -37,6 +37,10 @@ async function logits(backend: Backend, model: LlamaModel, tokens: number[], spl
   return out;
 }
 
+const STORIES = "models/stories260K";
+const haveStories = hasShared(STORIES, "stories260K.bin") &&
+  hasShared("data/text/tinyshakespeare.txt") && hasShared("data/text/tinystories_sample.txt");
+
 const TOKENS = [1, 5, 9, 3, 7, 2, 11, 4, 8, 6];
 
 Deno.test("quarot: the residual rotation is seeded and orthogonal", () => {
@@ -68,12 +72,15 @@ Deno.test("quarot: the rotated float model gives the original logits on the CPU 
 });
 
 Deno.test({
-  name: "quarot: the rotated float model gives the original logits on WebGPU (tiny, mini)",
+  name:
+    "quarot: the rotated float model gives the original logits on WebGPU (tiny, mini, stories260K)",
   ignore: unavailable !== undefined,
   async fn() {
     // mini's MLP width 768 = 12 · 64 runs the stored factor; the decode steps read rotated keys
     // from the cache rows by position.
-    for (const model of [tinyModel(), await mini()]) {
+    // stories260K's MLP width 172 is the stored factor alone (no butterfly).
+    const stories = haveStories ? [await loadLlama2c(sharedPath(STORIES, "stories260K.bin"))] : [];
+    for (const model of [tinyModel(), await mini(), ...stories]) {
       const rotated = rotateModel(model, 3, true);
       const want = await logits(cpuBackend, model, TOKENS, 6);
       const got = await logits(webgpu, rotated, TOKENS, 6);
@@ -94,10 +101,6 @@ Deno.test("quarot: checkOptions refuses options it cannot run with", () => {
   assert.throws(() => check({ clip: "max" }), RtnOptionsError);
   assert.throws(() => check({ quantizer: "gptq", device: "tpu" }), GptqOptionsError);
 });
-
-const STORIES = "models/stories260K";
-const haveStories = hasShared(STORIES, "stories260K.bin") &&
-  hasShared("data/text/tinyshakespeare.txt") && hasShared("data/text/tinystories_sample.txt");
 
 Deno.test({
   name: "quarot: W4A4 on stories260K beats RTN and SmoothQuant at W4A4 (RTN and GPTQ inside)",
