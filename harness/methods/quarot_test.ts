@@ -135,3 +135,23 @@ Deno.test({
     assert.ok(rotated < 0.9 * Math.min(plain, smooth), `${rotated} ${plain} ${smooth}`);
   },
 });
+
+Deno.test({
+  name:
+    "quarot: a W4A4 model runs on WebGPU as on the CPU (activations quantized after the Hadamards)",
+  ignore: unavailable !== undefined || !haveStories,
+  async fn() {
+    const model = await loadLlama2c(sharedPath(STORIES, "stories260K.bin"));
+    const w4a4: FormatSpec = {
+      id: "w4a4",
+      weights: "int4",
+      group: 0,
+      symmetric: true,
+      options: { activations: "int4" },
+    };
+    const q = await quarot.quantize(model, w4a4, structuredClone(quarot.options), { seed: 0 });
+    const want = await logits(cpuBackend, q, TOKENS, 6);
+    const got = await logits(webgpu, q, TOKENS, 6);
+    assert.ok(relativeError(got, want) < 1e-4, `relative error ${relativeError(got, want)}`);
+  },
+});
