@@ -267,7 +267,7 @@ export function rotateModel(model: LlamaModel, seed: number, qk: boolean): Llama
 }
 
 /** QuaRot over a whole model: rotate, then the inner quantizer (see the module notes). */
-function quantizeModel(
+async function quantizeModel(
   model: LlamaModel,
   format: FormatSpec,
   options: Record<string, unknown>,
@@ -277,7 +277,15 @@ function quantizeModel(
   if (reason !== undefined) throw new FormatSettingsError(reason);
   const inner = innerOf(options);
   const qk = { ...QUAROT_OPTIONS, ...options }.qk !== false;
-  return inner.method.quantize(rotateModel(model, ctx.seed, qk), format, inner.options, ctx);
+  const rotated = rotateModel(model, ctx.seed, qk);
+  // The result holds every layer: the rotating stream is not passed on.
+  const { stream: _, ...quantized } = await inner.method.quantize(
+    rotated,
+    format,
+    inner.options,
+    ctx,
+  );
+  return quantized;
 }
 
 /** QuaRot: Hadamard rotations of the residual stream, values and MLP, then RTN or GPTQ. */

@@ -15,6 +15,7 @@ import { RtnOptionsError } from "./rtn.ts";
 import { GptqOptionsError } from "./gptq_loop.ts";
 import { tinyModel } from "../models/testing.ts";
 import { loadModelPath } from "../models/load.ts";
+import { loadHfModel } from "../models/hf/load.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
 import { firstReader } from "./sequential.ts";
@@ -154,4 +155,16 @@ Deno.test({
     const got = await logits(webgpu, q, TOKENS, 6);
     assert.ok(relativeError(got, want) < 1e-4, `relative error ${relativeError(got, want)}`);
   },
+});
+
+Deno.test("quarot: a streamed model is rotated layer by layer to the eager path's weights", async () => {
+  const int4: FormatSpec = { id: "int4", weights: "int4", group: 0, symmetric: true, options: {} };
+  const dir = join(REPO_ROOT, "fixtures/models/mini");
+  const run = (m: LlamaModel) =>
+    quarot.quantize(m, int4, structuredClone(quarot.options), { seed: 0 });
+  const eager = await run(await loadHfModel(dir));
+  const streamedModel = await loadHfModel(dir, { stream: true });
+  const streamed = await run(streamedModel).finally(() => streamedModel.stream!.close());
+  assert.equal(streamed.stream, undefined);
+  assert.deepEqual(streamed.weights, eager.weights);
 });
