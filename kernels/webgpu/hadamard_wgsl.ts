@@ -10,6 +10,9 @@
  * Bindings: 0 params `{rows}` (uniform), 1 input rows `x` (f32), 2 output rows `y` (f32), 3 signs
  * (n f32, ±1), 4 the factor (K × K f32, row-major). Dispatch `(rows, 1, 1)`.
  *
+ * {@linkcode blockHadamardShader} is the same transform, without signs and in place, for a
+ * decoder block's `hadamard` step (a rotated model's run-time rotations, QuaRot).
+ *
  * @module
  */
 import { hadamardPlan } from "../cpu/hadamard.ts";
@@ -90,11 +93,6 @@ function transformBody(n: number, load: string, factor: string, store: string): 
     ${store} = acc * scale;
   }
 `;
-}
-
-/** The cache key of {@linkcode blockHadamardShader}'s source. */
-export function blockHadamardKey(n: number): string {
-  return `hadamard-block:${n}`;
 }
 
 /**

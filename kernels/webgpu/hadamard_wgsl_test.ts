@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { adapterUnavailable, getGpu } from "./device.ts";
 import {
+  blockHadamardShader,
   hadamardFactorData,
   hadamardKey,
   hadamardShader,
@@ -91,4 +92,12 @@ Deno.test("hadamardShader refuses rows beyond workgroup memory; keys differ by s
   assert.throws(() => hadamardShader(8192, false), HadamardShaderError);
   assert.notEqual(hadamardKey(64, false), hadamardKey(64, true));
   assert.notEqual(hadamardKey(64, false), hadamardKey(128, false));
+});
+
+Deno.test("blockHadamardShader: in place at the step's rows; refuses rows beyond workgroup memory", () => {
+  const wgsl = blockHadamardShader(172);
+  assert.match(wgsl, /const K = 172u;\nconst P = 1u;/);
+  assert.match(wgsl, /buf\[base \+ o\] = acc \* scale;/);
+  assert.match(wgsl, /st\.pos \* params\.posStride/);
+  assert.throws(() => blockHadamardShader(8192), HadamardShaderError);
 });
