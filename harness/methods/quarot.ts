@@ -233,7 +233,7 @@ export function rotateLayer(
 export function rotateModel(model: LlamaModel, seed: number, qk: boolean): LlamaModel {
   const c = model.config;
   const q = residualRotation(c.dim, seed);
-  if (hadamardPlan(c.headDim).k !== 1) {
+  if (!(c.headDim > 0 && (c.headDim & (c.headDim - 1)) === 0)) {
     throw new QuarotError(
       `QuaRot needs a power-of-two head width (its Hadamard undoes itself), got ${c.headDim}`,
     );

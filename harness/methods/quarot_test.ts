@@ -54,6 +54,9 @@ Deno.test("quarot: the residual rotation is seeded and orthogonal", () => {
   const norm = (v: Float64Array, at: number) => Math.hypot(...v.subarray(at, at + 48));
   for (const at of [0, 48]) assert.ok(Math.abs(norm(y, at) - norm(x, at)) < 1e-12);
   assert.throws(() => residualRotation(40, 0), QuarotError);
+  const wide = tinyModel();
+  wide.config = { ...wide.config, headDim: 12 };
+  assert.throws(() => rotateModel(wide, 0, true), /power-of-two head width .* got 12/);
 });
 
 Deno.test("quarot: the rotated float model gives the original logits on the CPU (tiny, mini)", async () => {
