@@ -18,6 +18,10 @@
  * - `attention`: appends `k`, `v` to the layer's KV cache (quantized as the runtime says), then
  *   causal grouped-query attention of `q` over every cached position.
  * - `swiglu`: `silu(gate) · up`. `add`: elementwise sum (the residual stream).
+ * - `hadamard`: replaces, in place, every block of `n` values of each row of `value` (`n` the
+ *   head width for `block: "head"`, the row's width for `block: "row"`) by `M · v`, the
+ *   orthogonal Hadamard transform of `kernels/cpu/hadamard.ts` (no random signs): the online
+ *   rotations of a rotated model (QuaRot), whose weights hold the inverse.
  *
  * @example
  * ```ts
@@ -27,7 +31,13 @@
  *
  * @module
  */
-import type { LayerWeights, LinearName, LlamaWeights } from "./model.ts";
+import type {
+  LayerWeights,
+  LinearName,
+  LlamaConfig,
+  LlamaWeights,
+  OnlineHadamards,
+} from "./model.ts";
 
 /** A named activation of one block pass (each holds `T` rows). */
 export type BlockValue =
@@ -76,7 +86,11 @@ export type BlockStep =
   | { op: "rope"; value: "q" | "k"; heads: HeadGroup }
   | { op: "attention"; q: "q"; k: "k"; v: "v"; output: BlockValue }
   | { op: "swiglu"; gate: BlockValue; up: BlockValue; output: BlockValue }
-  | { op: "add"; a: BlockValue; b: BlockValue; output: BlockValue };
+  | { op: "add"; a: BlockValue; b: BlockValue; output: BlockValue }
+  | { op: "hadamard"; value: HadamardValue; block: "head" | "row" };
+
+/** The values a `hadamard` step may rewrite: queries and keys per head, a linear's input. */
+export type HadamardValue = "q" | "k" | "att" | "mid";
 
 /** The optional parts of a block, as the loaded weights have them. */
 export interface BlockShape {
@@ -84,6 +98,8 @@ export interface BlockShape {
   biases: boolean | { bq: boolean; bk: boolean; bv: boolean; bo: boolean };
   /** RMSNorm of each query and key head before RoPE (Qwen3). */
   qkNorm: boolean;
+  /** Hadamard transforms at run time (a rotated model's, QuaRot); absent: none. */
+  hadamard?: OnlineHadamards;
 }
 
 /** The shape of a layer's weights: which optional tensors it has. */
@@ -96,6 +112,7 @@ export function blockShape(layer: LayerWeights): BlockShape {
       bo: layer.bo !== undefined,
     },
     qkNorm: layer.qNorm !== undefined || layer.kNorm !== undefined,
+    ...(layer.hadamard === undefined ? {} : { hadamard: layer.hadamard }),
   };
 }
 
@@ -128,16 +145,39 @@ export function blockSteps(shape: BlockShape): BlockStep[] {
       { op: "head_rmsnorm", value: "k", weight: "kNorm", heads: "kv" },
     );
   }
+  const had = shape.hadamard;
   steps.push(
     { op: "rope", value: "q", heads: "query" },
     { op: "rope", value: "k", heads: "kv" },
-    { op: "attention", q: "q", k: "k", v: "v", output: "att" },
+  );
+  // After RoPE, so the KV cache holds rotated keys (QuaRot's `QKRotationWrapper`).
+  if (had?.qk) {
+    steps.push({ op: "hadamard", value: "q", block: "head" }, {
+      op: "hadamard",
+      value: "k",
+      block: "head",
+    });
+  }
+  steps.push({ op: "attention", q: "q", k: "k", v: "v", output: "att" });
+  // Per head, undoing the value rotation (a power-of-two head's Hadamard is its own inverse),
+  // then across the whole row: QuaRot's cross-head transform on a per-head-rotated input.
+  if (had?.attention) {
+    steps.push({ op: "hadamard", value: "att", block: "head" }, {
+      op: "hadamard",
+      value: "att",
+      block: "row",
+    });
+  }
+  steps.push(
     linear("att", "wo", "attnOut", "bo"),
     { op: "add", a: "x", b: "attnOut", output: "h" },
     { op: "rmsnorm", input: "h", weight: "ffnNorm", output: "fb" },
     linear("fb", "w1", "gate", undefined),
     linear("fb", "w3", "up", undefined),
     { op: "swiglu", gate: "gate", up: "up", output: "mid" },
+  );
+  if (had?.down) steps.push({ op: "hadamard", value: "mid", block: "row" });
+  steps.push(
     linear("mid", "w2", "mlpOut", undefined),
     { op: "add", a: "h", b: "mlpOut", output: "out" },
   );
@@ -175,6 +215,7 @@ export function stepInputs(step: BlockStep): BlockValue[] {
       return [step.input];
     case "head_rmsnorm":
     case "rope":
+    case "hadamard":
       return [step.value];
     case "attention":
       return [step.q, step.k, step.v];
@@ -185,9 +226,40 @@ export function stepInputs(step: BlockStep): BlockValue[] {
   }
 }
 
-/** The value a step writes (for `head_rmsnorm` and `rope`, the value they rewrite in place). */
+/** The value a step writes (for `head_rmsnorm`, `rope` and `hadamard`, the value rewritten). */
 export function stepOutput(step: BlockStep): BlockValue {
-  return step.op === "head_rmsnorm" || step.op === "rope" ? step.value : step.output;
+  return step.op === "head_rmsnorm" || step.op === "rope" || step.op === "hadamard"
+    ? step.value
+    : step.output;
+}
+
+/** The widths a block's values have (a `LlamaConfig` is one). */
+export type BlockDims = Pick<LlamaConfig, "dim" | "hiddenDim" | "nHeads" | "nKvHeads" | "headDim">;
+
+/** The width of one row (token) of `value` in a model of `config`. */
+export function valueWidth(config: BlockDims, value: BlockValue): number {
+  switch (value) {
+    case "q":
+    case "att":
+      return config.nHeads * config.headDim;
+    case "k":
+    case "v":
+      return config.nKvHeads * config.headDim;
+    case "gate":
+    case "up":
+    case "mid":
+      return config.hiddenDim;
+    default:
+      return config.dim;
+  }
+}
+
+/** The size `n` of the blocks a `hadamard` step transforms: a head's width or the row's. */
+export function hadamardSize(
+  config: BlockDims,
+  step: Extract<BlockStep, { op: "hadamard" }>,
+): number {
+  return step.block === "head" ? config.headDim : valueWidth(config, step.value);
 }
 
 /** The index of the step that first writes `value`, or −1 (`x`, the block's input). */

@@ -4,6 +4,7 @@ import {
   blockShape,
   type BlockStep,
   blockSteps,
+  hadamardSize,
   linearGroups,
   linearInputs,
   modelGraph,
@@ -85,8 +86,39 @@ Deno.test("graph: Qwen2's biases sit on their linears; Qwen3's head norms preced
   }
 });
 
+const rotated = blockSteps(
+  blockShape(layer({ hadamard: { qk: true, attention: true, down: true } })),
+);
+
+Deno.test("graph: a rotated layer's Hadamard steps sit after RoPE and before wo and w2", () => {
+  const at = (op: string, value: string) =>
+    rotated.findIndex((s) => s.op === op && stepInputs(s).includes(value as "q"));
+  assert.equal(rotated.filter((s) => s.op === "hadamard").length, 5);
+  assert.ok(at("rope", "k") < at("hadamard", "q") && at("hadamard", "k") < at("attention", "k"));
+  assert.ok(
+    at("attention", "q") < at("hadamard", "att") && at("hadamard", "att") < at("linear", "att"),
+  );
+  assert.ok(
+    at("swiglu", "gate") < at("hadamard", "mid") && at("hadamard", "mid") < at("linear", "mid"),
+  );
+  // In place: taps and groups are a plain block's; the producer of `att` is still attention.
+  assert.deepEqual(linearInputs(rotated), linearInputs(llama));
+  assert.deepEqual(linearGroups(rotated), linearGroups(llama));
+  const c = { dim: 64, hiddenDim: 172, nHeads: 8, nKvHeads: 4, headDim: 8 };
+  const sizes = rotated.flatMap((s) => s.op === "hadamard" ? [hadamardSize(c, s)] : []);
+  assert.deepEqual(sizes, [8, 8, 8, 64, 172]);
+  const some = blockSteps(
+    blockShape(layer({ hadamard: { qk: false, attention: false, down: true } })),
+  );
+  assert.deepEqual(some.filter((s) => s.op === "hadamard"), [{
+    op: "hadamard",
+    value: "mid",
+    block: "row",
+  }]);
+});
+
 Deno.test("graph: every value is written before it is read, by one step", () => {
-  for (const steps of [llama, qwen2, qwen3]) {
+  for (const steps of [llama, qwen2, qwen3, rotated]) {
     const written = new Set(["x"]);
     for (const s of steps) {
       for (const v of stepInputs(s)) assert.ok(written.has(v), `${v} read before written`);

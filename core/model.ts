@@ -142,6 +142,28 @@ export interface LayerWeights {
   /** RMSNorm weights (`headDim`) applied to each query and key head before RoPE (Qwen3). */
   qNorm?: Float32Array;
   kNorm?: Float32Array;
+  /**
+   * Hadamard transforms of activations at run time, for a model whose weights are rotated
+   * (QuaRot): the weights hold their inverse, so the block computes what it did unrotated.
+   * Absent on every loaded checkpoint; writers refuse a layer that has them.
+   */
+  hadamard?: OnlineHadamards;
+}
+
+/**
+ * Which activations of a block go through a Hadamard transform at run time (the `hadamard`
+ * steps of `core/graph.ts`, in QuaRot's places).
+ */
+export interface OnlineHadamards {
+  /** Each query and key head after RoPE (the KV cache holds the rotated keys). */
+  qk: boolean;
+  /**
+   * The attention output, `wo`'s input: per head, then across the row (`nHeads · headDim`); the
+   * two compose to QuaRot's cross-head Hadamard when the values are rotated per head.
+   */
+  attention: boolean;
+  /** The MLP's down-projection input `mid` (`hiddenDim` wide). */
+  down: boolean;
 }
 
 /** All weights of a model. */

@@ -311,7 +311,9 @@ export function matrixBuffers(m: Matrix): ArrayBufferView[] {
 
 /** The typed arrays of a layer: its matrices' storage, norms and biases. */
 export function layerBuffers(layer: LayerWeights): ArrayBufferView[] {
-  return Object.values(layer).flatMap((v: Matrix | Float32Array | undefined) =>
+  // `hadamard` names run-time transforms; it holds no buffer.
+  const { hadamard: _, ...tensors } = layer;
+  return Object.values(tensors).flatMap((v: Matrix | Float32Array | undefined) =>
     v === undefined ? [] : v instanceof Float32Array ? [v] : matrixBuffers(v)
   );
 }

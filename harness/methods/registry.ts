@@ -15,6 +15,7 @@ import { quipSharp } from "./quip_sharp.ts";
 import { aqlm } from "./aqlm.ts";
 import { vptq } from "./vptq.ts";
 import { affinequant } from "./affinequant.ts";
+import { quarot } from "./quarot.ts";
 
 /** All known methods by name. */
 export const methods = new Registry<Method>("method", [
@@ -28,4 +29,5 @@ export const methods = new Registry<Method>("method", [
   ["aqlm", aqlm],
   ["vptq", vptq],
   ["affinequant", affinequant],
+  ["quarot", quarot],
 ]);

@@ -175,9 +175,13 @@ export function normCopies(
   ) as Record<NormName, Float32Array>;
 }
 
-/** The index of the first step of `steps` that reads `value` (the first linear of its group). */
+/**
+ * The index of the first linear of `steps` that reads `value` (the first of its group): steps
+ * before it that rewrite `value` in place (a rotated model's `hadamard`) still run, so what is
+ * captured there is the linears' input.
+ */
 export function firstReader(steps: readonly BlockStep[], value: BlockValue): number {
-  return steps.findIndex((s) => stepInputs(s).includes(value));
+  return steps.findIndex((s) => s.op === "linear" && s.input === value);
 }
 
 /**

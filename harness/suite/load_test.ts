@@ -413,6 +413,8 @@ methods:
   - { method: vptq, kmeans_mode: random }
   - { method: smoothquant, alpha: 2 }
   - { method: aqlm, finetune: true, finetune_adam_beta2: 1 }
+  - { method: quarot, quantizer: awq }
+  - { method: quarot, id: q2, quantizer: gptq, clip: mse }
 formats: [f32]
 tasks: [{ task: perplexity, dataset: data/wiki.txt }]
 `,
@@ -422,6 +424,8 @@ tasks: [{ task: perplexity, dataset: data/wiki.txt }]
       `${F}:6:5: method "vptq": VPTQ kmeans_mode is "hessian" or "", got "random" (at /methods/2)`,
       `${F}:7:5: method "smoothquant": SmoothQuant alpha must be in [0, 1], got 2 (at /methods/3)`,
       `${F}:8:5: method "aqlm": AQLM option finetune_adam_beta2 must be in [0, 1), got 1 (at /methods/4)`,
+      `${F}:9:5: method "quarot": QuaRot's quantizer must be "rtn" or "gptq", got "awq" (at /methods/5)`,
+      `${F}:10:5: method "quarot": QuaRot's clip applies to quantizer rtn; with gptq it must be "none", got "mse" (at /methods/6)`,
     ],
   },
   {

@@ -39,8 +39,15 @@
  * @module
  */
 import type { BlockShape, BlockStep, BlockValue } from "../../core/graph.ts";
-import { BLOCK_OUTPUT, blockSteps } from "../../core/graph.ts";
-import type { LinearName, LlamaConfig, LlamaModel, Matrix } from "../../core/model.ts";
+import { BLOCK_OUTPUT, blockSteps, hadamardSize } from "../../core/graph.ts";
+import { hadamardTransform } from "./hadamard.ts";
+import type {
+  LinearName,
+  LlamaConfig,
+  LlamaModel,
+  Matrix,
+  OnlineHadamards,
+} from "../../core/model.ts";
 import { LINEAR_NAMES } from "../../core/model.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 import {
@@ -94,6 +101,8 @@ export interface TrainLayer {
   bo?: Float64Array;
   qNorm?: Float64Array;
   kNorm?: Float64Array;
+  /** Run-time Hadamard transforms of a rotated model (see `LayerWeights.hadamard`). */
+  hadamard?: OnlineHadamards;
 }
 
 /** A model's trainable parameters in float64. */
@@ -158,6 +167,7 @@ export function trainParams(
       const v = layer[name];
       if (v) out[name] = f64(v);
     }
+    if (layer.hadamard) out.hadamard = layer.hadamard;
     return out as TrainLayer;
   });
   const params: TrainParams = {
@@ -214,6 +224,7 @@ function shapeOf(layer: TrainLayer): BlockShape {
       bo: layer.bo !== undefined,
     },
     qkNorm: layer.qNorm !== undefined,
+    ...(layer.hadamard === undefined ? {} : { hadamard: layer.hadamard }),
   };
 }
 
@@ -370,6 +381,21 @@ function blockForward(
               ropeApply(dy, heads, c.headDim, c.ropeStyle, pass.rotation, true),
             );
           }
+        });
+        break;
+      }
+      case "hadamard": {
+        // y = M·x per block, so dx = Mᵀ·dy.
+        const n = hadamardSize({ ...c, hiddenDim: layer.w2.cols }, step);
+        const y = get(step.value).slice();
+        hadamardTransform(y, n);
+        values.set(step.value, y);
+        tape.push(() => {
+          const dy = grads.take(step.value);
+          if (!dy) return;
+          const dx = dy.slice();
+          hadamardTransform(dx, n, true);
+          grads.add(step.value, dx);
         });
         break;
       }

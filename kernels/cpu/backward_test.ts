@@ -146,6 +146,15 @@ Deno.test("one block's gradients (parameters and input) match finite differences
   assert.ok(gradError(loss, x, dx).relative < 1e-5, "input");
 });
 
+Deno.test("with run-time Hadamard transforms (a rotated model's), the gradient matches finite differences", () => {
+  const c = tinyConfig("half");
+  const params = tinyParams(c, false);
+  // q/k per head (4), the attention output (16) and the MLP's down input (12, a stored factor).
+  for (const layer of params.layers) layer.hadamard = { qk: true, attention: true, down: true };
+  const [, objective] = objectives(c)[0]!;
+  assert.equal(assertModelGradients(c, params, objective), 2 + 15 + 9 + 1);
+});
+
 Deno.test("with fake-quantized linears, the other parameters' gradients match finite differences", () => {
   const c = tinyConfig("half");
   const params = tinyParams(c, false);

@@ -5,8 +5,8 @@
  * `T` rows; what differs between its users (the KV cache and positions, faster kernels for a
  * search) comes in as {@linkcode BlockKernels}.
  *
- * Buffers: every step writes a new array, except `head_rmsnorm` and `rope`, which work in place
- * on their value, and `swiglu`, which writes its output over `gate` (the map then no longer holds
+ * Buffers: every step writes a new array, except `head_rmsnorm`, `rope` and `hadamard`, which
+ * work in place on their value, and `swiglu`, which writes its output over `gate` (the map then no longer holds
  * `gate`).
  *
  * @example
@@ -22,10 +22,11 @@
  *
  * @module
  */
-import type { BlockStep, BlockValue, HeadGroup } from "../../core/graph.ts";
+import { type BlockStep, type BlockValue, hadamardSize, type HeadGroup } from "../../core/graph.ts";
 import type { LayerWeights, LinearName, LlamaConfig } from "../../core/model.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 import { attention, matmul, rmsnorm, type RopeAngles, ropeAngles, rotate, swiglu } from "./ops.ts";
+import { hadamardTransform } from "./hadamard.ts";
 
 /** The values of one block pass by name, each `T` rows. */
 export type BlockValues = Map<BlockValue, Float32Array>;
@@ -90,6 +91,9 @@ export function runBlock(
       }
       case "rope":
         kernels.rope(get(s.value), s.heads);
+        break;
+      case "hadamard":
+        hadamardTransform(get(s.value), hadamardSize(config, s));
         break;
       case "attention":
         values.set(s.output, kernels.attention(get(s.q), get(s.k), get(s.v)));

@@ -8,6 +8,7 @@ import {
 } from "./block_interpreter.ts";
 import { attention, matmul, rmsnorm, rope } from "./ops.ts";
 import { QuantizedKvCache } from "./kv_cache.ts";
+import { hadamardTransform } from "./hadamard.ts";
 import { blockShape, blockSteps, producerIndex } from "../../core/graph.ts";
 import {
   dense,
@@ -22,15 +23,16 @@ import { seededRandom } from "../../core/random.ts";
 
 /**
  * A random 2-layer model with every optional tensor (q, k, v, o biases, q/k head norms), grouped
- * query attention and heads wider than `dim / nHeads` (as Qwen3 sets `head_dim`).
+ * query attention and heads wider than `dim / nHeads` (as Qwen3 sets `head_dim`); with `hadamard`,
+ * layer 1 also has every run-time Hadamard transform (an MLP 48 = 12 · 4 wide).
  */
-function fullModel(runtime?: RuntimeQuantization): LlamaModel {
+function fullModel(runtime?: RuntimeQuantization, hadamard = false): LlamaModel {
   const random = seededRandom(3, "block interpreter test");
   const values = (n: number, scale = 0.3, offset = 0) =>
     Float32Array.from({ length: n }, () => offset + scale * (2 * random() - 1));
   const config: LlamaConfig = {
     dim: 24,
-    hiddenDim: 40,
+    hiddenDim: hadamard ? 48 : 40,
     nLayers: 2,
     nHeads: 4,
     nKvHeads: 2,
@@ -65,7 +67,10 @@ function fullModel(runtime?: RuntimeQuantization): LlamaModel {
     config,
     weights: {
       tokenEmbedding: values(config.vocabSize * dim, 1),
-      layers: [layer(), layer()],
+      layers: [
+        layer(),
+        hadamard ? { ...layer(), hadamard: { qk: true, attention: true, down: true } } : layer(),
+      ],
       finalNorm: values(dim, 0.2, 1),
       output: dense(config.vocabSize, dim, values(config.vocabSize * dim)),
       tiedEmbeddings: false,
@@ -130,6 +135,10 @@ class HandWrittenRunner {
       if (layer.kNorm) rmsnorm(k, k, layer.kNorm, c.normEps);
       rope(q, c.nHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle, invFreq);
       rope(k, c.nKvHeads, c.headDim, pos, c.ropeTheta, c.ropeStyle, invFreq);
+      if (layer.hadamard?.qk) {
+        hadamardTransform(q, c.headDim);
+        hadamardTransform(k, c.headDim);
+      }
       this.#keys[l]!.set(k, pos * kvDim);
       this.#values[l]!.set(v, pos * kvDim);
       this.#quantizedKv?.update(l, this.#keys[l]!, this.#values[l]!, pos, pos + T);
@@ -144,6 +153,10 @@ class HandWrittenRunner {
         c.headDim,
         this.#quantizedKv?.view(l),
       );
+      if (layer.hadamard?.attention) {
+        hadamardTransform(att, c.headDim);
+        hadamardTransform(att, qDim);
+      }
       matmul(proj, att, layer.wo, act);
       if (layer.bo) addBias(proj, layer.bo);
       for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
@@ -154,6 +167,7 @@ class HandWrittenRunner {
         const g = gate[i]!;
         gate[i] = (g / (1 + Math.exp(-g))) * up[i]!;
       }
+      if (layer.hadamard?.down) hadamardTransform(gate, c.hiddenDim);
       matmul(proj, gate, layer.w2, act);
       for (let i = 0; i < x.length; i++) x[i]! += proj[i]!;
     }
@@ -170,13 +184,21 @@ Deno.test("block interpreter: every step kind, bit for bit the hand-written bloc
     { activations: "int8" },
     { kvCache: { format: "int4", group: 0, residual: 2 } },
   ];
-  const ops = new Set(blockSteps(blockShape(fullModel().weights.layers[0]!)).map((s) => s.op));
+  const ops = new Set(
+    blockSteps(blockShape(fullModel(undefined, true).weights.layers[1]!)).map((s) => s.op),
+  );
   assert.deepEqual(
     [...ops].sort(),
-    ["add", "attention", "head_rmsnorm", "linear", "rmsnorm", "rope", "swiglu"],
+    ["add", "attention", "hadamard", "head_rmsnorm", "linear", "rmsnorm", "rope", "swiglu"],
   );
-  for (const runtime of runtimes) {
-    const model = fullModel(runtime);
+  for (
+    const [runtime, hadamard] of [
+      ...runtimes.map((r) => [r, false] as const),
+      [runtimes[2], true] as const,
+      [runtimes[1], true] as const,
+    ]
+  ) {
+    const model = fullModel(runtime, hadamard);
     const runner = new CpuRunner(model);
     const reference = new HandWrittenRunner(model);
     // A prefill of 5 tokens, then decode steps of one and two.

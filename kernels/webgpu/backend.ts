@@ -24,6 +24,7 @@ import type { LayerWeights, LinearName, LlamaModel, Matrix } from "../../core/mo
 import {
   type BlockStep,
   type BlockValue,
+  hadamardSize,
   type HeadGroup,
   modelGraph,
   stepInputs,
@@ -528,6 +529,12 @@ async function compileBlock(
             style: c.ropeStyle,
           }),
         );
+        break;
+      }
+      case "hadamard": {
+        const v = slot(s.value);
+        const n = hadamardSize(c, s);
+        program.push(await k.hadamard(step, v.buffer, { n, blocks: v.width / n, ...rows(v) }));
         break;
       }
       case "attention": {

@@ -137,6 +137,80 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: 
 `;
 }
 
+/**
+ * The body of a block's `hadamard` step shader ({@linkcode blockHadamardShader}): load the row into workgroup memory (`load`, an expression of
+ * `i`), the butterflies of each block of P, then the mix by the factor (`factor`, of `r` and `c`)
+ * scaled by `1/√n`, stored to `store` (a place of `o`).
+ */
+function transformBody(n: number, load: string, factor: string, store: string): string {
+  const wg = HADAMARD_WORKGROUP;
+  return `  for (var i = lid; i < N; i += ${wg}u) { v[i] = ${load}; }
+  workgroupBarrier();
+  // Butterflies within each block of P: pair (i, i + s) for every i with bit s clear.
+  for (var s = 1u; s < P; s <<= 1u) {
+    for (var t = lid; t < N / 2u; t += ${wg}u) {
+      let block = t / (P / 2u);
+      let q = t % (P / 2u);
+      let i = block * P + (q / s) * 2u * s + q % s;
+      let a = v[i];
+      let b = v[i + s];
+      v[i] = a + b;
+      v[i + s] = a - b;
+    }
+    workgroupBarrier();
+  }
+  let scale = ${1 / Math.sqrt(n)};
+  for (var o = lid; o < N; o += ${wg}u) {
+    let r = o / P;
+    let j = o % P;
+    var acc = 0.0;
+    for (var c = 0u; c < K; c++) { acc += ${factor} * v[c * P + j]; }
+    ${store} = acc * scale;
+  }
+`;
+}
+
+/**
+ * The shader of a decoder block's `hadamard` step (a rotated model's run-time transform,
+ * `core/graph.ts`): in place, each block of `n` values of the slice's rows is replaced by
+ * `M · v` (no signs), as `hadamardTransform` does on the CPU. Row `t` of the slice starts at
+ * `off + pos·posStride + t·rowStride` (KV-cache rows are laid out by position); workgroup
+ * `(b, t)` transforms block `b` of row `t`.
+ *
+ * Bindings: 0 params `{off, posStride, rowStride}` (uniform), 1 the step `{T, pos}` (uniform,
+ * dynamic offset), 2 the factor (K × K f32), 3 the rows (read-write). Dispatch
+ * `(blocks per row, T, 1)`.
+ */
+export function blockHadamardShader(n: number): string {
+  const { k, pow2 } = hadamardPlan(n);
+  checkSize(n);
+  return `const N = ${n}u;
+const K = ${k}u;
+const P = ${pow2}u;
+struct Params { off: u32, posStride: u32, rowStride: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+struct Step { T: u32, pos: u32, a: u32, b: u32 }
+@group(0) @binding(1) var<uniform> st: Step;
+@group(0) @binding(2) var<storage, read> h: array<f32>;
+@group(0) @binding(3) var<storage, read_write> buf: array<f32>;
+var<workgroup> v: array<f32, ${n}>;
+
+@compute @workgroup_size(${HADAMARD_WORKGROUP})
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
+  let base = params.off + st.pos * params.posStride + wgid.y * params.rowStride + wgid.x * N;
+${transformBody(n, "buf[base + i]", "h[r * K + c]", "buf[base + o]")}}
+`;
+}
+
+/** A {@linkcode HadamardShaderError} when a row of `n` exceeds {@linkcode HADAMARD_MAX_N}. */
+function checkSize(n: number): void {
+  if (n > HADAMARD_MAX_N) {
+    throw new HadamardShaderError(
+      `A Hadamard row of ${n} values exceeds the ${HADAMARD_MAX_N} a workgroup holds`,
+    );
+  }
+}
+
 /** The factor buffer's contents for size `n`: K × K f32 (`[1]` for powers of two). */
 export function hadamardFactorData(n: number): Float32Array {
   const { k, factor } = hadamardPlan(n);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { adapterUnavailable, getGpu } from "./device.ts";
 import {
+  blockHadamardShader,
   hadamardFactorData,
   hadamardKey,
   hadamardShader,
@@ -98,4 +99,12 @@ Deno.test("hadamardShader refuses rows beyond workgroup memory; keys differ by s
   assert.throws(() => hadamardShader(64, false, { place: true }), HadamardShaderError);
   // A device with more workgroup memory takes longer rows.
   assert.match(hadamardShader(8192, false, { maxBytes: 32768 }), /array<f32, 8192>/);
+});
+
+Deno.test("blockHadamardShader: in place at the step's rows; refuses rows beyond workgroup memory", () => {
+  const wgsl = blockHadamardShader(172);
+  assert.match(wgsl, /const K = 172u;\nconst P = 1u;/);
+  assert.match(wgsl, /buf\[base \+ o\] = acc \* scale;/);
+  assert.match(wgsl, /st\.pos \* params\.posStride/);
+  assert.throws(() => blockHadamardShader(8192), HadamardShaderError);
 });

@@ -50,6 +50,7 @@ import {
 } from "./kv_quant_wgsl.ts";
 import { EMBED_WGSL } from "./embed_wgsl.ts";
 import { codebookMatmul } from "./codebook_matmul.ts";
+import { blockHadamardShader, hadamardFactorData } from "./hadamard_wgsl.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
 import {
   QKV_SCATTER_WGSL,
@@ -550,6 +551,30 @@ export class Kernels {
         buf,
       ]),
       groups: (T) => [o.heads, T, 1],
+    };
+  }
+
+  /**
+   * In place, every block of `n` values of `blocks` blocks per row is replaced by its Hadamard
+   * transform `M · v` (a rotated model's run-time `hadamard` step; `hadamard_wgsl.ts`), in rows
+   * at `pos·posStride + t·rowStride`.
+   */
+  async hadamard(
+    step: GPUBuffer,
+    buf: GPUBuffer,
+    o: { n: number; blocks: number; posStride?: number; rowStride: number },
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline("usrw", blockHadamardShader(o.n));
+    return {
+      label: "hadamard",
+      pipeline: () => pipe,
+      bindGroup: this.#bind("usrw", [
+        this.uniform([0, o.posStride ?? 0, o.rowStride]),
+        { buffer: step, size: 16 },
+        this.storage(hadamardFactorData(o.n)),
+        buf,
+      ]),
+      groups: (T) => [o.blocks, T, 1],
     };
   }
 

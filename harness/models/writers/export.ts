@@ -8,15 +8,27 @@ import type { DenseMatrix, LlamaModel, Matrix, Vocabulary } from "../../../core/
 import { decodeRow } from "../../../kernels/formats/matrix.ts";
 import { MissingTokenizerError } from "../errors.ts";
 
+/** Thrown for a model whose blocks compute more than the architectures the writers emit. */
+export class RotatedModelError extends Error {
+  override name = "RotatedModelError";
+}
+
 /** Architectures the writers emit. */
 export type ExportArchitecture = "llama" | "mistral" | "qwen2" | "qwen3";
 
 /**
  * The architecture a model is: the one it was loaded as when that is known and consistent with
  * its weights, else the simplest that holds them (q/k norms: qwen3; q/k/v biases without an
- * output bias: qwen2; otherwise llama).
+ * output bias: qwen2; otherwise llama). A {@linkcode RotatedModelError} for layers with run-time
+ * Hadamard transforms (`LayerWeights.hadamard`).
  */
 export function exportArchitecture(model: LlamaModel): ExportArchitecture {
+  if (model.weights.layers.some((l) => l.hadamard !== undefined)) {
+    throw new RotatedModelError(
+      "The model's layers apply Hadamard transforms at run time (a QuaRot-rotated model), " +
+        "which no llama, mistral, qwen2 or qwen3 file records",
+    );
+  }
   const layer = model.weights.layers[0];
   if (layer?.qNorm !== undefined) return "qwen3";
   if (layer?.bq !== undefined && layer.bo === undefined) return "qwen2";

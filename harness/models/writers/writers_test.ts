@@ -6,6 +6,8 @@ import { loadGgufModel } from "../gguf_model.ts";
 import { loadHfModel } from "../hf/load.ts";
 import { openGguf } from "../gguf/reader.ts";
 import { writeGguf } from "./gguf.ts";
+import { RotatedModelError } from "./export.ts";
+import { tinyModel } from "../testing.ts";
 import { writeHfModel } from "./hf.ts";
 import type { LlamaModel } from "../../../core/model.ts";
 import { CpuRunner } from "../../../kernels/cpu/backend.ts";
@@ -150,3 +152,17 @@ for (const arch of ["llama", "mistral", "qwen2", "qwen3"]) {
     });
   });
 }
+
+Deno.test("writers: a model with run-time Hadamard transforms (QuaRot) is refused", async () => {
+  const model = tinyModel();
+  const [layer] = model.weights.layers;
+  model.weights.layers = [{ ...layer!, hadamard: { qk: false, attention: true, down: true } }];
+  const dir = await Deno.makeTempDir();
+  try {
+    await assert.rejects(() => writeGguf(model, join(dir, "m.gguf")), RotatedModelError);
+    await assert.rejects(() => writeHfModel(model, join(dir, "hf")), RotatedModelError);
+    assert.deepEqual([...Deno.readDirSync(dir)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
