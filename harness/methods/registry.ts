@@ -14,6 +14,7 @@ import { hqq } from "./hqq.ts";
 import { quipSharp } from "./quip_sharp.ts";
 import { aqlm } from "./aqlm.ts";
 import { vptq } from "./vptq.ts";
+import { llmQat } from "./llm_qat.ts";
 
 /** All known methods by name. */
 export const methods = new Registry<Method>("method", [
@@ -26,4 +27,5 @@ export const methods = new Registry<Method>("method", [
   ["quip_sharp", quipSharp],
   ["aqlm", aqlm],
   ["vptq", vptq],
+  ["llm_qat", llmQat],
 ]);
