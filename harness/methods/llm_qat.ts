@@ -15,7 +15,8 @@
  *   sums over positions; here it is the mean over positions and sequences of a batch, a constant
  *   factor that AdamW's update does not see (up to its ε).
  * - **Quantizers** (the authors' `QuantizeLinear`): weights fake-quantized with the format's own
- *   round-to-nearest (`int4` per output channel, symmetric: the authors' default), scales taken
+ *   round-to-nearest (`int4` per output channel, symmetric: the authors' default; scales rounded
+ *   to the format's scale type), scales taken
  *   afresh from the current weights at every step (their dynamic max scaling, not learned); the
  *   inputs of every linear per token (`activations: int<b>`, the run-time rule), straight-through
  *   gradients (`kernels/cpu/backward.ts`, `fake_quant.ts`). The KV cache (`kv_cache:`) is trained
@@ -165,7 +166,14 @@ function trainingQuant(
         `"${format.id}" is ${config.group < 0 ? "per tensor" : "restricted"}`,
     );
   }
-  const weights = { bits: config.bits, group: config.group, symmetric: config.symmetric };
+  // Scales rounded as the format stores them (f16 unless it says otherwise), so that the
+  // quantizer trained with is the one stored.
+  const weights: FakeQuantConfig = {
+    bits: config.bits,
+    group: config.group,
+    symmetric: config.symmetric,
+    scaleDtype: config.scaleDtype ?? "f16",
+  };
   const runtime = runtimeQuantization(format);
   if (runtime === undefined) return { weights };
   const out: RuntimeFakeQuant = {

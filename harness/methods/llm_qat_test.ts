@@ -16,6 +16,8 @@ import { hasShared, sharedPath } from "../../core/shared.ts";
 import type { FormatSpec } from "../../core/suite_types.ts";
 import { fakeQuantTokens } from "../../kernels/cpu/fake_quant.ts";
 import { quantizeActivations } from "../../kernels/formats/runtime_quant.ts";
+import { lossAndGradients } from "../../kernels/cpu/backward.ts";
+import { cpuBackend } from "../../kernels/cpu/backend.ts";
 
 const STORIES = "models/stories260K";
 const haveStories = hasShared(STORIES, "stories260K.bin");
@@ -94,5 +96,35 @@ Deno.test({
       teacher,
     );
     assert.ok(qat < baseline, `KL after QAT ${qat}, RTN ${baseline}`);
+  },
+});
+
+Deno.test({
+  name: "llm_qat: the fake-quantized forward is the stored int4 model's (f16 scales)" + skipMessage,
+  ignore: !haveStories,
+  async fn() {
+    const model = await loadLlama2c(sharedPath(STORIES, "stories260K.bin"));
+    const [seq] = await generateSequences(model, { count: 1, length: 16, topK: 50, seed: 3 });
+    const int4: FormatSpec = {
+      id: "int4",
+      weights: "int4",
+      group: 0,
+      symmetric: true,
+      options: {},
+    };
+    const { params } = qatParams(model, int4);
+    const V = model.config.vocabSize;
+    const trained = lossAndGradients(model.config, params, seq!, {
+      kind: "kl",
+      teacher: new Float32Array(seq!.length * V),
+    }).logits;
+    const runner = await cpuBackend.load(quantizedModel(model, params, int4));
+    const stored = await runner.forward(seq!, 0);
+    let worst = 0;
+    for (let i = 0; i < stored.length; i++) {
+      worst = Math.max(worst, Math.abs(stored[i]! - trained[i]!));
+    }
+    // float32 (the CPU backend) against float64 (the tape): a whole code step would show as ≫ 1e-3.
+    assert.ok(worst < 1e-4, `largest logit difference ${worst}`);
   },
 });

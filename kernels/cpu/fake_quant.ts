@@ -20,7 +20,7 @@
  *
  * @module
  */
-import type { KvCacheSettings } from "../../core/model.ts";
+import type { KvCacheSettings, ScaleDtype } from "../../core/model.ts";
 import { groupParams, roundHalfEven } from "../formats/int.ts";
 import { quantizeKvGroup } from "../formats/runtime_quant.ts";
 import { linearBackward, linearForward } from "./grad_ops.ts";
@@ -51,11 +51,13 @@ export interface FakeQuantConfig {
   symmetric: boolean;
   /** Add a learned per-input-channel factor, initialized to 1. */
   channel?: boolean;
+  /** How the initial scales are rounded, as a stored format holds them; default f32. */
+  scaleDtype?: ScaleDtype;
 }
 
 /**
- * Scales and zero points by round-to-nearest over each group, as `quantizeInt` with float32
- * scales picks them (symmetric: `max|w| / ((2^b − 1) / 2)`, zero `2^(b−1)`; asymmetric:
+ * Scales and zero points by round-to-nearest over each group, as `quantizeInt` picks them with
+ * `scaleDtype` scales (float32 by default) (symmetric: `max|w| / ((2^b − 1) / 2)`, zero `2^(b−1)`; asymmetric:
  * `(max − min) / (2^b − 1)`, `zero = round(−min / s)`).
  *
  * @example
@@ -85,7 +87,15 @@ export function initFakeQuant(
     for (let g = 0; g < groups; g++) {
       const start = r * cols + g * groupSize;
       const end = Math.min(start + groupSize, (r + 1) * cols);
-      const p = groupParams(data, start, end, config.bits, config.symmetric, 1, "f32");
+      const p = groupParams(
+        data,
+        start,
+        end,
+        config.bits,
+        config.symmetric,
+        1,
+        config.scaleDtype ?? "f32",
+      );
       scales[r * groups + g] = p.scale;
       zeros[r * groups + g] = p.zero;
     }
