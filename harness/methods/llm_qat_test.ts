@@ -128,3 +128,33 @@ Deno.test({
     assert.ok(worst < 1e-4, `largest logit difference ${worst}`);
   },
 });
+
+Deno.test({
+  name:
+    "llm_qat: the method exports its sequences and returns int weights with the run-time format" +
+    skipMessage,
+  ignore: !haveStories,
+  async fn() {
+    const model = await loadLlama2c(sharedPath(STORIES, "stories260K.bin"));
+    const path = await Deno.makeTempFile({ suffix: ".json" });
+    try {
+      const stats: Record<string, number> = {};
+      const out = await llmQat.quantize(
+        model,
+        W4A8KV4,
+        { samples: 2, seq_len: 8, steps: 1, lr: 1e-3, export: path },
+        { seed: 5, record: (s) => Object.assign(stats, s) },
+      );
+      const written = JSON.parse(await Deno.readTextFile(path));
+      const expected = await generateSequences(model, { count: 2, length: 8, topK: 50, seed: 5 });
+      assert.deepEqual(written.sequences, expected);
+      assert.equal(written.seed, 5);
+      for (const layer of out.weights.layers) assert.equal(layer.wq.kind, "int");
+      assert.equal(out.runtime?.activations, "int8");
+      assert.equal(out.runtime?.kvCache?.format, "int4");
+      assert.ok(stats.quantize_peak_bytes! > 0);
+    } finally {
+      await Deno.remove(path);
+    }
+  },
+});
