@@ -16,6 +16,7 @@ import { aqlm } from "./aqlm.ts";
 import { vptq } from "./vptq.ts";
 import { affinequant } from "./affinequant.ts";
 import { quarot } from "./quarot.ts";
+import { llmQat } from "./llm_qat.ts";
 
 /** All known methods by name. */
 export const methods = new Registry<Method>("method", [
@@ -30,4 +31,5 @@ export const methods = new Registry<Method>("method", [
   ["vptq", vptq],
   ["affinequant", affinequant],
   ["quarot", quarot],
+  ["llm_qat", llmQat],
 ]);

@@ -56,8 +56,15 @@ export class AdamW {
     return this.#t;
   }
 
-  /** One update of every parameter in `params` with its gradient from `grads`. */
-  step(params: ReadonlyMap<string, Float64Array>, grads: ReadonlyMap<string, Float64Array>): void {
+  /**
+   * One update of every parameter in `params` with its gradient from `grads`, at learning rate
+   * `lr` (the constructor's by default; a schedule passes each step's).
+   */
+  step(
+    params: ReadonlyMap<string, Float64Array>,
+    grads: ReadonlyMap<string, Float64Array>,
+    lr: number = this.#lr,
+  ): void {
     this.#t++;
     const c1 = 1 - this.#beta1 ** this.#t;
     const c2 = 1 - this.#beta2 ** this.#t;
@@ -77,10 +84,10 @@ export class AdamW {
         this.#v.set(name, v);
       }
       for (let i = 0; i < p.length; i++) {
-        p[i]! -= this.#lr * this.#decay * p[i]!;
+        p[i]! -= lr * this.#decay * p[i]!;
         m[i] = this.#beta1 * m[i]! + (1 - this.#beta1) * g[i]!;
         v[i] = this.#beta2 * v[i]! + (1 - this.#beta2) * g[i]! * g[i]!;
-        p[i]! -= (this.#lr * (m[i]! / c1)) / (Math.sqrt(v[i]! / c2) + this.#eps);
+        p[i]! -= (lr * (m[i]! / c1)) / (Math.sqrt(v[i]! / c2) + this.#eps);
       }
     }
   }

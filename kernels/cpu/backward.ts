@@ -13,16 +13,21 @@
  *   attention over the sequence (positions `0 .. T−1`, no KV cache), SwiGLU, the residual adds;
  * - a fake-quantized linear (`fake_quant.ts`): the weight through the straight-through estimator,
  *   its scales (`….scales`, LSQ) and its optional per-input-channel factor (`….channel`);
+ * - fake quantization of what runs at run time (`TrainParams.runtime`, LLM-QAT's QAT), with
+ *   straight-through gradients: every linear's input per token (`fakeQuantTokens`: the authors'
+ *   gradient cut-off); the keys and values either as the projections give them (`kvBits`: per
+ *   token over all KV heads, before RoPE, where LLM-QAT quantizes its cache) or as attention reads
+ *   them from the run-time quantized cache (`kvCache`: KIVI's groups, `fakeQuantKv`);
  * - the losses of `grad_ops.ts`: cross-entropy on targets, KL divergence to a teacher's logits;
  *   for one block ({@linkcode blockLossAndGradients}), the mean squared error of its output to
  *   targets (block-wise reconstruction: OmniQuant, AffineQuant);
- * - run-time activation quantization (per token, symmetric absmax, as `runtime_quant.ts`'s
- *   `int<b>`) of every linear's input, with a straight-through estimator: the gradient passes to
- *   the unquantized input unchanged.
+ * - for one block, run-time activation quantization (per token, symmetric absmax, as
+ *   `runtime_quant.ts`'s `int<b>`) of every linear's input with the plain straight-through
+ *   estimator (AffineQuant's training: the gradient passes to the unquantized input unchanged);
  * - one block alone (`blockGradients`), from any gradient at its output: block-wise fine-tuning.
  *
  * Not differentiable here: quantized (`int`, `coded`) matrices of a loaded model (convert to dense
- * and fake-quantize instead), KV-cache quantization, the zero points.
+ * and fake-quantize instead), the run-time scales (detached, as LLM-QAT's), the zero points.
  *
  * @example
  * ```ts
@@ -42,6 +47,7 @@ import type { BlockShape, BlockStep, BlockValue } from "../../core/graph.ts";
 import { BLOCK_OUTPUT, blockSteps, hadamardSize } from "../../core/graph.ts";
 import { hadamardTransform } from "./hadamard.ts";
 import type {
+  KvCacheSettings,
   LinearName,
   LlamaConfig,
   LlamaModel,
@@ -72,7 +78,9 @@ import { roundHalfEven } from "../formats/int.ts";
 import {
   type FakeQuant,
   type FakeQuantConfig,
+  fakeQuantKv,
   fakeQuantLinear,
+  fakeQuantTokens,
   initFakeQuant,
 } from "./fake_quant.ts";
 
@@ -112,6 +120,18 @@ export interface TrainParams {
   finalNorm: Float64Array;
   /** The classifier; absent when tied to the token embedding. */
   output?: TrainLinear;
+  /** Fake quantization of the blocks' run-time values (bits), absent for none. */
+  runtime?: RuntimeFakeQuant;
+}
+
+/** What of a block's run-time values is fake-quantized. */
+export interface RuntimeFakeQuant {
+  /** Bits of every linear's input, per token. */
+  activationBits?: number;
+  /** Bits of the keys and values per token at the projections' outputs (LLM-QAT's rule). */
+  kvBits?: number;
+  /** The run-time KV cache's quantization of attention's keys and values (`fakeQuantKv`). */
+  kvCache?: KvCacheSettings;
 }
 
 /** What the loss compares the logits with. */
@@ -254,6 +274,7 @@ interface Pass {
   grads: Map<string, Float64Array>;
   /** Bits of the run-time activation quantization of every linear's input, when quantized. */
   activationBits?: number;
+  runtime?: RuntimeFakeQuant;
 }
 
 /**
@@ -353,17 +374,27 @@ function blockForward(
       }
       case "linear": {
         const bias = step.bias && { value: layer[step.bias]!, name: param(step.bias) };
+        const lin = layer[step.weight];
+        const { activationBits, kvBits } = pass.runtime ?? {};
+        const input = activationBits === undefined
+          ? undefined
+          : fakeQuantTokens(get(step.input), lin.cols, activationBits);
         const { y, back } = linearPass(
           pass,
-          get(step.input),
-          layer[step.weight],
+          input?.y ?? get(step.input),
+          lin,
           param(step.weight),
           bias,
         );
-        values.set(step.output, y);
+        const cache = kvBits !== undefined && (step.output === "k" || step.output === "v")
+          ? fakeQuantTokens(y, lin.rows, kvBits)
+          : undefined;
+        values.set(step.output, cache?.y ?? y);
         tape.push(() => {
-          const dy = grads.take(step.output);
-          if (dy) grads.add(step.input, back(dy));
+          const dout = grads.take(step.output);
+          if (!dout) return;
+          const dx = back(cache ? cache.back(dout) : dout);
+          grads.add(step.input, input ? input.back(dx) : dx);
         });
         break;
       }
@@ -400,7 +431,12 @@ function blockForward(
         break;
       }
       case "attention": {
-        const [q, k, v] = [get(step.q), get(step.k), get(step.v)];
+        const q = get(step.q);
+        const cache = pass.runtime?.kvCache;
+        const kvDim = c.nKvHeads * c.headDim;
+        const kq = cache && fakeQuantKv(get(step.k), kvDim, c.headDim, "keys", cache);
+        const vq = cache && fakeQuantKv(get(step.v), kvDim, c.headDim, "values", cache);
+        const [k, v] = [kq?.y ?? get(step.k), vq?.y ?? get(step.v)];
         const { out, p } = attentionForward(q, k, v, c);
         values.set(step.output, out);
         tape.push(() => {
@@ -408,8 +444,8 @@ function blockForward(
           if (!dy) return;
           const { dq, dk, dv } = attentionBackward(dy, q, k, v, p, c);
           grads.add(step.q, dq);
-          grads.add(step.k, dk);
-          grads.add(step.v, dv);
+          grads.add(step.k, kq ? kq.back(dk) : dk);
+          grads.add(step.v, vq ? vq.back(dv) : dv);
         });
         break;
       }
@@ -465,6 +501,7 @@ export function lossAndGradients(
     config,
     rotation: ropeRotation(T, ropeInverseFrequencies(config)),
     grads,
+    runtime: params.runtime,
   };
   const tape: (() => void)[] = [];
   const valueGrads = new ValueGrads();

@@ -20,7 +20,9 @@
  *
  * @module
  */
+import type { KvCacheSettings, ScaleDtype } from "../../core/model.ts";
 import { groupParams, roundHalfEven } from "../formats/int.ts";
+import { quantizeKvGroup } from "../formats/runtime_quant.ts";
 import { linearBackward, linearForward } from "./grad_ops.ts";
 
 /** Thrown for a fake-quantization setting this module does not support. */
@@ -49,11 +51,13 @@ export interface FakeQuantConfig {
   symmetric: boolean;
   /** Add a learned per-input-channel factor, initialized to 1. */
   channel?: boolean;
+  /** How the initial scales are rounded, as a stored format holds them; default f32. */
+  scaleDtype?: ScaleDtype;
 }
 
 /**
- * Scales and zero points by round-to-nearest over each group, as `quantizeInt` with float32
- * scales picks them (symmetric: `max|w| / ((2^b − 1) / 2)`, zero `2^(b−1)`; asymmetric:
+ * Scales and zero points by round-to-nearest over each group, as `quantizeInt` picks them with
+ * `scaleDtype` scales (float32 by default) (symmetric: `max|w| / ((2^b − 1) / 2)`, zero `2^(b−1)`; asymmetric:
  * `(max − min) / (2^b − 1)`, `zero = round(−min / s)`).
  *
  * @example
@@ -83,7 +87,15 @@ export function initFakeQuant(
     for (let g = 0; g < groups; g++) {
       const start = r * cols + g * groupSize;
       const end = Math.min(start + groupSize, (r + 1) * cols);
-      const p = groupParams(data, start, end, config.bits, config.symmetric, 1, "f32");
+      const p = groupParams(
+        data,
+        start,
+        end,
+        config.bits,
+        config.symmetric,
+        1,
+        config.scaleDtype ?? "f32",
+      );
       scales[r * groups + g] = p.scale;
       zeros[r * groups + g] = p.zero;
     }
@@ -206,4 +218,79 @@ export function fakeQuantLinear(
     return { dx, dw, dscales, dchannel };
   };
   return { y, back };
+}
+
+/**
+ * The authors' straight-through window for activations and the KV cache (LLM-QAT's
+ * `act_clip_val = [−2, 2]`): the gradient passes where the unquantized value lies strictly inside
+ * `(−2, 2)` and is zero elsewhere.
+ */
+export const TOKEN_STE_CLIP = 2;
+
+/**
+ * Dynamic per-token symmetric fake quantization of `[T][width]` values to `bits`, as the run-time
+ * int activations decode (`kernels/formats/runtime_quant.ts`): per row, `scale = max(amax, 1e-5) /
+ * (2^(b−1) − 1)`, `x_q = round(x / scale) · scale` (ties to even). The scale is not
+ * differentiated (LLM-QAT's quantizers detach it); the backward is the STE inside
+ * {@linkcode TOKEN_STE_CLIP}.
+ *
+ * @example
+ * ```ts
+ * const { y } = fakeQuantTokens(new Float64Array([1, -0.5, 0.25, 0.1]), 2, 8);
+ * ```
+ */
+export function fakeQuantTokens(
+  x: Float64Array,
+  width: number,
+  bits: number,
+): { y: Float64Array; back: (dy: Float64Array) => Float64Array } {
+  if (!Number.isInteger(bits) || bits < 2 || bits > 8) {
+    throw new FakeQuantError(`Per-token fake quantization to ${bits} bits; use 2 to 8 bits`);
+  }
+  const qmax = 2 ** (bits - 1) - 1;
+  const y = new Float64Array(x.length);
+  for (let start = 0; start < x.length; start += width) {
+    let amax = 0;
+    for (let i = start; i < start + width; i++) amax = Math.max(amax, Math.abs(x[i]!));
+    const scale = Math.fround(Math.max(amax, Math.fround(1e-5)) / qmax);
+    for (let i = start; i < start + width; i++) {
+      y[i] = roundHalfEven(Math.fround(x[i]! / scale)) * scale;
+    }
+  }
+  const back = (dy: Float64Array) => dy.map((g, i) => (Math.abs(x[i]!) < TOKEN_STE_CLIP ? g : 0));
+  return { y, back };
+}
+
+/**
+ * Fake quantization of a sequence's keys or values (`[T][kvDim]`, keys after RoPE) as the run-time
+ * quantized KV cache holds them (`kernels/cpu/kv_cache.ts`, KIVI's groups): keys per channel over
+ * each complete group of tokens (`group`, or `residual` when 0; an incomplete last group stays in
+ * full precision), values per token over groups of `group` channels of a head (a head when 0).
+ * Unlike the cache, the residual window is not kept in full precision: every query sees the
+ * quantized entries, the harder case. The backward is the plain straight-through estimator.
+ */
+export function fakeQuantKv(
+  x: Float64Array,
+  kvDim: number,
+  headDim: number,
+  which: "keys" | "values",
+  settings: KvCacheSettings,
+): { y: Float64Array; back: (dy: Float64Array) => Float64Array } {
+  const src = Float32Array.from(x);
+  const dst = src.slice();
+  const T = x.length / kvDim;
+  if (which === "keys") {
+    const group = settings.group > 0 ? settings.group : settings.residual;
+    for (let t0 = 0; t0 + group <= T; t0 += group) {
+      for (let c = 0; c < kvDim; c++) {
+        quantizeKvGroup(src, dst, t0 * kvDim + c, kvDim, group, settings.format);
+      }
+    }
+  } else {
+    const group = settings.group > 0 ? Math.min(settings.group, headDim) : headDim;
+    for (let start = 0; start < x.length; start += group) {
+      quantizeKvGroup(src, dst, start, 1, group, settings.format);
+    }
+  }
+  return { y: Float64Array.from(dst), back: (dy) => dy };
 }
