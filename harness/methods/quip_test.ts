@@ -9,6 +9,9 @@ import { sideTensor, storageName } from "../../kernels/formats/matrix.ts";
 import { quipMatrix } from "../../kernels/formats/quip_format.ts";
 import { quipRotation } from "../../kernels/formats/quip_rotation.ts";
 import { decodeMatrix } from "./gptq.ts";
+import { backends } from "../../kernels/registry.ts";
+import { loadModelPath } from "../models/load.ts";
+import { REPO_ROOT } from "../../core/shared.ts";
 
 function spec(weights: string, extra: Partial<FormatSpec> = {}): FormatSpec {
   return { id: weights, weights, group: 0, symmetric: true, options: {}, ...extra };
@@ -160,5 +163,38 @@ Deno.test({
     assert.ok(bits > 3 && bits < 3.5, `${bits} bits per weight`);
     const [nq, np] = [await heldOutNll(q, ids), await heldOutNll(plain, ids)];
     assert.ok(Number.isFinite(nq) && nq < np - 0.1, `QuIP ${nq} (${bits} bpw), plain ${np}`);
+  },
+});
+
+const webgpuMissing = await backends.get("webgpu").unavailable();
+
+Deno.test({
+  name: "quip on WebGPU: weights decoded to f32 on load, named as a fallback, logits as the CPU's",
+  ignore: webgpuMissing !== undefined && Deno.env.get("QUANTBENCH_REQUIRE_WEBGPU") !== "1",
+  async fn() {
+    const model = await loadModelPath(`${REPO_ROOT}/fixtures/models/micro`);
+    const text = { id: "text", kind: "text", path: `${REPO_ROOT}/fixtures/datasets/heldout.txt` };
+    const q = await quip.quantize(
+      model,
+      spec("int2"),
+      {
+        ...structuredClone(quip.options),
+        calibration: { dataset: "text", samples: 2, seq_len: 32 },
+      },
+      { seed: 0, datasets: { text: text as never } },
+    );
+    const gpu = await backends.get("webgpu").load(q);
+    const cpu = await backends.get("cpu").load(q);
+    try {
+      assert.deepEqual([...gpu.fallbackFormats!], ["quip-int2"]);
+      const tokens = [1, 5, 9, 2];
+      const [a, b] = [await gpu.forward(tokens, 0), await cpu.forward(tokens, 0)];
+      let max = 0;
+      for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
+      assert.ok(max < 1e-3, `largest logit difference ${max}`);
+    } finally {
+      gpu.dispose();
+      cpu.dispose();
+    }
   },
 });

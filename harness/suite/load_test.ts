@@ -412,6 +412,7 @@ methods:
   - { method: rtn, clip: max }
   - { method: vptq, kmeans_mode: random }
   - { method: smoothquant, alpha: 2 }
+  - { method: quip, pre_proj_extra: 3 }
 formats: [f32]
 tasks: [{ task: perplexity, dataset: data/wiki.txt }]
 `,
@@ -420,6 +421,7 @@ tasks: [{ task: perplexity, dataset: data/wiki.txt }]
       `${F}:5:5: method "rtn": rtn option clip must be "none" or "mse", got "max" (at /methods/1)`,
       `${F}:6:5: method "vptq": VPTQ kmeans_mode is "hessian" or "", got "random" (at /methods/2)`,
       `${F}:7:5: method "smoothquant": SmoothQuant alpha must be in [0, 1], got 2 (at /methods/3)`,
+      `${F}:8:5: method "quip": QuIP pre_proj_extra is 0, 1 or 2, got 3 (at /methods/4)`,
     ],
   },
   {

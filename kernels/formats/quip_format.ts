@@ -18,14 +18,16 @@
  * - side tensor `proj` (`Uint8Array`, 1 value): the rotation variant (`pre_proj_extra`).
  *
  * Bits per weight count all of them. The rotations are regenerated from their seeds once per
- * matrix; {@linkcode quipMatmul} computes `W·x` as `Uᵀ(scale · (2/(2^b−1) · Q·u − Σu))` with
- * `u = V(x / col_scale)`, reading the codes inside the product. `decodeRow` needs the whole
+ * matrix; the CPU matmul (`kernels/cpu/quip_matmul.ts`) computes `W·x` as
+ * `Uᵀ(scale · (2/(2^b−1) · Q·u − Σu))` with `u = V(x / col_scale)`, decoding the codes inside the
+ * product. `decodeRow` needs the whole
  * matrix (`Uᵀ` mixes rows): it decodes it once and keeps it while the matrix lives. There is no
  * WebGPU layout: there, weights are decoded to f32 on load.
  *
  * @module
  */
 import type { CodedMatrix } from "../../core/coded.ts";
+import type { QuantizedMatrix } from "../../core/model.ts";
 import { asCoded, type QuantizedWeight, type WeightFormat } from "./format.ts";
 import {
   applyQuipRotation,
@@ -50,11 +52,16 @@ export class QuipLayoutError extends Error {
 }
 
 /** What a QuIP matrix is made of, unpacked. */
-interface QuipParts {
+export interface QuipParts {
   c: CodedMatrix;
   bits: number;
   /** One code per weight, row-major. */
   codes: Uint8Array;
+  /**
+   * The codes as an integer matrix of unit scales and zero points (its rows decode to the codes
+   * themselves), for the CPU matmul's integer decoder.
+   */
+  codeMatrix: QuantizedMatrix;
   scale: number;
   colScale: Float32Array;
   u: QuipRotation;
@@ -64,7 +71,7 @@ interface QuipParts {
 const partsCache = new WeakMap<CodedMatrix, QuipParts>();
 
 /** The matrix's parts, checked against its shape (unpacked once per matrix). */
-function parts(m: QuantizedWeight): QuipParts {
+export function quipParts(m: QuantizedWeight): QuipParts {
   const c = asCoded("quip", m);
   const cached = partsCache.get(c);
   if (cached !== undefined) return cached;
@@ -98,6 +105,18 @@ function parts(m: QuantizedWeight): QuipParts {
     c,
     bits,
     codes,
+    codeMatrix: {
+      kind: "int",
+      rows: c.rows,
+      cols: c.cols,
+      bits,
+      groupSize: c.cols,
+      symmetric: false,
+      codes,
+      scales: new Float32Array(c.rows).fill(1),
+      zeros: new Uint8Array(c.rows),
+      scaleDtype: "f32",
+    },
     scale: scale[0]!,
     colScale,
     u: quipRotation(seeds[0]!, c.rows, mode),
@@ -149,7 +168,7 @@ export function quipMatrix(
       proj: Uint8Array.of(sides.mode),
     },
   };
-  parts(m);
+  quipParts(m);
   return m;
 }
 
@@ -157,7 +176,7 @@ const decodedCache = new WeakMap<CodedMatrix, Float32Array>();
 
 /** The whole matrix `W` (row-major float32), decoded once per matrix. */
 export function quipDecodeMatrix(m: QuantizedWeight): Float32Array {
-  const { c, bits, codes, scale, colScale, u, v } = parts(m);
+  const { c, bits, codes, scale, colScale, u, v } = quipParts(m);
   const cached = decodedCache.get(c);
   if (cached !== undefined) return cached;
   const { rows, cols } = c;
@@ -180,38 +199,6 @@ export function quipDecodeMatrix(m: QuantizedWeight): Float32Array {
   }
   decodedCache.set(c, out);
   return out;
-}
-
-/**
- * `y = W · x` for `tokens` rows of `x` (`tokens × cols`) into `out` (`tokens × rows`): the input
- * scaled and rotated, the codes read against it, then the output rotation.
- */
-export function quipMatmul(
-  m: QuantizedWeight,
-  x: Float32Array,
-  tokens: number,
-  out: Float32Array,
-): void {
-  const { c, bits, codes, scale, colScale, u, v } = parts(m);
-  const { rows, cols } = c;
-  const step = 2 / ((1 << bits) - 1);
-  const input = new Float64Array(cols);
-  const z = new Float64Array(rows);
-  const tmp = new Float64Array(Math.max(rows, cols));
-  for (let t = 0; t < tokens; t++) {
-    let sum = 0;
-    for (let col = 0; col < cols; col++) input[col] = x[t * cols + col]! / colScale[col]!;
-    applyQuipRotation(v, input, 0, false, tmp);
-    for (let col = 0; col < cols; col++) sum += input[col]!;
-    for (let r = 0; r < rows; r++) {
-      let dot = 0;
-      const at = r * cols;
-      for (let col = 0; col < cols; col++) dot += codes[at + col]! * input[col]!;
-      z[r] = scale * (step * dot - sum);
-    }
-    applyQuipRotation(u, z, 0, true, tmp);
-    for (let r = 0; r < rows; r++) out[t * rows + r] = z[r]!;
-  }
 }
 
 /** QuIP's integer codes after random orthogonal incoherence processing. */
