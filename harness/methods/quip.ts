@@ -30,8 +30,9 @@
  * runs took `pre_proj_extra` 0 (blocked butterflies); the default here is 1, the Kronecker
  * product `A ⊗ B` of two Haar-random orthogonal matrices that the paper and the flag describe.
  * The repository has no Hadamard variant (that arrived with QuIP#, `quip_sharp`). Not ported:
- * `unbiased` (stochastic rounding), the `allbal` and `ldlbal_admm` rounders, `pre_rescale`
- * without `pre_proj`'s grid (`qfn a`). Arithmetic is float64 throughout (the authors': float32).
+ * `unbiased` (stochastic rounding), the other `--quant` rounders (`allbal`, `ldlbal_admm`,
+ * `nearest`, `gptq`), and runs without `pre_proj` (their per-channel `qfn a` grid). Arithmetic is
+ * float64 throughout (the authors': float32).
  *
  * @module
  */
