@@ -12,6 +12,7 @@ import { awq } from "./awq.ts";
 import { smoothquant } from "./smoothquant.ts";
 import { hqq } from "./hqq.ts";
 import { quipSharp } from "./quip_sharp.ts";
+import { quip } from "./quip.ts";
 import { aqlm } from "./aqlm.ts";
 import { vptq } from "./vptq.ts";
 import { affinequant } from "./affinequant.ts";
@@ -27,6 +28,7 @@ export const methods = new Registry<Method>("method", [
   ["smoothquant", smoothquant],
   ["hqq", hqq],
   ["quip_sharp", quipSharp],
+  ["quip", quip],
   ["aqlm", aqlm],
   ["vptq", vptq],
   ["affinequant", affinequant],

@@ -415,6 +415,7 @@ methods:
   - { method: aqlm, finetune: true, finetune_adam_beta2: 1 }
   - { method: quarot, quantizer: awq }
   - { method: quarot, id: q2, quantizer: gptq, clip: mse }
+  - { method: quip, pre_proj_extra: 3 }
 formats: [f32]
 tasks: [{ task: perplexity, dataset: data/wiki.txt }]
 `,
@@ -426,6 +427,7 @@ tasks: [{ task: perplexity, dataset: data/wiki.txt }]
       `${F}:8:5: method "aqlm": AQLM option finetune_adam_beta2 must be in [0, 1), got 1 (at /methods/4)`,
       `${F}:9:5: method "quarot": QuaRot's quantizer must be "rtn" or "gptq", got "awq" (at /methods/5)`,
       `${F}:10:5: method "quarot": QuaRot's clip applies to quantizer rtn; with gptq it must be "none", got "mse" (at /methods/6)`,
+      `${F}:11:5: method "quip": QuIP pre_proj_extra is 0, 1 or 2, got 3 (at /methods/7)`,
     ],
   },
   {

@@ -8,15 +8,19 @@ import type { Matrix } from "../../core/model.ts";
 import { wasmMatmul } from "./wasm_matmul.ts";
 import { quantizeActivations } from "../formats/runtime_quant.ts";
 import { GGML_ACTIVATIONS, ggmlActivations } from "../formats/ggml_activations.ts";
-import { E8P_FORMAT, e8pMatmul } from "../formats/e8p_format.ts";
+import { E8P_FORMAT } from "../formats/e8p_format.ts";
+import { e8pWasmMatmul } from "./e8p_wasm_decode.ts";
+import { QUIP_FORMAT } from "../formats/quip_format.ts";
+import { quipMatmul } from "./quip_matmul.ts";
 
 /**
  * `out[t][r] = Σ_c x[t][c] · W[r][c]` for `T = x.length / W.cols` rows of activations, in float32
  * on a WebAssembly SIMD kernel. Quantized weights are decoded one row at a time inside the loop,
- * never as a whole matrix (QuIP#'s `e8p`: one 8-vector of codes at a time against the transformed
- * input, `e8pMatmul`). With `activations` (an element format such as `int8`), each row of `x`
- * is first quantized per token, dynamically (`runtime_quant.ts`), and the kernel multiplies the
- * quantized values.
+ * never as a whole matrix (QuIP#'s `e8p`: the rows of its codes' matrix, decoded in the module
+ * between float64 Hadamard transforms, `e8pWasmMatmul`; QuIP's `quip`: integer codes against the
+ * rotated input, `quipMatmul`). With `activations` (an element format such as `int8`), each row
+ * of `x` is first quantized per token, dynamically (`runtime_quant.ts`), and the kernel multiplies
+ * the quantized values.
  */
 export function matmul(out: Float32Array, x: Float32Array, w: Matrix, activations?: string): void {
   const input = activations === GGML_ACTIVATIONS
@@ -24,10 +28,14 @@ export function matmul(out: Float32Array, x: Float32Array, w: Matrix, activation
     : activations
     ? quantizeActivations(x, w.cols, activations)
     : x;
-  // QuIP#'s codes multiply the Hadamard-transformed input (`e8pMatmul`): its rows only mean
-  // something after the output transform, so they cannot be decoded one at a time.
+  // QuIP#'s and QuIP's codes multiply the transformed input (`e8pWasmMatmul`, `quipMatmul`): their
+  // rows only mean something after the output transform, so W's rows are never decoded alone.
   if (w.kind === "coded" && E8P_FORMAT.owns(w.codec)) {
-    e8pMatmul(w, input, input.length / w.cols, out);
+    e8pWasmMatmul(w, input, input.length / w.cols, out);
+    return;
+  }
+  if (w.kind === "coded" && QUIP_FORMAT.owns(w.codec)) {
+    quipMatmul(w, input, input.length / w.cols, out);
     return;
   }
   wasmMatmul(out, input, w);

@@ -49,9 +49,46 @@ function ensure(bytesNeeded: number): Float32Array {
 
 const up4 = (n: number) => (n + 3) & ~3;
 
+/**
+ * Rows of a matrix decoded in the module's memory by a decoder of its own (`aqlm.wat`, `e8p.wat`):
+ * what it stages there and how it decodes a chunk of rows.
+ */
+export interface RowStaging {
+  /** Bytes it needs for chunks of `chunk` rows. */
+  bytes(chunk: number): number;
+  /** Copies what every chunk shares to byte `at` (16-byte aligned). */
+  load(at: number, chunk: number): void;
+  /** Decodes rows `r0 .. r0 + nr` into f32 rows of `colsP` floats at byte `out`. */
+  decode(r0: number, nr: number, out: number, colsP: number): void;
+}
+
 /** `out[t][r] = Σ_c x[t][c] · W[r][c]`, as `ops.matmul` documents. */
 export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void {
-  const { rows, cols } = w;
+  run(out, x, w, w.rows, w.cols, aqlmStaging(memory, w));
+}
+
+/**
+ * `out[t][r] = Σ_c x[t][c] · W[r][c]` for a `rows × cols` matrix whose rows only the staging that
+ * `make` gives for the module's memory can decode (QuIP#'s codes, `e8p_wasm_decode.ts`).
+ */
+export function wasmStagedMatmul(
+  out: Float32Array,
+  x: Float32Array,
+  rows: number,
+  cols: number,
+  make: (memory: WebAssembly.Memory) => RowStaging,
+): void {
+  run(out, x, undefined, rows, cols, make(memory));
+}
+
+function run(
+  out: Float32Array,
+  x: Float32Array,
+  w: Matrix | undefined,
+  rows: number,
+  cols: number,
+  staged: RowStaging | undefined,
+): void {
   const T = x.length / cols;
   const colsP = up4(cols);
   const chunk = Math.max(4, Math.min(up4(rows), Math.floor(CHUNK_BYTES / (colsP * 4)) & ~3));
@@ -59,19 +96,18 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
   const wOff = T * colsP;
   const oOff = wOff + chunk * colsP;
   // Integer rows are decoded inside the module: their codes, scales and zero points go here.
-  const groups = w.kind === "int" ? Math.ceil(cols / w.groupSize) : 0;
+  const groups = w?.kind === "int" ? Math.ceil(cols / w.groupSize) : 0;
   const sOff = oOff + T * chunk;
   const cByte = (sOff + chunk * groups) * 4;
   const zByte = cByte + chunk * cols;
-  // AQLM and VPTQ rows are decoded inside the module too (`aqlm_wasm_decode.ts`,
-  // `vptq_wasm_decode.ts`): a matrix's codebooks and codes are staged here.
-  const aqlm = aqlmStaging(memory, w);
-  const vptq = !aqlm && w.kind === "coded" && VPTQ_NAME.test(w.codec)
+  // AQLM, QuIP# and VPTQ rows are decoded inside the module too (`aqlm_wasm_decode.ts`,
+  // `e8p_wasm_decode.ts`, `vptq_wasm_decode.ts`): a matrix's codebooks and codes are staged here.
+  const vptq = !staged && w?.kind === "coded" && VPTQ_NAME.test(w.codec)
     ? vptqRows(memory, w)
     : undefined;
   const sideByte = (zByte + chunk * groups + 15) & ~15;
-  const mem = ensure(sideByte + (aqlm?.bytes(chunk) ?? vptq?.bytes ?? 0));
-  aqlm?.load(sideByte, chunk);
+  const mem = ensure(sideByte + (staged?.bytes(chunk) ?? vptq?.bytes ?? 0));
+  staged?.load(sideByte, chunk);
   vptq?.stage(sideByte);
   if (colsP === cols) {
     mem.set(x, xOff);
@@ -84,9 +120,11 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
   for (let r0 = 0; r0 < rows; r0 += chunk) {
     const nr = Math.min(chunk, rows - r0);
     const nrP = up4(nr);
-    if (w.kind === "dense" && colsP === cols) {
+    if (staged) {
+      staged.decode(r0, nr, wOff * 4, colsP);
+    } else if (w?.kind === "dense" && colsP === cols) {
       mem.set(w.data.subarray(r0 * cols, (r0 + nr) * cols), wOff);
-    } else if (w.kind === "int") {
+    } else if (w?.kind === "int") {
       const bytes = new Uint8Array(memory.buffer);
       bytes.set(w.codes.subarray(r0 * cols, (r0 + nr) * cols), cByte);
       mem.set(w.scales.subarray(r0 * groups, (r0 + nr) * groups), sOff);
@@ -104,15 +142,13 @@ export function wasmMatmul(out: Float32Array, x: Float32Array, w: Matrix): void 
         1 << (w.bits - 1),
         w.zeros ? 1 : 0,
       );
-    } else if (aqlm) {
-      aqlm.decode(r0, nr, wOff * 4, colsP);
     } else if (vptq) {
       vptq.decode(r0, nr, wOff * 4, colsP);
       for (let i = 0; i < nr; i++) mem.fill(0, wOff + i * colsP + cols, wOff + (i + 1) * colsP);
     } else {
       for (let i = 0; i < nr; i++) {
         const at = wOff + i * colsP;
-        decodeRow(w, r0 + i, mem.subarray(at, at + cols));
+        decodeRow(w!, r0 + i, mem.subarray(at, at + cols));
         mem.fill(0, at + cols, at + colsP);
       }
     }

@@ -20,7 +20,8 @@
  * Bits per weight count the codes, the `su` bits and the `sv` halves. The codebook itself (256
  * patterns of 32 bits) is a constant of the format, like an FP4 value table, and is not stored
  * with a matrix. The activations need the same transforms at run time: {@linkcode e8pMatmul}
- * computes `W·x` as `sv ⊙ M_rows(Ŵ · M_colsᵀ(su ⊙ x))`, decoding the codes inside the product.
+ * computes `W·x` as `sv ⊙ M_rows(Ŵ · M_colsᵀ(su ⊙ x))`, decoding the codes inside the product, in
+ * float64 (the reference of the CPU matmul's WebAssembly path, `kernels/cpu/e8p_wasm_decode.ts`).
  * `decodeRow`, the numerical reference other code asks for one row, needs every row of `Ŵ`
  * (`M_rows` mixes them): it decodes the whole matrix once and keeps it while the matrix lives.
  * On WebGPU the codes, signs and scales are uploaded as they are ({@linkcode e8pGpuPlan}) and

@@ -24,6 +24,7 @@ import { GGML_FORMAT } from "./ggml_format.ts";
 import { INT_FORMAT } from "./int_format.ts";
 import { MX_FORMAT } from "./mx_format.ts";
 import { NVFP4_FORMAT } from "./nvfp4_format.ts";
+import { QUIP_FORMAT } from "./quip_format.ts";
 import { SCALED_MINIFLOAT_FORMAT } from "./scaled_minifloat_format.ts";
 import { VPTQ_FORMAT } from "./vptq_format.ts";
 
@@ -38,6 +39,7 @@ export const weightFormats: Registry<WeightFormat> = new Registry<WeightFormat>(
     ["ggml", GGML_FORMAT],
     ["affine", AFFINE_FORMAT],
     ["e8p", E8P_FORMAT],
+    ["quip", QUIP_FORMAT],
     ["aqlm", AQLM_FORMAT],
     ["vptq", VPTQ_FORMAT],
   ],
