@@ -171,3 +171,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "webgpu forwardLast: the last row of forward, over several slices",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const model = syntheticModel();
+    // A binding of 8 KB holds 21 rows of the synthetic model's logits: 23 tokens take 2 slices.
+    const runner = await createWebGpuBackend({ maxBinding: 8192 }).load(model);
+    assert.ok(runner instanceof WebGpuRunner && runner.forwardLast);
+    try {
+      const tokens = Array.from({ length: 23 }, (_, i) => (i * 5 + 3) % 96);
+      const all = await runner.forward(tokens, 0);
+      runner.reset();
+      const last = await runner.forwardLast(tokens, 0);
+      const vocab = model.config.vocabSize;
+      assert.deepEqual([...last], [...all.subarray((tokens.length - 1) * vocab)]);
+      // The cache holds the prompt: decoding continues from it.
+      assert.equal((await runner.forward([7], tokens.length)).length, vocab);
+    } finally {
+      runner.dispose();
+    }
+  },
+});

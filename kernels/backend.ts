@@ -22,6 +22,12 @@ export interface ModelRunner {
    */
   forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array>;
   /**
+   * `forward`, returning only the last row's logits (`[vocabSize]`): a prompt's prefill, where
+   * only the next token is wanted (as llama.cpp computes it). Optional: callers take the last row
+   * of `forward`.
+   */
+  forwardLast?(tokens: ArrayLike<number>, pos: number): Promise<Float32Array>;
+  /**
    * Runs `tokens` as {@linkcode forward} does, but returns per row only the NLL of `targets[row]`
    * (−1: none) and the argmax, computed where the logits are: scoring next tokens then needs no
    * `[T][vocab]` read-back. Optional: callers fall back to `forward` and score on the host.

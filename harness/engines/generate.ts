@@ -35,9 +35,9 @@ export async function greedyGenerate(
   const state = new GenerationState(tokenizer, request, maxSeqLen, tokenizer.eosId);
   const t0 = performance.now();
   runner.reset();
-  let logits = await runner.forward(prompt, 0);
+  let logits = await prefillLast(runner, prompt);
   const prefillMs = performance.now() - t0;
-  let next = argmaxRow(logits, logits.length / prompt.length, prompt.length - 1);
+  let next = argmaxRow(logits, logits.length, 0);
   const firstTokenMs = performance.now() - t0;
   let pos = prompt.length;
   let decodeMs = 0;
@@ -136,6 +136,17 @@ export function untilCut(text: string, until: readonly string[] | undefined): nu
   return cut;
 }
 
+/**
+ * The last row's logits of a prompt's forward pass from position 0: a prefill computes every row,
+ * but only the next token is wanted, so only that row is read back where the runner can.
+ */
+async function prefillLast(runner: ModelRunner, prompt: readonly number[]): Promise<Float32Array> {
+  if (runner.forwardLast) return await runner.forwardLast(prompt, 0);
+  const logits = await runner.forward(prompt, 0);
+  const vocab = logits.length / prompt.length;
+  return logits.subarray((prompt.length - 1) * vocab);
+}
+
 /** Times a `llama-bench`-style run (see {@linkcode TimingRequest}). */
 export async function timeGeneration(
   runner: ModelRunner,
@@ -144,9 +155,9 @@ export async function timeGeneration(
   const { prompt, newTokens } = request;
   runner.reset();
   const t0 = performance.now();
-  let logits = await runner.forward(prompt, 0);
+  let logits = await prefillLast(runner, prompt);
   const t1 = performance.now();
-  let next = argmaxRow(logits, logits.length / prompt.length, prompt.length - 1);
+  let next = argmaxRow(logits, logits.length, 0);
   const t2 = performance.now();
   if (runner.decodeGreedy) {
     await runner.decodeGreedy(next, prompt.length, newTokens);

@@ -806,6 +806,19 @@ export class WebGpuRunner implements ModelRunner {
     return ran ? new Float32Array(await this.#readBack(bytes)) : new Float32Array(0);
   }
 
+  /** `forward` reading back only the last row's logits (see `ModelRunner.forwardLast`). */
+  async forwardLast(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {
+    const vocab = this.#model.config.vocabSize;
+    const T = tokens.length;
+    const read = this.#readBuffer(vocab * 4);
+    const ran = await this.#run(tokens, pos, [], (enc, s, n) => {
+      if (s + n === T) {
+        enc.copyBufferToBuffer(this.#logits, (n - 1) * vocab * 4, read, 0, vocab * 4);
+      }
+    });
+    return ran ? new Float32Array(await this.#readBack(vocab * 4)) : new Float32Array(0);
+  }
+
   /** The NLL of each row's target and each row's argmax, scored on the GPU (`nll_wgsl.ts`). */
   async forwardScores(
     tokens: ArrayLike<number>,
