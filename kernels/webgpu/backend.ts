@@ -33,12 +33,12 @@ import { adapterUnavailable, getGpu } from "./device.ts";
 import {
   type Dispatch,
   encodeDispatches,
-  fusesNorm,
+  fusesGemvInput,
   Kernels,
-  normSkippedByGemv,
   normWeights,
   type QuantizedActivations,
   type QuantizedKv,
+  skippedByFusedGemv,
   STEP_STRIDE,
 } from "./kernels.ts";
 import { kvKeyWords, kvQuantLayout, kvValueWords } from "./kv_quant_wgsl.ts";
@@ -413,14 +413,14 @@ async function compileBlock(
         // needs no SwiGLU dispatch.
         const output = swiglu.op === "swiglu" ? swiglu.output : s.output;
         const fused = !t.quantizesActivations &&
-          readers(output).every((r) => r.op === "linear" && fusesNorm(packOf(r.weight)));
+          readers(output).every((r) => r.op === "linear" && fusesGemvInput(packOf(r.weight)));
         if (fused) fusedSwiglus.add(output);
         program.push(
           ...await t.matmul(plan.packed, input.input, b.gateUp!, {
             xq: input.xq,
             norm: fusedNorms.get(s.input),
           }),
-          fused ? normSkippedByGemv(pair) : pair,
+          fused ? skippedByFusedGemv(pair) : pair,
         );
         slots.set(output, { buffer: b.gate, width: c.hiddenDim, cache: false });
       }
@@ -440,13 +440,13 @@ async function compileBlock(
         const readBy = readers(s.output);
         const fused = !t.quantizesActivations && readBy.every((r) =>
           r.op === "linear" &&
-          fusesNorm(plans.find((p) => p.covers.has(r))?.packed ?? packOf(r.weight))
+          fusesGemvInput(plans.find((p) => p.covers.has(r))?.packed ?? packOf(r.weight))
         );
         if (fused) {
           const weights = k.storage(normWeights(layer[s.weight], c.normEps));
           fusedNorms.set(s.output, { input: input.buffer, weights });
         }
-        program.push(fused ? normSkippedByGemv(d) : d);
+        program.push(fused ? skippedByFusedGemv(d) : d);
         slots.set(s.output, { buffer: b.normed, width: c.dim, cache: false });
         break;
       }
@@ -772,11 +772,11 @@ export class WebGpuRunner implements ModelRunner {
     // The head's GEMV normalizes its input itself where it can (see compileBlock).
     const head = pack("output", w.output);
     const finalNorm = await k.rmsnorm(step, x, k.storage(w.finalNorm), xb, c.dim, c.normEps);
-    const norm = fusesNorm(head)
+    const norm = fusesGemvInput(head)
       ? { input: x, weights: k.storage(normWeights(w.finalNorm, c.normEps)) }
       : undefined;
     program.push(
-      norm ? normSkippedByGemv(finalNorm) : finalNorm,
+      norm ? skippedByFusedGemv(finalNorm) : finalNorm,
       ...await mm(head, xb, logits, { norm }),
     );
     return new WebGpuRunner(

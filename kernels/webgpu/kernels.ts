@@ -737,7 +737,7 @@ export class Kernels {
       /**
        * `x` is the output of an RMSNorm of `input` with `weights` ({@linkcode normWeights}):
        * the float GEMV (`T ≤ GEMV_MAX_ROWS`) reads `input` and normalizes it itself, so the
-       * RMSNorm's dispatch is needed only by larger `T` ({@linkcode fusesNorm} says where).
+       * RMSNorm's dispatch is needed only by larger `T` ({@linkcode fusesGemvInput} says where).
        */
       norm?: { input: GPUBuffer; weights: GPUBuffer };
       /**
@@ -875,11 +875,11 @@ export class Kernels {
 }
 
 /**
- * Whether `Kernels.matmul` of `m` normalizes a `norm` input inside its GEMV (without run-time
- * activation quantization, whose kernels read the normalized and quantized input): the packed
+ * Whether `Kernels.matmul` of `m` computes a `norm` or `swiglu` input inside its GEMV (without
+ * run-time activation quantization, whose kernels read the finished, quantized input): the packed
  * layouts' float GEMV does, codebook formats do not.
  */
-export function fusesNorm(m: PackedMatrix): boolean {
+export function fusesGemvInput(m: PackedMatrix): boolean {
   return !m.codebook;
 }
 
@@ -887,7 +887,7 @@ export function fusesNorm(m: PackedMatrix): boolean {
  * `d` without workgroups where the GEMVs that read its output compute it from its input instead
  * (RMSNorm, SwiGLU).
  */
-export function normSkippedByGemv(d: Dispatch): Dispatch {
+export function skippedByFusedGemv(d: Dispatch): Dispatch {
   return { ...d, groups: (T) => (T <= GEMV_MAX_ROWS ? [0, 0, 0] : d.groups(T)) };
 }
 
