@@ -69,12 +69,7 @@ export function hadamardShader(
   options: HadamardShaderOptions = {},
 ): string {
   const { k, pow2 } = hadamardPlan(n);
-  const maxN = options.maxBytes === undefined ? HADAMARD_MAX_N : Math.floor(options.maxBytes / 4);
-  if (n > maxN) {
-    throw new HadamardShaderError(
-      `A Hadamard row of ${n} values exceeds the ${maxN} a workgroup holds`,
-    );
-  }
+  checkSize(n, options.maxBytes === undefined ? HADAMARD_MAX_N : Math.floor(options.maxBytes / 4));
   const wg = options.workgroup ?? HADAMARD_WORKGROUP;
   const factor = transpose ? "h[c * K + r]" : "h[r * K + c]";
   if (options.place && !options.step) {
@@ -110,7 +105,18 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: 
   let row = wgid.x;
   if (row >= ${rows}) { return; }
   let base = row * N;
-  for (var i = lid; i < N; i += ${wg}u) { v[i] = x[base + i] * signs[i]; }
+${transformBody(n, wg, "x[base + i] * signs[i]", factor, store)}}
+`;
+}
+
+/**
+ * The body both shaders share, for workgroups of `wg` threads: load the row into workgroup memory
+ * (`load`, an expression of `i`), the butterflies of each block of P, then the mix by the factor
+ * (`factor`, of `r` and `c`) into `acc`, with `scale` = `1/√n` in scope for `store` (a statement
+ * of `o`).
+ */
+function transformBody(n: number, wg: number, load: string, factor: string, store: string): string {
+  return `  for (var i = lid; i < N; i += ${wg}u) { v[i] = ${load}; }
   workgroupBarrier();
   // Butterflies within each block of P: pair (i, i + s) for every i with bit s clear.
   for (var s = 1u; s < P; s <<= 1u) {
@@ -133,40 +139,6 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: 
     for (var c = 0u; c < K; c++) { acc += ${factor} * v[c * P + j]; }
     ${store}
   }
-}
-`;
-}
-
-/**
- * The body of a block's `hadamard` step shader ({@linkcode blockHadamardShader}): load the row into workgroup memory (`load`, an expression of
- * `i`), the butterflies of each block of P, then the mix by the factor (`factor`, of `r` and `c`)
- * scaled by `1/√n`, stored to `store` (a place of `o`).
- */
-function transformBody(n: number, load: string, factor: string, store: string): string {
-  const wg = HADAMARD_WORKGROUP;
-  return `  for (var i = lid; i < N; i += ${wg}u) { v[i] = ${load}; }
-  workgroupBarrier();
-  // Butterflies within each block of P: pair (i, i + s) for every i with bit s clear.
-  for (var s = 1u; s < P; s <<= 1u) {
-    for (var t = lid; t < N / 2u; t += ${wg}u) {
-      let block = t / (P / 2u);
-      let q = t % (P / 2u);
-      let i = block * P + (q / s) * 2u * s + q % s;
-      let a = v[i];
-      let b = v[i + s];
-      v[i] = a + b;
-      v[i + s] = a - b;
-    }
-    workgroupBarrier();
-  }
-  let scale = ${1 / Math.sqrt(n)};
-  for (var o = lid; o < N; o += ${wg}u) {
-    let r = o / P;
-    let j = o % P;
-    var acc = 0.0;
-    for (var c = 0u; c < K; c++) { acc += ${factor} * v[c * P + j]; }
-    ${store} = acc * scale;
-  }
 `;
 }
 
@@ -183,7 +155,7 @@ function transformBody(n: number, load: string, factor: string, store: string): 
  */
 export function blockHadamardShader(n: number): string {
   const { k, pow2 } = hadamardPlan(n);
-  checkSize(n);
+  checkSize(n, HADAMARD_MAX_N);
   return `const N = ${n}u;
 const K = ${k}u;
 const P = ${pow2}u;
@@ -198,15 +170,23 @@ var<workgroup> v: array<f32, ${n}>;
 @compute @workgroup_size(${HADAMARD_WORKGROUP})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
   let base = params.off + st.pos * params.posStride + wgid.y * params.rowStride + wgid.x * N;
-${transformBody(n, "buf[base + i]", "h[r * K + c]", "buf[base + o]")}}
+${
+    transformBody(
+      n,
+      HADAMARD_WORKGROUP,
+      "buf[base + i]",
+      "h[r * K + c]",
+      "buf[base + o] = acc * scale;",
+    )
+  }}
 `;
 }
 
-/** A {@linkcode HadamardShaderError} when a row of `n` exceeds {@linkcode HADAMARD_MAX_N}. */
-function checkSize(n: number): void {
-  if (n > HADAMARD_MAX_N) {
+/** A {@linkcode HadamardShaderError} when a row of `n` exceeds the `maxN` a workgroup holds. */
+function checkSize(n: number, maxN: number): void {
+  if (n > maxN) {
     throw new HadamardShaderError(
-      `A Hadamard row of ${n} values exceeds the ${HADAMARD_MAX_N} a workgroup holds`,
+      `A Hadamard row of ${n} values exceeds the ${maxN} a workgroup holds`,
     );
   }
 }
