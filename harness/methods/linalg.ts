@@ -1,5 +1,5 @@
 /**
- * Small dense linear algebra in float64 for the calibrated methods: Cholesky factorisation, the
+ * Small dense linear algebra in float64 for the calibrated methods: transposes, Cholesky factorisation, the
  * inverse from a Cholesky factor (`torch.cholesky_inverse`), and Gram matrices `XᵀX` of captured
  * activations. Matrices are row-major `Float64Array`s of `n × n`.
  *
@@ -12,6 +12,15 @@ import { gemm, packRows } from "./search_kernels.ts";
 /** Thrown when a matrix that must be symmetric positive definite is not. */
 export class NotPositiveDefiniteError extends Error {
   override name = "NotPositiveDefiniteError";
+}
+
+/** The transpose of a `rows × cols` row-major matrix. */
+export function transpose(a: Float64Array, rows: number, cols: number): Float64Array {
+  const t = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c]!;
+  }
+  return t;
 }
 
 /** The lower-triangular `L` with `A = L·Lᵀ` (`torch.linalg.cholesky`). */

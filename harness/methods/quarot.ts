@@ -51,6 +51,7 @@ import { seededRandom } from "../../core/random.ts";
 import { decoded } from "./awq.ts";
 import { rtn } from "./rtn.ts";
 import { gptq } from "./gptq.ts";
+import { transpose } from "./linalg.ts";
 
 /**
  * Options and their defaults: the quantizer of the rotated weights (`rtn`, or `gptq` with its
@@ -153,15 +154,6 @@ function checkSize(n: number, what: string): void {
   } catch (e) {
     throw new QuarotError(`QuaRot cannot rotate ${what} (${n}): ${(e as Error).message}`);
   }
-}
-
-/** The transpose of a `rows × cols` row-major matrix. */
-function transpose(data: Float64Array, rows: number, cols: number): Float64Array {
-  const out = new Float64Array(data.length);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) out[c * rows + r] = data[r * cols + c]!;
-  }
-  return out;
 }
 
 /** `f` applied to every column of a `rows × cols` matrix (each column as a row of `rows`). */

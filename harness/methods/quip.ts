@@ -47,7 +47,8 @@ import {
   quipRotation,
 } from "../../kernels/formats/quip_rotation.ts";
 import { quipMatrix } from "../../kernels/formats/quip_format.ts";
-import { addGram, cholesky } from "./linalg.ts";
+import { addGram, cholesky, transpose } from "./linalg.ts";
+import { roundHalfEven } from "../../kernels/formats/int.ts";
 import { decodeMatrix } from "./gptq.ts";
 import {
   calibrationWindows,
@@ -95,25 +96,10 @@ export interface QuipResult {
 /** Columns per lazy batch (`round_ldl_block`'s `blocksize`). */
 const LAZY_BLOCK = 128;
 
-function transpose(a: Float64Array, rows: number, cols: number): Float64Array {
-  const t = new Float64Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c]!;
-  }
-  return t;
-}
-
 /** Each of the `rows` rows of `a` (length `rot.n`) replaced by `rot` times it. */
 function rotateRows(a: Float64Array, rows: number, rot: QuipRotation): void {
   const tmp = new Float64Array(rot.n);
   for (let r = 0; r < rows; r++) applyQuipRotation(rot, a, r * rot.n, false, tmp);
-}
-
-/** `torch.round`: halves to even. */
-function roundHalfEven(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  return d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
 }
 
 /**

@@ -45,7 +45,7 @@ import {
 } from "../../kernels/formats/e8p_codebook.ts";
 import { e8pMatrix, e8pVectors } from "../../kernels/formats/e8p_format.ts";
 import { f32ToF16 } from "../../kernels/formats/gguf/numeric.ts";
-import { addGram, cholesky } from "./linalg.ts";
+import { addGram, cholesky, transpose } from "./linalg.ts";
 import { decodeMatrix } from "./gptq.ts";
 import {
   calibrationWindows,
@@ -98,14 +98,6 @@ const rms = (a: Float64Array, count = a.length) => {
 /** Rows of `a` (`rows × n`) transformed by `Mᵀ` (the transform of size `n`). */
 function rowsTimesM(a: Float64Array, n: number): void {
   hadamardTransform(a, n, true);
-}
-
-function transpose(a: Float64Array, rows: number, cols: number): Float64Array {
-  const t = new Float64Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c]!;
-  }
-  return t;
 }
 
 /** Inverse of the `b × b` lower-triangular `l`. */

@@ -19,6 +19,7 @@
  * @module
  */
 import { roundHalfEven } from "../formats/int.ts";
+import { fakeQuantize } from "./fake_quant.ts";
 
 /** Thrown for a clipping quantizer setting this module does not support. */
 export class ClipQuantError extends RangeError {
@@ -138,30 +139,12 @@ export function clipQuantize(
   q: ClipQuant,
 ): ClipQuantized {
   const params = clipParams(w, rows, cols, q);
-  const groups = Math.ceil(cols / q.groupSize);
-  const qmax = 2 ** q.bits - 1;
-  const wq = new Float64Array(w.length);
-  const scaleGrad = new Float64Array(w.length);
-  const inRange = new Uint8Array(w.length);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < cols; j++) {
-      const i = r * cols + j;
-      const k = r * groups + Math.floor(j / q.groupSize);
-      const s = params.scales[k]!;
-      const z = params.zeros[k]!;
-      const u = w[i]! / s;
-      const code = roundHalfEven(u) + z;
-      const c = Math.min(qmax, Math.max(0, code));
-      wq[i] = s * (c - z);
-      if (code === c) {
-        inRange[i] = 1;
-        scaleGrad[i] = code - z - u;
-      } else {
-        scaleGrad[i] = c - z;
-      }
-    }
-  }
-  return { wq, params, scaleGrad, inRange };
+  // Rounding to the clipped grid is fake quantization with these scales and zero points.
+  const { scales, zeros } = params;
+  return {
+    ...fakeQuantize(w, rows, cols, { bits: q.bits, groupSize: q.groupSize, scales, zeros }),
+    params,
+  };
 }
 
 /**
