@@ -8,7 +8,7 @@ import {
 } from "./quip_sharp.ts";
 import { gptq } from "./gptq.ts";
 import { rtn } from "./rtn.ts";
-import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
+import { CALIBRATION_SETS, heldOutNll, lcg, proxyLoss } from "./testing.ts";
 import type { FormatSpec } from "../../core/suite_types.ts";
 import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
@@ -17,29 +17,6 @@ import { sideTensor, storageName } from "../../kernels/formats/matrix.ts";
 
 function spec(weights: string, extra: Partial<FormatSpec> = {}): FormatSpec {
   return { id: weights, weights, group: 0, symmetric: true, options: {}, ...extra };
-}
-
-function lcg(seed: number): () => number {
-  let s = seed;
-  return () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return s / 2147483648;
-  };
-}
-
-/** `tr((W − Q) H (W − Q)ᵀ)`: the layer-output error LDLQ minimises. */
-function proxyLoss(w: Float64Array, q: Float64Array, h: Float64Array, m: number, n: number) {
-  let loss = 0;
-  const d = new Float64Array(n);
-  for (let r = 0; r < m; r++) {
-    for (let c = 0; c < n; c++) d[c] = w[r * n + c]! - q[r * n + c]!;
-    for (let i = 0; i < n; i++) {
-      let s = 0;
-      for (let j = 0; j < n; j++) s += h[i * n + j]! * d[j]!;
-      loss += d[i]! * s;
-    }
-  }
-  return loss;
 }
 
 /** A weight matrix, correlated inputs' Hessian `XᵀX` and random signs. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { quip, QuipError, quipQuantize, quipSeeds, type QuipSettings } from "./quip.ts";
-import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
+import { CALIBRATION_SETS, heldOutNll, lcg, proxyLoss } from "./testing.ts";
 import type { FormatSpec } from "../../core/suite_types.ts";
 import { hasShared, sharedPath } from "../../core/shared.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
@@ -15,29 +15,6 @@ import { REPO_ROOT } from "../../core/shared.ts";
 
 function spec(weights: string, extra: Partial<FormatSpec> = {}): FormatSpec {
   return { id: weights, weights, group: 0, symmetric: true, options: {}, ...extra };
-}
-
-function lcg(seed: number): () => number {
-  let s = seed;
-  return () => {
-    s = (s * 1103515245 + 12345) % 2147483648;
-    return s / 2147483648;
-  };
-}
-
-/** `tr((W − Q) H (W − Q)ᵀ)`: the layer-output error LDLQ minimises. */
-function proxyLoss(w: Float64Array, q: Float64Array, h: Float64Array, m: number, n: number) {
-  let loss = 0;
-  const d = new Float64Array(n);
-  for (let r = 0; r < m; r++) {
-    for (let c = 0; c < n; c++) d[c] = w[r * n + c]! - q[r * n + c]!;
-    for (let i = 0; i < n; i++) {
-      let s = 0;
-      for (let j = 0; j < n; j++) s += h[i * n + j]! * d[j]!;
-      loss += d[i]! * s;
-    }
-  }
-  return loss;
 }
 
 /** A weight matrix with a few large columns and correlated inputs' Hessian `XᵀX`. */

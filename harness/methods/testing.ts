@@ -1,5 +1,6 @@
 /**
- * Helpers shared by the methods' tests: held-out NLL on stories260K and the calibration dataset.
+ * Helpers shared by the methods' tests: held-out NLL on stories260K, the calibration dataset, a
+ * seeded generator and LDLQ's proxy loss.
  *
  * @module
  */
@@ -38,3 +39,27 @@ export const CALIBRATION_SETS: Record<string, DatasetSpec> = {
     maxChars: 100000,
   },
 };
+
+/** A linear congruential generator in [0, 1) (glibc's constants), for test data. */
+export function lcg(seed: number): () => number {
+  let s = seed;
+  return () => {
+    s = (s * 1103515245 + 12345) % 2147483648;
+    return s / 2147483648;
+  };
+}
+
+/** `tr((W − Q) H (W − Q)ᵀ)`: the layer-output error LDLQ minimises. */
+export function proxyLoss(w: Float64Array, q: Float64Array, h: Float64Array, m: number, n: number) {
+  let loss = 0;
+  const d = new Float64Array(n);
+  for (let r = 0; r < m; r++) {
+    for (let c = 0; c < n; c++) d[c] = w[r * n + c]! - q[r * n + c]!;
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let j = 0; j < n; j++) s += h[i * n + j]! * d[j]!;
+      loss += d[i]! * s;
+    }
+  }
+  return loss;
+}
