@@ -252,6 +252,35 @@ export class Kernels {
     });
   }
 
+  /**
+   * A dispatch of a kernel whose bindings are its uniform (`params`, those at `floats` as f32),
+   * the `Step` uniform (dynamic offset), then `buffers`, as `sig` lists them (`us…`).
+   */
+  async #stepped(
+    step: GPUBuffer,
+    k: {
+      label: string;
+      sig: Signature;
+      code: string;
+      params: number[];
+      floats?: number[];
+      buffers: GPUBuffer[];
+      groups: Dispatch["groups"];
+    },
+  ): Promise<Dispatch> {
+    const pipe = await this.pipeline(k.sig, k.code);
+    return {
+      label: k.label,
+      pipeline: () => pipe,
+      bindGroup: this.#bind(k.sig, [
+        this.uniform(k.params, k.floats ?? []),
+        { buffer: step, size: 16 },
+        ...k.buffers,
+      ]),
+      groups: k.groups,
+    };
+  }
+
   /** RMSNorm of `T` rows of `dim` from `x` into `out`. */
   async rmsnorm(
     step: GPUBuffer,
@@ -261,19 +290,15 @@ export class Kernels {
     dim: number,
     eps: number,
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrrw", RMSNORM_WGSL);
-    return {
+    return await this.#stepped(step, {
       label: "rmsnorm",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrrw", [
-        this.uniform([dim, eps], [1]),
-        { buffer: step, size: 16 },
-        x,
-        weight,
-        out,
-      ]),
+      sig: "usrrw",
+      code: RMSNORM_WGSL,
+      params: [dim, eps],
+      floats: [1],
+      buffers: [x, weight, out],
       groups: (T) => [T, 1, 1],
-    };
+    });
   }
 
   /** RoPE in place on rows at `off + pos·posStride + t·rowStride`. */
@@ -290,7 +315,6 @@ export class Kernels {
       style: "interleaved" | "half";
     },
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrw", ROPE_WGSL);
     const params = [
       o.nHeads,
       o.headDim,
@@ -299,12 +323,14 @@ export class Kernels {
       o.posStride,
       o.style === "interleaved" ? 1 : 0,
     ];
-    return {
+    return await this.#stepped(step, {
       label: "rope",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrw", [this.uniform(params), { buffer: step, size: 16 }, table, buf]),
+      sig: "usrw",
+      code: ROPE_WGSL,
+      params: params,
+      buffers: [table, buf],
       groups: (T) => linearGroups((T * o.nHeads * o.headDim) / 2),
-    };
+    });
   }
 
   /**
@@ -460,13 +486,14 @@ export class Kernels {
 
   /** In place `gate = silu(gate)·up` over rows of `n`. */
   async swiglu(step: GPUBuffer, gate: GPUBuffer, up: GPUBuffer, n: number): Promise<Dispatch> {
-    const pipe = await this.pipeline("uswr", SWIGLU_WGSL);
-    return {
+    return await this.#stepped(step, {
       label: "swiglu",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("uswr", [this.uniform([n]), { buffer: step, size: 16 }, gate, up]),
+      sig: "uswr",
+      code: SWIGLU_WGSL,
+      params: [n],
+      buffers: [gate, up],
       groups: (T) => linearGroups(T * n),
-    };
+    });
   }
 
   /**
@@ -481,21 +508,14 @@ export class Kernels {
     o: QkvScatterShape,
   ): Promise<Dispatch> {
     const params = qkvScatterParams(o);
-    const pipe = await this.pipeline("usrrwww", QKV_SCATTER_WGSL);
-    return {
+    return await this.#stepped(step, {
       label: "qkv rope scatter",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrrwww", [
-        this.uniform(params),
-        { buffer: step, size: 16 },
-        table,
-        qkv,
-        out.q,
-        out.keys,
-        out.values,
-      ]),
+      sig: "usrrwww",
+      code: QKV_SCATTER_WGSL,
+      params: params,
+      buffers: [table, qkv, out.q, out.keys, out.values],
       groups: (T) => linearGroups(qkvScatterThreads(o, T)),
-    };
+    });
   }
 
   /** `out = silu(gate)·up` over rows of stacked `[gate | up]` of `2n` (`swiglu_pair_wgsl.ts`). */
@@ -505,13 +525,14 @@ export class Kernels {
     out: GPUBuffer,
     n: number,
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrw", SWIGLU_PAIR_WGSL);
-    return {
+    return await this.#stepped(step, {
       label: "swiglu",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrw", [this.uniform([n]), { buffer: step, size: 16 }, gateUp, out]),
+      sig: "usrw",
+      code: SWIGLU_PAIR_WGSL,
+      params: [n],
+      buffers: [gateUp, out],
       groups: (T) => linearGroups(T * n),
-    };
+    });
   }
 
   /** In place `buf[off + pos·posStride + t·rowStride + i] += bias[i]`. */
@@ -522,14 +543,15 @@ export class Kernels {
     n: number,
     o: { off?: number; posStride?: number; rowStride: number },
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrw", BIAS_WGSL);
     const params = [n, o.off ?? 0, o.posStride ?? 0, o.rowStride];
-    return {
+    return await this.#stepped(step, {
       label: "bias",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrw", [this.uniform(params), { buffer: step, size: 16 }, bias, buf]),
+      sig: "usrw",
+      code: BIAS_WGSL,
+      params: params,
+      buffers: [bias, buf],
       groups: (T) => linearGroups(T * n),
-    };
+    });
   }
 
   /** In place RMSNorm of each of `heads` heads of `headDim` in rows at `off + pos·posStride`. */
@@ -539,19 +561,16 @@ export class Kernels {
     buf: GPUBuffer,
     o: { heads: number; headDim: number; eps: number; posStride?: number; rowStride: number },
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrw", HEADNORM_WGSL);
     const params = [o.headDim, o.eps, 0, o.posStride ?? 0, o.rowStride];
-    return {
+    return await this.#stepped(step, {
       label: "headnorm",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrw", [
-        this.uniform(params, [1]),
-        { buffer: step, size: 16 },
-        weight,
-        buf,
-      ]),
+      sig: "usrw",
+      code: HEADNORM_WGSL,
+      params: params,
+      floats: [1],
+      buffers: [weight, buf],
       groups: (T) => [o.heads, T, 1],
-    };
+    });
   }
 
   /**
@@ -564,18 +583,14 @@ export class Kernels {
     buf: GPUBuffer,
     o: { n: number; blocks: number; posStride?: number; rowStride: number },
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrw", blockHadamardShader(o.n));
-    return {
+    return await this.#stepped(step, {
       label: "hadamard",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrw", [
-        this.uniform([0, o.posStride ?? 0, o.rowStride]),
-        { buffer: step, size: 16 },
-        this.storage(hadamardFactorData(o.n)),
-        buf,
-      ]),
+      sig: "usrw",
+      code: blockHadamardShader(o.n),
+      params: [0, o.posStride ?? 0, o.rowStride],
+      buffers: [this.storage(hadamardFactorData(o.n)), buf],
       groups: (T) => [o.blocks, T, 1],
-    };
+    });
   }
 
   /**
@@ -591,21 +606,17 @@ export class Kernels {
     xd: GPUBuffer,
     o: { cols: number; xStride?: number; qmax: number; element?: ActivationElement },
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrww", quantizeActivationsShader(xq.per, o.element));
     const chunks = Math.ceil(o.cols / 32);
     const params = [o.cols, chunks, o.xStride ?? o.cols, quantizedRowWords(chunks), o.qmax];
-    return {
+    return await this.#stepped(step, {
       label: "quantize activations",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrww", [
-        this.uniform(params, [4]),
-        { buffer: step, size: 16 },
-        x,
-        xq.buffer,
-        xd,
-      ]),
+      sig: "usrww",
+      code: quantizeActivationsShader(xq.per, o.element),
+      params: params,
+      floats: [4],
+      buffers: [x, xq.buffer, xd],
       groups: (T) => [Math.ceil((chunks * 8) / QUANTIZE_WORDS_PER_GROUP), T, 1],
-    };
+    });
   }
 
   /**
@@ -623,19 +634,14 @@ export class Kernels {
     if (!(Number.isInteger(vocab) && vocab > 0)) {
       throw new RangeError(`Vocabulary size ${vocab} is not a positive integer`);
     }
-    const pipe = await this.pipeline("usrrw", NLL_WGSL);
-    return {
+    return await this.#stepped(step, {
       label: "nll",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrrw", [
-        this.uniform([vocab]),
-        { buffer: step, size: 16 },
-        logits,
-        targets,
-        scores,
-      ]),
+      sig: "usrrw",
+      code: NLL_WGSL,
+      params: [vocab],
+      buffers: [logits, targets, scores],
       groups: (T) => [T, 1, 1],
-    };
+    });
   }
 
   /**
@@ -649,19 +655,14 @@ export class Kernels {
     x: GPUBuffer,
     o: { dim: number; rowStart: number; rows: number },
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrrw", EMBED_WGSL);
-    return {
+    return await this.#stepped(step, {
       label: `embed rows ${o.rowStart}+${o.rows}`,
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrrw", [
-        this.uniform([o.dim, o.rowStart, o.rows]),
-        { buffer: step, size: 16 },
-        ids,
-        table,
-        x,
-      ]),
+      sig: "usrrw",
+      code: EMBED_WGSL,
+      params: [o.dim, o.rowStart, o.rows],
+      buffers: [ids, table, x],
       groups: (T) => linearGroups(T * o.dim),
-    };
+    });
   }
 
   /** Writes the index of the largest of `vocab` logits (the first on ties) to `ids[step.a + 1]`. */
@@ -671,18 +672,14 @@ export class Kernels {
     ids: GPUBuffer,
     vocab: number,
   ): Promise<Dispatch> {
-    const pipe = await this.pipeline("usrw", ARGMAX_WGSL);
-    return {
+    return await this.#stepped(step, {
       label: "argmax",
-      pipeline: () => pipe,
-      bindGroup: this.#bind("usrw", [
-        this.uniform([vocab]),
-        { buffer: step, size: 16 },
-        logits,
-        ids,
-      ]),
+      sig: "usrw",
+      code: ARGMAX_WGSL,
+      params: [vocab],
+      buffers: [logits, ids],
       groups: () => [1, 1, 1],
-    };
+    });
   }
 
   /**
