@@ -25,6 +25,11 @@ export interface Method {
   description: string;
   /** Option names the method accepts, with their defaults (validated by the suite loader). */
   options: Record<string, unknown>;
+  /**
+   * The only tasks this method's models mean something for (absent: every task); the suite
+   * loader refuses a suite that runs it with any other (`random_codes`: throughput only).
+   */
+  tasks?: readonly string[];
   /** Why this method cannot produce `format`, or undefined when it can. */
   unsupported(format: FormatSpec): string | undefined;
   /**

@@ -18,6 +18,7 @@ import { vptq } from "./vptq.ts";
 import { affinequant } from "./affinequant.ts";
 import { quarot } from "./quarot.ts";
 import { llmQat } from "./llm_qat.ts";
+import { randomCodes } from "./random_codes.ts";
 
 /** All known methods by name. */
 export const methods = new Registry<Method>("method", [
@@ -34,4 +35,5 @@ export const methods = new Registry<Method>("method", [
   ["affinequant", affinequant],
   ["quarot", quarot],
   ["llm_qat", llmQat],
+  ["random_codes", randomCodes],
 ]);

@@ -553,6 +553,7 @@ class Normaliser {
     const engineSpecs = this.engines(data.engines);
     const backendNames = this.backends(data.backends, engineSpecs);
     const taskSpecs = await this.tasks(data.tasks);
+    this.methodTasks(data.methods, taskSpecs);
     const exclude = this.exclude(data.exclude);
     return {
       file: this.file,
@@ -777,6 +778,29 @@ class Normaliser {
       if (fresh) specs.push({ id, method: name, options });
     }
     return specs;
+  }
+
+  /**
+   * Reports, at its entry, a method whose models mean something for some tasks only (see
+   * `Method.tasks`) in a suite that runs other tasks: an impossible combination, since every
+   * task runs on every cell.
+   */
+  methodTasks(value: unknown, taskSpecs: readonly TaskSpec[]): void {
+    for (const [i, entry] of list(value).entries()) {
+      const name = typeof entry === "string" ? entry : isRecord(entry) ? entry.method : undefined;
+      if (typeof name !== "string" || !methods.has(name)) continue;
+      const only = methods.get(name).tasks;
+      if (only === undefined) continue;
+      const others = [...new Set(taskSpecs.map((t) => t.task).filter((t) => !only.includes(t)))];
+      if (others.length === 0) continue;
+      this.source.add(
+        typeof entry === "string" ? ["methods", i] : ["methods", i, "method"],
+        `impossible combination: method "${name}" is for ${only.join(", ")} only, but the ` +
+          `suite also runs task${others.length > 1 ? "s" : ""} ` +
+          `${others.map((t) => `"${t}"`).join(", ")}; use it in a suite whose tasks are ` +
+          `${only.join(", ")} only`,
+      );
+    }
   }
 
   /** A `calibration` entry merged over the method's defaults; undefined when unusable. */

@@ -685,6 +685,25 @@ thresholds: { perplexity: {} }
       `${F}:12:27: expected at least one of: max_relative_increase, max_relative_decrease, max_absolute_increase, max_absolute_drop (at /thresholds/perplexity)`,
     ],
   },
+  {
+    name: "a throughput-only method with a quality task",
+    yaml: `name: t
+models: [{ id: mini, path: models/mini.bin }]
+methods:
+  - rtn
+  - random_codes
+  - { id: e8p, method: random_codes, e8p: true }
+formats: [aqlm_2x8]
+tasks:
+  - { task: throughput, prompt_tokens: 8, generate_tokens: 4 }
+  - { task: perplexity, dataset: data/wiki.txt }
+  - { task: kld, dataset: data/wiki.txt }
+`,
+    expected: [
+      `${F}:5:5: impossible combination: method "random_codes" is for throughput only, but the suite also runs tasks "perplexity", "kld"; use it in a suite whose tasks are throughput only (at /methods/1)`,
+      `${F}:6:24: impossible combination: method "random_codes" is for throughput only, but the suite also runs tasks "perplexity", "kld"; use it in a suite whose tasks are throughput only (at /methods/2/method)`,
+    ],
+  },
 ];
 
 for (const c of CASES) {

@@ -136,10 +136,9 @@ function element(codebooks: number, bits: number, fixed?: number): CodedElementF
         const init = aqlmInit(m.data, m.rows, m.cols, scheme, AQLM_INIT_ITERATIONS, random);
         return buildAqlmMatrix({ scheme, rows: m.rows, cols: m.cols, ...init });
       }),
-    timingMatrix(settings, rows, cols) {
+    timingMatrix(settings, rows, cols, random = seededRandom(0, `aqlm timing ${rows}x${cols}`)) {
       // Codes uniform over the codebooks, codewords and scales of a k-means start's magnitude.
       const scheme = schemeOf(settings);
-      const random = seededRandom(0, `aqlm timing ${rows}x${cols}`);
       const size = 2 ** bits;
       return buildAqlmMatrix({
         scheme,

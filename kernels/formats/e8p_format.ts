@@ -33,7 +33,7 @@ import type { CodedMatrix } from "../../core/coded.ts";
 import { hadamardPlan, hadamardTransform } from "../cpu/hadamard.ts";
 import { E8P_ABS, E8P_RVQ, e8pDecode, type E8pRvq, secondDecode } from "./e8p_codebook.ts";
 import { asCoded, type QuantizedWeight, type WeightFormat } from "./format.ts";
-import { f16ToF32 } from "./gguf/numeric.ts";
+import { f16ToF32, f32ToF16 } from "./gguf/numeric.ts";
 import type { E8pGpuPlan } from "./gpu_layout.ts";
 
 /** The codec name of E8P12 matrices. */
@@ -157,6 +157,32 @@ export function e8pMatrix(
   };
   parts(m);
   return m;
+}
+
+/**
+ * An E8P matrix (`bits` 2: E8P12; 3 and 4: its residual variants) with arbitrary contents, for
+ * timing where QuIP#'s search is too slow: every 16-bit E8P12 code (and 8- or 16-bit second code)
+ * uniform (each is a codeword), random input signs, and row scales of random sign and a weight's
+ * magnitude (the codewords' RMS is about 1, so a row's RMS is its scale: about 1/√cols).
+ */
+export function e8pTimingMatrix(
+  bits: 2 | 3 | 4,
+  rows: number,
+  cols: number,
+  random: () => number,
+): CodedMatrix {
+  const count = rows * e8pVectors(cols);
+  const codes = (width: number) =>
+    Uint16Array.from({ length: count }, () => Math.floor(random() * 2 ** width));
+  const su = Uint8Array.from({ length: Math.ceil(cols / 8) }, () => Math.floor(random() * 256));
+  const sv = Uint16Array.from(
+    { length: rows },
+    () => f32ToF16((random() < 0.5 ? -1 : 1) * (0.5 + random()) / Math.sqrt(cols)),
+  );
+  const residual = bits === 2
+    ? undefined
+    : { bits, codes: codes(E8P_RVQ[bits].secondBits) };
+  return e8pMatrix(rows, cols, codes(16), su, sv, residual);
 }
 
 const decodedCache = new WeakMap<CodedMatrix, Float32Array>();

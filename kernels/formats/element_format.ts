@@ -69,9 +69,16 @@ export interface CodedElementFormat extends ElementFormatBase {
   /**
    * A matrix of this format with seeded arbitrary contents, for timing the decoders, where
    * {@linkcode CodedElementFormat.quantize} costs far more than a benchmark can spend (AQLM's
-   * k-means over 2^16 codewords); absent, `deno task perf` times what `quantize` makes.
+   * k-means over 2^16 codewords); absent, `deno task perf` times what `quantize` makes. `random`
+   * draws the contents (default: a fixed seed per shape); the `random_codes` method passes one
+   * seeded per suite, layer and linear.
    */
-  timingMatrix?(settings: FormatSettings, rows: number, cols: number): Matrix;
+  timingMatrix?(
+    settings: FormatSettings,
+    rows: number,
+    cols: number,
+    random?: () => number,
+  ): Matrix;
 }
 
 /** What a weight element is stored as. */

@@ -95,6 +95,30 @@ export function vqRoundToNearest(m: DenseMatrix, config: VptqConfig, seed: numbe
   return buildVptq({ rows, cols, config, centroids, indices, resCentroids, resIndices });
 }
 
+/**
+ * A VPTQ matrix of `config` with arbitrary contents, for timing: indices uniform over the
+ * codebooks, half centroids of a weight's magnitude (about 1/√cols; residual ones a quarter of
+ * that), no outliers, permutation or norm (the suite names carry none).
+ */
+function vptqTimingMatrix(
+  config: VptqConfig,
+  rows: number,
+  cols: number,
+  random: () => number,
+): Matrix {
+  const n = Math.ceil(rows / config.vectorLen) * cols;
+  const magnitude = 1 / Math.sqrt(cols);
+  const centroidsOf = (k: number, scale: number) =>
+    Float32Array.from({ length: k * config.vectorLen }, () => (2 * random() - 1) * scale);
+  const indicesOf = (k: number) => Int32Array.from({ length: n }, () => Math.floor(random() * k));
+  const centroids = centroidsOf(config.centroids, magnitude);
+  const indices = indicesOf(config.centroids);
+  if (config.resCentroids === 0) return buildVptq({ rows, cols, config, centroids, indices });
+  const resCentroids = centroidsOf(config.resCentroids, magnitude / 4);
+  const resIndices = indicesOf(config.resCentroids);
+  return buildVptq({ rows, cols, config, centroids, indices, resCentroids, resIndices });
+}
+
 /** The (unencodable) row codec of a VPTQ name: its name and nominal index bits. */
 function nameCodec(name: string): RowCodec {
   const config = parseVptqName(name);
@@ -141,6 +165,8 @@ function element(name: string): CodedElementFormat {
     },
     bitsPerWeight: (_settings, rows, cols) => vptqBitsPerWeight(config, rows, cols),
     quantize: (settings, m) => checked(format, settings, () => vqRoundToNearest(m, config, 0)),
+    timingMatrix: (settings, rows, cols, random = seededRandom(0, `vptq timing ${rows}x${cols}`)) =>
+      checked(format, settings, () => vptqTimingMatrix(config, rows, cols, random)),
   };
   return format;
 }
