@@ -6,9 +6,10 @@
  * @module
  */
 import type { Matrix } from "../core/model.ts";
-import { e8pMatrix } from "./formats/e8p_format.ts";
+import { e8pTimingMatrix } from "./formats/e8p_format.ts";
 import { elementFormats } from "./formats/registry.ts";
-import { buildVptq, parseVptqName } from "./formats/vptq.ts";
+import { parseVptqName } from "./formats/vptq.ts";
+import { vptqTimingMatrix } from "./formats/vptq_format.ts";
 import { seededRandom } from "../core/random.ts";
 
 /** A codebook format of the perf run: its label and a random matrix of a shape. */
@@ -18,50 +19,24 @@ export interface CodebookPerfFormat {
   make(rows: number, cols: number): Matrix | undefined;
 }
 
-const uniform = (n: number, size: number, random: () => number) =>
-  Int32Array.from({ length: n }, () => Math.floor(random() * size));
-
 function e8pFormat(bits: 2 | 3 | 4): CodebookPerfFormat {
   return {
     name: bits === 2 ? "e8p12" : `e8p12-rvq${bits}`,
-    make(rows, cols) {
-      const random = seededRandom(0, `e8p timing ${rows}x${cols}`);
-      const n = rows * Math.ceil(cols / 8);
-      const m = e8pMatrix(
-        rows,
-        cols,
-        Uint16Array.from(uniform(n, 65536, random)),
-        Uint8Array.from(uniform(Math.ceil(cols / 8), 256, random)),
-        new Uint16Array(rows).fill(0x2c00),
-        bits === 2 ? undefined : {
-          bits,
-          codes: Uint16Array.from(uniform(n, bits === 3 ? 256 : 65536, random)),
-        },
-      );
-      return m;
-    },
+    make: (rows, cols) =>
+      e8pTimingMatrix(bits, rows, cols, seededRandom(0, `e8p timing ${rows}x${cols}`)),
   };
 }
 
 function vptqFormat(name: string): CodebookPerfFormat {
   return {
     name,
-    make(rows, cols) {
-      const config = parseVptqName(name);
-      const random = seededRandom(0, `vptq timing ${rows}x${cols}`);
-      const v = config.vectorLen;
-      const n = Math.ceil(rows / v) * cols;
-      const r = config.resCentroids;
-      const floats = (k: number) => Float32Array.from({ length: k * v }, () => random() - 0.5);
-      return buildVptq({
+    make: (rows, cols) =>
+      vptqTimingMatrix(
+        parseVptqName(name),
         rows,
         cols,
-        config,
-        centroids: floats(config.centroids),
-        indices: uniform(n, config.centroids, random),
-        ...(r > 0 ? { resCentroids: floats(r), resIndices: uniform(n, r, random) } : {}),
-      });
-    },
+        seededRandom(0, `vptq timing ${rows}x${cols}`),
+      ),
   };
 }
 

@@ -100,7 +100,7 @@ export function vqRoundToNearest(m: DenseMatrix, config: VptqConfig, seed: numbe
  * codebooks, half centroids of a weight's magnitude (about 1/√cols; residual ones a quarter of
  * that), no outliers, permutation or norm (the suite names carry none).
  */
-function vptqTimingMatrix(
+export function vptqTimingMatrix(
   config: VptqConfig,
   rows: number,
   cols: number,
