@@ -2,9 +2,11 @@
  * The stored non-power-of-two Hadamard factors of the randomized Hadamard transform
  * (`hadamard.ts`): ±1 matrices `H` of order K with `H Hᵀ = K·I`, the ones QuIP# ships for sizes
  * `K · 2^k` (Cornell-RelaxML/quip-sharp `lib/utils/matmul_had.py`, taken there from N. J. A.
- * Sloane's library of Hadamard matrices: `had.12`, `had.172.will`). Only the two factors this
- * project's models need are kept: 12 (mini's 768-wide MLP, 768 = 12 · 64) and 172 (stories260K's
- * 172-wide MLP). Each row is hexadecimal, most significant bit first, a set bit for −1, padded with
+ * Sloane's library of Hadamard matrices: `had.12`, `had.172.will`). Only the factors this
+ * project's models need are kept: 12 (mini's 768-wide MLP, 768 = 12 · 64), 172 (stories260K's
+ * 172-wide MLP) and 44 (TinyLlama-1.1B's 5632-wide MLP, 5632 = 44 · 128), which QuIP# does not
+ * ship: Paley's first construction over GF(43), made here (any Hadamard matrix of the order gives
+ * an orthogonal transform; quip-sharp has no reference for this size to match). Each row is hexadecimal, most significant bit first, a set bit for −1, padded with
  * zero bits to a whole number of hex digits; `hadamard_test.ts` checks `H Hᵀ = K·I`.
  *
  * @module
@@ -200,4 +202,52 @@ export const HAD172: readonly string[] = [
   "3d260192f1cb2bd0bd4d7c0f5926bc08cc28991433b",
   "1e9300c978f595e85ea6be07ac935e0466144c8a19d",
   "8f498064bc7acaf42f535d03d649af02730a26450ce",
+];
+
+/** Order 44 (Paley I over GF(43): `I + S`, `S` the bordered Jacobsthal matrix). */
+export const HAD44: readonly string[] = [
+  "00000000000",
+  "9ac41d1f729",
+  "cd620e8fb94",
+  "a6b10747dca",
+  "935883a3ee5",
+  "c9ac41d1f72",
+  "a4d620e8fb9",
+  "d26b10747dc",
+  "a935883a3ee",
+  "949ac41d1f7",
+  "ca4d620e8fb",
+  "e526b10747d",
+  "f2935883a3e",
+  "b949ac41d1f",
+  "dca4d620e8f",
+  "ee526b10747",
+  "f72935883a3",
+  "fb949ac41d1",
+  "fdca4d620e8",
+  "bee526b1074",
+  "9f72935883a",
+  "8fb949ac41d",
+  "c7dca4d620e",
+  "a3ee526b107",
+  "d1f72935883",
+  "e8fb949ac41",
+  "f47dca4d620",
+  "ba3ee526b10",
+  "9d1f7293588",
+  "8e8fb949ac4",
+  "8747dca4d62",
+  "83a3ee526b1",
+  "c1d1f729358",
+  "a0e8fb949ac",
+  "90747dca4d6",
+  "883a3ee526b",
+  "c41d1f72935",
+  "e20e8fb949a",
+  "b10747dca4d",
+  "d883a3ee526",
+  "ac41d1f7293",
+  "d620e8fb949",
+  "eb10747dca4",
+  "b5883a3ee52",
 ];

@@ -24,10 +24,12 @@ const unavailable = await createWebGpuBackend().unavailable();
 const codes = (n: number, size: number, seed: number) =>
   Int32Array.from(pseudoRandom(n, seed), (v) => Math.floor((v + 0.5) * size) % size);
 
-/** The matrices: 96 × 344 E8P (43 codewords a row), 37 × 600 AQLM and VPTQ. */
+/**
+ * The matrices: 96 × 344 E8P (43 codewords a row; Hadamard factors 12 and 172), 88 × 352 E8P
+ * (factor 44, TinyLlama's MLP width's), 37 × 600 AQLM and VPTQ.
+ */
 function matrices(): [string, Matrix][] {
-  const e8p = (bits: 2 | 3 | 4): Matrix => {
-    const [rows, cols] = [96, 344];
+  const e8p = (bits: 2 | 3 | 4, [rows, cols] = [96, 344]): Matrix => {
     const n = rows * (cols / 8);
     return e8pMatrix(
       rows,
@@ -73,6 +75,7 @@ function matrices(): [string, Matrix][] {
     ["e8p12", e8p(2)],
     ["e8p12-rvq3", e8p(3)],
     ["e8p12-rvq4", e8p(4)],
+    ["e8p12 88 × 352", e8p(2, [88, 352])],
     ["aqlm 2x8 g8", aqlm(2, 8, 8)],
     ["aqlm 1x16 g8", aqlm(1, 16, 8)],
     ["aqlm 1x5 g5", aqlm(1, 5, 5)],
