@@ -628,6 +628,22 @@ function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): 
       assertClose(stepwise, batched, 1e-4, "prefill + decode vs batched");
     },
   });
+  Deno.test({
+    name: `${backend.name}: synthetic model with a quantized KV cache (projections step by step)`,
+    ignore: ignore || !backend.runtimeQuantization?.kvCache,
+    async fn() {
+      // Biases and q/k norms keep q/k/v apart (no stacked projection), so the keys and values
+      // reach a quantized cache's float window through the step-by-step path.
+      const model: LlamaModel = {
+        ...syntheticModel(),
+        runtime: { kvCache: { format: "int4", group: 4, residual: 8 } },
+      };
+      const tokens = [...pseudoRandom(24, 14)].map((v) => Math.floor((v + 0.5) * 96));
+      const [batched, stepwise] = await batchedAndStepwise(backend, model, tokens, 9, maxSeqLen);
+      assertClose(batched, await cpuLogits(model, tokens), 1e-3, "logits");
+      assertClose(stepwise, batched, 1e-3, "prefill + decode vs batched");
+    },
+  });
 }
 
 function registerSuite(backend: Backend, ignore: boolean): void {

@@ -10,8 +10,9 @@
  * reading back only the ids. Activations and the
  * KV cache are float32, so results match the CPU reference to float32 rounding; f16 is used
  * where it is exact (scales are stored as f16). Run-time quantization as the model asks for it:
- * per-token activations (`gemv_a8_wgsl.ts`) and a KIVI-quantized KV cache (`kv_quant_wgsl.ts`,
- * codes and f16 sides beside the float cache, quantized on the GPU as positions age).
+ * per-token activations (`gemv_a8_wgsl.ts`) and a KIVI-quantized KV cache (`kv_quant_wgsl.ts`:
+ * codes and f16 sides for every position, quantized on the GPU as positions age, and floats only
+ * for a window of the latest positions).
  *
  * Coded formats without a WGSL decoder, and integer matrices the kernels cannot take (e.g. a
  * group size that is not a power of two), are decoded to f32 on load; {@linkcode
@@ -41,7 +42,7 @@ import {
   skippedByFusedGemv,
   STEP_STRIDE,
 } from "./kernels.ts";
-import { kvKeyWords, kvQuantLayout, kvValueWords } from "./kv_quant_wgsl.ts";
+import { kvKeyWords, kvQuantLayout, kvValueWords, kvWindowRewind } from "./kv_quant_wgsl.ts";
 import {
   a8Supported,
   type ActivationElement,
@@ -223,6 +224,11 @@ function webgpuOps(maxBinding?: number, tuning?: GemvTuning): BackendOps {
   };
 }
 
+/** Thrown when a quantized KV cache is cut back past what its float window still holds. */
+export class KvWindowError extends Error {
+  override name = "KvWindowError";
+}
+
 /** Thrown when a block's steps do not fit the patterns the WebGPU compiler lowers. */
 export class WebGpuCompileError extends Error {
   override name = "WebGpuCompileError";
@@ -242,6 +248,11 @@ interface BlockBuffers {
   qkv?: GPUBuffer;
   /** Stacked gate/up rows, likewise. */
   gateUp?: GPUBuffer;
+  /**
+   * With a quantized KV cache: the step's key and value rows by token, where a block compiled
+   * step by step projects them before they go into the float window (`kv_window_wgsl.ts`).
+   */
+  newKv?: { keys: GPUBuffer; values: GPUBuffer };
 }
 
 /** What {@linkcode compileBlock} lowers a layer's steps with. */
@@ -253,10 +264,13 @@ interface BlockTarget {
   /** RoPE's (cos, sin) table. */
   table: GPUBuffer;
   buffers: BlockBuffers;
-  /** The layer's KV cache. */
+  /**
+   * The layer's float KV cache: every position, or with `kv` the float window (position `p` at
+   * row `p % window`).
+   */
   keys: GPUBuffer;
   values: GPUBuffer;
-  /** Its quantized copy, where the model asks for one (`model.runtime.kvCache`). */
+  /** Its codes and sides, where the model asks for a quantized cache (`model.runtime.kvCache`). */
   kv?: QuantizedKv;
   /** A linear's weights packed for the device. */
   pack(name: LinearName): PackedMatrix;
@@ -339,7 +353,8 @@ function planStacks(
 /**
  * Compiles a block's steps (`core/graph.ts`) into dispatches over the runner's buffers, lowered
  * as the kernels want them: the key and value projections write straight into the KV cache
- * (attention then reads all cached positions), a linear whose output is added to the residual
+ * (attention then reads all cached positions; a quantized cache's projections write a slice
+ * buffer, copied into its float window before attention), a linear whose output is added to the residual
  * stream accumulates into it (the `add` then costs nothing), RMSNorm outputs share one buffer,
  * SwiGLU writes over `gate`, and run-time activation quantization runs once per linear input,
  * before its first consumer.
@@ -459,6 +474,17 @@ async function compileBlock(
         const residual = readers(s.output).find((r) => r.op === "add");
         let out: Slot;
         if (
+          attention?.op === "attention" && (attention.k === s.output || attention.v === s.output) &&
+          b.newKv
+        ) {
+          // Rows by token; attention's step copies them into the window.
+          out = {
+            buffer: attention.k === s.output ? b.newKv.keys : b.newKv.values,
+            width: kvDim,
+            cache: false,
+          };
+          program.push(...await t.matmul(packed, source, out.buffer, { xq, norm, swiglu }));
+        } else if (
           attention?.op === "attention" && (attention.k === s.output || attention.v === s.output)
         ) {
           out = { buffer: attention.k === s.output ? t.keys : t.values, width: kvDim, cache: true };
@@ -538,7 +564,15 @@ async function compileBlock(
         break;
       }
       case "attention": {
-        const [q, keys, values] = [slot(s.q), slot(s.k), slot(s.v)];
+        const [q, newKeys, newValues] = [slot(s.q), slot(s.k), slot(s.v)];
+        let [keys, values] = [newKeys, newValues];
+        if (b.newKv && newKeys.buffer === b.newKv.keys && newValues.buffer === b.newKv.values) {
+          program.push(
+            await k.kvWindowWrite(step, newKeys.buffer, newValues.buffer, t.keys, t.values, kvDim),
+          );
+          keys = { buffer: t.keys, width: kvDim, cache: true };
+          values = { buffer: t.values, width: kvDim, cache: true };
+        }
         if (!keys.cache || !values.cache) {
           throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
         }
@@ -622,6 +656,15 @@ export class WebGpuRunner implements ModelRunner {
   /** Buffers and dispatch of {@linkcode forwardScores}, made on its first call. */
   #scoring: Promise<{ targets: GPUBuffer; scores: GPUBuffer; dispatch: Dispatch }> | undefined;
   #length = 0;
+  /** One past the furthest position the KV cache was written at since it was last emptied. */
+  #reach = 0;
+  /** How far past its length the cache may have been written and still continue (`truncate`). */
+  readonly #rewind: number;
+  /**
+   * Bytes of the KV cache's buffers over all layers: float32 keys and values for every position,
+   * or a quantized cache's codes, sides and float windows.
+   */
+  readonly kvCacheBytes: number;
   readonly #maxBinding: number;
   /** The token embedding on the GPU, by row parts within a storage binding (on first decode). */
   #table: { rowStart: number; rows: number; buffer: GPUBuffer }[] | undefined;
@@ -637,6 +680,7 @@ export class WebGpuRunner implements ModelRunner {
     fallbacks: string[],
     fallbackFormats: readonly string[],
     maxBinding: number,
+    kv: { bytes: number; rewind: number },
   ) {
     this.#k = k;
     this.#model = model;
@@ -649,6 +693,8 @@ export class WebGpuRunner implements ModelRunner {
     this.fallbacks = fallbacks;
     this.fallbackFormats = fallbackFormats;
     this.#maxBinding = maxBinding;
+    this.kvCacheBytes = kv.bytes;
+    this.#rewind = kv.rewind;
   }
 
   /** Uploads a model: packs its weights, allocates activations and the KV cache. */
@@ -667,9 +713,15 @@ export class WebGpuRunner implements ModelRunner {
       1,
       Math.min(maxSeqLen, MAX_SLICE, Math.floor(maxBinding / (4 * widest))),
     );
-    if (maxSeqLen * kvDim * 4 > maxBinding) {
+    // A quantized KV cache (KIVI): each layer's codes and sides for every position, and its
+    // floats for a window of the latest positions that covers a slice's step.
+    const kvSettings = model.runtime?.kvCache;
+    const kvLayout = kvSettings &&
+      kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen, slice);
+    const floatRows = kvLayout?.window ?? maxSeqLen;
+    if (floatRows * kvDim * 4 > maxBinding) {
       throw new RangeError(
-        `A KV cache of ${maxSeqLen} positions × ${kvDim} exceeds the largest storage binding`,
+        `A KV cache of ${floatRows} positions × ${kvDim} exceeds the largest storage binding`,
       );
     }
     const step = k.buffer(
@@ -688,6 +740,7 @@ export class WebGpuRunner implements ModelRunner {
     const fits = (width: number) => slice * width * 4 <= maxBinding;
     const qkv = fits(qDim + 2 * kvDim) ? act(qDim + 2 * kvDim) : undefined;
     const gateUp = fits(2 * c.hiddenDim) ? act(2 * c.hiddenDim) : undefined;
+    const newKv = kvLayout && { keys: act(kvDim), values: act(kvDim) };
     const table = k.storage(ropeTable(maxSeqLen, ropeInverseFrequencies(c)));
     const fallbacks: string[] = [];
     const fallbackFormats = new Set<string>();
@@ -727,9 +780,6 @@ export class WebGpuRunner implements ModelRunner {
       // FP8 activations have no integer codes: the float kernels read their values.
       return { dispatches: [d], input: xdBuffer, xq: spec.element === "int" ? xq : undefined };
     };
-    // A quantized KV cache (KIVI): codes and sides beside each layer's float cache.
-    const kvSettings = model.runtime?.kvCache;
-    const kvLayout = kvSettings && kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen);
     const quantizedKv = (): QuantizedKv | undefined => {
       if (!kvLayout) return undefined;
       const words = Math.max(kvKeyWords(kvLayout), kvValueWords(kvLayout));
@@ -747,17 +797,22 @@ export class WebGpuRunner implements ModelRunner {
     };
     const program: Dispatch[] = [];
     const graph = modelGraph(w);
+    let kvBytes = 0;
     for (const [l, layer] of w.layers.entries()) {
+      const keys = k.storage(floatRows * kvDim * 4);
+      const values = k.storage(floatRows * kvDim * 4);
+      const kv = quantizedKv();
+      kvBytes += keys.size + values.size + (kv ? kv.keys.size + kv.values.size : 0);
       program.push(
         ...await compileBlock(graph.blocks[l]!, layer, {
           k,
           config: c,
           step,
           table,
-          buffers: { x, normed: xb, q, att, gate, up, qkv, gateUp },
-          keys: k.storage(maxSeqLen * kvDim * 4),
-          values: k.storage(maxSeqLen * kvDim * 4),
-          kv: quantizedKv(),
+          buffers: { x, normed: xb, q, att, gate, up, qkv, gateUp, newKv },
+          keys,
+          values,
+          kv,
           pack: (name) => pack(`layer ${l} ${name}`, layer[name]),
           packStacked: (m) => {
             const packed = packTuned(m, maxBinding, tuning);
@@ -789,6 +844,7 @@ export class WebGpuRunner implements ModelRunner {
       fallbacks,
       [...fallbackFormats],
       maxBinding,
+      { bytes: kvBytes, rewind: kvLayout ? kvWindowRewind(kvLayout) : Infinity },
     );
   }
 
@@ -850,7 +906,7 @@ export class WebGpuRunner implements ModelRunner {
     }
     this.#readBuffer(bytes);
     for (const [i, { tokens, targets }] of windows.entries()) {
-      this.#length = 0;
+      this.reset();
       await this.#submitScores(tokens, 0, targets, offsets[i]!);
     }
     const data = bytes > 0 ? await this.#readBack(bytes) : null;
@@ -983,6 +1039,7 @@ export class WebGpuRunner implements ModelRunner {
     });
     after?.(enc);
     device.queue.submit([enc.finish()]);
+    this.#reach = Math.max(this.#reach, pos + T);
     const error = await device.popErrorScope();
     if (error) throw new WebGpuError(`WebGPU validation failed: ${error.message}`);
     this.#length = pos + T;
@@ -1027,6 +1084,7 @@ export class WebGpuRunner implements ModelRunner {
       });
       try {
         device.queue.writeBuffer(this.#step, 0, Uint32Array.of(T, pos, 0, 0));
+        this.#reach = Math.max(this.#reach, pos + T);
         const enc = device.createCommandEncoder();
         part.forEach((d, i) => {
           const pass = enc.beginComputePass({
@@ -1087,6 +1145,7 @@ export class WebGpuRunner implements ModelRunner {
     if (count === 0) return new Int32Array(0);
     const d = await this.#decoderFor(count + 1);
     const device = this.#k.device;
+    this.#reach = Math.max(this.#reach, pos + count);
     device.queue.writeBuffer(d.ids, 0, Uint32Array.of(token));
     device.pushErrorScope("validation");
     for (let r = 0, round = 2; r < count; r += round, round = Math.min(2 * round, DECODE_ROUND)) {
@@ -1231,11 +1290,23 @@ export class WebGpuRunner implements ModelRunner {
     }
   }
 
-  /** Keeps the first `length` positions of the KV cache (see `ModelRunner.truncate`). */
+  /**
+   * Keeps the first `length` positions of the KV cache (see `ModelRunner.truncate`). A quantized
+   * cache's float window has overwritten the rows of positions more than a slice behind the
+   * furthest one written; cutting back further throws {@linkcode KvWindowError} (`generate.ts`
+   * cuts back less than one decode round).
+   */
   truncate(length: number): void {
     if (!(Number.isInteger(length) && length >= 0 && length <= this.#length)) {
       throw new RangeError(
         `Cannot keep ${length} positions of a KV cache holding ${this.#length}`,
+      );
+    }
+    if (length === 0) return this.reset();
+    if (this.#reach - length > this.#rewind) {
+      throw new KvWindowError(
+        `Cannot keep ${length} positions of a quantized KV cache written up to ${this.#reach}: ` +
+          `its float window holds the rows of ${this.#rewind} positions past the length at most`,
       );
     }
     this.#length = length;
@@ -1243,6 +1314,7 @@ export class WebGpuRunner implements ModelRunner {
 
   reset(): void {
     this.#length = 0;
+    this.#reach = 0;
   }
 
   dispose(): void {

@@ -49,6 +49,7 @@ import {
   type KvQuantLayout,
 } from "./kv_quant_wgsl.ts";
 import { EMBED_WGSL } from "./embed_wgsl.ts";
+import { KV_WINDOW_WGSL } from "./kv_window_wgsl.ts";
 import { codebookMatmul } from "./codebook_matmul.ts";
 import { blockHadamardShader, hadamardFactorData } from "./hadamard_wgsl.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
@@ -428,7 +429,9 @@ export class Kernels {
     scale: number,
     kv: QuantizedKv | undefined,
   ) {
-    const blocks = Math.max(1, Math.ceil(Math.floor(keys.size / (4 * kvDim)) / DECODE_SPLIT_KEYS));
+    // A quantized cache's float window is shorter than the positions it serves.
+    const positions = kv?.layout.maxSeqLen ?? Math.floor(keys.size / (4 * kvDim));
+    const blocks = Math.max(1, Math.ceil(positions / DECODE_SPLIT_KEYS));
     const partial = this.storage(o.nHeads * blocks * decodePartialFloats(o.headDim) * 4);
     const uniform = this.uniform(
       [o.nHeads, o.nKvHeads, o.headDim, kvDim, scale, blocks, 0, 0],
@@ -484,6 +487,28 @@ export class Kernels {
     }];
   }
 
+  /**
+   * Writes a step's `T` key and value rows (by token, in `newKeys` and `newValues`) into a
+   * quantized KV cache's float windows `keys` and `values` at their positions (`kv_window_wgsl.ts`).
+   */
+  async kvWindowWrite(
+    step: GPUBuffer,
+    newKeys: GPUBuffer,
+    newValues: GPUBuffer,
+    keys: GPUBuffer,
+    values: GPUBuffer,
+    kvDim: number,
+  ): Promise<Dispatch> {
+    return await this.#stepped(step, {
+      label: "kv window write",
+      sig: "usrrww",
+      code: KV_WINDOW_WGSL,
+      params: [kvDim, keys.size / (4 * kvDim)],
+      buffers: [newKeys, newValues, keys, values],
+      groups: (T) => linearGroups(T * kvDim),
+    });
+  }
+
   /** In place `gate = silu(gate)·up` over rows of `n`. */
   async swiglu(step: GPUBuffer, gate: GPUBuffer, up: GPUBuffer, n: number): Promise<Dispatch> {
     return await this.#stepped(step, {
@@ -497,8 +522,9 @@ export class Kernels {
   }
 
   /**
-   * Splits stacked `[q | k | v]` rows into `q` and the KV cache at the rows' positions, with RoPE
-   * on the query and key heads (`qkv_scatter_wgsl.ts`).
+   * Splits stacked `[q | k | v]` rows into `q` and the KV cache at the rows' positions (modulo
+   * the cache's rows: a quantized cache's float window), with RoPE on the query and key heads
+   * (`qkv_scatter_wgsl.ts`).
    */
   async qkvScatter(
     step: GPUBuffer,
@@ -507,7 +533,7 @@ export class Kernels {
     out: { q: GPUBuffer; keys: GPUBuffer; values: GPUBuffer },
     o: QkvScatterShape,
   ): Promise<Dispatch> {
-    const params = qkvScatterParams(o);
+    const params = qkvScatterParams(o, out.keys.size / (4 * o.nKvHeads * o.headDim));
     return await this.#stepped(step, {
       label: "qkv rope scatter",
       sig: "usrrwww",

@@ -1,19 +1,28 @@
 /**
  * WGSL of the quantized KV cache (KIVI; the recipe is in `kernels/formats/runtime_quant.ts`, the
- * CPU's cache in `kernels/cpu/kv_cache.ts`). Beside a layer's float32 key and value caches (which
- * the projections write and which hold the full-precision residual window), one buffer per cache
- * holds every position's codes packed into u32 words (`32 / codeBits` channels a word, rows by
- * position) followed by the groups' side words: for integers `pack2x16float(scale, min)` (both
- * f16 values, as on the CPU), for FP8 the f32 scale's bits. Key sides are indexed by `[token
- * group][channel]`, value sides by `[position][channel group]`.
+ * CPU's cache in `kernels/cpu/kv_cache.ts`). A layer's cache is two kinds of buffer:
+ *
+ * - a float32 window per cache (keys, values) of {@linkcode KvQuantLayout}'s `window` rows, which
+ *   the projections write and attention reads for the positions still in full precision: position
+ *   `j` lives in row `j % window`. It holds KIVI's residual window (the last `keyBlock` positions,
+ *   which covers the values' `residual` and the incomplete key group) plus one forward step's
+ *   tokens, so a step's new rows never overwrite a row that the step's quantization or attention
+ *   still reads (see `kvQuantLayout`);
+ * - one buffer per cache holding every position's codes packed into u32 words (`32 / codeBits`
+ *   channels a word, rows by position) followed by the groups' side words: for integers
+ *   `pack2x16float(scale, min)` (both f16 values, as on the CPU), for FP8 the f32 scale's bits.
+ *   Key sides are indexed by `[token group][channel]`, value sides by `[position][channel group]`.
+ *
+ * So a KV4 cache of `n` positions costs `n` × 4 bits a channel plus the sides and a window of a few
+ * hundred float rows, not `n` float rows beside the codes.
  *
  * - {@linkcode kvQuantizeKeysShader}: each key group of `group` tokens that a forward step
  *   completes (those ending at a position in `[pos, pos + T)`), per channel; a thread takes one
  *   code word's channels.
  * - {@linkcode kvQuantizeValuesShader}: each new position's values, per group of channels.
  * - {@linkcode kvReadWgsl}: the bindings and dequantizing reads the attention kernels use; a query
- *   at position `p` reads positions before {@linkcode kvQuantLayout}'s `keysBefore(p)` /
- *   `valuesBefore(p)` from the codes, later ones from the float caches, exactly as the CPU's view.
+ *   at position `p` reads positions before `keysBefore(p)` / `valuesBefore(p)` from the codes,
+ *   later ones from the float window (row `win(j)`), exactly as the CPU's view.
  *
  * The integer recipe is computed in float64 on the CPU; here every rounding it makes is
  * reproduced exactly in f32: `hi − lo` and `x − min` are kept as exact two-term sums, and the
@@ -49,6 +58,8 @@ export interface KvQuantLayout {
   rowWords: number;
   /** Positions the cache holds. */
   maxSeqLen: number;
+  /** Rows of the float window: position `j` is row `j % window`. */
+  window: number;
   /** Tokens per key group (per channel). */
   keyGroup: number;
   /** Attention reads quantized keys a block of this many tokens at a time. */
@@ -63,13 +74,23 @@ const FP8: Readonly<Record<string, Minifloat>> = { fp8: FP8_E4M3, fp8_e5m2: FP8_
 
 /**
  * The layout of a cache with `settings` (validated as the CPU's cache validates them, plus what
- * the kernels need: a head width that is a multiple of 4).
+ * the kernels need: a head width that is a multiple of 4), for forward steps of at most
+ * `stepTokens` tokens.
+ *
+ * The float window: a step at `pos` reads float rows from `pos + 1 − keyBlock` on (the values'
+ * window starts at `pos + 1 − residual`, the first key group it may complete at `pos + 1 −
+ * keyGroup`, the keys read in full precision at `keysBefore(pos) ≥ pos + 2 − keyBlock`, and
+ * `keyBlock` is the largest of the three), and writes rows up to `pos + T − 1`, which overwrite
+ * positions up to `pos + T − 1 − window`. `keyBlock + stepTokens` rows keep every row a step
+ * reads, one more than that needs, so that a cache cut back by one step more than it wrote
+ * (`kvWindowRewind`) still has its window.
  */
 export function kvQuantLayout(
   settings: KvCacheSettings,
   nKvHeads: number,
   headDim: number,
   maxSeqLen: number,
+  stepTokens: number = maxSeqLen,
 ): KvQuantLayout {
   const { format, group, residual } = settings;
   const bits = Number(/^int(\d)$/.exec(format)?.[1]);
@@ -102,11 +123,21 @@ export function kvQuantLayout(
     kvDim,
     rowWords: Math.ceil(kvDim / per),
     maxSeqLen,
+    window: Math.min(maxSeqLen, keyBlock + stepTokens),
     keyGroup,
     keyBlock,
     valueGroup,
     residual,
   };
+}
+
+/**
+ * How far past a length `n` a cache may have been written (positions up to `n + rewind − 1`) and
+ * still continue at `n`: the positions a step at `n` reads in full precision, `n + 1 − keyBlock`
+ * on, are all still in the window. Infinity where the window holds every position.
+ */
+export function kvWindowRewind(l: KvQuantLayout): number {
+  return l.window >= l.maxSeqLen ? Infinity : l.window - l.keyBlock + 1;
 }
 
 /** u32 words of the key buffer: codes, then `[token group][channel]` sides. */
@@ -242,7 +273,7 @@ const STEP = `struct Step { T: u32, pos: u32, a: u32, b: u32 }
  * key buffer. Dispatch `linearGroups(kvKeySlots(T) · rowWords)`.
  */
 export function kvQuantizeKeysShader(l: KvQuantLayout): string {
-  const { per, kvDim, rowWords: W, keyGroup: G, codeBits } = l;
+  const { per, kvDim, rowWords: W, keyGroup: G, codeBits, window } = l;
   return `${recipeWgsl(l)}
 ${STEP}
 
@@ -257,10 +288,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   for (var k = 0u; k < ${per}u; k++) {
     let c = w * ${per}u + k;
     if (c >= ${kvDim}u) { break; }
-    var lo = src[t0 * ${kvDim}u + c];
+    var lo = src[(t0 % ${window}u) * ${kvDim}u + c];
     var hi = lo;
     for (var t = t0 + 1u; t < t0 + ${G}u; t++) {
-      let x = src[t * ${kvDim}u + c];
+      let x = src[(t % ${window}u) * ${kvDim}u + c];
       lo = min(lo, x);
       hi = max(hi, x);
     }
@@ -272,7 +303,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var k = 0u; k < ${per}u; k++) {
       let c = w * ${per}u + k;
       if (c >= ${kvDim}u) { break; }
-      word |= code(src[t * ${kvDim}u + c], sides[k]) << (k * ${codeBits}u);
+      word |= code(src[(t % ${window}u) * ${kvDim}u + c], sides[k]) << (k * ${codeBits}u);
     }
     dst[t * ${W}u + w] = word;
   }
@@ -286,7 +317,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
  * {@linkcode kvQuantizeKeysShader}'s (the value caches); dispatch `linearGroups(T · rowWords)`.
  */
 export function kvQuantizeValuesShader(l: KvQuantLayout): string {
-  const { per, kvDim, rowWords: W, valueGroup: G, codeBits } = l;
+  const { per, kvDim, rowWords: W, valueGroup: G, codeBits, window } = l;
   return `${recipeWgsl(l)}
 ${STEP}
 
@@ -296,7 +327,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let w = i % ${W}u;
   if (i / ${W}u >= st.T) { return; }
   let t = st.pos + i / ${W}u;
-  let row = t * ${kvDim}u;
+  let row = (t % ${window}u) * ${kvDim}u;
   var side = vec2<f32>(0.0);
   var word = 0u;
   for (var k = 0u; k < ${per}u; k++) {
@@ -337,6 +368,7 @@ export function kvReadWgsl(l: KvQuantLayout): string {
 @group(0) @binding(6) var<storage, read> kq: array<u32>;
 @group(0) @binding(7) var<storage, read> vq: array<u32>;
 
+fn win(j: u32) -> u32 { return j % ${l.window}u; }
 fn keysBefore(p: u32) -> u32 { return ${keyBlock}u * ((p + 1u) / ${keyBlock}u); }
 fn valuesBefore(p: u32) -> u32 { return select(0u, p + 1u - ${residual}u, p + 1u > ${residual}u); }
 

@@ -83,8 +83,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
  * thread per key; the weighted sum of values one thread per output element, where heads narrower
  * than 64 split the keys among `kg = 64 / headDim` groups of threads and add the groups' partial
  * sums at the end. `headDim ≤ 256`. With a quantized KV cache (`kv`, `kv_quant_wgsl.ts`: bindings
- * 6 and 7), each row reads the positions the CPU's view reads quantized from the codes: the
- * prefill rows the tiled kernel cannot take (its key tile does not fit workgroup memory).
+ * 6 and 7; 3 and 4 its float windows), each row reads the positions the CPU's view reads quantized
+ * from the codes: the prefill rows the tiled kernel cannot take (its key tile does not fit
+ * workgroup memory).
  */
 export function attentionShader(kv?: KvQuantLayout): string {
   const keyDot = kv
@@ -132,7 +133,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     var s = -3.0e38;
     if (j < len) {
       var dot = 0.0;
-      let kb = j * p.kvDim + kvo;
+      let kb = ${kv ? "win(j)" : "j"} * p.kvDim + kvo;
       ${keyDot}
       s = dot * p.scale;
     }
@@ -150,7 +151,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     for (var jj = g; jj < n; jj += p.kg) {
       let pj = pr[jj];
       l += pj;
-      let vb = (j0 + jj) * p.kvDim + kvo;
+      let vb = ${kv ? "win(j0 + jj)" : "(j0 + jj)"} * p.kvDim + kvo;
       for (var k = 0u; k < 4u; k++) {
         let d = d0 + 64u * k;
         if (d < p.headDim) { acc[k] += pj * ${value}; }

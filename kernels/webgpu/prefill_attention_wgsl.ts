@@ -56,9 +56,9 @@ export function prefillKeyTile(
 /**
  * The kernel for a head size (a multiple of 4) and key tile (a multiple of 8). Dispatch
  * `(ceil(T / 32), nHeads, 1)` workgroups; query row `t` sits at position `st.pos + t`. With a
- * quantized KV cache (`kv`, `kv_quant_wgsl.ts`: bindings 6 and 7), a tile stages both the float
- * and the dequantized keys and values its rows need, and each row takes, per position, the one
- * the CPU's view gives a query at its position.
+ * quantized KV cache (`kv`, `kv_quant_wgsl.ts`: bindings 6 and 7; 3 and 4 its float windows), a
+ * tile stages both the float and the dequantized keys and values its rows need, and each row
+ * takes, per position, the one the CPU's view gives a query at its position.
  */
 export function prefillAttentionShader(
   headDim: number,
@@ -165,7 +165,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       : ""
   }
       if (kv0 + j < kvEnd) {
-        let g = (kv0 + j) * kv4 + kvo + d;
+        let g = ${kv ? "win(kv0 + j)" : "(kv0 + j)"} * kv4 + kvo + d;
         kv = kc[g];
         vv = vc[g];${stageQuantized}
       }

@@ -1,7 +1,8 @@
 /**
  * WGSL of the step after a block's stacked q/k/v projection (see `stack_rows.ts`): each token
  * row of the one matmul's output `[q | k | v]` is split into the query buffer and the layer's KV
- * cache at the row's position, with RoPE applied to the query and key heads on the way. It
+ * cache at the row's position (row `position % rows`: a quantized cache's float window wraps,
+ * `kv_quant_wgsl.ts`), with RoPE applied to the query and key heads on the way. It
  * replaces two RoPE dispatches and lets the three projections be one, so a decode step's layer
  * costs three dispatches fewer. RoPE is `ROPE_WGSL`'s arithmetic, term for term.
  *
@@ -22,8 +23,11 @@ export class QkvScatterError extends Error {
   override name = "QkvScatterError";
 }
 
-/** The uniform's words; throws {@linkcode QkvScatterError} for an odd head size. */
-export function qkvScatterParams(o: QkvScatterShape): number[] {
+/**
+ * The uniform's words for a cache of `rows` rows; throws {@linkcode QkvScatterError} for an odd
+ * head size.
+ */
+export function qkvScatterParams(o: QkvScatterShape, rows: number): number[] {
   if (!(o.headDim >= 2 && o.headDim % 2 === 0)) {
     throw new QkvScatterError(`Head size ${o.headDim} is not even`);
   }
@@ -36,7 +40,7 @@ export function qkvScatterParams(o: QkvScatterShape): number[] {
     qDim + 2 * kvDim,
     o.style === "interleaved" ? 1 : 0,
     kvDim,
-    0,
+    rows,
     0,
   ];
 }
@@ -47,13 +51,14 @@ export function qkvScatterThreads(o: QkvScatterShape, T: number): number {
 }
 
 /**
- * `q[t] = rope(qkv[t][0, qDim))`, `keys[pos + t] = rope(qkv[t][qDim, qDim + kvDim))`,
- * `values[pos + t] = qkv[t][qDim + kvDim, …)`, with a `[position][headDim/2]` (cos, sin) table.
+ * `q[t] = rope(qkv[t][0, qDim))`, `keys[r] = rope(qkv[t][qDim, qDim + kvDim))`,
+ * `values[r] = qkv[t][qDim + kvDim, …)` for `r = (pos + t) % rows`, with a `[position][headDim/2]`
+ * (cos, sin) table.
  * Bindings: uniform, step, table, qkv, q, keys, values (`usrrwww`).
  */
 export const QKV_SCATTER_WGSL = `
 struct QP { nHeads: u32, nKvHeads: u32, headDim: u32, width: u32,
-            interleaved: u32, kvDim: u32, a: u32, b: u32 }
+            interleaved: u32, kvDim: u32, rows: u32, b: u32 }
 struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(0) var<uniform> p: QP;
 @group(0) @binding(1) var<uniform> st: Step;
@@ -91,7 +96,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       q[dst + a] = y0;
       q[dst + b] = y1;
     } else {
-      let dst = (st.pos + t) * p.kvDim + (h - p.nHeads) * p.headDim;
+      let dst = ((st.pos + t) % p.rows) * p.kvDim + (h - p.nHeads) * p.headDim;
       keys[dst + a] = y0;
       keys[dst + b] = y1;
     }
@@ -101,6 +106,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   if (j >= st.T * p.kvDim) { return; }
   let t = j / p.kvDim;
   let e = j % p.kvDim;
-  values[(st.pos + t) * p.kvDim + e] = qkv[t * p.width + p.nHeads * p.headDim + p.kvDim + e];
+  values[((st.pos + t) % p.rows) * p.kvDim + e] = qkv[t * p.width + p.nHeads * p.headDim + p.kvDim + e];
 }
 `;
