@@ -2,7 +2,8 @@
  * `recommend`'s memory model (`core/memory_model.ts`, `runtime` counting) against the bytes
  * quantbench's CPU runtime actually holds, measured as the process's external (ArrayBuffer) memory
  * that stays held: by a loaded model (and a quantized one, once its float source is freed) for the
- * weights, and by a `CpuRunner` for its KV cache — on stories260K and mini, within 2 %.
+ * weights, and by a `CpuRunner` for its KV cache — on stories260K and mini, within 2 % (and the
+ * runner's own `kvCacheBytes`, which rows record as `kv_cache_bytes`, likewise).
  *
  * @module
  */
@@ -97,6 +98,10 @@ async function check(path: string) {
     assert.ok(
       Math.abs(estimate.kv - bytes) <= 0.02 * bytes,
       `${name}: KV-cache model ${estimate.kv} B against ${bytes} B held by the runner`,
+    );
+    assert.ok(
+      Math.abs(kept.kvCacheBytes - bytes) <= 0.02 * bytes,
+      `${name}: the runner says ${kept.kvCacheBytes} B of KV cache, holds ${bytes} B`,
     );
   }
   // f32 weights are held as stored: the deployment figure equals the held bytes within 2 %.

@@ -619,6 +619,13 @@ const MAX_SLICE = 512;
  */
 const DECODE_ROUND = 16;
 
+/**
+ * Positions a quantized KV cache's float window keeps beyond one slice's step when slices are
+ * short, so that a cut back by less than a decode chunk (`harness/engines/generate.ts` drops the
+ * tokens of a 16-token chunk past a stop) continues (see {@linkcode WebGpuRunner.truncate}).
+ */
+const KV_REWIND = 32;
+
 /** Back-to-back copies per timed submit of {@linkcode WebGpuRunner.copyBandwidth}. */
 const COPY_REPEATS = 8;
 
@@ -717,7 +724,7 @@ export class WebGpuRunner implements ModelRunner {
     // floats for a window of the latest positions that covers a slice's step.
     const kvSettings = model.runtime?.kvCache;
     const kvLayout = kvSettings &&
-      kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen, slice);
+      kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen, Math.max(slice, KV_REWIND));
     const floatRows = kvLayout?.window ?? maxSeqLen;
     if (floatRows * kvDim * 4 > maxBinding) {
       throw new RangeError(
