@@ -248,11 +248,6 @@ interface BlockBuffers {
   qkv?: GPUBuffer;
   /** Stacked gate/up rows, likewise. */
   gateUp?: GPUBuffer;
-  /**
-   * With a quantized KV cache: the step's key and value rows by token, where a block compiled
-   * step by step projects them before they go into the float window (`kv_window_wgsl.ts`).
-   */
-  newKv?: { keys: GPUBuffer; values: GPUBuffer };
 }
 
 /** What {@linkcode compileBlock} lowers a layer's steps with. */
@@ -382,6 +377,9 @@ async function compileBlock(
   // Each linear input is quantized once, for its first consumer.
   let quantized: { value: BlockValue; input: GPUBuffer; xq?: QuantizedActivations } | undefined;
   const program: Dispatch[] = [];
+  // With a quantized KV cache: whether the stacked q/k/v split wrote a one-token step's key and
+  // value into the float windows itself.
+  let windowWritten = false;
   const packs = new Map<LinearName, PackedMatrix>();
   const packOf = (name: LinearName): PackedMatrix => {
     let packed = packs.get(name);
@@ -416,11 +414,18 @@ async function compileBlock(
             nKvHeads: c.nKvHeads,
             headDim: c.headDim,
             style: c.ropeStyle,
-          }),
+          }, t.kv),
         );
         slots.set(qOut!, { buffer: b.q, width: qDim, cache: false });
-        slots.set(kOut!, { buffer: t.keys, width: kvDim, cache: true });
-        slots.set(vOut!, { buffer: t.values, width: kvDim, cache: true });
+        if (t.kv) {
+          // The step's rows by token (attention and the quantization read them there).
+          slots.set(kOut!, { buffer: t.kv.rows.keys, width: kvDim, cache: false });
+          slots.set(vOut!, { buffer: t.kv.rows.values, width: kvDim, cache: false });
+          windowWritten = true;
+        } else {
+          slots.set(kOut!, { buffer: t.keys, width: kvDim, cache: true });
+          slots.set(vOut!, { buffer: t.values, width: kvDim, cache: true });
+        }
       } else {
         const swiglu = [...plan.covers].find((x) => x.op === "swiglu")!;
         const pair = await k.swigluPair(step, b.gateUp!, b.gate, c.hiddenDim);
@@ -475,11 +480,11 @@ async function compileBlock(
         let out: Slot;
         if (
           attention?.op === "attention" && (attention.k === s.output || attention.v === s.output) &&
-          b.newKv
+          t.kv
         ) {
-          // Rows by token; attention's step copies them into the window.
+          // A quantized cache's step rows, by token; attention's step copies them into the window.
           out = {
-            buffer: attention.k === s.output ? b.newKv.keys : b.newKv.values,
+            buffer: attention.k === s.output ? t.kv.rows.keys : t.kv.rows.values,
             width: kvDim,
             cache: false,
           };
@@ -564,28 +569,32 @@ async function compileBlock(
         break;
       }
       case "attention": {
-        const [q, newKeys, newValues] = [slot(s.q), slot(s.k), slot(s.v)];
-        let [keys, values] = [newKeys, newValues];
-        if (b.newKv && newKeys.buffer === b.newKv.keys && newValues.buffer === b.newKv.values) {
+        const [q, keys, values] = [slot(s.q), slot(s.k), slot(s.v)];
+        const shape = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
+        if (t.kv) {
+          if (keys.buffer !== t.kv.rows.keys || values.buffer !== t.kv.rows.values) {
+            throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
+          }
+          // The step's keys and values are final here (projected, normed, roped): quantize what
+          // they make due, then attend over the codes, the float window and the step's rows,
+          // and only then let the step's rows overwrite window rows its queries read (a
+          // one-token step's row goes in first: the decode kernel reads it from the window).
+          program.push(...await k.kvQuantize(step, t.keys, t.values, t.kv));
+          if (!windowWritten) {
+            program.push(await k.kvWindowWrite(step, t.kv, t.keys, t.values, "decode"));
+          }
           program.push(
-            await k.kvWindowWrite(step, newKeys.buffer, newValues.buffer, t.keys, t.values, kvDim),
+            ...await k.attention(step, q.buffer, t.keys, t.values, b.att, shape, t.kv),
+            await k.kvWindowWrite(step, t.kv, t.keys, t.values, "prefill"),
           );
-          keys = { buffer: t.keys, width: kvDim, cache: true };
-          values = { buffer: t.values, width: kvDim, cache: true };
+        } else {
+          if (!keys.cache || !values.cache) {
+            throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
+          }
+          program.push(
+            ...await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, shape),
+          );
         }
-        if (!keys.cache || !values.cache) {
-          throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
-        }
-        // The step's keys and values are final here (projected, normed, roped): quantize what
-        // they make due before attention reads it.
-        if (t.kv) program.push(...await k.kvQuantize(step, keys.buffer, values.buffer, t.kv));
-        program.push(
-          ...await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, {
-            nHeads: c.nHeads,
-            nKvHeads: c.nKvHeads,
-            headDim: c.headDim,
-          }, t.kv),
-        );
         slots.set(s.output, { buffer: b.att, width: qDim, cache: false });
         break;
       }
@@ -620,9 +629,9 @@ const MAX_SLICE = 512;
 const DECODE_ROUND = 16;
 
 /**
- * Positions a quantized KV cache's float window keeps beyond one slice's step when slices are
- * short, so that a cut back by less than a decode chunk (`harness/engines/generate.ts` drops the
- * tokens of a 16-token chunk past a stop) continues (see {@linkcode WebGpuRunner.truncate}).
+ * Rows a quantized KV cache's float window keeps beyond KIVI's block, so that a cut back by less
+ * than a decode chunk (`harness/engines/generate.ts` drops the tokens of a 16-token chunk past a
+ * stop) continues (see {@linkcode WebGpuRunner.truncate}).
  */
 const KV_REWIND = 32;
 
@@ -724,7 +733,7 @@ export class WebGpuRunner implements ModelRunner {
     // floats for a window of the latest positions that covers a slice's step.
     const kvSettings = model.runtime?.kvCache;
     const kvLayout = kvSettings &&
-      kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen, Math.max(slice, KV_REWIND));
+      kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen, KV_REWIND);
     const floatRows = kvLayout?.window ?? maxSeqLen;
     if (floatRows * kvDim * 4 > maxBinding) {
       throw new RangeError(
@@ -747,7 +756,8 @@ export class WebGpuRunner implements ModelRunner {
     const fits = (width: number) => slice * width * 4 <= maxBinding;
     const qkv = fits(qDim + 2 * kvDim) ? act(qDim + 2 * kvDim) : undefined;
     const gateUp = fits(2 * c.hiddenDim) ? act(2 * c.hiddenDim) : undefined;
-    const newKv = kvLayout && { keys: act(kvDim), values: act(kvDim) };
+    // A quantized cache's step rows, by token (all layers share them).
+    const kvRows = kvLayout && { keys: act(kvDim), values: act(kvDim) };
     const table = k.storage(ropeTable(maxSeqLen, ropeInverseFrequencies(c)));
     const fallbacks: string[] = [];
     const fallbackFormats = new Set<string>();
@@ -788,7 +798,7 @@ export class WebGpuRunner implements ModelRunner {
       return { dispatches: [d], input: xdBuffer, xq: spec.element === "int" ? xq : undefined };
     };
     const quantizedKv = (): QuantizedKv | undefined => {
-      if (!kvLayout) return undefined;
+      if (!kvLayout || !kvRows) return undefined;
       const words = Math.max(kvKeyWords(kvLayout), kvValueWords(kvLayout));
       if (words * 4 > maxBinding) {
         throw new RangeError(
@@ -800,10 +810,12 @@ export class WebGpuRunner implements ModelRunner {
         layout: kvLayout,
         keys: k.storage(kvKeyWords(kvLayout) * 4),
         values: k.storage(kvValueWords(kvLayout) * 4),
+        rows: kvRows,
       };
     };
     const program: Dispatch[] = [];
     const graph = modelGraph(w);
+    // The step rows are activations (one slice, shared), not cache.
     let kvBytes = 0;
     for (const [l, layer] of w.layers.entries()) {
       const keys = k.storage(floatRows * kvDim * 4);
@@ -816,7 +828,7 @@ export class WebGpuRunner implements ModelRunner {
           config: c,
           step,
           table,
-          buffers: { x, normed: xb, q, att, gate, up, qkv, gateUp, newKv },
+          buffers: { x, normed: xb, q, att, gate, up, qkv, gateUp },
           keys,
           values,
           kv,
@@ -1009,6 +1021,7 @@ export class WebGpuRunner implements ModelRunner {
     if (pos !== this.#length) {
       throw new RangeError(`Forward at position ${pos}, but the KV cache holds ${this.#length}`);
     }
+    this.#checkWindow(pos);
     if (pos + T > this.#maxSeqLen) {
       throw new RangeError(`Context ${pos + T} exceeds the runner's maximum ${this.#maxSeqLen}`);
     }
@@ -1058,7 +1071,9 @@ export class WebGpuRunner implements ModelRunner {
    * in its own compute pass between timestamps, summed by label (matrix parts together), largest
    * first: where a pass's time goes, for profiling on a GPU (`fixtures/scale/profile.ts`), not for
    * results. Writes the KV cache past its length (the next forward overwrites it) and leaves the
-   * length as it was; needs the adapter's `timestamp-query`.
+   * length as it was (a quantized cache then continues only where the window still holds its rows,
+   * else after a reset: see {@linkcode WebGpuRunner.truncate}); needs the adapter's
+   * `timestamp-query`.
    */
   async profile(tokens: ArrayLike<number>, pos: number): Promise<DispatchTime[]> {
     const k = this.#k;
@@ -1074,6 +1089,7 @@ export class WebGpuRunner implements ModelRunner {
         `Profile at position ${pos} of ${T} tokens; the KV cache holds ${this.#length} of ${this.#maxSeqLen}`,
       );
     }
+    this.#checkWindow(pos);
     const device = k.device;
     const program = this.#program.filter((d) => d.groups(T).reduce((a, b) => a * b) > 0);
     const times = new Map<string, DispatchTime>();
@@ -1138,6 +1154,7 @@ export class WebGpuRunner implements ModelRunner {
     if (pos !== this.#length) {
       throw new RangeError(`Decode at position ${pos}, but the KV cache holds ${this.#length}`);
     }
+    this.#checkWindow(pos);
     if (!(Number.isInteger(count) && count >= 0)) {
       throw new RangeError(`Decode step count ${count} is not a whole number`);
     }
@@ -1322,6 +1339,21 @@ export class WebGpuRunner implements ModelRunner {
   reset(): void {
     this.#length = 0;
     this.#reach = 0;
+  }
+
+  /**
+   * Throws {@linkcode KvWindowError} where a quantized cache's window no longer holds the rows a
+   * step at `pos` reads: the cache was written further than it can be cut back (a profile pass).
+   */
+  #checkWindow(pos: number): void {
+    // A step at 0 reads no earlier position.
+    if (pos === 0) this.#reach = 0;
+    if (this.#reach - pos > this.#rewind) {
+      throw new KvWindowError(
+        `A step at ${pos} of a quantized KV cache written up to ${this.#reach}: its float window ` +
+          `no longer holds the rows the step reads (reset the cache)`,
+      );
+    }
   }
 
   dispose(): void {

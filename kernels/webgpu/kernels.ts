@@ -54,8 +54,8 @@ import { codebookMatmul } from "./codebook_matmul.ts";
 import { blockHadamardShader, hadamardFactorData } from "./hadamard_wgsl.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
 import {
-  QKV_SCATTER_WGSL,
   qkvScatterParams,
+  qkvScatterShader,
   type QkvScatterShape,
   qkvScatterThreads,
 } from "./qkv_scatter_wgsl.ts";
@@ -99,11 +99,16 @@ export interface QuantizedActivations {
   per: number;
 }
 
-/** A layer's quantized KV cache: its layout and its key and value buffers (`kv_quant_wgsl.ts`). */
+/**
+ * A layer's quantized KV cache (`kv_quant_wgsl.ts`): its layout, its key and value buffers (codes
+ * and sides), and the step's key and value rows by token (one pair of buffers all layers share),
+ * where the step's own positions are read until they go into the float window.
+ */
 export interface QuantizedKv {
   layout: KvQuantLayout;
   keys: GPUBuffer;
   values: GPUBuffer;
+  rows: { keys: GPUBuffer; values: GPUBuffer };
 }
 
 /** The GPU buffers (or ranges of buffers) of one row part of a packed matrix. */
@@ -354,7 +359,7 @@ export class Kernels {
     if (o.headDim > 256 || o.headDim % 2 !== 0) {
       throw new RangeError(`Head size ${o.headDim} is not supported (even, at most 256)`);
     }
-    const sig = kv ? "usrrrwrr" : "usrrrw";
+    const sig = kv ? "usrrrwrrrr" : "usrrrw";
     const pipe = kv
       ? await this.pipeline(sig, attentionShader(kv.layout))
       : await this.pipeline("usrrrw", ATTENTION_WGSL);
@@ -390,7 +395,7 @@ export class Kernels {
       keys,
       values,
       out,
-      ...(kv ? [kv.keys, kv.values] : []),
+      ...(kv ? [kv.keys, kv.values, kv.rows.keys, kv.rows.values] : []),
     ]);
     // Decoding: blocks over the whole cache, those past the position returning at once.
     const split = o.headDim % 4 === 0
@@ -459,8 +464,8 @@ export class Kernels {
 
   /**
    * Quantizes what a forward step makes due in a layer's KV cache (`kv_quant_wgsl.ts`): the key
-   * groups it completes and its positions' values, from the float caches `keys` and `values`
-   * (written and roped before these run) into `kv`'s buffers.
+   * groups it completes and its positions' values, from the float windows `keys` and `values` and
+   * the step's rows (written and roped before these run) into `kv`'s buffers.
    */
   async kvQuantize(
     step: GPUBuffer,
@@ -470,42 +475,45 @@ export class Kernels {
   ): Promise<Dispatch[]> {
     const l = kv.layout;
     const [keyPipe, valuePipe] = await Promise.all([
-      this.pipeline("srw", kvQuantizeKeysShader(l)),
-      this.pipeline("srw", kvQuantizeValuesShader(l)),
+      this.pipeline("srrw", kvQuantizeKeysShader(l)),
+      this.pipeline("srrw", kvQuantizeValuesShader(l)),
     ]);
     const stepBinding = { buffer: step, size: 16 };
     return [{
       label: "kv quantize keys",
       pipeline: () => keyPipe,
-      bindGroup: this.#bind("srw", [stepBinding, keys, kv.keys]),
+      bindGroup: this.#bind("srrw", [stepBinding, keys, kv.rows.keys, kv.keys]),
       groups: (T) => linearGroups(kvKeySlots(l, T) * l.rowWords),
     }, {
       label: "kv quantize values",
       pipeline: () => valuePipe,
-      bindGroup: this.#bind("srw", [stepBinding, values, kv.values]),
+      bindGroup: this.#bind("srrw", [stepBinding, values, kv.rows.values, kv.values]),
       groups: (T) => linearGroups(T * l.rowWords),
     }];
   }
 
   /**
-   * Writes a step's `T` key and value rows (by token, in `newKeys` and `newValues`) into a
-   * quantized KV cache's float windows `keys` and `values` at their positions (`kv_window_wgsl.ts`).
+   * Writes a step's key and value rows (`kv.rows`, by token) into a quantized KV cache's float
+   * windows `keys` and `values` at their positions (`kv_window_wgsl.ts`), for the steps `when`
+   * names and no others: `decode` for one-token steps (before attention, which reads the row from
+   * the window), `prefill` for longer ones (after attention, which read the window's rows the new
+   * ones overwrite).
    */
   async kvWindowWrite(
     step: GPUBuffer,
-    newKeys: GPUBuffer,
-    newValues: GPUBuffer,
+    kv: QuantizedKv,
     keys: GPUBuffer,
     values: GPUBuffer,
-    kvDim: number,
+    when: "decode" | "prefill",
   ): Promise<Dispatch> {
+    const kvDim = kv.layout.kvDim;
     return await this.#stepped(step, {
       label: "kv window write",
       sig: "usrrww",
       code: KV_WINDOW_WGSL,
-      params: [kvDim, keys.size / (4 * kvDim)],
-      buffers: [newKeys, newValues, keys, values],
-      groups: (T) => linearGroups(T * kvDim),
+      params: [kvDim, kv.layout.window],
+      buffers: [kv.rows.keys, kv.rows.values, keys, values],
+      groups: (T) => (T === 1) === (when === "decode") ? linearGroups(T * kvDim) : [0, 0, 0],
     });
   }
 
@@ -522,9 +530,10 @@ export class Kernels {
   }
 
   /**
-   * Splits stacked `[q | k | v]` rows into `q` and the KV cache at the rows' positions (modulo
-   * the cache's rows: a quantized cache's float window), with RoPE on the query and key heads
-   * (`qkv_scatter_wgsl.ts`).
+   * Splits stacked `[q | k | v]` rows into `q` and the KV cache at the rows' positions, with RoPE
+   * on the query and key heads (`qkv_scatter_wgsl.ts`). With `kv`, a quantized cache: keys and
+   * values go to its step rows, and a one-token step's also to `keys` and `values`, its float
+   * windows.
    */
   async qkvScatter(
     step: GPUBuffer,
@@ -532,14 +541,15 @@ export class Kernels {
     qkv: GPUBuffer,
     out: { q: GPUBuffer; keys: GPUBuffer; values: GPUBuffer },
     o: QkvScatterShape,
+    kv?: QuantizedKv,
   ): Promise<Dispatch> {
-    const params = qkvScatterParams(o, out.keys.size / (4 * o.nKvHeads * o.headDim));
+    const rows = kv ? [kv.rows.keys, kv.rows.values] : [];
     return await this.#stepped(step, {
       label: "qkv rope scatter",
-      sig: "usrrwww",
-      code: QKV_SCATTER_WGSL,
-      params: params,
-      buffers: [table, qkv, out.q, out.keys, out.values],
+      sig: kv ? "usrrwwwww" : "usrrwww",
+      code: qkvScatterShader(kv !== undefined),
+      params: qkvScatterParams(o, kv?.layout.window ?? 0),
+      buffers: [table, qkv, out.q, out.keys, out.values, ...rows],
       groups: (T) => linearGroups(qkvScatterThreads(o, T)),
     });
   }

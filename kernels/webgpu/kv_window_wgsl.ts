@@ -1,18 +1,20 @@
 /**
  * WGSL that writes a step's key and value rows into a quantized KV cache's float windows
- * (`kv_quant_wgsl.ts`: position `p` at row `p % rows`). The stacked q/k/v path writes the windows
- * itself (`qkv_scatter_wgsl.ts`); this serves blocks compiled step by step (biases, q/k norms,
- * projections in different formats), whose key and value projections write rows by token into a
- * slice buffer, as the query's do, because the matmul kernels store rows at `pos + t`, not modulo
- * a window.
+ * (`kv_quant_wgsl.ts`: position `p` at row `p % rows`). The step's rows are by token, one buffer
+ * all layers share, where the projections (or the stacked q/k/v split, `qkv_scatter_wgsl.ts`) put
+ * them and where the step's quantization and attention read them; a step longer than one token
+ * copies them into the window after its attention, since they overwrite rows of earlier positions
+ * its queries read, and a one-token step before (the decode kernel reads its row from the window;
+ * the stacked split writes that row itself).
  *
  * @module
  */
 
 /**
  * `keys[(pos + t) % rows] = newKeys[t]`, `values[(pos + t) % rows] = newValues[t]` for the step's
- * `T` rows of `kvDim`. Bindings: uniform (`kvDim`, `rows`), step, new keys, new values, keys,
- * values (`usrrww`); one thread per element of a row pair, `linearGroups(T · kvDim)`.
+ * last `rows` rows of `kvDim` (earlier ones would be overwritten by later ones). Bindings: uniform
+ * (`kvDim`, `rows`), step, new keys, new values, keys, values (`usrrww`); one thread per element
+ * of a row pair, `linearGroups(T · kvDim)`.
  */
 export const KV_WINDOW_WGSL = `
 struct WP { kvDim: u32, rows: u32, a: u32, b: u32 }
@@ -29,6 +31,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let id = gid.y * nwg.x * 256u + gid.x;
   if (id >= st.T * p.kvDim) { return; }
   let t = id / p.kvDim;
+  if (t + p.rows < st.T) { return; }
   let dst = ((st.pos + t) % p.rows) * p.kvDim + id % p.kvDim;
   keys[dst] = newKeys[id];
   values[dst] = newValues[id];
