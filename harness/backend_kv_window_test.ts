@@ -2,14 +2,20 @@
  * The WebGPU runner's quantized KV cache keeps float rows only for a window of the latest positions
  * (`kernels/webgpu/kv_quant_wgsl.ts`): a prompt longer than the window, in slices, then decoding
  * across key groups and blocks gives the CPU's logits; GPU-resident greedy decoding and cuts back
- * within the window continue exactly, and a cut back past it is refused; and the cache's buffers
- * at 2048 positions (TinyLlama's KV shape) are a fraction of the float32 cache's.
+ * within the window continue exactly, and a cut back past it is refused; a decode step adds no
+ * dispatch; and the cache's buffers at 2048 positions (TinyLlama's KV shape) are a fraction of the
+ * float32 cache's.
  *
  * @module
  */
 import assert from "node:assert/strict";
-import { adapterUnavailable } from "../kernels/webgpu/device.ts";
-import { createWebGpuBackend, KvWindowError, WebGpuRunner } from "../kernels/webgpu/backend.ts";
+import { adapterUnavailable, getGpu } from "../kernels/webgpu/device.ts";
+import {
+  createWebGpuBackend,
+  type DispatchTime,
+  KvWindowError,
+  WebGpuRunner,
+} from "../kernels/webgpu/backend.ts";
 import { kvKeyWords, kvQuantLayout, kvValueWords } from "../kernels/webgpu/kv_quant_wgsl.ts";
 import { cpuBackend } from "../kernels/cpu/backend.ts";
 import { argmaxRow } from "./tasks/nll.ts";
@@ -82,6 +88,18 @@ Deno.test({
       // Back past what the window still holds: refused, and the cache goes on where it was.
       assert.throws(() => runner.truncate(P + 21 - (windowRows - 32) - 2), KvWindowError);
       assert.deepEqual([...await runner.decodeGreedy(picks[21]!, P + 21, 4)], picks.slice(22, 26));
+
+      if ((await getGpu()).timestamps) {
+        // Dispatches a layer: the stacked q/k/v split writes a one-token step's row into the
+        // window itself (decoding adds none); a longer step copies its rows in after attention.
+        const count = (rows: DispatchTime[], label: string) =>
+          rows.find((r) => r.label === label)?.count ?? 0;
+        const decode = await runner.profile([picks[25]!], P + 25);
+        assert.equal(count(decode, "kv window write"), 0);
+        assert.equal(count(decode, "kv quantize keys"), c.nLayers);
+        const prefill = await runner.profile(prompt.slice(0, 8), P + 25);
+        assert.equal(count(prefill, "kv window write"), c.nLayers);
+      }
     } finally {
       runner.dispose();
     }

@@ -348,8 +348,8 @@ function planStacks(
 /**
  * Compiles a block's steps (`core/graph.ts`) into dispatches over the runner's buffers, lowered
  * as the kernels want them: the key and value projections write straight into the KV cache
- * (attention then reads all cached positions; a quantized cache's projections write a slice
- * buffer, copied into its float window before attention), a linear whose output is added to the residual
+ * (attention then reads all cached positions; a quantized cache's go to its step rows, which
+ * enter its float window after attention), a linear whose output is added to the residual
  * stream accumulates into it (the `add` then costs nothing), RMSNorm outputs share one buffer,
  * SwiGLU writes over `gate`, and run-time activation quantization runs once per linear input,
  * before its first consumer.

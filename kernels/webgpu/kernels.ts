@@ -345,7 +345,8 @@ export class Kernels {
    * two dispatches), for more the prefill kernel's query tiles (`prefill_attention_wgsl.ts`), and
    * the one-workgroup-per-row kernel (`ATTENTION_WGSL`) where those do not apply. The dispatches
    * that do not apply to a `T` have no workgroups (and are skipped). With `kv`, a quantized KV
-   * cache (`kv_quant_wgsl.ts`) beside the float one, read as the CPU's view reads it.
+   * cache (`kv_quant_wgsl.ts`), read as the CPU's view reads it: `keys` and `values` are then its
+   * float windows, and the step's own positions are read from `kv.rows`.
    */
   async attention(
     step: GPUBuffer,
