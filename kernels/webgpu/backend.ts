@@ -224,7 +224,10 @@ function webgpuOps(maxBinding?: number, tuning?: GemvTuning): BackendOps {
   };
 }
 
-/** Thrown when a quantized KV cache is cut back past what its float window still holds. */
+/**
+ * Thrown when a quantized KV cache is cut back (or continued after a profile pass that wrote
+ * further) past what its float window still holds.
+ */
 export class KvWindowError extends Error {
   override name = "KvWindowError";
 }
@@ -730,7 +733,7 @@ export class WebGpuRunner implements ModelRunner {
       Math.min(maxSeqLen, MAX_SLICE, Math.floor(maxBinding / (4 * widest))),
     );
     // A quantized KV cache (KIVI): each layer's codes and sides for every position, and its
-    // floats for a window of the latest positions that covers a slice's step.
+    // floats for a window of KIVI's block and KV_REWIND more positions.
     const kvSettings = model.runtime?.kvCache;
     const kvLayout = kvSettings &&
       kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen, KV_REWIND);
