@@ -16,7 +16,7 @@ import { cellFacts, memoryEstimate } from "../../core/memory_model.ts";
 import type { LlamaModel } from "../../core/model.ts";
 import type { ResultRow } from "../../core/row.ts";
 import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
-import { memoryFacts } from "./compute.ts";
+import { kvCacheFacts, memoryFacts } from "./compute.ts";
 
 const MINI = join(REPO_ROOT, "fixtures/models/mini");
 const STORIES = ["models", "stories260K", "stories260K.bin"] as const;
@@ -121,6 +121,14 @@ async function probe(path: string): Promise<string> {
   assert.equal(out.code, 0, text);
   return text;
 }
+
+Deno.test("rows record the KV cache bytes the engine allocated, where it says", () => {
+  assert.deepEqual(kvCacheFacts({ kvCacheBytes: 983040, maxSeqLen: 2048 }), {
+    kv_cache_bytes: 983040,
+    kv_cache_positions: 2048,
+  });
+  assert.deepEqual(kvCacheFacts({ maxSeqLen: 2048 }), {});
+});
 
 if (import.meta.main) {
   console.log((await check(Deno.args[0]!)).join("\n"));
