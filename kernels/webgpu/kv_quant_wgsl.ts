@@ -15,8 +15,9 @@
  *   `pack2x16float(scale, min)` (both f16 values, as on the CPU), for FP8 the f32 scale's bits.
  *   Key sides are indexed by `[token group][channel]`, value sides by `[position][channel group]`.
  *
- * So a KV4 cache of `n` positions costs `n` × 4 bits a channel plus the sides and a window of a few
- * hundred float rows, not `n` float rows beside the codes.
+ * So a KV4 cache of `n` positions costs `n` × 4 bits a channel plus the sides and a window of
+ * `keyBlock` and a few more float rows (the runner's: 160 at KIVI's residual of 128), not `n` float
+ * rows beside the codes.
  *
  * - {@linkcode kvQuantizeKeysShader}: each key group of `group` tokens that a forward step
  *   completes (those ending at a position in `[pos, pos + T)`), per channel; a thread takes one
@@ -367,8 +368,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 /**
  * What an attention kernel adds to read a quantized cache: bindings `kq` (6) and `vq` (7), the
  * read-only key and value buffers; `keysBefore(p)` / `valuesBefore(p)`, the positions a query at
- * `p` reads from them; and `kdq4(j, c)` / `vdq4(j, c)` (channels `c … c+3` of position `j`,
- * dequantized) and `vdq(j, c)` (one channel's value).
+ * `p` reads from them; `kdq4(j, c)` / `vdq4(j, c)` (channels `c … c+3` of position `j`,
+ * dequantized) and `vdq(j, c)` (one channel's value); and `win(j)`, position `j`'s row in the
+ * float windows. A kernel that reads a step's own positions (prefill) declares the step rows
+ * itself (bindings 8 and 9, in its element type).
  */
 export function kvReadWgsl(l: KvQuantLayout): string {
   const { per, kvDim, rowWords: W, codeBits, keyGroup, valueGroup, keyBlock, residual } = l;

@@ -5,7 +5,8 @@
  * them and where the step's quantization and attention read them; a step longer than one token
  * copies them into the window after its attention, since they overwrite rows of earlier positions
  * its queries read, and a one-token step before (the decode kernel reads its row from the window;
- * the stacked split writes that row itself).
+ * the stacked split writes that row itself). `kv_quant_wgsl_test.ts` runs it between the cache's
+ * other dispatches, as the runner does.
  *
  * @module
  */
