@@ -16,6 +16,7 @@
  * | stories260K with run-time integer activations (W8A8 …)     | 5e-2 |
  * | stories260K with a quantized KV cache (KIVI int4, int2, FP8) | 1e-3 |
  * | a synthetic model with biases, q/k norms, RoPE scaling, mixed formats | 1e-4 |
+ * | the same with a quantized KV cache (KIVI int4, projections step by step) | 1e-3 |
  * | prefill then one-token decode steps vs one batched forward | 1e-4 |
  * | a suite's perplexities on this backend vs `cpu` (relative) | 1e-4 (W8A8: 1e-3) |
  * | the same for QuIP# (2–4 bits), AQLM and VPTQ, none decoded to f32 | 1e-4 |
