@@ -16,6 +16,7 @@
  * | stories260K with run-time integer activations (W8A8 …)     | 5e-2 |
  * | stories260K with a quantized KV cache (KIVI int4, int2, FP8) | 1e-3 |
  * | a synthetic model with biases, q/k norms, RoPE scaling, mixed formats | 1e-4 |
+ * | the same with a quantized KV cache (KIVI int4, projections step by step) | 1e-3 |
  * | prefill then one-token decode steps vs one batched forward | 1e-4 |
  * | a suite's perplexities on this backend vs `cpu` (relative) | 1e-4 (W8A8: 1e-3) |
  * | the same for QuIP# (2–4 bits), AQLM and VPTQ, none decoded to f32 | 1e-4 |
@@ -626,6 +627,22 @@ function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): 
       const [batched, stepwise] = await batchedAndStepwise(backend, model, tokens, 7, maxSeqLen);
       assertClose(batched, await cpuLogits(model, tokens), 1e-4, "logits");
       assertClose(stepwise, batched, 1e-4, "prefill + decode vs batched");
+    },
+  });
+  Deno.test({
+    name: `${backend.name}: synthetic model with a quantized KV cache (projections step by step)`,
+    ignore: ignore || !backend.runtimeQuantization?.kvCache,
+    async fn() {
+      // Biases and q/k norms keep q/k/v apart (no stacked projection), so the keys and values
+      // reach a quantized cache's float window through the step-by-step path.
+      const model: LlamaModel = {
+        ...syntheticModel(),
+        runtime: { kvCache: { format: "int4", group: 4, residual: 8 } },
+      };
+      const tokens = [...pseudoRandom(24, 14)].map((v) => Math.floor((v + 0.5) * 96));
+      const [batched, stepwise] = await batchedAndStepwise(backend, model, tokens, 9, maxSeqLen);
+      assertClose(batched, await cpuLogits(model, tokens), 1e-3, "logits");
+      assertClose(stepwise, batched, 1e-3, "prefill + decode vs batched");
     },
   });
 }

@@ -75,6 +75,12 @@ export interface ModelRunner {
    * `hqq-int4-g64`, …), each once; absent or empty when every weight runs in its own format.
    */
   readonly fallbackFormats?: readonly string[];
+  /**
+   * Bytes the runner's KV cache buffers take over all layers, as allocated for its maximum length
+   * (a quantized cache counts what it keeps: codes, sides and any float copy or window); absent
+   * where unknown.
+   */
+  readonly kvCacheBytes?: number;
 }
 
 /**

@@ -164,6 +164,11 @@ export interface EngineInfo {
    * also measures its device's copy bandwidth ({@linkcode Engine.copyBandwidth}).
    */
   kvBytesPerPosition?: number;
+  /**
+   * Bytes the engine's KV cache buffers take over all layers at its `maxSeqLen`, as allocated
+   * (`ModelRunner.kvCacheBytes`); absent where unknown.
+   */
+  kvCacheBytes?: number;
   /** Weight formats this engine runs decoded to f32 (no kernel for them here), by name. */
   fallbacks: string[];
   /** The engine's identity field by field (versions, build, threads …), for results.json. */

@@ -116,6 +116,7 @@ export class InProcessEngine implements Engine {
       weightBytes: modelBytes(model),
       // The WebGPU runner lists the matrices it decoded to f32 on load.
       fallbacks: [...(runner.fallbackFormats ?? [])],
+      ...(runner.kvCacheBytes === undefined ? {} : { kvCacheBytes: runner.kvCacheBytes }),
     };
     if (runner.copyBandwidth) {
       // Only WebGPU measures a copy. A float32 KV cache holds each position's keys and values

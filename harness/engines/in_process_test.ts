@@ -124,6 +124,9 @@ Deno.test({
     assert.deepEqual([info.vocabSize, info.maxSeqLen, info.bosId], [512, 512, 1]);
     assert.deepEqual(info.fallbacks, []);
     assert.deepEqual(info.weightBytes, modelBytes(model));
+    // The CPU runner's float32 keys and values: 2 × layers × positions × KV width × 4 bytes.
+    const c = model.config;
+    assert.equal(info.kvCacheBytes, 2 * c.nLayers * 512 * c.nKvHeads * c.headDim * 4);
     assert.equal(
       unmetNeed(
         ["loglikelihood", "full_distributions", "generation", "timing", "weight_bytes"],

@@ -105,6 +105,7 @@ export async function computeCell(job: CellJob, emit: (e: CellEvent) => void): P
           ...quantizeStats,
           ...engineIdentity(engine.info()),
           ...(bpw === null ? {} : memoryFacts(model)),
+          ...kvCacheFacts(engine.info()),
           ...calibrationSetFields(cell),
         },
         samples: m.samples,
@@ -143,6 +144,18 @@ export function memoryFacts(model: LlamaModel): Record<string, string | number> 
     kv_group: kv?.group ?? 0,
     kv_residual: kv?.residual ?? 0,
   };
+}
+
+/**
+ * The KV cache the engine allocated, for a row's `extra`: its buffers' bytes over all layers
+ * (`kv_cache_bytes`: a quantized cache's codes, sides and float window or copy, as the backend
+ * keeps them) at `kv_cache_positions` positions; nothing where the engine does not say.
+ */
+export function kvCacheFacts(
+  info: { kvCacheBytes?: number; maxSeqLen: number },
+): Record<string, number> {
+  if (info.kvCacheBytes === undefined) return {};
+  return { kv_cache_bytes: info.kvCacheBytes, kv_cache_positions: info.maxSeqLen };
 }
 
 /**

@@ -2,7 +2,8 @@
  * `recommend`'s memory model (`core/memory_model.ts`, `runtime` counting) against the bytes
  * quantbench's CPU runtime actually holds, measured as the process's external (ArrayBuffer) memory
  * that stays held: by a loaded model (and a quantized one, once its float source is freed) for the
- * weights, and by a `CpuRunner` for its KV cache — on stories260K and mini, within 2 %.
+ * weights, and by a `CpuRunner` for its KV cache — on stories260K and mini, within 2 % (and the
+ * runner's own `kvCacheBytes`, which rows record as `kv_cache_bytes`, likewise).
  *
  * @module
  */
@@ -15,7 +16,7 @@ import { cellFacts, memoryEstimate } from "../../core/memory_model.ts";
 import type { LlamaModel } from "../../core/model.ts";
 import type { ResultRow } from "../../core/row.ts";
 import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
-import { memoryFacts } from "./compute.ts";
+import { kvCacheFacts, memoryFacts } from "./compute.ts";
 
 const MINI = join(REPO_ROOT, "fixtures/models/mini");
 const STORIES = ["models", "stories260K", "stories260K.bin"] as const;
@@ -98,6 +99,10 @@ async function check(path: string) {
       Math.abs(estimate.kv - bytes) <= 0.02 * bytes,
       `${name}: KV-cache model ${estimate.kv} B against ${bytes} B held by the runner`,
     );
+    assert.ok(
+      Math.abs(kept.kvCacheBytes - bytes) <= 0.02 * bytes,
+      `${name}: the runner says ${kept.kvCacheBytes} B of KV cache, holds ${bytes} B`,
+    );
   }
   // f32 weights are held as stored: the deployment figure equals the held bytes within 2 %.
   const fx = facts(f32.kept);
@@ -116,6 +121,14 @@ async function probe(path: string): Promise<string> {
   assert.equal(out.code, 0, text);
   return text;
 }
+
+Deno.test("rows record the KV cache bytes the engine allocated, where it says", () => {
+  assert.deepEqual(kvCacheFacts({ kvCacheBytes: 983040, maxSeqLen: 2048 }), {
+    kv_cache_bytes: 983040,
+    kv_cache_positions: 2048,
+  });
+  assert.deepEqual(kvCacheFacts({ maxSeqLen: 2048 }), {});
+});
 
 if (import.meta.main) {
   console.log((await check(Deno.args[0]!)).join("\n"));

@@ -29,6 +29,8 @@ export class CpuRunner implements ModelRunner {
   /** Whether values are rounded as llama.cpp's CPU backend rounds them (`activations: ggml`). */
   readonly #ggml: boolean;
   readonly #quantizedKv: QuantizedKvCache | undefined;
+  /** The float32 caches, and a quantized cache's dequantized copy of the same size. */
+  readonly kvCacheBytes: number;
   /** Each layer's steps (`core/graph.ts`), which {@linkcode runBlock} interprets. */
   readonly #steps: BlockStep[][];
   #length = 0;
@@ -52,6 +54,7 @@ export class CpuRunner implements ModelRunner {
         model.config.nKvHeads,
         model.config.headDim,
       );
+    this.kvCacheBytes = 2 * model.config.nLayers * maxSeqLen * kvDim * 4 * (kvCache ? 2 : 1);
   }
 
   forward(tokens: ArrayLike<number>, pos: number): Promise<Float32Array> {

@@ -10,8 +10,9 @@
  * reading back only the ids. Activations and the
  * KV cache are float32, so results match the CPU reference to float32 rounding; f16 is used
  * where it is exact (scales are stored as f16). Run-time quantization as the model asks for it:
- * per-token activations (`gemv_a8_wgsl.ts`) and a KIVI-quantized KV cache (`kv_quant_wgsl.ts`,
- * codes and f16 sides beside the float cache, quantized on the GPU as positions age).
+ * per-token activations (`gemv_a8_wgsl.ts`) and a KIVI-quantized KV cache (`kv_quant_wgsl.ts`:
+ * codes and f16 sides for every position, quantized on the GPU as positions age, and floats only
+ * for a window of the latest positions).
  *
  * Coded formats without a WGSL decoder, and integer matrices the kernels cannot take (e.g. a
  * group size that is not a power of two), are decoded to f32 on load; {@linkcode
@@ -41,7 +42,7 @@ import {
   skippedByFusedGemv,
   STEP_STRIDE,
 } from "./kernels.ts";
-import { kvKeyWords, kvQuantLayout, kvValueWords } from "./kv_quant_wgsl.ts";
+import { kvKeyWords, kvQuantLayout, kvValueWords, kvWindowRewind } from "./kv_quant_wgsl.ts";
 import {
   a8Supported,
   type ActivationElement,
@@ -223,6 +224,14 @@ function webgpuOps(maxBinding?: number, tuning?: GemvTuning): BackendOps {
   };
 }
 
+/**
+ * Thrown when a quantized KV cache is cut back (or continued after a profile pass that wrote
+ * further) past what its float window still holds.
+ */
+export class KvWindowError extends Error {
+  override name = "KvWindowError";
+}
+
 /** Thrown when a block's steps do not fit the patterns the WebGPU compiler lowers. */
 export class WebGpuCompileError extends Error {
   override name = "WebGpuCompileError";
@@ -253,10 +262,13 @@ interface BlockTarget {
   /** RoPE's (cos, sin) table. */
   table: GPUBuffer;
   buffers: BlockBuffers;
-  /** The layer's KV cache. */
+  /**
+   * The layer's float KV cache: every position, or with `kv` the float window (position `p` at
+   * row `p % window`).
+   */
   keys: GPUBuffer;
   values: GPUBuffer;
-  /** Its quantized copy, where the model asks for one (`model.runtime.kvCache`). */
+  /** Its codes and sides, where the model asks for a quantized cache (`model.runtime.kvCache`). */
   kv?: QuantizedKv;
   /** A linear's weights packed for the device. */
   pack(name: LinearName): PackedMatrix;
@@ -339,7 +351,8 @@ function planStacks(
 /**
  * Compiles a block's steps (`core/graph.ts`) into dispatches over the runner's buffers, lowered
  * as the kernels want them: the key and value projections write straight into the KV cache
- * (attention then reads all cached positions), a linear whose output is added to the residual
+ * (attention then reads all cached positions; a quantized cache's go to its step rows, which
+ * enter its float window after attention), a linear whose output is added to the residual
  * stream accumulates into it (the `add` then costs nothing), RMSNorm outputs share one buffer,
  * SwiGLU writes over `gate`, and run-time activation quantization runs once per linear input,
  * before its first consumer.
@@ -367,6 +380,9 @@ async function compileBlock(
   // Each linear input is quantized once, for its first consumer.
   let quantized: { value: BlockValue; input: GPUBuffer; xq?: QuantizedActivations } | undefined;
   const program: Dispatch[] = [];
+  // With a quantized KV cache: whether the stacked q/k/v split wrote a one-token step's key and
+  // value into the float windows itself.
+  let windowWritten = false;
   const packs = new Map<LinearName, PackedMatrix>();
   const packOf = (name: LinearName): PackedMatrix => {
     let packed = packs.get(name);
@@ -401,11 +417,18 @@ async function compileBlock(
             nKvHeads: c.nKvHeads,
             headDim: c.headDim,
             style: c.ropeStyle,
-          }),
+          }, t.kv),
         );
         slots.set(qOut!, { buffer: b.q, width: qDim, cache: false });
-        slots.set(kOut!, { buffer: t.keys, width: kvDim, cache: true });
-        slots.set(vOut!, { buffer: t.values, width: kvDim, cache: true });
+        if (t.kv) {
+          // The step's rows by token (attention and the quantization read them there).
+          slots.set(kOut!, { buffer: t.kv.rows.keys, width: kvDim, cache: false });
+          slots.set(vOut!, { buffer: t.kv.rows.values, width: kvDim, cache: false });
+          windowWritten = true;
+        } else {
+          slots.set(kOut!, { buffer: t.keys, width: kvDim, cache: true });
+          slots.set(vOut!, { buffer: t.values, width: kvDim, cache: true });
+        }
       } else {
         const swiglu = [...plan.covers].find((x) => x.op === "swiglu")!;
         const pair = await k.swigluPair(step, b.gateUp!, b.gate, c.hiddenDim);
@@ -459,6 +482,17 @@ async function compileBlock(
         const residual = readers(s.output).find((r) => r.op === "add");
         let out: Slot;
         if (
+          attention?.op === "attention" && (attention.k === s.output || attention.v === s.output) &&
+          t.kv
+        ) {
+          // A quantized cache's step rows, by token; attention's step copies them into the window.
+          out = {
+            buffer: attention.k === s.output ? t.kv.rows.keys : t.kv.rows.values,
+            width: kvDim,
+            cache: false,
+          };
+          program.push(...await t.matmul(packed, source, out.buffer, { xq, norm, swiglu }));
+        } else if (
           attention?.op === "attention" && (attention.k === s.output || attention.v === s.output)
         ) {
           out = { buffer: attention.k === s.output ? t.keys : t.values, width: kvDim, cache: true };
@@ -539,19 +573,31 @@ async function compileBlock(
       }
       case "attention": {
         const [q, keys, values] = [slot(s.q), slot(s.k), slot(s.v)];
-        if (!keys.cache || !values.cache) {
-          throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
+        const shape = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
+        if (t.kv) {
+          if (keys.buffer !== t.kv.rows.keys || values.buffer !== t.kv.rows.values) {
+            throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
+          }
+          // The step's keys and values are final here (projected, normed, roped): quantize what
+          // they make due, then attend over the codes, the float window and the step's rows,
+          // and only then let the step's rows overwrite window rows its queries read (a
+          // one-token step's row goes in first: the decode kernel reads it from the window).
+          program.push(...await k.kvQuantize(step, t.keys, t.values, t.kv));
+          if (!windowWritten) {
+            program.push(await k.kvWindowWrite(step, t.kv, t.keys, t.values, "decode"));
+          }
+          program.push(
+            ...await k.attention(step, q.buffer, t.keys, t.values, b.att, shape, t.kv),
+            await k.kvWindowWrite(step, t.kv, t.keys, t.values, "prefill"),
+          );
+        } else {
+          if (!keys.cache || !values.cache) {
+            throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
+          }
+          program.push(
+            ...await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, shape),
+          );
         }
-        // The step's keys and values are final here (projected, normed, roped): quantize what
-        // they make due before attention reads it.
-        if (t.kv) program.push(...await k.kvQuantize(step, keys.buffer, values.buffer, t.kv));
-        program.push(
-          ...await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, {
-            nHeads: c.nHeads,
-            nKvHeads: c.nKvHeads,
-            headDim: c.headDim,
-          }, t.kv),
-        );
         slots.set(s.output, { buffer: b.att, width: qDim, cache: false });
         break;
       }
@@ -584,6 +630,13 @@ const MAX_SLICE = 512;
  * so the GPU starts soon after a call.
  */
 const DECODE_ROUND = 16;
+
+/**
+ * Rows a quantized KV cache's float window keeps beyond KIVI's block, so that a cut back by less
+ * than a decode chunk (`harness/engines/generate.ts` drops the tokens of a 16-token chunk past a
+ * stop) continues (see {@linkcode WebGpuRunner.truncate}).
+ */
+const KV_REWIND = 32;
 
 /** Back-to-back copies per timed submit of {@linkcode WebGpuRunner.copyBandwidth}. */
 const COPY_REPEATS = 8;
@@ -622,6 +675,15 @@ export class WebGpuRunner implements ModelRunner {
   /** Buffers and dispatch of {@linkcode forwardScores}, made on its first call. */
   #scoring: Promise<{ targets: GPUBuffer; scores: GPUBuffer; dispatch: Dispatch }> | undefined;
   #length = 0;
+  /** One past the furthest position the KV cache was written at since it was last emptied. */
+  #reach = 0;
+  /** How far past its length the cache may have been written and still continue (`truncate`). */
+  readonly #rewind: number;
+  /**
+   * Bytes of the KV cache's buffers over all layers: float32 keys and values for every position,
+   * or a quantized cache's codes, sides and float windows.
+   */
+  readonly kvCacheBytes: number;
   readonly #maxBinding: number;
   /** The token embedding on the GPU, by row parts within a storage binding (on first decode). */
   #table: { rowStart: number; rows: number; buffer: GPUBuffer }[] | undefined;
@@ -637,6 +699,7 @@ export class WebGpuRunner implements ModelRunner {
     fallbacks: string[],
     fallbackFormats: readonly string[],
     maxBinding: number,
+    kv: { bytes: number; rewind: number },
   ) {
     this.#k = k;
     this.#model = model;
@@ -649,6 +712,8 @@ export class WebGpuRunner implements ModelRunner {
     this.fallbacks = fallbacks;
     this.fallbackFormats = fallbackFormats;
     this.#maxBinding = maxBinding;
+    this.kvCacheBytes = kv.bytes;
+    this.#rewind = kv.rewind;
   }
 
   /** Uploads a model: packs its weights, allocates activations and the KV cache. */
@@ -667,9 +732,15 @@ export class WebGpuRunner implements ModelRunner {
       1,
       Math.min(maxSeqLen, MAX_SLICE, Math.floor(maxBinding / (4 * widest))),
     );
-    if (maxSeqLen * kvDim * 4 > maxBinding) {
+    // A quantized KV cache (KIVI): each layer's codes and sides for every position, and its
+    // floats for a window of KIVI's block and KV_REWIND more positions.
+    const kvSettings = model.runtime?.kvCache;
+    const kvLayout = kvSettings &&
+      kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen, KV_REWIND);
+    const floatRows = kvLayout?.window ?? maxSeqLen;
+    if (floatRows * kvDim * 4 > maxBinding) {
       throw new RangeError(
-        `A KV cache of ${maxSeqLen} positions × ${kvDim} exceeds the largest storage binding`,
+        `A KV cache of ${floatRows} positions × ${kvDim} exceeds the largest storage binding`,
       );
     }
     const step = k.buffer(
@@ -688,6 +759,8 @@ export class WebGpuRunner implements ModelRunner {
     const fits = (width: number) => slice * width * 4 <= maxBinding;
     const qkv = fits(qDim + 2 * kvDim) ? act(qDim + 2 * kvDim) : undefined;
     const gateUp = fits(2 * c.hiddenDim) ? act(2 * c.hiddenDim) : undefined;
+    // A quantized cache's step rows, by token (all layers share them).
+    const kvRows = kvLayout && { keys: act(kvDim), values: act(kvDim) };
     const table = k.storage(ropeTable(maxSeqLen, ropeInverseFrequencies(c)));
     const fallbacks: string[] = [];
     const fallbackFormats = new Set<string>();
@@ -727,11 +800,8 @@ export class WebGpuRunner implements ModelRunner {
       // FP8 activations have no integer codes: the float kernels read their values.
       return { dispatches: [d], input: xdBuffer, xq: spec.element === "int" ? xq : undefined };
     };
-    // A quantized KV cache (KIVI): codes and sides beside each layer's float cache.
-    const kvSettings = model.runtime?.kvCache;
-    const kvLayout = kvSettings && kvQuantLayout(kvSettings, c.nKvHeads, c.headDim, maxSeqLen);
     const quantizedKv = (): QuantizedKv | undefined => {
-      if (!kvLayout) return undefined;
+      if (!kvLayout || !kvRows) return undefined;
       const words = Math.max(kvKeyWords(kvLayout), kvValueWords(kvLayout));
       if (words * 4 > maxBinding) {
         throw new RangeError(
@@ -743,11 +813,18 @@ export class WebGpuRunner implements ModelRunner {
         layout: kvLayout,
         keys: k.storage(kvKeyWords(kvLayout) * 4),
         values: k.storage(kvValueWords(kvLayout) * 4),
+        rows: kvRows,
       };
     };
     const program: Dispatch[] = [];
     const graph = modelGraph(w);
+    // The step rows are activations (one slice, shared), not cache.
+    let kvBytes = 0;
     for (const [l, layer] of w.layers.entries()) {
+      const keys = k.storage(floatRows * kvDim * 4);
+      const values = k.storage(floatRows * kvDim * 4);
+      const kv = quantizedKv();
+      kvBytes += keys.size + values.size + (kv ? kv.keys.size + kv.values.size : 0);
       program.push(
         ...await compileBlock(graph.blocks[l]!, layer, {
           k,
@@ -755,9 +832,9 @@ export class WebGpuRunner implements ModelRunner {
           step,
           table,
           buffers: { x, normed: xb, q, att, gate, up, qkv, gateUp },
-          keys: k.storage(maxSeqLen * kvDim * 4),
-          values: k.storage(maxSeqLen * kvDim * 4),
-          kv: quantizedKv(),
+          keys,
+          values,
+          kv,
           pack: (name) => pack(`layer ${l} ${name}`, layer[name]),
           packStacked: (m) => {
             const packed = packTuned(m, maxBinding, tuning);
@@ -789,6 +866,7 @@ export class WebGpuRunner implements ModelRunner {
       fallbacks,
       [...fallbackFormats],
       maxBinding,
+      { bytes: kvBytes, rewind: kvLayout ? kvWindowRewind(kvLayout) : Infinity },
     );
   }
 
@@ -850,7 +928,7 @@ export class WebGpuRunner implements ModelRunner {
     }
     this.#readBuffer(bytes);
     for (const [i, { tokens, targets }] of windows.entries()) {
-      this.#length = 0;
+      this.reset();
       await this.#submitScores(tokens, 0, targets, offsets[i]!);
     }
     const data = bytes > 0 ? await this.#readBack(bytes) : null;
@@ -946,6 +1024,7 @@ export class WebGpuRunner implements ModelRunner {
     if (pos !== this.#length) {
       throw new RangeError(`Forward at position ${pos}, but the KV cache holds ${this.#length}`);
     }
+    this.#checkWindow(pos);
     if (pos + T > this.#maxSeqLen) {
       throw new RangeError(`Context ${pos + T} exceeds the runner's maximum ${this.#maxSeqLen}`);
     }
@@ -983,6 +1062,7 @@ export class WebGpuRunner implements ModelRunner {
     });
     after?.(enc);
     device.queue.submit([enc.finish()]);
+    this.#reach = Math.max(this.#reach, pos + T);
     const error = await device.popErrorScope();
     if (error) throw new WebGpuError(`WebGPU validation failed: ${error.message}`);
     this.#length = pos + T;
@@ -994,7 +1074,9 @@ export class WebGpuRunner implements ModelRunner {
    * in its own compute pass between timestamps, summed by label (matrix parts together), largest
    * first: where a pass's time goes, for profiling on a GPU (`fixtures/scale/profile.ts`), not for
    * results. Writes the KV cache past its length (the next forward overwrites it) and leaves the
-   * length as it was; needs the adapter's `timestamp-query`.
+   * length as it was (a quantized cache then continues only where the window still holds its rows,
+   * else after a reset: see {@linkcode WebGpuRunner.truncate}); needs the adapter's
+   * `timestamp-query`.
    */
   async profile(tokens: ArrayLike<number>, pos: number): Promise<DispatchTime[]> {
     const k = this.#k;
@@ -1010,6 +1092,7 @@ export class WebGpuRunner implements ModelRunner {
         `Profile at position ${pos} of ${T} tokens; the KV cache holds ${this.#length} of ${this.#maxSeqLen}`,
       );
     }
+    this.#checkWindow(pos);
     const device = k.device;
     const program = this.#program.filter((d) => d.groups(T).reduce((a, b) => a * b) > 0);
     const times = new Map<string, DispatchTime>();
@@ -1027,6 +1110,7 @@ export class WebGpuRunner implements ModelRunner {
       });
       try {
         device.queue.writeBuffer(this.#step, 0, Uint32Array.of(T, pos, 0, 0));
+        this.#reach = Math.max(this.#reach, pos + T);
         const enc = device.createCommandEncoder();
         part.forEach((d, i) => {
           const pass = enc.beginComputePass({
@@ -1073,6 +1157,7 @@ export class WebGpuRunner implements ModelRunner {
     if (pos !== this.#length) {
       throw new RangeError(`Decode at position ${pos}, but the KV cache holds ${this.#length}`);
     }
+    this.#checkWindow(pos);
     if (!(Number.isInteger(count) && count >= 0)) {
       throw new RangeError(`Decode step count ${count} is not a whole number`);
     }
@@ -1087,6 +1172,7 @@ export class WebGpuRunner implements ModelRunner {
     if (count === 0) return new Int32Array(0);
     const d = await this.#decoderFor(count + 1);
     const device = this.#k.device;
+    this.#reach = Math.max(this.#reach, pos + count);
     device.queue.writeBuffer(d.ids, 0, Uint32Array.of(token));
     device.pushErrorScope("validation");
     for (let r = 0, round = 2; r < count; r += round, round = Math.min(2 * round, DECODE_ROUND)) {
@@ -1231,11 +1317,23 @@ export class WebGpuRunner implements ModelRunner {
     }
   }
 
-  /** Keeps the first `length` positions of the KV cache (see `ModelRunner.truncate`). */
+  /**
+   * Keeps the first `length` positions of the KV cache (see `ModelRunner.truncate`). A quantized
+   * cache's float window has overwritten the rows of positions more than a slice behind the
+   * furthest one written; cutting back further throws {@linkcode KvWindowError} (`generate.ts`
+   * cuts back less than one decode round).
+   */
   truncate(length: number): void {
     if (!(Number.isInteger(length) && length >= 0 && length <= this.#length)) {
       throw new RangeError(
         `Cannot keep ${length} positions of a KV cache holding ${this.#length}`,
+      );
+    }
+    if (length === 0) return this.reset();
+    if (this.#reach - length > this.#rewind) {
+      throw new KvWindowError(
+        `Cannot keep ${length} positions of a quantized KV cache written up to ${this.#reach}: ` +
+          `its float window holds the rows of ${this.#rewind} positions past the length at most`,
       );
     }
     this.#length = length;
@@ -1243,6 +1341,22 @@ export class WebGpuRunner implements ModelRunner {
 
   reset(): void {
     this.#length = 0;
+    this.#reach = 0;
+  }
+
+  /**
+   * Throws {@linkcode KvWindowError} where a quantized cache's window no longer holds the rows a
+   * step at `pos` reads: the cache was written further than it can be cut back (a profile pass).
+   */
+  #checkWindow(pos: number): void {
+    // A step at 0 reads no earlier position.
+    if (pos === 0) this.#reach = 0;
+    if (this.#reach - pos > this.#rewind) {
+      throw new KvWindowError(
+        `A step at ${pos} of a quantized KV cache written up to ${this.#reach}: its float window ` +
+          `no longer holds the rows the step reads (reset the cache)`,
+      );
+    }
   }
 
   dispose(): void {

@@ -52,7 +52,8 @@ function checkHeadDim(headDim: number): void {
  * uniform, 1 `Step`, 2 queries, 3 the key cache, 4 the value cache (rows of `kvDim` by position),
  * 5 the partial results (`[head][split]` blocks of {@linkcode decodePartialFloats} floats).
  * Dispatch `(nSplits, nHeads, 1)`. With a quantized KV cache (`kv`, `kv_quant_wgsl.ts`), also 6
- * and 7, its key and value buffers: positions the CPU's view reads quantized are dequantized.
+ * and 7, its key and value buffers: positions the CPU's view reads quantized are dequantized, and
+ * 3 and 4 are its float windows (position `j` at row `j % window`).
  *
  * @example
  * ```ts
@@ -75,7 +76,7 @@ export function decodeAttentionShader(headDim: number, kv?: KvQuantLayout): stri
     for (var jj = 0u; jj < n; jj++) {
       let jv = j0 + jj;
       var v: f32;
-      if (jv < vB) { v = vdq(jv, kvo + d); } else { v = vc[jv * p.kvDim + kvo + d]; }
+      if (jv < vB) { v = vdq(jv, kvo + d); } else { v = vc[win(jv) * p.kvDim + kvo + d]; }
       acc += pr[jj] * v;
     }`
     : `for (var jj = 0u; jj < n; jj++) { acc += pr[jj] * vc[(j0 + jj) * p.kvDim + kvo + d]; }`;
@@ -103,7 +104,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let j = j0 + lid;
   var s = -3.0e38;
   if (j < len) {
-    let kb = (j * p.kvDim + kvo) / 4u;
+    let kb = (${kv ? "win(j)" : "j"} * p.kvDim + kvo) / 4u;
     var dot = vec4<f32>(0.0);
     ${keyDot}
     s = (dot.x + dot.y + dot.z + dot.w) * p.scale;

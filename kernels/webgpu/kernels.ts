@@ -49,12 +49,13 @@ import {
   type KvQuantLayout,
 } from "./kv_quant_wgsl.ts";
 import { EMBED_WGSL } from "./embed_wgsl.ts";
+import { KV_WINDOW_WGSL } from "./kv_window_wgsl.ts";
 import { codebookMatmul } from "./codebook_matmul.ts";
 import { blockHadamardShader, hadamardFactorData } from "./hadamard_wgsl.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
 import {
-  QKV_SCATTER_WGSL,
   qkvScatterParams,
+  qkvScatterShader,
   type QkvScatterShape,
   qkvScatterThreads,
 } from "./qkv_scatter_wgsl.ts";
@@ -98,11 +99,16 @@ export interface QuantizedActivations {
   per: number;
 }
 
-/** A layer's quantized KV cache: its layout and its key and value buffers (`kv_quant_wgsl.ts`). */
+/**
+ * A layer's quantized KV cache (`kv_quant_wgsl.ts`): its layout, its key and value buffers (codes
+ * and sides), and the step's key and value rows by token (one pair of buffers all layers share),
+ * where the step's own positions are read until they go into the float window.
+ */
 export interface QuantizedKv {
   layout: KvQuantLayout;
   keys: GPUBuffer;
   values: GPUBuffer;
+  rows: { keys: GPUBuffer; values: GPUBuffer };
 }
 
 /** The GPU buffers (or ranges of buffers) of one row part of a packed matrix. */
@@ -339,7 +345,8 @@ export class Kernels {
    * two dispatches), for more the prefill kernel's query tiles (`prefill_attention_wgsl.ts`), and
    * the one-workgroup-per-row kernel (`ATTENTION_WGSL`) where those do not apply. The dispatches
    * that do not apply to a `T` have no workgroups (and are skipped). With `kv`, a quantized KV
-   * cache (`kv_quant_wgsl.ts`) beside the float one, read as the CPU's view reads it.
+   * cache (`kv_quant_wgsl.ts`), read as the CPU's view reads it: `keys` and `values` are then its
+   * float windows, and the step's own positions are read from `kv.rows`.
    */
   async attention(
     step: GPUBuffer,
@@ -353,7 +360,7 @@ export class Kernels {
     if (o.headDim > 256 || o.headDim % 2 !== 0) {
       throw new RangeError(`Head size ${o.headDim} is not supported (even, at most 256)`);
     }
-    const sig = kv ? "usrrrwrr" : "usrrrw";
+    const sig = kv ? "usrrrwrrrr" : "usrrrw";
     const pipe = kv
       ? await this.pipeline(sig, attentionShader(kv.layout))
       : await this.pipeline("usrrrw", ATTENTION_WGSL);
@@ -389,7 +396,7 @@ export class Kernels {
       keys,
       values,
       out,
-      ...(kv ? [kv.keys, kv.values] : []),
+      ...(kv ? [kv.keys, kv.values, kv.rows.keys, kv.rows.values] : []),
     ]);
     // Decoding: blocks over the whole cache, those past the position returning at once.
     const split = o.headDim % 4 === 0
@@ -428,7 +435,9 @@ export class Kernels {
     scale: number,
     kv: QuantizedKv | undefined,
   ) {
-    const blocks = Math.max(1, Math.ceil(Math.floor(keys.size / (4 * kvDim)) / DECODE_SPLIT_KEYS));
+    // A quantized cache's float window is shorter than the positions it serves.
+    const positions = kv?.layout.maxSeqLen ?? Math.floor(keys.size / (4 * kvDim));
+    const blocks = Math.max(1, Math.ceil(positions / DECODE_SPLIT_KEYS));
     const partial = this.storage(o.nHeads * blocks * decodePartialFloats(o.headDim) * 4);
     const uniform = this.uniform(
       [o.nHeads, o.nKvHeads, o.headDim, kvDim, scale, blocks, 0, 0],
@@ -456,8 +465,8 @@ export class Kernels {
 
   /**
    * Quantizes what a forward step makes due in a layer's KV cache (`kv_quant_wgsl.ts`): the key
-   * groups it completes and its positions' values, from the float caches `keys` and `values`
-   * (written and roped before these run) into `kv`'s buffers.
+   * groups it completes and its positions' values, from the float windows `keys` and `values` and
+   * the step's rows (written and roped before these run) into `kv`'s buffers.
    */
   async kvQuantize(
     step: GPUBuffer,
@@ -467,21 +476,46 @@ export class Kernels {
   ): Promise<Dispatch[]> {
     const l = kv.layout;
     const [keyPipe, valuePipe] = await Promise.all([
-      this.pipeline("srw", kvQuantizeKeysShader(l)),
-      this.pipeline("srw", kvQuantizeValuesShader(l)),
+      this.pipeline("srrw", kvQuantizeKeysShader(l)),
+      this.pipeline("srrw", kvQuantizeValuesShader(l)),
     ]);
     const stepBinding = { buffer: step, size: 16 };
     return [{
       label: "kv quantize keys",
       pipeline: () => keyPipe,
-      bindGroup: this.#bind("srw", [stepBinding, keys, kv.keys]),
+      bindGroup: this.#bind("srrw", [stepBinding, keys, kv.rows.keys, kv.keys]),
       groups: (T) => linearGroups(kvKeySlots(l, T) * l.rowWords),
     }, {
       label: "kv quantize values",
       pipeline: () => valuePipe,
-      bindGroup: this.#bind("srw", [stepBinding, values, kv.values]),
+      bindGroup: this.#bind("srrw", [stepBinding, values, kv.rows.values, kv.values]),
       groups: (T) => linearGroups(T * l.rowWords),
     }];
+  }
+
+  /**
+   * Writes a step's key and value rows (`kv.rows`, by token) into a quantized KV cache's float
+   * windows `keys` and `values` at their positions (`kv_window_wgsl.ts`), for the steps `when`
+   * names and no others: `decode` for one-token steps (before attention, which reads the row from
+   * the window), `prefill` for longer ones (after attention, which read the window's rows the new
+   * ones overwrite).
+   */
+  async kvWindowWrite(
+    step: GPUBuffer,
+    kv: QuantizedKv,
+    keys: GPUBuffer,
+    values: GPUBuffer,
+    when: "decode" | "prefill",
+  ): Promise<Dispatch> {
+    const kvDim = kv.layout.kvDim;
+    return await this.#stepped(step, {
+      label: "kv window write",
+      sig: "usrrww",
+      code: KV_WINDOW_WGSL,
+      params: [kvDim, kv.layout.window],
+      buffers: [kv.rows.keys, kv.rows.values, keys, values],
+      groups: (T) => (T === 1) === (when === "decode") ? linearGroups(T * kvDim) : [0, 0, 0],
+    });
   }
 
   /** In place `gate = silu(gate)·up` over rows of `n`. */
@@ -498,7 +532,9 @@ export class Kernels {
 
   /**
    * Splits stacked `[q | k | v]` rows into `q` and the KV cache at the rows' positions, with RoPE
-   * on the query and key heads (`qkv_scatter_wgsl.ts`).
+   * on the query and key heads (`qkv_scatter_wgsl.ts`). With `kv`, a quantized cache: keys and
+   * values go to its step rows, and a one-token step's also to `keys` and `values`, its float
+   * windows.
    */
   async qkvScatter(
     step: GPUBuffer,
@@ -506,14 +542,15 @@ export class Kernels {
     qkv: GPUBuffer,
     out: { q: GPUBuffer; keys: GPUBuffer; values: GPUBuffer },
     o: QkvScatterShape,
+    kv?: QuantizedKv,
   ): Promise<Dispatch> {
-    const params = qkvScatterParams(o);
+    const rows = kv ? [kv.rows.keys, kv.rows.values] : [];
     return await this.#stepped(step, {
       label: "qkv rope scatter",
-      sig: "usrrwww",
-      code: QKV_SCATTER_WGSL,
-      params: params,
-      buffers: [table, qkv, out.q, out.keys, out.values],
+      sig: kv ? "usrrwwwww" : "usrrwww",
+      code: qkvScatterShader(kv !== undefined),
+      params: qkvScatterParams(o, kv?.layout.window ?? 0),
+      buffers: [table, qkv, out.q, out.keys, out.values, ...rows],
       groups: (T) => linearGroups(qkvScatterThreads(o, T)),
     });
   }

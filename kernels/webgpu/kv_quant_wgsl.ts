@@ -1,19 +1,32 @@
 /**
  * WGSL of the quantized KV cache (KIVI; the recipe is in `kernels/formats/runtime_quant.ts`, the
- * CPU's cache in `kernels/cpu/kv_cache.ts`). Beside a layer's float32 key and value caches (which
- * the projections write and which hold the full-precision residual window), one buffer per cache
- * holds every position's codes packed into u32 words (`32 / codeBits` channels a word, rows by
- * position) followed by the groups' side words: for integers `pack2x16float(scale, min)` (both
- * f16 values, as on the CPU), for FP8 the f32 scale's bits. Key sides are indexed by `[token
- * group][channel]`, value sides by `[position][channel group]`.
+ * CPU's cache in `kernels/cpu/kv_cache.ts`). A layer's cache is two kinds of buffer:
+ *
+ * - a float32 window per cache (keys, values) of {@linkcode KvQuantLayout}'s `window` rows, which
+ *   attention reads for the earlier positions still in full precision: position `j` lives in row
+ *   `j % window`. It holds KIVI's residual window (the last `keyBlock` positions, which covers the
+ *   values' `residual` and the incomplete key group) and a few rows of slack for cutting a cache
+ *   back (see `kvQuantLayout`). A step's own keys and values are read from the step's rows (by
+ *   token, one buffer the layers share, as the projections write them) and copied into the window
+ *   after attention (`kv_window_wgsl.ts`; a one-token step's row before, as decoding reads it
+ *   there), so a prompt longer than the window never overwrites a row its queries still read;
+ * - one buffer per cache holding every position's codes packed into u32 words (`32 / codeBits`
+ *   channels a word, rows by position) followed by the groups' side words: for integers
+ *   `pack2x16float(scale, min)` (both f16 values, as on the CPU), for FP8 the f32 scale's bits.
+ *   Key sides are indexed by `[token group][channel]`, value sides by `[position][channel group]`.
+ *
+ * So a KV4 cache of `n` positions costs `n` × 4 bits a channel plus the sides and a window of
+ * `keyBlock` and a few more float rows (the runner's: 160 at KIVI's residual of 128), not `n` float
+ * rows beside the codes.
  *
  * - {@linkcode kvQuantizeKeysShader}: each key group of `group` tokens that a forward step
  *   completes (those ending at a position in `[pos, pos + T)`), per channel; a thread takes one
  *   code word's channels.
  * - {@linkcode kvQuantizeValuesShader}: each new position's values, per group of channels.
  * - {@linkcode kvReadWgsl}: the bindings and dequantizing reads the attention kernels use; a query
- *   at position `p` reads positions before {@linkcode kvQuantLayout}'s `keysBefore(p)` /
- *   `valuesBefore(p)` from the codes, later ones from the float caches, exactly as the CPU's view.
+ *   at position `p` reads positions before `keysBefore(p)` / `valuesBefore(p)` from the codes,
+ *   later ones in full precision (the window's row `win(j)` before the step, the step's rows from
+ *   `pos` on), exactly as the CPU's view.
  *
  * The integer recipe is computed in float64 on the CPU; here every rounding it makes is
  * reproduced exactly in f32: `hi − lo` and `x − min` are kept as exact two-term sums, and the
@@ -49,6 +62,8 @@ export interface KvQuantLayout {
   rowWords: number;
   /** Positions the cache holds. */
   maxSeqLen: number;
+  /** Rows of the float window: position `j` is row `j % window`. */
+  window: number;
   /** Tokens per key group (per channel). */
   keyGroup: number;
   /** Attention reads quantized keys a block of this many tokens at a time. */
@@ -63,13 +78,23 @@ const FP8: Readonly<Record<string, Minifloat>> = { fp8: FP8_E4M3, fp8_e5m2: FP8_
 
 /**
  * The layout of a cache with `settings` (validated as the CPU's cache validates them, plus what
- * the kernels need: a head width that is a multiple of 4).
+ * the kernels need: a head width that is a multiple of 4), whose float window keeps `slack` rows
+ * beyond KIVI's `keyBlock` (default: every position).
+ *
+ * The float window: a step at `pos` reads the window's rows of positions `pos + 1 − keyBlock …
+ * pos − 1` (the values' window starts at `pos + 1 − residual`, the first key group it may complete
+ * at `pos + 1 − keyGroup`, the keys read in full precision at `keysBefore(pos) ≥ pos + 2 −
+ * keyBlock`, and `keyBlock` is the largest of the three) and its own from the step's rows, and
+ * writes position `q` into the window after those reads (a one-token step: before, over position
+ * `pos − window`, which it does not read). So `keyBlock` rows serve any step; the slack lets a
+ * cache that was written further be cut back and continue (`kvWindowRewind`).
  */
 export function kvQuantLayout(
   settings: KvCacheSettings,
   nKvHeads: number,
   headDim: number,
   maxSeqLen: number,
+  slack: number = maxSeqLen,
 ): KvQuantLayout {
   const { format, group, residual } = settings;
   const bits = Number(/^int(\d)$/.exec(format)?.[1]);
@@ -102,11 +127,21 @@ export function kvQuantLayout(
     kvDim,
     rowWords: Math.ceil(kvDim / per),
     maxSeqLen,
+    window: Math.min(maxSeqLen, keyBlock + slack),
     keyGroup,
     keyBlock,
     valueGroup,
     residual,
   };
+}
+
+/**
+ * How far past a length `n` a cache may have been written (positions up to `n + rewind − 1`) and
+ * still continue at `n`: the window's rows a step at `n` reads, positions `n + 1 − keyBlock` on,
+ * are all still there. Infinity where the window holds every position.
+ */
+export function kvWindowRewind(l: KvQuantLayout): number {
+  return l.window >= l.maxSeqLen ? Infinity : l.window - l.keyBlock + 1;
 }
 
 /** u32 words of the key buffer: codes, then `[token group][channel]` sides. */
@@ -231,20 +266,29 @@ fn code(x: f32, s: vec2<f32>) -> u32 {
 `;
 }
 
+/** The quantization kernels' bindings: the step, the float window, the step's rows, the codes. */
 const STEP = `struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(0) var<uniform> st: Step;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<u32>;`;
+@group(0) @binding(2) var<storage, read> rows: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<u32>;`;
 
 /**
  * Quantizes the key groups a step completes: groups `g` in `[⌊pos/group⌋, ⌊(pos+T)/group⌋)`, one
- * thread per (group slot, code word). Bindings: 0 `Step`, 1 the float key cache, 2 the quantized
- * key buffer. Dispatch `linearGroups(kvKeySlots(T) · rowWords)`.
+ * thread per (group slot, code word), reading positions before `pos` from the window and the
+ * step's own from its rows. Bindings: 0 `Step`, 1 the float key window, 2 the step's key rows, 3
+ * the quantized key buffer. Dispatch `linearGroups(kvKeySlots(T) · rowWords)`.
  */
 export function kvQuantizeKeysShader(l: KvQuantLayout): string {
-  const { per, kvDim, rowWords: W, keyGroup: G, codeBits } = l;
+  const { per, kvDim, rowWords: W, keyGroup: G, codeBits, window } = l;
   return `${recipeWgsl(l)}
 ${STEP}
+
+// Channel c of position t: from the window before the step, from the step's rows after.
+fn key(t: u32, c: u32) -> f32 {
+  if (t >= st.pos) { return rows[(t - st.pos) * ${kvDim}u + c]; }
+  return src[(t % ${window}u) * ${kvDim}u + c];
+}
 
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -257,10 +301,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   for (var k = 0u; k < ${per}u; k++) {
     let c = w * ${per}u + k;
     if (c >= ${kvDim}u) { break; }
-    var lo = src[t0 * ${kvDim}u + c];
+    var lo = key(t0, c);
     var hi = lo;
     for (var t = t0 + 1u; t < t0 + ${G}u; t++) {
-      let x = src[t * ${kvDim}u + c];
+      let x = key(t, c);
       lo = min(lo, x);
       hi = max(hi, x);
     }
@@ -272,7 +316,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var k = 0u; k < ${per}u; k++) {
       let c = w * ${per}u + k;
       if (c >= ${kvDim}u) { break; }
-      word |= code(src[t * ${kvDim}u + c], sides[k]) << (k * ${codeBits}u);
+      word |= code(key(t, c), sides[k]) << (k * ${codeBits}u);
     }
     dst[t * ${W}u + w] = word;
   }
@@ -281,9 +325,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 /**
- * Quantizes the values of the step's positions `pos … pos+T−1`, one thread per (position, code
- * word); the thread holding a group's first channel writes its side. Bindings as
- * {@linkcode kvQuantizeKeysShader}'s (the value caches); dispatch `linearGroups(T · rowWords)`.
+ * Quantizes the values of the step's positions `pos … pos+T−1` (the step's rows), one thread per
+ * (position, code word); the thread holding a group's first channel writes its side. Bindings as
+ * {@linkcode kvQuantizeKeysShader}'s (the value window, unread, and rows); dispatch
+ * `linearGroups(T · rowWords)`.
  */
 export function kvQuantizeValuesShader(l: KvQuantLayout): string {
   const { per, kvDim, rowWords: W, valueGroup: G, codeBits } = l;
@@ -296,7 +341,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let w = i % ${W}u;
   if (i / ${W}u >= st.T) { return; }
   let t = st.pos + i / ${W}u;
-  let row = t * ${kvDim}u;
+  let row = (t - st.pos) * ${kvDim}u;
   var side = vec2<f32>(0.0);
   var word = 0u;
   for (var k = 0u; k < ${per}u; k++) {
@@ -304,16 +349,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (c >= ${kvDim}u) { break; }
     if (k == 0u || c % ${G}u == 0u) {
       let c0 = c - c % ${G}u;
-      var lo = src[row + c0];
+      var lo = rows[row + c0];
       var hi = lo;
       for (var j = c0 + 1u; j < c0 + ${G}u; j++) {
-        lo = min(lo, src[row + j]);
-        hi = max(hi, src[row + j]);
+        lo = min(lo, rows[row + j]);
+        hi = max(hi, rows[row + j]);
       }
       side = groupSide(lo, hi);
       if (c == c0) { dst[${l.maxSeqLen * W}u + t * ${kvDim / G}u + c / ${G}u] = sideWord(side); }
     }
-    word |= code(src[row + c], side) << (k * ${codeBits}u);
+    word |= code(rows[row + c], side) << (k * ${codeBits}u);
   }
   dst[t * ${W}u + w] = word;
 }
@@ -323,8 +368,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 /**
  * What an attention kernel adds to read a quantized cache: bindings `kq` (6) and `vq` (7), the
  * read-only key and value buffers; `keysBefore(p)` / `valuesBefore(p)`, the positions a query at
- * `p` reads from them; and `kdq4(j, c)` / `vdq4(j, c)` (channels `c … c+3` of position `j`,
- * dequantized) and `vdq(j, c)` (one channel's value).
+ * `p` reads from them; `kdq4(j, c)` / `vdq4(j, c)` (channels `c … c+3` of position `j`,
+ * dequantized) and `vdq(j, c)` (one channel's value); and `win(j)`, position `j`'s row in the
+ * float windows. A kernel that reads a step's own positions (prefill) declares the step rows
+ * itself (bindings 8 and 9, in its element type).
  */
 export function kvReadWgsl(l: KvQuantLayout): string {
   const { per, kvDim, rowWords: W, codeBits, keyGroup, valueGroup, keyBlock, residual } = l;
@@ -337,6 +384,7 @@ export function kvReadWgsl(l: KvQuantLayout): string {
 @group(0) @binding(6) var<storage, read> kq: array<u32>;
 @group(0) @binding(7) var<storage, read> vq: array<u32>;
 
+fn win(j: u32) -> u32 { return j % ${l.window}u; }
 fn keysBefore(p: u32) -> u32 { return ${keyBlock}u * ((p + 1u) / ${keyBlock}u); }
 fn valuesBefore(p: u32) -> u32 { return select(0u, p + 1u - ${residual}u, p + 1u > ${residual}u); }
 

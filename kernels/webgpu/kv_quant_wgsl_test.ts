@@ -2,7 +2,10 @@
  * The WebGPU quantized KV cache against the CPU's (`kernels/cpu/kv_cache.ts`): after a prefill and
  * decode steps, every quantized key and value read back from the GPU's codes and sides equals the
  * CPU's dequantized copy bit for bit (inputs include rounding ties of the codes and of the f16
- * scale), and attention over the cache equals the CPU's attention over its view.
+ * scale), and attention over the cache equals the CPU's attention over its view. The float caches
+ * are windows of KIVI's block plus one row, shorter than the context and than some steps (rows
+ * wrap); each step's keys and values are written to the step rows, as the projections do, and go
+ * into the window through the runner's dispatches (`kv_window_wgsl.ts`).
  */
 import assert from "node:assert/strict";
 import { attention } from "../cpu/ops.ts";
@@ -17,6 +20,7 @@ import {
   type KvQuantLayout,
   kvQuantLayout,
   kvValueWords,
+  kvWindowRewind,
 } from "./kv_quant_wgsl.ts";
 
 const unavailable = await adapterUnavailable();
@@ -77,6 +81,15 @@ const CASES: Case[] = [
     headDim: 128,
     steps: [[0, 40], [40, 1]],
   },
+  // A prompt in steps longer than the residual window (each overwriting window rows the step
+  // before read), then decode steps across key groups and blocks.
+  {
+    settings: { format: "int4", group: 8, residual: 16 },
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 8,
+    steps: [[0, 24], [24, 24], [48, 20], ...Array.from({ length: 12 }, (_, i) => [68 + i, 1])],
+  },
   // mini's heads with KIVI's defaults: one prefill past the residual window, then a decode step.
   {
     settings: { format: "int2", group: 32, residual: 128 },
@@ -102,21 +115,27 @@ for (const { settings, nHeads, nKvHeads, headDim, steps: given } of CASES) {
       const keys = cacheValues(maxSeqLen, kvDim, 31, bits);
       const values = cacheValues(maxSeqLen, kvDim, 32, bits);
       const q = pseudoRandom(len * qDim, 33).map((v) => v * 2);
-      const layout = kvQuantLayout(settings, nKvHeads, headDim, maxSeqLen);
+      const layout = kvQuantLayout(settings, nKvHeads, headDim, maxSeqLen, 1);
       const k = new Kernels(await getGpu());
       try {
         const step = k.buffer(STEP_STRIDE, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
-        const keyBuf = k.storage(keys);
-        const valueBuf = k.storage(values);
+        const keyBuf = k.storage(layout.window * kvDim * 4);
+        const valueBuf = k.storage(layout.window * kvDim * 4);
+        const stepTokens = Math.max(...steps.map(([, T]) => T!));
         const kv = {
           layout,
           keys: k.storage(4 * kvKeyWords(layout)),
           values: k.storage(4 * kvValueWords(layout)),
+          rows: {
+            keys: k.storage(stepTokens * kvDim * 4),
+            values: k.storage(stepTokens * kvDim * 4),
+          },
         };
         const qBuf = k.storage(len * qDim * 4);
         const out = k.storage(len * qDim * 4);
         const program = [
           ...await k.kvQuantize(step, keyBuf, valueBuf, kv),
+          await k.kvWindowWrite(step, kv, keyBuf, valueBuf, "decode"),
           ...await k.attention(
             step,
             qBuf,
@@ -126,11 +145,15 @@ for (const { settings, nHeads, nKvHeads, headDim, steps: given } of CASES) {
             { nHeads, nKvHeads, headDim },
             kv,
           ),
+          await k.kvWindowWrite(step, kv, keyBuf, valueBuf, "prefill"),
         ];
         const cpu = new QuantizedKvCache(settings, 1, maxSeqLen, nKvHeads, headDim);
         for (const [pos, T] of steps) {
           const rows = q.subarray(pos! * qDim, (pos! + T!) * qDim);
           k.device.queue.writeBuffer(qBuf, 0, rows);
+          const [from, to] = [pos! * kvDim, (pos! + T!) * kvDim];
+          k.device.queue.writeBuffer(kv.rows.keys, 0, keys.slice(from, to));
+          k.device.queue.writeBuffer(kv.rows.values, 0, values.slice(from, to));
           k.device.queue.writeBuffer(step, 0, Uint32Array.of(T!, pos!, 0, 0));
           const read = k.buffer(T! * qDim * 4, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST);
           const enc = k.device.createCommandEncoder();
@@ -204,4 +227,17 @@ Deno.test("kv quant layout: settings the kernels cannot take are refused", () =>
   const l = kvQuantLayout({ format: "int3", group: 0, residual: 32 }, 2, 64, 256);
   assert.deepEqual([l.codeBits, l.per, l.rowWords, l.keyGroup, l.valueGroup], [4, 8, 16, 32, 64]);
   assert.equal(kvQuantLayout({ format: "fp8", group: 32, residual: 64 }, 1, 8, 64).codeBits, 8);
+});
+
+Deno.test("kv quant layout: the float window is KIVI's residual block plus the slack", () => {
+  const kivi = { format: "int4", group: 32, residual: 128 };
+  // TinyLlama's cache at 2048 positions with 32 rows of slack: 160 float rows, not 2048.
+  const l = kvQuantLayout(kivi, 4, 64, 2048, 32);
+  assert.deepEqual([l.window, kvWindowRewind(l)], [160, 33]);
+  // Residual 0: keys enter a group at a time, values at once.
+  const r0 = kvQuantLayout({ format: "int4", group: 32, residual: 0 }, 4, 64, 2048, 1);
+  assert.deepEqual([r0.window, kvWindowRewind(r0)], [33, 2]);
+  // A window as long as the context holds every position: any cut back continues.
+  const short = kvQuantLayout(kivi, 4, 64, 144, 32);
+  assert.deepEqual([short.window, kvWindowRewind(short)], [144, Infinity]);
 });

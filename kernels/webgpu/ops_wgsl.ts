@@ -83,20 +83,36 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
  * thread per key; the weighted sum of values one thread per output element, where heads narrower
  * than 64 split the keys among `kg = 64 / headDim` groups of threads and add the groups' partial
  * sums at the end. `headDim ≤ 256`. With a quantized KV cache (`kv`, `kv_quant_wgsl.ts`: bindings
- * 6 and 7), each row reads the positions the CPU's view reads quantized from the codes: the
- * prefill rows the tiled kernel cannot take (its key tile does not fit workgroup memory).
+ * 6 and 7; 3 and 4 its float windows, 8 and 9 the step's key and value rows, where positions from
+ * `pos` on are read), each row reads the positions the CPU's view reads quantized from the codes:
+ * the prefill rows the tiled kernel cannot take (its key tile does not fit workgroup memory).
  */
 export function attentionShader(kv?: KvQuantLayout): string {
   const keyDot = kv
     ? `if (j < keysBefore(st.pos + t)) {
         for (var d = 0u; d < p.headDim; d++) { dot += qs[d] * kdq(j, kvo + d); }
       } else {
-        for (var d = 0u; d < p.headDim; d++) { dot += qs[d] * kc[kb + d]; }
+        for (var d = 0u; d < p.headDim; d++) { dot += qs[d] * fk(j, kvo + d); }
       }`
     : `for (var d = 0u; d < p.headDim; d++) { dot += qs[d] * kc[kb + d]; }`;
   const value = kv
-    ? `select(vc[vb + d], vdq(j0 + jj, kvo + d), j0 + jj < valuesBefore(st.pos + t))`
+    ? `select(fv(j0 + jj, kvo + d), vdq(j0 + jj, kvo + d), j0 + jj < valuesBefore(st.pos + t))`
     : `vc[vb + d]`;
+  // A quantized cache's full-precision keys and values: the window's before the step, the
+  // step's rows from its first position on.
+  const floats = kv
+    ? `
+@group(0) @binding(8) var<storage, read> kn: array<f32>;
+@group(0) @binding(9) var<storage, read> vn: array<f32>;
+fn fk(j: u32, c: u32) -> f32 {
+  if (j >= st.pos) { return kn[(j - st.pos) * p.kvDim + c]; }
+  return kc[win(j) * p.kvDim + c];
+}
+fn fv(j: u32, c: u32) -> f32 {
+  if (j >= st.pos) { return vn[(j - st.pos) * p.kvDim + c]; }
+  return vc[win(j) * p.kvDim + c];
+}`
+    : "";
   return `${kv ? kvReadWgsl(kv) : ""}
 struct AP { nHeads: u32, nKvHeads: u32, headDim: u32, kvDim: u32,
             scale: f32, qStride: u32, kg: u32, b: u32 }
@@ -106,6 +122,7 @@ ${STEP}
 @group(0) @binding(3) var<storage, read> kc: array<f32>;
 @group(0) @binding(4) var<storage, read> vc: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+${floats}
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> sc: array<f32, 64>;
 var<workgroup> pr: array<f32, 64>;

@@ -56,9 +56,10 @@ export function prefillKeyTile(
 /**
  * The kernel for a head size (a multiple of 4) and key tile (a multiple of 8). Dispatch
  * `(ceil(T / 32), nHeads, 1)` workgroups; query row `t` sits at position `st.pos + t`. With a
- * quantized KV cache (`kv`, `kv_quant_wgsl.ts`: bindings 6 and 7), a tile stages both the float
- * and the dequantized keys and values its rows need, and each row takes, per position, the one
- * the CPU's view gives a query at its position.
+ * quantized KV cache (`kv`, `kv_quant_wgsl.ts`: bindings 6 and 7; 3 and 4 its float windows, 8 and
+ * 9 the step's key and value rows, where positions from `pos` on are read), a tile stages both the
+ * float and the dequantized keys and values its rows need, and each row takes, per position, the
+ * one the CPU's view gives a query at its position.
  */
 export function prefillAttentionShader(
   headDim: number,
@@ -115,6 +116,8 @@ var<workgroup> vs: array<vec4<f32>, ${keys * D4}>;
 var<workgroup> ss: array<f32, ${PREFILL_QUERIES * SS}>;${
     kv
       ? `
+@group(0) @binding(8) var<storage, read> kn: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> vn: array<vec4<f32>>;
 var<workgroup> ksq: array<vec4<f32>, ${keys * KS}>;
 var<workgroup> vsq: array<vec4<f32>, ${keys * D4}>;`
       : ""
@@ -164,10 +167,23 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
       var vqv = vec4<f32>(0.0);`
       : ""
   }
-      if (kv0 + j < kvEnd) {
+      if (kv0 + j < kvEnd) {${
+    kv
+      ? `
+        if (kv0 + j >= st.pos) {
+          let g = (kv0 + j - st.pos) * kv4 + kvo + d;
+          kv = kn[g];
+          vv = vn[g];
+        } else {
+          let g = win(kv0 + j) * kv4 + kvo + d;
+          kv = kc[g];
+          vv = vc[g];
+        }`
+      : `
         let g = (kv0 + j) * kv4 + kvo + d;
         kv = kc[g];
-        vv = vc[g];${stageQuantized}
+        vv = vc[g];`
+  }${stageQuantized}
       }
       ks[j * ${KS}u + d] = kv;
       vs[j * ${D4}u + d] = vv;${

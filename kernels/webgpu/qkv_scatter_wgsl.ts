@@ -3,7 +3,9 @@
  * row of the one matmul's output `[q | k | v]` is split into the query buffer and the layer's KV
  * cache at the row's position, with RoPE applied to the query and key heads on the way. It
  * replaces two RoPE dispatches and lets the three projections be one, so a decode step's layer
- * costs three dispatches fewer. RoPE is `ROPE_WGSL`'s arithmetic, term for term.
+ * costs three dispatches fewer. RoPE is `ROPE_WGSL`'s arithmetic, term for term. A quantized KV
+ * cache (`kv_quant_wgsl.ts`) takes the step's keys and values by token (its step rows) and, for a
+ * one-token step, also into its float windows at row `pos % rows`.
  *
  * @module
  */
@@ -22,8 +24,11 @@ export class QkvScatterError extends Error {
   override name = "QkvScatterError";
 }
 
-/** The uniform's words; throws {@linkcode QkvScatterError} for an odd head size. */
-export function qkvScatterParams(o: QkvScatterShape): number[] {
+/**
+ * The uniform's words (`rows`: a quantized cache's window rows, else unused); throws
+ * {@linkcode QkvScatterError} for an odd head size.
+ */
+export function qkvScatterParams(o: QkvScatterShape, rows: number): number[] {
   if (!(o.headDim >= 2 && o.headDim % 2 === 0)) {
     throw new QkvScatterError(`Head size ${o.headDim} is not even`);
   }
@@ -36,7 +41,7 @@ export function qkvScatterParams(o: QkvScatterShape): number[] {
     qDim + 2 * kvDim,
     o.style === "interleaved" ? 1 : 0,
     kvDim,
-    0,
+    rows,
     0,
   ];
 }
@@ -49,11 +54,19 @@ export function qkvScatterThreads(o: QkvScatterShape, T: number): number {
 /**
  * `q[t] = rope(qkv[t][0, qDim))`, `keys[pos + t] = rope(qkv[t][qDim, qDim + kvDim))`,
  * `values[pos + t] = qkv[t][qDim + kvDim, …)`, with a `[position][headDim/2]` (cos, sin) table.
- * Bindings: uniform, step, table, qkv, q, keys, values (`usrrwww`).
+ * Bindings: uniform, step, table, qkv, q, keys, values (`usrrwww`). With `kv` (a quantized
+ * cache), keys and values go to the step rows `newKeys[t]` and `newValues[t]` (bindings 7 and 8,
+ * `usrrwwwww`), and at `T = 1` also to the windows' row `pos % rows`.
  */
-export const QKV_SCATTER_WGSL = `
+export function qkvScatterShader(kv: boolean): string {
+  const store = (cache: string, fresh: string, offset: string, value: string) =>
+    kv
+      ? `${fresh}[t * p.kvDim + ${offset}] = ${value};
+    if (st.T == 1u) { ${cache}[(st.pos % p.rows) * p.kvDim + ${offset}] = ${value}; }`
+      : `${cache}[(st.pos + t) * p.kvDim + ${offset}] = ${value};`;
+  return `
 struct QP { nHeads: u32, nKvHeads: u32, headDim: u32, width: u32,
-            interleaved: u32, kvDim: u32, a: u32, b: u32 }
+            interleaved: u32, kvDim: u32, rows: u32, b: u32 }
 struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(0) var<uniform> p: QP;
 @group(0) @binding(1) var<uniform> st: Step;
@@ -61,7 +74,13 @@ struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(3) var<storage, read> qkv: array<f32>;
 @group(0) @binding(4) var<storage, read_write> q: array<f32>;
 @group(0) @binding(5) var<storage, read_write> keys: array<f32>;
-@group(0) @binding(6) var<storage, read_write> values: array<f32>;
+@group(0) @binding(6) var<storage, read_write> values: array<f32>;${
+    kv
+      ? `
+@group(0) @binding(7) var<storage, read_write> newKeys: array<f32>;
+@group(0) @binding(8) var<storage, read_write> newValues: array<f32>;`
+      : ""
+  }
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -91,9 +110,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
       q[dst + a] = y0;
       q[dst + b] = y1;
     } else {
-      let dst = (st.pos + t) * p.kvDim + (h - p.nHeads) * p.headDim;
-      keys[dst + a] = y0;
-      keys[dst + b] = y1;
+      let e = (h - p.nHeads) * p.headDim;
+      ${store("keys", "newKeys", "e + a", "y0")}
+      ${store("keys", "newKeys", "e + b", "y1")}
     }
     return;
   }
@@ -101,6 +120,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   if (j >= st.T * p.kvDim) { return; }
   let t = j / p.kvDim;
   let e = j % p.kvDim;
-  values[(st.pos + t) * p.kvDim + e] = qkv[t * p.width + p.nHeads * p.headDim + p.kvDim + e];
+  ${store("values", "newValues", "e", "qkv[t * p.width + p.nHeads * p.headDim + p.kvDim + e]")}
 }
 `;
+}
