@@ -179,9 +179,7 @@ export function e8pTimingMatrix(
     { length: rows },
     () => f32ToF16((random() < 0.5 ? -1 : 1) * (0.5 + random()) / Math.sqrt(cols)),
   );
-  const residual = bits === 2
-    ? undefined
-    : { bits, codes: codes(E8P_RVQ[bits].secondBits) };
+  const residual = bits === 2 ? undefined : { bits, codes: codes(E8P_RVQ[bits].secondBits) };
   return e8pMatrix(rows, cols, codes(16), su, sv, residual);
 }
 
