@@ -67,8 +67,8 @@ export function hadamardPlan(n: number): HadamardPlan {
     plan = { n, k: 1, pow2: n, factor: new Int8Array(0) };
   } else {
     throw new HadamardSizeError(
-      `No Hadamard transform of size ${n}: it must be a power of two or ` +
-        `${STORED.map(([k]) => k).join(" or ")} times one`,
+      `No Hadamard transform of size ${n}: it must be a power of two, or ` +
+        `${STORED.map(([k]) => k).join(", ").replace(/, (\d+)$/, " or $1")} times a power of two`,
     );
   }
   plans.set(n, plan);
