@@ -16,8 +16,9 @@
  *
  * The last pass scales by `1/√n` and writes the result. Every pass reads and writes only the
  * positions of its own tile, so all of them work in place; workgroups never share a value within a
- * pass, so there are no atomics and no storage barriers. A pass's `x` workgroups cover one row's
- * `n` values (a block of it, with `blocks`), `y` the step's rows, `z` the blocks of a row.
+ * pass, so there are no atomics and no storage barriers. A pass's workgroups along `x` cover one
+ * block of `n` values, `y` the step's rows, `z` the blocks of a row (1 but for in-place work rows
+ * holding several blocks, as a head-wise step's).
  *
  * Bindings (signature letters of `Kernels.layout`: u uniform, s the pass's `Step` uniform with a
  * dynamic offset, r read-only storage, w read-write storage): 0 params `{workOff, workPos, workRow,
