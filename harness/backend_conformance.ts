@@ -16,6 +16,7 @@
  * | stories260K with run-time integer activations (W8A8 …)     | 5e-2 |
  * | stories260K with a quantized KV cache (KIVI int4, int2, FP8) | 1e-3 |
  * | a synthetic model with biases, q/k norms, RoPE scaling, mixed formats | 1e-4 |
+ * | the same with QuaRot's run-time Hadamards, MLP 5632 wide  | 1e-4 |
  * | the same with a quantized KV cache (KIVI int4, projections step by step) | 1e-3 |
  * | prefill then one-token decode steps vs one batched forward | 1e-4 |
  * | a suite's perplexities on this backend vs `cpu` (relative) | 1e-4 (W8A8: 1e-3) |
@@ -31,7 +32,13 @@ import assert from "node:assert/strict";
 import type { Backend, BackendOps } from "../kernels/backend.ts";
 import { cpuOps } from "../kernels/cpu/backend.ts";
 import { cpuBackend } from "../kernels/cpu/backend.ts";
-import { dense, type LlamaModel, type Matrix, type Tokenizer } from "../core/model.ts";
+import {
+  dense,
+  type LlamaModel,
+  type Matrix,
+  type OnlineHadamards,
+  type Tokenizer,
+} from "../core/model.ts";
 import { quantizeInt } from "../kernels/formats/int.ts";
 import type { ScaleDtype } from "../core/model.ts";
 import { pseudoRandom, relativeError } from "../core/test_values.ts";
@@ -421,11 +428,14 @@ const ID_TOKENIZER: Tokenizer = {
 /**
  * A two-layer model exercising every optional part of the forward pass: biases, query/key
  * norms, llama3 RoPE scaling, half-split RoPE, grouped heads, a query width unlike the model
- * width, and a different weight format per projection.
+ * width, and a different weight format per projection; with `hadamard`, QuaRot's run-time
+ * Hadamard steps at an MLP width of `hiddenDim` (default 80).
  */
-export function syntheticModel(): LlamaModel {
+export function syntheticModel(
+  o: { hiddenDim?: number; hadamard?: OnlineHadamards } = {},
+): LlamaModel {
   const dim = 48;
-  const hiddenDim = 80;
+  const hiddenDim = o.hiddenDim ?? 80;
   const nHeads = 4;
   const nKvHeads = 2;
   const headDim = 16;
@@ -458,6 +468,7 @@ export function syntheticModel(): LlamaModel {
     bo: rand(dim, 0.1),
     qNorm: rand(headDim).map((v) => 1 + v),
     kNorm: rand(headDim).map((v) => 1 + v),
+    ...(o.hadamard ? { hadamard: o.hadamard } : {}),
   });
   return {
     config: {
@@ -625,6 +636,23 @@ function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): 
       const model = syntheticModel();
       const tokens = [...pseudoRandom(20, 13)].map((v) => Math.floor((v + 0.5) * 96));
       const [batched, stepwise] = await batchedAndStepwise(backend, model, tokens, 7, maxSeqLen);
+      assertClose(batched, await cpuLogits(model, tokens), 1e-4, "logits");
+      assertClose(stepwise, batched, 1e-4, "prefill + decode vs batched");
+    },
+  });
+  Deno.test({
+    name:
+      `${backend.name}: synthetic model with QuaRot's run-time Hadamards, MLP 5632 = 44 · 128 wide`,
+    ignore,
+    async fn() {
+      // Queries and keys per head, the attention output per head and across the row, and the
+      // down projection's input: 5632 values, more than one workgroup's memory holds.
+      const model = syntheticModel({
+        hiddenDim: 5632,
+        hadamard: { qk: true, attention: true, down: true },
+      });
+      const tokens = [...pseudoRandom(8, 15)].map((v) => Math.floor((v + 0.5) * 96));
+      const [batched, stepwise] = await batchedAndStepwise(backend, model, tokens, 5, maxSeqLen);
       assertClose(batched, await cpuLogits(model, tokens), 1e-4, "logits");
       assertClose(stepwise, batched, 1e-4, "prefill + decode vs batched");
     },

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { HAD12, HAD172, HAD44 } from "./hadamard_factors.ts";
+import { HAD12, HAD172, HAD28, HAD44 } from "./hadamard_factors.ts";
 
 /** Thrown for a size with no Hadamard factor here. */
 export class HadamardSizeError extends RangeError {
@@ -31,6 +31,7 @@ const STORED: ReadonlyArray<readonly [number, readonly string[]]> = [
   [172, HAD172],
   [12, HAD12],
   [44, HAD44],
+  [28, HAD28],
 ];
 
 const isPow2 = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
@@ -52,7 +53,7 @@ const plans = new Map<number, HadamardPlan>();
 
 /**
  * How size `n` is transformed: the first stored factor K (172, then 12, quip-sharp's order of
- * preference, then 44) with `n / K` a power of two, or K = 1 for a power of two; a
+ * preference, then 44 and 28) with `n / K` a power of two, or K = 1 for a power of two; a
  * {@linkcode HadamardSizeError} otherwise.
  */
 export function hadamardPlan(n: number): HadamardPlan {
@@ -66,8 +67,8 @@ export function hadamardPlan(n: number): HadamardPlan {
     plan = { n, k: 1, pow2: n, factor: new Int8Array(0) };
   } else {
     throw new HadamardSizeError(
-      `No Hadamard transform of size ${n}: it must be a power of two or ` +
-        `${STORED.map(([k]) => k).join(" or ")} times one`,
+      `No Hadamard transform of size ${n}: it must be a power of two, or ` +
+        `${STORED.map(([k]) => k).join(", ").replace(/, (\d+)$/, " or $1")} times a power of two`,
     );
   }
   plans.set(n, plan);

@@ -2,14 +2,16 @@
  * The stored non-power-of-two Hadamard factors of the randomized Hadamard transform
  * (`hadamard.ts`): ±1 matrices `H` of order K with `H Hᵀ = K·I`, the ones QuIP# ships for sizes
  * `K · 2^k` (Cornell-RelaxML/quip-sharp `lib/utils/matmul_had.py`, taken there from N. J. A.
- * Sloane's library of Hadamard matrices: `had.12`, `had.172.will`). Only the factors this
- * project's models need are kept: 12 (mini's 768-wide MLP, 768 = 12 · 64), 172 (stories260K's
- * 172-wide MLP) and 44 (TinyLlama-1.1B's 5632-wide MLP, 5632 = 44 · 128), which QuIP# does not
- * ship: Paley's first construction over GF(43), made here (any Hadamard matrix of the order gives
- * an orthogonal transform; quip-sharp has no reference for this size to match). Each row is hexadecimal, most significant bit first, a set bit for −1, padded with
- * zero bits to a whole number of hex digits; `hadamard_test.ts` checks `H Hᵀ = K·I`.
+ * Sloane's library of Hadamard matrices: `had.12`, `had.172.will`, and its `get_had28`). Only the
+ * factors this project's models need are kept: 12 (mini's 768-wide MLP, 768 = 12 · 64), 172
+ * (stories260K's 172-wide MLP; Llama-2-7B's 11008 = 172 · 64), 28 (Llama-3-8B's 14336-wide MLP,
+ * 14336 = 28 · 512; the 70B models' 28672 = 28 · 1024) and 44 (TinyLlama-1.1B's 5632-wide MLP,
+ * 5632 = 44 · 128), which QuIP# does not ship: Paley's first construction over GF(43), made here
+ * (any Hadamard matrix of the order gives an orthogonal transform; quip-sharp has no reference for
+ * this size to match). Each row is hexadecimal, most significant bit first, a set bit for −1,
+ * padded with zero bits to a whole number of hex digits; `hadamard_test.ts` checks `H Hᵀ = K·I`.
  *
- * @module
+ @module
  */
 
 /** Order 12 (Sloane `had.12`), one hex string per row. */
@@ -250,4 +252,36 @@ export const HAD44: readonly string[] = [
   "d620e8fb949",
   "eb10747dca4",
   "b5883a3ee52",
+];
+
+/** Order 28 (quip-sharp's `get_had28`), one hex string per row. */
+export const HAD28: readonly string[] = [
+  "0002000",
+  "13c94f2",
+  "09e4a79",
+  "44f153c",
+  "2278a9e",
+  "113c54f",
+  "489d2a7",
+  "644d953",
+  "7225ca9",
+  "7911e54",
+  "3c88f2a",
+  "1e44795",
+  "4f213ca",
+  "27909e5",
+  "8003fff",
+  "53cbb0d",
+  "29e7d86",
+  "54f2ec3",
+  "2a7b761",
+  "153fbb0",
+  "4a9edd8",
+  "654e6ec",
+  "72a6376",
+  "79521bb",
+  "3cab0dd",
+  "1e5786e",
+  "4f2ac37",
+  "279761b",
 ];

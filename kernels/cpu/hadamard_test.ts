@@ -29,7 +29,7 @@ function random(n: number, seed: number): Float64Array {
 }
 
 Deno.test("stored Hadamard factors satisfy H·Hᵀ = K·I", () => {
-  for (const n of [12, 172, 44]) {
+  for (const n of [12, 172, 44, 28]) {
     const { k, factor } = hadamardPlan(n);
     assert.equal(k, n);
     for (let a = 0; a < k; a++) {
@@ -43,7 +43,7 @@ Deno.test("stored Hadamard factors satisfy H·Hᵀ = K·I", () => {
 });
 
 Deno.test("hadamardTransform equals the explicit (H_K ⊗ H_2^k)/√n and its transpose", () => {
-  for (const n of [1, 2, 8, 64, 12, 48, 172, 344, 768, 44, 88]) {
+  for (const n of [1, 2, 8, 64, 12, 48, 172, 344, 768, 44, 88, 28, 56]) {
     const m = explicit(n);
     const x = random(2 * n, n);
     const y = x.slice();

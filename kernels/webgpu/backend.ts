@@ -568,7 +568,7 @@ async function compileBlock(
       case "hadamard": {
         const v = slot(s.value);
         const n = hadamardSize(c, s);
-        program.push(await k.hadamard(step, v.buffer, { n, blocks: v.width / n, ...rows(v) }));
+        program.push(...await k.hadamard(step, v.buffer, { n, blocks: v.width / n, ...rows(v) }));
         break;
       }
       case "attention": {

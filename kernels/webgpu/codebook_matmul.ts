@@ -4,7 +4,8 @@
  * stored (`PackedMatrix.codebook`, made by the format's `GpuCodebookPlan`), never a decoded copy:
  *
  * - AQLM: one kernel writing the output;
- * - E8P: the input's signs and Hadamard transform (`hadamard_wgsl.ts`), the codes' product, and
+ * - E8P: the input's signs and Hadamard transform (`hadamard_wgsl.ts`; rows longer than workgroup
+ *   memory holds in passes, `hadamard_wide_wgsl.ts`), the codes' product, and
  *   the output's Hadamard transform, which applies `sv` and places the rows (its `place` form);
  * - VPTQ: the permuted, normed input (`vptqPrepShader`), the column splits' partial sums, and the
  *   epilogue adding them and the norm's bias term (`codebook_epilogue_wgsl.ts`).
@@ -26,6 +27,7 @@ import { e8pShader, e8pTable } from "./e8p_wgsl.ts";
 import { VPTQ_GROUPS_PER_WORKGROUP, VPTQ_SLICES, vptqPrepShader, vptqShader } from "./vptq_wgsl.ts";
 import { epilogueShader } from "./codebook_epilogue_wgsl.ts";
 import { hadamardFactorData, hadamardShader } from "./hadamard_wgsl.ts";
+import { wideHadamardPasses } from "./hadamard_wide_wgsl.ts";
 
 /** Token rows per thread of the prefill kernels (decode: 1). */
 export const PREFILL_TOKENS = 8;
@@ -210,12 +212,6 @@ export async function codebookMatmul(
         new Float32Array(m.rows).fill(1),
       ]);
       const maxBytes = k.device.limits.maxComputeWorkgroupStorageSize;
-      if (4 * Math.max(m.rows, m.cols) > maxBytes) {
-        throw new CodebookMatmulError(
-          `QuIP#'s Hadamard transforms of ${m.rows} × ${m.cols} need ` +
-            `${4 * Math.max(m.rows, m.cols)} bytes of workgroup memory; the device has ${maxBytes}`,
-        );
-      }
       const u = scratch(k, "e8p u", maxT * m.cols * 4);
       const z = scratch(k, "e8p z", maxT * m.rows * 4);
       const onShared = shared && fits((256 + (plan.rvq === 3 ? 2048 : 0)) * 4 + 1024);
@@ -227,30 +223,101 @@ export async function codebookMatmul(
           1024,
           Math.max(64, 2 ** Math.ceil(Math.log2(n / 2))),
         );
-      const inputPipe = await k.pipeline(
-        "urwrrs",
-        hadamardShader(m.cols, true, { step: true, maxBytes, workgroup: threads(m.cols) }),
-      );
-      const outputPipe = await k.pipeline(
-        "urwrrsr",
-        hadamardShader(m.rows, false, {
-          step: true,
-          place: true,
-          maxBytes,
-          workgroup: threads(m.rows),
-        }),
-      );
+      const [outOff, outStride, outPosStride] = [
+        o.outOff ?? 0,
+        o.outStride ?? m.rows,
+        o.outPosStride ?? 0,
+      ];
+      const accumulate = o.accumulate ? 1 : 0;
+      // A side whose row fits the device's workgroup memory is one dispatch; a longer one goes
+      // through global memory in passes (`hadamard_wide_wgsl.ts`).
+      const input = 4 * m.cols <= maxBytes
+        ? [{
+          label: `${label} input transform`,
+          pipeline: await k.pipeline(
+            "urwrrs",
+            hadamardShader(m.cols, true, { step: true, maxBytes, workgroup: threads(m.cols) }),
+          ),
+          sig: "urwrrs",
+          buffers: [k.uniform([0]), x, u, su!, factorIn!, stepBinding],
+          groups: (T: number): [number, number, number] => [T, 1, 1],
+        }]
+        : await Promise.all(
+          wideHadamardPasses(m.cols, true, { input: "source", output: "work" }).map(async (p) => ({
+            label: `${label} input (${p.name}) transform`,
+            pipeline: await k.pipeline(p.sig, p.code),
+            sig: p.sig,
+            buffers: [
+              k.uniform([0, 0, m.cols, 0, 0, 0, 0, 0]),
+              stepBinding,
+              u,
+              factorIn!,
+              ...(p.sig.length > 4 ? [su!, x] : []),
+            ],
+            groups: (T: number): [number, number, number] => [p.groups, T, 1],
+          })),
+        );
+      const output = 4 * m.rows <= maxBytes
+        ? [{
+          label: `${label} output transform`,
+          pipeline: await k.pipeline(
+            "urwrrsr",
+            hadamardShader(m.rows, false, {
+              step: true,
+              place: true,
+              maxBytes,
+              workgroup: threads(m.rows),
+            }),
+          ),
+          sig: "urwrrsr",
+          buffers: [
+            k.uniform([0, outOff, outStride, outPosStride, accumulate]),
+            z,
+            out,
+            ones!,
+            factorOut!,
+            stepBinding,
+            sv!,
+          ],
+          groups: (T: number): [number, number, number] => [T, 1, 1],
+        }]
+        : await Promise.all(
+          wideHadamardPasses(m.rows, false, { input: "work", output: "target" }).map(async (
+            p,
+          ) => ({
+            label: `${label} output (${p.name}) transform`,
+            pipeline: await k.pipeline(p.sig, p.code),
+            sig: p.sig,
+            buffers: [
+              k.uniform([0, 0, m.rows, outOff, outPosStride, outStride, accumulate, 0]),
+              stepBinding,
+              z,
+              factorOut!,
+              ...(p.sig.length > 4 ? [sv!, out] : []),
+            ],
+            groups: (T: number): [number, number, number] => [p.groups, T, 1],
+          })),
+        );
+      const transform = (
+        d: {
+          label: string;
+          pipeline: GPUComputePipeline;
+          sig: string;
+          buffers: (GPUBuffer | GPUBufferBinding)[];
+          groups: CodebookDispatch["groups"];
+        },
+      ): CodebookDispatch => ({
+        label: d.label,
+        pipeline: () => d.pipeline,
+        bindGroup: bind(k, d.sig, d.buffers),
+        groups: d.groups,
+      });
       const pipeline = await both(
         (tokens) => e8pShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll }),
         "usrrrwr",
       );
       return [
-        {
-          label: `${label} input transform`,
-          pipeline: () => inputPipe,
-          bindGroup: bind(k, "urwrrs", [k.uniform([0]), x, u, su!, factorIn!, stepBinding]),
-          groups: (T) => [T, 1, 1],
-        },
+        ...input.map(transform),
         {
           label,
           pipeline,
@@ -265,26 +332,7 @@ export async function codebookMatmul(
           ]),
           groups: (T) => [Math.ceil(m.rows / 8), Math.ceil(T / tokensFor(T)), 1],
         },
-        {
-          label: `${label} output transform`,
-          pipeline: () => outputPipe,
-          bindGroup: bind(k, "urwrrsr", [
-            k.uniform([
-              0,
-              o.outOff ?? 0,
-              o.outStride ?? m.rows,
-              o.outPosStride ?? 0,
-              o.accumulate ? 1 : 0,
-            ]),
-            z,
-            out,
-            ones!,
-            factorOut!,
-            stepBinding,
-            sv!,
-          ]),
-          groups: (T) => [T, 1, 1],
-        },
+        ...output.map(transform),
       ];
     }
     case "vptq": {

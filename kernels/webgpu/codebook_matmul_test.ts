@@ -106,6 +106,36 @@ for (const shared of [false, true]) {
   });
 }
 
+Deno.test({
+  name: "webgpu: E8P matmuls with Hadamard sides wider than workgroup memory equal the CPU's",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // Sides beyond the 8192 values lavapipe's 32 KiB of workgroup memory holds (16 KiB on
+    // others: 4096) run the transform in passes: the output of 11008 = 172 · 64 (Llama-2-7B's
+    // MLP) and of 16384 (strided butterflies), the input of 14336 = 28 · 512 (Llama-3-8B's).
+    const ops = createWebGpuBackend().ops!;
+    const e8p = (bits: 2 | 4, rows: number, cols: number) =>
+      e8pMatrix(
+        rows,
+        cols,
+        Uint16Array.from(codes(rows * (cols / 8), 65536, bits)),
+        Uint8Array.from(codes(cols / 8, 256, 9)),
+        toHalves(pseudoRandom(rows, 10).map((v) => 0.05 * v)),
+        bits === 2
+          ? undefined
+          : { bits, codes: Uint16Array.from(codes(rows * (cols / 8), 65536, 11)) },
+      );
+    for (const [bits, rows, cols] of [[2, 11008, 64], [2, 16384, 16], [4, 48, 14336]] as const) {
+      const w = e8p(bits, rows, cols);
+      for (const T of [1, 11]) {
+        const x = pseudoRandom(T * cols, 40 + T);
+        const err = relativeError(await ops.matmul(x, w), await cpuOps.matmul(x, w));
+        assert.ok(err <= 1e-5, `${rows} × ${cols} T=${T}: relative error ${err}`);
+      }
+    }
+  },
+});
+
 Deno.test("codebook matrices pack as stored, or as f32 rows when a part exceeds a binding", () => {
   let fellBack = 0;
   for (const [name, w] of matrices()) {

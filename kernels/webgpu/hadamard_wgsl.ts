@@ -5,7 +5,9 @@
  * row: the row is loaded into workgroup memory (times its sign), the K blocks of `n/K` values go
  * through the Walsh–Hadamard butterfly stage by stage (one barrier a stage), then each value `j`
  * of every block is mixed by the stored ±1 factor (a storage buffer of K × K f32; K = 1 for powers
- * of two) and scaled by `1/√n`.
+ * of two) and scaled by `1/√n`. Rows longer than a workgroup's memory holds go through
+ * `hadamard_wide_wgsl.ts` instead (the same transform in passes over global memory); the callers
+ * (`codebook_matmul.ts`, `Kernels.hadamard`) choose by the row's length.
  *
  * Bindings: 0 params `{rows}` (uniform), 1 input rows `x` (f32), 2 output rows `y` (f32), 3 signs
  * (n f32, ±1), 4 the factor (K × K f32, row-major). Dispatch `(rows, 1, 1)`. With `step` (inside a
@@ -20,12 +22,15 @@ import { hadamardPlan } from "../cpu/hadamard.ts";
 /** Threads per workgroup of the transform. */
 export const HADAMARD_WORKGROUP = 64;
 
-/** Thrown for a row too long for one workgroup's memory. */
+/** Thrown for a row too long for one workgroup's memory (the wide kernel's to transform). */
 export class HadamardShaderError extends RangeError {
   override name = "HadamardShaderError";
 }
 
-/** Largest row the shader holds in workgroup memory (16 KiB of f32, WebGPU's guaranteed size). */
+/**
+ * Largest row the shader holds in workgroup memory (16 KiB of f32, WebGPU's guaranteed size);
+ * longer rows take the passes of `hadamard_wide_wgsl.ts`.
+ */
 export const HADAMARD_MAX_N = 4096;
 
 /** Options of {@linkcode hadamardShader}. */
@@ -186,7 +191,8 @@ ${
 function checkSize(n: number, maxN: number): void {
   if (n > maxN) {
     throw new HadamardShaderError(
-      `A Hadamard row of ${n} values exceeds the ${maxN} a workgroup holds`,
+      `A Hadamard row of ${n} values exceeds the ${maxN} a workgroup holds ` +
+        `(hadamard_wide_wgsl.ts transforms longer rows)`,
     );
   }
 }

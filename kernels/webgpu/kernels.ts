@@ -51,7 +51,8 @@ import {
 import { EMBED_WGSL } from "./embed_wgsl.ts";
 import { KV_WINDOW_WGSL } from "./kv_window_wgsl.ts";
 import { codebookMatmul } from "./codebook_matmul.ts";
-import { blockHadamardShader, hadamardFactorData } from "./hadamard_wgsl.ts";
+import { blockHadamardShader, HADAMARD_MAX_N, hadamardFactorData } from "./hadamard_wgsl.ts";
+import { wideHadamardPasses } from "./hadamard_wide_wgsl.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
 import {
   qkvScatterParams,
@@ -612,22 +613,39 @@ export class Kernels {
 
   /**
    * In place, every block of `n` values of `blocks` blocks per row is replaced by its Hadamard
-   * transform `M · v` (a rotated model's run-time `hadamard` step; `hadamard_wgsl.ts`), in rows
-   * at `pos·posStride + t·rowStride`.
+   * transform `M · v` (a rotated model's run-time `hadamard` step), in rows at
+   * `pos·posStride + t·rowStride`: one dispatch where a block fits a workgroup's memory
+   * (`hadamard_wgsl.ts`), else the passes over global memory of `hadamard_wide_wgsl.ts`.
    */
   async hadamard(
     step: GPUBuffer,
     buf: GPUBuffer,
     o: { n: number; blocks: number; posStride?: number; rowStride: number },
-  ): Promise<Dispatch> {
-    return await this.#stepped(step, {
-      label: "hadamard",
-      sig: "usrw",
-      code: blockHadamardShader(o.n),
-      params: [0, o.posStride ?? 0, o.rowStride],
-      buffers: [this.storage(hadamardFactorData(o.n)), buf],
-      groups: (T) => [o.blocks, T, 1],
-    });
+  ): Promise<Dispatch[]> {
+    const factor = this.storage(hadamardFactorData(o.n));
+    if (o.n <= HADAMARD_MAX_N) {
+      return [
+        await this.#stepped(step, {
+          label: "hadamard",
+          sig: "usrw",
+          code: blockHadamardShader(o.n),
+          params: [0, o.posStride ?? 0, o.rowStride],
+          buffers: [factor, buf],
+          groups: (T) => [o.blocks, T, 1],
+        }),
+      ];
+    }
+    const passes = wideHadamardPasses(o.n, false, { input: "work", output: "work" });
+    return await Promise.all(passes.map((p) =>
+      this.#stepped(step, {
+        label: `hadamard (${p.name})`,
+        sig: p.sig,
+        code: p.code,
+        params: [0, o.posStride ?? 0, o.rowStride, 0, 0, 0, 0, 0],
+        buffers: [buf, factor],
+        groups: (T) => [p.groups, T, o.blocks],
+      })
+    ));
   }
 
   /**

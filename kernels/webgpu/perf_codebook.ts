@@ -91,7 +91,7 @@ export async function codebookPerf(
               sets.push(await k.matmul(step, copy, [], host.x, k.storage(rowsT * N * 4), {}));
             }
           } catch (e) {
-            // A device without the workgroup memory a shape needs (QuIP#'s transforms).
+            // A shape the kernels refuse (a `CodebookMatmulError`, a pipeline the device rejects).
             log(`${f.name} ${N}×${K}: not timed (${(e as Error).message})`);
             continue;
           }
