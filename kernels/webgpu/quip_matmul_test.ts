@@ -81,18 +81,3 @@ Deno.test("QuIP matrices pack their codes as unsigned integers and their rotatio
   assert.equal(small.fallback, undefined);
   assert.ok(small.parts.length > 1, `${small.parts.length} parts`);
 });
-
-Deno.test("QuIP rotation shaders: keys differ by what the WGSL is built for; bad shapes throw", () => {
-  const o = { side: "input", n: 172, p0: 86, p1: 2, count0: 2, count1: 86, shared: true } as const;
-  const keys = new Set([
-    quipRotationKey(o),
-    quipRotationKey({ ...o, side: "output" }),
-    quipRotationKey({ ...o, shared: false }),
-    quipRotationKey({ ...o, count0: 1, count1: 1 }),
-    quipRotationKey({ ...o, n: 172, p0: 2, p1: 86, count0: 86, count1: 2 }),
-  ]);
-  assert.equal(keys.size, 5);
-  assert.ok(quipRotationShader(o).startsWith(`// ${quipRotationKey(o)}`));
-  assert.throws(() => quipRotationShader({ ...o, p0: 43 }), QuipRotationShaderError);
-  assert.throws(() => quipRotationShader({ ...o, count0: 3 }), QuipRotationShaderError);
-});
