@@ -89,9 +89,10 @@ function packCodebook(
   plan: GpuCodebookPlan,
   maxBinding: number,
 ): PackedMatrix {
-  const largest = Math.max(
-    ...Object.values(plan).map((v) => ArrayBuffer.isView(v) ? v.byteLength : 0),
-  );
+  const sides = plan.kind === "quip"
+    ? [plan.colScale, plan.u.factors, plan.u.perms, plan.v.factors, plan.v.perms]
+    : Object.values(plan);
+  const largest = Math.max(...sides.map((v) => ArrayBuffer.isView(v) ? v.byteLength : 0));
   if (largest > maxBinding) {
     return packFallback(
       m,

@@ -13,11 +13,6 @@ import { pseudoRandom, relativeError } from "../../core/test_values.ts";
 import type { Matrix } from "../../core/model.ts";
 import { quipMatrix } from "../formats/quip_format.ts";
 import type { QuipProjMode } from "../formats/quip_rotation.ts";
-import {
-  quipRotationKey,
-  quipRotationShader,
-  QuipRotationShaderError,
-} from "./quip_rotation_wgsl.ts";
 
 const unavailable = await createWebGpuBackend().unavailable();
 
@@ -67,6 +62,23 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "webgpu: a QuIP matrix whose codes are split into row parts equals the CPU's",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // 48 × 64: the codes take 1,152 bytes, each side at most 1,024.
+    const w = quip(48, 64, 3, 1, 80);
+    const packed = packMatrix(w, 1024);
+    assert.deepEqual([packed.codebook?.kind, packed.parts.length], ["quip", 2]);
+    const ops = createWebGpuBackend({ maxBinding: 1024 }).ops!;
+    for (const T of [1, 6]) {
+      const x = pseudoRandom(T * w.cols, 90 + T);
+      const err = relativeError(await ops.matmul(x, w), await cpuOps.matmul(x, w));
+      assert.ok(err <= 1e-5, `T=${T}: relative error ${err}`);
+    }
+  },
+});
+
 Deno.test("QuIP matrices pack their codes as unsigned integers and their rotations' sides", () => {
   const w = quip(48, 172, 3, 1, 70);
   const packed = packMatrix(w, 2 ** 30);
@@ -76,8 +88,9 @@ Deno.test("QuIP matrices pack their codes as unsigned integers and their rotatio
     [packed.layout.element, packed.layout.bits, packed.layout.zero, packed.layout.scale],
     ["uint", 3, 0, "none"],
   );
-  // Small bindings split the codes into row parts; the matrix still runs from its codes.
-  const small = packMatrix(w, 1024);
-  assert.equal(small.fallback, undefined);
-  assert.ok(small.parts.length > 1, `${small.parts.length} parts`);
+  // Small bindings split the codes into row parts (as the test above runs them), but a side
+  // tensor (here V's 86 × 86 factor) larger than a binding makes the matrix f32 rows.
+  const small = packMatrix(w, 4096);
+  assert.equal(small.codebook, undefined);
+  assert.match(small.fallback ?? "", /exceeds the largest storage binding/);
 });
