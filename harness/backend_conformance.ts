@@ -8,7 +8,7 @@
  * | check                                                     | tol  |
  * | --------------------------------------------------------- | ---- |
  * | matmul, every weight format, GEMV (T = 1) and GEMM (T > 4) | 1e-5 |
- * | matmul, codebook formats (QuIP# E8P, AQLM, VPTQ), T = 1 and 6 | 1e-5 |
+ * | matmul, codebook formats (QuIP# E8P, AQLM, VPTQ) and QuIP, T = 1 and 6 | 1e-5 |
  * | RMSNorm, RoPE, SwiGLU                                      | 1e-6 |
  * | attention (GQA, KV cache, chunked softmax)                 | 1e-5 |
  * | stories260K logits, f32 and RTN int4-g32 / int8 weights    | 1e-3 |
@@ -20,7 +20,7 @@
  * | the same with a quantized KV cache (KIVI int4, projections step by step) | 1e-3 |
  * | prefill then one-token decode steps vs one batched forward | 1e-4 |
  * | a suite's perplexities on this backend vs `cpu` (relative) | 1e-4 (W8A8: 1e-3) |
- * | the same for QuIP# (2–4 bits), AQLM and VPTQ, none decoded to f32 | 1e-4 |
+ * | the same for QuIP# (2–4 bits), AQLM, VPTQ and QuIP, none decoded to f32 | 1e-4 |
  *
  * A float32 backend lands near 1e-6 on all of them; the looser model-level bounds leave room for
  * backends that compute in lower precision. Op tests need {@linkcode Backend.ops}; a backend
@@ -45,6 +45,7 @@ import { pseudoRandom, relativeError } from "../core/test_values.ts";
 import { e8pMatrix } from "../kernels/formats/e8p_format.ts";
 import { buildAqlmMatrix } from "../kernels/formats/aqlm.ts";
 import { buildVptq, parseVptqName, toHalves } from "../kernels/formats/vptq.ts";
+import { quipMatrix } from "../kernels/formats/quip_format.ts";
 
 import { rowCodecs } from "../kernels/formats/codecs.ts";
 import { encodeMatrix } from "../kernels/formats/row_codecs.ts";
@@ -127,7 +128,8 @@ function randomCodes(n: number, size: number, seed: number): Int32Array {
  * side tensors (their rows cannot be encoded alone). 48 × 172 for QuIP#: both sides have Hadamard
  * transforms (12 · 4, 172) and the last 8-vector is padded; AQLM and VPTQ at 37 × 172 with short
  * last groups, codes that straddle words (`aqlm-2x6-g3`, `vptq-v3-k64-0`) and VPTQ's outlier
- * columns, permutation and norm.
+ * columns, permutation and norm. QuIP at 37 × 172: rotations of unequal factors (37 prime; 86 · 2),
+ * blocked (one factor per column and row) and Kronecker, 2 and 3 bits.
  */
 function codebookFormats(): [string, number, number, Matrix][] {
   const e8p = (bits: 2 | 3 | 4): [string, number, number, Matrix] => {
@@ -192,10 +194,28 @@ function codebookFormats(): [string, number, number, Matrix][] {
       }),
     ];
   };
+  const quip = (bits: 2 | 3, mode: 0 | 1): [string, number, number, Matrix] => {
+    const [rows, cols] = [37, 172];
+    const codes = Uint8Array.from(randomCodes(rows * cols, 2 ** bits, 60 + bits));
+    return [
+      `quip-int${bits} (${mode === 0 ? "blocked" : "Kronecker"})`,
+      rows,
+      cols,
+      quipMatrix(rows, cols, bits, codes, {
+        scale: 0.05,
+        colScale: pseudoRandom(cols, 61).map((v) => 1 + v),
+        seedU: 62,
+        seedV: 63,
+        mode,
+      }),
+    ];
+  };
   return [
     e8p(2),
     e8p(3),
     e8p(4),
+    quip(2, 0),
+    quip(3, 1),
     aqlm(1, 16, 8),
     aqlm(2, 8, 8),
     aqlm(1, 8, 4),
@@ -744,12 +764,17 @@ exclude:
 /**
  * Cells of the codebook suite: one scheme of each format, chosen to be quick to quantize (the op
  * tests cover the others): QuIP#'s E8P12 (2 bits), AQLM with two codebooks, VPTQ with a residual
- * codebook, outlier columns, permutation and norm.
+ * codebook, outlier columns, permutation and norm, and QuIP's 2-bit codes between its rotations.
  */
-const CODEBOOK_CELLS = ["quip_sharp/int2", "rtn/aqlm_2x4_g4", "vptq/vptq-v4-k256-16"];
+const CODEBOOK_CELLS = [
+  "quip_sharp/int2",
+  "rtn/aqlm_2x4_g4",
+  "vptq/vptq-v4-k256-16",
+  "quip/int2",
+];
 
 /**
- * The codebook formats (QuIP#'s E8P, AQLM, VPTQ) through a suite on this backend and on `cpu`:
+ * The codebook formats (QuIP#'s E8P, AQLM, VPTQ) and QuIP through a suite on this backend and on `cpu`:
  * equal perplexities, and no row says its weights fell back to f32 (a backend that decodes them
  * on load, as the CPU's reference does not need to, would say so). VPTQ runs with outlier
  * columns, permutation and norm; calibration is tiny (this checks kernels, not quality).
@@ -759,7 +784,8 @@ function registerCodebookSuite(backend: Backend, ignore: boolean): void {
     hasShared("data", "text", "tinystories_sample.txt") &&
     hasShared("data", "text", "tinyshakespeare.txt");
   Deno.test({
-    name: `${backend.name}: codebook formats (QuIP#, AQLM, VPTQ) give the CPU's perplexities`,
+    name:
+      `${backend.name}: codebook formats (QuIP#, AQLM, VPTQ) and QuIP give the CPU's perplexities`,
     ignore: !haveData || backend.name === "cpu",
     async fn() {
       const dir = await Deno.makeTempDir({ prefix: "quantbench-codebook-" });
@@ -781,6 +807,7 @@ datasets:
 methods:
   - rtn
   - { method: quip_sharp, ${calibration}, tune_iters: 0 }
+  - { method: quip, ${calibration} }
   - { method: vptq, ${calibration}, kiter: 3, npercent: 5, enable_perm: true, enable_norm: true }
 formats: [int2, aqlm_2x4_g4, vptq-v4-k256-16]
 backends: ${JSON.stringify(["cpu", backend.name])}
@@ -791,6 +818,7 @@ exclude:
   - { method: quip_sharp, format: aqlm_2x4_g4 }
   - { method: quip_sharp, format: vptq-v4-k256-16 }
   - { method: vptq, format: "!vptq-v4-k256-16" }
+  - { method: quip, format: "!int2" }
 `;
         const suite = await parseSuite(yaml, `${dir}/suite.yaml`);
         const file = await runSuite(suite, {

@@ -53,6 +53,7 @@ Deno.test("formats: each says whether it has a GPU decoder and a GPTQ grid", () 
   assert.deepEqual(has("e8p"), [true, false]);
   assert.deepEqual(has("aqlm"), [true, false]);
   assert.deepEqual(has("vptq"), [true, false]);
+  assert.deepEqual(has("quip"), [true, false]);
 });
 
 Deno.test("formats: ggml runs legacy blocks on the GPU and names the codecs it cannot", () => {

@@ -196,10 +196,44 @@ export interface VptqGpuPlan {
 }
 
 /**
- * A matrix whose weights are codebook entries, decoded inside the matmul by its own kernels
- * (`kernels/webgpu/codebook_matmul.ts`) instead of the chunk layout of {@linkcode GpuPlan}.
+ * One of QuIP's random orthogonal matrices (`quip_rotation.ts`) for the WebGPU rotation kernel
+ * (`kernels/webgpu/quip_rotation_wgsl.ts`): its size `n = p0 · p1`, how many `p0 × p0` and
+ * `p1 × p1` factors it has (1, or one per column and per row), the factors as f32 (the `p0`
+ * ones, then the `p1` ones, row-major) and its permutations (`perm_in`, `perm_out` and their
+ * inverses, `n` each).
  */
-export type GpuCodebookPlan = E8pGpuPlan | AqlmGpuPlan | VptqGpuPlan;
+export interface QuipGpuRotation {
+  n: number;
+  p0: number;
+  p1: number;
+  count0: number;
+  count1: number;
+  factors: Float32Array;
+  perms: Uint32Array;
+}
+
+/**
+ * QuIP's parts for WebGPU (`kernels/webgpu/quip_matmul.ts`): the codes as an unsigned layout of
+ * unit scale and zero point 0 in the chunk layout of {@linkcode GpuPlan} (the integer GEMV/GEMM
+ * multiplies them), the grid's scale and step `2 / (2^b − 1)`, the column scales and the two
+ * rotations `u` (output side, `rows`) and `v` (input side, `cols`).
+ */
+export interface QuipGpuPlan {
+  kind: "quip";
+  codes: GpuPlan;
+  scale: number;
+  step: number;
+  colScale: Float32Array;
+  u: QuipGpuRotation;
+  v: QuipGpuRotation;
+}
+
+/**
+ * A matrix decoded inside the matmul by its own kernels instead of the chunk layout of
+ * {@linkcode GpuPlan} alone: codebook entries (`kernels/webgpu/codebook_matmul.ts`), or QuIP's
+ * integer codes between two rotations.
+ */
+export type GpuCodebookPlan = E8pGpuPlan | AqlmGpuPlan | VptqGpuPlan | QuipGpuPlan;
 
 /** Little-endian u32 words of `bytes` (zero-padded to whole words). */
 export function wordsOf(bytes: Uint8Array): Uint32Array {

@@ -21,14 +21,16 @@
  * matrix; the CPU matmul (`kernels/cpu/quip_matmul.ts`) computes `W·x` as
  * `Uᵀ(scale · (2/(2^b−1) · Q·u − Σu))` with `u = V(x / col_scale)`, decoding the codes inside the
  * product. `decodeRow` needs the whole
- * matrix (`Uᵀ` mixes rows): it decodes it once and keeps it while the matrix lives. There is no
- * WebGPU layout: there, weights are decoded to f32 on load.
+ * matrix (`Uᵀ` mixes rows): it decodes it once and keeps it while the matrix lives. On WebGPU the
+ * codes, column scales and the rotations' factors and permutations are uploaded
+ * ({@linkcode quipGpuPlan}) and `kernels/webgpu/quip_matmul.ts` runs the same steps.
  *
  * @module
  */
 import type { CodedMatrix } from "../../core/coded.ts";
 import type { QuantizedMatrix } from "../../core/model.ts";
 import { asCoded, type QuantizedWeight, type WeightFormat } from "./format.ts";
+import { putBits, type QuipGpuPlan, type QuipGpuRotation } from "./gpu_layout.ts";
 import {
   applyQuipRotation,
   type QuipProjMode,
@@ -201,6 +203,48 @@ export function quipDecodeMatrix(m: QuantizedWeight): Float32Array {
   return out;
 }
 
+/** A rotation's factors (as f32) and its permutations with their inverses, for the GPU. */
+function gpuRotation(rot: QuipRotation): QuipGpuRotation {
+  const { n, p0, p1, count0, count1, permIn, permOut } = rot;
+  const factors = new Float32Array(rot.b0.length + rot.b1.length);
+  factors.set(rot.b0);
+  factors.set(rot.b1, rot.b0.length);
+  const perms = new Uint32Array(4 * n);
+  perms.set(permIn);
+  perms.set(permOut, n);
+  for (let i = 0; i < n; i++) {
+    perms[2 * n + permIn[i]!] = i;
+    perms[3 * n + permOut[i]!] = i;
+  }
+  return { n, p0, p1, count0, count1, factors, perms };
+}
+
+/**
+ * The matrix's WebGPU parts: its codes as unsigned `b`-bit elements of unit scale (one group per
+ * row, no scale entries), so the integer GEMV/GEMM computes `Q·u`, and the sides of the rotations.
+ */
+export function quipGpuPlan(m: QuantizedWeight): QuipGpuPlan {
+  const { c, bits, codes, scale, colScale, u, v } = quipParts(m);
+  return {
+    kind: "quip",
+    codes: {
+      layout: { element: "uint", bits, zero: 0, scale: "none", gshift: 31 },
+      tensorScale: 1,
+      codes(r, words) {
+        for (let col = 0; col < c.cols; col++) {
+          putBits(words, col * bits, bits, codes[r * c.cols + col]!);
+        }
+      },
+      scales() {},
+    },
+    scale,
+    step: 2 / ((1 << bits) - 1),
+    colScale,
+    u: gpuRotation(u),
+    v: gpuRotation(v),
+  };
+}
+
 /** QuIP's integer codes after random orthogonal incoherence processing. */
 export const QUIP_FORMAT: WeightFormat = {
   name: "quip",
@@ -218,6 +262,6 @@ export const QUIP_FORMAT: WeightFormat = {
     const c = asCoded("quip", m);
     return 8 * c.rows * c.rowBytes + 32 + 32 * c.cols + 64 + 8;
   },
-  gpu: "none",
+  gpu: quipGpuPlan,
   grid: "none",
 };

@@ -73,7 +73,7 @@ const uploads = new WeakMap<CodebookHost, WeakMap<GpuCodebookPlan, GPUBuffer[]>>
 const scratches = new WeakMap<CodebookHost, Map<string, GPUBuffer>>();
 
 /** A plan's buffers on the device, uploaded once per host. */
-function uploaded(k: CodebookHost, plan: GpuCodebookPlan, make: () => ArrayBufferView[]) {
+export function uploaded(k: CodebookHost, plan: GpuCodebookPlan, make: () => ArrayBufferView[]) {
   let byPlan = uploads.get(k);
   if (!byPlan) uploads.set(k, byPlan = new WeakMap());
   let bufs = byPlan.get(plan);
@@ -82,7 +82,7 @@ function uploaded(k: CodebookHost, plan: GpuCodebookPlan, make: () => ArrayBuffe
 }
 
 /** A shared scratch buffer `name` of at least `bytes` (a larger one replaces it for later users). */
-function scratch(k: CodebookHost, name: string, bytes: number): GPUBuffer {
+export function scratch(k: CodebookHost, name: string, bytes: number): GPUBuffer {
   let byName = scratches.get(k);
   if (!byName) scratches.set(k, byName = new Map());
   const found = byName.get(name);
@@ -92,7 +92,8 @@ function scratch(k: CodebookHost, name: string, bytes: number): GPUBuffer {
   return made;
 }
 
-function bind(k: CodebookHost, sig: string, buffers: (GPUBuffer | GPUBufferBinding)[]) {
+/** A bind group of signature `sig` over `buffers`, in binding order. */
+export function bind(k: CodebookHost, sig: string, buffers: (GPUBuffer | GPUBufferBinding)[]) {
   return k.device.createBindGroup({
     layout: k.layout(sig),
     entries: buffers.map((b, binding) => ({
@@ -169,6 +170,11 @@ export async function codebookMatmul(
     };
   };
   switch (plan.kind) {
+    case "quip":
+      // Its product needs the matrix's parts, which `Kernels.matmul` hands to `quipMatmul`.
+      throw new CodebookMatmulError(
+        `QuIP matrix ${m.rows}x${m.cols} runs through quipMatmul, not the codebook kernels`,
+      );
     case "aqlm": {
       const [codes, codebook, scales] = uploaded(k, plan, () => [
         plan.codes,

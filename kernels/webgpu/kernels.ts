@@ -51,6 +51,7 @@ import {
 import { EMBED_WGSL } from "./embed_wgsl.ts";
 import { KV_WINDOW_WGSL } from "./kv_window_wgsl.ts";
 import { codebookMatmul } from "./codebook_matmul.ts";
+import { quipMatmul } from "./quip_matmul.ts";
 import { blockHadamardShader, HADAMARD_MAX_N, hadamardFactorData } from "./hadamard_wgsl.ts";
 import { wideHadamardPasses } from "./hadamard_wide_wgsl.ts";
 import { ARGMAX_WGSL } from "./argmax_wgsl.ts";
@@ -800,6 +801,19 @@ export class Kernels {
       swiglu?: GPUBuffer;
     },
   ): Promise<Dispatch[]> {
+    // QuIP: its rotations around the integer GEMV/GEMM of its codes (the matrix's parts).
+    if (m.codebook?.kind === "quip") {
+      const { codebook: _rotations, ...codes } = m;
+      return quipMatmul(
+        this,
+        step,
+        m,
+        x,
+        out,
+        o,
+        (u, z) => this.matmul(step, codes, gpuParts, u, z, {}),
+      );
+    }
     // Codebook formats (QuIP#, AQLM, VPTQ) run their own kernels over their stored parts.
     if (m.codebook) return codebookMatmul(this, step, m, x, out, o);
     const limits = {
@@ -929,7 +943,7 @@ export class Kernels {
 /**
  * Whether `Kernels.matmul` of `m` computes a `norm` or `swiglu` input inside its GEMV (without
  * run-time activation quantization, whose kernels read the finished, quantized input): the packed
- * layouts' float GEMV does, codebook formats do not.
+ * layouts' float GEMV does, codebook formats and QuIP (whose GEMV reads the rotated input) do not.
  */
 export function fusesGemvInput(m: PackedMatrix): boolean {
   return !m.codebook;

@@ -132,7 +132,8 @@ export interface PackedMatrix {
   fallbackFormat?: string;
   /**
    * A codebook format's parts, uploaded as they are and decoded by its own kernels
-   * (`codebook_matmul.ts`); `parts` is then empty and `layout` unused.
+   * (`codebook_matmul.ts`); `parts` is then empty and `layout` unused. QuIP's (`quip_matmul.ts`)
+   * are its rotations' sides; its codes are `parts`, in `layout`.
    */
   codebook?: GpuCodebookPlan;
 }

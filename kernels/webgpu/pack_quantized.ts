@@ -16,6 +16,8 @@
  *
  * Codebook formats (`e8p`: QuIP#, `aqlm`, `vptq`) give a `GpuCodebookPlan` instead: their codes
  * and side tensors are uploaded as they are and decoded by their own kernels (`codebook_matmul.ts`).
+ * QuIP (`quip`) gives one too: its codes are packed as unsigned integers of unit scale (the
+ * matrix's parts) and its rotations' sides are uploaded as they are (`quip_matmul.ts`).
  *
  * Formats without a GPU decoder (`affine`: HQQ) and codecs their format does not run on the GPU
  * (K-quants, IQ4_NL, `q2_0`, groups that are not powers of two) are decoded to f32 on load, and
@@ -79,22 +81,29 @@ export function packQuantized(m: QuantizedWeight, maxBinding: number): PackedMat
 
 /**
  * A codebook format's matrix as its plan's buffers, or f32 rows when one of them exceeds a
- * storage binding (codebook matrices are not split into row parts).
+ * storage binding (codebook matrices are not split into row parts; QuIP's codes are, as an
+ * integer matrix's).
  */
 function packCodebook(
   m: QuantizedWeight,
   plan: GpuCodebookPlan,
   maxBinding: number,
 ): PackedMatrix {
-  const largest = Math.max(
-    ...Object.values(plan).map((v) => ArrayBuffer.isView(v) ? v.byteLength : 0),
-  );
+  const sides = plan.kind === "quip"
+    ? [plan.colScale, plan.u.factors, plan.u.perms, plan.v.factors, plan.v.perms]
+    : Object.values(plan);
+  const largest = Math.max(...sides.map((v) => ArrayBuffer.isView(v) ? v.byteLength : 0));
   if (largest > maxBinding) {
     return packFallback(
       m,
       maxBinding,
       `a ${largest}-byte part exceeds the largest storage binding (${maxBinding} bytes)`,
     );
+  }
+  if (plan.kind === "quip") {
+    const { layout, codes, scales } = plan.codes;
+    const full: Layout = { ...layout, tpr: threadsPerRow(Math.ceil(m.cols / CHUNK)) };
+    return { ...buildPacked(m.rows, m.cols, full, 1, maxBinding, codes, scales), codebook: plan };
   }
   const chunks = Math.ceil(m.cols / CHUNK);
   return {

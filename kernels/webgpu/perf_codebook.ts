@@ -1,12 +1,13 @@
 /**
  * The codebook formats in `deno task perf` (`perf.ts`): QuIP#'s E8P (`e8p12`, `-rvq3`, `-rvq4`),
- * every AQLM scheme suites name and the VPTQ ones (plus the release's `vptq-v8-k65536-256`), as
- * the backend runs them (`codebook_matmul.ts`: every dispatch of the product, QuIP#'s Hadamard
- * transforms included). Matrices have random codes (speed does not depend on them) and are
- * uploaded from the host, one `Kernels` per format and shape so their memory is freed after it.
- * Decode rotates over copies of at least 256 MiB, as the other formats' GEMV does; bytes are
- * everything the format uploads (codes, codebooks, scales, signs, norms). QuIP#'s decode gets a
- * second row, `(product only)`, without its two Hadamard transforms.
+ * every AQLM scheme suites name and the VPTQ ones (plus the release's `vptq-v8-k65536-256`), and
+ * QuIP's `quip-int2`/`-int3`, as the backend runs them (`codebook_matmul.ts`, `quip_matmul.ts`:
+ * every dispatch of the product, QuIP#'s Hadamard transforms and QuIP's rotations included).
+ * Matrices have random codes (speed does not depend on them) and are uploaded from the host, one
+ * `Kernels` per format and shape so their memory is freed after it. Decode rotates over copies of
+ * at least 256 MiB, as the other formats' GEMV does; bytes are everything the format uploads
+ * (codes, codebooks, scales, signs, norms, rotation factors and permutations). The decode of
+ * QuIP# and QuIP gets a second row, `(product only)`, without their transforms on either side.
  *
  * @module
  */
@@ -43,11 +44,15 @@ export interface CodebookPerfHost {
 /** Bytes decode rotates over. */
 const ROTATE_BYTES = 256 * 2 ** 20;
 
-/** Bytes a codebook matrix uploads. */
+/** Bytes a codebook matrix uploads: its plan's arrays and its parts (QuIP's codes). */
 function planBytes(p: PackedMatrix): number {
-  return Object.values(p.codebook ?? {}).reduce(
-    (n: number, v) => n + (ArrayBuffer.isView(v) ? v.byteLength : 0),
-    0,
+  const plan = p.codebook;
+  const arrays = plan?.kind === "quip"
+    ? [plan.colScale, plan.u.factors, plan.u.perms, plan.v.factors, plan.v.perms]
+    : Object.values(plan ?? {});
+  return p.parts.reduce(
+    (n, part) => n + part.codes.byteLength + part.scales.byteLength,
+    arrays.reduce((n: number, v) => n + (ArrayBuffer.isView(v) ? v.byteLength : 0), 0),
   );
 }
 
@@ -88,19 +93,22 @@ export async function codebookPerf(
             for (let c = 0; c < copies; c++) {
               // A copy of the plan object is uploaded anew (uploads are kept per plan).
               const copy: PackedMatrix = { ...packed, codebook: { ...packed.codebook } };
-              sets.push(await k.matmul(step, copy, [], host.x, k.storage(rowsT * N * 4), {}));
+              const out = k.storage(rowsT * N * 4);
+              sets.push(await k.matmul(step, copy, k.upload(copy), host.x, out, {}));
             }
           } catch (e) {
             // A shape the kernels refuse (a `CodebookMatmulError`, a pipeline the device rejects).
             log(`${f.name} ${N}×${K}: not timed (${(e as Error).message})`);
             continue;
           }
-          // QuIP#'s decode is also timed without its Hadamard transforms: the product alone.
+          // QuIP#'s and QuIP's decode are also timed without their transforms (Hadamard;
+          // rotations): the product alone.
           const parts: [string, Dispatch[][]][] = [["", sets]];
-          if (packed.codebook.kind === "e8p" && rowsT === 1 && variant.label === "") {
+          const { kind } = packed.codebook;
+          if ((kind === "e8p" || kind === "quip") && rowsT === 1 && variant.label === "") {
             parts.push([
               " (product only)",
-              sets.map((set) => set.filter((d) => !d.label.endsWith("transform"))),
+              sets.map((set) => set.filter((d) => !/(transform|rotation)$/.test(d.label))),
             ]);
           }
           for (const [suffix, timed] of parts) {
