@@ -18,17 +18,14 @@
  *
  * @module
  */
-import type { LinearName, Matrix } from "../../core/model.ts";
+import type { Matrix } from "../../core/model.ts";
 import type { FormatSpec } from "../../core/suite_types.ts";
 import { seededRandom } from "../../core/random.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import { e8pTimingMatrix } from "../../kernels/formats/e8p_format.ts";
 import { hadamardPlan } from "../../kernels/cpu/hadamard.ts";
 import type { Method } from "./method.ts";
-import { matrixBuffers, MemoryMeter } from "./calibration.ts";
-import { quantizeMatrix } from "./rtn.ts";
-import { withRuntime } from "./runtime.ts";
-import { quantizeLayers } from "./sequential.ts";
+import { quantizeEachLinear, quantizeMatrix } from "./rtn.ts";
 
 /** Options and their defaults. */
 export const RANDOM_CODES_OPTIONS = { e8p: false };
@@ -87,27 +84,12 @@ export const randomCodes: Method = {
   unsupported: (format) => misfit(format, false),
   quantize(model, format, options, ctx) {
     const e8p = options.e8p === true;
-    const meter = new MemoryMeter();
-    return quantizeLayers(
-      model,
-      {
-        kind: "groups",
-        sequential: false,
-        quantizeGroup({ names }, _inputs, { index, original }) {
-          const out: Partial<Record<LinearName, Matrix>> = {};
-          for (const name of names) {
-            const random = seededRandom(ctx.seed, `random_codes layer ${index} ${name}`);
-            out[name] = randomMatrix(original[name], format, e8p, random);
-            meter.hold(matrixBuffers(out[name]));
-          }
-          return out;
-        },
-      },
-      undefined,
-      meter,
-    ).then((layers) => {
-      ctx.record?.({ quantize_peak_bytes: meter.peak });
-      return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
-    });
+    return quantizeEachLinear(model, format, ctx, (original, name, layer) =>
+      randomMatrix(
+        original,
+        format,
+        e8p,
+        seededRandom(ctx.seed, `random_codes layer ${layer} ${name}`),
+      ));
   },
 };

@@ -10,7 +10,7 @@
  * @module
  */
 import type { QuantizedMatrix } from "../../core/model.ts";
-import type { Method } from "./method.ts";
+import type { Method, MethodContext } from "./method.ts";
 import type { LinearName, LlamaModel, Matrix } from "../../core/model.ts";
 import { elementFormats, FormatSettingsError } from "../../kernels/formats/registry.ts";
 import {
@@ -154,6 +154,41 @@ function clipSearch(options: Record<string, unknown>): MseSearch | undefined {
   return search;
 }
 
+/**
+ * A calibration-free method's pass: every linear of every block (streamed layer by layer) becomes
+ * `quantize(original, name, layer)`; the peak of the matrices held is recorded as
+ * `quantize_peak_bytes` and the format's run-time quantization is attached.
+ */
+export function quantizeEachLinear(
+  model: LlamaModel,
+  format: FormatSpec,
+  ctx: MethodContext,
+  quantize: (original: Matrix, name: LinearName, layer: number) => Matrix,
+): Promise<LlamaModel> {
+  const meter = new MemoryMeter();
+  // The driver hands every group of every layer over, with no inputs.
+  return quantizeLayers(
+    model,
+    {
+      kind: "groups",
+      sequential: false,
+      quantizeGroup({ names }, _inputs, { index, original }) {
+        const out: Partial<Record<LinearName, Matrix>> = {};
+        for (const name of names) {
+          out[name] = quantize(original[name], name, index);
+          meter.hold(matrixBuffers(out[name]));
+        }
+        return out;
+      },
+    },
+    undefined,
+    meter,
+  ).then((layers) => {
+    ctx.record?.({ quantize_peak_bytes: meter.peak });
+    return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
+  });
+}
+
 /** Round-to-nearest quantization of the transformer blocks' linear weights. */
 export const rtn: Method = {
   name: "rtn",
@@ -165,30 +200,14 @@ export const rtn: Method = {
     // Options are checked before anything runs (a bad one throws at once).
     const search = mseSearch(options, format);
     const element = elementFormats.get(format.weights);
-    const meter = new MemoryMeter();
-    // Calibration-free: the driver hands every group of every layer over, with no inputs.
-    return quantizeLayers(
+    return quantizeEachLinear(
       model,
-      {
-        kind: "groups",
-        sequential: false,
-        quantizeGroup({ names }, _inputs, { original }) {
-          const out: Partial<Record<LinearName, Matrix>> = {};
-          for (const name of names) {
-            const m = original[name];
-            out[name] = search && element.kind === "int" && m.kind === "dense"
-              ? quantizeIntMse(m.data, m.rows, m.cols, element.intConfig(format), search)
-              : quantizeMatrix(m, format);
-            meter.hold(matrixBuffers(out[name]));
-          }
-          return out;
-        },
-      },
-      undefined,
-      meter,
-    ).then((layers) => {
-      ctx.record?.({ quantize_peak_bytes: meter.peak });
-      return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
-    });
+      format,
+      ctx,
+      (m) =>
+        search && element.kind === "int" && m.kind === "dense"
+          ? quantizeIntMse(m.data, m.rows, m.cols, element.intConfig(format), search)
+          : quantizeMatrix(m, format),
+    );
   },
 };
