@@ -38,6 +38,15 @@
  * and a clip group's likewise from its slice of `G` (in float64). The losses so differ from a direct evaluation
  * only by float32 rounding.
  *
+ * `device: webgpu` runs the calibration forward's linears, SwiGLU and attention on a WebGPU
+ * device, all windows at once (`calibration_device.ts`), and the scale search's losses there
+ * (`awq_webgpu.ts`: the Gram matrices and `e·G` of lone linears, the inspected modules over all
+ * windows and the next linear); the candidates are fake-quantized here, so they are the CPU's
+ * bit for bit, and a ratio is chosen differently from the CPU only where two ratios' losses lie
+ * within float32 rounding of each other. The clip search and the final rounding stay here.
+ * `QUANTBENCH_PROFILE=1` prints the seconds per phase and layer on stderr (`gptq_profile.ts`;
+ * phases `searchQuantize`, `searchLoss`, `clip`, `quantize` and the forward's).
+ *
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
@@ -78,6 +87,10 @@ import {
   sumOfSquares,
 } from "./search_kernels.ts";
 import { withRuntime } from "./runtime.ts";
+import type { WindowKernels } from "./calibration.ts";
+import { calibrationDevice, calibrationRun } from "./calibration_device.ts";
+import type { GptqProfile } from "./gptq_profile.ts";
+import { gpuLoneLoss, type GpuLoss, gpuModuleLoss } from "./awq_webgpu.ts";
 
 /** Options and their defaults: llm-awq's (`run_awq`, `entry.py`, `auto_clip_layer`). */
 export const AWQ_OPTIONS = {
@@ -87,6 +100,8 @@ export const AWQ_OPTIONS = {
   mse_range: true,
   max_shrink: 0.5,
   n_sample_token: 512,
+  /** Where the calibration forward and the scale search's losses run: `cpu` or `webgpu`. */
+  device: "cpu",
 };
 
 /** Why AWQ cannot produce `format`, or undefined when it can. */
@@ -170,26 +185,29 @@ export interface ScaleGroup {
    * Mean squared error, over every element, of the inspected module's output with the group's
    * linears replaced by `weights` against its float output.
    */
-  loss(weights: Partial<Record<LinearName, DenseMatrix>>): number;
+  loss(weights: Partial<Record<LinearName, DenseMatrix>>): number | Promise<number>;
 }
 
 /**
  * The best scales of one group (`_search_module_scale`): the α whose `Q(W·s)/s` gives the least
- * mean squared error of the inspected output (the first one on ties). Returns the scales and
- * every α's loss.
+ * mean squared error of the inspected output (the first one on ties). Returns the scales, every
+ * α's loss and the index of the chosen α.
  */
-export function searchScales(
+export async function searchScales(
   group: ScaleGroup,
   weights: Partial<Record<LinearName, DenseMatrix>>,
   format: FormatSpec,
   nGrid: number,
-): { scales: Float32Array; losses: number[] } {
+  profile?: GptqProfile,
+): Promise<{ scales: Float32Array; losses: number[]; ratio: number }> {
   const cols = weights[group.names[0]!]!.cols;
   const xMean = meanAbs(group.inputs, cols);
   let best: Float32Array | undefined;
   let bestLoss = Infinity;
+  let ratio = -1;
   const losses: number[] = [];
   for (let i = 0; i < nGrid; i++) {
+    let t = performance.now();
     const s = ratioScales(xMean, i / nGrid);
     const replaced: Partial<Record<LinearName, DenseMatrix>> = {};
     for (const name of group.names) {
@@ -200,15 +218,18 @@ export function searchScales(
       }
       replaced[name] = dense(w.rows, w.cols, q);
     }
-    const loss = group.loss(replaced);
+    if (profile) t = profile.add("searchQuantize", t);
+    const loss = await group.loss(replaced);
+    profile?.add("searchLoss", t);
     losses.push(loss);
     if (loss < bestLoss) {
       bestLoss = loss;
       best = s;
+      ratio = i;
     }
   }
   if (best === undefined) throw new RangeError(`AWQ scale search found no finite loss: ${losses}`);
-  return { scales: best, losses };
+  return { scales: best, losses, ratio };
 }
 
 /** The rows of every array of `xs`. */
@@ -368,6 +389,8 @@ async function quantizeModel(
   if (reason !== undefined || element.kind === "float") throw new FormatSettingsError(reason);
   const o = { ...AWQ_OPTIONS, ...options };
   const nGrid = Number(o.n_grid);
+  const run = await calibrationRun("awq", calibrationDevice("awq", o.device), model.config);
+  const { profile } = run;
   const calibration = resolveCalibration("awq", o.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
@@ -375,7 +398,8 @@ async function quantizeModel(
     model,
     {
       kind: "layer",
-      quantizeLayer(captures, layer) {
+      windows: run.windows,
+      async quantizeLayer(captures, layer) {
         const { original, steps, groups } = layer;
         // Float copies of the linears: scaling and clipping work on them.
         const w = Object.fromEntries(
@@ -384,13 +408,19 @@ async function quantizeModel(
           ) => [n, dense(original[n].rows, original[n].cols, decoded(original[n]))]),
         ) as Record<LinearName, DenseMatrix>;
         const norms = normCopies(steps, original);
+        let t = performance.now();
         if (o.auto_scale !== false) {
-          const searches = scaleGroups(layer, captures, w, norms);
+          const searches = scaleGroups(layer, captures, w, norms, run.windows);
           const gramBytes = meter.hold(searches.flatMap((g) => g.held));
           // All searches see the original weights (auto_scale_block), then all scales apply.
-          const found = searches.map(({ group }) => searchScales(group, w, format, nGrid).scales);
+          const found: Float32Array[] = [];
+          for (const { group, release } of searches) {
+            found.push((await searchScales(group, w, format, nGrid, profile)).scales);
+            release?.();
+          }
           searches.forEach(({ apply }, i) => apply(found[i]!));
           meter.release(gramBytes);
+          t = performance.now();
         }
         if (o.mse_range !== false) {
           for (const { names, input } of groups) {
@@ -407,11 +437,16 @@ async function quantizeModel(
               w[name] = dense(m.rows, m.cols, clipped);
             }
           }
+          if (profile) t = profile.add("clip", t);
         }
         const quantized: LayerWeights = { ...original, ...norms };
         for (const name of LINEAR_NAMES) {
           quantized[name] = element.quantize(format, w[name]);
           meter.hold(matrixBuffers(quantized[name]));
+        }
+        if (profile) {
+          profile.add("quantize", t);
+          profile.layer(`layer ${layer.index}`);
         }
         return quantized;
       },
@@ -419,6 +454,7 @@ async function quantizeModel(
     windows,
     meter,
   );
+  profile?.total();
   ctx.record?.({ quantize_peak_bytes: meter.peak });
   return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
 }
@@ -463,19 +499,30 @@ function foldOf(steps: readonly BlockStep[], input: BlockValue): Fold | undefine
   }
 }
 
+/** A group's scale search, what it holds, and how its scales apply. */
+export interface ScaleSearch {
+  group: ScaleGroup;
+  held: Float32Array[];
+  apply(s: Float32Array): void;
+  /** Frees what the search held on the GPU. */
+  release?(): void;
+}
+
 /**
  * The scale searches of a layer's groups with what each inspects (see the module notes), and how
- * found scales apply to the float weights `w`, the norms and the captures.
+ * found scales apply to the float weights `w`, the norms and the captures; with `gpu`, their
+ * losses are computed on the GPU, the modules run on those window kernels (`awq_webgpu.ts`).
  */
-function scaleGroups(
+export function scaleGroups(
   layer: LayerContext,
   captures: Map<BlockValue, Float32Array[]>,
   w: Record<LinearName, DenseMatrix>,
   norms: Record<NormName, Float32Array>,
-): { group: ScaleGroup; held: Float32Array[]; apply(s: Float32Array): void }[] {
+  gpu?: WindowKernels,
+): ScaleSearch[] {
   const { steps, groups, block, original } = layer;
   const floatLayer: LayerWeights = { ...original, ...w };
-  return groups.flatMap(({ names, input }, g) => {
+  return groups.flatMap(({ names, input }, g): ScaleSearch[] => {
     const fold = foldOf(steps, input);
     const first = w[names[0]!];
     // Through attention, only when the value projection and the group's linear have the same
@@ -498,6 +545,15 @@ function scaleGroups(
     const output = stepOutputOf(steps, names[0]!);
     const lone = names.length === 1 &&
       steps.some((s) => s.op === "add" && (s.a === output || s.b === output));
+    if (lone && gpu) {
+      const loss = lazyGpuLoss(() => gpuLoneLoss(names[0]!, w[names[0]!], inputs));
+      return [{
+        group: { names, inputs, loss: loss.loss },
+        held: [],
+        apply,
+        release: loss.release,
+      }];
+    }
     if (lone) {
       // A linear feeding the residual stream alone: its error from the Gram matrix of its inputs.
       const name = names[0]!;
@@ -517,8 +573,30 @@ function scaleGroups(
     const next = groups[g + 1];
     if (next === undefined || next.names.length !== 1) return [];
     const end = producerIndex(steps, next.input) + 1;
-    const nextW = packed(w[next.names[0]!]);
     const expected = captures.get(next.input)!;
+    if (gpu) {
+      const loss = lazyGpuLoss(() =>
+        gpuModuleLoss({
+          block,
+          windows: gpu,
+          steps,
+          layer: floatLayer,
+          input,
+          inputs,
+          range: { from: start, to: end },
+          output: next.input,
+          expected,
+          next: w[next.names[0]!],
+        })
+      );
+      return [{
+        group: { names, inputs, loss: loss.loss },
+        held: [],
+        apply,
+        release: loss.release,
+      }];
+    }
+    const nextW = packed(w[next.names[0]!]);
     return [{
       group: {
         names,
@@ -543,6 +621,18 @@ function scaleGroups(
       apply,
     }];
   });
+}
+
+/** A GPU loss made on its first use, and a release of what it holds. */
+function lazyGpuLoss(make: () => Promise<GpuLoss>): {
+  loss(weights: Partial<Record<LinearName, DenseMatrix>>): Promise<number>;
+  release(): void;
+} {
+  let made: Promise<GpuLoss> | undefined;
+  return {
+    loss: async (weights) => await (await (made ??= make())).loss(weights),
+    release: () => void made?.then((m) => m.destroy()),
+  };
 }
 
 /** The output of linear `name` in `steps`. */
@@ -597,5 +687,6 @@ export const awq: Method = {
   description: "AWQ (activation-aware scale and clip search) into any quantized format",
   options: AWQ_OPTIONS,
   unsupported,
+  checkOptions: (options) => void calibrationDevice("awq", options.device),
   quantize: quantizeModel,
 };

@@ -40,7 +40,7 @@ Deno.test("awq: activation means and candidate scales (hand-computed)", () => {
   assert.equal(clipGroup(spec("int4"), 172), 172);
 });
 
-Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", () => {
+Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", async () => {
   const [rows, cols, T] = [8, 32, 64];
   const w = dense(rows, cols, Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i)));
   // One outlier channel: activation-aware scaling should protect it.
@@ -61,7 +61,7 @@ Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", () => 
     return out;
   };
   const ref = matmul(w.data);
-  const { scales, losses } = searchScales(
+  const { scales, losses } = await searchScales(
     {
       names: ["w2"],
       inputs: [x],

@@ -1,0 +1,120 @@
+/**
+ * AWQ's scale-search losses on a WebGPU device (the method option `device: webgpu`), the same
+ * sums as the CPU's `awq.ts` computes, over the same candidate weights (fake-quantized there, by
+ * the format's own rounding, so bit for bit the CPU's):
+ *
+ * - A linear feeding the residual stream alone (`wo`, `w2`): `Σ_r e_rᵀ·G·e_r` with `e` the
+ *   candidate minus the float weights and `G = Σ_t x_t·x_tᵀ` over every calibration token. `G` is
+ *   summed on the GPU (`kernels/webgpu/gram.ts`, float32 sums where the CPU sums float32
+ *   products in float64: the CPU's takes `tokens · cols²` multiply-adds, 2 TFLOP for `w2` of a
+ *   1.1B model over 65536 tokens) and stays there; `e·G` is a GEMM there
+ *   (`kernels/webgpu/batch_linear.ts`) and only `e·G` (the size of the weights) comes back for
+ *   the dot products.
+ * - A group inspected through a module (`[wq, wk, wv]` through the attention, `[w1, w3]` through
+ *   SwiGLU): the module's steps run over all windows at once on the window kernels GPTQ's
+ *   calibration forward uses (`gptq_webgpu.ts`: the linears, SwiGLU and attention on the GPU,
+ *   RoPE on the CPU), the output minus the float block's captured one goes through the next
+ *   linear on the GPU, and its squares are summed here in float64.
+ *
+ * The losses so differ from the CPU's by float32 rounding only (the CPU's search kernels and
+ * the GPU's sum in other orders); a ratio is chosen differently only where two ratios' losses
+ * lie within that rounding of each other (`awq_webgpu_test.ts` checks the choices on stories260K
+ * and the mini fixture).
+ *
+ * @module
+ */
+import type { DenseMatrix, LayerWeights, LinearName } from "../../core/model.ts";
+import type { BlockStep, BlockValue } from "../../core/graph.ts";
+import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
+import { GpuGram } from "../../kernels/webgpu/gram.ts";
+import { GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
+import { type CalibrationBlock, runWindows, type WindowKernels } from "./calibration.ts";
+
+/** A scale search's loss on the GPU, and the device memory it holds until destroyed. */
+export interface GpuLoss {
+  /** The mean squared error with the group's linears replaced by `weights`. */
+  loss(weights: Partial<Record<LinearName, DenseMatrix>>): Promise<number>;
+  destroy(): void;
+}
+
+/** `Σ xxᵀ` over the rows of every array of `xs`, on the GPU, as a float32 linear there. */
+async function gramLinear(xs: Float32Array[], cols: number): Promise<GpuBatchLinear> {
+  const gram = await GpuGram.create(cols);
+  try {
+    for (const x of xs) gram.add(x);
+    return await GpuBatchLinear.create(Float32Array.from(await gram.read()), cols, cols);
+  } finally {
+    gram.destroy();
+  }
+}
+
+/**
+ * The loss of linear `name` (float weights `w`) alone over its `inputs`:
+ * `Σ_r e_rᵀ·G·e_r / (tokens · rows)`, `G` on the GPU.
+ */
+export async function gpuLoneLoss(
+  name: LinearName,
+  w: DenseMatrix,
+  inputs: Float32Array[],
+): Promise<GpuLoss> {
+  const gram = await gramLinear(inputs, w.cols);
+  const tokens = inputs.reduce((n, x) => n + x.length / w.cols, 0);
+  return {
+    async loss(weights) {
+      const e = weights[name]!.data.slice();
+      for (let i = 0; i < e.length; i++) e[i]! -= w.data[i]!;
+      // G is symmetric: the rows of e·Gᵀ are those of e·G.
+      const [eg] = await gram.apply([e]);
+      let sum = 0;
+      for (let i = 0; i < e.length; i++) sum += e[i]! * eg![i]!;
+      return sum / (tokens * w.rows);
+    },
+    destroy: () => gram.destroy(),
+  };
+}
+
+/** A group inspected through a module: what {@linkcode gpuModuleLoss} runs. */
+export interface ModuleSearch {
+  block: CalibrationBlock;
+  /** Where the module's linears, SwiGLU and attention run. */
+  windows: WindowKernels;
+  steps: readonly BlockStep[];
+  /** The float layer (the group's linears are swapped for the candidates). */
+  layer: LayerWeights;
+  /** The group's input and its captures, one array per window. */
+  input: BlockValue;
+  inputs: Float32Array[];
+  /** The module's steps. */
+  range: { from: number; to: number };
+  /** The module's output, its float captures, and the float linear reading it. */
+  output: BlockValue;
+  expected: Float32Array[];
+  next: DenseMatrix;
+}
+
+/**
+ * The loss of a group through its module: `Σ ‖Next·(y' − y)‖² / (tokens · Next.rows)` over the
+ * module's outputs `y'` with the candidates against the float block's `y`.
+ */
+export async function gpuModuleLoss(search: ModuleSearch): Promise<GpuLoss> {
+  const { block, windows, steps, layer, input, inputs, range, output, expected, next } = search;
+  const linear = await GpuBatchLinear.create(next.data, next.rows, next.cols);
+  const tokens = expected.map((y) => y.length / next.cols);
+  const count = tokens.reduce((n, t) => n + t, 0);
+  return {
+    async loss(weights) {
+      const values = inputs.map((x): BlockValues => new Map([[input, x]]));
+      await runWindows(block, windows, steps, { ...layer, ...weights }, values, tokens, range);
+      const diffs = values.map((v, i) => {
+        const y = v.get(output)!;
+        const e = expected[i]!;
+        for (let k = 0; k < y.length; k++) y[k]! -= e[k]!;
+        return y;
+      });
+      let sum = 0;
+      for (const o of await linear.apply(diffs)) for (const v of o) sum += v * v;
+      return sum / (count * next.rows);
+    },
+    destroy: () => linear.destroy(),
+  };
+}
