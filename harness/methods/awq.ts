@@ -90,7 +90,7 @@ import { withRuntime } from "./runtime.ts";
 import type { WindowKernels } from "./calibration.ts";
 import { calibrationDevice, calibrationRun } from "./calibration_device.ts";
 import type { GptqProfile } from "./gptq_profile.ts";
-import { gpuLoneLoss, type GpuLoss, gpuModuleLoss } from "./awq_webgpu.ts";
+import { gpuClipErrors, gpuLoneLoss, type GpuLoss, gpuModuleLoss } from "./awq_webgpu.ts";
 
 /** Options and their defaults: llm-awq's (`run_awq`, `entry.py`, `auto_clip_layer`). */
 export const AWQ_OPTIONS = {
@@ -279,14 +279,15 @@ function packed(m: DenseMatrix): PackedRows {
  * group's Gram matrix `G = Σ_t x_t·x_tᵀ`, in float64 — the same sum regrouped, so a row costs
  * `group²` per shrink step instead of `tokens × group`.
  */
-export function clipWeights(
+export async function clipWeights(
   w: DenseMatrix,
   inputs: Float32Array[],
   format: FormatSpec,
   nGrid: number,
   maxShrink: number,
   nSampleToken: number,
-): Float32Array {
+  gpu = false,
+): Promise<Float32Array> {
   const { rows, cols, data } = w;
   const group = clipGroup(format, cols);
   const groups = Math.ceil(cols / group);
@@ -324,34 +325,59 @@ export function clipWeights(
   const best = Float64Array.from(amax);
   const minErr = new Float64Array(rows * groups).fill(1e9);
   const clamped = new Float32Array(rows * cols);
-  const d = new Float64Array(group);
-  for (let step = 0; step < Math.floor(maxShrink * nGrid); step++) {
-    const factor = 1 - step / nGrid;
-    clampGroups(data, cols, group, amax.map((m) => m * factor), clamped);
-    const q = fakeQuantize(format, rows, cols, clamped);
-    for (let r = 0; r < rows; r++) {
-      for (let g = 0; g < groups; g++) {
-        const c0 = g * group;
-        const n = Math.min(cols, c0 + group) - c0;
-        const gram = grams[g]!;
-        for (let i = 0; i < n; i++) d[i] = q[r * cols + c0 + i]! - data[r * cols + c0 + i]!;
-        // dᵀGd from the lower triangle: Σ_i d_i (G_ii d_i + 2 Σ_{j<i} G_ij d_j).
-        let sum = 0;
-        for (let i = 0; i < n; i++) {
-          let off = 0;
-          for (let j = 0; j < i; j++) off += gram[i * n + j]! * d[j]!;
-          sum += d[i]! * (gram[i * n + i]! * d[i]! + 2 * off);
-        }
-        const err = sum / tokens.length;
-        const i = r * groups + g;
+  const device = gpu ? await gpuClipErrors(grams, cols, group) : undefined;
+  try {
+    for (let step = 0; step < Math.floor(maxShrink * nGrid); step++) {
+      const factor = 1 - step / nGrid;
+      clampGroups(data, cols, group, amax.map((m) => m * factor), clamped);
+      const q = fakeQuantize(format, rows, cols, clamped);
+      const sums = device ? await device.errors(q, data) : groupErrors(q, data, cols, grams);
+      for (let i = 0; i < rows * groups; i++) {
+        const err = sums[i]! / tokens.length;
         if (err < minErr[i]!) {
           minErr[i] = err;
           best[i] = amax[i]! * factor;
         }
       }
     }
+  } finally {
+    device?.destroy();
   }
   return clampGroups(data, cols, group, best, new Float32Array(rows * cols));
+}
+
+/**
+ * `dᵀ·G_g·d` per row and column group `g` (row-major, `rows × groups`) for `d = q − w`, from the
+ * lower triangle of each group's Gram matrix `grams[g]`, in float64.
+ */
+function groupErrors(
+  q: Float32Array,
+  data: Float32Array,
+  cols: number,
+  grams: Float64Array[],
+): Float64Array {
+  const groups = grams.length;
+  const group = Math.sqrt(grams[0]!.length);
+  const rows = data.length / cols;
+  const out = new Float64Array(rows * groups);
+  const d = new Float64Array(group);
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < groups; g++) {
+      const c0 = g * group;
+      const n = Math.min(cols, c0 + group) - c0;
+      const gram = grams[g]!;
+      for (let i = 0; i < n; i++) d[i] = q[r * cols + c0 + i]! - data[r * cols + c0 + i]!;
+      // dᵀGd from the lower triangle: Σ_i d_i (G_ii d_i + 2 Σ_{j<i} G_ij d_j).
+      let sum = 0;
+      for (let i = 0; i < n; i++) {
+        let off = 0;
+        for (let j = 0; j < i; j++) off += gram[i * n + j]! * d[j]!;
+        sum += d[i]! * (gram[i * n + i]! * d[i]! + 2 * off);
+      }
+      out[r * groups + g] = sum;
+    }
+  }
+  return out;
 }
 
 /** `data` clamped to `±max[r·groups + g]` per row `r` and column group `g`, into `out`. */
@@ -426,13 +452,14 @@ async function quantizeModel(
           for (const { names, input } of groups) {
             for (const name of names.filter((n) => !feedsQueryOrKey(steps, n))) {
               const m = w[name];
-              const clipped = clipWeights(
+              const clipped = await clipWeights(
                 m,
                 captures.get(input)!,
                 format,
                 nGrid,
                 Number(o.max_shrink),
                 Number(o.n_sample_token),
+                run.device === "webgpu",
               );
               w[name] = dense(m.rows, m.cols, clipped);
             }

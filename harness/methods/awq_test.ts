@@ -127,7 +127,7 @@ function bruteForceClip(
   return clamps;
 }
 
-Deno.test("awq: the clip search picks each group's least-error clamp on the sampled tokens", () => {
+Deno.test("awq: the clip search picks each group's least-error clamp on the sampled tokens", async () => {
   const cases = [
     // Fewer tokens than n_sample_token: every token is sampled.
     { rows: 3, cols: 16, lengths: [40], format: spec("int2", { group: 8 }), nSample: 512 },
@@ -142,7 +142,7 @@ Deno.test("awq: the clip search picks each group's least-error clamp on the samp
     const xs = lengths.map((T, k) =>
       Float32Array.from({ length: T * cols }, (_, i) => Math.cos(i * 0.71 + k))
     );
-    const clipped = clipWeights(dense(rows, cols, data), xs, format, 20, 0.5, nSample);
+    const clipped = await clipWeights(dense(rows, cols, data), xs, format, 20, 0.5, nSample);
     const group = clipGroup(format, cols);
     const stride = Math.max(1, Math.floor(lengths.reduce((a, b) => a + b) / nSample));
     const clamps = bruteForceClip(data, rows, cols, xs, format, group, stride);

@@ -118,3 +118,54 @@ export async function gpuModuleLoss(search: ModuleSearch): Promise<GpuLoss> {
     destroy: () => linear.destroy(),
   };
 }
+
+/** The clip search's errors on the GPU: what {@linkcode gpuClipErrors} returns. */
+export interface ClipErrors {
+  /** `dᵀ·G_g·d` per row and column group (row-major, `rows × groups`) for `d = q − w`. */
+  errors(q: Float32Array, w: Float32Array): Promise<Float64Array>;
+  destroy(): void;
+}
+
+/**
+ * The clip search's error sums with `e·G` on the GPU: the groups' Gram matrices `grams`
+ * (`group × group` each, the last possibly smaller) as one block-diagonal `cols × cols` linear,
+ * so that a shrink step is one GEMM of `d = q − w` (float32) whatever the number of groups (the
+ * zeros off the blocks add nothing), and only `d·G` comes back for the per-group dot products,
+ * summed here in float64. The CPU sums `dᵀGd` in float64 from float64 `d`: the sums differ by
+ * float32 rounding.
+ */
+export async function gpuClipErrors(
+  grams: Float64Array[],
+  cols: number,
+  group: number,
+): Promise<ClipErrors> {
+  const g = new Float32Array(cols * cols);
+  grams.forEach((gram, k) => {
+    const c0 = k * group;
+    const n = Math.min(cols, c0 + group) - c0;
+    for (let i = 0; i < n; i++) {
+      for (let j = 0; j < n; j++) {
+        // The lower triangle is what the CPU's sum reads; mirror it.
+        g[(c0 + i) * cols + c0 + j] = i >= j ? gram[i * n + j]! : gram[j * n + i]!;
+      }
+    }
+  });
+  const linear = await GpuBatchLinear.create(g, cols, cols);
+  const groups = grams.length;
+  return {
+    async errors(q, w) {
+      const d = new Float32Array(q.length);
+      for (let i = 0; i < d.length; i++) d[i] = q[i]! - w[i]!;
+      const [dg] = await linear.apply([d]);
+      const rows = d.length / cols;
+      const out = new Float64Array(rows * groups);
+      for (let r = 0; r < rows; r++) {
+        for (let c = 0; c < cols; c++) {
+          out[r * groups + Math.floor(c / group)]! += d[r * cols + c]! * dg![r * cols + c]!;
+        }
+      }
+      return out;
+    },
+    destroy: () => linear.destroy(),
+  };
+}

@@ -2,12 +2,13 @@
  * AWQ with `device: webgpu` against the CPU path: on the same captures, every group's scale
  * search on the GPU chooses the CPU's ratio (or one whose CPU loss is within float32 rounding of
  * the chosen one's) with losses equal up to float32 rounding, on stories260K (every layer) and
- * the mini fixture (grouped-query attention); end to end, the quantized model's perplexity is
- * within 1e-4 of the CPU path's.
+ * the mini fixture (grouped-query attention); the clip search on the GPU picks the CPU's clamps;
+ * end to end, the quantized model's perplexity is within 1e-4 of the CPU path's.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { awq, decoded, scaleGroups, searchScales } from "./awq.ts";
+import { awq, clipWeights, decoded, scaleGroups, searchScales } from "./awq.ts";
+import { pseudoRandom } from "../../core/test_values.ts";
 import { normCopies, quantizeLayers } from "./sequential.ts";
 import { calibrationWindows, resolveCalibration } from "./calibration.ts";
 import { gpuWindowKernels } from "./gptq_webgpu.ts";
@@ -143,6 +144,29 @@ Deno.test({
     const found = await choices(model, spec("int4", { group: 128 }), calibration, 10);
     assert.equal(found.length, 3);
     console.log(`awq webgpu mini: losses within ${check(found)}`);
+  },
+});
+
+Deno.test({
+  name: "awq webgpu: the clip search on the GPU picks the CPU's clamps",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const cases = [
+      { rows: 24, cols: 96, tokens: [120, 80], format: spec("int3", { group: 32 }), nSample: 64 },
+      // A short last group, one group per row (no group), asymmetric.
+      { rows: 9, cols: 40, tokens: [50], format: spec("int4", { group: 16 }), nSample: 512 },
+      { rows: 7, cols: 24, tokens: [60], format: spec("int2", { symmetric: false }), nSample: 512 },
+    ];
+    for (const { rows, cols, tokens, format, nSample } of cases) {
+      const w = dense(rows, cols, pseudoRandom(rows * cols, rows));
+      // Unequal channels, as captures have.
+      const xs = tokens.map((T, k) =>
+        pseudoRandom(T * cols, 10 + k).map((v, i) => v * (1 + (i % cols) % 5))
+      );
+      const cpu = await clipWeights(w, xs, format, 20, 0.5, nSample);
+      const gpu = await clipWeights(w, xs, format, 20, 0.5, nSample, true);
+      assert.deepEqual(gpu, cpu, `${format.weights} g${format.group}`);
+    }
   },
 });
 
