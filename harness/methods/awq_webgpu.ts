@@ -16,6 +16,9 @@
  *   RoPE on the CPU), the output minus the float block's captured one goes through the next
  *   linear on the GPU, and its squares are summed here in float64.
  *
+ * The clip search's error sums `dᵀ·G_g·d` per row and group take one GEMM a shrink step on the
+ * GPU ({@linkcode gpuClipErrors}).
+ *
  * The losses so differ from the CPU's by float32 rounding only (the CPU's search kernels and
  * the GPU's sum in other orders); a ratio is chosen differently only where two ratios' losses
  * lie within that rounding of each other (`awq_webgpu_test.ts` checks the choices on stories260K
@@ -28,7 +31,9 @@ import type { BlockStep, BlockValue } from "../../core/graph.ts";
 import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
 import { GpuGram } from "../../kernels/webgpu/gram.ts";
 import { GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
+import { getGpu } from "../../kernels/webgpu/device.ts";
 import { type CalibrationBlock, runWindows, type WindowKernels } from "./calibration.ts";
+import { gemm, packRows } from "./search_kernels.ts";
 
 /** A scale search's loss on the GPU, and the device memory it holds until destroyed. */
 export interface GpuLoss {
@@ -37,12 +42,17 @@ export interface GpuLoss {
   destroy(): void;
 }
 
-/** `Σ xxᵀ` over the rows of every array of `xs`, on the GPU, as a float32 linear there. */
-async function gramLinear(xs: Float32Array[], cols: number): Promise<GpuBatchLinear> {
+/** Whether a `cols × cols` float32 matrix fits one storage binding (the GEMMs' weights). */
+export async function squareFits(cols: number): Promise<boolean> {
+  return cols * cols * 4 <= (await getGpu()).maxBinding;
+}
+
+/** `Σ xxᵀ` over the rows of every array of `xs`, summed on the GPU (float32). */
+async function gpuGram(xs: Float32Array[], cols: number): Promise<Float32Array> {
   const gram = await GpuGram.create(cols);
   try {
     for (const x of xs) gram.add(x);
-    return await GpuBatchLinear.create(Float32Array.from(await gram.read()), cols, cols);
+    return Float32Array.from(await gram.read());
   } finally {
     gram.destroy();
   }
@@ -50,26 +60,31 @@ async function gramLinear(xs: Float32Array[], cols: number): Promise<GpuBatchLin
 
 /**
  * The loss of linear `name` (float weights `w`) alone over its `inputs`:
- * `Σ_r e_rᵀ·G·e_r / (tokens · rows)`, `G` on the GPU.
+ * `Σ_r e_rᵀ·G·e_r / (tokens · rows)`, `G` summed on the GPU and `e·G` a GEMM there where `G`
+ * fits a storage binding (else the CPU's float32 search GEMM).
  */
 export async function gpuLoneLoss(
   name: LinearName,
   w: DenseMatrix,
   inputs: Float32Array[],
 ): Promise<GpuLoss> {
-  const gram = await gramLinear(inputs, w.cols);
+  const g = await gpuGram(inputs, w.cols);
+  const gram = await squareFits(w.cols) ? await GpuBatchLinear.create(g, w.cols, w.cols) : g;
+  const packed = gram instanceof Float32Array ? packRows(gram, w.cols, w.cols) : undefined;
   const tokens = inputs.reduce((n, x) => n + x.length / w.cols, 0);
   return {
     async loss(weights) {
       const e = weights[name]!.data.slice();
       for (let i = 0; i < e.length; i++) e[i]! -= w.data[i]!;
       // G is symmetric: the rows of e·Gᵀ are those of e·G.
-      const [eg] = await gram.apply([e]);
+      let eg: Float32Array;
+      if (packed) gemm(eg = new Float32Array(e.length), e, packed);
+      else [eg] = await (gram as GpuBatchLinear).apply([e]) as [Float32Array];
       let sum = 0;
-      for (let i = 0; i < e.length; i++) sum += e[i]! * eg![i]!;
+      for (let i = 0; i < e.length; i++) sum += e[i]! * eg[i]!;
       return sum / (tokens * w.rows);
     },
-    destroy: () => gram.destroy(),
+    destroy: () => gram instanceof GpuBatchLinear && gram.destroy(),
   };
 }
 
@@ -132,13 +147,15 @@ export interface ClipErrors {
  * so that a shrink step is one GEMM of `d = q − w` (float32) whatever the number of groups (the
  * zeros off the blocks add nothing), and only `d·G` comes back for the per-group dot products,
  * summed here in float64. The CPU sums `dᵀGd` in float64 from float64 `d`: the sums differ by
- * float32 rounding.
+ * float32 rounding. Undefined where `cols × cols` floats exceed a storage binding.
  */
 export async function gpuClipErrors(
   grams: Float64Array[],
   cols: number,
   group: number,
-): Promise<ClipErrors> {
+): Promise<ClipErrors | undefined> {
+  // Wider than a binding (an 8B model's 14336-wide w2): the CPU's sums.
+  if (!(await squareFits(cols))) return undefined;
   const g = new Float32Array(cols * cols);
   grams.forEach((gram, k) => {
     const c0 = k * group;
