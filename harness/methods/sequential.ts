@@ -375,27 +375,37 @@ async function quantizeLayer(
   const { original, steps, block, meter } = layer;
   const tapped = layer.groups.filter((g) => method.taps?.(g, layer) ?? true).map((g) => g.input);
   const captures = new Map<BlockValue, Float32Array[]>(tapped.map((name) => [name, []]));
-  let next: Float32Array[];
-  if (method.windows) {
-    const values = hidden.map((x): BlockValues => new Map([["x", x]]));
-    const tokens = hidden.map((x) => x.length / block.config.dim);
-    const range = { from: 0, to: steps.length };
-    await runWindows(block, method.windows, steps, original, values, tokens, range);
-    for (const [name, list] of captures) list.push(...values.map((v) => v.get(name)!));
-    next = values.map((v) => v.get(BLOCK_OUTPUT)!);
-  } else {
-    next = hidden.map((x) => {
+  const next = method.windows
+    ? await floatBlockOnWindows(method.windows, layer, hidden, captures)
+    : hidden.map((x) => {
       const v: BlockValues = new Map([["x", x]]);
       block.run(steps, original, v, x.length / block.config.dim);
       for (const [name, list] of captures) list.push(v.get(name)!);
       return v.get(BLOCK_OUTPUT)!;
     });
-  }
   // The next layer's input is held while the method works, as are the captures.
   const held = meter.hold([...captures.values()].flat(), next);
   const weights = await method.quantizeLayer(captures, layer);
   meter.release(held);
   return { weights, next };
+}
+
+/**
+ * The float block over every window at once on `windows`: its outputs, with the captures added
+ * to `captures`. A function of its own so that the block's other values are unreachable once it
+ * returns (a suspended async caller would keep them).
+ */
+async function floatBlockOnWindows(
+  windows: WindowKernels,
+  { original, steps, block }: LayerContext,
+  hidden: Float32Array[],
+  captures: Map<BlockValue, Float32Array[]>,
+): Promise<Float32Array[]> {
+  const values = hidden.map((x): BlockValues => new Map([["x", x]]));
+  const tokens = hidden.map((x) => x.length / block.config.dim);
+  await runWindows(block, windows, steps, original, values, tokens, { from: 0, to: steps.length });
+  for (const [name, list] of captures) list.push(...values.map((v) => v.get(name)!));
+  return values.map((v) => v.get(BLOCK_OUTPUT)!);
 }
 
 /** A `block` method over one layer; both streams' values at its output. */
