@@ -436,7 +436,7 @@ async function quantizeModel(
         const norms = normCopies(steps, original);
         let t = performance.now();
         if (o.auto_scale !== false) {
-          const searches = scaleGroups(layer, captures, w, norms, run.windows);
+          const searches = scaleGroups(layer, captures, w, norms, run.searchWindows);
           const gramBytes = meter.hold(searches.flatMap((g) => g.held));
           // All searches see the original weights (auto_scale_block), then all scales apply.
           const found: Float32Array[] = [];

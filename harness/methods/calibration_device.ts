@@ -42,6 +42,11 @@ export interface CalibrationRun {
   device: CalibrationDevice;
   /** The forward's window kernels on the GPU; undefined on the CPU. */
   windows?: WindowKernels;
+  /**
+   * The same kernels for searches that re-run parts of a block and are timed as phases of their
+   * own (their kernels' seconds are not added to the forward's phases).
+   */
+  searchWindows?: WindowKernels;
   profile?: GptqProfile;
 }
 
@@ -62,5 +67,10 @@ export async function calibrationRun(
       `Method "${method}" with device: webgpu needs a WebGPU adapter: ${why}`,
     );
   }
-  return { device, windows: gpuWindowKernels(config, profile), profile };
+  return {
+    device,
+    windows: gpuWindowKernels(config, profile),
+    searchWindows: gpuWindowKernels(config),
+    profile,
+  };
 }

@@ -19,5 +19,6 @@ Deno.test({
     assert.equal((await calibrationRun("awq", "cpu", config)).windows, undefined);
     const gpu = await calibrationRun("awq", "webgpu", config);
     assert.equal(typeof gpu.windows?.linear, "function");
+    assert.notEqual(gpu.searchWindows, gpu.windows);
   },
 });
