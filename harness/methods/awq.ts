@@ -41,9 +41,11 @@
  * `device: webgpu` runs the calibration forward's linears, SwiGLU and attention on a WebGPU
  * device, all windows at once (`calibration_device.ts`), and the scale search's losses there
  * (`awq_webgpu.ts`: the Gram matrices and `e·G` of lone linears, the inspected modules over all
- * windows and the next linear); the candidates are fake-quantized here, so they are the CPU's
- * bit for bit, and a ratio is chosen differently from the CPU only where two ratios' losses lie
- * within float32 rounding of each other. The clip search and the final rounding stay here.
+ * windows and the next linear) and the clip search's `dᵀGd` sums; the candidates are
+ * fake-quantized here, so they are the CPU's bit for bit, and a ratio or clamp is chosen
+ * differently from the CPU only where two candidates' errors lie within float32 rounding of each
+ * other. The statistics (`mean|x|`, one pass over captures the forward brings back anyway) and
+ * the final rounding stay here.
  * `QUANTBENCH_PROFILE=1` prints the seconds per phase and layer on stderr (`gptq_profile.ts`;
  * phases `searchQuantize`, `searchLoss`, `clip`, `quantize` and the forward's).
  *
@@ -100,7 +102,7 @@ export const AWQ_OPTIONS = {
   mse_range: true,
   max_shrink: 0.5,
   n_sample_token: 512,
-  /** Where the calibration forward and the scale search's losses run: `cpu` or `webgpu`. */
+  /** Where the calibration forward and the searches' losses run: `cpu` or `webgpu`. */
   device: "cpu",
 };
 
@@ -277,7 +279,8 @@ function packed(m: DenseMatrix): PackedRows {
  * The error of a row's group is `Σ_t (x_t·(q − w))² / n` over the sampled tokens `x_t` (the
  * group's slice); it is computed as the quadratic form `dᵀ·G·d / n` with `d = q − w` and the
  * group's Gram matrix `G = Σ_t x_t·x_tᵀ`, in float64 — the same sum regrouped, so a row costs
- * `group²` per shrink step instead of `tokens × group`.
+ * `group²` per shrink step instead of `tokens × group`. With `gpu` the sums take one GEMM a step
+ * on the GPU ({@linkcode gpuClipErrors}, float32).
  */
 export async function clipWeights(
   w: DenseMatrix,

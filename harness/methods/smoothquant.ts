@@ -18,8 +18,8 @@
  * device, all windows at once (`calibration_device.ts`); the per-channel maxima are then taken
  * here over the captures the forward brings back anyway (one pass, exact in float32, so they
  * are the maxima of what the GPU computed). The captures differ from the CPU's by the GPU
- * GEMMs' float32 rounding from the first linear on: layer 0's smoothing scales are bit for bit
- * the CPU's (its inputs are embeddings through a norm), later layers' equal them up to that
+ * GEMMs' float32 rounding from the first linear on: layer 0's attention-input scales are bit
+ * for bit the CPU's (embeddings through a norm), every later group's equal them up to that
  * rounding (`smoothquant_webgpu_test.ts`).
  *
  * @module
