@@ -10,11 +10,14 @@
  *   1.1B model over 65536 tokens) and stays there; `e·G` is a GEMM there
  *   (`kernels/webgpu/batch_linear.ts`) and only `e·G` (the size of the weights) comes back for
  *   the dot products.
- * - A group inspected through a module (`[wq, wk, wv]` through the attention, `[w1, w3]` through
- *   SwiGLU): the module's steps run over all windows at once on the window kernels GPTQ's
- *   calibration forward uses (`gptq_webgpu.ts`: the linears, SwiGLU and attention on the GPU,
- *   RoPE on the CPU), the output minus the float block's captured one goes through the next
- *   linear on the GPU, and its squares are summed here in float64.
+ * - `[w1, w3]` through SwiGLU: all on the GPU (`kernels/webgpu/gated_loss.ts`): the group's
+ *   inputs and the float SwiGLU output stay there for the whole search; per candidate its two
+ *   matrices go there and only partial sums of squares come back.
+ * - Another group inspected through a module (`[wq, wk, wv]` through the attention): the
+ *   module's steps run over all windows at once on the window kernels GPTQ's calibration forward
+ *   uses (`gptq_webgpu.ts`: the linears and attention on the GPU, RoPE on the CPU), the output
+ *   minus the float block's captured one goes through the next linear on the GPU, and its
+ *   squares are summed here in float64.
  *
  * The clip search's error sums `dᵀ·G_g·d` per row and group take one GEMM a shrink step on the
  * GPU ({@linkcode gpuClipErrors}).
@@ -31,6 +34,7 @@ import type { BlockStep, BlockValue } from "../../core/graph.ts";
 import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
 import { GpuGram } from "../../kernels/webgpu/gram.ts";
 import { GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
+import { GpuGatedLoss } from "../../kernels/webgpu/gated_loss.ts";
 import { getGpu } from "../../kernels/webgpu/device.ts";
 import { type CalibrationBlock, runWindows, type WindowKernels } from "./calibration.ts";
 import { gemm, packRows } from "./search_kernels.ts";
@@ -113,6 +117,18 @@ export interface ModuleSearch {
  */
 export async function gpuModuleLoss(search: ModuleSearch): Promise<GpuLoss> {
   const { block, windows, steps, layer, input, inputs, range, output, expected, next } = search;
+  const pair = gatedPair(steps, range, output);
+  if (pair) {
+    const [gate, up] = pair;
+    const shape = { cols: layer[gate].cols, hidden: next.cols, out: next.rows };
+    const gated = await GpuGatedLoss.create(shape, inputs, expected, next.data);
+    const count = expected.reduce((n, y) => n + y.length / next.cols, 0);
+    return {
+      loss: async (weights) =>
+        await gated.loss(weights[gate]!.data, weights[up]!.data) / (count * next.rows),
+      destroy: () => gated.destroy(),
+    };
+  }
   const linear = await GpuBatchLinear.create(next.data, next.rows, next.cols);
   const tokens = expected.map((y) => y.length / next.cols);
   const count = tokens.reduce((n, t) => n + t, 0);
@@ -132,6 +148,23 @@ export async function gpuModuleLoss(search: ModuleSearch): Promise<GpuLoss> {
     },
     destroy: () => linear.destroy(),
   };
+}
+
+/**
+ * The gate and up linears when the module `range` is exactly SwiGLU's two linears (no biases)
+ * and the SwiGLU writing `output`: the module whose loss stays on the GPU
+ * (`kernels/webgpu/gated_loss.ts`).
+ */
+function gatedPair(
+  steps: readonly BlockStep[],
+  range: { from: number; to: number },
+  output: BlockValue,
+): [LinearName, LinearName] | undefined {
+  const [g, u, sw] = [steps[range.from], steps[range.from + 1], steps[range.from + 2]];
+  if (range.to !== range.from + 3 || g?.op !== "linear" || u?.op !== "linear") return;
+  if (sw?.op !== "swiglu" || sw.output !== output || g.bias || u.bias) return;
+  const paired = g.input === u.input && sw.gate === g.output && sw.up === u.output;
+  return paired ? [g.weight, u.weight] : undefined;
 }
 
 /** The clip search's errors on the GPU: what {@linkcode gpuClipErrors} returns. */
