@@ -208,8 +208,9 @@ export async function searchScales(
   let bestLoss = Infinity;
   let ratio = -1;
   const losses: number[] = [];
-  for (let i = 0; i < nGrid; i++) {
-    let t = performance.now();
+  // Ratio i's candidate weights `Q(W·s)/s`.
+  const candidate = (i: number) => {
+    const t = performance.now();
     const s = ratioScales(xMean, i / nGrid);
     const replaced: Partial<Record<LinearName, DenseMatrix>> = {};
     for (const name of group.names) {
@@ -220,9 +221,21 @@ export async function searchScales(
       }
       replaced[name] = dense(w.rows, w.cols, q);
     }
-    if (profile) t = profile.add("searchQuantize", t);
-    const loss = await group.loss(replaced);
-    profile?.add("searchLoss", t);
+    profile?.add("searchQuantize", t);
+    return { s, replaced };
+  };
+  let next = nGrid > 0 ? candidate(0) : undefined;
+  for (let i = 0; i < nGrid; i++) {
+    const { s, replaced } = next!;
+    const t0 = performance.now();
+    const pending = group.loss(replaced);
+    const t1 = performance.now();
+    // The next candidate is made while a device computes this one's loss (a CPU loss is done).
+    next = i + 1 < nGrid ? candidate(i + 1) : undefined;
+    const t2 = performance.now();
+    const loss = await pending;
+    // The loss's own time: its synchronous part and the wait after the next candidate.
+    profile?.addSeconds("searchLoss", (t1 - t0 + performance.now() - t2) / 1000);
     losses.push(loss);
     if (loss < bestLoss) {
       bestLoss = loss;
