@@ -342,12 +342,19 @@ export async function clipWeights(
   const minErr = new Float64Array(rows * groups).fill(1e9);
   const clamped = new Float32Array(rows * cols);
   const device = gpu ? await gpuClipErrors(grams, cols, group) : undefined;
+  const steps = Math.floor(maxShrink * nGrid);
+  const quantized = (step: number) => {
+    clampGroups(data, cols, group, amax.map((m) => m * (1 - step / nGrid)), clamped);
+    return fakeQuantize(format, rows, cols, clamped);
+  };
+  let q = steps > 0 ? quantized(0) : undefined;
   try {
-    for (let step = 0; step < Math.floor(maxShrink * nGrid); step++) {
+    for (let step = 0; step < steps; step++) {
       const factor = 1 - step / nGrid;
-      clampGroups(data, cols, group, amax.map((m) => m * factor), clamped);
-      const q = fakeQuantize(format, rows, cols, clamped);
-      const sums = device ? await device.errors(q, data) : groupErrors(q, data, cols, grams);
+      const pending = device ? device.errors(q!, data) : groupErrors(q!, data, cols, grams);
+      // The next step's weights are rounded while the device sums this one's errors.
+      q = step + 1 < steps ? quantized(step + 1) : undefined;
+      const sums = await pending;
       for (let i = 0; i < rows * groups; i++) {
         const err = sums[i]! / tokens.length;
         if (err < minErr[i]!) {
