@@ -15,9 +15,10 @@
  *   matrices go there and only partial sums of squares come back.
  * - Another group inspected through a module (`[wq, wk, wv]` through the attention): the
  *   module's steps run over all windows at once on the window kernels GPTQ's calibration forward
- *   uses (`gptq_webgpu.ts`: the linears and attention on the GPU, RoPE on the CPU), the output
- *   minus the float block's captured one goes through the next linear on the GPU, and its
- *   squares are summed here in float64.
+ *   uses (`gptq_webgpu.ts`: the linears and attention on the GPU, RoPE on the CPU); the output
+ *   goes to the GPU, where the float block's captured one waits, and the difference through the
+ *   next linear and its sum of squares are computed there (`GpuTargetLoss`); partial sums come
+ *   back, added here in float64.
  *
  * The clip search's error sums `dᵀ·G_g·d` per row and group take one GEMM a shrink step on the
  * GPU ({@linkcode gpuClipErrors}).
@@ -34,7 +35,7 @@ import type { BlockStep, BlockValue } from "../../core/graph.ts";
 import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
 import { GpuGram } from "../../kernels/webgpu/gram.ts";
 import { GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
-import { GpuGatedLoss } from "../../kernels/webgpu/gated_loss.ts";
+import { GpuGatedLoss, GpuTargetLoss } from "../../kernels/webgpu/gated_loss.ts";
 import { getGpu } from "../../kernels/webgpu/device.ts";
 import { type CalibrationBlock, runWindows, type WindowKernels } from "./calibration.ts";
 import { gemm, packRows } from "./search_kernels.ts";
@@ -129,24 +130,16 @@ export async function gpuModuleLoss(search: ModuleSearch): Promise<GpuLoss> {
       destroy: () => gated.destroy(),
     };
   }
-  const linear = await GpuBatchLinear.create(next.data, next.rows, next.cols);
+  const target = await GpuTargetLoss.create(next.cols, next.rows, expected, next.data);
   const tokens = expected.map((y) => y.length / next.cols);
   const count = tokens.reduce((n, t) => n + t, 0);
   return {
     async loss(weights) {
       const values = inputs.map((x): BlockValues => new Map([[input, x]]));
       await runWindows(block, windows, steps, { ...layer, ...weights }, values, tokens, range);
-      const diffs = values.map((v, i) => {
-        const y = v.get(output)!;
-        const e = expected[i]!;
-        for (let k = 0; k < y.length; k++) y[k]! -= e[k]!;
-        return y;
-      });
-      let sum = 0;
-      for (const o of await linear.apply(diffs)) for (const v of o) sum += v * v;
-      return sum / (count * next.rows);
+      return await target.loss(values.map((v) => v.get(output)!)) / (count * next.rows);
     },
-    destroy: () => linear.destroy(),
+    destroy: () => target.destroy(),
   };
 }
 

@@ -6,7 +6,9 @@
  * there; a candidate sends its two matrices, and per chunk of tokens the gate and up GEMMs
  * (`atb_wgsl.ts`'s `ABᵀ`), SwiGLU minus the target (`gated_error_wgsl.ts`), the next GEMM and a
  * sum of squares in partial sums (`sum_squares_wgsl.ts`) run back to back; only the partial sums
- * come back, added here in float64.
+ * come back, added here in float64. {@linkcode GpuTargetLoss} does the same from the module's
+ * outputs computed elsewhere (the attention's, whose RoPE runs on the host): the targets stay on
+ * the device, the outputs are sent per candidate.
  *
  * @module
  */
@@ -39,6 +41,217 @@ export interface GatedShape {
 interface Chunk {
   rows: number;
   binds: GPUBindGroup[];
+}
+
+/** The rows of `arrays` (rows of `cols`), in order, as chunks of `[array, first row, rows]`. */
+function chunksOf(
+  arrays: readonly Float32Array[],
+  cols: number,
+  chunkRows: number,
+): [number, number, number][][] {
+  const chunks: [number, number, number][][] = [[]];
+  let filled = 0;
+  arrays.forEach((x, i) => {
+    for (let r0 = 0, n = x.length / cols; r0 < n;) {
+      if (filled === chunkRows) {
+        chunks.push([]);
+        filled = 0;
+      }
+      const take = Math.min(n - r0, chunkRows - filled);
+      chunks.at(-1)!.push([i, r0, take]);
+      filled += take;
+      r0 += take;
+    }
+  });
+  return chunks;
+}
+
+/** The linear `x·Wᵀ` of `n` token rows of `depth` into `j1` outputs (`atb_wgsl.ts`'s `ABᵀ`). */
+function linearParams(n: number, depth: number, j1: number): AtbParams {
+  return { depth, lda: depth, ldb: depth, ldo: j1, i0: 0, i1: n, j0: 0, j1, row0: 0, alpha: 1 };
+}
+
+/** Adds the float32 partial sums of `partials` (its first `count`) in float64. */
+async function readSum(k: Kernels, enc: GPUCommandEncoder, partials: GPUBuffer, count: number) {
+  const size = count * 4;
+  const staging = k.device.createBuffer({
+    size,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+  enc.copyBufferToBuffer(partials, 0, staging, 0, size);
+  k.device.queue.submit([enc.finish()]);
+  try {
+    await staging.mapAsync(GPUMapMode.READ);
+    let sum = 0;
+    for (const v of new Float32Array(staging.getMappedRange())) sum += v;
+    staging.unmap();
+    return sum;
+  } finally {
+    staging.destroy();
+  }
+}
+
+/**
+ * A module's error through the next linear against resident targets: `Σ ‖N·(o − y)‖²` over
+ * outputs `o` the host computed and sends per call (AWQ's attention module, whose RoPE runs on
+ * the host), the targets `y` and `N` sent once; the difference, the GEMM and the sum of squares
+ * run on the device and only partial sums come back.
+ */
+export class GpuTargetLoss {
+  readonly #k: Kernels;
+  readonly #hidden: number;
+  readonly #chunks: { parts: [number, number, number][]; binds: GPUBindGroup[] }[];
+  readonly #pipelines: GPUComputePipeline[];
+  readonly #work: GPUBuffer[];
+  readonly #partials: GPUBuffer;
+  readonly #out: number;
+  readonly #lengths: number[];
+
+  private constructor(
+    k: Kernels,
+    dims: [number, number],
+    lengths: number[],
+    chunks: { parts: [number, number, number][]; binds: GPUBindGroup[] }[],
+    pipelines: GPUComputePipeline[],
+    work: GPUBuffer[],
+    partials: GPUBuffer,
+  ) {
+    this.#k = k;
+    [this.#hidden, this.#out] = dims;
+    this.#lengths = lengths;
+    this.#chunks = chunks;
+    this.#pipelines = pipelines;
+    this.#work = work;
+    this.#partials = partials;
+  }
+
+  /**
+   * Targets `ys` (rows of `hidden`) and the next linear `next` (`out × hidden`) on the device,
+   * in chunks of at most `maxChunkRows` token rows.
+   */
+  static async create(
+    hidden: number,
+    out: number,
+    ys: readonly Float32Array[],
+    next: Float32Array,
+    maxChunkRows = MAX_CHUNK_ROWS,
+  ): Promise<GpuTargetLoss> {
+    const k = new Kernels(await getGpu());
+    const chunkRows = Math.min(
+      maxChunkRows,
+      Math.floor(k.gpu.maxBinding / (4 * Math.max(hidden, out))),
+    );
+    if (next.length !== out * hidden || chunkRows === 0 || ys.some((y) => y.length % hidden)) {
+      k.destroy();
+      throw new GatedLossError(`Targets of ${hidden} and a next linear of ${out} do not fit`);
+    }
+    const { device } = k;
+    const storage = (floats: number, extra = 0) =>
+      k.buffer(floats * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | extra);
+    const nextBuffer = storage(out * hidden);
+    device.queue.writeBuffer(nextBuffer, 0, next as Float32Array<ArrayBuffer>);
+    const work = [storage(chunkRows * hidden), storage(chunkRows * out)];
+    const [o, nextOut] = work as [GPUBuffer, GPUBuffer];
+    const pipelines = await Promise.all([
+      k.pipeline("urrw", atbShader(false, "cols")),
+      k.pipeline(GATED_ERROR_SIGNATURE, GATED_ERROR_WGSL),
+      k.pipeline(SUM_SQUARES_SIGNATURE, SUM_SQUARES_WGSL),
+    ]);
+    const [atb, error, sumsq] = pipelines as [
+      GPUComputePipeline,
+      GPUComputePipeline,
+      GPUComputePipeline,
+    ];
+    const rows = chunksOf(ys, hidden, chunkRows);
+    const partials = k.buffer(
+      rows.length * SUM_SQUARES_GROUPS * 4,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+    );
+    const uniform = (words: Uint32Array<ArrayBuffer>) => {
+      const u = k.buffer(64, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+      device.queue.writeBuffer(u, 0, words);
+      return u;
+    };
+    const bind = (pipeline: GPUComputePipeline, buffers: GPUBuffer[]) =>
+      device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+      });
+    const chunks = rows.map((parts, c) => {
+      const n = parts.reduce((s, [, , take]) => s + take, 0);
+      const y = storage(n * hidden);
+      let at = 0;
+      for (const [i, r0, take] of parts) {
+        const yi = ys[i]! as Float32Array<ArrayBuffer>;
+        device.queue.writeBuffer(y, at * hidden * 4, yi, r0 * hidden, take * hidden);
+        at += take;
+      }
+      const errorWords = Uint32Array.of(n * hidden, 0, 0, 0);
+      const sumWords = sumSquaresUniform(n * out, c * SUM_SQUARES_GROUPS);
+      return {
+        parts,
+        binds: [
+          // `up` is unread without `gated`; `y` stands in for it.
+          bind(error, [uniform(errorWords), o, y, y]),
+          bind(atb, [uniform(atbUniform(linearParams(n, hidden, out))), o, nextBuffer, nextOut]),
+          bind(sumsq, [uniform(sumWords), nextOut, partials]),
+        ],
+      };
+    });
+    const lengths = ys.map((y) => y.length);
+    return new GpuTargetLoss(k, [hidden, out], lengths, chunks, pipelines, work, partials);
+  }
+
+  /** `Σ ‖N·(o − y)‖²` over the module outputs `os` (one array per target array). */
+  async loss(os: readonly Float32Array[]): Promise<number> {
+    const [hidden, out] = [this.#hidden, this.#out];
+    const { device } = this.#k;
+    const [atb, error, sumsq] = this.#pipelines as [
+      GPUComputePipeline,
+      GPUComputePipeline,
+      GPUComputePipeline,
+    ];
+    const [o, nextOut] = this.#work as [GPUBuffer, GPUBuffer];
+    if (os.length !== this.#lengths.length || os.some((x, i) => x.length !== this.#lengths[i])) {
+      throw new GatedLossError(`Outputs of ${os.map((x) => x.length)} are not the targets' shape`);
+    }
+    for (const { parts, binds } of this.#chunks) {
+      const n = parts.reduce((s, [, , take]) => s + take, 0);
+      // The chunk's outputs into the shared buffer: the queue orders this write after the
+      // previous chunk's work.
+      let at = 0;
+      for (const [i, r0, take] of parts) {
+        const oi = os[i]! as Float32Array<ArrayBuffer>;
+        device.queue.writeBuffer(o, at * hidden * 4, oi, r0 * hidden, take * hidden);
+        at += take;
+      }
+      const enc = device.createCommandEncoder();
+      enc.clearBuffer(nextOut, 0, n * out * 4);
+      const pass = enc.beginComputePass();
+      pass.setPipeline(error);
+      pass.setBindGroup(0, binds[0]!);
+      pass.dispatchWorkgroups(...gatedErrorGroups(n * hidden));
+      pass.setPipeline(atb);
+      pass.setBindGroup(0, binds[1]!);
+      pass.dispatchWorkgroups(...atbGroups(linearParams(n, hidden, out)));
+      pass.setPipeline(sumsq);
+      pass.setBindGroup(0, binds[2]!);
+      pass.dispatchWorkgroups(SUM_SQUARES_GROUPS);
+      pass.end();
+      device.queue.submit([enc.finish()]);
+    }
+    return await readSum(
+      this.#k,
+      device.createCommandEncoder(),
+      this.#partials,
+      this.#chunks.length * SUM_SQUARES_GROUPS,
+    );
+  }
+
+  /** Frees the device buffers. */
+  destroy(): void {
+    this.#k.destroy();
+  }
 }
 
 /** A gated MLP's error through its next linear over resident tokens (see the module notes). */
@@ -119,21 +332,7 @@ export class GpuGatedLoss {
       GPUComputePipeline,
     ];
     // Token rows of all arrays, in order, `chunkRows` at a time.
-    // [array, first row, rows] of each chunk.
-    const rows: [number, number, number][][] = [[]];
-    let filled = 0;
-    xs.forEach((x, i) => {
-      for (let r0 = 0, n = x.length / cols; r0 < n;) {
-        if (filled === chunkRows) {
-          rows.push([]);
-          filled = 0;
-        }
-        const take = Math.min(n - r0, chunkRows - filled);
-        rows.at(-1)!.push([i, r0, take]);
-        filled += take;
-        r0 += take;
-      }
-    });
+    const rows = chunksOf(xs, cols, chunkRows);
     const partials = k.buffer(
       rows.length * SUM_SQUARES_GROUPS * 4,
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
@@ -159,26 +358,14 @@ export class GpuGatedLoss {
         device.queue.writeBuffer(y, at * hidden * 4, yi, r0 * hidden, take * hidden);
         at += take;
       }
-      const linear = (depth: number, j1: number): AtbParams => ({
-        depth,
-        lda: depth,
-        ldb: depth,
-        ldo: j1,
-        i0: 0,
-        i1: n,
-        j0: 0,
-        j1,
-        row0: 0,
-        alpha: 1,
-      });
-      const first = uniform(atbUniform(linear(cols, hidden)));
-      const second = uniform(atbUniform(linear(hidden, out)));
+      const first = uniform(atbUniform(linearParams(n, cols, hidden)));
+      const second = uniform(atbUniform(linearParams(n, hidden, out)));
       return {
         rows: n,
         binds: [
           bind(atb, [first, x, weights[0]!, gateOut]),
           bind(atb, [first, x, weights[1]!, upOut]),
-          bind(gated, [uniform(Uint32Array.of(n * hidden, 0, 0, 0)), gateOut, upOut, y]),
+          bind(gated, [uniform(Uint32Array.of(n * hidden, 1, 0, 0)), gateOut, upOut, y]),
           bind(atb, [second, gateOut, nextBuffer, nextOut]),
           bind(sumsq, [
             uniform(sumSquaresUniform(n * out, c * SUM_SQUARES_GROUPS)),
@@ -216,7 +403,7 @@ export class GpuGatedLoss {
       const gemm = (bindGroup: GPUBindGroup, j1: number) => {
         pass.setPipeline(atb);
         pass.setBindGroup(0, bindGroup);
-        pass.dispatchWorkgroups(...atbGroups({ i0: 0, i1: rows, j0: 0, j1 } as AtbParams));
+        pass.dispatchWorkgroups(...atbGroups(linearParams(rows, 0, j1)));
       };
       gemm(binds[0]!, hidden);
       gemm(binds[1]!, hidden);
@@ -229,22 +416,7 @@ export class GpuGatedLoss {
       pass.dispatchWorkgroups(SUM_SQUARES_GROUPS);
       pass.end();
     }
-    const size = this.#chunks.length * SUM_SQUARES_GROUPS * 4;
-    const staging = device.createBuffer({
-      size,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    enc.copyBufferToBuffer(this.#partials, 0, staging, 0, size);
-    device.queue.submit([enc.finish()]);
-    try {
-      await staging.mapAsync(GPUMapMode.READ);
-      let sum = 0;
-      for (const v of new Float32Array(staging.getMappedRange())) sum += v;
-      staging.unmap();
-      return sum;
-    } finally {
-      staging.destroy();
-    }
+    return await readSum(this.#k, enc, this.#partials, this.#chunks.length * SUM_SQUARES_GROUPS);
   }
 
   /** Frees the device buffers. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { GatedLossError, GpuGatedLoss } from "./gated_loss.ts";
+import { GatedLossError, GpuGatedLoss, GpuTargetLoss } from "./gated_loss.ts";
 import { adapterUnavailable } from "./device.ts";
 import { pseudoRandom } from "../../core/test_values.ts";
 
@@ -79,5 +79,42 @@ Deno.test({
         ),
       GatedLossError,
     );
+  },
+});
+
+Deno.test({
+  name: "gated loss: a module's outputs against resident targets through the next linear",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const [hidden, out] = [40, 12];
+    const ys = [pseudoRandom(50 * hidden, 1), pseudoRandom(21 * hidden, 2)];
+    const next = pseudoRandom(out * hidden, 3);
+    for (const chunkRows of [8192, 30]) {
+      const loss = await GpuTargetLoss.create(hidden, out, ys, next, chunkRows);
+      try {
+        for (const seed of [4, 6]) {
+          const os = ys.map((y, i) =>
+            y.map((v, j) => v + 0.1 * pseudoRandom(y.length, seed + i)[j]!)
+          );
+          let want = 0;
+          os.forEach((o, w) => {
+            for (let t = 0; t < o.length / hidden; t++) {
+              for (let r = 0; r < out; r++) {
+                let s = 0;
+                for (let h = 0; h < hidden; h++) {
+                  s += next[r * hidden + h]! * (o[t * hidden + h]! - ys[w]![t * hidden + h]!);
+                }
+                want += s * s;
+              }
+            }
+          });
+          const got = await loss.loss(os);
+          assert.ok(Math.abs(got / want - 1) < 1e-5, `chunks of ${chunkRows}: ${got} vs ${want}`);
+        }
+        await assert.rejects(() => loss.loss([ys[0]!]), GatedLossError);
+      } finally {
+        loss.destroy();
+      }
+    }
   },
 });
