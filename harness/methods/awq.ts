@@ -38,6 +38,17 @@
  * and a clip group's likewise from its slice of `G` (in float64). The losses so differ from a direct evaluation
  * only by float32 rounding.
  *
+ * `device: webgpu` runs the calibration forward's linears, SwiGLU and attention on a WebGPU
+ * device, all windows at once (`calibration_device.ts`), and the scale search's losses there
+ * (`awq_webgpu.ts`: the Gram matrices and `e·G` of lone linears, the inspected modules over all
+ * windows and the next linear) and the clip search's `dᵀGd` sums; the candidates are
+ * fake-quantized here, so they are the CPU's bit for bit, and a ratio or clamp is chosen
+ * differently from the CPU only where two candidates' errors lie within float32 rounding of each
+ * other. The statistics (`mean|x|`, one pass over captures the forward brings back anyway) and
+ * the final rounding stay here.
+ * `QUANTBENCH_PROFILE=1` prints the seconds per phase and layer on stderr (`gptq_profile.ts`;
+ * phases `searchQuantize`, `searchLoss`, `clip`, `quantize` and the forward's).
+ *
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
@@ -78,6 +89,10 @@ import {
   sumOfSquares,
 } from "./search_kernels.ts";
 import { withRuntime } from "./runtime.ts";
+import type { WindowKernels } from "./calibration.ts";
+import { calibrationDevice, calibrationRun } from "./calibration_device.ts";
+import type { GptqProfile } from "./gptq_profile.ts";
+import { gpuClipErrors, gpuLoneLoss, type GpuLoss, gpuModuleLoss } from "./awq_webgpu.ts";
 
 /** Options and their defaults: llm-awq's (`run_awq`, `entry.py`, `auto_clip_layer`). */
 export const AWQ_OPTIONS = {
@@ -87,6 +102,8 @@ export const AWQ_OPTIONS = {
   mse_range: true,
   max_shrink: 0.5,
   n_sample_token: 512,
+  /** Where the calibration forward and the searches' losses run: `cpu` or `webgpu`. */
+  device: "cpu",
 };
 
 /** Why AWQ cannot produce `format`, or undefined when it can. */
@@ -170,26 +187,30 @@ export interface ScaleGroup {
    * Mean squared error, over every element, of the inspected module's output with the group's
    * linears replaced by `weights` against its float output.
    */
-  loss(weights: Partial<Record<LinearName, DenseMatrix>>): number;
+  loss(weights: Partial<Record<LinearName, DenseMatrix>>): number | Promise<number>;
 }
 
 /**
  * The best scales of one group (`_search_module_scale`): the α whose `Q(W·s)/s` gives the least
- * mean squared error of the inspected output (the first one on ties). Returns the scales and
- * every α's loss.
+ * mean squared error of the inspected output (the first one on ties). Returns the scales, every
+ * α's loss and the index of the chosen α.
  */
-export function searchScales(
+export async function searchScales(
   group: ScaleGroup,
   weights: Partial<Record<LinearName, DenseMatrix>>,
   format: FormatSpec,
   nGrid: number,
-): { scales: Float32Array; losses: number[] } {
+  profile?: GptqProfile,
+): Promise<{ scales: Float32Array; losses: number[]; ratio: number }> {
   const cols = weights[group.names[0]!]!.cols;
   const xMean = meanAbs(group.inputs, cols);
   let best: Float32Array | undefined;
   let bestLoss = Infinity;
+  let ratio = -1;
   const losses: number[] = [];
-  for (let i = 0; i < nGrid; i++) {
+  // Ratio i's candidate weights `Q(W·s)/s`.
+  const candidate = (i: number) => {
+    const t = performance.now();
     const s = ratioScales(xMean, i / nGrid);
     const replaced: Partial<Record<LinearName, DenseMatrix>> = {};
     for (const name of group.names) {
@@ -200,15 +221,30 @@ export function searchScales(
       }
       replaced[name] = dense(w.rows, w.cols, q);
     }
-    const loss = group.loss(replaced);
+    profile?.add("searchQuantize", t);
+    return { s, replaced };
+  };
+  let next = nGrid > 0 ? candidate(0) : undefined;
+  for (let i = 0; i < nGrid; i++) {
+    const { s, replaced } = next!;
+    const t0 = performance.now();
+    const pending = group.loss(replaced);
+    const t1 = performance.now();
+    // The next candidate is made while a device computes this one's loss (a CPU loss is done).
+    next = i + 1 < nGrid ? candidate(i + 1) : undefined;
+    const t2 = performance.now();
+    const loss = await pending;
+    // The loss's own time: its synchronous part and the wait after the next candidate.
+    profile?.addSeconds("searchLoss", (t1 - t0 + performance.now() - t2) / 1000);
     losses.push(loss);
     if (loss < bestLoss) {
       bestLoss = loss;
       best = s;
+      ratio = i;
     }
   }
   if (best === undefined) throw new RangeError(`AWQ scale search found no finite loss: ${losses}`);
-  return { scales: best, losses };
+  return { scales: best, losses, ratio };
 }
 
 /** The rows of every array of `xs`. */
@@ -256,16 +292,18 @@ function packed(m: DenseMatrix): PackedRows {
  * The error of a row's group is `Σ_t (x_t·(q − w))² / n` over the sampled tokens `x_t` (the
  * group's slice); it is computed as the quadratic form `dᵀ·G·d / n` with `d = q − w` and the
  * group's Gram matrix `G = Σ_t x_t·x_tᵀ`, in float64 — the same sum regrouped, so a row costs
- * `group²` per shrink step instead of `tokens × group`.
+ * `group²` per shrink step instead of `tokens × group`. With `gpu` the sums take one GEMM a step
+ * on the GPU ({@linkcode gpuClipErrors}, float32).
  */
-export function clipWeights(
+export async function clipWeights(
   w: DenseMatrix,
   inputs: Float32Array[],
   format: FormatSpec,
   nGrid: number,
   maxShrink: number,
   nSampleToken: number,
-): Float32Array {
+  gpu = false,
+): Promise<Float32Array> {
   const { rows, cols, data } = w;
   const group = clipGroup(format, cols);
   const groups = Math.ceil(cols / group);
@@ -303,34 +341,66 @@ export function clipWeights(
   const best = Float64Array.from(amax);
   const minErr = new Float64Array(rows * groups).fill(1e9);
   const clamped = new Float32Array(rows * cols);
-  const d = new Float64Array(group);
-  for (let step = 0; step < Math.floor(maxShrink * nGrid); step++) {
-    const factor = 1 - step / nGrid;
-    clampGroups(data, cols, group, amax.map((m) => m * factor), clamped);
-    const q = fakeQuantize(format, rows, cols, clamped);
-    for (let r = 0; r < rows; r++) {
-      for (let g = 0; g < groups; g++) {
-        const c0 = g * group;
-        const n = Math.min(cols, c0 + group) - c0;
-        const gram = grams[g]!;
-        for (let i = 0; i < n; i++) d[i] = q[r * cols + c0 + i]! - data[r * cols + c0 + i]!;
-        // dᵀGd from the lower triangle: Σ_i d_i (G_ii d_i + 2 Σ_{j<i} G_ij d_j).
-        let sum = 0;
-        for (let i = 0; i < n; i++) {
-          let off = 0;
-          for (let j = 0; j < i; j++) off += gram[i * n + j]! * d[j]!;
-          sum += d[i]! * (gram[i * n + i]! * d[i]! + 2 * off);
-        }
-        const err = sum / tokens.length;
-        const i = r * groups + g;
+  const device = gpu ? await gpuClipErrors(grams, cols, group) : undefined;
+  const steps = Math.floor(maxShrink * nGrid);
+  const quantized = (step: number) => {
+    clampGroups(data, cols, group, amax.map((m) => m * (1 - step / nGrid)), clamped);
+    return fakeQuantize(format, rows, cols, clamped);
+  };
+  let q = steps > 0 ? quantized(0) : undefined;
+  try {
+    for (let step = 0; step < steps; step++) {
+      const factor = 1 - step / nGrid;
+      const pending = device ? device.errors(q!, data) : groupErrors(q!, data, cols, grams);
+      // The next step's weights are rounded while the device sums this one's errors.
+      q = step + 1 < steps ? quantized(step + 1) : undefined;
+      const sums = await pending;
+      for (let i = 0; i < rows * groups; i++) {
+        const err = sums[i]! / tokens.length;
         if (err < minErr[i]!) {
           minErr[i] = err;
           best[i] = amax[i]! * factor;
         }
       }
     }
+  } finally {
+    device?.destroy();
   }
   return clampGroups(data, cols, group, best, new Float32Array(rows * cols));
+}
+
+/**
+ * `dᵀ·G_g·d` per row and column group `g` (row-major, `rows × groups`) for `d = q − w`, from the
+ * lower triangle of each group's Gram matrix `grams[g]`, in float64.
+ */
+function groupErrors(
+  q: Float32Array,
+  data: Float32Array,
+  cols: number,
+  grams: Float64Array[],
+): Float64Array {
+  const groups = grams.length;
+  const group = Math.sqrt(grams[0]!.length);
+  const rows = data.length / cols;
+  const out = new Float64Array(rows * groups);
+  const d = new Float64Array(group);
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < groups; g++) {
+      const c0 = g * group;
+      const n = Math.min(cols, c0 + group) - c0;
+      const gram = grams[g]!;
+      for (let i = 0; i < n; i++) d[i] = q[r * cols + c0 + i]! - data[r * cols + c0 + i]!;
+      // dᵀGd from the lower triangle: Σ_i d_i (G_ii d_i + 2 Σ_{j<i} G_ij d_j).
+      let sum = 0;
+      for (let i = 0; i < n; i++) {
+        let off = 0;
+        for (let j = 0; j < i; j++) off += gram[i * n + j]! * d[j]!;
+        sum += d[i]! * (gram[i * n + i]! * d[i]! + 2 * off);
+      }
+      out[r * groups + g] = sum;
+    }
+  }
+  return out;
 }
 
 /** `data` clamped to `±max[r·groups + g]` per row `r` and column group `g`, into `out`. */
@@ -368,6 +438,8 @@ async function quantizeModel(
   if (reason !== undefined || element.kind === "float") throw new FormatSettingsError(reason);
   const o = { ...AWQ_OPTIONS, ...options };
   const nGrid = Number(o.n_grid);
+  const run = await calibrationRun("awq", calibrationDevice("awq", o.device), model.config);
+  const { profile } = run;
   const calibration = resolveCalibration("awq", o.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
@@ -375,7 +447,8 @@ async function quantizeModel(
     model,
     {
       kind: "layer",
-      quantizeLayer(captures, layer) {
+      windows: run.windows,
+      async quantizeLayer(captures, layer) {
         const { original, steps, groups } = layer;
         // Float copies of the linears: scaling and clipping work on them.
         const w = Object.fromEntries(
@@ -384,34 +457,46 @@ async function quantizeModel(
           ) => [n, dense(original[n].rows, original[n].cols, decoded(original[n]))]),
         ) as Record<LinearName, DenseMatrix>;
         const norms = normCopies(steps, original);
+        let t = performance.now();
         if (o.auto_scale !== false) {
-          const searches = scaleGroups(layer, captures, w, norms);
+          const searches = scaleGroups(layer, captures, w, norms, run.searchWindows);
           const gramBytes = meter.hold(searches.flatMap((g) => g.held));
           // All searches see the original weights (auto_scale_block), then all scales apply.
-          const found = searches.map(({ group }) => searchScales(group, w, format, nGrid).scales);
+          const found: Float32Array[] = [];
+          for (const { group, release } of searches) {
+            found.push((await searchScales(group, w, format, nGrid, profile)).scales);
+            release?.();
+          }
           searches.forEach(({ apply }, i) => apply(found[i]!));
           meter.release(gramBytes);
+          t = performance.now();
         }
         if (o.mse_range !== false) {
           for (const { names, input } of groups) {
             for (const name of names.filter((n) => !feedsQueryOrKey(steps, n))) {
               const m = w[name];
-              const clipped = clipWeights(
+              const clipped = await clipWeights(
                 m,
                 captures.get(input)!,
                 format,
                 nGrid,
                 Number(o.max_shrink),
                 Number(o.n_sample_token),
+                run.device === "webgpu",
               );
               w[name] = dense(m.rows, m.cols, clipped);
             }
           }
+          if (profile) t = profile.add("clip", t);
         }
         const quantized: LayerWeights = { ...original, ...norms };
         for (const name of LINEAR_NAMES) {
           quantized[name] = element.quantize(format, w[name]);
           meter.hold(matrixBuffers(quantized[name]));
+        }
+        if (profile) {
+          profile.add("quantize", t);
+          profile.layer(`layer ${layer.index}`);
         }
         return quantized;
       },
@@ -419,6 +504,7 @@ async function quantizeModel(
     windows,
     meter,
   );
+  profile?.total();
   ctx.record?.({ quantize_peak_bytes: meter.peak });
   return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
 }
@@ -463,19 +549,30 @@ function foldOf(steps: readonly BlockStep[], input: BlockValue): Fold | undefine
   }
 }
 
+/** A group's scale search, what it holds, and how its scales apply. */
+export interface ScaleSearch {
+  group: ScaleGroup;
+  held: Float32Array[];
+  apply(s: Float32Array): void;
+  /** Frees what the search held on the GPU. */
+  release?(): void;
+}
+
 /**
  * The scale searches of a layer's groups with what each inspects (see the module notes), and how
- * found scales apply to the float weights `w`, the norms and the captures.
+ * found scales apply to the float weights `w`, the norms and the captures; with `gpu`, their
+ * losses are computed on the GPU, the modules run on those window kernels (`awq_webgpu.ts`).
  */
-function scaleGroups(
+export function scaleGroups(
   layer: LayerContext,
   captures: Map<BlockValue, Float32Array[]>,
   w: Record<LinearName, DenseMatrix>,
   norms: Record<NormName, Float32Array>,
-): { group: ScaleGroup; held: Float32Array[]; apply(s: Float32Array): void }[] {
+  gpu?: WindowKernels,
+): ScaleSearch[] {
   const { steps, groups, block, original } = layer;
   const floatLayer: LayerWeights = { ...original, ...w };
-  return groups.flatMap(({ names, input }, g) => {
+  return groups.flatMap(({ names, input }, g): ScaleSearch[] => {
     const fold = foldOf(steps, input);
     const first = w[names[0]!];
     // Through attention, only when the value projection and the group's linear have the same
@@ -498,6 +595,15 @@ function scaleGroups(
     const output = stepOutputOf(steps, names[0]!);
     const lone = names.length === 1 &&
       steps.some((s) => s.op === "add" && (s.a === output || s.b === output));
+    if (lone && gpu) {
+      const loss = lazyGpuLoss(() => gpuLoneLoss(names[0]!, w[names[0]!], inputs));
+      return [{
+        group: { names, inputs, loss: loss.loss },
+        held: [],
+        apply,
+        release: loss.release,
+      }];
+    }
     if (lone) {
       // A linear feeding the residual stream alone: its error from the Gram matrix of its inputs.
       const name = names[0]!;
@@ -517,8 +623,30 @@ function scaleGroups(
     const next = groups[g + 1];
     if (next === undefined || next.names.length !== 1) return [];
     const end = producerIndex(steps, next.input) + 1;
-    const nextW = packed(w[next.names[0]!]);
     const expected = captures.get(next.input)!;
+    if (gpu) {
+      const loss = lazyGpuLoss(() =>
+        gpuModuleLoss({
+          block,
+          windows: gpu,
+          steps,
+          layer: floatLayer,
+          input,
+          inputs,
+          range: { from: start, to: end },
+          output: next.input,
+          expected,
+          next: w[next.names[0]!],
+        })
+      );
+      return [{
+        group: { names, inputs, loss: loss.loss },
+        held: [],
+        apply,
+        release: loss.release,
+      }];
+    }
+    const nextW = packed(w[next.names[0]!]);
     return [{
       group: {
         names,
@@ -543,6 +671,18 @@ function scaleGroups(
       apply,
     }];
   });
+}
+
+/** A GPU loss made on its first use, and a release of what it holds. */
+function lazyGpuLoss(make: () => Promise<GpuLoss>): {
+  loss(weights: Partial<Record<LinearName, DenseMatrix>>): Promise<number>;
+  release(): void;
+} {
+  let made: Promise<GpuLoss> | undefined;
+  return {
+    loss: async (weights) => await (await (made ??= make())).loss(weights),
+    release: () => void made?.then((m) => m.destroy()),
+  };
 }
 
 /** The output of linear `name` in `steps`. */
@@ -597,5 +737,6 @@ export const awq: Method = {
   description: "AWQ (activation-aware scale and clip search) into any quantized format",
   options: AWQ_OPTIONS,
   unsupported,
+  checkOptions: (options) => void calibrationDevice("awq", options.device),
   quantize: quantizeModel,
 };

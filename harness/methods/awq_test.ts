@@ -40,7 +40,7 @@ Deno.test("awq: activation means and candidate scales (hand-computed)", () => {
   assert.equal(clipGroup(spec("int4"), 172), 172);
 });
 
-Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", () => {
+Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", async () => {
   const [rows, cols, T] = [8, 32, 64];
   const w = dense(rows, cols, Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i)));
   // One outlier channel: activation-aware scaling should protect it.
@@ -61,7 +61,7 @@ Deno.test("awq: the scale search keeps the best α; α = 0 is plain RTN", () => 
     return out;
   };
   const ref = matmul(w.data);
-  const { scales, losses } = searchScales(
+  const { scales, losses } = await searchScales(
     {
       names: ["w2"],
       inputs: [x],
@@ -127,7 +127,7 @@ function bruteForceClip(
   return clamps;
 }
 
-Deno.test("awq: the clip search picks each group's least-error clamp on the sampled tokens", () => {
+Deno.test("awq: the clip search picks each group's least-error clamp on the sampled tokens", async () => {
   const cases = [
     // Fewer tokens than n_sample_token: every token is sampled.
     { rows: 3, cols: 16, lengths: [40], format: spec("int2", { group: 8 }), nSample: 512 },
@@ -142,7 +142,7 @@ Deno.test("awq: the clip search picks each group's least-error clamp on the samp
     const xs = lengths.map((T, k) =>
       Float32Array.from({ length: T * cols }, (_, i) => Math.cos(i * 0.71 + k))
     );
-    const clipped = clipWeights(dense(rows, cols, data), xs, format, 20, 0.5, nSample);
+    const clipped = await clipWeights(dense(rows, cols, data), xs, format, 20, 0.5, nSample);
     const group = clipGroup(format, cols);
     const stride = Math.max(1, Math.floor(lengths.reduce((a, b) => a + b) / nSample));
     const clamps = bruteForceClip(data, rows, cols, xs, format, group, stride);

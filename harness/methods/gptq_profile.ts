@@ -27,12 +27,17 @@ export class GptqProfile {
   readonly #layer = new Map<string, number>();
   readonly #total = new Map<string, number>();
   readonly #write: (line: string) => void;
+  readonly #method: string;
   #start = performance.now();
   readonly #begin = this.#start;
 
-  /** A profile writing its lines to `write` (default stderr). */
-  constructor(write: (line: string) => void = (line) => console.error(line)) {
+  /**
+   * A profile writing its lines to `write` (default stderr), each starting `<method> profile`
+   * (AWQ and SmoothQuant reuse it on their calibration forward and searches).
+   */
+  constructor(write: (line: string) => void = (line) => console.error(line), method = "gptq") {
     this.#write = write;
+    this.#method = method;
   }
 
   /** Adds the time since `since` (a `performance.now()`) to `phase`; returns now. */
@@ -51,7 +56,7 @@ export class GptqProfile {
   /** Writes the layer's phases and wall time since the last call, and starts the next. */
   layer(label: string): void {
     const now = performance.now();
-    this.#write(line(`gptq profile ${label}`, (now - this.#start) / 1000, this.#layer));
+    this.#write(line(`${this.#method} profile ${label}`, (now - this.#start) / 1000, this.#layer));
     this.#layer.clear();
     this.#start = now;
   }
@@ -59,7 +64,7 @@ export class GptqProfile {
   /** Writes the totals over every layer. */
   total(): void {
     const wall = (performance.now() - this.#begin) / 1000;
-    this.#write(line("gptq profile total", wall, this.#total));
+    this.#write(line(`${this.#method} profile total`, wall, this.#total));
   }
 }
 

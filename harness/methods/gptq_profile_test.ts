@@ -21,3 +21,13 @@ Deno.test("gptq profile: phases per layer and in total, the rest as other", () =
   const hessian = Number(/hessian ([\d.]+)/.exec(lines[2]!)![1]);
   assert.ok(hessian >= 3 && hessian < 3.5, lines[2]);
 });
+
+Deno.test("gptq profile: another method's lines carry its name", () => {
+  const lines: string[] = [];
+  const profile = new GptqProfile((line) => lines.push(line), "awq");
+  profile.add("search", performance.now() - 100);
+  profile.layer("layer 0");
+  profile.total();
+  assert.match(lines[0]!, /^awq profile layer 0: .*\(search 0\.\d+, other/);
+  assert.match(lines[1]!, /^awq profile total: /);
+});

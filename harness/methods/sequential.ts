@@ -17,7 +17,8 @@
  *   block's inputs and reference outputs.
  * - `layer`: the float block's captures of every group at once (those `taps` selects); the
  *   method returns the whole quantized layer (it may rescale norms and other linears, as AWQ and
- *   SmoothQuant do), and the windows go through the float block, as those references do.
+ *   SmoothQuant do), and the windows go through the float block, as those references do (on
+ *   the method's window kernels, all windows at once, where it gives them).
  * - `block`: block-wise reconstruction (OmniQuant, AffineQuant). Two streams of hidden states go
  *   from layer to layer: the quantized model's (the method's quantized blocks, as the method runs
  *   them) and the float model's. The method gets the block's input on the quantized stream, the
@@ -128,11 +129,16 @@ export type SequentialMethod =
     kind: "layer";
     /** Which groups' inputs to capture (default all). */
     taps?(group: LinearGroup, layer: LayerContext): boolean;
+    /**
+     * Where the float block's linears and attention run over the windows, all windows at once
+     * (default the CPU, window by window).
+     */
+    windows?: WindowKernels;
     /** The quantized layer, given the float block's captures by tap point. */
     quantizeLayer(
       captures: Map<BlockValue, Float32Array[]>,
       layer: LayerContext,
-    ): LayerWeights;
+    ): LayerWeights | Promise<LayerWeights>;
   }
   | {
     kind: "block";
@@ -268,7 +274,7 @@ async function quantizeAt(
     ? await quantizeGroups(method, layer, hidden)
     : method.kind === "block"
     ? await quantizeBlock(method, layer, hidden!, floatHidden!)
-    : quantizeLayer(method, layer, hidden!);
+    : await quantizeLayer(method, layer, hidden!);
   meter.release(read);
   return done;
 }
@@ -361,25 +367,45 @@ function dropUnread(steps: readonly BlockStep[], from: number, values: BlockValu
 }
 
 /** A `layer` method over one layer; the float block's values at its output. */
-function quantizeLayer(
+async function quantizeLayer(
   method: Extract<SequentialMethod, { kind: "layer" }>,
   layer: LayerContext,
   hidden: Float32Array[],
-): { weights: LayerWeights; next: Float32Array[] } {
+): Promise<{ weights: LayerWeights; next: Float32Array[] }> {
   const { original, steps, block, meter } = layer;
   const tapped = layer.groups.filter((g) => method.taps?.(g, layer) ?? true).map((g) => g.input);
   const captures = new Map<BlockValue, Float32Array[]>(tapped.map((name) => [name, []]));
-  const next = hidden.map((x) => {
-    const v: BlockValues = new Map([["x", x]]);
-    block.run(steps, original, v, x.length / block.config.dim);
-    for (const [name, list] of captures) list.push(v.get(name)!);
-    return v.get(BLOCK_OUTPUT)!;
-  });
+  const next = method.windows
+    ? await floatBlockOnWindows(method.windows, layer, hidden, captures)
+    : hidden.map((x) => {
+      const v: BlockValues = new Map([["x", x]]);
+      block.run(steps, original, v, x.length / block.config.dim);
+      for (const [name, list] of captures) list.push(v.get(name)!);
+      return v.get(BLOCK_OUTPUT)!;
+    });
   // The next layer's input is held while the method works, as are the captures.
   const held = meter.hold([...captures.values()].flat(), next);
-  const weights = method.quantizeLayer(captures, layer);
+  const weights = await method.quantizeLayer(captures, layer);
   meter.release(held);
   return { weights, next };
+}
+
+/**
+ * The float block over every window at once on `windows`: its outputs, with the captures added
+ * to `captures`. A function of its own so that the block's other values are unreachable once it
+ * returns (a suspended async caller would keep them).
+ */
+async function floatBlockOnWindows(
+  windows: WindowKernels,
+  { original, steps, block }: LayerContext,
+  hidden: Float32Array[],
+  captures: Map<BlockValue, Float32Array[]>,
+): Promise<Float32Array[]> {
+  const values = hidden.map((x): BlockValues => new Map([["x", x]]));
+  const tokens = hidden.map((x) => x.length / block.config.dim);
+  await runWindows(block, windows, steps, original, values, tokens, { from: 0, to: steps.length });
+  for (const [name, list] of captures) list.push(...values.map((v) => v.get(name)!));
+  return values.map((v) => v.get(BLOCK_OUTPUT)!);
 }
 
 /** A `block` method over one layer; both streams' values at its output. */

@@ -6,7 +6,7 @@ import {
   quantizeLayers,
   SequentialCalibrationError,
 } from "./sequential.ts";
-import { CalibrationBlock, layerBuffers, weightBytes } from "./calibration.ts";
+import { CalibrationBlock, layerBuffers, weightBytes, type WindowKernels } from "./calibration.ts";
 import { rtn } from "./rtn.ts";
 import { seededRandom, tinyModel } from "../models/testing.ts";
 import { loadHfModel } from "../models/hf/load.ts";
@@ -196,6 +196,45 @@ Deno.test("sequential: a layer method sees the float block's captures; the float
     assert.deepEqual(captured[1]!.get("xb")![i], valueOf(model, l1!, next, "xb"));
   });
   assert.deepEqual(layers[0]!.w2, halved(l0!.w2));
+});
+
+Deno.test("sequential: a layer method's window kernels run its float block over all windows at once", async () => {
+  const model = twoLayers();
+  const block = new CalibrationBlock(model.config);
+  const width = model.config.nHeads * model.config.headDim;
+  // The CPU backend's kernels, one window at a time: the captures must be the CPU path's.
+  const calls: string[] = [];
+  const windowKernels: WindowKernels = {
+    linear(xs, name, layer) {
+      calls.push(`linear ${name} × ${xs.length}`);
+      const T = (x: Float32Array) => x.length / layer[name].cols;
+      return Promise.resolve(xs.map((x) => block.kernels(T(x)).linear(x, name, layer)));
+    },
+    attention(qs, ks, vs) {
+      calls.push(`attention × ${qs.length}`);
+      return Promise.resolve(
+        qs.map((q, i) => block.kernels(q.length / width).attention(q, ks[i]!, vs[i]!)),
+      );
+    },
+  };
+  const run = async (windowsOn?: WindowKernels) => {
+    const captured: Map<BlockValue, Float32Array[]>[] = [];
+    const layers = await quantizeLayers(model, {
+      kind: "layer",
+      windows: windowsOn,
+      quantizeLayer(captures, { original }) {
+        captured.push(new Map([...captures].map(([k, v]) => [k, v.map((x) => x.slice())])));
+        return Promise.resolve({ ...original, w2: halved(original.w2) });
+      },
+    }, windows);
+    return { captured, layers };
+  };
+  const [cpu, batched] = [await run(), await run(windowKernels)];
+  assert.deepEqual(batched.captured, cpu.captured);
+  assert.deepEqual(batched.layers, cpu.layers);
+  // Every window at once: one call per linear and attention of each layer.
+  assert.ok(calls.includes(`linear wq × ${windows.length}`), calls.join(", "));
+  assert.equal(calls.filter((c) => c.startsWith("attention")).length, model.weights.layers.length);
 });
 
 Deno.test("sequential: a block method gets the quantized stream, the float model's targets and captures", async () => {

@@ -14,6 +14,14 @@
  *    `activations:` (e.g. `int8`, `fp8`) makes the backend quantize every transformer linear's
  *    input per token at run time (`kernels/formats/runtime_quant.ts`).
  *
+ * `device: webgpu` runs the calibration forward's linears, SwiGLU and attention on a WebGPU
+ * device, all windows at once (`calibration_device.ts`); the per-channel maxima are then taken
+ * here over the captures the forward brings back anyway (one pass, exact in float32, so they
+ * are the maxima of what the GPU computed). The captures differ from the CPU's by the GPU
+ * GEMMs' float32 rounding from the first linear on: layer 0's attention-input scales are bit
+ * for bit the CPU's (embeddings through a norm), every later group's equal them up to that
+ * rounding (`smoothquant_webgpu_test.ts`).
+ *
  * @module
  */
 import type { Method, MethodContext } from "./method.ts";
@@ -31,11 +39,14 @@ import { normCopies, quantizeLayers } from "./sequential.ts";
 import { type BlockStep, type BlockValue, producerIndex } from "../../core/graph.ts";
 import { decoded } from "./awq.ts";
 import { withRuntime } from "./runtime.ts";
+import { calibrationDevice, calibrationRun } from "./calibration_device.ts";
 
 /** Options and their defaults: the reference's (`smooth_lm` α, `get_act_scales` 512 × 512). */
 export const SMOOTHQUANT_OPTIONS = {
   calibration: { dataset: "", samples: 512, seq_len: 512 },
   alpha: 0.5,
+  /** Where the calibration forward runs: `cpu` (window by window) or `webgpu`. */
+  device: "cpu",
 };
 
 /** Why SmoothQuant cannot produce `format`, or undefined when it can. */
@@ -90,6 +101,12 @@ async function quantizeModel(
   if (reason !== undefined || element.kind === "float") throw new FormatSettingsError(reason);
   const o = { ...SMOOTHQUANT_OPTIONS, ...options };
   const alpha = alphaOf(o);
+  const run = await calibrationRun(
+    "smoothquant",
+    calibrationDevice("smoothquant", o.device),
+    model.config,
+  );
+  const { profile } = run;
   const calibration = resolveCalibration("smoothquant", o.calibration, ctx, model.config.maxSeqLen);
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
@@ -103,7 +120,9 @@ async function quantizeModel(
       kind: "layer",
       // Only inputs that are a norm's output can be smoothed (the norm takes 1/s).
       taps: ({ input }, { steps }) => normOf(steps, input) !== undefined,
-      quantizeLayer(captures, { original, steps, groups }) {
+      windows: run.windows,
+      quantizeLayer(captures, { original, steps, groups, index }) {
+        let t = performance.now();
         const w = Object.fromEntries(
           LINEAR_NAMES.map((
             n,
@@ -121,10 +140,15 @@ async function quantizeModel(
             w[n] = dense(w[n].rows, w[n].cols, w[n].data.map((v, k) => v * s[k % s.length]!));
           }
         }
+        if (profile) t = profile.add("smooth", t);
         const layer: LayerWeights = { ...original, ...norms };
         for (const name of LINEAR_NAMES) {
           layer[name] = element.quantize(format, w[name]);
           meter.hold(matrixBuffers(layer[name]));
+        }
+        if (profile) {
+          profile.add("quantize", t);
+          profile.layer(`layer ${index}`);
         }
         return layer;
       },
@@ -132,6 +156,7 @@ async function quantizeModel(
     windows,
     meter,
   );
+  profile?.total();
   ctx.record?.({ quantize_peak_bytes: meter.peak });
   return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);
 }
@@ -151,6 +176,9 @@ export const smoothquant: Method = {
   description: "SmoothQuant (activation smoothing folded into norms; W8A8 with activations:)",
   options: SMOOTHQUANT_OPTIONS,
   unsupported,
-  checkOptions: (options) => void alphaOf(options),
+  checkOptions: (options) => {
+    alphaOf(options);
+    calibrationDevice("smoothquant", options.device);
+  },
   quantize: quantizeModel,
 };
