@@ -10,7 +10,7 @@ import {
   truncateSmall,
 } from "./affine_transform.ts";
 import { affineStep, type LinearShapes } from "./affinequant.ts";
-import { gradError, randomValues } from "../../kernels/cpu/grad_check.ts";
+import { dot, gradError, randomValues } from "../../kernels/cpu/grad_check.ts";
 import { blockLossAndGradients, type TrainLayer } from "../../kernels/cpu/backward.ts";
 import { LINEAR_NAMES } from "../../core/model.ts";
 import { initClipQuant } from "../../kernels/cpu/clip_quant.ts";
@@ -38,33 +38,58 @@ const SHAPES: LinearShapes = {
   w3: { rows: HIDDEN, cols: 8 },
 };
 
-function tinyLayer(seed: number): FloatLayer {
+// mini's attention layout in small: 4 query heads in 2 groups, half-split RoPE pairs (i, i + 2).
+const GQA_HALF = { ...CONFIG, dim: 16, nHeads: 4, nKvHeads: 2, ropeStyle: "half" as const };
+const GQA_SHAPES: LinearShapes = {
+  wq: { rows: 16, cols: 16 },
+  wk: { rows: 8, cols: 16 },
+  wv: { rows: 8, cols: 16 },
+  wo: { rows: 16, cols: 16 },
+  w1: { rows: HIDDEN, cols: 16 },
+  w2: { rows: 16, cols: HIDDEN },
+  w3: { rows: HIDDEN, cols: 16 },
+};
+
+function tinyLayer(seed: number, shapes = SHAPES): FloatLayer {
+  const dim = shapes.wq.cols;
   const layer = {
-    attnNorm: randomValues(8, seed, 0.3, 1),
-    ffnNorm: randomValues(8, seed + 1, 0.3, 1),
+    attnNorm: randomValues(dim, seed, 0.3, 1),
+    ffnNorm: randomValues(dim, seed + 1, 0.3, 1),
   } as FloatLayer;
   LINEAR_NAMES.forEach((n, i) => {
-    layer[n] = randomValues(SHAPES[n].rows * SHAPES[n].cols, seed + 2 + i, 0.5);
+    layer[n] = randomValues(shapes[n].rows * shapes[n].cols, seed + 2 + i, 0.5);
   });
   return layer;
 }
 
-function tinyParams(seed: number, qk: "identity" | "random"): AffineParams {
-  const out = identityBlocks(1, 4).map((v, i) => v + randomValues(16, seed, 0.2)[i]!);
+/** Transforms for `groups` key/value heads of width 4 over `dim` channels. */
+function tinyParams(
+  seed: number,
+  qk: "identity" | "random",
+  groups = 1,
+  dim = 8,
+): AffineParams {
+  const n = groups * 16;
+  const out = identityBlocks(groups, 4).map((v, i) => v + randomValues(n, seed, 0.2)[i]!);
   return {
-    qkv: randomValues(8, seed + 1, 0.4, 1),
-    fc: randomValues(8, seed + 2, 0.4, 1),
+    qkv: randomValues(dim, seed + 1, 0.4, 1),
+    fc: randomValues(dim, seed + 2, 0.4, 1),
     out,
     qk: qk === "identity"
-      ? identityBlocks(1, 4)
-      : identityBlocks(1, 4).map((v, i) => v + randomValues(16, seed + 3, 0.2)[i]!),
+      ? identityBlocks(groups, 4)
+      : identityBlocks(groups, 4).map((v, i) => v + randomValues(n, seed + 3, 0.2)[i]!),
   };
 }
 
-function output(layer: FloatLayer, x: Float64Array): Float64Array {
+function output(
+  layer: FloatLayer,
+  x: Float64Array,
+  config: typeof CONFIG | typeof GQA_HALF = CONFIG,
+  shapes = SHAPES,
+): Float64Array {
   const train = { attnNorm: layer.attnNorm, ffnNorm: layer.ffnNorm } as TrainLayer;
-  for (const n of LINEAR_NAMES) train[n] = { ...SHAPES[n], w: layer[n] };
-  return blockLossAndGradients(CONFIG, train, x, []).output;
+  for (const n of LINEAR_NAMES) train[n] = { ...shapes[n], w: layer[n] };
+  return blockLossAndGradients(config, train, x, []).output;
 }
 
 Deno.test("affine transform: the gradual mask and its band (hand-computed)", () => {
@@ -130,4 +155,63 @@ Deno.test("affine transform: gradients of every transform match finite differenc
   }
   // Entries outside the mask get no gradient.
   assert.ok(grads.params.out[3] === 0);
+});
+
+Deno.test("affine transform: grouped heads with half-split RoPE keep the block's function and match finite differences", () => {
+  // Each key/value head's matrices must reach exactly its group's query heads, and the q/k matrix
+  // acts on the rows before RoPE whatever its pairing; a head routed to the wrong group's matrix
+  // changes the block, and a wrong gradient shows against finite differences.
+  const layer = tinyLayer(5, GQA_SHAPES);
+  const x = randomValues(T * 16, 12, 1);
+  const full = bandMask(4, 4, 0.5);
+  const same = foldAffine(GQA_HALF, layer, tinyParams(6, "identity", 2, 16), {
+    out: full,
+    qk: bandMask(4, 1, 0.5),
+  }).layer;
+  const [a, b] = [output(layer, x, GQA_HALF, GQA_SHAPES), output(same, x, GQA_HALF, GQA_SHAPES)];
+  assert.ok(a.every((v, i) => Math.abs(v - b[i]!) < 1e-10));
+  const target = randomValues(T * 16, 13, 1);
+  const masks = { out: bandMask(4, 3, 0.1), qk: bandMask(4, 4, 0.3) };
+  const params = tinyParams(7, "random", 2, 16);
+  const clips = Object.fromEntries(
+    LINEAR_NAMES.map((
+      n,
+    ) => [
+      n,
+      initClipQuant(GQA_SHAPES[n].rows, GQA_SHAPES[n].cols, {
+        bits: 4,
+        group: 0,
+        symmetric: false,
+      }),
+    ]),
+  ) as Parameters<typeof affineStep>[3]["clips"];
+  const state = { params, clips };
+  const step = () =>
+    affineStep(GQA_HALF, layer, GQA_SHAPES, state, masks, x, [target], undefined, false);
+  const grads = step();
+  for (const name of ["qkv", "fc", "out", "qk"] as const) {
+    const err = gradError(() => step().loss, params[name], grads.params[name]);
+    assert.ok(err.relative < 1e-5, `${name}: ${err.relative}`);
+  }
+  // The fold's own backward, where the block's function hides it (an exact v/o or diagonal
+  // transform has no gradient without quantization): a random linear function of the folded
+  // weights and norms, against finite differences, for each group's matrices.
+  const shape = foldAffine(GQA_HALF, layer, params, masks).layer;
+  const names = Object.keys(shape) as (keyof FloatLayer)[];
+  const coef = {} as FloatLayer;
+  names.forEach((k, i) => coef[k] = randomValues(shape[k].length, 20 + i, 1));
+  const linear = () => {
+    const f = foldAffine(GQA_HALF, layer, params, masks).layer;
+    return names.reduce((s, k) => s + dot(f[k], coef[k]), 0);
+  };
+  const back = foldAffine(GQA_HALF, layer, params, masks).back(coef);
+  for (const name of ["qkv", "fc", "out", "qk"] as const) {
+    const err = gradError(linear, params[name], back[name]);
+    assert.ok(err.relative < 1e-5, `${name} (fold): ${err.relative}`);
+  }
+  for (const name of ["out", "qk"] as const) {
+    for (let g = 0; g < 2; g++) {
+      assert.ok(back[name].subarray(g * 16, (g + 1) * 16).some((v) => Math.abs(v) > 1e-3));
+    }
+  }
 });
