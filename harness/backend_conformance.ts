@@ -553,16 +553,18 @@ async function cpuLogits(model: LlamaModel, tokens: number[]): Promise<Float32Ar
 
 const STORIES = ["models", "stories260K", "stories260K.bin"] as const;
 
+/** The shared stories260K model with its tokenizer (callers skip when `hasShared(...STORIES)` fails). */
+function loadStories(): ReturnType<typeof loadLlama2c> {
+  return loadLlama2c(sharedPath(...STORIES), sharedPath("models", "stories260K", "tok512.bin"));
+}
+
 function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): void {
   const haveStories = !ignore && hasShared(...STORIES);
   Deno.test({
     name: `${backend.name}: stories260K logits (f32, rtn int4-g32, rtn int8) and decode steps`,
     ignore: !haveStories,
     async fn() {
-      const base = await loadLlama2c(
-        sharedPath(...STORIES),
-        sharedPath("models", "stories260K", "tok512.bin"),
-      );
+      const base = await loadStories();
       const tokens = [
         base.tokenizer.bosId,
         ...base.tokenizer.encode("Once upon a time, a little girl named Lily found a shiny key."),
@@ -586,10 +588,7 @@ function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): 
     name: `${backend.name}: stories260K with run-time int8 activations (W8A8, W4A8, W2A8)`,
     ignore: !haveStories || !intActivations,
     async fn() {
-      const base = await loadLlama2c(
-        sharedPath(...STORIES),
-        sharedPath("models", "stories260K", "tok512.bin"),
-      );
+      const base = await loadStories();
       const tokens = [base.tokenizer.bosId, ...base.tokenizer.encode("The cat sat on a red mat.")];
       const rtnWith = (
         id: string,
@@ -620,10 +619,7 @@ function registerModels(backend: Backend, ignore: boolean, maxSeqLen?: number): 
     name: `${backend.name}: stories260K with a quantized KV cache (KIVI int4, int2, fp8)`,
     ignore: !haveStories || !backend.runtimeQuantization?.kvCache,
     async fn() {
-      const base = await loadLlama2c(
-        sharedPath(...STORIES),
-        sharedPath("models", "stories260K", "tok512.bin"),
-      );
+      const base = await loadStories();
       // Longer than the residual windows, so keys and values are quantized as they age; the
       // prefill ends inside a key block and the decode steps cross block boundaries.
       const tokens = [
