@@ -20,6 +20,12 @@
  * document for `rolling`, as NLL per unit with the unit count as weight, so the row's log-domain
  * value is the weighted mean of the samples. `--limit` caps windows, chunks or documents.
  *
+ * With `speed: true` (`gptq` and `llama.cpp`) a third row, `tokens_per_s`, gives the tokens the
+ * windows feed through the model per second of the engine's `loglikelihood` calls, the first batch
+ * of windows left out as warm-up (weight uploads, pipeline compilation), as PyTorch is timed after
+ * a warm-up pass; with one batch only, that batch is timed (the detail says so). It is off by
+ * default because a time differs from run to run, unlike the other rows.
+ *
  * @module
  */
 import type { Metric, Task } from "./task.ts";
@@ -31,7 +37,7 @@ import { DatasetError, readDocuments, readText } from "../../core/dataset.ts";
 import { gptqWindows, llamaCppChunks, type ScoredWindow } from "./windows.ts";
 
 /** Options and their defaults. */
-export const PERPLEXITY_OPTIONS = { context: 512, protocol: "gptq", max_tokens: 0 };
+export const PERPLEXITY_OPTIONS = { context: 512, protocol: "gptq", max_tokens: 0, speed: false };
 
 /** Known protocols. */
 export const PROTOCOLS = ["gptq", "llama.cpp", "rolling"] as const;
@@ -157,9 +163,18 @@ export const perplexity: Task = {
     let total = 0;
     let total2 = 0;
     // Windows go to the engine a batch at a time, so a device can run them back to back.
+    const timing = { tokens: 0, seconds: 0, batches: 0 };
     const nllsOf = async function* () {
       for (let start = 0; start < windows.length; start += WINDOW_BATCH) {
-        const results = await ctx.engine.loglikelihood(windows.slice(start, start + WINDOW_BATCH));
+        const batch = windows.slice(start, start + WINDOW_BATCH);
+        const began = performance.now();
+        const results = await ctx.engine.loglikelihood(batch);
+        // The first batch is warm-up unless it is the only one.
+        if (start > 0 || windows.length <= WINDOW_BATCH) {
+          timing.seconds += (performance.now() - began) / 1000;
+          timing.tokens += batch.reduce((n, w) => n + w.input.length, 0);
+          timing.batches++;
+        }
         for (const r of results) yield r.tokenLogprobs.map((lp) => -lp);
       }
     };
@@ -190,12 +205,36 @@ export const perplexity: Task = {
         `unit=token ` +
         `chunks=${windows.length} first=${Math.floor(context / 2)}`;
     }
-    return [
+    const rows = [
       logDomainMetric("ppl", "perplexity", nll, stderr, scored, detail, samples, true),
       logDomainMetric("nll", "nats/token", nll, stderr, scored, detail, samples, false),
     ];
+    if (opts.speed === true) rows.push(speedMetric(timing, windows.length, detail));
+    return rows;
   },
 };
+
+/** The `tokens_per_s` row of `speed: true` (see the module notes). */
+function speedMetric(
+  timing: { tokens: number; seconds: number; batches: number },
+  windows: number,
+  detail: string,
+): Metric {
+  const warm = windows > WINDOW_BATCH
+    ? `first ${WINDOW_BATCH} windows untimed (warm-up)`
+    : "one batch, warm-up included";
+  return {
+    metric: "tokens_per_s",
+    value: timing.seconds > 0 ? timing.tokens / timing.seconds : 0,
+    unit: "tokens/s",
+    higher_is_better: true,
+    n: timing.tokens,
+    stderr: null,
+    ci_low: null,
+    ci_high: null,
+    detail: `${detail} timed=${timing.batches} batches of ${WINDOW_BATCH}, ${warm}`,
+  };
+}
 
 /**
  * A metric whose log-domain value is `x` with standard error `se`: reported as `exp(x)` (with the

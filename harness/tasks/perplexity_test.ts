@@ -214,3 +214,29 @@ Deno.test("perplexity: ratio-of-sums standard error by the delta method", () => 
   assert.ok(Math.abs(r.stderr! - 2 / 6) < 1e-15);
   assert.equal(ratioOfSums([1], [2]).stderr, null);
 });
+
+Deno.test({
+  name: "perplexity: speed adds a tokens_per_s row timed without the first batch",
+  ignore,
+  async fn() {
+    const model = await stories();
+    const options = { context: 64, protocol: "gptq", max_tokens: 64 * 12 };
+    const plain = await perplexity.run({
+      ...contextFor(model, "perplexity", options),
+      dataset: tiny(),
+    });
+    const timed = await perplexity.run({
+      ...contextFor(model, "perplexity", { ...options, speed: true }),
+      dataset: tiny(),
+    });
+    // The scores do not change; the third row counts the 4 windows after the first 8.
+    assert.deepEqual(timed.slice(0, 2), plain);
+    assert.equal(timed.length, 3);
+    const speed = timed[2]!;
+    assert.equal(speed.metric, "tokens_per_s");
+    assert.equal(speed.higher_is_better, true);
+    assert.equal(speed.n, 4 * 64);
+    assert.ok(speed.value > 0 && Number.isFinite(speed.value), `got ${speed.value}`);
+    assert.match(speed.detail, /timed=1 batches of 8, first 8 windows untimed \(warm-up\)$/);
+  },
+});
