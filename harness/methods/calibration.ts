@@ -198,6 +198,11 @@ export interface WindowKernels {
   ): Promise<Float32Array[]>;
   /** Told the seconds each step left to the CPU took over all windows (for profiles). */
   cpuStep?(op: BlockStep["op"], seconds: number): void;
+  /**
+   * Frees what the kernels keep on the device between calls (buffers reused layer after layer);
+   * a later call makes it again. `quantizeLayers` calls it when the last layer is done.
+   */
+  release?(): void;
 }
 
 /**

@@ -54,7 +54,7 @@ import type { WindowKernels } from "./calibration.ts";
 import type { LlamaConfig, Matrix } from "../../core/model.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
 import { GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
-import { gpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
+import { GpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
 
 /**
  * Widths from which the factor is computed on the GPU in float32 (as PyTorch's reference does);
@@ -306,8 +306,11 @@ function decode32(m: Matrix): Float32Array {
 /**
  * The calibration forward's linears and attention on the GPU, over all windows at once
  * (`kernels/webgpu/batch_linear.ts`, `batch_attention.ts`); the cheap steps stay on the CPU.
+ * Attention keeps its buffers and recorded dispatches from layer to layer until
+ * {@linkcode WindowKernels.release}.
  */
 export function gpuWindowKernels(config: LlamaConfig, profile?: GptqProfile): WindowKernels {
+  let attention: GpuWindowAttention | undefined;
   return {
     async linear(xs, name, layer) {
       const t = performance.now();
@@ -335,14 +338,19 @@ export function gpuWindowKernels(config: LlamaConfig, profile?: GptqProfile): Wi
     },
     async attention(qs, ks, vs) {
       const t = performance.now();
-      const out = await gpuWindowAttention(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })), {
+      attention ??= new GpuWindowAttention({
         nHeads: config.nHeads,
         nKvHeads: config.nKvHeads,
         headDim: config.headDim,
-      });
+      }, await getGpu());
+      const out = await attention.run(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })));
       profile?.add("forwardAttention", t);
       return out;
     },
     cpuStep: profile && ((op, seconds) => profile.addSeconds(`cpu:${op}`, seconds)),
+    release() {
+      attention?.destroy();
+      attention = undefined;
+    },
   };
 }

@@ -221,31 +221,38 @@ export async function quantizeLayers(
   let floatHidden = method.kind === "block" ? hidden : undefined;
   const layers: LayerWeights[] = [];
   const count = stream ? stream.count : model.weights.layers.length;
-  for (let index = 0; index < count; index++) {
-    const { weights, next, floatNext } = await quantizeAt(
-      model,
-      index,
-      method,
-      block,
-      hidden,
-      meter,
-      floatHidden,
-    );
-    if (floatHidden && floatNext) {
-      // The float block's outputs were counted when it made them.
-      if (floatHidden !== hidden) meter.release(floatHidden.reduce((n, x) => n + x.byteLength, 0));
-      floatHidden = floatNext;
+  try {
+    for (let index = 0; index < count; index++) {
+      const { weights, next, floatNext } = await quantizeAt(
+        model,
+        index,
+        method,
+        block,
+        hidden,
+        meter,
+        floatHidden,
+      );
+      if (floatHidden && floatNext) {
+        // The float block's outputs were counted when it made them.
+        if (floatHidden !== hidden) {
+          meter.release(floatHidden.reduce((n, x) => n + x.byteLength, 0));
+        }
+        floatHidden = floatNext;
+      }
+      if (hidden && next) {
+        meter.release(hidden.reduce((n, x) => n + x.byteLength, 0));
+        meter.hold(next);
+        hidden = next;
+      }
+      // Methods count the matrices they quantize; the rest of the layer (norms, biases, any float
+      // linear) is counted here unless it is already resident.
+      meter.hold(floatBuffers(weights).filter((b) => !resident.has(b)));
+      layers.push(weights);
+      await Promise.resolve();
     }
-    if (hidden && next) {
-      meter.release(hidden.reduce((n, x) => n + x.byteLength, 0));
-      meter.hold(next);
-      hidden = next;
-    }
-    // Methods count the matrices they quantize; the rest of the layer (norms, biases, any float
-    // linear) is counted here unless it is already resident.
-    meter.hold(floatBuffers(weights).filter((b) => !resident.has(b)));
-    layers.push(weights);
-    await Promise.resolve();
+  } finally {
+    // Device buffers the window kernels kept from layer to layer.
+    if (method.kind !== "block") method.windows?.release?.();
   }
   return layers;
 }
