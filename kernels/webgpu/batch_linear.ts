@@ -18,6 +18,18 @@ export class BatchLinearError extends Error {
   override name = "BatchLinearError";
 }
 
+/** A window's token rows: on the host, or on the device in a buffer of exactly their bytes. */
+export type WindowRows = Float32Array | GPUBuffer;
+
+/** Where a batch's results go besides the arrays returned. */
+export interface BatchLinearOptions {
+  /**
+   * Given the arrays about to be returned, device buffers of their sizes (one a window) that
+   * receive the same values (`GpuWindowInputs.keep`), for a next kernel to read there.
+   */
+  keep?: (outs: Float32Array[]) => GPUBuffer[];
+}
+
 /** Most token rows per chunk. */
 const MAX_CHUNK_ROWS = 8192;
 
@@ -65,11 +77,16 @@ export class GpuBatchLinear {
   }
 
   /**
-   * `x·Wᵀ` of each of `xs` (token rows of `cols`), as `tokens × rows` arrays, sent `chunkRows`
-   * token rows at a time (default as many as fit a binding, at most 8192).
+   * `x·Wᵀ` of each of `xs` (token rows of `cols`: host arrays, or device buffers of exactly their
+   * bytes, `window_inputs.ts`), as `tokens × rows` arrays, sent `chunkRows` token rows at a time
+   * (default as many as fit a binding, at most 8192).
    */
-  apply(xs: readonly Float32Array[], chunkRows = MAX_CHUNK_ROWS): Promise<Float32Array[]> {
-    return this.#run(xs, chunkRows);
+  apply(
+    xs: readonly WindowRows[],
+    chunkRows = MAX_CHUNK_ROWS,
+    options: BatchLinearOptions = {},
+  ): Promise<Float32Array[]> {
+    return this.#run(xs, chunkRows, undefined, options.keep);
   }
 
   /**
@@ -78,9 +95,10 @@ export class GpuBatchLinear {
    * product read back, in chunks as {@linkcode apply} sends them.
    */
   applyGated(
-    xs: readonly Float32Array[],
+    xs: readonly WindowRows[],
     up: GpuBatchLinear,
     chunkRows = MAX_CHUNK_ROWS,
+    options: BatchLinearOptions = {},
   ): Promise<Float32Array[]> {
     if (up.rows !== this.rows || up.cols !== this.cols || up.#k.device !== this.#k.device) {
       throw new BatchLinearError(
@@ -88,18 +106,20 @@ export class GpuBatchLinear {
           `same device, got ${up.rows} × ${up.cols}`,
       );
     }
-    return this.#run(xs, chunkRows, up);
+    return this.#run(xs, chunkRows, up, options.keep);
   }
 
   async #run(
-    xs: readonly Float32Array[],
+    xs: readonly WindowRows[],
     chunkRows: number,
     up?: GpuBatchLinear,
+    keep?: (outs: Float32Array[]) => GPUBuffer[],
   ): Promise<Float32Array[]> {
     const { rows, cols } = this;
-    for (const x of xs) {
-      if (x.length % cols !== 0) {
-        throw new BatchLinearError(`Activations of ${x.length} values are no rows of ${cols}`);
+    const lengths = xs.map((x) => x instanceof Float32Array ? x.length : x.size / 4);
+    for (const length of lengths) {
+      if (length % cols !== 0) {
+        throw new BatchLinearError(`Activations of ${length} values are no rows of ${cols}`);
       }
     }
     const k = this.#k;
@@ -129,7 +149,8 @@ export class GpuBatchLinear {
     };
     const upBind = gated && bindFor(up.#w, gated.output);
     const swiglu = gated && await k.swiglu(gated.step, output, gated.output, rows);
-    const outs = xs.map((x) => new Float32Array((x.length / cols) * rows));
+    const outs = lengths.map((length) => new Float32Array((length / cols) * rows));
+    const kept = keep?.(outs);
     // Rows of all inputs, in order, `chunk` at a time: [input index, first row, row count].
     let pending: [number, number, number][] = [];
     let filled = 0;
@@ -158,6 +179,15 @@ export class GpuBatchLinear {
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
       const enc = device.createCommandEncoder();
+      // Rows of device inputs come into the chunk's input here, in order with its dispatch.
+      let at = 0;
+      for (const [i, r0, n] of pending) {
+        const x = xs[i]!;
+        if (!(x instanceof Float32Array)) {
+          enc.copyBufferToBuffer(x, r0 * cols * 4, input, at * cols * 4, n * cols * 4);
+        }
+        at += n;
+      }
       // The kernel accumulates into its output.
       enc.clearBuffer(output, 0, size);
       if (gated) {
@@ -175,6 +205,13 @@ export class GpuBatchLinear {
       }
       pass.end();
       enc.copyBufferToBuffer(output, 0, staging, 0, size);
+      if (kept) {
+        at = 0;
+        for (const [i, r0, n] of pending) {
+          enc.copyBufferToBuffer(output, at * rows * 4, kept[i]!, r0 * rows * 4, n * rows * 4);
+          at += n;
+        }
+      }
       device.queue.submit([enc.finish()]);
       const parts = pending;
       const done = (async () => {
@@ -196,16 +233,18 @@ export class GpuBatchLinear {
     };
     try {
       for (const [i, x] of xs.entries()) {
-        const tokens = x.length / cols;
+        const tokens = lengths[i]! / cols;
         for (let r0 = 0; r0 < tokens;) {
           const n = Math.min(tokens - r0, chunk - filled);
-          device.queue.writeBuffer(
-            input,
-            filled * cols * 4,
-            x as Float32Array<ArrayBuffer>,
-            r0 * cols,
-            n * cols,
-          );
+          if (x instanceof Float32Array) {
+            device.queue.writeBuffer(
+              input,
+              filled * cols * 4,
+              x as Float32Array<ArrayBuffer>,
+              r0 * cols,
+              n * cols,
+            );
+          }
           pending.push([i, r0, n]);
           filled += n;
           r0 += n;
