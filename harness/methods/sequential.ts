@@ -102,7 +102,11 @@ export type SequentialMethod =
     kind: "groups";
     /** Whether a group's inputs come from the block with its earlier groups quantized. */
     sequential: boolean;
-    /** Where the block's linears and attention run over the windows (default the CPU). */
+    /**
+     * Where the block's linears and attention run over the windows (default the CPU). The
+     * inputs `quantizeGroup` gets are the values the kernels ran on (a device may hold them):
+     * it reads them and leaves them as they are.
+     */
     windows?: WindowKernels;
     /** The quantized weights of `group`, given its inputs on every window (none without). */
     quantizeGroup(
@@ -383,7 +387,9 @@ async function quantizeLayer(
   const tapped = layer.groups.filter((g) => method.taps?.(g, layer) ?? true).map((g) => g.input);
   const captures = new Map<BlockValue, Float32Array[]>(tapped.map((name) => [name, []]));
   const next = method.windows
-    ? await floatBlockOnWindows(method.windows, layer, hidden, captures)
+    ? await floatBlockOnWindows(method.windows, layer, hidden, captures).finally(() =>
+      method.windows!.forget?.()
+    )
     : hidden.map((x) => {
       const v: BlockValues = new Map([["x", x]]);
       block.run(steps, original, v, x.length / block.config.dim);

@@ -88,8 +88,15 @@ export class GpuWindowAttention {
     this.#kvDim = shape.nKvHeads * shape.headDim;
   }
 
-  /** The attention output (`T × nHeads·headDim`) of each window. */
-  async run(windows: readonly AttentionWindow[]): Promise<Float32Array[]> {
+  /**
+   * The attention output (`T × nHeads·headDim`) of each window; `keep`, given the arrays about
+   * to be returned, gives device buffers of their sizes that receive the same values
+   * (`GpuWindowInputs.keep`).
+   */
+  async run(
+    windows: readonly AttentionWindow[],
+    keep?: (outs: Float32Array[]) => GPUBuffer[],
+  ): Promise<Float32Array[]> {
     const [qDim, kvDim] = [this.#qDim, this.#kvDim];
     const tokens = windows.map((w, i) => {
       const T = w.q.length / qDim;
@@ -109,13 +116,14 @@ export class GpuWindowAttention {
       Math.min(windows.length, Math.floor(this.#groupBytes / (4 * maxT * (2 * qDim + 2 * kvDim)))),
     );
     await this.#ensureSlots(perGroup, maxT);
-    const outs: Float32Array[] = new Array(windows.length);
+    const outs = tokens.map((T) => new Float32Array(T * qDim));
+    const kept = keep?.(outs);
     let reading: Promise<void> | undefined;
     try {
       for (let start = 0, g = 0; start < windows.length; start += perGroup, g++) {
         const end = Math.min(windows.length, start + perGroup);
         const staging = this.#stagingFor(g % 2, perGroup * maxT * qDim * 4);
-        this.#submit(windows, tokens, start, end, staging, maxT);
+        this.#submit(windows, tokens, start, end, staging, maxT, kept);
         // The last group is read while this one runs.
         if (reading) await reading;
         reading = this.#read(staging, tokens, start, end, maxT, outs);
@@ -188,6 +196,7 @@ export class GpuWindowAttention {
     end: number,
     staging: GPUBuffer,
     maxT: number,
+    kept: GPUBuffer[] | undefined,
   ): void {
     const { device } = this.#k;
     const { queue } = device;
@@ -222,6 +231,7 @@ export class GpuWindowAttention {
         (w - start) * slotBytes,
         bytes,
       );
+      if (kept) enc.copyBufferToBuffer(this.#slots[w - start]!.out, 0, kept[w]!, 0, bytes);
     }
     queue.submit([enc.finish()]);
   }
@@ -242,7 +252,7 @@ export class GpuWindowAttention {
       const got = new Float32Array(staging.getMappedRange(0, used));
       for (let w = start; w < end; w++) {
         const at = (w - start) * maxT * qDim;
-        outs[w] = got.slice(at, at + tokens[w]! * qDim);
+        outs[w]!.set(got.subarray(at, at + tokens[w]! * qDim));
       }
     } finally {
       staging.unmap();

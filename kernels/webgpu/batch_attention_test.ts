@@ -3,6 +3,8 @@ import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
 import { BatchAttentionError, GpuWindowAttention, gpuWindowAttention } from "./batch_attention.ts";
 import { getGpu } from "./device.ts";
+import { GpuBatchLinear } from "./batch_linear.ts";
+import { GpuWindowInputs } from "./window_inputs.ts";
 import { attention } from "../cpu/ops.ts";
 import { pseudoRandom } from "../../core/test_values.ts";
 
@@ -47,6 +49,7 @@ Deno.test({
     const [qDim, kvDim] = [32, 8];
     // Groups of two windows of the longest (a third group, slots reused); then longer windows
     // (slots remade), then more windows a group (slots added).
+    const store = new GpuWindowInputs(await getGpu());
     const batch = new GpuWindowAttention(
       shape,
       await getGpu(),
@@ -59,8 +62,13 @@ Deno.test({
           k: pseudoRandom(T * kvDim, 50 * run + 3 * i + 2),
           v: pseudoRandom(T * kvDim, 50 * run + 3 * i + 3),
         }));
-        const got = await batch.run(windows);
+        const got = await batch.run(windows, (outs) => store.keep(outs));
         assert.equal(got.length, windows.length);
+        // The outputs kept on the device are those returned (seen through a random projection).
+        assert.ok(store.holds(got));
+        const probe = await GpuBatchLinear.create(pseudoRandom(3 * qDim, 99), 3, qDim);
+        assert.deepEqual(await probe.apply(store.get(got)), await probe.apply(got));
+        probe.destroy();
         windows.forEach((w, i) => {
           const expected = new Float32Array(w.q.length);
           attention(
@@ -82,6 +90,7 @@ Deno.test({
       assert.deepEqual(await batch.run([]), []);
     } finally {
       batch.destroy();
+      store.clear();
     }
   },
 });
