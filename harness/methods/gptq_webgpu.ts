@@ -56,7 +56,7 @@ import type { GroupGrid } from "./grid.ts";
 import type { WindowKernels } from "./calibration.ts";
 import type { LlamaConfig, Matrix } from "../../core/model.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
-import { GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
+import { BatchLinearScratch, GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
 import { GpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
 import type { GpuWindowInputs } from "../../kernels/webgpu/window_inputs.ts";
 
@@ -322,8 +322,8 @@ const IN_PLACE: ReadonlySet<string> = new Set(["head_rmsnorm", "rope", "hadamard
 /**
  * The calibration forward's linears and attention on the GPU, over all windows at once
  * (`kernels/webgpu/batch_linear.ts`, `batch_attention.ts`); the cheap steps stay on the CPU.
- * Attention keeps its buffers and recorded dispatches from layer to layer until
- * {@linkcode WindowKernels.release}. With `store`, the windows' activations stay on the device
+ * Attention keeps its buffers and recorded dispatches, and the linears their chunk buffers, from
+ * layer to layer until {@linkcode WindowKernels.release}. With `store`, the windows' activations stay on the device
  * between readers (`kernels/webgpu/window_inputs.ts`): a linear's input goes up once for the
  * linears that share it (and for GPTQ's Hessian, given the same store), and the outputs of
  * attention and of the gated pair stay there for the linear after them; a CPU step that
@@ -335,14 +335,18 @@ export function gpuWindowKernels(
   store?: GpuWindowInputs,
 ): WindowKernels {
   let attention: GpuWindowAttention | undefined;
+  let scratch: BatchLinearScratch | undefined;
   const keep = store && ((outs: Float32Array[]) => store.keep(outs));
+  const scratchOf = async () => scratch ??= new BatchLinearScratch((await getGpu()).device);
   return {
     async linear(xs, name, layer) {
       const t = performance.now();
       const m = layer[name];
       const linear = await GpuBatchLinear.create(decode32(m), m.rows, m.cols);
       try {
-        return await linear.apply(store ? store.get(xs) : xs);
+        return await linear.apply(store ? store.get(xs) : xs, undefined, {
+          scratch: await scratchOf(),
+        });
       } finally {
         linear.destroy();
         profile?.add("forwardLinear", t);
@@ -354,7 +358,10 @@ export function gpuWindowKernels(
       const gate = await GpuBatchLinear.create(decode32(g), g.rows, g.cols);
       const up = await GpuBatchLinear.create(decode32(u), u.rows, u.cols);
       try {
-        return await gate.applyGated(store ? store.get(xs) : xs, up, undefined, { keep });
+        return await gate.applyGated(store ? store.get(xs) : xs, up, undefined, {
+          keep,
+          scratch: await scratchOf(),
+        });
       } finally {
         gate.destroy();
         up.destroy();
@@ -382,6 +389,8 @@ export function gpuWindowKernels(
     release() {
       attention?.destroy();
       attention = undefined;
+      scratch?.destroy();
+      scratch = undefined;
       store?.clear();
     },
   };

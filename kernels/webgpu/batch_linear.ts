@@ -28,6 +28,43 @@ export interface BatchLinearOptions {
    * receive the same values (`GpuWindowInputs.keep`), for a next kernel to read there.
    */
   keep?: (outs: Float32Array[]) => GPUBuffer[];
+  /**
+   * Chunk buffers (input, outputs, staging) kept from call to call; without it a call makes its
+   * own and frees them.
+   */
+  scratch?: BatchLinearScratch;
+}
+
+/**
+ * The chunk buffers of batched linears, reused by call after call (a calibration forward runs
+ * seven linears a layer over the same number of rows): each is made again only when a call
+ * needs it larger. Calls that share one run one after another.
+ */
+export class BatchLinearScratch {
+  readonly #device: GPUDevice;
+  readonly #buffers = new Map<string, GPUBuffer>();
+
+  /** No buffers yet, on `device`. */
+  constructor(device: GPUDevice) {
+    this.#device = device;
+  }
+
+  /** The buffer `name`: at least `size` bytes of `usage` (always the same for a name). */
+  get(name: string, size: number, usage: GPUBufferUsageFlags): GPUBuffer {
+    let b = this.#buffers.get(name);
+    if (b === undefined || b.size < size) {
+      b?.destroy();
+      b = this.#device.createBuffer({ size, usage });
+      this.#buffers.set(name, b);
+    }
+    return b;
+  }
+
+  /** Frees the buffers (a later call makes them again). */
+  destroy(): void {
+    for (const b of this.#buffers.values()) b.destroy();
+    this.#buffers.clear();
+  }
 }
 
 /** Most token rows per chunk. */
@@ -86,7 +123,7 @@ export class GpuBatchLinear {
     chunkRows = MAX_CHUNK_ROWS,
     options: BatchLinearOptions = {},
   ): Promise<Float32Array[]> {
-    return this.#run(xs, chunkRows, undefined, options.keep);
+    return this.#run(xs, chunkRows, undefined, options);
   }
 
   /**
@@ -106,14 +143,14 @@ export class GpuBatchLinear {
           `same device, got ${up.rows} × ${up.cols}`,
       );
     }
-    return this.#run(xs, chunkRows, up, options.keep);
+    return this.#run(xs, chunkRows, up, options);
   }
 
   async #run(
     xs: readonly WindowRows[],
     chunkRows: number,
-    up?: GpuBatchLinear,
-    keep?: (outs: Float32Array[]) => GPUBuffer[],
+    up: GpuBatchLinear | undefined,
+    { keep, scratch: shared }: BatchLinearOptions,
   ): Promise<Float32Array[]> {
     const { rows, cols } = this;
     const lengths = xs.map((x) => x instanceof Float32Array ? x.length : x.size / 4);
@@ -128,11 +165,21 @@ export class GpuBatchLinear {
     if (chunk === 0) {
       throw new BatchLinearError(`A row of ${Math.max(rows, cols)} floats is over the binding`);
     }
-    const buffer = (size: number, usage: GPUBufferUsageFlags) =>
-      device.createBuffer({ size, usage: usage | GPUBufferUsage.COPY_DST });
-    const input = buffer(chunk * cols * 4, GPUBufferUsage.STORAGE);
-    const output = buffer(chunk * rows * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
-    const uniform = buffer(64, GPUBufferUsage.UNIFORM);
+    const scratch = shared ?? new BatchLinearScratch(device);
+    const buffer = (name: string, size: number, usage: GPUBufferUsageFlags) =>
+      scratch.get(name, size, usage | GPUBufferUsage.COPY_DST);
+    const input = buffer("input", chunk * cols * 4, GPUBufferUsage.STORAGE);
+    const output = buffer(
+      "output",
+      chunk * rows * 4,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+    );
+    const uniform = buffer("uniform", 64, GPUBufferUsage.UNIFORM);
+    // Two staging buffers: a chunk comes back through one while the next is sent.
+    const stagings = [0, 1].map((i) =>
+      buffer(`staging${i}`, chunk * rows * 4, GPUBufferUsage.MAP_READ)
+    );
+    let flushes = 0;
     const bindFor = (w: GPUBuffer, out: GPUBuffer) =>
       device.createBindGroup({
         layout: this.#pipeline.getBindGroupLayout(0),
@@ -144,8 +191,8 @@ export class GpuBatchLinear {
     const bind = bindFor(this.#w, output);
     // The gated pair: the up projection into a second output, then gate = silu(gate)·up there.
     const gated = up && {
-      output: buffer(chunk * rows * 4, GPUBufferUsage.STORAGE),
-      step: buffer(STEP_STRIDE, GPUBufferUsage.UNIFORM),
+      output: buffer("upOutput", chunk * rows * 4, GPUBufferUsage.STORAGE),
+      step: buffer("step", STEP_STRIDE, GPUBufferUsage.UNIFORM),
     };
     const upBind = gated && bindFor(up.#w, gated.output);
     const swiglu = gated && await k.swiglu(gated.step, output, gated.output, rows);
@@ -174,10 +221,8 @@ export class GpuBatchLinear {
       };
       device.queue.writeBuffer(uniform, 0, atbUniform(p));
       const size = filled * rows * 4;
-      const staging = device.createBuffer({
-        size,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      });
+      // Its last chunk was read before this one was filled (two chunks in flight at most).
+      const staging = stagings[flushes++ % 2]!;
       const enc = device.createCommandEncoder();
       // Rows of device inputs come into the chunk's input here, in order with its dispatch.
       let at = 0;
@@ -215,15 +260,14 @@ export class GpuBatchLinear {
       device.queue.submit([enc.finish()]);
       const parts = pending;
       const done = (async () => {
-        await staging.mapAsync(GPUMapMode.READ);
-        const got = new Float32Array(staging.getMappedRange());
+        await staging.mapAsync(GPUMapMode.READ, 0, size);
+        const got = new Float32Array(staging.getMappedRange(0, size));
         let at = 0;
         for (const [i, r0, n] of parts) {
           outs[i]!.set(got.subarray(at * rows, (at + n) * rows), r0 * rows);
           at += n;
         }
         staging.unmap();
-        staging.destroy();
       })();
       // Handled here too: a failure surfaces where the chunk is awaited, not as unhandled.
       done.catch(() => {});
@@ -259,11 +303,7 @@ export class GpuBatchLinear {
       await Promise.all(inflight.splice(0));
     } finally {
       await Promise.allSettled(inflight);
-      input.destroy();
-      output.destroy();
-      uniform.destroy();
-      gated?.output.destroy();
-      gated?.step.destroy();
+      if (!shared) scratch.destroy();
     }
     return outs;
   }
