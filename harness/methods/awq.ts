@@ -503,7 +503,7 @@ async function quantizeModel(
     },
     windows,
     meter,
-  );
+  ).finally(() => run.searchWindows?.release?.());
   profile?.total();
   ctx.record?.({ quantize_peak_bytes: meter.peak });
   return withRuntime({ ...model, weights: { ...model.weights, layers } }, format);

@@ -196,8 +196,21 @@ export interface WindowKernels {
     up: LinearName,
     layer: LayerWeights,
   ): Promise<Float32Array[]>;
-  /** Told the seconds each step left to the CPU took over all windows (for profiles). */
+  /**
+   * Told the seconds each step left to the CPU took over all windows (for profiles), after it
+   * ran (a step that rewrote a value in place invalidates what a device holds of it).
+   */
   cpuStep?(op: BlockStep["op"], seconds: number): void;
+  /**
+   * Drops what the device holds of the windows' values: called before they go to code that may
+   * rewrite them in place (AWQ divides its captures by the scales it finds).
+   */
+  forget?(): void;
+  /**
+   * Frees what the kernels keep on the device between calls (buffers reused layer after layer);
+   * a later call makes it again. `quantizeLayers` calls it when the last layer is done.
+   */
+  release?(): void;
 }
 
 /**

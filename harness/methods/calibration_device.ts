@@ -9,7 +9,8 @@
  * @module
  */
 import type { LlamaConfig } from "../../core/model.ts";
-import { adapterUnavailable } from "../../kernels/webgpu/device.ts";
+import { adapterUnavailable, getGpu } from "../../kernels/webgpu/device.ts";
+import { GpuWindowInputs } from "../../kernels/webgpu/window_inputs.ts";
 import type { WindowKernels } from "./calibration.ts";
 import { gpuWindowKernels } from "./gptq_webgpu.ts";
 import { GptqProfile, profileRequested } from "./gptq_profile.ts";
@@ -69,7 +70,9 @@ export async function calibrationRun(
   }
   return {
     device,
-    windows: gpuWindowKernels(config, profile),
+    // The forward's activations stay on the device between readers; the searches' inputs are
+    // rescaled in place by the methods, so theirs go up each time.
+    windows: gpuWindowKernels(config, profile, new GpuWindowInputs(await getGpu())),
     searchWindows: gpuWindowKernels(config),
     profile,
   };

@@ -56,7 +56,8 @@ import {
   type GptqSettings,
   gptqWeights,
 } from "./gptq_loop.ts";
-import { adapterUnavailable } from "../../kernels/webgpu/device.ts";
+import { adapterUnavailable, getGpu } from "../../kernels/webgpu/device.ts";
+import { GpuWindowInputs } from "../../kernels/webgpu/window_inputs.ts";
 import { GptqProfile, profileRequested } from "./gptq_profile.ts";
 
 /** Options and their defaults: the reference's (`llama.py` arguments, `fasterquant`). */
@@ -159,13 +160,15 @@ async function quantizeModel(
   const windows = await calibrationWindows(model, calibration, ctx.seed);
   const meter = new MemoryMeter();
   const profile = profileRequested() ? new GptqProfile() : undefined;
+  // The windows' activations on the device, shared by the forward's linears and the Hessians.
+  const store = settings.device === "webgpu" ? new GpuWindowInputs(await getGpu()) : undefined;
   let layerIndex = 0;
   const layers = await quantizeLayers(
     model,
     {
       kind: "groups",
       sequential: options.true_sequential !== false,
-      windows: settings.device === "webgpu" ? gpuWindowKernels(model.config, profile) : undefined,
+      windows: store && gpuWindowKernels(model.config, profile, store),
       async quantizeGroup({ names }, inputs, { original, index }) {
         if (profile && index !== layerIndex) profile.layer(`layer ${layerIndex}`);
         layerIndex = index;
@@ -174,7 +177,7 @@ async function quantizeModel(
         // The group shares one Hessian (and, on the GPU path, one factor of it).
         let t = performance.now();
         const { h, factor } = gpu
-          ? await gpuGroupFactor(inputs!, cols, settings, profile)
+          ? await gpuGroupFactor(inputs!, cols, settings, profile, undefined, store)
           : { h: hessian(inputs!, cols), factor: undefined };
         if (profile) t = gpu ? performance.now() : profile.add("hessian", t);
         const held = meter.hold(h ?? factor!.hinv);

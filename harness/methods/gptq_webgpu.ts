@@ -19,7 +19,10 @@
  *
  * The calibration forward runs its linears, SwiGLU (with the gate and up linears, whose outputs
  * stay there) and attention there too, all windows at once ({@linkcode gpuWindowKernels});
- * norms, RoPE and residual adds stay on the CPU.
+ * norms, RoPE and residual adds stay on the CPU. The windows' activations stay on the device
+ * between the kernels that read them (`kernels/webgpu/window_inputs.ts`): a group's Hessian and
+ * its linears read one upload of their input, and attention's and SwiGLU's outputs feed the
+ * Hessian and linear after them without going up again.
  *
  * Results differ from the CPU path only by float32 rounding in the Hessian and in the updated
  * weights: a weight whose value lands within that rounding of a rounding boundary may take the
@@ -53,8 +56,9 @@ import type { GroupGrid } from "./grid.ts";
 import type { WindowKernels } from "./calibration.ts";
 import type { LlamaConfig, Matrix } from "../../core/model.ts";
 import { decodeRow } from "../../kernels/formats/matrix.ts";
-import { GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
-import { gpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
+import { BatchLinearScratch, GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
+import { GpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
+import type { GpuWindowInputs } from "../../kernels/webgpu/window_inputs.ts";
 
 /**
  * Widths from which the factor is computed on the GPU in float32 (as PyTorch's reference does);
@@ -113,11 +117,18 @@ export async function gptqFactorWebGpu(
   return { hinv: await gpuInverseFactor(hh, cols), perm: plan.perm, dead: plan.dead };
 }
 
-/** `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows), summed on the GPU. */
-export async function gpuHessian(xs: Float32Array[], cols: number): Promise<Float64Array> {
+/**
+ * `H = 2/N · Σ xxᵀ` over the captured inputs `xs` (N = windows), summed on the GPU; read from
+ * `store` (uploaded there unless held) when given.
+ */
+export async function gpuHessian(
+  xs: Float32Array[],
+  cols: number,
+  store?: GpuWindowInputs,
+): Promise<Float64Array> {
   const gram = await GpuGram.create(cols);
   try {
-    for (const x of xs) gram.add(x);
+    for (const x of store ? store.get(xs) : xs) gram.add(x);
     const h = await gram.read();
     for (let i = 0; i < h.length; i++) h[i]! *= 2 / xs.length;
     return h;
@@ -133,8 +144,9 @@ export interface GroupFactor {
 }
 
 /**
- * The factor shared by a group of linears from their captured inputs `xs`: the Hessian summed
- * on the GPU and, from `minCols` columns on, damped here straight from the float32 sums into
+ * The factor shared by a group of linears from their captured inputs `xs` (read from `store`
+ * when given: the forward's linears then find them there): the Hessian summed on the GPU and,
+ * from `minCols` columns on, damped here straight from the float32 sums into
  * the GPU factor's input, without a float64 copy — the same numbers as
  * {@linkcode gpuHessian} then {@linkcode gptqFactorWebGpu}, with fewer passes over `cols²`
  * values.
@@ -145,10 +157,11 @@ export async function gpuGroupFactor(
   settings: GptqSettings,
   profile?: GptqProfile,
   minCols = GPU_FACTOR_MIN_COLS,
+  store?: GpuWindowInputs,
 ): Promise<GroupFactor> {
   let t = performance.now();
   if (!(await factorOnGpu(cols, minCols))) {
-    const h = await gpuHessian(xs, cols);
+    const h = await gpuHessian(xs, cols, store);
     if (profile) t = profile.add("hessian", t);
     const factor = gptqFactor(h, cols, settings);
     profile?.add("factor", t);
@@ -157,7 +170,7 @@ export async function gpuGroupFactor(
   const gram = await GpuGram.create(cols);
   let upper: Float32Array;
   try {
-    for (const x of xs) gram.add(x);
+    for (const x of store ? store.get(xs) : xs) gram.add(x);
     upper = await gram.readUpper();
   } finally {
     gram.destroy();
@@ -303,18 +316,37 @@ function decode32(m: Matrix): Float32Array {
   return out;
 }
 
+/** CPU steps that rewrite a value in place (`kernels/cpu/block_interpreter.ts`). */
+const IN_PLACE: ReadonlySet<string> = new Set(["head_rmsnorm", "rope", "hadamard", "swiglu"]);
+
 /**
  * The calibration forward's linears and attention on the GPU, over all windows at once
  * (`kernels/webgpu/batch_linear.ts`, `batch_attention.ts`); the cheap steps stay on the CPU.
+ * Attention keeps its buffers and recorded dispatches, and the linears their chunk buffers, from
+ * layer to layer until {@linkcode WindowKernels.release}. With `store`, the windows' activations stay on the device
+ * between readers (`kernels/webgpu/window_inputs.ts`): a linear's input goes up once for the
+ * linears that share it (and for GPTQ's Hessian, given the same store), and the outputs of
+ * attention and of the gated pair stay there for the linear after them; a CPU step that
+ * rewrites a value in place empties the store.
  */
-export function gpuWindowKernels(config: LlamaConfig, profile?: GptqProfile): WindowKernels {
+export function gpuWindowKernels(
+  config: LlamaConfig,
+  profile?: GptqProfile,
+  store?: GpuWindowInputs,
+): WindowKernels {
+  let attention: GpuWindowAttention | undefined;
+  let scratch: BatchLinearScratch | undefined;
+  const keep = store && ((outs: Float32Array[]) => store.keep(outs));
+  const scratchOf = async () => scratch ??= new BatchLinearScratch((await getGpu()).device);
   return {
     async linear(xs, name, layer) {
       const t = performance.now();
       const m = layer[name];
       const linear = await GpuBatchLinear.create(decode32(m), m.rows, m.cols);
       try {
-        return await linear.apply(xs);
+        return await linear.apply(store ? store.get(xs) : xs, undefined, {
+          scratch: await scratchOf(),
+        });
       } finally {
         linear.destroy();
         profile?.add("forwardLinear", t);
@@ -326,7 +358,10 @@ export function gpuWindowKernels(config: LlamaConfig, profile?: GptqProfile): Wi
       const gate = await GpuBatchLinear.create(decode32(g), g.rows, g.cols);
       const up = await GpuBatchLinear.create(decode32(u), u.rows, u.cols);
       try {
-        return await gate.applyGated(xs, up);
+        return await gate.applyGated(store ? store.get(xs) : xs, up, undefined, {
+          keep,
+          scratch: await scratchOf(),
+        });
       } finally {
         gate.destroy();
         up.destroy();
@@ -335,14 +370,28 @@ export function gpuWindowKernels(config: LlamaConfig, profile?: GptqProfile): Wi
     },
     async attention(qs, ks, vs) {
       const t = performance.now();
-      const out = await gpuWindowAttention(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })), {
+      attention ??= new GpuWindowAttention({
         nHeads: config.nHeads,
         nKvHeads: config.nKvHeads,
         headDim: config.headDim,
-      });
+      }, await getGpu());
+      const out = await attention.run(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })), keep);
       profile?.add("forwardAttention", t);
       return out;
     },
-    cpuStep: profile && ((op, seconds) => profile.addSeconds(`cpu:${op}`, seconds)),
+    cpuStep(op, seconds) {
+      if (IN_PLACE.has(op)) store?.clear();
+      profile?.addSeconds(`cpu:${op}`, seconds);
+    },
+    forget() {
+      store?.clear();
+    },
+    release() {
+      attention?.destroy();
+      attention = undefined;
+      scratch?.destroy();
+      scratch = undefined;
+      store?.clear();
+    },
   };
 }

@@ -9,7 +9,17 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { decodeMatrix, gptq, gptqQuantize } from "./gptq.ts";
 import { GptqOptionsError, type GptqSettings } from "./gptq_loop.ts";
-import { gptqFactorWebGpu, gptqQuantizeWebGpu, gpuGroupFactor, gpuHessian } from "./gptq_webgpu.ts";
+import {
+  gptqFactorWebGpu,
+  gptqQuantizeWebGpu,
+  gpuGroupFactor,
+  gpuHessian,
+  gpuWindowKernels,
+} from "./gptq_webgpu.ts";
+import { CalibrationBlock, embed, runWindows, type WindowKernels } from "./calibration.ts";
+import { blockShape, blockSteps } from "../../core/graph.ts";
+import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
+import { GpuWindowInputs } from "../../kernels/webgpu/window_inputs.ts";
 import { groupGrid } from "./grid.ts";
 import { CALIBRATION_SETS, heldOutNll } from "./testing.ts";
 import { addGram } from "./linalg.ts";
@@ -19,7 +29,7 @@ import { hasShared, REPO_ROOT, sharedPath } from "../../core/shared.ts";
 import { pseudoRandom } from "../../core/test_values.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
 import { loadModelPath } from "../models/load.ts";
-import { adapterUnavailable } from "../../kernels/webgpu/device.ts";
+import { adapterUnavailable, getGpu } from "../../kernels/webgpu/device.ts";
 
 const unavailable = await adapterUnavailable();
 
@@ -226,4 +236,50 @@ Deno.test("gptq webgpu: an unknown device is refused", async () => {
     () => gptq.quantize({} as LlamaModel, spec("int4"), options, { seed: 0 }),
     GptqOptionsError,
   );
+});
+
+Deno.test({
+  name: "gptq webgpu: window kernels with activations kept on the device give the same block",
+  ignore: unavailable !== undefined || !haveStories,
+  async fn() {
+    const model = await loadLlama2c(sharedPath("models/stories260K", "stories260K.bin"));
+    const layer = model.weights.layers[0]!;
+    const steps = blockSteps(blockShape(layer));
+    const block = new CalibrationBlock(model.config);
+    const windows = [40, 40, 17].map((T, w) =>
+      Array.from({ length: T }, (_, t) => (7 * t + 13 * w) % model.config.vocabSize)
+    );
+    const run = async (kernels: WindowKernels) => {
+      const values: BlockValues[] = embed(model, windows).map((x) => new Map([["x", x]]));
+      const tokens = windows.map((w) => w.length);
+      await runWindows(block, kernels, steps, layer, values, tokens, {
+        from: 0,
+        to: steps.length,
+      });
+      return values;
+    };
+    const plain = gpuWindowKernels(model.config);
+    const store = new GpuWindowInputs(await getGpu());
+    const kept = gpuWindowKernels(model.config, undefined, store);
+    try {
+      const [a, b] = [await run(plain), await run(kept)];
+      // Every value of every window, bit for bit.
+      a.forEach((v, w) => assert.deepEqual(b[w], v));
+      // The last linear's input (the gated pair's output) is still held; an in-place step
+      // empties the store, as does forget.
+      const last = steps.findLast((s) => s.op === "linear")!;
+      const mids = b.map((v) => v.get(last.op === "linear" ? last.input : "x")!);
+      assert.ok(store.holds(mids));
+      kept.cpuStep!("add", 0);
+      assert.ok(store.holds(mids));
+      kept.cpuStep!("rope", 0);
+      assert.ok(!store.holds(mids));
+      store.get(mids);
+      kept.forget!();
+      assert.ok(!store.holds(mids));
+    } finally {
+      plain.release!();
+      kept.release!();
+    }
+  },
 });

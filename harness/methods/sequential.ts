@@ -102,7 +102,11 @@ export type SequentialMethod =
     kind: "groups";
     /** Whether a group's inputs come from the block with its earlier groups quantized. */
     sequential: boolean;
-    /** Where the block's linears and attention run over the windows (default the CPU). */
+    /**
+     * Where the block's linears and attention run over the windows (default the CPU). The
+     * inputs `quantizeGroup` gets are the values the kernels ran on (a device may hold them):
+     * it reads them and leaves them as they are.
+     */
     windows?: WindowKernels;
     /** The quantized weights of `group`, given its inputs on every window (none without). */
     quantizeGroup(
@@ -221,31 +225,38 @@ export async function quantizeLayers(
   let floatHidden = method.kind === "block" ? hidden : undefined;
   const layers: LayerWeights[] = [];
   const count = stream ? stream.count : model.weights.layers.length;
-  for (let index = 0; index < count; index++) {
-    const { weights, next, floatNext } = await quantizeAt(
-      model,
-      index,
-      method,
-      block,
-      hidden,
-      meter,
-      floatHidden,
-    );
-    if (floatHidden && floatNext) {
-      // The float block's outputs were counted when it made them.
-      if (floatHidden !== hidden) meter.release(floatHidden.reduce((n, x) => n + x.byteLength, 0));
-      floatHidden = floatNext;
+  try {
+    for (let index = 0; index < count; index++) {
+      const { weights, next, floatNext } = await quantizeAt(
+        model,
+        index,
+        method,
+        block,
+        hidden,
+        meter,
+        floatHidden,
+      );
+      if (floatHidden && floatNext) {
+        // The float block's outputs were counted when it made them.
+        if (floatHidden !== hidden) {
+          meter.release(floatHidden.reduce((n, x) => n + x.byteLength, 0));
+        }
+        floatHidden = floatNext;
+      }
+      if (hidden && next) {
+        meter.release(hidden.reduce((n, x) => n + x.byteLength, 0));
+        meter.hold(next);
+        hidden = next;
+      }
+      // Methods count the matrices they quantize; the rest of the layer (norms, biases, any float
+      // linear) is counted here unless it is already resident.
+      meter.hold(floatBuffers(weights).filter((b) => !resident.has(b)));
+      layers.push(weights);
+      await Promise.resolve();
     }
-    if (hidden && next) {
-      meter.release(hidden.reduce((n, x) => n + x.byteLength, 0));
-      meter.hold(next);
-      hidden = next;
-    }
-    // Methods count the matrices they quantize; the rest of the layer (norms, biases, any float
-    // linear) is counted here unless it is already resident.
-    meter.hold(floatBuffers(weights).filter((b) => !resident.has(b)));
-    layers.push(weights);
-    await Promise.resolve();
+  } finally {
+    // Device buffers the window kernels kept from layer to layer.
+    if (method.kind !== "block") method.windows?.release?.();
   }
   return layers;
 }
@@ -376,7 +387,9 @@ async function quantizeLayer(
   const tapped = layer.groups.filter((g) => method.taps?.(g, layer) ?? true).map((g) => g.input);
   const captures = new Map<BlockValue, Float32Array[]>(tapped.map((name) => [name, []]));
   const next = method.windows
-    ? await floatBlockOnWindows(method.windows, layer, hidden, captures)
+    ? await floatBlockOnWindows(method.windows, layer, hidden, captures).finally(() =>
+      method.windows!.forget?.()
+    )
     : hidden.map((x) => {
       const v: BlockValues = new Map([["x", x]]);
       block.run(steps, original, v, x.length / block.config.dim);

@@ -18,6 +18,55 @@ export class BatchLinearError extends Error {
   override name = "BatchLinearError";
 }
 
+/** A window's token rows: on the host, or on the device in a buffer of exactly their bytes. */
+export type WindowRows = Float32Array | GPUBuffer;
+
+/** Where a batch's results go besides the arrays returned. */
+export interface BatchLinearOptions {
+  /**
+   * Given the arrays about to be returned, device buffers of their sizes (one a window) that
+   * receive the same values (`GpuWindowInputs.keep`), for a next kernel to read there.
+   */
+  keep?: (outs: Float32Array[]) => GPUBuffer[];
+  /**
+   * Chunk buffers (input, outputs, staging) kept from call to call; without it a call makes its
+   * own and frees them.
+   */
+  scratch?: BatchLinearScratch;
+}
+
+/**
+ * The chunk buffers of batched linears, reused by call after call (a calibration forward runs
+ * seven linears a layer over the same number of rows): each is made again only when a call
+ * needs it larger. Calls that share one run one after another.
+ */
+export class BatchLinearScratch {
+  readonly #device: GPUDevice;
+  readonly #buffers = new Map<string, GPUBuffer>();
+
+  /** No buffers yet, on `device`. */
+  constructor(device: GPUDevice) {
+    this.#device = device;
+  }
+
+  /** The buffer `name`: at least `size` bytes of `usage` (always the same for a name). */
+  get(name: string, size: number, usage: GPUBufferUsageFlags): GPUBuffer {
+    let b = this.#buffers.get(name);
+    if (b === undefined || b.size < size) {
+      b?.destroy();
+      b = this.#device.createBuffer({ size, usage });
+      this.#buffers.set(name, b);
+    }
+    return b;
+  }
+
+  /** Frees the buffers (a later call makes them again). */
+  destroy(): void {
+    for (const b of this.#buffers.values()) b.destroy();
+    this.#buffers.clear();
+  }
+}
+
 /** Most token rows per chunk. */
 const MAX_CHUNK_ROWS = 8192;
 
@@ -65,11 +114,16 @@ export class GpuBatchLinear {
   }
 
   /**
-   * `x·Wᵀ` of each of `xs` (token rows of `cols`), as `tokens × rows` arrays, sent `chunkRows`
-   * token rows at a time (default as many as fit a binding, at most 8192).
+   * `x·Wᵀ` of each of `xs` (token rows of `cols`: host arrays, or device buffers of exactly their
+   * bytes, `window_inputs.ts`), as `tokens × rows` arrays, sent `chunkRows` token rows at a time
+   * (default as many as fit a binding, at most 8192).
    */
-  apply(xs: readonly Float32Array[], chunkRows = MAX_CHUNK_ROWS): Promise<Float32Array[]> {
-    return this.#run(xs, chunkRows);
+  apply(
+    xs: readonly WindowRows[],
+    chunkRows = MAX_CHUNK_ROWS,
+    options: BatchLinearOptions = {},
+  ): Promise<Float32Array[]> {
+    return this.#run(xs, chunkRows, undefined, options);
   }
 
   /**
@@ -78,9 +132,10 @@ export class GpuBatchLinear {
    * product read back, in chunks as {@linkcode apply} sends them.
    */
   applyGated(
-    xs: readonly Float32Array[],
+    xs: readonly WindowRows[],
     up: GpuBatchLinear,
     chunkRows = MAX_CHUNK_ROWS,
+    options: BatchLinearOptions = {},
   ): Promise<Float32Array[]> {
     if (up.rows !== this.rows || up.cols !== this.cols || up.#k.device !== this.#k.device) {
       throw new BatchLinearError(
@@ -88,18 +143,20 @@ export class GpuBatchLinear {
           `same device, got ${up.rows} × ${up.cols}`,
       );
     }
-    return this.#run(xs, chunkRows, up);
+    return this.#run(xs, chunkRows, up, options);
   }
 
   async #run(
-    xs: readonly Float32Array[],
+    xs: readonly WindowRows[],
     chunkRows: number,
-    up?: GpuBatchLinear,
+    up: GpuBatchLinear | undefined,
+    { keep, scratch: shared }: BatchLinearOptions,
   ): Promise<Float32Array[]> {
     const { rows, cols } = this;
-    for (const x of xs) {
-      if (x.length % cols !== 0) {
-        throw new BatchLinearError(`Activations of ${x.length} values are no rows of ${cols}`);
+    const lengths = xs.map((x) => x instanceof Float32Array ? x.length : x.size / 4);
+    for (const length of lengths) {
+      if (length % cols !== 0) {
+        throw new BatchLinearError(`Activations of ${length} values are no rows of ${cols}`);
       }
     }
     const k = this.#k;
@@ -108,11 +165,21 @@ export class GpuBatchLinear {
     if (chunk === 0) {
       throw new BatchLinearError(`A row of ${Math.max(rows, cols)} floats is over the binding`);
     }
-    const buffer = (size: number, usage: GPUBufferUsageFlags) =>
-      device.createBuffer({ size, usage: usage | GPUBufferUsage.COPY_DST });
-    const input = buffer(chunk * cols * 4, GPUBufferUsage.STORAGE);
-    const output = buffer(chunk * rows * 4, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
-    const uniform = buffer(64, GPUBufferUsage.UNIFORM);
+    const scratch = shared ?? new BatchLinearScratch(device);
+    const buffer = (name: string, size: number, usage: GPUBufferUsageFlags) =>
+      scratch.get(name, size, usage | GPUBufferUsage.COPY_DST);
+    const input = buffer("input", chunk * cols * 4, GPUBufferUsage.STORAGE);
+    const output = buffer(
+      "output",
+      chunk * rows * 4,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+    );
+    const uniform = buffer("uniform", 64, GPUBufferUsage.UNIFORM);
+    // Two staging buffers: a chunk comes back through one while the next is sent.
+    const stagings = [0, 1].map((i) =>
+      buffer(`staging${i}`, chunk * rows * 4, GPUBufferUsage.MAP_READ)
+    );
+    let flushes = 0;
     const bindFor = (w: GPUBuffer, out: GPUBuffer) =>
       device.createBindGroup({
         layout: this.#pipeline.getBindGroupLayout(0),
@@ -124,12 +191,13 @@ export class GpuBatchLinear {
     const bind = bindFor(this.#w, output);
     // The gated pair: the up projection into a second output, then gate = silu(gate)·up there.
     const gated = up && {
-      output: buffer(chunk * rows * 4, GPUBufferUsage.STORAGE),
-      step: buffer(STEP_STRIDE, GPUBufferUsage.UNIFORM),
+      output: buffer("upOutput", chunk * rows * 4, GPUBufferUsage.STORAGE),
+      step: buffer("step", STEP_STRIDE, GPUBufferUsage.UNIFORM),
     };
     const upBind = gated && bindFor(up.#w, gated.output);
     const swiglu = gated && await k.swiglu(gated.step, output, gated.output, rows);
-    const outs = xs.map((x) => new Float32Array((x.length / cols) * rows));
+    const outs = lengths.map((length) => new Float32Array((length / cols) * rows));
+    const kept = keep?.(outs);
     // Rows of all inputs, in order, `chunk` at a time: [input index, first row, row count].
     let pending: [number, number, number][] = [];
     let filled = 0;
@@ -153,11 +221,18 @@ export class GpuBatchLinear {
       };
       device.queue.writeBuffer(uniform, 0, atbUniform(p));
       const size = filled * rows * 4;
-      const staging = device.createBuffer({
-        size,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      });
+      // Its last chunk was read before this one was filled (two chunks in flight at most).
+      const staging = stagings[flushes++ % 2]!;
       const enc = device.createCommandEncoder();
+      // Rows of device inputs come into the chunk's input here, in order with its dispatch.
+      let at = 0;
+      for (const [i, r0, n] of pending) {
+        const x = xs[i]!;
+        if (!(x instanceof Float32Array)) {
+          enc.copyBufferToBuffer(x, r0 * cols * 4, input, at * cols * 4, n * cols * 4);
+        }
+        at += n;
+      }
       // The kernel accumulates into its output.
       enc.clearBuffer(output, 0, size);
       if (gated) {
@@ -175,18 +250,24 @@ export class GpuBatchLinear {
       }
       pass.end();
       enc.copyBufferToBuffer(output, 0, staging, 0, size);
+      if (kept) {
+        at = 0;
+        for (const [i, r0, n] of pending) {
+          enc.copyBufferToBuffer(output, at * rows * 4, kept[i]!, r0 * rows * 4, n * rows * 4);
+          at += n;
+        }
+      }
       device.queue.submit([enc.finish()]);
       const parts = pending;
       const done = (async () => {
-        await staging.mapAsync(GPUMapMode.READ);
-        const got = new Float32Array(staging.getMappedRange());
+        await staging.mapAsync(GPUMapMode.READ, 0, size);
+        const got = new Float32Array(staging.getMappedRange(0, size));
         let at = 0;
         for (const [i, r0, n] of parts) {
           outs[i]!.set(got.subarray(at * rows, (at + n) * rows), r0 * rows);
           at += n;
         }
         staging.unmap();
-        staging.destroy();
       })();
       // Handled here too: a failure surfaces where the chunk is awaited, not as unhandled.
       done.catch(() => {});
@@ -196,16 +277,18 @@ export class GpuBatchLinear {
     };
     try {
       for (const [i, x] of xs.entries()) {
-        const tokens = x.length / cols;
+        const tokens = lengths[i]! / cols;
         for (let r0 = 0; r0 < tokens;) {
           const n = Math.min(tokens - r0, chunk - filled);
-          device.queue.writeBuffer(
-            input,
-            filled * cols * 4,
-            x as Float32Array<ArrayBuffer>,
-            r0 * cols,
-            n * cols,
-          );
+          if (x instanceof Float32Array) {
+            device.queue.writeBuffer(
+              input,
+              filled * cols * 4,
+              x as Float32Array<ArrayBuffer>,
+              r0 * cols,
+              n * cols,
+            );
+          }
           pending.push([i, r0, n]);
           filled += n;
           r0 += n;
@@ -220,11 +303,7 @@ export class GpuBatchLinear {
       await Promise.all(inflight.splice(0));
     } finally {
       await Promise.allSettled(inflight);
-      input.destroy();
-      output.destroy();
-      uniform.destroy();
-      gated?.output.destroy();
-      gated?.step.destroy();
+      if (!shared) scratch.destroy();
     }
     return outs;
   }

@@ -1,8 +1,10 @@
 /** The batched linear on the GPU equals `x·Wᵀ` in float64 up to float32 rounding. */
 import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
-import { BatchLinearError, GpuBatchLinear } from "./batch_linear.ts";
+import { BatchLinearError, BatchLinearScratch, GpuBatchLinear } from "./batch_linear.ts";
 import { pseudoRandom } from "../../core/test_values.ts";
+import { getGpu } from "./device.ts";
+import { GpuWindowInputs } from "./window_inputs.ts";
 
 const unavailable = await createWebGpuBackend().unavailable();
 
@@ -62,5 +64,48 @@ Deno.test({
     const other = await GpuBatchLinear.create(pseudoRandom(rows * (cols - 1), 13), rows, cols - 1);
     assert.throws(() => gate.applyGated(xs, other), BatchLinearError);
     for (const l of [gate, up, other]) l.destroy();
+  },
+});
+
+Deno.test({
+  name: "webgpu: batched linear from device-held windows, outputs kept there, as from the host",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const [rows, cols] = [70, 150];
+    const gpu = await getGpu();
+    const first = await GpuBatchLinear.create(pseudoRandom(rows * cols, 31), rows, cols);
+    const second = await GpuBatchLinear.create(pseudoRandom(cols * rows, 32), cols, rows);
+    const store = new GpuWindowInputs(gpu);
+    // Chunk buffers shared by every call below (shapes 70 × 150 and 150 × 70, chunks of 40 rows
+    // and of all): the results of calls that make their own.
+    const scratch = new BatchLinearScratch(gpu.device);
+    try {
+      const xs = [33, 100, 5].map((t, i) => pseudoRandom(t * cols, 40 + i));
+      for (const chunk of [40, 8192]) {
+        // Host rows, then the same windows from the store: the same results, bit for bit.
+        const host = await first.apply(xs, chunk);
+        const buffers = store.get(xs);
+        assert.equal(store.get(xs), buffers);
+        const ys = await first.apply(buffers, chunk, {
+          keep: (outs) => store.keep(outs),
+          scratch,
+        });
+        assert.deepEqual(ys, host);
+        // The outputs kept on the device feed the next linear as their arrays would.
+        assert.ok(store.holds(ys) && !store.holds(xs));
+        const fromDevice = await second.apply(store.get(ys), chunk, { scratch });
+        assert.deepEqual(fromDevice, await second.apply(ys, chunk));
+        assert.deepEqual(await first.apply(xs, chunk, { scratch }), host);
+      }
+      await assert.rejects(
+        () => first.apply(store.get([new Float32Array(cols + 1)])),
+        BatchLinearError,
+      );
+    } finally {
+      store.clear();
+      scratch.destroy();
+      first.destroy();
+      second.destroy();
+    }
   },
 });

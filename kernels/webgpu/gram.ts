@@ -95,18 +95,24 @@ export class GpuGram {
     return new GpuGram(k, pipeline, cols, maxBinding);
   }
 
-  /** Adds `XᵀX` for `x` = `tokens × cols` row-major. */
-  add(x: Float32Array): void {
+  /**
+   * Adds `XᵀX` for `x` = `tokens × cols` row-major, from the host or from a device buffer of
+   * exactly its bytes (`window_inputs.ts`; the same sums either way).
+   */
+  add(x: Float32Array | GPUBuffer): void {
     const { cols } = this;
-    if (x.length % cols !== 0) {
-      throw new GramShapeError(`Activations of ${x.length} values are no rows of ${cols}`);
+    const length = x instanceof Float32Array ? x.length : x.size / 4;
+    if (length % cols !== 0) {
+      throw new GramShapeError(`Activations of ${length} values are no rows of ${cols}`);
     }
-    const tokens = x.length / cols;
+    const tokens = length / cols;
     const { device } = this.#k;
     for (let t0 = 0; t0 < tokens; t0 += this.#chunk) {
       const n = Math.min(this.#chunk, tokens - t0);
-      device.queue.writeBuffer(this.#x, 0, x as Float32Array<ArrayBuffer>, t0 * cols, n * cols);
-      for (const band of this.#bands) {
+      if (x instanceof Float32Array) {
+        device.queue.writeBuffer(this.#x, 0, x as Float32Array<ArrayBuffer>, t0 * cols, n * cols);
+      }
+      for (const [b, band] of this.#bands.entries()) {
         const params: AtbParams = {
           depth: n,
           lda: cols,
@@ -122,6 +128,9 @@ export class GpuGram {
         device.queue.writeBuffer(band.uniform, 0, atbUniform(params));
         // One submit per band: the next band's parameters overwrite nothing in flight.
         const enc = device.createCommandEncoder();
+        if (b === 0 && !(x instanceof Float32Array)) {
+          enc.copyBufferToBuffer(x, t0 * cols * 4, this.#x, 0, n * cols * 4);
+        }
         const pass = enc.beginComputePass();
         pass.setPipeline(this.#pipeline);
         pass.setBindGroup(0, band.bind);

@@ -1,12 +1,14 @@
 /**
  * The Gram sum on the GPU equals a float64 `Σ XᵀX` up to float32 rounding, split into bands of
- * rows and chunks of tokens or not; and the AᵀB kernel's parameters are checked.
+ * rows and chunks of tokens or not, from the host or from device buffers; and the AᵀB kernel's parameters are checked.
  */
 import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
 import { GpuGram, GramShapeError } from "./gram.ts";
 import { AtbArgumentError, atbUniform } from "./atb_wgsl.ts";
 import { pseudoRandom } from "../../core/test_values.ts";
+import { getGpu } from "./device.ts";
+import { GpuWindowInputs } from "./window_inputs.ts";
 
 const unavailable = await createWebGpuBackend().unavailable();
 
@@ -38,6 +40,13 @@ Deno.test({
       for (const x of xs) gram.add(x);
       const h = await gram.read();
       gram.destroy();
+      // The same windows from device buffers: the same sums, bit for bit.
+      const store = new GpuWindowInputs(await getGpu());
+      const fromDevice = await GpuGram.create(cols, { maxBinding });
+      for (const b of store.get(xs)) fromDevice.add(b);
+      assert.deepEqual(await fromDevice.read(), h);
+      fromDevice.destroy();
+      store.clear();
       let worst = 0;
       for (let i = 0; i < h.length; i++) {
         worst = Math.max(worst, Math.abs(h[i]! - expected[i]!) / (1 + Math.abs(expected[i]!)));
