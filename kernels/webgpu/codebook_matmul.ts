@@ -23,7 +23,7 @@
 import type { GpuCodebookPlan } from "../formats/gpu_layout.ts";
 import type { PackedMatrix } from "./pack.ts";
 import { AQLM_ROWS_PER_GROUP, aqlmCodebookWords, aqlmShader } from "./aqlm_wgsl.ts";
-import { e8pShader, e8pTable } from "./e8p_wgsl.ts";
+import { E8P_ROWS_PER_GROUP, e8pShader, e8pSharedWords, e8pTable } from "./e8p_wgsl.ts";
 import { VPTQ_GROUPS_PER_WORKGROUP, VPTQ_SLICES, vptqPrepShader, vptqShader } from "./vptq_wgsl.ts";
 import { epilogueShader } from "./codebook_epilogue_wgsl.ts";
 import { hadamardFactorData, hadamardShader } from "./hadamard_wgsl.ts";
@@ -220,7 +220,7 @@ export async function codebookMatmul(
       const maxBytes = k.device.limits.maxComputeWorkgroupStorageSize;
       const u = scratch(k, "e8p u", maxT * m.cols * 4);
       const z = scratch(k, "e8p z", maxT * m.rows * 4);
-      const onShared = shared && fits((256 + (plan.rvq === 3 ? 2048 : 0)) * 4 + 1024);
+      const onShared = shared && fits(e8pSharedWords({ rvq: plan.rvq, shared: true }) * 4 + 1024);
       // One row per workgroup: as many threads as the row has butterflies, within the limits.
       const threads = (n: number) =>
         Math.min(
@@ -336,7 +336,7 @@ export async function codebookMatmul(
             z,
             second!,
           ]),
-          groups: (T) => [Math.ceil(m.rows / 8), Math.ceil(T / tokensFor(T)), 1],
+          groups: (T) => [Math.ceil(m.rows / E8P_ROWS_PER_GROUP), Math.ceil(T / tokensFor(T)), 1],
         },
         ...output.map(transform),
       ];
