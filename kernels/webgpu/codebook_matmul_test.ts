@@ -26,16 +26,18 @@ const codes = (n: number, size: number, seed: number) =>
 
 /**
  * The matrices: 96 × 344 E8P (43 codewords a row; Hadamard factors 12 and 172), 88 × 352 E8P
- * (factor 44, TinyLlama's MLP width's), 37 × 600 AQLM and VPTQ.
+ * (factor 44, TinyLlama's MLP width's), 28 × 172 E8P (a last codeword of 4 values, rows not a
+ * multiple of a workgroup's), 28 × 1792 E8P with E81B residuals (rows of whole vec4 code units:
+ * unguarded steps, a remainder and a guarded step), 37 × 600 AQLM and VPTQ.
  */
 function matrices(): [string, Matrix][] {
   const e8p = (bits: 2 | 3 | 4, [rows, cols] = [96, 344]): Matrix => {
-    const n = rows * (cols / 8);
+    const n = rows * Math.ceil(cols / 8);
     return e8pMatrix(
       rows,
       cols,
       Uint16Array.from(codes(n, 65536, bits)),
-      Uint8Array.from(codes(cols / 8, 256, 9)),
+      Uint8Array.from(codes(Math.ceil(cols / 8), 256, 9)),
       toHalves(pseudoRandom(rows, 10).map((v) => 0.05 * v)),
       bits === 2 ? undefined : {
         bits,
@@ -76,6 +78,8 @@ function matrices(): [string, Matrix][] {
     ["e8p12-rvq3", e8p(3)],
     ["e8p12-rvq4", e8p(4)],
     ["e8p12 88 × 352", e8p(2, [88, 352])],
+    ["e8p12 28 × 172", e8p(2, [28, 172])],
+    ["e8p12-rvq3 28 × 1792", e8p(3, [28, 1792])],
     ["aqlm 2x8 g8", aqlm(2, 8, 8)],
     ["aqlm 1x16 g8", aqlm(1, 16, 8)],
     ["aqlm 1x5 g5", aqlm(1, 5, 5)],
