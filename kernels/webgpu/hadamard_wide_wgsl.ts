@@ -32,7 +32,7 @@
  * @module
  */
 import { hadamardPlan } from "../cpu/hadamard.ts";
-import { HADAMARD_MAX_N } from "./hadamard_wgsl.ts";
+import { HADAMARD_MAX_N, radixButterflies } from "./hadamard_wgsl.ts";
 
 /** Threads per workgroup of every pass. */
 export const WIDE_HADAMARD_WORKGROUP = 256;
@@ -217,25 +217,11 @@ function load(held: number, at: string, io: PassIo): string {
 `;
 }
 
-/** Butterfly stages of strides `from`, 2·from, … `held`/2 over `v` (one barrier a stage). */
-function butterflies(from: number, held: number): string {
-  return `  for (var s = ${from}u; s < ${held}u; s <<= 1u) {
-    for (var q = lid; q < ${held / 2}u; q += ${WIDE_HADAMARD_WORKGROUP}u) {
-      let i = (q / s) * 2u * s + q % s;
-      let a = v[i];
-      let b = v[i + s];
-      v[i] = a + b;
-      v[i + s] = a - b;
-    }
-    workgroupBarrier();
-  }
-`;
-}
-
 /** Pass 1: workgroup `x` transforms the contiguous chunk `x` of `chunk` values. */
 function chunkBody(chunk: number, io: PassIo): string {
   const at = `wg.x * ${chunk}u + i`;
-  return load(chunk, at, io) + butterflies(1, chunk) + store(chunk, at, io);
+  return load(chunk, at, io) + radixButterflies(chunk, 1, chunk, WIDE_HADAMARD_WORKGROUP) +
+    store(chunk, at, io);
 }
 
 /**
@@ -253,7 +239,8 @@ function stridedBody(
   const perPart = pow2 / tile;
   const at = `(wg.x / ${perPart}u) * ${pow2}u + (i / ${across}u) * ${chunk}u + ` +
     `(wg.x % ${perPart}u) * ${across}u + i % ${across}u`;
-  return load(tile, at, io) + butterflies(across, tile) + store(tile, at, io);
+  return load(tile, at, io) + radixButterflies(tile, across, tile, WIDE_HADAMARD_WORKGROUP) +
+    store(tile, at, io);
 }
 
 /**
