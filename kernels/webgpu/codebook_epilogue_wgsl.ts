@@ -59,3 +59,69 @@ ${o.tokenAdd ? "  v += tokenAdd[t];\n" : ""}  store(t, r, v);
 }
 `;
 }
+
+/** What {@linkcode laneSteps} generates the loops of. */
+export interface LaneSteps {
+  /** Lanes sharing a row (`lane` in scope), units of the row, units a lane takes per step. */
+  lanes: number;
+  units: number;
+  unroll: number;
+  /** Statements loading unit `un` (a WGSL expression) into names suffixed `q`. */
+  load(q: number, un: string): string;
+  /** Statements using the loads of `q` for unit `un`. */
+  use(q: number, un: string): string;
+}
+
+/**
+ * WGSL for a row's `units` shared by `lanes` lanes, unit `lane + i·lanes` to lane `lane`, with
+ * everything unrolled over compile-time constants: whole steps of `unroll` units a lane (all
+ * loads of a step first, so they are in flight together) without bounds checks, then the units
+ * left one at a time, guarded (one more copy of the unit's code, not `unroll` more).
+ */
+export function laneSteps(o: LaneSteps): string {
+  const L = o.lanes;
+  const U = Math.max(1, o.unroll);
+  const steps = Math.floor(o.units / (U * L));
+  const rounds = Math.ceil(o.units / L);
+  const step = (n: number, first: string) => {
+    const s: string[] = [];
+    for (let q = 0; q < n; q++) {
+      s.push(`    let un${q} = ${first} + ${q * L}u;`, o.load(q, `un${q}`));
+    }
+    for (let q = 0; q < n; q++) s.push(o.use(q, `un${q}`));
+    return s.join("\n");
+  };
+  const out: string[] = [];
+  if (steps > 0) {
+    out.push(`  for (var i = 0u; i < ${steps}u; i++) {`, step(U, `lane + i * ${U * L}u`), "  }");
+  }
+  if (rounds > steps * U) {
+    out.push(
+      `  for (var i = ${steps * U}u; i < ${rounds}u; i++) {`,
+      `    if (lane + i * ${L}u < ${o.units}u) {`,
+      step(1, `lane + i * ${L}u`),
+      "    }",
+      "  }",
+    );
+  }
+  return out.join("\n");
+}
+
+/**
+ * WGSL summing each token row's accumulator `acc{t}` over the `lanes` lanes of a row through the
+ * workgroup array `red` (256 f32), one barrier per token row: lane 0 adds its row's partial sums
+ * in lane order and runs `store(t)` with the sum as `v` and `tok` the token row, where `valid`
+ * (a WGSL condition) holds; token rows start at `wg.y · tokens`.
+ */
+export function laneReduce(tokens: number, lanes: number, valid: string, store: string): string {
+  return Array.from({ length: tokens }, (_, t) =>
+    `  red[lid] = acc${t};
+  workgroupBarrier();
+  if (lane == 0u && ${valid} && wg.y * ${tokens}u + ${t}u < st.T) {
+    let tok = wg.y * ${tokens}u + ${t}u;
+    var v = 0.0;
+    for (var l = 0u; l < ${lanes}u; l++) { v += red[lid + l]; }
+    ${store}
+  }
+${t < tokens - 1 ? "  workgroupBarrier();\n" : ""}`).join("");
+}

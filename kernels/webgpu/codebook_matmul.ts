@@ -183,7 +183,8 @@ export async function codebookMatmul(
       ]);
       const onShared = shared && fits(aqlmCodebookWords(plan) * 4 + 1024);
       const pipeline = await both(
-        (tokens) => aqlmShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll }),
+        (tokens) =>
+          aqlmShader({ ...plan, cols: m.cols, xStride, tokens, shared: onShared, unroll }),
         "usrrrwr",
       );
       return [{

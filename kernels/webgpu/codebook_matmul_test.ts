@@ -27,8 +27,8 @@ const codes = (n: number, size: number, seed: number) =>
 /**
  * The matrices: 96 × 344 E8P (43 codewords a row; Hadamard factors 12 and 172), 88 × 352 E8P
  * (factor 44, TinyLlama's MLP width's), 28 × 172 E8P (a last codeword of 4 values, rows not a
- * multiple of a workgroup's), 28 × 1792 E8P with E81B residuals (rows of whole vec4 code units:
- * unguarded steps, a remainder and a guarded step), 37 × 600 AQLM and VPTQ.
+ * multiple of a workgroup's), 28 × 896 E8P with E81B residuals (rows of whole vec4 code units,
+ * a guarded step), 37 × 600 AQLM and VPTQ.
  */
 function matrices(): [string, Matrix][] {
   const e8p = (bits: 2 | 3 | 4, [rows, cols] = [96, 344]): Matrix => {
@@ -79,7 +79,7 @@ function matrices(): [string, Matrix][] {
     ["e8p12-rvq4", e8p(4)],
     ["e8p12 88 × 352", e8p(2, [88, 352])],
     ["e8p12 28 × 172", e8p(2, [28, 172])],
-    ["e8p12-rvq3 28 × 1792", e8p(3, [28, 1792])],
+    ["e8p12-rvq3 28 × 896", e8p(3, [28, 896])],
     ["aqlm 2x8 g8", aqlm(2, 8, 8)],
     ["aqlm 1x16 g8", aqlm(1, 16, 8)],
     ["aqlm 1x5 g5", aqlm(1, 5, 5)],
@@ -161,7 +161,15 @@ Deno.test("codebook matrices pack as stored, or as f32 rows when a part exceeds 
 
 Deno.test("codebook shader keys differ by what the WGSL is built for", () => {
   assert.notEqual(epilogueKey({ tokenAdd: true }), epilogueKey({ tokenAdd: false }));
-  const a = { codebooks: 1, bits: 8, groupSize: 8, stride: 4, rowWords: 8, cols: 256 };
+  const a = {
+    codebooks: 1,
+    bits: 8,
+    groupSize: 8,
+    stride: 4,
+    rowWords: 8,
+    cols: 256,
+    xStride: 256,
+  };
   assert.notEqual(
     aqlmKey({ ...a, tokens: 1, shared: false }),
     aqlmKey({ ...a, tokens: 1, shared: true }),

@@ -26,7 +26,7 @@
  * @module
  */
 import { E81B_GRID, E8P_ABS, E8P_RVQ } from "../formats/e8p_codebook.ts";
-import { CODEBOOK_PARAMS } from "./codebook_epilogue_wgsl.ts";
+import { CODEBOOK_PARAMS, laneReduce, laneSteps } from "./codebook_epilogue_wgsl.ts";
 
 /** Lanes sharing a row, and rows per workgroup of 256. */
 export const E8P_LANES = 16;
@@ -87,8 +87,6 @@ export function e8pShader(o: E8pShaderOptions): string {
   const fullVec = Math.floor(cols / 8);
   const vectors = Math.ceil(cols / 8);
   const units = Math.floor(fullVec / (2 * W));
-  const whole = Math.floor(units / L);
-  const steps = Math.floor(whole / U);
   const tailStart = units * 2 * W;
   const tailCount = vectors - tailStart;
   const rho = o.rvq ? E8P_RVQ[o.rvq].residScale : 1;
@@ -148,27 +146,15 @@ export function e8pShader(o: E8pShaderOptions): string {
     }
     return s.join("\n");
   };
-  /** A step of `n` units from unit `first` (an expression), loads first. */
-  const step = (n: number, first: string) => {
-    const s: string[] = [];
-    for (let q = 0; q < n; q++) {
-      s.push(`    let un${q} = ${first} + ${q * L}u;`, `    let c${q} = codes[base + un${q}];`);
-    }
-    for (let q = 0; q < n; q++) s.push(unit(`${q}`, `un${q}`));
-    return s.join("\n");
-  };
-  const body: string[] = [];
-  if (steps > 0) {
-    body.push(
-      `  for (var i = 0u; i < ${steps}u; i++) {`,
-      step(U, `lane + i * ${U * L}u`),
-      "  }",
-    );
-  }
-  if (whole % U > 0) body.push("  {", step(whole % U, `lane + ${steps * U * L}u`), "  }");
-  if (units % L > 0) {
-    body.push(`  if (lane < ${units % L}u) {`, step(1, `lane + ${whole * L}u`), "  }");
-  }
+  const body = [
+    laneSteps({
+      lanes: L,
+      units,
+      unroll: U,
+      load: (q, un) => `    let c${q} = codes[base + ${un}];`,
+      use: (q, un) => unit(`${q}`, un),
+    }),
+  ];
   for (let q = 0; q * L < tailCount; q++) {
     // The codewords past the last whole unit, one a lane; the last may be partial.
     const j = `${tailStart + q * L}u + lane`;
@@ -189,16 +175,7 @@ export function e8pShader(o: E8pShaderOptions): string {
     }
   }
   const tokenRow = (t: number) => TT === 1 ? "wg.y" : `min(wg.y * ${TT}u + ${t}u, st.T - 1u)`;
-  const reduce = tokens.map((t) =>
-    `  red[lid] = acc${t};
-  workgroupBarrier();
-  if (lane == 0u && r < p.rows && wg.y * ${TT}u + ${t}u < st.T) {
-    var v = 0.0;
-    for (var l = 0u; l < ${L}u; l++) { v += red[lid + l]; }
-    z[(wg.y * ${TT}u + ${t}u) * p.rows + row] = v;
-  }
-${t < TT - 1 ? "  workgroupBarrier();\n" : ""}`
-  ).join("");
+  const reduce = laneReduce(TT, L, "r < p.rows", "z[tok * p.rows + row] = v;");
   return `// ${e8pKey(o)}
 ${CODEBOOK_PARAMS}
 @group(0) @binding(2) var<storage, read> u: array<${vecIn ? "vec4<f32>" : "f32"}>;
