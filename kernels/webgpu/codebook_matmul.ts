@@ -14,9 +14,11 @@
  * token row per thread, prefill {@linkcode PREFILL_TOKENS} at once, so each decoded weight serves
  * that many. Intermediate rows live in scratch buffers shared by the matrices of one `Kernels`
  * (dispatches of a pass run one after another), sized for as many token rows as the input buffer
- * holds. `Layout.codebookShared` puts small codebooks in workgroup memory instead of reading them
- * through the cache (where they fit; never AQLM 1x16's 65,536 codewords); `Layout.codebookUnroll`
- * sets how much each thread takes per step.
+ * holds. Codebooks of at most 8 KiB (AQLM 2x8, VPTQ k256) sit in workgroup memory, larger ones are
+ * read through the cache (never AQLM 1x16's 65,536 codewords in workgroup memory); the sweeps'
+ * `Layout.codebookShared` forces either where they fit (for E8P: the E81B grid of `rvq3`; its 256
+ * pattern words always sit there); `Layout.codebookUnroll` sets how much each thread takes per
+ * step.
  *
  * @module
  */
@@ -31,6 +33,9 @@ import { wideHadamardPasses } from "./hadamard_wide_wgsl.ts";
 
 /** Token rows per thread of the prefill kernels (decode: 1). */
 export const PREFILL_TOKENS = 8;
+
+/** Codebook bytes up to which they sit in workgroup memory unless `Layout.codebookShared` says. */
+const SHARED_BY_DEFAULT = 8192;
 
 /** Token rows up to which each thread takes one (as the GEMV's `GEMV_MAX_ROWS`). */
 const DECODE_ROWS = 4;
@@ -140,7 +145,9 @@ export async function codebookMatmul(
       splits,
     ]);
   const stepBinding = { buffer: step, size: 16 };
-  const shared = m.layout.codebookShared ?? false;
+  // Unset, small codebooks (AQLM 2x8's 8 KiB, VPTQ k256's) go to workgroup memory: random
+  // codeword reads there cost a bank access, through the cache a line each.
+  const shared = (bytes: number) => m.layout.codebookShared ?? bytes <= SHARED_BY_DEFAULT;
   const unroll = m.layout.codebookUnroll;
   const fits = (bytes: number) => bytes <= k.device.limits.maxComputeWorkgroupStorageSize;
   const label = `matmul ${m.rows}x${m.cols} ${plan.kind}`;
@@ -181,7 +188,8 @@ export async function codebookMatmul(
         plan.codebook,
         plan.scales,
       ]);
-      const onShared = shared && fits(aqlmCodebookWords(plan) * 4 + 1024);
+      const onShared = shared(aqlmCodebookWords(plan) * 4) &&
+        fits(aqlmCodebookWords(plan) * 4 + 1024);
       const pipeline = await both(
         (tokens) =>
           aqlmShader({ ...plan, cols: m.cols, xStride, tokens, shared: onShared, unroll }),
@@ -221,7 +229,8 @@ export async function codebookMatmul(
       const maxBytes = k.device.limits.maxComputeWorkgroupStorageSize;
       const u = scratch(k, "e8p u", maxT * m.cols * 4);
       const z = scratch(k, "e8p z", maxT * m.rows * 4);
-      const onShared = shared && fits(e8pSharedWords({ rvq: plan.rvq, shared: true }) * 4 + 1024);
+      const gridBytes = e8pSharedWords({ rvq: plan.rvq, shared: true }) * 4;
+      const onShared = (m.layout.codebookShared ?? false) && fits(gridBytes + 1024);
       // One row per workgroup: as many threads as the row has butterflies, within the limits.
       const threads = (n: number) =>
         Math.min(
@@ -370,7 +379,8 @@ export async function codebookMatmul(
       const partial = scratch(k, "vptq partial", splits * maxT * m.rows * 4);
       const mainFloats = plan.centroids * v;
       const resFloats = plan.resCentroids * v;
-      const onShared = shared && fits((mainFloats + resFloats + 256 * v) * 4);
+      const onShared = shared((mainFloats + resFloats) * 4) &&
+        fits((mainFloats + resFloats + 256 * v) * 4);
       const prep = await k.pipeline("usrrww", vptqPrepShader(m.cols, plan.norm));
       const pipeline = await both((tokens) =>
         vptqShader({

@@ -97,7 +97,9 @@ for (const shared of [false, true]) {
     }, T = 1, 2, 11`,
     ignore: unavailable !== undefined,
     async fn() {
-      const tuning = shared ? { codebookShared: true, codebookUnroll: 3 } : {};
+      const tuning = shared
+        ? { codebookShared: true, codebookUnroll: 3 }
+        : { codebookShared: false };
       const ops = createWebGpuBackend({ gemv: tuning }).ops!;
       for (const [name, w] of matrices()) {
         for (const T of [1, 2, 11]) {
