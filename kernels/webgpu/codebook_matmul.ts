@@ -231,13 +231,14 @@ export async function codebookMatmul(
       const z = scratch(k, "e8p z", maxT * m.rows * 4);
       const gridBytes = e8pSharedWords({ rvq: plan.rvq, shared: true }) * 4;
       const onShared = (m.layout.codebookShared ?? false) && fits(gridBytes + 1024);
-      // One row per workgroup: as many threads as the row has butterflies, within the limits.
+      // One row per workgroup: a thread per 16-value block of the butterflies' register rounds
+      // (`radixButterflies`), within the limits.
       const threads = (n: number) =>
         Math.min(
           k.device.limits.maxComputeInvocationsPerWorkgroup,
           k.device.limits.maxComputeWorkgroupSizeX,
           1024,
-          Math.max(64, 2 ** Math.ceil(Math.log2(n / 2))),
+          Math.max(64, 2 ** Math.ceil(Math.log2(n / 16))),
         );
       const [outOff, outStride, outPosStride] = [
         o.outOff ?? 0,
