@@ -113,6 +113,40 @@ for (const shared of [false, true]) {
 }
 
 Deno.test({
+  name: "webgpu: AQLM rows of whole vec4 code units equal the CPU's (steps, guarded units, tail)",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // 21 × 2100 with g = 8: 263 groups, 132 words a row (vec4 units of 8 groups): 32 whole
+    // units (one unguarded step of 2 a lane), 6 groups past them and a last group of 4 values;
+    // 21 rows leave 11 of a workgroup's 16 without a row.
+    const [rows, cols] = [21, 2100];
+    // 1x16's codebook never fits workgroup memory: through the cache only.
+    const cases = [[2, 8, [false, true]], [1, 16, [false]]] as const;
+    for (const [M, B, placements] of cases) {
+      const w = buildAqlmMatrix({
+        scheme: { codebooks: M, bits: B, groupSize: 8 },
+        rows,
+        cols,
+        codes: codes(rows * Math.ceil(cols / 8) * M, 2 ** B, 15),
+        codebooks: pseudoRandom(M * 2 ** B * 8, 16),
+        scales: pseudoRandom(rows, 17).map((v) => 1 + v),
+      });
+      for (const codebookShared of placements) {
+        const ops = createWebGpuBackend({ gemv: { codebookShared } }).ops!;
+        for (const T of [1, 11]) {
+          const x = pseudoRandom(T * cols, 50 + T);
+          const err = relativeError(await ops.matmul(x, w), await cpuOps.matmul(x, w));
+          assert.ok(
+            err <= 1e-5,
+            `${M}x${B} shared=${codebookShared} T=${T}: relative error ${err}`,
+          );
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
   name: "webgpu: E8P matmuls with Hadamard sides wider than workgroup memory equal the CPU's",
   ignore: unavailable !== undefined,
   async fn() {
