@@ -1,8 +1,10 @@
 /**
  * WGSL shared by the codebook formats' kernels (`e8p_wgsl.ts`, `aqlm_wgsl.ts`, `vptq_wgsl.ts`):
- * their uniform block and output store, and the epilogue that finishes VPTQ's product computed in
- * column splits: `out[t][r] (+)= Σ_z partial[z][t][r] + tokenAdd[t]`, over `splits` partial sums,
- * with the norm's bias term as `tokenAdd` (where the matrix has a norm).
+ * their uniform block and output store, the lanes' unrolled loops over a row and their sum
+ * ({@linkcode laneSteps}, {@linkcode laneReduce}), and the epilogue that finishes VPTQ's product
+ * computed in column splits: `out[t][r] (+)= Σ_z partial[z][t][r] + Σ_b tokenAdd[t][b]`, over
+ * `splits` partial sums, with the norm's bias term in `tokenParts` parts as `tokenAdd` (where the
+ * matrix has a norm: one part per workgroup of `vptqPrepShader`).
  *
  * Bindings: 0 params ({@linkcode CODEBOOK_PARAMS}), 1 `Step` (dynamic offset), 2 partial sums,
  * 3 token terms (f32), 4 out. Dispatch `linearGroups(T · rows)`.
@@ -29,14 +31,14 @@ fn store(t: u32, r: u32, v: f32) {
 }
 `;
 
-/** The epilogue's options: whether tokens get a term added. */
+/** The epilogue's options: the parts of the term each token row gets added (0: none). */
 export interface EpilogueOptions {
-  tokenAdd: boolean;
+  tokenParts: number;
 }
 
 /** The cache key of {@linkcode epilogueShader}. */
 export function epilogueKey(o: EpilogueOptions): string {
-  return `codebook-epilogue:${o.tokenAdd ? "add" : "plain"}`;
+  return `codebook-epilogue:add${o.tokenParts}`;
 }
 
 /** The epilogue shader (see the module notes). */
@@ -55,7 +57,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let r = i % p.rows;
   var v = 0.0;
   for (var z = 0u; z < p.splits; z++) { v += partial[(z * st.T + t) * p.rows + r]; }
-${o.tokenAdd ? "  v += tokenAdd[t];\n" : ""}  store(t, r, v);
+${
+    o.tokenParts > 0
+      ? `  for (var b = 0u; b < ${o.tokenParts}u; b++) { v += tokenAdd[t * ${o.tokenParts}u + b]; }\n`
+      : ""
+  }  store(t, r, v);
 }
 `;
 }

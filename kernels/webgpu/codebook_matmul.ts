@@ -26,7 +26,13 @@ import type { GpuCodebookPlan } from "../formats/gpu_layout.ts";
 import type { PackedMatrix } from "./pack.ts";
 import { AQLM_ROWS_PER_GROUP, aqlmCodebookWords, aqlmShader } from "./aqlm_wgsl.ts";
 import { E8P_ROWS_PER_GROUP, e8pShader, e8pSharedWords, e8pTable } from "./e8p_wgsl.ts";
-import { VPTQ_GROUPS_PER_WORKGROUP, VPTQ_SLICES, vptqPrepShader, vptqShader } from "./vptq_wgsl.ts";
+import {
+  VPTQ_GROUPS_PER_WORKGROUP,
+  VPTQ_SLICES,
+  vptqPrepGroups,
+  vptqPrepShader,
+  vptqShader,
+} from "./vptq_wgsl.ts";
 import { epilogueShader } from "./codebook_epilogue_wgsl.ts";
 import { hadamardFactorData, hadamardShader } from "./hadamard_wgsl.ts";
 import { wideHadamardPasses } from "./hadamard_wide_wgsl.ts";
@@ -160,9 +166,13 @@ export async function codebookMatmul(
   const epilogue = async (
     partial: GPUBuffer,
     tokenAdd: GPUBuffer | undefined,
+    tokenParts: number,
     splits: number,
   ): Promise<CodebookDispatch> => {
-    const pipe = await k.pipeline("usrrw", epilogueShader({ tokenAdd: tokenAdd !== undefined }));
+    const pipe = await k.pipeline(
+      "usrrw",
+      epilogueShader({ tokenParts: tokenAdd === undefined ? 0 : tokenParts }),
+    );
     return {
       label: `${label} epilogue`,
       pipeline: () => pipe,
@@ -376,7 +386,8 @@ export async function codebookMatmul(
       const binding = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
       const splits = Math.max(1, Math.min(wanted, Math.floor(binding / (maxT * m.rows * 4))));
       const xs = scratch(k, "vptq xs", maxT * m.cols * 4);
-      const bsum = scratch(k, "vptq bias", maxT * 4);
+      const prepGroups = vptqPrepGroups(m.cols);
+      const bsum = scratch(k, "vptq bias", maxT * prepGroups * 4);
       const partial = scratch(k, "vptq partial", splits * maxT * m.rows * 4);
       const mainFloats = plan.centroids * v;
       const resFloats = plan.resCentroids * v;
@@ -404,7 +415,7 @@ export async function codebookMatmul(
           label: `${label} input`,
           pipeline: () => prep,
           bindGroup: bind(k, "usrrww", [params(m.rows), stepBinding, x, sideBuf!, xs, bsum]),
-          groups: (T) => [T, 1, 1],
+          groups: (T) => [prepGroups, T, 1],
         },
         {
           label,
@@ -419,7 +430,7 @@ export async function codebookMatmul(
           ]),
           groups: (T) => [groupsX, Math.ceil(T / tokensFor(T)), splits],
         },
-        await epilogue(partial, plan.norm ? bsum : undefined, splits),
+        await epilogue(partial, plan.norm ? bsum : undefined, prepGroups, splits),
       ];
     }
   }

@@ -24,6 +24,27 @@ const unavailable = await createWebGpuBackend().unavailable();
 const codes = (n: number, size: number, seed: number) =>
   Int32Array.from(pseudoRandom(n, seed), (v) => Math.floor((v + 0.5) * size) % size);
 
+/** A VPTQ matrix `name` of `rows × cols` with 3 outlier columns, a permutation and a norm. */
+function vptqMatrix(name: string, rows: number, cols: number): Matrix {
+  const config = parseVptqName(name);
+  const o = 3;
+  const n = Math.ceil(rows / config.vectorLen) * (cols - o);
+  return buildVptq({
+    rows,
+    cols,
+    config,
+    centroids: pseudoRandom(config.centroids * config.vectorLen, 15),
+    indices: codes(n, config.centroids, 16),
+    resCentroids: pseudoRandom(config.resCentroids * config.vectorLen, 17),
+    resIndices: codes(n, config.resCentroids, 18),
+    outlierCols: o,
+    outliers: pseudoRandom(rows * o, 19),
+    perm: Array.from({ length: cols }, (_, j) => (j * 7) % cols),
+    normScale: pseudoRandom(cols, 20).map((v) => 1 + v),
+    normBias: pseudoRandom(cols, 21),
+  });
+}
+
 /**
  * The matrices: 96 × 344 E8P (43 codewords a row; Hadamard factors 12 and 172), 88 × 352 E8P
  * (factor 44, TinyLlama's MLP width's), 28 × 172 E8P (a last codeword of 4 values, rows not a
@@ -54,25 +75,7 @@ function matrices(): [string, Matrix][] {
       codebooks: pseudoRandom(M * 2 ** B * g, 13),
       scales: pseudoRandom(37, 14).map((v) => 1 + v),
     });
-  const vptq = (name: string): Matrix => {
-    const config = parseVptqName(name);
-    const [rows, cols, o] = [37, 600, 3];
-    const n = Math.ceil(rows / config.vectorLen) * (cols - o);
-    return buildVptq({
-      rows,
-      cols,
-      config,
-      centroids: pseudoRandom(config.centroids * config.vectorLen, 15),
-      indices: codes(n, config.centroids, 16),
-      resCentroids: pseudoRandom(config.resCentroids * config.vectorLen, 17),
-      resIndices: codes(n, config.resCentroids, 18),
-      outlierCols: o,
-      outliers: pseudoRandom(rows * o, 19),
-      perm: Array.from({ length: cols }, (_, j) => (j * 7) % cols),
-      normScale: pseudoRandom(cols, 20).map((v) => 1 + v),
-      normBias: pseudoRandom(cols, 21),
-    });
-  };
+  const vptq = (name: string) => vptqMatrix(name, 37, 600);
   return [
     ["e8p12", e8p(2)],
     ["e8p12-rvq3", e8p(3)],
@@ -147,6 +150,22 @@ Deno.test({
 });
 
 Deno.test({
+  name: "webgpu: VPTQ with more columns than a prep workgroup takes equals the CPU's",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // 2300 columns: three prep workgroups of 1024 (the last partial), so three parts of the
+    // norm's bias term for the epilogue to add.
+    const w = vptqMatrix("vptq-v4-k256-16", 37, 2300);
+    const ops = createWebGpuBackend().ops!;
+    for (const T of [1, 11]) {
+      const x = pseudoRandom(T * 2300, 60 + T);
+      const err = relativeError(await ops.matmul(x, w), await cpuOps.matmul(x, w));
+      assert.ok(err <= 1e-5, `T=${T}: relative error ${err}`);
+    }
+  },
+});
+
+Deno.test({
   name: "webgpu: E8P matmuls with Hadamard sides wider than workgroup memory equal the CPU's",
   ignore: unavailable !== undefined,
   async fn() {
@@ -196,7 +215,7 @@ Deno.test("codebook matrices pack as stored, or as f32 rows when a part exceeds 
 });
 
 Deno.test("codebook shader keys differ by what the WGSL is built for", () => {
-  assert.notEqual(epilogueKey({ tokenAdd: true }), epilogueKey({ tokenAdd: false }));
+  assert.notEqual(epilogueKey({ tokenParts: 2 }), epilogueKey({ tokenParts: 0 }));
   const a = {
     codebooks: 1,
     bits: 8,

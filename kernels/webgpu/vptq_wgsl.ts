@@ -6,7 +6,8 @@
  *
  * in two kernels and the shared epilogue (`codebook_epilogue_wgsl.ts`):
  *
- * - {@linkcode vptqPrepShader}: one workgroup per token row gathers `xs` and sums the bias term;
+ * - {@linkcode vptqPrepShader}: workgroups of {@linkcode VPTQ_PREP_COLUMNS} columns gather `xs` and
+ *   sum their part of the bias term;
  * - {@linkcode vptqShader}: a thread owns one vector group (`v` consecutive output rows) and takes
  *   every `S`-th stored column of its column split, `unroll` columns a step; for each column it
  *   reads the group's index (and residual index) from the packed streams (consecutive groups are
@@ -20,7 +21,8 @@
  *   them and the bias term into the output.
  *
  * Bindings of the prep: 0 params, 1 `Step`, 2 x, 3 column words (`perm`, then scale and bias as
- * f32 bits), 4 xs, 5 bias terms; dispatch `(T, 1, 1)`. Of the main kernel: 0 params, 1 `Step`,
+ * f32 bits), 4 xs, 5 bias terms' parts (`vptqPrepGroups` a token row); dispatch
+`(vptqPrepGroups(cols), T, 1)`. Of the main kernel: 0 params, 1 `Step`,
  * 2 xs, 3 index words, 4 centroids (main, residual, then the outliers, f32), 5 partial sums;
  * dispatch `(⌈G / GB⌉, ⌈T / TT⌉, splits)`.
  *
@@ -70,8 +72,18 @@ export function vptqPrepKey(cols: number, norm: boolean): string {
   return `vptq-prep:${cols}:${norm ? "norm" : "plain"}`;
 }
 
-/** The prep shader: `xs` and (with `norm`) the bias terms (see the module notes). */
+/** Columns a workgroup of the prep shader takes (4 a thread, their loads in flight together). */
+export const VPTQ_PREP_COLUMNS = 1024;
+
+/** Workgroups of the prep shader per token row, and so the bias term's parts. */
+export function vptqPrepGroups(cols: number): number {
+  return Math.ceil(cols / VPTQ_PREP_COLUMNS);
+}
+
+/** The prep shader: `xs` and (with `norm`) the bias terms' parts (see the module notes). */
 export function vptqPrepShader(cols: number, norm: boolean): string {
+  const per = VPTQ_PREP_COLUMNS / 256;
+  const ks = Array.from({ length: per }, (_, k) => k);
   return `// ${vptqPrepKey(cols, norm)}
 ${CODEBOOK_PARAMS}
 @group(0) @binding(2) var<storage, read> x: array<f32>;
@@ -82,16 +94,26 @@ var<workgroup> red: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-  let t = wg.x;
-  var part = 0.0;
-  for (var j = lid; j < ${cols}u; j += 256u) {
-    let xp = x[t * p.xStride + side[j]];
+  let t = wg.y;
+  // The columns' permutation entries first, then their activations: loads in flight together.
 ${
-    norm
-      ? `    xs[t * ${cols}u + j] = xp * bitcast<f32>(side[${cols}u + j]);
-    part += xp * bitcast<f32>(side[${2 * cols}u + j]);`
-      : `    xs[t * ${cols}u + j] = xp;`
+    ks.map((k) =>
+      `  let j${k} = min(wg.x * ${VPTQ_PREP_COLUMNS}u + ${k * 256}u + lid, ${cols - 1}u);`
+    ).join("\n")
   }
+${ks.map((k) => `  let xp${k} = x[t * p.xStride + side[j${k}]];`).join("\n")}
+  var part = 0.0;
+${
+    ks.map((k) =>
+      `  if (wg.x * ${VPTQ_PREP_COLUMNS}u + ${k * 256}u + lid < ${cols}u) {
+${
+        norm
+          ? `    xs[t * ${cols}u + j${k}] = xp${k} * bitcast<f32>(side[${cols}u + j${k}]);
+    part += xp${k} * bitcast<f32>(side[${2 * cols}u + j${k}]);`
+          : `    xs[t * ${cols}u + j${k}] = xp${k};`
+      }
+  }`
+    ).join("\n")
   }
 ${
     norm
@@ -101,7 +123,7 @@ ${
     if (lid < s) { red[lid] += red[lid + s]; }
     workgroupBarrier();
   }
-  if (lid == 0u) { bsum[t] = red[0]; }`
+  if (lid == 0u) { bsum[t * ${vptqPrepGroups(cols)}u + wg.x] = red[0]; }`
       : ""
   }
 }
