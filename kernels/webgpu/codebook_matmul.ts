@@ -17,7 +17,7 @@
  * holds. Codebooks of at most 8 KiB (AQLM 2x8, VPTQ k256) sit in workgroup memory, larger ones are
  * read through the cache (never AQLM 1x16's 65,536 codewords in workgroup memory); the sweeps'
  * `Layout.codebookShared` forces either where they fit (for E8P: the E81B grid of `rvq3`; its 256
- * pattern words always sit there); `Layout.codebookUnroll` sets how much each thread takes per
+ * patterns always sit there); `Layout.codebookUnroll` sets how much each thread takes per
  * step.
  *
  * @module
@@ -25,7 +25,13 @@
 import type { GpuCodebookPlan } from "../formats/gpu_layout.ts";
 import type { PackedMatrix } from "./pack.ts";
 import { AQLM_ROWS_PER_GROUP, aqlmCodebookWords, aqlmShader } from "./aqlm_wgsl.ts";
-import { E8P_ROWS_PER_GROUP, e8pShader, e8pSharedWords, e8pTable } from "./e8p_wgsl.ts";
+import {
+  E8P_ROWS_PER_GROUP,
+  E8P_TABLE_WORDS,
+  e8pShader,
+  e8pSharedWords,
+  e8pTable,
+} from "./e8p_wgsl.ts";
 import {
   VPTQ_GROUPS_PER_WORKGROUP,
   VPTQ_SLICES,
@@ -240,7 +246,8 @@ export async function codebookMatmul(
       const u = scratch(k, "e8p u", maxT * m.cols * 4);
       const z = scratch(k, "e8p z", maxT * m.rows * 4);
       const gridBytes = e8pSharedWords({ rvq: plan.rvq, shared: true }) * 4;
-      const onShared = (m.layout.codebookShared ?? false) && fits(gridBytes + 1024);
+      const onShared = (m.layout.codebookShared ?? false) &&
+        fits(gridBytes + E8P_TABLE_WORDS * 4 + 1024);
       // One row per workgroup: a thread per 16-value block of the butterflies' register rounds
       // (`radixButterflies`), within the limits.
       const threads = (n: number) =>

@@ -3,8 +3,8 @@
  * Σ_j ĉ(r, j) · u[t][8j .. 8j + 8)`, with `u` the input after its signs and Hadamard transform
  * (`hadamard_wgsl.ts`) and `ĉ` the E8P12 codeword of code `(r, j)` (plus the residual codeword
  * divided by ρ for `e8p12-rvq3`/`-rvq4`), decoded in the kernel from the 256 absolute patterns
- * ({@linkcode e8pTable}: eight 3-bit `2|v|` nibbles, bit 31 the pattern's odd sum) and the code's
- * sign byte, as `e8p_codebook.ts` defines it.
+ * ({@linkcode e8pTable}: eight `|v|` as f16 and the pattern's parity, in workgroup memory) and the
+ * code's sign byte, as `e8p_codebook.ts` defines it; signs are applied by flipping f32 sign bits.
  *
  * Laid out for NVIDIA-like GPUs, where private arrays indexed by a loop variable live in off-chip
  * local memory: the generator unrolls everything over compile-time constants, so a codeword is two
@@ -15,8 +15,8 @@
  * contiguous run. Each lane takes `unroll` units a step, their loads issued together; whole steps
  * run without bounds checks, then one guarded step for the units left and one for the codewords
  * past the last whole unit (the last of them partial where `cols % 8 ≠ 0`). The input is read as
- * `vec4<f32>` where `cols % 4 = 0`. The 256 pattern words sit in workgroup memory (the E81B grid
- * of `rvq3` too with `shared`); the lanes of a row meet through a 256-float buffer, one barrier
+ * `vec4<f32>` where `cols % 4 = 0`. The 256 patterns sit in workgroup memory (the E81B grid of
+ * `rvq3` too with `shared`); the lanes of a row meet through a 256-float buffer, one barrier
  * per token row.
  *
  * Bindings: 0 params (`CODEBOOK_PARAMS`), 1 `Step`, 2 u (rows of `cols`), 3 codes, 4 the table
@@ -55,26 +55,37 @@ export function e8pKey(o: E8pShaderOptions): string {
     (o.shared ? "shared" : "cache");
 }
 
-/** The decoder's table: 256 pattern words, then (for `rvq3`) the E81B grid as f32 bits. */
+/**
+ * The decoder's table: for each of the 256 absolute patterns, its eight `|v|` as f16 (four words,
+ * coordinate 2i in the low half of word i), the sign bit of coordinate 0's half (free: `|v| ≥ 0`)
+ * set where the pattern's `Σ |v|` is not a multiple of 2; then (for `rvq3`) the E81B grid as f32 bits.
+ */
 export function e8pTable(rvq: 0 | 3 | 4): Uint32Array {
-  const out = new Uint32Array(256 + (rvq === 3 ? 256 * 8 : 0));
+  const out = new Uint32Array(E8P_TABLE_WORDS + (rvq === 3 ? 256 * 8 : 0));
+  // |v| ∈ {0, 0.5, … 3.5}: the f16 bits of n/2 for n = 2|v| < 8.
+  const half = (n: number) => (n === 0 ? 0 : ((Math.floor(Math.log2(n / 2)) + 15) << 10) +
+    Math.round((n / 2 / 2 ** Math.floor(Math.log2(n / 2)) - 1) * 1024));
   for (let k = 0; k < 256; k++) {
     let sum = 0;
-    let word = 0;
     for (let i = 0; i < 8; i++) {
       const v = E8P_ABS[8 * k + i]!;
       sum += v;
-      word += 2 * v * 2 ** (4 * i);
+      out[4 * k + (i >> 1)]! |= half(2 * v) << (16 * (i & 1));
     }
-    out[k] = word + (sum % 2 ? 2 ** 31 : 0);
+    if (sum % 2) out[4 * k]! |= 0x8000;
   }
-  if (rvq === 3) out.set(new Uint32Array(E81B_GRID.buffer, E81B_GRID.byteOffset, 2048), 256);
+  if (rvq === 3) {
+    out.set(new Uint32Array(E81B_GRID.buffer, E81B_GRID.byteOffset, 2048), E8P_TABLE_WORDS);
+  }
   return out;
 }
 
-/** Words of the table the shader copies into workgroup memory. */
+/** Words of the pattern table (256 patterns of four words). */
+export const E8P_TABLE_WORDS = 1024;
+
+/** Words of the E81B grid the shader copies into workgroup memory (with `shared`, for `rvq3`). */
 export function e8pSharedWords(o: Pick<E8pShaderOptions, "rvq" | "shared">): number {
-  return 256 + (o.rvq === 3 && o.shared ? 2048 : 0);
+  return o.rvq === 3 && o.shared ? 2048 : 0;
 }
 
 /** The E8P shader (see the module notes). */
@@ -90,7 +101,9 @@ export function e8pShader(o: E8pShaderOptions): string {
   const tailStart = units * 2 * W;
   const tailCount = vectors - tailStart;
   const rho = o.rvq ? E8P_RVQ[o.rvq].residScale : 1;
-  const grid = o.shared ? "wtb" : "tb";
+  const onShared = e8pSharedWords(o) > 0;
+  const grid = onShared ? "wgrid" : "tb";
+  const gridAt = onShared ? 0 : E8P_TABLE_WORDS;
   const sharedWords = e8pSharedWords(o);
   const tokens = Array.from({ length: TT }, (_, t) => t);
   const xRow = vecIn ? cols / 4 : cols;
@@ -109,7 +122,7 @@ export function e8pShader(o: E8pShaderOptions): string {
       );
     } else if (o.rvq === 3) {
       s.push(
-        `      let g${id} = 256u + ((second[row * ${o.secondWords}u + ((${j}) >> 2u)] >> (8u * ((${j}) & 3u))) & 0xffu) * 8u;`,
+        `      let g${id} = ${gridAt}u + ((second[row * ${o.secondWords}u + ((${j}) >> 2u)] >> (8u * ((${j}) & 3u))) & 0xffu) * 8u;`,
         `      wa += vec4<f32>(${
           [0, 1, 2, 3].map((i) => `bitcast<f32>(${grid}[g${id} + ${i}u])`)
         }) / ${rho};`,
@@ -184,24 +197,29 @@ ${CODEBOOK_PARAMS}
 @group(0) @binding(5) var<storage, read_write> z: array<f32>;
 @group(0) @binding(6) var<storage, read> second: array<u32>;
 var<workgroup> red: array<f32, 256>;
-var<workgroup> wtb: array<u32, ${sharedWords}>;
+var<workgroup> wtb: array<vec4<u32>, 256>;
+${onShared ? `var<workgroup> wgrid: array<u32, ${sharedWords}>;` : ""}
 
 struct W8 { a: vec4<f32>, b: vec4<f32> }
 
-// Codeword \`code\`: coordinate i is the pattern's nibble i (2|v|) times ±1/2 by the sign byte's
-// bit (0, 4, 1, 5, 2, 6, 3, 7)[i], plus the shift ±1/4 (\`e8p_codebook.ts\`).
+// Codeword \`code\`: coordinate i is the pattern's |v| (f16) with the sign of the sign byte's bit
+// (0, 4, 1, 5, 2, 6, 3, 7)[i], plus the shift ±1/4 (\`e8p_codebook.ts\`); signs are flipped in the
+// f32 bits (bit j shifted to bit 31), which gives the same values as multiplying by ±1.
 fn e8p(code: u32) -> W8 {
-  let a = wtb[code >> 8u];
+  let e = wtb[code >> 8u];
   var s = code & 255u;
   let par = countOneBits(s) & 1u;
   s ^= par;
-  s ^= (a >> 31u) << 7u;
+  s ^= ((e.x >> 15u) & 1u) << 7u;
   let sh = select(0.25, -0.25, par == 1u);
-  let na = vec4<f32>((vec4<u32>(a) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(7u));
-  let nb = vec4<f32>((vec4<u32>(a) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(7u));
-  let sa = vec4<f32>((vec4<u32>(s) >> vec4<u32>(0u, 4u, 1u, 5u)) & vec4<u32>(1u));
-  let sb = vec4<f32>((vec4<u32>(s) >> vec4<u32>(2u, 6u, 3u, 7u)) & vec4<u32>(1u));
-  return W8(na * (0.5 - sa) + sh, nb * (0.5 - sb) + sh);
+  let ma = vec4<f32>(unpack2x16float(e.x & 0xffff7fffu), unpack2x16float(e.y));
+  let mb = vec4<f32>(unpack2x16float(e.z), unpack2x16float(e.w));
+  let sa = (vec4<u32>(s) << vec4<u32>(31u, 27u, 30u, 26u)) & vec4<u32>(0x80000000u);
+  let sb = (vec4<u32>(s) << vec4<u32>(29u, 25u, 28u, 24u)) & vec4<u32>(0x80000000u);
+  return W8(
+    bitcast<vec4<f32>>(bitcast<vec4<u32>>(ma) ^ sa) + sh,
+    bitcast<vec4<f32>>(bitcast<vec4<u32>>(mb) ^ sb) + sh,
+  );
 }
 
 fn codes32(i: u32) -> u32 {
@@ -214,7 +232,12 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   // Lanes past the last row read its codes (no bounds checks in the loops) and store nothing.
   let r = wg.x * ${E8P_ROWS_PER_GROUP}u + lid / ${L}u;
   let row = min(r, p.rows - 1u);
-  for (var i = lid; i < ${sharedWords}u; i += 256u) { wtb[i] = tb[i]; }
+  wtb[lid] = vec4<u32>(tb[4u * lid], tb[4u * lid + 1u], tb[4u * lid + 2u], tb[4u * lid + 3u]);
+${
+    onShared
+      ? `  for (var i = lid; i < ${sharedWords}u; i += 256u) { wgrid[i] = tb[${E8P_TABLE_WORDS}u + i]; }\n`
+      : ""
+  }
   workgroupBarrier();
   let base = row * ${rowWords / W}u;
 ${tokens.map((t) => `  let ub${t} = ${tokenRow(t)} * ${xRow}u;\n  var acc${t} = 0.0;`).join("\n")}
