@@ -5,14 +5,14 @@
  * Laid out as `e8p_wgsl.ts` is, with everything unrolled over compile-time constants (no private
  * arrays, which NVIDIA keeps in off-chip local memory): {@linkcode AQLM_LANES} lanes share a row,
  * {@linkcode AQLM_ROWS_PER_GROUP} rows a workgroup of 256. Where a group's `M` codes fill a whole
- * fraction of a u32 (`32 % (M·B) = 0`: 1x16, 2x8, 1x8, 2x4, …) a lane reads a *unit* of `W`
- * consecutive code words (a `vec4<u32>` where a row's words are a multiple of 4, else one u32), so
- * neighbouring lanes read neighbouring words; other widths take one group a unit, its codes read
+ * fraction of a u32 (`32 % (M·B) = 0`: 1x16, 2x8, 1x8, 2x4, …) a lane reads a *unit*, one code
+ * word, and neighbouring lanes neighbouring words (a warp's input loads then touch few 128-byte
+ * lines, as in `e8p_wgsl.ts`); other widths take one group a unit, its codes read
  * from the row's bit stream. A group's codewords (f16 pairs) are summed into `vec4<f32>` registers
  * (scalars where `g % 4 ≠ 0`) and dotted with `TT` token rows of activations, read as `vec4<f32>`
  * where `g`, `cols` and the input stride are multiples of 4 (1 token row when decoding; more for
  * prefill, so each decoded group serves several tokens). Each lane takes `unroll` units a step,
- * their loads issued together; whole steps run without bounds checks, then one guarded step, then
+ * their loads issued together; whole steps run without bounds checks, then a guarded loop, then
  * the groups past the last whole unit one a lane (the last of them partial where `cols % g ≠ 0`,
  * reading zeros for the missing activations). The codebooks are read through the cache, or with
  * `shared` from workgroup memory (only where they fit: not 1x16's 65,536 codewords). The lanes of
@@ -31,7 +31,7 @@ import {
 } from "./codebook_epilogue_wgsl.ts";
 
 /** Threads sharing a row, and rows per workgroup of 256. */
-export const AQLM_LANES = 16;
+export const AQLM_LANES = 8;
 export const AQLM_ROWS_PER_GROUP = 256 / AQLM_LANES;
 
 /** What the AQLM shader is built for. */
@@ -54,11 +54,12 @@ export interface AqlmShaderOptions {
 }
 
 /**
- * Units per lane and step by default: two where a unit is whole code words (two 16-byte loads of
- * codes in flight), else about 16 bytes of codes, at most 8 groups.
+ * Units per lane and step by default: where a unit is a code word, 8 when decoding (one token row;
+ * 8 words in flight) and 2 for prefill (whose 8 token rows a unit already give the lane work and
+ * take registers); else about 16 bytes of codes, at most 8 groups.
  */
-export function aqlmUnroll(o: Pick<AqlmShaderOptions, "codebooks" | "bits">): number {
-  if (32 % (o.codebooks * o.bits) === 0) return 2;
+export function aqlmUnroll(o: Pick<AqlmShaderOptions, "codebooks" | "bits" | "tokens">): number {
+  if (32 % (o.codebooks * o.bits) === 0) return o.tokens > 1 ? 2 : 8;
   return Math.max(1, Math.min(8, Math.floor(128 / (o.codebooks * o.bits))));
 }
 
@@ -92,8 +93,7 @@ export function aqlmShader(o: AqlmShaderOptions): string {
   // Units of whole code words where codes never straddle a word.
   const packed = 32 % (M * B) === 0;
   const perWord = packed ? 32 / (M * B) : 1;
-  const W = packed ? (rowWords % 4 === 0 ? 4 : 1) : 0;
-  const perUnit = packed ? W * perWord : 1;
+  const perUnit = packed ? perWord : 1;
   const units = Math.floor(fullGroups / perUnit);
   const tailStart = units * perUnit;
   const vecCb = stride % 4 === 0;
@@ -157,7 +157,7 @@ export function aqlmShader(o: AqlmShaderOptions): string {
   };
   /** The codes of group `k` of a unit whose words are in `c{q}`. */
   const unitCodes = (q: number, k: number) => {
-    const word = W === 4 ? `c${q}[${Math.floor(k / perWord)}]` : `c${q}`;
+    const word = `c${q}`;
     const at = (k % perWord) * M * B;
     return Array.from({ length: M }, (_, m) => `((${word} >> ${at + m * B}u) & ${mask})`);
   };
@@ -170,7 +170,7 @@ export function aqlmShader(o: AqlmShaderOptions): string {
       unroll: U,
       load: (q, un) =>
         packed
-          ? `    let c${q} = codes${W === 4 ? "4" : ""}[base${W === 4 ? "4" : ""} + ${un}];`
+          ? `    let c${q} = codes[base + ${un}];`
           : streamCodes(un).map((c, m) => `    let k${q}_${m} = ${c};`).join("\n"),
       use: (q, un) => {
         if (!packed) {
@@ -215,9 +215,7 @@ ${CODEBOOK_PARAMS}
 @group(0) @binding(2) var<storage, read> x${vecIn ? "4" : ""}: array<${
     vecIn ? "vec4<f32>" : "f32"
   }>;
-@group(0) @binding(3) var<storage, read> codes${W === 4 ? "4" : ""}: array<${
-    W === 4 ? "vec4<u32>" : "u32"
-  }>;
+@group(0) @binding(3) var<storage, read> codes: array<u32>;
 @group(0) @binding(4) var<storage, read> cb: array<${cbType}>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<storage, read> scales: array<f32>;
@@ -228,12 +226,8 @@ fn code(base: u32, k: u32) -> u32 {
   let bit = k * ${B}u;
   let w = base + (bit >> 5u);
   let sh = bit & 31u;
-  var v = ${W === 4 ? "codes4[w >> 2u][w & 3u]" : "codes[w]"} >> sh;
-${
-    W === 4
-      ? straddle.replace("codes[w + 1u]", "codes4[(w + 1u) >> 2u][(w + 1u) & 3u]")
-      : straddle
-  }  return v & ${mask};
+  var v = codes[w] >> sh;
+${straddle}  return v & ${mask};
 }
 
 @compute @workgroup_size(256)
@@ -247,7 +241,7 @@ ${
       ? `  for (var i = lid; i < ${cbLength}u; i += 256u) { wcb[i] = cb[i]; }\n  workgroupBarrier();\n`
       : ""
   }  let base = row * ${rowWords}u;
-${W === 4 ? `  let base4 = row * ${rowWords / 4}u;\n` : ""}${
+${
     tokens.map((t) =>
       `  let xb${t} = ${tokenRow(t)} * ${vecIn ? o.xStride / 4 : o.xStride}u;\n  var acc${t} = 0.0;`
     ).join("\n")

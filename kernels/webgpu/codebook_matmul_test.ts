@@ -48,8 +48,9 @@ function vptqMatrix(name: string, rows: number, cols: number): Matrix {
 /**
  * The matrices: 96 × 344 E8P (43 codewords a row; Hadamard factors 12 and 172), 88 × 352 E8P
  * (factor 44, TinyLlama's MLP width's), 28 × 172 E8P (a last codeword of 4 values, rows not a
- * multiple of a workgroup's), 28 × 896 E8P with E81B residuals (rows of whole vec4 code units,
- * a guarded step), 37 × 600 AQLM and VPTQ.
+ * multiple of a workgroup's), 28 × 896 E8P with E81B residuals (56 code words a row: guarded
+ * rounds only when decoding, unguarded steps and a guarded round for prefill), 37 × 600 AQLM and
+ * VPTQ.
  */
 function matrices(): [string, Matrix][] {
   const e8p = (bits: 2 | 3 | 4, [rows, cols] = [96, 344]): Matrix => {
@@ -116,12 +117,13 @@ for (const shared of [false, true]) {
 }
 
 Deno.test({
-  name: "webgpu: AQLM rows of whole vec4 code units equal the CPU's (steps, guarded units, tail)",
+  name: "webgpu: AQLM rows of many code words equal the CPU's (steps, guarded units, tail)",
   ignore: unavailable !== undefined,
   async fn() {
-    // 21 × 2100 with g = 8: 263 groups, 132 words a row (vec4 units of 8 groups): 32 whole
-    // units (one unguarded step of 2 a lane), 6 groups past them and a last group of 4 values;
-    // 21 rows leave 11 of a workgroup's 16 without a row.
+    // 21 × 2100 with g = 8: 263 groups, 131 whole code words a row (2 groups each) over 8 lanes:
+    // unguarded steps (2 of 8 words a lane decoding, 8 of 2 for prefill), a guarded round for
+    // the 3 words left, and a last group of 4 values; 21 rows leave 11 of a workgroup's 32
+    // without a row.
     const [rows, cols] = [21, 2100];
     // 1x16's codebook never fits workgroup memory: through the cache only.
     const cases = [[2, 8, [false, true]], [1, 16, [false]]] as const;

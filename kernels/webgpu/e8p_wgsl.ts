@@ -9,15 +9,16 @@
  * Laid out for NVIDIA-like GPUs, where private arrays indexed by a loop variable live in off-chip
  * local memory: the generator unrolls everything over compile-time constants, so a codeword is two
  * `vec4<f32>` registers and each token row one scalar accumulator. {@linkcode E8P_LANES} lanes
- * share a row ({@linkcode E8P_ROWS_PER_GROUP} rows a workgroup of 256); a lane reads a *unit* of
- * `W` consecutive code words (one `vec4<u32>` where a row's words are a multiple of 4, else one
- * u32: 2·W codewords) and neighbouring lanes read neighbouring units, so a row's loads are one
- * contiguous run. Each lane takes `unroll` units a step, their loads issued together; whole steps
- * run without bounds checks, then one guarded step for the units left and one for the codewords
- * past the last whole unit (the last of them partial where `cols % 8 ≠ 0`). The input is read as
- * `vec4<f32>` where `cols % 4 = 0`. The 256 patterns sit in workgroup memory (the E81B grid of
- * `rvq3` too with `shared`); the lanes of a row meet through a 256-float buffer, one barrier
- * per token row.
+ * share a row ({@linkcode E8P_ROWS_PER_GROUP} rows a workgroup of 256); a lane reads a *unit*, one
+ * u32 code word (2 codewords), and neighbouring lanes read neighbouring words. One word a lane
+ * keeps a lane's 16 input floats within half a 128-byte line, so a warp's `vec4<f32>` input load
+ * (8 lanes of a row, 4 rows reading the same addresses) touches 4 lines, not one a lane as a
+ * `vec4<u32>` unit (64 input floats a lane) would. Each lane takes `unroll` units a step, their
+ * loads issued together; whole steps run without bounds checks, then a guarded loop for the units
+ * left and one guarded codeword past the last whole unit (partial where `cols % 8 ≠ 0`). The
+ * input is read as `vec4<f32>` where `cols % 4 = 0`. The 256 patterns sit in workgroup memory (the
+ * E81B grid of `rvq3` too with `shared`); the lanes of a row meet through a 256-float buffer, one
+ * barrier per token row.
  *
  * Bindings: 0 params (`CODEBOOK_PARAMS`), 1 `Step`, 2 u (rows of `cols`), 3 codes, 4 the table
  * words (then E81B as f32 bits), 5 z (rows of `rows`), 6 residual codes. Dispatch
@@ -29,7 +30,7 @@ import { E81B_GRID, E8P_ABS, E8P_RVQ } from "../formats/e8p_codebook.ts";
 import { CODEBOOK_PARAMS, laneReduce, laneSteps } from "./codebook_epilogue_wgsl.ts";
 
 /** Lanes sharing a row, and rows per workgroup of 256. */
-export const E8P_LANES = 16;
+export const E8P_LANES = 8;
 export const E8P_ROWS_PER_GROUP = 256 / E8P_LANES;
 
 /** What the E8P shader is built for. */
@@ -41,17 +42,22 @@ export interface E8pShaderOptions {
   tokens: number;
   /** The E81B grid of `rvq3` in workgroup memory too (else read through the cache). */
   shared: boolean;
-  /** Units (see the module notes) a lane takes per step (default {@linkcode E8P_UNROLL}). */
+  /** Units (see the module notes) a lane takes per step (default {@linkcode e8pUnroll}). */
   unroll?: number;
 }
 
-/** Units per lane and step by default: two 16-byte loads of codes in flight. */
-export const E8P_UNROLL = 2;
+/**
+ * Units per lane and step by default: 8 code words in flight when decoding (one token row), 2 for
+ * prefill, whose 8 token rows a unit already give the lane work (and take registers).
+ */
+export function e8pUnroll(tokens: number): number {
+  return tokens > 1 ? 2 : 8;
+}
 
 /** The cache key of {@linkcode e8pShader}. */
 export function e8pKey(o: E8pShaderOptions): string {
   return `e8p:rvq${o.rvq}:w${o.rowWords}:${o.secondWords}:c${o.cols}:t${o.tokens}:` +
-    `u${o.unroll ?? E8P_UNROLL}:` +
+    `u${o.unroll ?? e8pUnroll(o.tokens)}:` +
     (o.shared ? "shared" : "cache");
 }
 
@@ -92,13 +98,12 @@ export function e8pSharedWords(o: Pick<E8pShaderOptions, "rvq" | "shared">): num
 export function e8pShader(o: E8pShaderOptions): string {
   const { cols, tokens: TT, rowWords } = o;
   const L = E8P_LANES;
-  const U = Math.max(1, o.unroll ?? E8P_UNROLL);
-  const W = rowWords % 4 === 0 ? 4 : 1;
+  const U = Math.max(1, o.unroll ?? e8pUnroll(TT));
   const vecIn = cols % 4 === 0;
   const fullVec = Math.floor(cols / 8);
   const vectors = Math.ceil(cols / 8);
-  const units = Math.floor(fullVec / (2 * W));
-  const tailStart = units * 2 * W;
+  const units = Math.floor(fullVec / 2);
+  const tailStart = units * 2;
   const tailCount = vectors - tailStart;
   const rho = o.rvq ? E8P_RVQ[o.rvq].residScale : 1;
   const onShared = e8pSharedWords(o) > 0;
@@ -152,10 +157,9 @@ export function e8pShader(o: E8pShaderOptions): string {
   /** Statements for unit `un` (a WGSL expression) whose words were loaded into `c${id}`. */
   const unit = (id: string, un: string) => {
     const s: string[] = [];
-    for (let k = 0; k < 2 * W; k++) {
-      const word = W === 4 ? `c${id}[${k >> 1}]` : `c${id}`;
-      const code = k & 1 ? `${word} >> 16u` : `${word} & 0xffffu`;
-      s.push(codeword(`${id}_${k}`, code, `${un} * ${2 * W}u + ${k}u`, 8));
+    for (let k = 0; k < 2; k++) {
+      const code = k & 1 ? `c${id} >> 16u` : `c${id} & 0xffffu`;
+      s.push(codeword(`${id}_${k}`, code, `${un} * 2u + ${k}u`, 8));
     }
     return s.join("\n");
   };
@@ -171,7 +175,7 @@ export function e8pShader(o: E8pShaderOptions): string {
   for (let q = 0; q * L < tailCount; q++) {
     // The codewords past the last whole unit, one a lane; the last may be partial.
     const j = `${tailStart + q * L}u + lane`;
-    const code = `(codes32(row * ${rowWords}u + (j >> 1u)) >> (16u * (j & 1u))) & 0xffffu`;
+    const code = `(codes[row * ${rowWords}u + (j >> 1u)] >> (16u * (j & 1u))) & 0xffffu`;
     body.push(
       `  if (${j} < ${fullVec}u) {`,
       `    let j = ${j};`,
@@ -192,7 +196,7 @@ export function e8pShader(o: E8pShaderOptions): string {
   return `// ${e8pKey(o)}
 ${CODEBOOK_PARAMS}
 @group(0) @binding(2) var<storage, read> u: array<${vecIn ? "vec4<f32>" : "f32"}>;
-@group(0) @binding(3) var<storage, read> codes: array<${W === 4 ? "vec4<u32>" : "u32"}>;
+@group(0) @binding(3) var<storage, read> codes: array<u32>;
 @group(0) @binding(4) var<storage, read> tb: array<u32>;
 @group(0) @binding(5) var<storage, read_write> z: array<f32>;
 @group(0) @binding(6) var<storage, read> second: array<u32>;
@@ -222,10 +226,6 @@ fn e8p(code: u32) -> W8 {
   );
 }
 
-fn codes32(i: u32) -> u32 {
-  ${W === 4 ? "return codes[i >> 2u][i & 3u];" : "return codes[i];"}
-}
-
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
   let lane = lid % ${L}u;
@@ -239,7 +239,7 @@ ${
       : ""
   }
   workgroupBarrier();
-  let base = row * ${rowWords / W}u;
+  let base = row * ${rowWords}u;
 ${tokens.map((t) => `  let ub${t} = ${tokenRow(t)} * ${xRow}u;\n  var acc${t} = 0.0;`).join("\n")}
 ${body.join("\n")}
 ${reduce}}
