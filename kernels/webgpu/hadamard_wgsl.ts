@@ -104,6 +104,7 @@ struct Params { ${params} }
 ${step}${
     options.place ? "@group(0) @binding(6) var<storage, read> post: array<f32>;\n" : ""
   }var<workgroup> v: array<f32, ${n}>;
+${swizzleFn(n)}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
@@ -124,11 +125,11 @@ function transformBody(n: number, wg: number, load: string, factor: string, stor
   // Without a factor (K = 1) the mix is the value times the stored 1, which keeps binding 4 in
   // the interface of layouts made from the shader.
   const { k, pow2 } = hadamardPlan(n);
-  const mix = k === 1 ? "let acc = h[0] * v[o];" : `let r = o / P;
+  const mix = k === 1 ? "let acc = h[0] * v[sw(o)];" : `let r = o / P;
     let j = o % P;
     var acc = 0.0;
-    for (var c = 0u; c < K; c++) { acc += ${factor} * v[c * P + j]; }`;
-  return `  for (var i = lid; i < N; i += ${wg}u) { v[i] = ${load}; }
+    for (var c = 0u; c < K; c++) { acc += ${factor} * v[sw(c * P + j)]; }`;
+  return `  for (var i = lid; i < N; i += ${wg}u) { v[sw(i)] = ${load}; }
   workgroupBarrier();
 ${radixButterflies(n, 1, pow2, wg)}  let scale = ${1 / Math.sqrt(n)};
   for (var o = lid; o < N; o += ${wg}u) {
@@ -136,6 +137,18 @@ ${radixButterflies(n, 1, pow2, wg)}  let scale = ${1 / Math.sqrt(n)};
     ${store}
   }
 `;
+}
+
+/**
+ * WGSL `fn sw(i)`: where the workgroup array `v` (of `n` values) keeps value `i`. With `n` a
+ * multiple of 16, the low four bits are XORed with bits 5–8, which keeps `i` within its block of
+ * 16 and spreads the first register round's reads (thread `g` takes values `16g … 16g + 15`, all
+ * in two banks of 32 unswizzled) over all banks; elsewhere it is `i`.
+ */
+export function swizzleFn(n: number): string {
+  return n % 16 === 0
+    ? "fn sw(i: u32) -> u32 { return i ^ ((i >> 5u) & 15u); }"
+    : "fn sw(i: u32) -> u32 { return i; }";
 }
 
 /** Butterfly stages a thread takes at once in registers (a 2^4 = 16-value Walsh–Hadamard block). */
@@ -169,9 +182,9 @@ export function radixButterflies(n: number, from: number, block: number, wg: num
     }
     out.push(`  for (var g = lid; g < ${groups}u; g += ${wg}u) {
     let at0 = ((g >> ${a}u) << ${a + r}u) | (g & ${2 ** a - 1}u);
-${values.map((m) => `    var x${m} = v[${at(m)}];`).join("\n")}
+${values.map((m) => `    var x${m} = v[sw(${at(m)})];`).join("\n")}
 ${stages.join("\n")}
-${values.map((m) => `    v[${at(m)}] = x${m};`).join("\n")}
+${values.map((m) => `    v[sw(${at(m)})] = x${m};`).join("\n")}
   }
   workgroupBarrier();
 `);
@@ -203,6 +216,7 @@ struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(2) var<storage, read> h: array<f32>;
 @group(0) @binding(3) var<storage, read_write> buf: array<f32>;
 var<workgroup> v: array<f32, ${n}>;
+${swizzleFn(n)}
 
 @compute @workgroup_size(${HADAMARD_WORKGROUP})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
