@@ -14,23 +14,40 @@
  * token row per thread, prefill {@linkcode PREFILL_TOKENS} at once, so each decoded weight serves
  * that many. Intermediate rows live in scratch buffers shared by the matrices of one `Kernels`
  * (dispatches of a pass run one after another), sized for as many token rows as the input buffer
- * holds. `Layout.codebookShared` puts small codebooks in workgroup memory instead of reading them
- * through the cache (where they fit; never AQLM 1x16's 65,536 codewords); `Layout.codebookUnroll`
- * sets how much each thread takes per step.
+ * holds. Codebooks of at most 8 KiB (AQLM 2x8, VPTQ k256) sit in workgroup memory, larger ones are
+ * read through the cache (never AQLM 1x16's 65,536 codewords in workgroup memory); the sweeps'
+ * `Layout.codebookShared` forces either where they fit (for E8P: the E81B grid of `rvq3`; its 256
+ * patterns always sit there); `Layout.codebookUnroll` sets how much each thread takes per
+ * step.
  *
  * @module
  */
 import type { GpuCodebookPlan } from "../formats/gpu_layout.ts";
 import type { PackedMatrix } from "./pack.ts";
 import { AQLM_ROWS_PER_GROUP, aqlmCodebookWords, aqlmShader } from "./aqlm_wgsl.ts";
-import { e8pShader, e8pTable } from "./e8p_wgsl.ts";
-import { VPTQ_GROUPS_PER_WORKGROUP, VPTQ_SLICES, vptqPrepShader, vptqShader } from "./vptq_wgsl.ts";
+import {
+  E8P_ROWS_PER_GROUP,
+  E8P_TABLE_WORDS,
+  e8pShader,
+  e8pSharedWords,
+  e8pTable,
+} from "./e8p_wgsl.ts";
+import {
+  VPTQ_GROUPS_PER_WORKGROUP,
+  VPTQ_SLICES,
+  vptqPrepGroups,
+  vptqPrepShader,
+  vptqShader,
+} from "./vptq_wgsl.ts";
 import { epilogueShader } from "./codebook_epilogue_wgsl.ts";
 import { hadamardFactorData, hadamardShader } from "./hadamard_wgsl.ts";
 import { wideHadamardPasses } from "./hadamard_wide_wgsl.ts";
 
 /** Token rows per thread of the prefill kernels (decode: 1). */
 export const PREFILL_TOKENS = 8;
+
+/** Codebook bytes up to which they sit in workgroup memory unless `Layout.codebookShared` says. */
+const SHARED_BY_DEFAULT = 8192;
 
 /** Token rows up to which each thread takes one (as the GEMV's `GEMV_MAX_ROWS`). */
 const DECODE_ROWS = 4;
@@ -140,7 +157,9 @@ export async function codebookMatmul(
       splits,
     ]);
   const stepBinding = { buffer: step, size: 16 };
-  const shared = m.layout.codebookShared ?? false;
+  // Unset, small codebooks (AQLM 2x8's 8 KiB, VPTQ k256's) go to workgroup memory: random
+  // codeword reads there cost a bank access, through the cache a line each.
+  const shared = (bytes: number) => m.layout.codebookShared ?? bytes <= SHARED_BY_DEFAULT;
   const unroll = m.layout.codebookUnroll;
   const fits = (bytes: number) => bytes <= k.device.limits.maxComputeWorkgroupStorageSize;
   const label = `matmul ${m.rows}x${m.cols} ${plan.kind}`;
@@ -153,9 +172,13 @@ export async function codebookMatmul(
   const epilogue = async (
     partial: GPUBuffer,
     tokenAdd: GPUBuffer | undefined,
+    tokenParts: number,
     splits: number,
   ): Promise<CodebookDispatch> => {
-    const pipe = await k.pipeline("usrrw", epilogueShader({ tokenAdd: tokenAdd !== undefined }));
+    const pipe = await k.pipeline(
+      "usrrw",
+      epilogueShader({ tokenParts: tokenAdd === undefined ? 0 : tokenParts }),
+    );
     return {
       label: `${label} epilogue`,
       pipeline: () => pipe,
@@ -181,9 +204,11 @@ export async function codebookMatmul(
         plan.codebook,
         plan.scales,
       ]);
-      const onShared = shared && fits(aqlmCodebookWords(plan) * 4 + 1024);
+      const onShared = shared(aqlmCodebookWords(plan) * 4) &&
+        fits(aqlmCodebookWords(plan) * 4 + 1024);
       const pipeline = await both(
-        (tokens) => aqlmShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll }),
+        (tokens) =>
+          aqlmShader({ ...plan, cols: m.cols, xStride, tokens, shared: onShared, unroll }),
         "usrrrwr",
       );
       return [{
@@ -220,14 +245,17 @@ export async function codebookMatmul(
       const maxBytes = k.device.limits.maxComputeWorkgroupStorageSize;
       const u = scratch(k, "e8p u", maxT * m.cols * 4);
       const z = scratch(k, "e8p z", maxT * m.rows * 4);
-      const onShared = shared && fits((256 + (plan.rvq === 3 ? 2048 : 0)) * 4 + 1024);
-      // One row per workgroup: as many threads as the row has butterflies, within the limits.
+      const gridBytes = e8pSharedWords({ rvq: plan.rvq, shared: true }) * 4;
+      const onShared = (m.layout.codebookShared ?? false) &&
+        fits(gridBytes + E8P_TABLE_WORDS * 4 + 1024);
+      // One row per workgroup: a thread per 16-value block of the butterflies' register rounds
+      // (`radixButterflies`), within the limits.
       const threads = (n: number) =>
         Math.min(
           k.device.limits.maxComputeInvocationsPerWorkgroup,
           k.device.limits.maxComputeWorkgroupSizeX,
           1024,
-          Math.max(64, 2 ** Math.ceil(Math.log2(n / 2))),
+          Math.max(64, 2 ** Math.ceil(Math.log2(n / 16))),
         );
       const [outOff, outStride, outPosStride] = [
         o.outOff ?? 0,
@@ -336,7 +364,7 @@ export async function codebookMatmul(
             z,
             second!,
           ]),
-          groups: (T) => [Math.ceil(m.rows / 8), Math.ceil(T / tokensFor(T)), 1],
+          groups: (T) => [Math.ceil(m.rows / E8P_ROWS_PER_GROUP), Math.ceil(T / tokensFor(T)), 1],
         },
         ...output.map(transform),
       ];
@@ -365,11 +393,13 @@ export async function codebookMatmul(
       const binding = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
       const splits = Math.max(1, Math.min(wanted, Math.floor(binding / (maxT * m.rows * 4))));
       const xs = scratch(k, "vptq xs", maxT * m.cols * 4);
-      const bsum = scratch(k, "vptq bias", maxT * 4);
+      const prepGroups = vptqPrepGroups(m.cols);
+      const bsum = scratch(k, "vptq bias", maxT * prepGroups * 4);
       const partial = scratch(k, "vptq partial", splits * maxT * m.rows * 4);
       const mainFloats = plan.centroids * v;
       const resFloats = plan.resCentroids * v;
-      const onShared = shared && fits((mainFloats + resFloats + 256 * v) * 4);
+      const onShared = shared((mainFloats + resFloats) * 4) &&
+        fits((mainFloats + resFloats + 256 * v) * 4);
       const prep = await k.pipeline("usrrww", vptqPrepShader(m.cols, plan.norm));
       const pipeline = await both((tokens) =>
         vptqShader({
@@ -392,7 +422,7 @@ export async function codebookMatmul(
           label: `${label} input`,
           pipeline: () => prep,
           bindGroup: bind(k, "usrrww", [params(m.rows), stepBinding, x, sideBuf!, xs, bsum]),
-          groups: (T) => [T, 1, 1],
+          groups: (T) => [prepGroups, T, 1],
         },
         {
           label,
@@ -407,7 +437,7 @@ export async function codebookMatmul(
           ]),
           groups: (T) => [groupsX, Math.ceil(T / tokensFor(T)), splits],
         },
-        await epilogue(partial, plan.norm ? bsum : undefined, splits),
+        await epilogue(partial, plan.norm ? bsum : undefined, prepGroups, splits),
       ];
     }
   }

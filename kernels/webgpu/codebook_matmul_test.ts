@@ -24,18 +24,42 @@ const unavailable = await createWebGpuBackend().unavailable();
 const codes = (n: number, size: number, seed: number) =>
   Int32Array.from(pseudoRandom(n, seed), (v) => Math.floor((v + 0.5) * size) % size);
 
+/** A VPTQ matrix `name` of `rows × cols` with 3 outlier columns, a permutation and a norm. */
+function vptqMatrix(name: string, rows: number, cols: number): Matrix {
+  const config = parseVptqName(name);
+  const o = 3;
+  const n = Math.ceil(rows / config.vectorLen) * (cols - o);
+  return buildVptq({
+    rows,
+    cols,
+    config,
+    centroids: pseudoRandom(config.centroids * config.vectorLen, 15),
+    indices: codes(n, config.centroids, 16),
+    resCentroids: pseudoRandom(config.resCentroids * config.vectorLen, 17),
+    resIndices: codes(n, config.resCentroids, 18),
+    outlierCols: o,
+    outliers: pseudoRandom(rows * o, 19),
+    perm: Array.from({ length: cols }, (_, j) => (j * 7) % cols),
+    normScale: pseudoRandom(cols, 20).map((v) => 1 + v),
+    normBias: pseudoRandom(cols, 21),
+  });
+}
+
 /**
  * The matrices: 96 × 344 E8P (43 codewords a row; Hadamard factors 12 and 172), 88 × 352 E8P
- * (factor 44, TinyLlama's MLP width's), 37 × 600 AQLM and VPTQ.
+ * (factor 44, TinyLlama's MLP width's), 28 × 172 E8P (a last codeword of 4 values, rows not a
+ * multiple of a workgroup's), 28 × 896 E8P with E81B residuals (56 code words a row: guarded
+ * rounds only when decoding, unguarded steps and a guarded round for prefill), 37 × 600 AQLM and
+ * VPTQ.
  */
 function matrices(): [string, Matrix][] {
   const e8p = (bits: 2 | 3 | 4, [rows, cols] = [96, 344]): Matrix => {
-    const n = rows * (cols / 8);
+    const n = rows * Math.ceil(cols / 8);
     return e8pMatrix(
       rows,
       cols,
       Uint16Array.from(codes(n, 65536, bits)),
-      Uint8Array.from(codes(cols / 8, 256, 9)),
+      Uint8Array.from(codes(Math.ceil(cols / 8), 256, 9)),
       toHalves(pseudoRandom(rows, 10).map((v) => 0.05 * v)),
       bits === 2 ? undefined : {
         bits,
@@ -52,30 +76,14 @@ function matrices(): [string, Matrix][] {
       codebooks: pseudoRandom(M * 2 ** B * g, 13),
       scales: pseudoRandom(37, 14).map((v) => 1 + v),
     });
-  const vptq = (name: string): Matrix => {
-    const config = parseVptqName(name);
-    const [rows, cols, o] = [37, 600, 3];
-    const n = Math.ceil(rows / config.vectorLen) * (cols - o);
-    return buildVptq({
-      rows,
-      cols,
-      config,
-      centroids: pseudoRandom(config.centroids * config.vectorLen, 15),
-      indices: codes(n, config.centroids, 16),
-      resCentroids: pseudoRandom(config.resCentroids * config.vectorLen, 17),
-      resIndices: codes(n, config.resCentroids, 18),
-      outlierCols: o,
-      outliers: pseudoRandom(rows * o, 19),
-      perm: Array.from({ length: cols }, (_, j) => (j * 7) % cols),
-      normScale: pseudoRandom(cols, 20).map((v) => 1 + v),
-      normBias: pseudoRandom(cols, 21),
-    });
-  };
+  const vptq = (name: string) => vptqMatrix(name, 37, 600);
   return [
     ["e8p12", e8p(2)],
     ["e8p12-rvq3", e8p(3)],
     ["e8p12-rvq4", e8p(4)],
     ["e8p12 88 × 352", e8p(2, [88, 352])],
+    ["e8p12 28 × 172", e8p(2, [28, 172])],
+    ["e8p12-rvq3 28 × 896", e8p(3, [28, 896])],
     ["aqlm 2x8 g8", aqlm(2, 8, 8)],
     ["aqlm 1x16 g8", aqlm(1, 16, 8)],
     ["aqlm 1x5 g5", aqlm(1, 5, 5)],
@@ -93,7 +101,9 @@ for (const shared of [false, true]) {
     }, T = 1, 2, 11`,
     ignore: unavailable !== undefined,
     async fn() {
-      const tuning = shared ? { codebookShared: true, codebookUnroll: 3 } : {};
+      const tuning = shared
+        ? { codebookShared: true, codebookUnroll: 3 }
+        : { codebookShared: false };
       const ops = createWebGpuBackend({ gemv: tuning }).ops!;
       for (const [name, w] of matrices()) {
         for (const T of [1, 2, 11]) {
@@ -105,6 +115,57 @@ for (const shared of [false, true]) {
     },
   });
 }
+
+Deno.test({
+  name: "webgpu: AQLM rows of many code words equal the CPU's (steps, guarded units, tail)",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // 21 × 2100 with g = 8: 263 groups, 131 whole code words a row (2 groups each) over 8 lanes:
+    // unguarded steps (2 of 8 words a lane decoding, 8 of 2 for prefill), a guarded round for
+    // the 3 words left, and a last group of 4 values; 21 rows leave 11 of a workgroup's 32
+    // without a row.
+    const [rows, cols] = [21, 2100];
+    // 1x16's codebook never fits workgroup memory: through the cache only.
+    const cases = [[2, 8, [false, true]], [1, 16, [false]]] as const;
+    for (const [M, B, placements] of cases) {
+      const w = buildAqlmMatrix({
+        scheme: { codebooks: M, bits: B, groupSize: 8 },
+        rows,
+        cols,
+        codes: codes(rows * Math.ceil(cols / 8) * M, 2 ** B, 15),
+        codebooks: pseudoRandom(M * 2 ** B * 8, 16),
+        scales: pseudoRandom(rows, 17).map((v) => 1 + v),
+      });
+      for (const codebookShared of placements) {
+        const ops = createWebGpuBackend({ gemv: { codebookShared } }).ops!;
+        for (const T of [1, 11]) {
+          const x = pseudoRandom(T * cols, 50 + T);
+          const err = relativeError(await ops.matmul(x, w), await cpuOps.matmul(x, w));
+          assert.ok(
+            err <= 1e-5,
+            `${M}x${B} shared=${codebookShared} T=${T}: relative error ${err}`,
+          );
+        }
+      }
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: VPTQ with more columns than a prep workgroup takes equals the CPU's",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // 2300 columns: three prep workgroups of 1024 (the last partial), so three parts of the
+    // norm's bias term for the epilogue to add.
+    const w = vptqMatrix("vptq-v4-k256-16", 37, 2300);
+    const ops = createWebGpuBackend().ops!;
+    for (const T of [1, 11]) {
+      const x = pseudoRandom(T * 2300, 60 + T);
+      const err = relativeError(await ops.matmul(x, w), await cpuOps.matmul(x, w));
+      assert.ok(err <= 1e-5, `T=${T}: relative error ${err}`);
+    }
+  },
+});
 
 Deno.test({
   name: "webgpu: E8P matmuls with Hadamard sides wider than workgroup memory equal the CPU's",
@@ -156,8 +217,16 @@ Deno.test("codebook matrices pack as stored, or as f32 rows when a part exceeds 
 });
 
 Deno.test("codebook shader keys differ by what the WGSL is built for", () => {
-  assert.notEqual(epilogueKey({ tokenAdd: true }), epilogueKey({ tokenAdd: false }));
-  const a = { codebooks: 1, bits: 8, groupSize: 8, stride: 4, rowWords: 8, cols: 256 };
+  assert.notEqual(epilogueKey({ tokenParts: 2 }), epilogueKey({ tokenParts: 0 }));
+  const a = {
+    codebooks: 1,
+    bits: 8,
+    groupSize: 8,
+    stride: 4,
+    rowWords: 8,
+    cols: 256,
+    xStride: 256,
+  };
   assert.notEqual(
     aqlmKey({ ...a, tokens: 1, shared: false }),
     aqlmKey({ ...a, tokens: 1, shared: true }),

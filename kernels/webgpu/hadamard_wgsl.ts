@@ -104,6 +104,7 @@ struct Params { ${params} }
 ${step}${
     options.place ? "@group(0) @binding(6) var<storage, read> post: array<f32>;\n" : ""
   }var<workgroup> v: array<f32, ${n}>;
+${swizzleFn(n)}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {
@@ -121,30 +122,74 @@ ${transformBody(n, wg, "x[base + i] * signs[i]", factor, store)}}
  * of `o`).
  */
 function transformBody(n: number, wg: number, load: string, factor: string, store: string): string {
-  return `  for (var i = lid; i < N; i += ${wg}u) { v[i] = ${load}; }
-  workgroupBarrier();
-  // Butterflies within each block of P: pair (i, i + s) for every i with bit s clear.
-  for (var s = 1u; s < P; s <<= 1u) {
-    for (var t = lid; t < N / 2u; t += ${wg}u) {
-      let block = t / (P / 2u);
-      let q = t % (P / 2u);
-      let i = block * P + (q / s) * 2u * s + q % s;
-      let a = v[i];
-      let b = v[i + s];
-      v[i] = a + b;
-      v[i + s] = a - b;
-    }
-    workgroupBarrier();
-  }
-  let scale = ${1 / Math.sqrt(n)};
-  for (var o = lid; o < N; o += ${wg}u) {
-    let r = o / P;
+  // Without a factor (K = 1) the mix is the value times the stored 1, which keeps binding 4 in
+  // the interface of layouts made from the shader.
+  const { k, pow2 } = hadamardPlan(n);
+  const mix = k === 1 ? "let acc = h[0] * v[sw(o)];" : `let r = o / P;
     let j = o % P;
     var acc = 0.0;
-    for (var c = 0u; c < K; c++) { acc += ${factor} * v[c * P + j]; }
+    for (var c = 0u; c < K; c++) { acc += ${factor} * v[sw(c * P + j)]; }`;
+  return `  for (var i = lid; i < N; i += ${wg}u) { v[sw(i)] = ${load}; }
+  workgroupBarrier();
+${radixButterflies(n, 1, pow2, wg)}  let scale = ${1 / Math.sqrt(n)};
+  for (var o = lid; o < N; o += ${wg}u) {
+    ${mix}
     ${store}
   }
 `;
+}
+
+/**
+ * WGSL `fn sw(i)`: where the workgroup array `v` (of `n` values) keeps value `i`. With `n` a
+ * multiple of 16, the low four bits are XORed with bits 5–8, which keeps `i` within its block of
+ * 16 and spreads the first register round's reads (thread `g` takes values `16g … 16g + 15`, all
+ * in two banks of 32 unswizzled) over all banks; elsewhere it is `i`.
+ */
+export function swizzleFn(n: number): string {
+  return n % 16 === 0
+    ? "fn sw(i: u32) -> u32 { return i ^ ((i >> 5u) & 15u); }"
+    : "fn sw(i: u32) -> u32 { return i; }";
+}
+
+/** Butterfly stages a thread takes at once in registers (a 2^4 = 16-value Walsh–Hadamard block). */
+const RADIX_BITS = 4;
+
+/**
+ * WGSL running the butterfly stages of strides `from`, 2·from, … `block`/2 within every block of
+ * `block` values (a power of two) of the workgroup array `v` of `n` values, for workgroups of `wg`
+ * threads, ending with a barrier. Stages are taken {@linkcode RADIX_BITS} at a time: a thread
+ * loads the 2^r values a round's strides pair (`base + m·stride`, `base` with the round's bits
+ * clear) into registers, runs the r stages unrolled over constant indices and writes them back, so
+ * a 4096-value block takes 3 rounds (3 barriers) instead of 12. Stages run in increasing stride
+ * within and across rounds, the order of the one-stage-a-barrier form and of the CPU's
+ * `kernels/cpu/hadamard.ts`, so every sum is formed in the same order.
+ */
+export function radixButterflies(n: number, from: number, block: number, wg: number): string {
+  const out: string[] = [];
+  for (let a = Math.log2(from); a < Math.log2(block); a += RADIX_BITS) {
+    const r = Math.min(RADIX_BITS, Math.log2(block) - a);
+    const size = 2 ** r;
+    const groups = n / size;
+    const at = (m: number) => `at0 + ${m * 2 ** a}u`;
+    const values = Array.from({ length: size }, (_, m) => m);
+    const stages: string[] = [];
+    for (let b = 0; b < r; b++) {
+      for (const m of values) {
+        if (m & (2 ** b)) continue;
+        const o = m + 2 ** b;
+        stages.push(`      { let t = x${m} + x${o}; x${o} = x${m} - x${o}; x${m} = t; }`);
+      }
+    }
+    out.push(`  for (var g = lid; g < ${groups}u; g += ${wg}u) {
+    let at0 = ((g >> ${a}u) << ${a + r}u) | (g & ${2 ** a - 1}u);
+${values.map((m) => `    var x${m} = v[sw(${at(m)})];`).join("\n")}
+${stages.join("\n")}
+${values.map((m) => `    v[sw(${at(m)})] = x${m};`).join("\n")}
+  }
+  workgroupBarrier();
+`);
+  }
+  return out.join("");
 }
 
 /**
@@ -171,6 +216,7 @@ struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(2) var<storage, read> h: array<f32>;
 @group(0) @binding(3) var<storage, read_write> buf: array<f32>;
 var<workgroup> v: array<f32, ${n}>;
+${swizzleFn(n)}
 
 @compute @workgroup_size(${HADAMARD_WORKGROUP})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wgid: vec3<u32>) {

@@ -32,7 +32,7 @@
  * @module
  */
 import { hadamardPlan } from "../cpu/hadamard.ts";
-import { HADAMARD_MAX_N } from "./hadamard_wgsl.ts";
+import { HADAMARD_MAX_N, radixButterflies, swizzleFn } from "./hadamard_wgsl.ts";
 
 /** Threads per workgroup of every pass. */
 export const WIDE_HADAMARD_WORKGROUP = 256;
@@ -175,6 +175,7 @@ struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(2) var<storage, read_write> work: array<f32>;
 @group(0) @binding(3) var<storage, read> h: array<f32>;
 ${extra}var<workgroup> v: array<f32, ${held}>;
+${swizzleFn(held)}
 
 @compute @workgroup_size(${WIDE_HADAMARD_WORKGROUP})
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -202,7 +203,7 @@ function write(at: string, value: string, io: PassIo): string {
 /** The loop storing `v[i]` to row position `at` (an expression of `i`). */
 function store(held: number, at: string, io: PassIo): string {
   return `  for (var i = lid; i < ${held}u; i += ${WIDE_HADAMARD_WORKGROUP}u) {
-    ${write(at, "v[i]", io)}
+    ${write(at, "v[sw(i)]", io)}
   }
 `;
 }
@@ -212,30 +213,16 @@ function load(held: number, at: string, io: PassIo): string {
   const value = io.first && io.options.input === "source"
     ? `x[t * N + ${at}] * signs[${at}]`
     : `work[base + ${at}]`;
-  return `  for (var i = lid; i < ${held}u; i += ${WIDE_HADAMARD_WORKGROUP}u) { v[i] = ${value}; }
+  return `  for (var i = lid; i < ${held}u; i += ${WIDE_HADAMARD_WORKGROUP}u) { v[sw(i)] = ${value}; }
   workgroupBarrier();
-`;
-}
-
-/** Butterfly stages of strides `from`, 2·from, … `held`/2 over `v` (one barrier a stage). */
-function butterflies(from: number, held: number): string {
-  return `  for (var s = ${from}u; s < ${held}u; s <<= 1u) {
-    for (var q = lid; q < ${held / 2}u; q += ${WIDE_HADAMARD_WORKGROUP}u) {
-      let i = (q / s) * 2u * s + q % s;
-      let a = v[i];
-      let b = v[i + s];
-      v[i] = a + b;
-      v[i + s] = a - b;
-    }
-    workgroupBarrier();
-  }
 `;
 }
 
 /** Pass 1: workgroup `x` transforms the contiguous chunk `x` of `chunk` values. */
 function chunkBody(chunk: number, io: PassIo): string {
   const at = `wg.x * ${chunk}u + i`;
-  return load(chunk, at, io) + butterflies(1, chunk) + store(chunk, at, io);
+  return load(chunk, at, io) + radixButterflies(chunk, 1, chunk, WIDE_HADAMARD_WORKGROUP) +
+    store(chunk, at, io);
 }
 
 /**
@@ -253,7 +240,8 @@ function stridedBody(
   const perPart = pow2 / tile;
   const at = `(wg.x / ${perPart}u) * ${pow2}u + (i / ${across}u) * ${chunk}u + ` +
     `(wg.x % ${perPart}u) * ${across}u + i % ${across}u`;
-  return load(tile, at, io) + butterflies(across, tile) + store(tile, at, io);
+  return load(tile, at, io) + radixButterflies(tile, across, tile, WIDE_HADAMARD_WORKGROUP) +
+    store(tile, at, io);
 }
 
 /**
@@ -274,7 +262,7 @@ function factorBody(
     let r = i / ${across}u;
     let jj = i % ${across}u;
     var acc = 0.0;
-    for (var c = 0u; c < ${k}u; c++) { acc += ${factor} * v[c * ${across}u + jj]; }
+    for (var c = 0u; c < ${k}u; c++) { acc += ${factor} * v[sw(c * ${across}u + jj)]; }
     ${write(at, "acc", io)}
   }
 `;

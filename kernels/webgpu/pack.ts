@@ -76,8 +76,8 @@ export interface Layout extends GpuLayout {
    */
   gemvPrescale?: boolean;
   /**
-   * Codebook formats (`codebook_matmul.ts`): codebooks in workgroup memory where they fit,
-   * instead of read through the cache (sweeps).
+   * Codebook formats (`codebook_matmul.ts`): codebooks in workgroup memory (true, where they fit)
+   * or read through the cache (false); unset, those of at most 8 KiB sit in workgroup memory.
    */
   codebookShared?: boolean;
   /**

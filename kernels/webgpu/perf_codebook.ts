@@ -138,11 +138,13 @@ export async function codebookPerf(
 
 /**
  * Knob settings `--sweep` times for the codebook formats (the default first): codebooks in
- * workgroup memory, and steps of 1, 4 and 16 groups, codewords or columns per thread.
+ * workgroup memory or through the cache, and steps of 1, 4 and 16 units (groups' or codewords'
+ * code words, VPTQ columns) per thread.
  */
 export const CODEBOOK_VARIANTS: readonly { tuning: GemvTuning; label: string }[] = [
   { tuning: {}, label: " (default)" },
   { tuning: { codebookShared: true }, label: " shared" },
+  { tuning: { codebookShared: false }, label: " cache" },
   { tuning: { codebookUnroll: 1 }, label: " unroll 1" },
   { tuning: { codebookUnroll: 4 }, label: " unroll 4" },
   { tuning: { codebookUnroll: 16 }, label: " unroll 16" },
