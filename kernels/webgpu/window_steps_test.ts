@@ -1,0 +1,82 @@
+/**
+ * The block's cheap steps over windows' device buffers equal the CPU's kernels: the add bit for
+ * bit, RMSNorm and RoPE (both pairings) up to float32 rounding.
+ */
+import assert from "node:assert/strict";
+import { createWebGpuBackend } from "./backend.ts";
+import { getGpu } from "./device.ts";
+import { GpuWindowInputs } from "./window_inputs.ts";
+import { GpuWindowSteps, WindowStepError } from "./window_steps.ts";
+import { pseudoRandom } from "../../core/test_values.ts";
+import { rmsnorm, ropeAngles, rotate } from "../cpu/ops.ts";
+import { ropeInverseFrequencies } from "../../core/rope.ts";
+
+const unavailable = await createWebGpuBackend().unavailable();
+
+/** Largest `|a − b|` over the largest `|b|`. */
+function relativeError(a: Float32Array, b: Float32Array): number {
+  let [d, m] = [0, 0];
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    m = Math.max(m, Math.abs(b[i]!));
+  }
+  return d / m;
+}
+
+Deno.test({
+  name: "webgpu: window steps (RMSNorm, add, RoPE of both pairings) as on the CPU",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const gpu = await getGpu();
+    const [nHeads, headDim] = [3, 8];
+    const dim = nHeads * headDim;
+    const invFreq = ropeInverseFrequencies({ headDim, ropeTheta: 10000 });
+    const store = new GpuWindowInputs(gpu);
+    const steps = new GpuWindowSteps(gpu, invFreq);
+    try {
+      const tokens = [7, 2, 19];
+      const xs = tokens.map((T, w) => pseudoRandom(T * dim, w + 1));
+      const ys = tokens.map((T, w) => pseudoRandom(T * dim, w + 11));
+      const weight = pseudoRandom(dim, 99);
+      const fresh = () => tokens.map((T) => new Float32Array(T * dim));
+
+      const sums = fresh();
+      await steps.add(store.get(xs), store.get(ys), store.produce(sums), dim);
+      await store.read(sums);
+      sums.forEach((s, w) => assert.deepEqual(s, xs[w]!.map((v, i) => v + ys[w]![i]!)));
+
+      const normed = fresh();
+      await steps.rmsnorm(store.get(xs), store.produce(normed), weight, 1e-5);
+      await store.read(normed);
+      normed.forEach((n, w) => {
+        const expected = new Float32Array(n.length);
+        rmsnorm(expected, xs[w]!, weight, 1e-5);
+        assert.ok(relativeError(n, expected) < 1e-6, `rmsnorm window ${w}`);
+      });
+
+      for (const style of ["interleaved", "half"] as const) {
+        const rotated = xs.map((x) => x.slice());
+        await steps.rope(store.get(rotated), { nHeads, headDim, style });
+        store.rewritten(rotated);
+        await store.read(rotated);
+        rotated.forEach((r, w) => {
+          const expected = xs[w]!.slice();
+          rotate(expected, nHeads, headDim, style, ropeAngles(tokens[w]!, 0, invFreq));
+          assert.ok(relativeError(r, expected) < 1e-6, `${style} window ${w}`);
+          // The other pairing gives other values: the style is the one asked for.
+          const other = xs[w]!.slice();
+          const otherStyle = style === "half" ? "interleaved" : "half";
+          rotate(other, nHeads, headDim, otherStyle, ropeAngles(tokens[w]!, 0, invFreq));
+          if (tokens[w]! > 1) assert.ok(relativeError(r, other) > 1e-3, `${style} ≠ ${otherStyle}`);
+        });
+      }
+      await assert.rejects(
+        () => steps.add(store.get(xs), store.get(ys.slice(1)), store.produce(fresh()), dim),
+        WindowStepError,
+      );
+    } finally {
+      steps.destroy();
+      store.clear();
+    }
+  },
+});
