@@ -10,6 +10,7 @@
 import type { Gpu } from "./device.ts";
 import { type Dispatch, encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
 import { addDispatch } from "./add_wgsl.ts";
+import { rmsnormDdDispatch } from "./rmsnorm_dd_wgsl.ts";
 import { ropeTable } from "./backend.ts";
 
 /** Thrown when windows' buffers do not agree with each other or with the rows asked for. */
@@ -38,7 +39,7 @@ export class GpuWindowSteps {
   }
 
   /** `outs[w] = weight · xs[w] / rms(xs[w])` row by row (rows of `weight.length`). */
-  rmsnorm(
+  async rmsnorm(
     xs: readonly GPUBuffer[],
     outs: readonly GPUBuffer[],
     weight: Float32Array,
@@ -46,21 +47,21 @@ export class GpuWindowSteps {
   ): Promise<void> {
     const dim = weight.length;
     sameCount(xs, outs);
-    return this.#run(xs.length, (w) => rowsOf([xs[w]!, outs[w]!], dim, w), (k, step) => {
+    await this.#run(xs.length, (w) => rowsOf([xs[w]!, outs[w]!], dim, w), (k, step) => {
       const wb = k.storage(weight);
-      return (w) => k.rmsnorm(step, xs[w]!, wb, outs[w]!, dim, eps);
+      return (w) => rmsnormDdDispatch(k, step, xs[w]!, wb, outs[w]!, dim, eps);
     });
   }
 
   /** `outs[w] = as[w] + bs[w]` (rows of `n`). */
-  add(
+  async add(
     as: readonly GPUBuffer[],
     bs: readonly GPUBuffer[],
     outs: readonly GPUBuffer[],
     n: number,
   ): Promise<void> {
     sameCount(as, bs, outs);
-    return this.#run(
+    await this.#run(
       as.length,
       (w) => rowsOf([as[w]!, bs[w]!, outs[w]!], n, w),
       (k, step) => (w) => addDispatch(k, step, as[w]!, bs[w]!, outs[w]!, n),
@@ -68,11 +69,11 @@ export class GpuWindowSteps {
   }
 
   /** RoPE in place on each window's rows of `nHeads × headDim`, row `t` at position `t`. */
-  rope(xs: readonly GPUBuffer[], o: WindowRope): Promise<void> {
+  async rope(xs: readonly GPUBuffer[], o: WindowRope): Promise<void> {
     const width = o.nHeads * o.headDim;
     const rows = xs.map((x, w) => rowsOf([x], width, w));
     const table = this.#tableFor(Math.max(0, ...rows));
-    return this.#run(
+    await this.#run(
       xs.length,
       (w) => rows[w]!,
       (k, step) => (w) =>

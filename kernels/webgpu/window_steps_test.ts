@@ -1,6 +1,7 @@
 /**
- * The block's cheap steps over windows' device buffers equal the CPU's kernels: the add bit for
- * bit, RMSNorm and RoPE (both pairings) up to float32 rounding.
+ * The block's cheap steps over windows' device buffers equal the CPU's kernels: the add and
+ * RMSNorm (double-float, `rmsnorm_dd_wgsl.ts`) bit for bit, RoPE (both pairings) up to float32
+ * rounding.
  */
 import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
@@ -51,7 +52,21 @@ Deno.test({
       normed.forEach((n, w) => {
         const expected = new Float32Array(n.length);
         rmsnorm(expected, xs[w]!, weight, 1e-5);
-        assert.ok(relativeError(n, expected) < 1e-6, `rmsnorm window ${w}`);
+        assert.deepEqual(n, expected, `rmsnorm window ${w}`);
+      });
+
+      // Rows of 300 (more than a workgroup's threads) over six orders of magnitude, eps too.
+      const wide = [3, 5].map((T, w) =>
+        pseudoRandom(T * 300, w + 21).map((v, i) => v * 10 ** ((Math.floor(i / 300) % 7) - 3))
+      );
+      const wideWeight = pseudoRandom(300, 98);
+      const wideOut = wide.map((x) => new Float32Array(x.length));
+      await steps.rmsnorm(store.get(wide), store.produce(wideOut), wideWeight, 1e-6);
+      await store.read(wideOut);
+      wideOut.forEach((n, w) => {
+        const expected = new Float32Array(n.length);
+        rmsnorm(expected, wide[w]!, wideWeight, 1e-6);
+        assert.deepEqual(n, expected, `rmsnorm of rows of 300, window ${w}`);
       });
 
       for (const style of ["interleaved", "half"] as const) {
