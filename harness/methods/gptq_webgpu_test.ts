@@ -250,8 +250,10 @@ function relativeError(a: Float32Array, b: Float32Array): number {
 
 /**
  * Layer 0 of `model` over three windows on the window kernels kept on the device: nothing comes
- * back until read; then every value equals the CPU block's up to float32 rounding, and the
- * output too when the values go through the CPU's steps (head norms, biases) on the way.
+ * back until read; then every value equals, bit for bit, that of the GPU's linears and attention
+ * with the other steps on the CPU (the window kernels without a store: norms, RoPE and adds on
+ * the device round as the CPU's), and the CPU block's up to float32 rounding; with the CPU's
+ * steps (head norms, biases) on the way too.
  */
 async function blockOnDevice(model: LlamaModel, layer = model.weights.layers[0]!): Promise<void> {
   // A step the CPU runs leaves its values on the host (a biased v goes up to attention as is).
@@ -269,7 +271,10 @@ async function blockOnDevice(model: LlamaModel, layer = model.weights.layers[0]!
   });
   const store = new GpuWindowInputs(await getGpu());
   const kernels = gpuWindowKernels(model.config, undefined, store);
+  const plain = gpuWindowKernels(model.config);
   try {
+    const host: BlockValues[] = embed(model, windows).map((x) => new Map([["x", x]]));
+    await runWindows(block, plain, steps, layer, host, tokens, { from: 0, to: steps.length });
     const values: BlockValues[] = embed(model, windows).map((x) => new Map([["x", x]]));
     await runWindows(block, kernels, steps, layer, values, tokens, { from: 0, to: steps.length });
     // Every value the block made is on the device only (its host array unwritten).
@@ -277,6 +282,7 @@ async function blockOnDevice(model: LlamaModel, layer = model.weights.layers[0]!
     const onDevice = made.filter((x) => store.deviceOnly(x)).length;
     assert.ok(onDevice > 0 && (cpuSteps || onDevice === made.length), `${onDevice} on the device`);
     await kernels.read!(made);
+    values.forEach((v, w) => assert.deepEqual(v, host[w]));
     values.forEach((v, w) => {
       // All the CPU's values but SwiGLU's up projection, which the fused pair never holds.
       const expected = [...cpu[w]!.keys()].filter((k) => k !== "up").sort();
@@ -291,6 +297,7 @@ async function blockOnDevice(model: LlamaModel, layer = model.weights.layers[0]!
     await kernels.read!(made);
   } finally {
     kernels.release!();
+    plain.release!();
   }
 }
 

@@ -4,16 +4,14 @@
  * rounds once to float32; the backend's kernel (`ops_wgsl.ts`) does it all in float32 and comes
  * out a unit in the last place off for many values, which is enough to tip a search's near-tie
  * (AWQ's clip and ratio choices) the other way. WGSL has no float64, so this kernel carries the
- * quantities that need it as unevaluated sums of two float32 values (double-float, ~44 bits):
- * squares and products are exact sums of products of 12-bit halves (split by masking the
- * mantissa, so no product rounds and a fused multiply-add changes nothing), sums are Knuth's
- * error-free two-sums, the mean's division and the inverse square root are corrected by one
- * residual step. Its outputs equal the CPU's but where the exact value lies within about 2⁻⁴⁴ of
+ * quantities that need it as double-floats (`double_float_wgsl.ts`); the mean's division and
+ * the inverse square root are corrected by one residual step. Its outputs equal the CPU's but where the exact value lies within about 2⁻⁴⁴ of
  * a float32 rounding boundary.
  *
  * @module
  */
 import type { Dispatch, Kernels } from "./kernels.ts";
+import { DOUBLE_FLOAT_WGSL, doubleFloat } from "./double_float_wgsl.ts";
 
 /** Thrown for rows the kernel cannot take. */
 export class RmsnormShapeError extends Error {
@@ -30,48 +28,11 @@ struct Step { T: u32, pos: u32, a: u32, b: u32 }
 @group(0) @binding(3) var<storage, read> w: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 var<workgroup> red: array<vec2<f32>, 256>;
-
-// a + b as (sum, its rounding error), exactly. The sum is multiplied by the uniform 1.0: a
-// compiler that treats float arithmetic as real numbers (Mesa's, where SPIR-V does not forbid
-// it) would otherwise simplify the error terms to 0.
-fn twoSum(a: f32, b: f32) -> vec2<f32> {
-  let s = (a + b) * p.one;
-  let bb = s - a;
-  return vec2<f32>(s, (a - (s - bb)) + (b - bb));
-}
-// The same where |a| >= |b|.
-fn quickTwoSum(a: f32, b: f32) -> vec2<f32> {
-  let s = (a + b) * p.one;
-  return vec2<f32>(s, b - (s - a));
-}
-fn ddAdd(x: vec2<f32>, y: vec2<f32>) -> vec2<f32> {
-  let s = twoSum(x.x, y.x);
-  let t = twoSum(x.y, y.y);
-  let u = quickTwoSum(s.x, s.y + t.x);
-  return quickTwoSum(u.x, u.y + t.y);
-}
-// The top 12 significant bits and the rest: products of halves are exact in float32.
-fn split(a: f32) -> vec2<f32> {
-  let hi = bitcast<f32>(bitcast<u32>(a) & 0xfffff000u);
-  return vec2<f32>(hi, a - hi);
-}
-// a · b as a double-float, exactly.
-fn twoProd(a: f32, b: f32) -> vec2<f32> {
-  let sa = split(a);
-  let sb = split(b);
-  return ddAdd(twoSum(sa.x * sb.x, sa.x * sb.y), twoSum(sa.y * sb.x, sa.y * sb.y));
-}
-fn ddMulF(a: vec2<f32>, b: f32) -> vec2<f32> {
-  let q = twoProd(a.x, b);
-  return quickTwoSum(q.x, q.y + a.y * b);
-}
-fn ddMul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
-  let q = twoProd(a.x, b.x);
-  return quickTwoSum(q.x, q.y + (a.x * b.y + a.y * b.x));
-}
+${DOUBLE_FLOAT_WGSL}
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+  ddOne = p.one;
   let base = wg.x * p.dim;
   var ss = vec2<f32>(0.0, 0.0);
   for (var i = lid; i < p.dim; i += 256u) {
@@ -118,11 +79,11 @@ export async function rmsnormDdDispatch(
 ): Promise<Dispatch> {
   if (!(Number.isInteger(dim) && dim > 0)) throw new RmsnormShapeError(`Rows of ${dim} values`);
   const pipeline = await k.pipeline("usrrw", RMSNORM_DD_WGSL);
-  const hi = Math.fround(eps);
+  const [hi, lo] = doubleFloat(eps);
   const bindGroup = k.device.createBindGroup({
     layout: k.layout("usrrw"),
     entries: [
-      k.uniform([dim, hi, eps - hi, 1], [1, 2, 3]),
+      k.uniform([dim, hi, lo, 1], [1, 2, 3]),
       { buffer: step, size: 16 },
       x,
       weight,

@@ -1,9 +1,12 @@
 /**
  * The cheap steps of a decoder block over calibration windows on the GPU — RMSNorm, RoPE and the
  * residual add — each window in its own device buffer (`window_inputs.ts`), so that a block runs
- * from its input to its output without its values leaving the device. The kernels are the
- * backend's (`Kernels.rmsnorm`, `Kernels.rope`; the add of `add_wgsl.ts`), one dispatch a window
- * and one submission a step; every window starts at position 0.
+ * from its input to its output without its values leaving the device. The kernels round as the
+ * CPU's do, so that the block's values equal the CPU block's but for the linears' and attention's
+ * float32 sums: RMSNorm and RoPE in double-float (`rmsnorm_dd_wgsl.ts`, `rope_dd_wgsl.ts`; the
+ * model forward's float32 kernels come out units in the last place off, enough to tip a
+ * search's near-tie), the add in float32 (`add_wgsl.ts`). One dispatch a window and one
+ * submission a step; every window starts at position 0.
  *
  * @module
  */
@@ -11,7 +14,7 @@ import type { Gpu } from "./device.ts";
 import { type Dispatch, encodeDispatches, Kernels, STEP_STRIDE } from "./kernels.ts";
 import { addDispatch } from "./add_wgsl.ts";
 import { rmsnormDdDispatch } from "./rmsnorm_dd_wgsl.ts";
-import { ropeTable } from "./backend.ts";
+import { ropeDdDispatch, ropeTableDd } from "./rope_dd_wgsl.ts";
 
 /** Thrown when windows' buffers do not agree with each other or with the rows asked for. */
 export class WindowStepError extends Error {
@@ -29,7 +32,7 @@ export interface WindowRope {
 export class GpuWindowSteps {
   readonly #gpu: Gpu;
   readonly #invFreq: ArrayLike<number>;
-  /** RoPE's (cos, sin) table for positions `0 … positions−1`, made for the longest window. */
+  /** RoPE's double-float (cos, sin) table for positions `0 … positions−1`, made for the longest window. */
   #table: { positions: number; k: Kernels; buffer: GPUBuffer } | undefined;
 
   /** Steps on `gpu`, RoPE turning pair `i` of position `p` by `p · invFreq[i]`. */
@@ -76,15 +79,7 @@ export class GpuWindowSteps {
     await this.#run(
       xs.length,
       (w) => rows[w]!,
-      (k, step) => (w) =>
-        k.rope(step, table, xs[w]!, {
-          nHeads: o.nHeads,
-          headDim: o.headDim,
-          rowStride: width,
-          off: 0,
-          posStride: 0,
-          style: o.style,
-        }),
+      (k, step) => (w) => ropeDdDispatch(k, step, table, xs[w]!, o),
     );
   }
 
@@ -98,7 +93,7 @@ export class GpuWindowSteps {
     if (this.#table === undefined || this.#table.positions < positions) {
       this.destroy();
       const k = new Kernels(this.#gpu);
-      const buffer = k.storage(ropeTable(Math.max(1, positions), this.#invFreq));
+      const buffer = k.storage(ropeTableDd(Math.max(1, positions), this.#invFreq));
       this.#table = { positions, k, buffer };
     }
     return this.#table.buffer;
