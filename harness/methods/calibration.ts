@@ -181,7 +181,7 @@ export class CalibrationBlock {
 /**
  * The kernels of a block over every calibration window at once, where a device runs them
  * (`device: webgpu`): each returns one array per window, as the CPU kernel would. The optional
- * steps (`rmsnorm`, `add`, `rope`) let a device run the whole block; kernels that have them may
+ * steps (`rmsnorm`, `add`, `rope`, `headNorm`, `bias`) let a device run the whole block; kernels that have them may
  * keep results on the device only, returning arrays that are not written until
  * {@linkcode WindowKernels.read} (a reader on the host asks for them first, see
  * {@linkcode runWindows}).
@@ -208,6 +208,10 @@ export interface WindowKernels {
   add?(as: Float32Array[], bs: Float32Array[]): Promise<Float32Array[]>;
   /** RoPE in place of each window's queries or keys (the model's style, theta and heads). */
   rope?(xs: Float32Array[], heads: HeadGroup): Promise<void>;
+  /** In place RMSNorm of each head of each window's queries or keys with `weight`. */
+  headNorm?(xs: Float32Array[], weight: Float32Array): Promise<void>;
+  /** In place `x += bias` on every row of each window (a linear's bias). */
+  bias?(xs: Float32Array[], bias: Float32Array): Promise<void>;
   /** Makes the host arrays `xs` current where the device alone held their values. */
   read?(xs: Float32Array[]): Promise<void>;
   /**
@@ -265,10 +269,11 @@ function rewrittenBy(s: BlockStep): BlockValue[] {
 /**
  * Runs the steps `[from, to)` of `layer` over every window (`values[i]` of `tokens[i]` tokens):
  * step by step, all windows at once on `windows` where it has the step (the linears and attention
- * always; a gate, up and SwiGLU triple at once where it has `gated`; norms, RoPE and adds where
- * it has them), the other steps window by window on the CPU's, after `windows.read` of what they
- * read (the results a window-by-window {@linkcode CalibrationBlock.run} gives, up to the rounding
- * of the device's kernels). Head norms, Hadamard transforms and biases always run on the CPU.
+ * always; a gate, up and SwiGLU triple at once where it has `gated`; norms, RoPE, adds, head
+ * norms and biases where it has them), the other steps window by window on the CPU's, after
+ * `windows.read` of what they read (the results a window-by-window
+ * {@linkcode CalibrationBlock.run} gives, up to the rounding of the device's kernels). Hadamard
+ * transforms always run on the CPU.
  */
 export async function runWindows(
   block: CalibrationBlock,
@@ -304,11 +309,19 @@ export async function runWindows(
       await windows.rope(all(s.value), s.heads);
       continue;
     }
+    if (s.op === "head_rmsnorm" && windows.headNorm) {
+      await windows.headNorm(all(s.value), layer[s.weight]!);
+      continue;
+    }
     let done: Float32Array[] | undefined;
     if (s.op === "linear") done = await windows.linear(all(s.input), s.weight, layer);
     if (s.op === "attention") done = await windows.attention(all(s.q), all(s.k), all(s.v));
-    // What the CPU reads and rewrites: a linear's bias goes onto the device's product.
-    const bias = s.op === "linear" && s.bias !== undefined;
+    const biasName = s.op === "linear" ? s.bias : undefined;
+    if (done !== undefined && biasName !== undefined && windows.bias) {
+      await windows.bias(done, layer[biasName]!);
+    }
+    // What the CPU reads and rewrites: a bias the device did not add goes onto its product here.
+    const bias = biasName !== undefined && !windows.bias;
     const host = done === undefined ? stepInputs(s).flatMap(all) : bias ? done : [];
     if (host.length > 0) await windows.read?.(host);
     if (done !== undefined && !bias) {

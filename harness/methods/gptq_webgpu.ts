@@ -322,12 +322,12 @@ function decode32(m: Matrix): Float32Array {
  * `batch_attention.ts`). Attention keeps its buffers and recorded dispatches, and the linears
  * their chunk buffers, from layer to layer until {@linkcode WindowKernels.release}.
  *
- * With `store`, the whole block runs there (RMSNorm, RoPE and the residual adds too:
- * `kernels/webgpu/window_steps.ts`) and every value stays on the device
+ * With `store`, the whole block runs there (RMSNorm, RoPE, the residual adds, biases and head
+ * norms too: `kernels/webgpu/window_steps.ts`) and every value stays on the device
  * (`kernels/webgpu/window_inputs.ts`): the arrays the kernels return are not written until
  * {@linkcode WindowKernels.read} asks for them, and a linear's input goes up, if at all, once for
  * every reader (the linears sharing it, GPTQ's Hessian given the same store). What the CPU still
- * runs (head norms, Hadamard transforms, biases) is read back first; what it rewrites is dropped
+ * runs (a rotated model's Hadamard transforms) is read back first; what it rewrites is dropped
  * from the device. Without `store` every result comes back and the other steps stay on the CPU
  * (the searches' kernels, whose inputs the methods rescale in place).
  */
@@ -437,6 +437,18 @@ export function gpuWindowKernels(
       });
       store.rewritten(xs);
       profile?.add("forwardRope", t);
+    },
+    async headNorm(xs, weight) {
+      const t = performance.now();
+      await (await stepsOf()).headNorm(store.get(xs), weight, config.normEps);
+      store.rewritten(xs);
+      profile?.add("forwardHeadNorm", t);
+    },
+    async bias(xs, bias) {
+      const t = performance.now();
+      await (await stepsOf()).bias(store.get(xs), bias);
+      store.rewritten(xs);
+      profile?.add("forwardBias", t);
     },
     async read(xs) {
       const t = performance.now();

@@ -252,12 +252,9 @@ function relativeError(a: Float32Array, b: Float32Array): number {
  * Layer 0 of `model` over three windows on the window kernels kept on the device: nothing comes
  * back until read; then every value equals, bit for bit, that of the GPU's linears and attention
  * with the other steps on the CPU (the window kernels without a store: norms, RoPE and adds on
- * the device round as the CPU's), and the CPU block's up to float32 rounding; with the CPU's
- * steps (head norms, biases) on the way too.
+ * the device round as the CPU's), and the CPU block's up to float32 rounding.
  */
 async function blockOnDevice(model: LlamaModel, layer = model.weights.layers[0]!): Promise<void> {
-  // A step the CPU runs leaves its values on the host (a biased v goes up to attention as is).
-  const cpuSteps = layer.bq !== undefined || layer.qNorm !== undefined;
   const steps = blockSteps(blockShape(layer));
   const block = new CalibrationBlock(model.config);
   const windows = [40, 40, 17].map((T, w) =>
@@ -280,7 +277,10 @@ async function blockOnDevice(model: LlamaModel, layer = model.weights.layers[0]!
     // Every value the block made is on the device only (its host array unwritten).
     const made = values.flatMap((v) => [...v].filter(([k]) => k !== "x").map(([, x]) => x));
     const onDevice = made.filter((x) => store.deviceOnly(x)).length;
-    assert.ok(onDevice > 0 && (cpuSteps || onDevice === made.length), `${onDevice} on the device`);
+    assert.ok(
+      onDevice > 0 && onDevice === made.length,
+      `${onDevice} of ${made.length} on the device`,
+    );
     await kernels.read!(made);
     values.forEach((v, w) => assert.deepEqual(v, host[w]));
     values.forEach((v, w) => {
@@ -312,15 +312,15 @@ Deno.test({
 });
 
 Deno.test({
-  name: "gptq webgpu: mini's block wholly on the device (half RoPE, GQA) and with the CPU's " +
-    "steps for biases and head norms",
+  name: "gptq webgpu: mini's block wholly on the device (half RoPE, GQA), with biases and head " +
+    "norms too",
   ignore: unavailable !== undefined,
   async fn() {
     const model = await loadModelPath(join(REPO_ROOT, "fixtures/models/mini"));
     assert.equal(model.config.ropeStyle, "half");
     assert.ok(model.config.nKvHeads < model.config.nHeads);
     await blockOnDevice(model);
-    // Qwen-style extras run on the CPU between device steps: values are read back and sent again.
+    // Qwen's biases and head norms (bit for bit as the CPU's steps between the GPU's linears).
     const { dim, headDim, nKvHeads } = model.config;
     const layer = model.weights.layers[0]!;
     await blockOnDevice(model, {

@@ -1,12 +1,14 @@
 /**
- * The cheap steps of a decoder block over calibration windows on the GPU — RMSNorm, RoPE and the
- * residual add — each window in its own device buffer (`window_inputs.ts`), so that a block runs
- * from its input to its output without its values leaving the device. The kernels round as the
- * CPU's do, so that the block's values equal the CPU block's but for the linears' and attention's
- * float32 sums: RMSNorm and RoPE in double-float (`rmsnorm_dd_wgsl.ts`, `rope_dd_wgsl.ts`; the
- * model forward's float32 kernels come out units in the last place off, enough to tip a
- * search's near-tie), the add in float32 (`add_wgsl.ts`). One dispatch a window and one
- * submission a step; every window starts at position 0.
+ * The cheap steps of a decoder block over calibration windows on the GPU — RMSNorm, RoPE, the
+ * residual add, biases and head norms — each window in its own device buffer
+ * (`window_inputs.ts`), so that a block runs from its input to its output without its values
+ * leaving the device. The kernels round as the CPU's do, so that the block's values equal the CPU
+ * block's but for the linears' and attention's float32 sums: RMSNorm and RoPE in double-float
+ * (`rmsnorm_dd_wgsl.ts`, `rope_dd_wgsl.ts`; the model forward's float32 kernels come out units in
+ * the last place off, enough to tip a search's near-tie; head norms are that RMSNorm over heads
+ * as rows), the add and biases in float32 (`add_wgsl.ts`, `Kernels.bias`: the CPU rounds a sum
+ * of two float32 values alike). One dispatch a window and one submission a step; every window
+ * starts at position 0.
  *
  * @module
  */
@@ -83,6 +85,37 @@ export class GpuWindowSteps {
     );
   }
 
+  /** In place `xs[w][t] += bias` for every row `t` (rows of `bias.length`): float32 sums, as the CPU's. */
+  async bias(xs: readonly GPUBuffer[], bias: Float32Array): Promise<void> {
+    const n = bias.length;
+    await this.#run(xs.length, (w) => rowsOf([xs[w]!], n, w), (k, step) => {
+      const b = k.storage(bias);
+      return (w) => k.bias(step, b, xs[w]!, n, { rowStride: n });
+    });
+  }
+
+  /**
+   * In place RMSNorm of each head of `weight.length` values in `xs` (Qwen3's query and key
+   * norms), rounded as the CPU's: the double-float RMSNorm over the heads as rows, into scratch
+   * and copied back.
+   */
+  async headNorm(xs: readonly GPUBuffer[], weight: Float32Array, eps: number): Promise<void> {
+    const dim = weight.length;
+    const scratch: GPUBuffer[] = [];
+    await this.#run(
+      xs.length,
+      (w) => rowsOf([xs[w]!], dim, w),
+      (k, step) => {
+        const wb = k.storage(weight);
+        return (w) => {
+          scratch[w] = k.buffer(xs[w]!.size, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC);
+          return rmsnormDdDispatch(k, step, xs[w]!, wb, scratch[w]!, dim, eps);
+        };
+      },
+      (enc) => xs.forEach((x, w) => enc.copyBufferToBuffer(scratch[w]!, 0, x, 0, x.size)),
+    );
+  }
+
   /** Frees the RoPE table (a later call makes it again). */
   destroy(): void {
     this.#table?.k.destroy();
@@ -102,12 +135,13 @@ export class GpuWindowSteps {
   /**
    * One submission of a dispatch per window (`rows(w)` rows each, at position 0), built by
    * `prepare`'s function on a `Kernels` whose buffers (uniforms, weights) are freed once
-   * submitted.
+   * submitted, and then what `after` encodes.
    */
   async #run(
     count: number,
     rows: (w: number) => number,
     prepare: (k: Kernels, step: GPUBuffer) => (w: number) => Promise<Dispatch>,
+    after?: (enc: GPUCommandEncoder) => void,
   ): Promise<void> {
     if (count === 0) return;
     const k = new Kernels(this.#gpu);
@@ -122,6 +156,7 @@ export class GpuWindowSteps {
       const pass = enc.beginComputePass();
       dispatches.forEach((d, w) => encodeDispatches(pass, [d], tokens[w]!, w * STEP_STRIDE));
       pass.end();
+      after?.(enc);
       k.device.queue.submit([enc.finish()]);
     } finally {
       // Buffers used by submitted work are freed once it completes.

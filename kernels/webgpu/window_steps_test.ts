@@ -1,6 +1,7 @@
 /**
  * The block's cheap steps over windows' device buffers equal the CPU's kernels bit for bit: the
- * add, RMSNorm and RoPE of both pairings (double-float: `rmsnorm_dd_wgsl.ts`, `rope_dd_wgsl.ts`).
+ * add, biases, RMSNorm, head norms and RoPE of both pairings (double-float: `rmsnorm_dd_wgsl.ts`,
+ * `rope_dd_wgsl.ts`).
  */
 import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
@@ -24,7 +25,7 @@ function relativeError(a: Float32Array, b: Float32Array): number {
 }
 
 Deno.test({
-  name: "webgpu: window steps (RMSNorm, add, RoPE of both pairings) as on the CPU",
+  name: "webgpu: window steps (RMSNorm, add, RoPE of both pairings, bias, head norm) as on the CPU",
   ignore: unavailable !== undefined,
   async fn() {
     const gpu = await getGpu();
@@ -84,6 +85,21 @@ Deno.test({
           if (tokens[w]! > 1) assert.ok(relativeError(r, other) > 1e-3, `${style} ≠ ${otherStyle}`);
         });
       }
+      // Biases and head norms, in place: rows of nHeads heads of headDim.
+      const biased = xs.map((x) => x.slice());
+      const bias = pseudoRandom(dim, 97);
+      await steps.bias(store.get(biased), bias);
+      const headed = xs.map((x) => x.slice());
+      const headWeight = pseudoRandom(headDim, 96);
+      await steps.headNorm(store.get(headed), headWeight, 1e-6);
+      store.rewritten([...biased, ...headed]);
+      await store.read([...biased, ...headed]);
+      xs.forEach((x, w) => {
+        assert.deepEqual(biased[w], x.map((v, i) => v + bias[i % dim]!), `bias window ${w}`);
+        const expected = new Float32Array(x.length);
+        rmsnorm(expected, x, headWeight, 1e-6);
+        assert.deepEqual(headed[w], expected, `head norm window ${w}`);
+      });
       await assert.rejects(
         () => steps.add(store.get(xs), store.get(ys.slice(1)), store.produce(fresh()), dim),
         WindowStepError,
