@@ -38,7 +38,9 @@ import {
   type BlockStep,
   blockSteps,
   type BlockValue,
+  type HeadGroup,
   stepInputs,
+  stepOutput,
 } from "../../core/graph.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 import { readText } from "../../core/dataset.ts";
@@ -177,8 +179,12 @@ export class CalibrationBlock {
 }
 
 /**
- * The heavy kernels of a block over every calibration window at once, where a device runs them
- * (GPTQ's `device: webgpu`): each returns one array per window, as the CPU kernel would.
+ * The kernels of a block over every calibration window at once, where a device runs them
+ * (`device: webgpu`): each returns one array per window, as the CPU kernel would. The optional
+ * steps (`rmsnorm`, `add`, `rope`, `headNorm`, `bias`) let a device run the whole block; kernels that have them may
+ * keep results on the device only, returning arrays that are not written until
+ * {@linkcode WindowKernels.read} (a reader on the host asks for them first, see
+ * {@linkcode runWindows}).
  */
 export interface WindowKernels {
   /** `x · Wᵀ` of the linear `name` (no bias) for each window's rows `xs`. */
@@ -196,14 +202,32 @@ export interface WindowKernels {
     up: LinearName,
     layer: LayerWeights,
   ): Promise<Float32Array[]>;
+  /** RMSNorm of each window's rows with `weight` (the model's eps). Optional, as are the next. */
+  rmsnorm?(xs: Float32Array[], weight: Float32Array): Promise<Float32Array[]>;
+  /** The residual add `a + b` of each window. */
+  add?(as: Float32Array[], bs: Float32Array[]): Promise<Float32Array[]>;
+  /** RoPE in place of each window's queries or keys (the model's style, theta and heads). */
+  rope?(xs: Float32Array[], heads: HeadGroup): Promise<void>;
+  /** In place RMSNorm of each head of each window's queries or keys with `weight`. */
+  headNorm?(xs: Float32Array[], weight: Float32Array): Promise<void>;
+  /** In place `x += bias` on every row of each window (a linear's bias). */
+  bias?(xs: Float32Array[], bias: Float32Array): Promise<void>;
+  /** Makes the host arrays `xs` current where the device alone held their values. */
+  read?(xs: Float32Array[]): Promise<void>;
+  /**
+   * Frees what the device holds of values other than `live` (the driver's values still read,
+   * and its layer input).
+   */
+  retain?(live: Iterable<Float32Array>): void;
   /**
    * Told the seconds each step left to the CPU took over all windows (for profiles), after it
-   * ran (a step that rewrote a value in place invalidates what a device holds of it).
+   * ran, and the arrays it rewrote in place (what a device holds of them is stale).
    */
-  cpuStep?(op: BlockStep["op"], seconds: number): void;
+  cpuStep?(op: BlockStep["op"], seconds: number, rewritten: Float32Array[]): void;
   /**
    * Drops what the device holds of the windows' values: called before they go to code that may
-   * rewrite them in place (AWQ divides its captures by the scales it finds).
+   * rewrite them in place (AWQ divides its captures by the scales it finds), after reading what
+   * is still needed.
    */
   forget?(): void;
   /**
@@ -228,12 +252,28 @@ function gatedAt(steps: readonly BlockStep[], i: number, to: number): BlockValue
   return later.has(g.output) || later.has(u.output) ? undefined : sw.output;
 }
 
+/** The values a CPU step rewrites in place (`block_interpreter.ts`; SwiGLU writes over `gate`). */
+function rewrittenBy(s: BlockStep): BlockValue[] {
+  switch (s.op) {
+    case "head_rmsnorm":
+    case "rope":
+    case "hadamard":
+      return [s.value];
+    case "swiglu":
+      return [s.gate];
+    default:
+      return [];
+  }
+}
+
 /**
  * Runs the steps `[from, to)` of `layer` over every window (`values[i]` of `tokens[i]` tokens):
- * step by step, the linears and attention of all windows at once on `windows` (a gate, up and
- * SwiGLU triple at once where `windows` has `gated`), the other steps window by window on the
- * CPU's (the results a window-by-window {@linkcode CalibrationBlock.run} gives, up to the
- * rounding of the device's kernels).
+ * step by step, all windows at once on `windows` where it has the step (the linears and attention
+ * always; a gate, up and SwiGLU triple at once where it has `gated`; norms, RoPE, adds, head
+ * norms and biases where it has them), the other steps window by window on the CPU's, after
+ * `windows.read` of what they read (the results a window-by-window
+ * {@linkcode CalibrationBlock.run} gives, up to the rounding of the device's kernels). Hadamard
+ * transforms always run on the CPU.
  */
 export async function runWindows(
   block: CalibrationBlock,
@@ -247,18 +287,49 @@ export async function runWindows(
   for (let i = range.from; i < range.to; i++) {
     const s = steps[i]!;
     const all = (name: BlockValue) => values.map((v) => v.get(name)!);
+    const set = (name: BlockValue, outs: Float32Array[]) =>
+      values.forEach((v, w) => v.set(name, outs[w]!));
     const fused = windows.gated && gatedAt(steps, i, range.to);
     if (fused && s.op === "linear") {
       const up = steps[i + 1] as Extract<BlockStep, { op: "linear" }>;
-      const mids = await windows.gated!(all(s.input), s.weight, up.weight, layer);
       // The SwiGLU's output; the gate and up values, which no later step reads, are never held.
-      values.forEach((v, w) => v.set(fused, mids[w]!));
+      set(fused, await windows.gated!(all(s.input), s.weight, up.weight, layer));
       i += 2;
+      continue;
+    }
+    if (s.op === "rmsnorm" && windows.rmsnorm) {
+      set(s.output, await windows.rmsnorm(all(s.input), layer[s.weight]));
+      continue;
+    }
+    if (s.op === "add" && windows.add) {
+      set(s.output, await windows.add(all(s.a), all(s.b)));
+      continue;
+    }
+    if (s.op === "rope" && windows.rope) {
+      await windows.rope(all(s.value), s.heads);
+      continue;
+    }
+    if (s.op === "head_rmsnorm" && windows.headNorm) {
+      await windows.headNorm(all(s.value), layer[s.weight]!);
       continue;
     }
     let done: Float32Array[] | undefined;
     if (s.op === "linear") done = await windows.linear(all(s.input), s.weight, layer);
     if (s.op === "attention") done = await windows.attention(all(s.q), all(s.k), all(s.v));
+    const biasName = s.op === "linear" ? s.bias : undefined;
+    if (done !== undefined && biasName !== undefined && windows.bias) {
+      await windows.bias(done, layer[biasName]!);
+    }
+    // What the CPU reads and rewrites: a bias the device did not add goes onto its product here.
+    const bias = biasName !== undefined && !windows.bias;
+    const host = done === undefined ? stepInputs(s).flatMap(all) : bias ? done : [];
+    if (host.length > 0) await windows.read?.(host);
+    if (done !== undefined && !bias) {
+      set(stepOutput(s), done);
+      continue;
+    }
+    // Taken before the step: SwiGLU's output replaces its gate in the map.
+    const rewritten = bias ? done! : rewrittenBy(s).flatMap(all);
     const t = performance.now();
     values.forEach((v, w) => {
       const kernels: Partial<BlockKernels> = done === undefined
@@ -268,7 +339,7 @@ export async function runWindows(
         : { attention: () => done[w]! };
       block.run(steps, layer, v, tokens[w]!, { from: i, to: i + 1, kernels });
     });
-    if (done === undefined) windows.cpuStep?.(s.op, (performance.now() - t) / 1000);
+    windows.cpuStep?.(s.op, (performance.now() - t) / 1000, rewritten);
   }
 }
 

@@ -1,9 +1,9 @@
 /**
  * The `device` option of the calibrated methods that capture a float block's inputs (AWQ,
  * SmoothQuant): `cpu` runs the calibration forward window by window on the CPU backend's kernels
- * (the reference numbers); `webgpu` runs its linears, SwiGLU and attention on a WebGPU device,
- * all windows at once, with the window kernels GPTQ's `device: webgpu` uses
- * (`gptq_webgpu.ts`'s `gpuWindowKernels`). `QUANTBENCH_PROFILE=1` prints the seconds per phase
+ * (the reference numbers); `webgpu` runs the whole block on a WebGPU device, all windows at
+ * once, with the window kernels GPTQ's `device: webgpu` uses (`gptq_webgpu.ts`'s
+ * `gpuWindowKernels`), and reads back the captures and the block's outputs once a layer. `QUANTBENCH_PROFILE=1` prints the seconds per phase
  * and layer on stderr on either device (`gptq_profile.ts`).
  *
  * @module

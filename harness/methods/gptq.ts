@@ -169,6 +169,8 @@ async function quantizeModel(
       kind: "groups",
       sequential: options.true_sequential !== false,
       windows: store && gpuWindowKernels(model.config, profile, store),
+      // The Hessians read the inputs from the store.
+      deviceInputs: true,
       async quantizeGroup({ names }, inputs, { original, index }) {
         if (profile && index !== layerIndex) profile.layer(`layer ${layerIndex}`);
         layerIndex = index;

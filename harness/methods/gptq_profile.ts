@@ -1,12 +1,17 @@
 /**
  * Where GPTQ's time goes, printed on stderr when `QUANTBENCH_PROFILE=1`: seconds per phase for
  * each layer and for the whole model, so that a run on the GPU machine shows which part to speed
- * up next. Phases: `forwardLinear`, `forwardGated` (gate, up and SwiGLU) and
- * `forwardAttention` (the calibration forward's kernels on the GPU, transfers included), `hessian` (sums, read back, damping), `factor`, `decode` (the
+ * up next. Phases: `forwardLinear`, `forwardGated` (gate, up and SwiGLU), `forwardAttention`,
+ * `forwardNorm`, `forwardRope`, `forwardAdd`, `forwardHeadNorm`, `forwardBias` (the calibration forward's kernels on the GPU,
+ * transfers included; where the block's values stay on the device these only submit work, and
+ * its time shows in the next phase that waits for the device: `hessian`, `readBack`),
+ * `readBack` (values the host reads: AWQ's and SmoothQuant's captures, what the CPU's steps
+ * read), `hessian` (sums, read back, damping), `factor`, `decode` (the
  * float weights), `prepare` (the loop's starting weights and grid), `deviceLoop` (the column
  * loop on the GPU, read back and codes included), `hostLoop` (the loop with blocks quantized on
  * the host), `cpuLoop` (`device: cpu`), and `cpu:<step>` for each kind of the forward's steps
- * left to the CPU (`rmsnorm`, `rope`, `swiglu`, `add`, …); `other` is the layer's wall time
+ * left to the CPU (all but linears and attention without a device store; Hadamard transforms
+ * with one); `other` is the layer's wall time
  * outside them.
  *
  * @module

@@ -17,12 +17,11 @@
  * float32 sums go straight into the factor's damped float32 input ({@linkcode gpuGroupFactor})
  * and `U` stays float32.
  *
- * The calibration forward runs its linears, SwiGLU (with the gate and up linears, whose outputs
- * stay there) and attention there too, all windows at once ({@linkcode gpuWindowKernels});
- * norms, RoPE and residual adds stay on the CPU. The windows' activations stay on the device
- * between the kernels that read them (`kernels/webgpu/window_inputs.ts`): a group's Hessian and
- * its linears read one upload of their input, and attention's and SwiGLU's outputs feed the
- * Hessian and linear after them without going up again.
+ * The calibration forward runs there too, all windows at once ({@linkcode gpuWindowKernels}):
+ * the linears, SwiGLU (with the gate and up linears), attention, RMSNorm, RoPE and the residual
+ * adds, with the windows' hidden states and every value between the steps kept on the device
+ * (`kernels/webgpu/window_inputs.ts`); a group's Hessian reads its input there, and the layer's
+ * output stays there as the next layer's input. Nothing comes back but the Hessians.
  *
  * Results differ from the CPU path only by float32 rounding in the Hessian and in the updated
  * weights: a weight whose value lands within that rounding of a rounding boundary may take the
@@ -59,6 +58,8 @@ import { decodeRow } from "../../kernels/formats/matrix.ts";
 import { BatchLinearScratch, GpuBatchLinear } from "../../kernels/webgpu/batch_linear.ts";
 import { GpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
 import type { GpuWindowInputs } from "../../kernels/webgpu/window_inputs.ts";
+import { GpuWindowSteps } from "../../kernels/webgpu/window_steps.ts";
+import { ropeInverseFrequencies } from "../../core/rope.ts";
 
 /**
  * Widths from which the factor is computed on the GPU in float32 (as PyTorch's reference does);
@@ -316,18 +317,19 @@ function decode32(m: Matrix): Float32Array {
   return out;
 }
 
-/** CPU steps that rewrite a value in place (`kernels/cpu/block_interpreter.ts`). */
-const IN_PLACE: ReadonlySet<string> = new Set(["head_rmsnorm", "rope", "hadamard", "swiglu"]);
-
 /**
- * The calibration forward's linears and attention on the GPU, over all windows at once
- * (`kernels/webgpu/batch_linear.ts`, `batch_attention.ts`); the cheap steps stay on the CPU.
- * Attention keeps its buffers and recorded dispatches, and the linears their chunk buffers, from
- * layer to layer until {@linkcode WindowKernels.release}. With `store`, the windows' activations stay on the device
- * between readers (`kernels/webgpu/window_inputs.ts`): a linear's input goes up once for the
- * linears that share it (and for GPTQ's Hessian, given the same store), and the outputs of
- * attention and of the gated pair stay there for the linear after them; a CPU step that
- * rewrites a value in place empties the store.
+ * The calibration forward over all windows at once on the GPU (`kernels/webgpu/batch_linear.ts`,
+ * `batch_attention.ts`). Attention keeps its buffers and recorded dispatches, and the linears
+ * their chunk buffers, from layer to layer until {@linkcode WindowKernels.release}.
+ *
+ * With `store`, the whole block runs there (RMSNorm, RoPE, the residual adds, biases and head
+ * norms too: `kernels/webgpu/window_steps.ts`) and every value stays on the device
+ * (`kernels/webgpu/window_inputs.ts`): the arrays the kernels return are not written until
+ * {@linkcode WindowKernels.read} asks for them, and a linear's input goes up, if at all, once for
+ * every reader (the linears sharing it, GPTQ's Hessian given the same store). What the CPU still
+ * runs (a rotated model's Hadamard transforms) is read back first; what it rewrites is dropped
+ * from the device. Without `store` every result comes back and the other steps stay on the CPU
+ * (the searches' kernels, whose inputs the methods rescale in place).
  */
 export function gpuWindowKernels(
   config: LlamaConfig,
@@ -336,15 +338,21 @@ export function gpuWindowKernels(
 ): WindowKernels {
   let attention: GpuWindowAttention | undefined;
   let scratch: BatchLinearScratch | undefined;
-  const keep = store && ((outs: Float32Array[]) => store.keep(outs));
+  let steps: GpuWindowSteps | undefined;
+  const produce = store && ((outs: Float32Array[]) => store.produce(outs));
+  const readBack = store === undefined;
   const scratchOf = async () => scratch ??= new BatchLinearScratch((await getGpu()).device);
-  return {
+  const stepsOf = async () =>
+    steps ??= new GpuWindowSteps(await getGpu(), ropeInverseFrequencies(config));
+  const kernels: WindowKernels = {
     async linear(xs, name, layer) {
       const t = performance.now();
       const m = layer[name];
       const linear = await GpuBatchLinear.create(decode32(m), m.rows, m.cols);
       try {
         return await linear.apply(store ? store.get(xs) : xs, undefined, {
+          keep: produce,
+          readBack,
           scratch: await scratchOf(),
         });
       } finally {
@@ -359,7 +367,8 @@ export function gpuWindowKernels(
       const up = await GpuBatchLinear.create(decode32(u), u.rows, u.cols);
       try {
         return await gate.applyGated(store ? store.get(xs) : xs, up, undefined, {
-          keep,
+          keep: produce,
+          readBack,
           scratch: await scratchOf(),
         });
       } finally {
@@ -375,12 +384,14 @@ export function gpuWindowKernels(
         nKvHeads: config.nKvHeads,
         headDim: config.headDim,
       }, await getGpu());
-      const out = await attention.run(qs.map((q, i) => ({ q, k: ks[i]!, v: vs[i]! })), keep);
+      const [q, k, v] = store ? [store.get(qs), store.get(ks), store.get(vs)] : [qs, ks, vs];
+      const windows = q.map((qw, i) => ({ q: qw, k: k[i]!, v: v[i]! }));
+      const out = await attention.run(windows, produce, readBack);
       profile?.add("forwardAttention", t);
       return out;
     },
-    cpuStep(op, seconds) {
-      if (IN_PLACE.has(op)) store?.clear();
+    cpuStep(op, seconds, rewritten) {
+      store?.written(rewritten);
       profile?.addSeconds(`cpu:${op}`, seconds);
     },
     forget() {
@@ -391,7 +402,61 @@ export function gpuWindowKernels(
       attention = undefined;
       scratch?.destroy();
       scratch = undefined;
+      steps?.destroy();
+      steps = undefined;
       store?.clear();
+    },
+  };
+  if (!store) return kernels;
+  const fresh = (xs: Float32Array[], width: number) =>
+    xs.map((x) => new Float32Array((x.length / config.dim) * width));
+  return {
+    ...kernels,
+    async rmsnorm(xs, weight) {
+      const t = performance.now();
+      const outs = fresh(xs, config.dim);
+      await (await stepsOf()).rmsnorm(store.get(xs), store.produce(outs), weight, config.normEps);
+      profile?.add("forwardNorm", t);
+      return outs;
+    },
+    async add(as, bs) {
+      const t = performance.now();
+      const outs = fresh(as, config.dim);
+      await (await stepsOf()).add(store.get(as), store.get(bs), store.produce(outs), config.dim);
+      profile?.add("forwardAdd", t);
+      return outs;
+    },
+    async rope(xs, heads) {
+      const t = performance.now();
+      const nHeads = heads === "query" ? config.nHeads : config.nKvHeads;
+      const buffers = store.get(xs);
+      await (await stepsOf()).rope(buffers, {
+        nHeads,
+        headDim: config.headDim,
+        style: config.ropeStyle,
+      });
+      store.rewritten(xs);
+      profile?.add("forwardRope", t);
+    },
+    async headNorm(xs, weight) {
+      const t = performance.now();
+      await (await stepsOf()).headNorm(store.get(xs), weight, config.normEps);
+      store.rewritten(xs);
+      profile?.add("forwardHeadNorm", t);
+    },
+    async bias(xs, bias) {
+      const t = performance.now();
+      await (await stepsOf()).bias(store.get(xs), bias);
+      store.rewritten(xs);
+      profile?.add("forwardBias", t);
+    },
+    async read(xs) {
+      const t = performance.now();
+      await store.read(xs);
+      profile?.add("readBack", t);
+    },
+    retain(live) {
+      store.retain(live);
     },
   };
 }

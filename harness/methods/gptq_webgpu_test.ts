@@ -16,8 +16,8 @@ import {
   gpuHessian,
   gpuWindowKernels,
 } from "./gptq_webgpu.ts";
-import { CalibrationBlock, embed, runWindows, type WindowKernels } from "./calibration.ts";
-import { blockShape, blockSteps } from "../../core/graph.ts";
+import { CalibrationBlock, embed, runWindows } from "./calibration.ts";
+import { blockShape, blockSteps, type BlockValue } from "../../core/graph.ts";
 import type { BlockValues } from "../../kernels/cpu/block_interpreter.ts";
 import { GpuWindowInputs } from "../../kernels/webgpu/window_inputs.ts";
 import { groupGrid } from "./grid.ts";
@@ -238,48 +238,101 @@ Deno.test("gptq webgpu: an unknown device is refused", async () => {
   );
 });
 
+/** Largest `|a − b|` over the largest `|b|`. */
+function relativeError(a: Float32Array, b: Float32Array): number {
+  let [d, m] = [0, 0];
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    m = Math.max(m, Math.abs(b[i]!));
+  }
+  return d / m;
+}
+
+/**
+ * Layer 0 of `model` over three windows on the window kernels kept on the device: nothing comes
+ * back until read; then every value equals, bit for bit, that of the GPU's linears and attention
+ * with the other steps on the CPU (the window kernels without a store: norms, RoPE and adds on
+ * the device round as the CPU's), and the CPU block's up to float32 rounding.
+ */
+async function blockOnDevice(model: LlamaModel, layer = model.weights.layers[0]!): Promise<void> {
+  const steps = blockSteps(blockShape(layer));
+  const block = new CalibrationBlock(model.config);
+  const windows = [40, 40, 17].map((T, w) =>
+    Array.from({ length: T }, (_, t) => (7 * t + 13 * w) % model.config.vocabSize)
+  );
+  const tokens = windows.map((w) => w.length);
+  const cpu = embed(model, windows).map((x): BlockValues => {
+    const v: BlockValues = new Map([["x", x]]);
+    block.run(steps, layer, v, x.length / model.config.dim);
+    return v;
+  });
+  const store = new GpuWindowInputs(await getGpu());
+  const kernels = gpuWindowKernels(model.config, undefined, store);
+  const plain = gpuWindowKernels(model.config);
+  try {
+    const host: BlockValues[] = embed(model, windows).map((x) => new Map([["x", x]]));
+    await runWindows(block, plain, steps, layer, host, tokens, { from: 0, to: steps.length });
+    const values: BlockValues[] = embed(model, windows).map((x) => new Map([["x", x]]));
+    await runWindows(block, kernels, steps, layer, values, tokens, { from: 0, to: steps.length });
+    // Every value the block made is on the device only (its host array unwritten), but those a
+    // Hadamard transform, on the CPU, rewrote.
+    const rotated = new Set<BlockValue>(steps.flatMap((s) => s.op === "hadamard" ? [s.value] : []));
+    const made = values.flatMap((v) => [...v].filter(([k]) => k !== "x"));
+    for (const [name, x] of made) {
+      assert.equal(store.deviceOnly(x), !rotated.has(name), `${name} on the device only`);
+    }
+    await kernels.read!(made.map(([, x]) => x));
+    values.forEach((v, w) => assert.deepEqual(v, host[w]));
+    values.forEach((v, w) => {
+      // All the CPU's values but SwiGLU's up projection, which the fused pair never holds.
+      const expected = [...cpu[w]!.keys()].filter((k) => k !== "up").sort();
+      assert.deepEqual([...v.keys()].sort(), expected);
+      for (const [name, x] of v) {
+        const error = relativeError(x, cpu[w]!.get(name)!);
+        assert.ok(error < 1e-5, `window ${w}, ${name}: relative error ${error}`);
+      }
+    });
+    // Read back, the values are the host's: freeing them loses nothing.
+    kernels.retain!([]);
+    await kernels.read!(made.map(([, x]) => x));
+  } finally {
+    kernels.release!();
+    plain.release!();
+  }
+}
+
 Deno.test({
-  name: "gptq webgpu: window kernels with activations kept on the device give the same block",
+  name: "gptq webgpu: stories260K's block wholly on the device (interleaved RoPE) as on the CPU",
   ignore: unavailable !== undefined || !haveStories,
   async fn() {
     const model = await loadLlama2c(sharedPath("models/stories260K", "stories260K.bin"));
+    assert.equal(model.config.ropeStyle, "interleaved");
+    await blockOnDevice(model);
+  },
+});
+
+Deno.test({
+  name: "gptq webgpu: mini's block wholly on the device (half RoPE, GQA), with biases and head " +
+    "norms too, and Hadamard transforms on the CPU",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const model = await loadModelPath(join(REPO_ROOT, "fixtures/models/mini"));
+    assert.equal(model.config.ropeStyle, "half");
+    assert.ok(model.config.nKvHeads < model.config.nHeads);
+    await blockOnDevice(model);
+    // Qwen's biases and head norms (bit for bit as the CPU's steps between the GPU's linears).
+    const { dim, headDim, nKvHeads } = model.config;
     const layer = model.weights.layers[0]!;
-    const steps = blockSteps(blockShape(layer));
-    const block = new CalibrationBlock(model.config);
-    const windows = [40, 40, 17].map((T, w) =>
-      Array.from({ length: T }, (_, t) => (7 * t + 13 * w) % model.config.vocabSize)
-    );
-    const run = async (kernels: WindowKernels) => {
-      const values: BlockValues[] = embed(model, windows).map((x) => new Map([["x", x]]));
-      const tokens = windows.map((w) => w.length);
-      await runWindows(block, kernels, steps, layer, values, tokens, {
-        from: 0,
-        to: steps.length,
-      });
-      return values;
-    };
-    const plain = gpuWindowKernels(model.config);
-    const store = new GpuWindowInputs(await getGpu());
-    const kept = gpuWindowKernels(model.config, undefined, store);
-    try {
-      const [a, b] = [await run(plain), await run(kept)];
-      // Every value of every window, bit for bit.
-      a.forEach((v, w) => assert.deepEqual(b[w], v));
-      // The last linear's input (the gated pair's output) is still held; an in-place step
-      // empties the store, as does forget.
-      const last = steps.findLast((s) => s.op === "linear")!;
-      const mids = b.map((v) => v.get(last.op === "linear" ? last.input : "x")!);
-      assert.ok(store.holds(mids));
-      kept.cpuStep!("add", 0);
-      assert.ok(store.holds(mids));
-      kept.cpuStep!("rope", 0);
-      assert.ok(!store.holds(mids));
-      store.get(mids);
-      kept.forget!();
-      assert.ok(!store.holds(mids));
-    } finally {
-      plain.release!();
-      kept.release!();
-    }
+    await blockOnDevice(model, {
+      ...layer,
+      bq: pseudoRandom(dim, 3),
+      bk: pseudoRandom(nKvHeads * headDim, 4),
+      bv: pseudoRandom(nKvHeads * headDim, 5),
+      qNorm: pseudoRandom(headDim, 6).map((v) => 1 + v / 4),
+      kNorm: pseudoRandom(headDim, 7).map((v) => 1 + v / 4),
+    });
+    // A rotated model's Hadamard transforms run on the CPU: what they rewrite comes back and goes
+    // up again.
+    await blockOnDevice(model, { ...layer, hadamard: { qk: true, attention: true, down: true } });
   },
 });

@@ -103,11 +103,17 @@ export type SequentialMethod =
     /** Whether a group's inputs come from the block with its earlier groups quantized. */
     sequential: boolean;
     /**
-     * Where the block's linears and attention run over the windows (default the CPU). The
-     * inputs `quantizeGroup` gets are the values the kernels ran on (a device may hold them):
-     * it reads them and leaves them as they are.
+     * Where the block's steps run over the windows (default the CPU). The inputs
+     * `quantizeGroup` gets are the values the kernels ran on (a device may hold them): it reads
+     * them and leaves them as they are.
      */
     windows?: WindowKernels;
+    /**
+     * Whether `quantizeGroup` reads its inputs on the device `windows` keeps them on (GPTQ's
+     * Hessian, from the same store), so their host arrays need not be current; by default they
+     * are read back first.
+     */
+    deviceInputs?: boolean;
     /** The quantized weights of `group`, given its inputs on every window (none without). */
     quantizeGroup(
       group: LinearGroup,
@@ -330,28 +336,37 @@ async function quantizeGroups(
       values.flatMap((v) => [...v].flatMap(([k, x]) => k === "x" ? [] : [x])),
     );
     const inputs = values.map((v) => v.get(group.input)!);
+    if (!method.deviceInputs) await method.windows?.read?.(inputs);
     Object.assign(weights, await method.quantizeGroup(group, inputs, layer));
     meter.release(held);
     dropUnread(steps, done, values);
+    // The device keeps the values still read, and the layer's input (the driver's).
+    method.windows?.retain?.([...hidden, ...values.flatMap((v) => [...v.values()])]);
   }
   if (method.finishLayer) {
     // The reference outputs finish the pass the last group's inputs came from; the finished
     // layer then runs from the start.
     await runSteps(method, block, steps, source, values, tokens, { from: done, to: steps.length });
     const targets = values.map((v) => v.get(BLOCK_OUTPUT)!);
+    await method.windows?.read?.([...hidden, ...targets]);
     values.length = 0;
     const held = meter.hold(targets);
     const finished = await method.finishLayer(weights, { inputs: hidden, targets }, layer);
     meter.release(held);
     const fresh = hidden.map((x): BlockValues => new Map([["x", x]]));
     await runSteps(method, block, steps, finished, fresh, tokens, { from: 0, to: steps.length });
-    return { weights: finished, next: fresh.map((v) => v.get(BLOCK_OUTPUT)!) };
+    const next = fresh.map((v) => v.get(BLOCK_OUTPUT)!);
+    method.windows?.retain?.(next);
+    return { weights: finished, next };
   }
   // Without `sequential` the values came from the float block: the quantized one starts over.
   const resumed = method.sequential ? values : hidden.map((x): BlockValues => new Map([["x", x]]));
   const range = { from: method.sequential ? done : 0, to: steps.length };
   await runSteps(method, block, steps, weights, resumed, tokens, range);
-  return { weights, next: resumed.map((v) => v.get(BLOCK_OUTPUT)!) };
+  const next = resumed.map((v) => v.get(BLOCK_OUTPUT)!);
+  // The next layer's input stays on the device; this layer's values are done.
+  method.windows?.retain?.(next);
+  return { weights, next };
 }
 
 /** Steps `[from, to)` over every window: on the method's window kernels, or window by window. */
@@ -418,7 +433,10 @@ async function floatBlockOnWindows(
   const tokens = hidden.map((x) => x.length / block.config.dim);
   await runWindows(block, windows, steps, original, values, tokens, { from: 0, to: steps.length });
   for (const [name, list] of captures) list.push(...values.map((v) => v.get(name)!));
-  return values.map((v) => v.get(BLOCK_OUTPUT)!);
+  const outputs = values.map((v) => v.get(BLOCK_OUTPUT)!);
+  // The method reads its captures on the host, and the next layer starts from the outputs there.
+  await windows.read?.([...[...captures.values()].flat(), ...outputs]);
+  return outputs;
 }
 
 /** A `block` method over one layer; both streams' values at its output. */

@@ -1,7 +1,7 @@
 /**
  * SmoothQuant with `device: webgpu` (the calibration forward on the GPU) against the CPU path on
  * stories260K: the first group's smoothing scales bit for bit (its input, embeddings through a
- * norm, is computed on the CPU either way), every later one's up to the GPU GEMMs' float32
+ * norm, is rounded as the CPU's on the GPU too), every later one's up to the GPU GEMMs' float32
  * rounding of the captured activations, and W8A16 perplexity within 1e-4 (W8A8's activation
  * rounding amplifies any float rounding: see the test).
  */
@@ -56,7 +56,7 @@ Deno.test({
     a.weights.layers.forEach((layer, i) => {
       for (const norm of ["attnNorm", "ffnNorm"] as const) {
         const [x, y] = [layer[norm], b.weights.layers[i]![norm]];
-        // Layer 0's attention input is embeddings through a norm, on the CPU either way.
+        // Layer 0's attention input is embeddings through a norm (the GPU's rounds as the CPU's).
         if (i === 0 && norm === "attnNorm") assert.deepEqual(y, x, `layer 0 ${norm}`);
         x.forEach((v, j) => worst = Math.max(worst, Math.abs(y[j]! / v - 1)));
       }

@@ -21,11 +21,19 @@ export interface AttentionShape {
   headDim: number;
 }
 
-/** One window's queries (`T × nHeads·headDim`), keys and values (`T × nKvHeads·headDim`). */
+/**
+ * One window's queries (`T × nHeads·headDim`), keys and values (`T × nKvHeads·headDim`): host
+ * arrays, or device buffers of exactly their bytes (`window_inputs.ts`).
+ */
 export interface AttentionWindow {
-  q: Float32Array;
-  k: Float32Array;
-  v: Float32Array;
+  q: Float32Array | GPUBuffer;
+  k: Float32Array | GPUBuffer;
+  v: Float32Array | GPUBuffer;
+}
+
+/** The float count of host rows or of a device buffer of exactly their bytes. */
+function lengthOf(x: Float32Array | GPUBuffer): number {
+  return x instanceof Float32Array ? x.length : x.size / 4;
 }
 
 /** Most bytes of queries, keys, values and outputs on the device at once. */
@@ -91,19 +99,25 @@ export class GpuWindowAttention {
   /**
    * The attention output (`T × nHeads·headDim`) of each window; `keep`, given the arrays about
    * to be returned, gives device buffers of their sizes that receive the same values
-   * (`GpuWindowInputs.keep`).
+   * (`GpuWindowInputs.keep`); with `readBack` false the outputs go there only, and the arrays
+   * returned stay unwritten.
    */
   async run(
     windows: readonly AttentionWindow[],
     keep?: (outs: Float32Array[]) => GPUBuffer[],
+    readBack = true,
   ): Promise<Float32Array[]> {
     const [qDim, kvDim] = [this.#qDim, this.#kvDim];
+    if (!readBack && !keep) {
+      throw new BatchAttentionError(`Outputs not read back need buffers to keep them (keep)`);
+    }
     const tokens = windows.map((w, i) => {
-      const T = w.q.length / qDim;
-      if (!Number.isInteger(T) || w.k.length !== T * kvDim || w.v.length !== T * kvDim) {
+      const [q, k, v] = [lengthOf(w.q), lengthOf(w.k), lengthOf(w.v)];
+      const T = q / qDim;
+      if (!Number.isInteger(T) || k !== T * kvDim || v !== T * kvDim) {
         throw new BatchAttentionError(
-          `Window ${i}: ${w.q.length} query, ${w.k.length} key and ${w.v.length} value values ` +
-            `are no rows of ${qDim} and ${kvDim}`,
+          `Window ${i}: ${q} query, ${k} key and ${v} value values are no rows of ${qDim} and ` +
+            `${kvDim}`,
         );
       }
       return T;
@@ -122,8 +136,9 @@ export class GpuWindowAttention {
     try {
       for (let start = 0, g = 0; start < windows.length; start += perGroup, g++) {
         const end = Math.min(windows.length, start + perGroup);
-        const staging = this.#stagingFor(g % 2, perGroup * maxT * qDim * 4);
+        const staging = readBack ? this.#stagingFor(g % 2, perGroup * maxT * qDim * 4) : undefined;
         this.#submit(windows, tokens, start, end, staging, maxT, kept);
+        if (!staging) continue;
         // The last group is read while this one runs.
         if (reading) await reading;
         reading = this.#read(staging, tokens, start, end, maxT, outs);
@@ -194,23 +209,26 @@ export class GpuWindowAttention {
     tokens: number[],
     start: number,
     end: number,
-    staging: GPUBuffer,
+    staging: GPUBuffer | undefined,
     maxT: number,
     kept: GPUBuffer[] | undefined,
   ): void {
     const { device } = this.#k;
     const { queue } = device;
     const steps = new Uint32Array(((end - start) * STEP_STRIDE) / 4);
+    const enc = device.createCommandEncoder();
     for (let w = start; w < end; w++) {
       const s = this.#slots[w - start]!;
       const win = windows[w]!;
-      queue.writeBuffer(s.q, 0, win.q as Float32Array<ArrayBuffer>);
-      queue.writeBuffer(s.k, 0, win.k as Float32Array<ArrayBuffer>);
-      queue.writeBuffer(s.v, 0, win.v as Float32Array<ArrayBuffer>);
+      for (const [from, to] of [[win.q, s.q], [win.k, s.k], [win.v, s.v]] as const) {
+        // Device rows are copied in order with the pass below; host rows are written before it.
+        if (from instanceof Float32Array) {
+          queue.writeBuffer(to, 0, from as Float32Array<ArrayBuffer>);
+        } else enc.copyBufferToBuffer(from, 0, to, 0, from.size);
+      }
       steps[((w - start) * STEP_STRIDE) / 4] = tokens[w]!;
     }
     queue.writeBuffer(this.#step!, 0, steps);
-    const enc = device.createCommandEncoder();
     const pass = enc.beginComputePass();
     for (let w = start; w < end; w++) {
       encodeDispatches(
@@ -224,13 +242,15 @@ export class GpuWindowAttention {
     const slotBytes = maxT * this.#qDim * 4;
     for (let w = start; w < end; w++) {
       const bytes = tokens[w]! * this.#qDim * 4;
-      enc.copyBufferToBuffer(
-        this.#slots[w - start]!.out,
-        0,
-        staging,
-        (w - start) * slotBytes,
-        bytes,
-      );
+      if (staging) {
+        enc.copyBufferToBuffer(
+          this.#slots[w - start]!.out,
+          0,
+          staging,
+          (w - start) * slotBytes,
+          bytes,
+        );
+      }
       if (kept) enc.copyBufferToBuffer(this.#slots[w - start]!.out, 0, kept[w]!, 0, bytes);
     }
     queue.submit([enc.finish()]);

@@ -42,7 +42,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "webgpu: one GpuWindowAttention over runs of growing windows and groups",
+  name: "webgpu: one GpuWindowAttention over runs of growing windows and groups, host or device",
   ignore: unavailable !== undefined,
   async fn() {
     const shape = { nHeads: 4, nKvHeads: 1, headDim: 8 };
@@ -69,6 +69,15 @@ Deno.test({
         const probe = await GpuBatchLinear.create(pseudoRandom(3 * qDim, 99), 3, qDim);
         assert.deepEqual(await probe.apply(store.get(got)), await probe.apply(got));
         probe.destroy();
+        // From device buffers, the outputs left there: the same values once read.
+        const onDevice = windows.map((w) => {
+          const [q, k, v] = store.get([w.q, w.k, w.v]);
+          return { q: q!, k: k!, v: v! };
+        });
+        const left = await batch.run(onDevice, (outs) => store.produce(outs), false);
+        assert.ok(left.every((o) => store.deviceOnly(o)));
+        await store.read(left);
+        assert.deepEqual(left, got);
         windows.forEach((w, i) => {
           const expected = new Float32Array(w.q.length);
           attention(
@@ -88,6 +97,7 @@ Deno.test({
         });
       }
       assert.deepEqual(await batch.run([]), []);
+      await assert.rejects(() => batch.run([], undefined, false), BatchAttentionError);
     } finally {
       batch.destroy();
       store.clear();

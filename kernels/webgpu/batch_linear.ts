@@ -33,6 +33,11 @@ export interface BatchLinearOptions {
    * own and frees them.
    */
   scratch?: BatchLinearScratch;
+  /**
+   * Whether the results come back to the arrays returned (default true); with false they go to
+   * the `keep` buffers only and the arrays stay unwritten (a next kernel reads them there).
+   */
+  readBack?: boolean;
 }
 
 /**
@@ -150,9 +155,12 @@ export class GpuBatchLinear {
     xs: readonly WindowRows[],
     chunkRows: number,
     up: GpuBatchLinear | undefined,
-    { keep, scratch: shared }: BatchLinearOptions,
+    { keep, scratch: shared, readBack = true }: BatchLinearOptions,
   ): Promise<Float32Array[]> {
     const { rows, cols } = this;
+    if (!readBack && !keep) {
+      throw new BatchLinearError(`Results not read back need buffers to keep them (keep)`);
+    }
     const lengths = xs.map((x) => x instanceof Float32Array ? x.length : x.size / 4);
     for (const length of lengths) {
       if (length % cols !== 0) {
@@ -176,9 +184,9 @@ export class GpuBatchLinear {
     );
     const uniform = buffer("uniform", 64, GPUBufferUsage.UNIFORM);
     // Two staging buffers: a chunk comes back through one while the next is sent.
-    const stagings = [0, 1].map((i) =>
-      buffer(`staging${i}`, chunk * rows * 4, GPUBufferUsage.MAP_READ)
-    );
+    const stagings = readBack
+      ? [0, 1].map((i) => buffer(`staging${i}`, chunk * rows * 4, GPUBufferUsage.MAP_READ))
+      : [];
     let flushes = 0;
     const bindFor = (w: GPUBuffer, out: GPUBuffer) =>
       device.createBindGroup({
@@ -222,7 +230,7 @@ export class GpuBatchLinear {
       device.queue.writeBuffer(uniform, 0, atbUniform(p));
       const size = filled * rows * 4;
       // Its last chunk was read before this one was filled (two chunks in flight at most).
-      const staging = stagings[flushes++ % 2]!;
+      const staging = stagings[flushes++ % 2];
       const enc = device.createCommandEncoder();
       // Rows of device inputs come into the chunk's input here, in order with its dispatch.
       let at = 0;
@@ -249,7 +257,7 @@ export class GpuBatchLinear {
         encodeDispatches(pass, [swiglu], filled, 0);
       }
       pass.end();
-      enc.copyBufferToBuffer(output, 0, staging, 0, size);
+      if (staging) enc.copyBufferToBuffer(output, 0, staging, 0, size);
       if (kept) {
         at = 0;
         for (const [i, r0, n] of pending) {
@@ -259,6 +267,9 @@ export class GpuBatchLinear {
       }
       device.queue.submit([enc.finish()]);
       const parts = pending;
+      pending = [];
+      filled = 0;
+      if (!staging) return;
       const done = (async () => {
         await staging.mapAsync(GPUMapMode.READ, 0, size);
         const got = new Float32Array(staging.getMappedRange(0, size));
@@ -272,8 +283,6 @@ export class GpuBatchLinear {
       // Handled here too: a failure surfaces where the chunk is awaited, not as unhandled.
       done.catch(() => {});
       inflight.push(done);
-      pending = [];
-      filled = 0;
     };
     try {
       for (const [i, x] of xs.entries()) {

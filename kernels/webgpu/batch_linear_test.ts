@@ -68,7 +68,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "webgpu: batched linear from device-held windows, outputs kept there, as from the host",
+  name:
+    "webgpu: batched linear from device-held windows, outputs kept or left there, as from the host",
   ignore: unavailable !== undefined,
   async fn() {
     const [rows, cols] = [70, 150];
@@ -85,22 +86,32 @@ Deno.test({
         // Host rows, then the same windows from the store: the same results, bit for bit.
         const host = await first.apply(xs, chunk);
         const buffers = store.get(xs);
-        assert.equal(store.get(xs), buffers);
+        assert.deepEqual(store.get(xs), buffers);
         const ys = await first.apply(buffers, chunk, {
           keep: (outs) => store.keep(outs),
           scratch,
         });
         assert.deepEqual(ys, host);
         // The outputs kept on the device feed the next linear as their arrays would.
-        assert.ok(store.holds(ys) && !store.holds(xs));
+        assert.ok(store.holds(ys) && !store.deviceOnly(ys[0]!));
         const fromDevice = await second.apply(store.get(ys), chunk, { scratch });
         assert.deepEqual(fromDevice, await second.apply(ys, chunk));
+        // Not read back: the device alone has the outputs until they are read.
+        const zs = await first.apply(buffers, chunk, {
+          keep: (outs) => store.produce(outs),
+          readBack: false,
+          scratch,
+        });
+        assert.ok(zs.every((z) => store.deviceOnly(z) && z.every((v) => v === 0)));
+        await store.read(zs);
+        assert.deepEqual(zs, host);
         assert.deepEqual(await first.apply(xs, chunk, { scratch }), host);
       }
       await assert.rejects(
         () => first.apply(store.get([new Float32Array(cols + 1)])),
         BatchLinearError,
       );
+      await assert.rejects(() => first.apply(xs, 40, { readBack: false }), BatchLinearError);
     } finally {
       store.clear();
       scratch.destroy();
