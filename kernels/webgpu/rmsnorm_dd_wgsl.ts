@@ -5,8 +5,10 @@
  * out a unit in the last place off for many values, which is enough to tip a search's near-tie
  * (AWQ's clip and ratio choices) the other way. WGSL has no float64, so this kernel carries the
  * quantities that need it as double-floats (`double_float_wgsl.ts`); the mean's division and
- * the inverse square root are corrected by one residual step. Its outputs equal the CPU's but where the exact value lies within about 2⁻⁴⁴ of
- * a float32 rounding boundary.
+ * the inverse square root are corrected by two residual steps each (the first makes the float32
+ * estimate as good as a correctly rounded one, which WGSL's division and sqrt need not be). Its
+ * outputs equal the CPU's but where the exact value lies within about 2⁻⁴⁴ of a float32 rounding
+ * boundary.
  *
  * @module
  */
@@ -30,6 +32,13 @@ struct Step { T: u32, pos: u32, a: u32, b: u32 }
 var<workgroup> red: array<vec2<f32>, 256>;
 ${DOUBLE_FLOAT_WGSL}
 
+// r + r·(1 − m·r²)/2, one Newton step towards 1/√m, as a double-float.
+fn rsqrtStep(m: vec2<f32>, r: f32) -> vec2<f32> {
+  let mr = ddMul(m, twoProd(r, r));
+  let e = (1.0 - mr.x) - mr.y;
+  return quickTwoSum(r, r * e * 0.5);
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
   ddOne = p.one;
@@ -46,16 +55,20 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
     workgroupBarrier();
   }
   let n = red[0];
-  // The mean: a float32 quotient corrected by its exact remainder.
+  // The mean: a float32 quotient corrected by its exact remainder. WGSL lets division be 2.5
+  // ulp off (GPUs' reciprocals are), so the quotient is first corrected to float32's nearest;
+  // the last correction, a few ulp of the mean, then carries the division's error at ~2⁻⁴⁶.
   let d = f32(p.dim);
-  let q1 = n.x / d;
+  let q0 = n.x / d;
+  let rem0 = ddAdd(n, -twoProd(q0, d));
+  let q1 = q0 + (rem0.x + rem0.y) / d;
   let rem = ddAdd(n, -twoProd(q1, d));
   let m = ddAdd(quickTwoSum(q1, (rem.x + rem.y) / d), vec2<f32>(p.eps, p.epsLo));
-  // 1/√m: float32's estimate, then one Newton step on its residual 1 − m·r².
-  let r0 = 1.0 / sqrt(m.x);
-  let mr = ddMul(m, twoProd(r0, r0));
-  let e = (1.0 - mr.x) - mr.y;
-  let inv = quickTwoSum(r0, r0 * e * 0.5);
+  // 1/√m: float32's estimate, then Newton steps on the residual 1 − m·r². WGSL lets sqrt and
+  // division each be ulps off, and the step's error is quadratic in the estimate's: a first
+  // step brings the estimate to float32's rounding, whatever the GPU's sqrt.
+  let r0 = rsqrtStep(m, 1.0 / sqrt(m.x)).x;
+  let inv = rsqrtStep(m, r0);
   for (var i = lid; i < p.dim; i += 256u) {
     let o = ddMulF(ddMulF(inv, x[base + i]), w[i]);
     out[base + i] = o.x + o.y;
