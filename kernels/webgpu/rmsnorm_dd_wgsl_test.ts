@@ -4,6 +4,7 @@
  * units are approximations, lavapipe's LLVM rounds correctly): the shader is run with its two
  * float32 estimates pushed 8 ulp off (WGSL's bounds for `1.0 / sqrt(x)` compose to about 7), which
  * the kernel's corrections must absorb; with one correction each, 3 ulp already changed outputs.
+ * Each estimate is also run with the double-float products' rounding multiply-adds contracted.
  */
 import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
@@ -17,7 +18,7 @@ import { rmsnorm } from "../cpu/ops.ts";
 const unavailable = await createWebGpuBackend().unavailable();
 
 /** The shader with its quotient and inverse square root estimates `ulps` units off. */
-function inexact(ulps: number): string {
+function inexact(ulps: number, fused: boolean): string {
   const off = (e: string) => `bitcast<f32>(bitcast<u32>(${e}) + ${ulps}u)`;
   const estimates = ["n.x / d", "1.0 / sqrt(m.x)"];
   let code = RMSNORM_DD_WGSL;
@@ -25,8 +26,24 @@ function inexact(ulps: number): string {
     assert.ok(code.includes(e), `the shader's estimate ${e}`);
     code = code.replace(e, off(e));
   }
+  if (!fused) return code;
+  for (const [e, f] of CONTRACTIONS) {
+    assert.ok(code.includes(e), `the product ${e}`);
+    code = code.replace(e, f);
+  }
   return code;
 }
+
+/**
+ * The multiply-adds of `double_float_wgsl.ts` whose product rounds, each computed as a compiler
+ * may contract it (WGSL allows a fused multiply-add): the exact product plus the addend, rounded
+ * once (lavapipe's `fma` is not fused, so the double-float sum stands in for it). twoProd's
+ * products are exact, so fusing them changes nothing.
+ */
+const CONTRACTIONS: [string, string][] = [
+  ["q.y + a.y * b", "ddAdd(twoProd(a.y, b), vec2<f32>(q.y, 0.0)).x"],
+  ["(a.x * b.y + a.y * b.x)", "ddAdd(twoProd(a.x, b.y), vec2<f32>(a.y * b.x, 0.0)).x"],
+];
 
 /** The kernel of `code` over `rows × dim` values of `x` (as `rmsnormDdDispatch` binds it). */
 async function run(
@@ -95,9 +112,11 @@ Deno.test({
       const expected = new Float32Array(x.length);
       rmsnorm(expected, x, weight, 1e-5);
       for (const ulps of [0, 8, -8 >>> 0]) {
-        const got = await run(k, inexact(ulps), x, weight, 1e-5);
-        const wrong = got.findIndex((v, i) => v !== expected[i]);
-        assert.equal(wrong, -1, `estimates ${ulps | 0} ulp off: value ${wrong}`);
+        for (const fused of [false, true]) {
+          const got = await run(k, inexact(ulps, fused), x, weight, 1e-5);
+          const wrong = got.findIndex((v, i) => v !== expected[i]);
+          assert.equal(wrong, -1, `estimates ${ulps | 0} ulp off, fused ${fused}: value ${wrong}`);
+        }
       }
     } finally {
       k.destroy();
