@@ -60,6 +60,7 @@ import { GpuWindowAttention } from "../../kernels/webgpu/batch_attention.ts";
 import type { GpuWindowInputs } from "../../kernels/webgpu/window_inputs.ts";
 import { GpuWindowSteps } from "../../kernels/webgpu/window_steps.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
+import { deviceChecked, type DeviceStepLabel } from "../../kernels/webgpu/device_checked.ts";
 
 /**
  * Widths from which the factor is computed on the GPU in float32 (as PyTorch's reference does);
@@ -318,6 +319,32 @@ function decode32(m: Matrix): Float32Array {
 }
 
 /**
+ * What a step of the calibration forward on the GPU is, for the error when the device runs out of
+ * memory or refuses it (`device_checked.ts`): the step, the windows (count and longest, from
+ * `xs`: tokens of `width` values, or values where rows are not tokens), the model's widths, and
+ * the activations `held` on the device (bytes).
+ */
+export function forwardStepLabel(
+  config: LlamaConfig,
+  op: string,
+  xs: readonly Float32Array[],
+  width: number | undefined,
+  held: number,
+): DeviceStepLabel {
+  const longest = Math.max(0, ...xs.map((x) => x.length / (width ?? 1)));
+  const size = width === undefined ? `${longest} values` : `${longest} tokens`;
+  const gb = (held / 1e9).toFixed(2);
+  return {
+    what: `the calibration forward's ${op} over ${xs.length} windows of up to ${size} ` +
+      `(hidden ${config.dim}, intermediate ${config.hiddenDim}, ${config.nHeads}/` +
+      `${config.nKvHeads} heads; ${gb} GB of activations held on the device)`,
+    advice: "the forward keeps every window's activations on the device at once; use fewer " +
+      "calibration windows (calibration.samples) or shorter ones (calibration.seq_len), or " +
+      "device: cpu",
+  };
+}
+
+/**
  * The calibration forward over all windows at once on the GPU (`kernels/webgpu/batch_linear.ts`,
  * `batch_attention.ts`). Attention keeps its buffers and recorded dispatches, and the linears
  * their chunk buffers, from layer to layer until {@linkcode WindowKernels.release}.
@@ -344,51 +371,75 @@ export function gpuWindowKernels(
   const scratchOf = async () => scratch ??= new BatchLinearScratch((await getGpu()).device);
   const stepsOf = async () =>
     steps ??= new GpuWindowSteps(await getGpu(), ropeInverseFrequencies(config));
+  // A step the device cannot hold or refuses throws, naming itself (`device_checked.ts`), rather
+  // than leaving its outputs silently zero.
+  const checked = async <T>(
+    op: string,
+    xs: Float32Array[],
+    width: number | undefined,
+    run: () => Promise<T>,
+  ) =>
+    deviceChecked(
+      (await getGpu()).device,
+      () => forwardStepLabel(config, op, xs, width, store?.bytes ?? 0),
+      run,
+    );
   const kernels: WindowKernels = {
-    async linear(xs, name, layer) {
-      const t = performance.now();
-      const m = layer[name];
-      const linear = await GpuBatchLinear.create(decode32(m), m.rows, m.cols);
-      try {
-        return await linear.apply(store ? store.get(xs) : xs, undefined, {
-          keep: produce,
-          readBack,
-          scratch: await scratchOf(),
-        });
-      } finally {
-        linear.destroy();
-        profile?.add("forwardLinear", t);
-      }
+    linear(xs, name, layer) {
+      return checked(`linear ${name}`, xs, layer[name].cols, async () => {
+        const t = performance.now();
+        const m = layer[name];
+        const linear = await GpuBatchLinear.create(decode32(m), m.rows, m.cols);
+        try {
+          return await linear.apply(store ? store.get(xs) : xs, undefined, {
+            keep: produce,
+            readBack,
+            scratch: await scratchOf(),
+          });
+        } finally {
+          linear.destroy();
+          profile?.add("forwardLinear", t);
+        }
+      });
     },
-    async gated(xs, gateName, upName, layer) {
-      const t = performance.now();
-      const [g, u] = [layer[gateName], layer[upName]];
-      const gate = await GpuBatchLinear.create(decode32(g), g.rows, g.cols);
-      const up = await GpuBatchLinear.create(decode32(u), u.rows, u.cols);
-      try {
-        return await gate.applyGated(store ? store.get(xs) : xs, up, undefined, {
-          keep: produce,
-          readBack,
-          scratch: await scratchOf(),
-        });
-      } finally {
-        gate.destroy();
-        up.destroy();
-        profile?.add("forwardGated", t);
-      }
+    gated(xs, gateName, upName, layer) {
+      return checked(
+        `gated linears ${gateName} and ${upName}`,
+        xs,
+        layer[gateName].cols,
+        async () => {
+          const t = performance.now();
+          const [g, u] = [layer[gateName], layer[upName]];
+          const gate = await GpuBatchLinear.create(decode32(g), g.rows, g.cols);
+          const up = await GpuBatchLinear.create(decode32(u), u.rows, u.cols);
+          try {
+            return await gate.applyGated(store ? store.get(xs) : xs, up, undefined, {
+              keep: produce,
+              readBack,
+              scratch: await scratchOf(),
+            });
+          } finally {
+            gate.destroy();
+            up.destroy();
+            profile?.add("forwardGated", t);
+          }
+        },
+      );
     },
-    async attention(qs, ks, vs) {
-      const t = performance.now();
-      attention ??= new GpuWindowAttention({
-        nHeads: config.nHeads,
-        nKvHeads: config.nKvHeads,
-        headDim: config.headDim,
-      }, await getGpu());
-      const [q, k, v] = store ? [store.get(qs), store.get(ks), store.get(vs)] : [qs, ks, vs];
-      const windows = q.map((qw, i) => ({ q: qw, k: k[i]!, v: v[i]! }));
-      const out = await attention.run(windows, produce, readBack);
-      profile?.add("forwardAttention", t);
-      return out;
+    attention(qs, ks, vs) {
+      return checked("attention", qs, config.nHeads * config.headDim, async () => {
+        const t = performance.now();
+        attention ??= new GpuWindowAttention({
+          nHeads: config.nHeads,
+          nKvHeads: config.nKvHeads,
+          headDim: config.headDim,
+        }, await getGpu());
+        const [q, k, v] = store ? [store.get(qs), store.get(ks), store.get(vs)] : [qs, ks, vs];
+        const windows = q.map((qw, i) => ({ q: qw, k: k[i]!, v: v[i]! }));
+        const out = await attention.run(windows, produce, readBack);
+        profile?.add("forwardAttention", t);
+        return out;
+      });
     },
     cpuStep(op, seconds, rewritten) {
       store?.written(rewritten);
@@ -412,43 +463,63 @@ export function gpuWindowKernels(
     xs.map((x) => new Float32Array((x.length / config.dim) * width));
   return {
     ...kernels,
-    async rmsnorm(xs, weight) {
-      const t = performance.now();
-      const outs = fresh(xs, config.dim);
-      await (await stepsOf()).rmsnorm(store.get(xs), store.produce(outs), weight, config.normEps);
-      profile?.add("forwardNorm", t);
-      return outs;
-    },
-    async add(as, bs) {
-      const t = performance.now();
-      const outs = fresh(as, config.dim);
-      await (await stepsOf()).add(store.get(as), store.get(bs), store.produce(outs), config.dim);
-      profile?.add("forwardAdd", t);
-      return outs;
-    },
-    async rope(xs, heads) {
-      const t = performance.now();
-      const nHeads = heads === "query" ? config.nHeads : config.nKvHeads;
-      const buffers = store.get(xs);
-      await (await stepsOf()).rope(buffers, {
-        nHeads,
-        headDim: config.headDim,
-        style: config.ropeStyle,
+    rmsnorm(xs, weight) {
+      return checked("RMSNorm", xs, config.dim, async () => {
+        const t = performance.now();
+        const outs = fresh(xs, config.dim);
+        await (await stepsOf()).rmsnorm(store.get(xs), store.produce(outs), weight, config.normEps);
+        profile?.add("forwardNorm", t);
+        return outs;
       });
-      store.rewritten(xs);
-      profile?.add("forwardRope", t);
     },
-    async headNorm(xs, weight) {
-      const t = performance.now();
-      await (await stepsOf()).headNorm(store.get(xs), weight, config.normEps);
-      store.rewritten(xs);
-      profile?.add("forwardHeadNorm", t);
+    add(as, bs) {
+      return checked("residual add", as, config.dim, async () => {
+        const t = performance.now();
+        const outs = fresh(as, config.dim);
+        await (await stepsOf()).add(store.get(as), store.get(bs), store.produce(outs), config.dim);
+        profile?.add("forwardAdd", t);
+        return outs;
+      });
     },
-    async bias(xs, bias) {
-      const t = performance.now();
-      await (await stepsOf()).bias(store.get(xs), bias);
-      store.rewritten(xs);
-      profile?.add("forwardBias", t);
+    rope(xs, heads) {
+      return checked(
+        `RoPE of the ${heads === "query" ? "queries" : "keys"}`,
+        xs,
+        (heads === "query" ? config.nHeads : config.nKvHeads) * config.headDim,
+        async () => {
+          const t = performance.now();
+          const nHeads = heads === "query" ? config.nHeads : config.nKvHeads;
+          const buffers = store.get(xs);
+          await (await stepsOf()).rope(buffers, {
+            nHeads,
+            headDim: config.headDim,
+            style: config.ropeStyle,
+          });
+          store.rewritten(xs);
+          profile?.add("forwardRope", t);
+        },
+      );
+    },
+    headNorm(xs, weight) {
+      return checked(
+        "head norm",
+        xs,
+        undefined,
+        async () => {
+          const t = performance.now();
+          await (await stepsOf()).headNorm(store.get(xs), weight, config.normEps);
+          store.rewritten(xs);
+          profile?.add("forwardHeadNorm", t);
+        },
+      );
+    },
+    bias(xs, bias) {
+      return checked("bias", xs, bias.length, async () => {
+        const t = performance.now();
+        await (await stepsOf()).bias(store.get(xs), bias);
+        store.rewritten(xs);
+        profile?.add("forwardBias", t);
+      });
     },
     async read(xs) {
       const t = performance.now();

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { decodeMatrix, gptq, gptqQuantize } from "./gptq.ts";
 import { GptqOptionsError, type GptqSettings } from "./gptq_loop.ts";
 import {
+  forwardStepLabel,
   gptqFactorWebGpu,
   gptqQuantizeWebGpu,
   gpuGroupFactor,
@@ -228,6 +229,23 @@ Deno.test({
       2e-3,
     );
   },
+});
+
+Deno.test("gptq webgpu: a forward step's device error names the shape and what to change", () => {
+  // The Llama-3-8B slice's MLP: 128 windows of 512 tokens, 14336 wide.
+  const config = { dim: 4096, hiddenDim: 14336, nHeads: 32, nKvHeads: 8 } as LlamaModel["config"];
+  const xs = Array.from({ length: 128 }, () => new Float32Array(512 * 4096));
+  const { what, advice } = forwardStepLabel(config, "gated linears w1 and w3", xs, 4096, 9.8e9);
+  assert.equal(
+    what,
+    "the calibration forward's gated linears w1 and w3 over 128 windows of up to 512 tokens " +
+      "(hidden 4096, intermediate 14336, 32/8 heads; 9.80 GB of activations held on the device)",
+  );
+  assert.match(advice, /calibration\.samples.*calibration\.seq_len.*device: cpu/);
+  assert.match(
+    forwardStepLabel(config, "head norm", xs, undefined, 0).what,
+    /up to 2097152 values/,
+  );
 });
 
 Deno.test("gptq webgpu: an unknown device is refused", async () => {

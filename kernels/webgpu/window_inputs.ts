@@ -49,6 +49,13 @@ export class GpuWindowInputs {
     this.gpu = gpu;
   }
 
+  /** Bytes of the buffers held now. */
+  get bytes(): number {
+    let n = 0;
+    for (const e of this.#entries.values()) n += e.buffer.size;
+    return n;
+  }
+
   /** Whether every one of `xs` (at least one) has a buffer. */
   holds(xs: readonly Float32Array[]): boolean {
     return xs.length > 0 && xs.every((x) => this.#entries.has(x));

@@ -66,10 +66,12 @@ Deno.test({
       // Retain frees the rest; a device-only value freed unread is lost, not uploaded stale.
       store.retain(xs);
       assert.ok(store.holds(xs) && !store.holds(copies) && !store.holds([zs[1]!]));
+      assert.equal(store.bytes, (5 + 3) * 4 * 4, "bytes held after retain");
       assert.throws(() => store.get([zs[1]!]), WindowLostError);
       await assert.rejects(() => store.read([zs[1]!]), WindowLostError);
     } finally {
       store.clear();
     }
+    assert.equal(store.bytes, 0);
   },
 });
