@@ -151,7 +151,7 @@ export interface GroupFactor {
  * from `minCols` columns on, damped here straight from the float32 sums into
  * the GPU factor's input, without a float64 copy — the same numbers as
  * {@linkcode gpuHessian} then {@linkcode gptqFactorWebGpu}, with fewer passes over `cols²`
- * values.
+ * values. A device out of memory for them throws a `DeviceStepError` naming the width.
  */
 export async function gpuGroupFactor(
   xs: Float32Array[],
@@ -160,6 +160,24 @@ export async function gpuGroupFactor(
   profile?: GptqProfile,
   minCols = GPU_FACTOR_MIN_COLS,
   store?: GpuWindowInputs,
+): Promise<GroupFactor> {
+  const gb = (bytes: number) => (bytes / 1e9).toFixed(2);
+  return deviceChecked((await getGpu()).device, () => ({
+    what: `the Hessian and factor of a ${cols}-column group over ${xs.length} windows ` +
+      `(${gb(cols * cols * 4)} GB; ${gb(store?.bytes ?? 0)} GB of activations held on the device)`,
+    advice: "use fewer calibration windows (calibration.samples) or shorter ones " +
+      "(calibration.seq_len), or device: cpu",
+  }), () => groupFactor(xs, cols, settings, profile, minCols, store));
+}
+
+/** {@linkcode gpuGroupFactor}'s work, inside its error scopes. */
+async function groupFactor(
+  xs: Float32Array[],
+  cols: number,
+  settings: GptqSettings,
+  profile: GptqProfile | undefined,
+  minCols: number,
+  store: GpuWindowInputs | undefined,
 ): Promise<GroupFactor> {
   let t = performance.now();
   if (!(await factorOnGpu(cols, minCols))) {
