@@ -35,7 +35,8 @@ ${DOUBLE_FLOAT_WGSL}
 // r + r·(1 − m·r²)/2, one Newton step towards 1/√m, as a double-float.
 fn rsqrtStep(m: vec2<f32>, r: f32) -> vec2<f32> {
   let mr = ddMul(m, twoProd(r, r));
-  let e = (1.0 - mr.x) - mr.y;
+  // 1 − mr.x is exact (mr.x is near 1); kept, so that no compiler sums mr.x + mr.y first.
+  let e = keep(1.0 - mr.x) - mr.y;
   return quickTwoSum(r, r * e * 0.5);
 }
 
