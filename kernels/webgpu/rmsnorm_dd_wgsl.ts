@@ -41,9 +41,16 @@ fn rsqrtStep(m: vec2<f32>, r: f32) -> vec2<f32> {
 }
 
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn main(
+  @builtin(local_invocation_index) lid: u32,
+  @builtin(workgroup_id) wg: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+) {
   ddOne = p.one;
-  let base = wg.x * p.dim;
+  // Rows past 65535 (head norms: tokens × heads) continue along y; the test is the workgroup's.
+  let row = wg.y * nwg.x + wg.x;
+  if (row >= st.T) { return; }
+  let base = row * p.dim;
   var ss = vec2<f32>(0.0, 0.0);
   for (var i = lid; i < p.dim; i += 256u) {
     let v = x[base + i];
@@ -109,6 +116,15 @@ export async function rmsnormDdDispatch(
     label: "rmsnorm (double-float)",
     pipeline: () => pipeline,
     bindGroup,
-    groups: (T) => [T, 1, 1],
+    groups: rmsnormDdGroups,
   };
+}
+
+/**
+ * Workgroups of the kernel for `T` rows, one a row: along x up to 65,535 (WebGPU's default limit
+ * per dimension), the rest along y (the kernel skips the last row's spares).
+ */
+export function rmsnormDdGroups(T: number): [number, number, number] {
+  const x = Math.max(1, Math.min(T, 65535));
+  return [x, Math.ceil(T / x), 1];
 }

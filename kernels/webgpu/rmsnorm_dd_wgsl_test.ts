@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
 import { getGpu } from "./device.ts";
 import { encodeDispatches, Kernels } from "./kernels.ts";
-import { RMSNORM_DD_WGSL } from "./rmsnorm_dd_wgsl.ts";
+import { RMSNORM_DD_WGSL, rmsnormDdGroups } from "./rmsnorm_dd_wgsl.ts";
 import { doubleFloat } from "./double_float_wgsl.ts";
 import { pseudoRandom } from "../../core/test_values.ts";
 import { rmsnorm } from "../cpu/ops.ts";
@@ -81,7 +81,7 @@ async function run(
       label: "rmsnorm (double-float), inexact estimates",
       pipeline: () => pipeline,
       bindGroup,
-      groups: (T) => [T, 1, 1],
+      groups: rmsnormDdGroups,
     }],
     rows,
     0,
@@ -122,6 +122,32 @@ Deno.test({
           );
         }
       }
+    } finally {
+      k.destroy();
+    }
+  },
+});
+
+Deno.test("rmsnorm_dd: rows past 65,535 workgroups go along y", () => {
+  assert.deepEqual(rmsnormDdGroups(512), [512, 1, 1]);
+  // Qwen3's head norms over a 2048-token window of 32 heads: one row more than x takes.
+  assert.deepEqual(rmsnormDdGroups(2048 * 32), [65535, 2, 1]);
+  assert.deepEqual(rmsnormDdGroups(0)[1], 0);
+});
+
+Deno.test({
+  name: "webgpu: double-float RMSNorm over more rows than one dispatch dimension takes",
+  ignore: unavailable !== undefined,
+  async fn() {
+    const k = new Kernels(await getGpu());
+    try {
+      const [dim, rows] = [2, 65535 + 37];
+      const x = pseudoRandom(rows * dim, 7);
+      const weight = pseudoRandom(dim, 8);
+      const expected = new Float32Array(x.length);
+      rmsnorm(expected, x, weight, 1e-6);
+      const got = await run(k, RMSNORM_DD_WGSL, x, weight, 1e-6);
+      assert.equal(got.findIndex((v, i) => v !== expected[i]), -1);
     } finally {
       k.destroy();
     }
