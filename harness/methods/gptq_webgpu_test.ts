@@ -5,6 +5,7 @@
  * stories260K; on mini, whose Hessians float32 rounding moves more, within what the CPU's own
  * rounding moves it).
  */
+import { relativeError } from "../../core/test_values.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { decodeMatrix, gptq, gptqQuantize } from "./gptq.ts";
@@ -255,16 +256,6 @@ Deno.test("gptq webgpu: an unknown device is refused", async () => {
     GptqOptionsError,
   );
 });
-
-/** Largest `|a − b|` over the largest `|b|`. */
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let [d, m] = [0, 0];
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / m;
-}
 
 /**
  * Layer 0 of `model` over three windows on the window kernels kept on the device: nothing comes

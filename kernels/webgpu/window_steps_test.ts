@@ -3,6 +3,7 @@
  * add, biases, RMSNorm, head norms and RoPE of both pairings (double-float: `rmsnorm_dd_wgsl.ts`,
  * `rope_dd_wgsl.ts`).
  */
+import { relativeError } from "../../core/test_values.ts";
 import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
 import { getGpu } from "./device.ts";
@@ -13,16 +14,6 @@ import { rmsnorm, ropeAngles, rotate } from "../cpu/ops.ts";
 import { ropeInverseFrequencies } from "../../core/rope.ts";
 
 const unavailable = await createWebGpuBackend().unavailable();
-
-/** Largest `|a − b|` over the largest `|b|`. */
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let [d, m] = [0, 0];
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / m;
-}
 
 Deno.test({
   name: "webgpu: window steps (RMSNorm, add, RoPE of both pairings, bias, head norm) as on the CPU",
