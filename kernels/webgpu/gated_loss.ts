@@ -71,6 +71,26 @@ function linearParams(n: number, depth: number, j1: number): AtbParams {
   return { depth, lda: depth, ldb: depth, ldo: j1, i0: 0, i1: n, j0: 0, j1, row0: 0, alpha: 1 };
 }
 
+/** The three kernels both losses run: `AᵀB` by columns, the gated error, the sums of squares. */
+type LossPipelines = [GPUComputePipeline, GPUComputePipeline, GPUComputePipeline];
+
+/** {@linkcode LossPipelines} of `k`. */
+async function lossPipelines(k: Kernels): Promise<LossPipelines> {
+  return await Promise.all([
+    k.pipeline("urrw", atbShader(false, "cols")),
+    k.pipeline(GATED_ERROR_SIGNATURE, GATED_ERROR_WGSL),
+    k.pipeline(SUM_SQUARES_SIGNATURE, SUM_SQUARES_WGSL),
+  ]);
+}
+
+/** The sums-of-squares partials of `chunks` chunks, read back by {@linkcode readSum}. */
+function partialsBuffer(k: Kernels, chunks: number): GPUBuffer {
+  return k.buffer(
+    chunks * SUM_SQUARES_GROUPS * 4,
+    GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+  );
+}
+
 /** Adds the float32 partial sums of `partials` (its first `count`) in float64. */
 async function readSum(k: Kernels, enc: GPUCommandEncoder, partials: GPUBuffer, count: number) {
   const size = count * 4;
@@ -101,7 +121,7 @@ export class GpuTargetLoss {
   readonly #k: Kernels;
   readonly #hidden: number;
   readonly #chunks: { parts: [number, number, number][]; binds: GPUBindGroup[] }[];
-  readonly #pipelines: GPUComputePipeline[];
+  readonly #pipelines: LossPipelines;
   readonly #work: GPUBuffer[];
   readonly #partials: GPUBuffer;
   readonly #out: number;
@@ -112,7 +132,7 @@ export class GpuTargetLoss {
     dims: [number, number],
     lengths: number[],
     chunks: { parts: [number, number, number][]; binds: GPUBindGroup[] }[],
-    pipelines: GPUComputePipeline[],
+    pipelines: LossPipelines,
     work: GPUBuffer[],
     partials: GPUBuffer,
   ) {
@@ -152,21 +172,10 @@ export class GpuTargetLoss {
     device.queue.writeBuffer(nextBuffer, 0, next as Float32Array<ArrayBuffer>);
     const work = [storage(chunkRows * hidden), storage(chunkRows * out)];
     const [o, nextOut] = work as [GPUBuffer, GPUBuffer];
-    const pipelines = await Promise.all([
-      k.pipeline("urrw", atbShader(false, "cols")),
-      k.pipeline(GATED_ERROR_SIGNATURE, GATED_ERROR_WGSL),
-      k.pipeline(SUM_SQUARES_SIGNATURE, SUM_SQUARES_WGSL),
-    ]);
-    const [atb, error, sumsq] = pipelines as [
-      GPUComputePipeline,
-      GPUComputePipeline,
-      GPUComputePipeline,
-    ];
+    const pipelines = await lossPipelines(k);
+    const [atb, error, sumsq] = pipelines;
     const rows = chunksOf(ys, hidden, chunkRows);
-    const partials = k.buffer(
-      rows.length * SUM_SQUARES_GROUPS * 4,
-      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
-    );
+    const partials = partialsBuffer(k, rows.length);
     const uniform = (words: Uint32Array<ArrayBuffer>) => {
       const u = k.buffer(64, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
       device.queue.writeBuffer(u, 0, words);
@@ -206,11 +215,7 @@ export class GpuTargetLoss {
   async loss(os: readonly Float32Array[]): Promise<number> {
     const [hidden, out] = [this.#hidden, this.#out];
     const { device } = this.#k;
-    const [atb, error, sumsq] = this.#pipelines as [
-      GPUComputePipeline,
-      GPUComputePipeline,
-      GPUComputePipeline,
-    ];
+    const [atb, error, sumsq] = this.#pipelines;
     const [o, nextOut] = this.#work as [GPUBuffer, GPUBuffer];
     if (os.length !== this.#lengths.length || os.some((x, i) => x.length !== this.#lengths[i])) {
       throw new GatedLossError(`Outputs of ${os.map((x) => x.length)} are not the targets' shape`);
@@ -258,7 +263,7 @@ export class GpuTargetLoss {
 export class GpuGatedLoss {
   readonly shape: GatedShape;
   readonly #k: Kernels;
-  readonly #pipelines: GPUComputePipeline[];
+  readonly #pipelines: LossPipelines;
   readonly #gate: GPUBuffer;
   readonly #up: GPUBuffer;
   readonly #partials: GPUBuffer;
@@ -268,7 +273,7 @@ export class GpuGatedLoss {
   private constructor(
     shape: GatedShape,
     k: Kernels,
-    pipelines: GPUComputePipeline[],
+    pipelines: LossPipelines,
     weights: GPUBuffer[],
     partials: GPUBuffer,
     chunks: Chunk[],
@@ -321,22 +326,11 @@ export class GpuGatedLoss {
       storage(chunkRows * out),
     ];
     const [gateOut, upOut, nextOut] = work as [GPUBuffer, GPUBuffer, GPUBuffer];
-    const pipelines = await Promise.all([
-      k.pipeline("urrw", atbShader(false, "cols")),
-      k.pipeline(GATED_ERROR_SIGNATURE, GATED_ERROR_WGSL),
-      k.pipeline(SUM_SQUARES_SIGNATURE, SUM_SQUARES_WGSL),
-    ]);
-    const [atb, gated, sumsq] = pipelines as [
-      GPUComputePipeline,
-      GPUComputePipeline,
-      GPUComputePipeline,
-    ];
+    const pipelines = await lossPipelines(k);
+    const [atb, gated, sumsq] = pipelines;
     // Token rows of all arrays, in order, `chunkRows` at a time.
     const rows = chunksOf(xs, cols, chunkRows);
-    const partials = k.buffer(
-      rows.length * SUM_SQUARES_GROUPS * 4,
-      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
-    );
+    const partials = partialsBuffer(k, rows.length);
     const bind = (pipeline: GPUComputePipeline, buffers: GPUBuffer[]) =>
       device.createBindGroup({
         layout: pipeline.getBindGroupLayout(0),
@@ -387,11 +381,7 @@ export class GpuGatedLoss {
     const { device } = this.#k;
     device.queue.writeBuffer(this.#gate, 0, gate as Float32Array<ArrayBuffer>);
     device.queue.writeBuffer(this.#up, 0, up as Float32Array<ArrayBuffer>);
-    const [atb, gated, sumsq] = this.#pipelines as [
-      GPUComputePipeline,
-      GPUComputePipeline,
-      GPUComputePipeline,
-    ];
+    const [atb, gated, sumsq] = this.#pipelines;
     const [gateOut, upOut, nextOut] = this.#work as [GPUBuffer, GPUBuffer, GPUBuffer];
     const enc = device.createCommandEncoder();
     for (const { rows, binds } of this.#chunks) {
