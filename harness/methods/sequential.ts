@@ -175,6 +175,37 @@ export interface BlockResult {
   outputs: Float32Array[];
 }
 
+/**
+ * Sees each group's calibration inputs as a `groups` method is handed them (layer index, group,
+ * one array per window, on the host). It exists so that an independent reference implementation
+ * (`fixtures/methods/`) can be fed the very statistics quantbench quantized each linear against,
+ * and so compare the quantizers layer by layer without the float32 rounding of two different
+ * forwards in between.
+ */
+export type GroupTap = (layer: number, group: LinearGroup, inputs: Float32Array[]) => void;
+
+let groupTap: GroupTap | undefined;
+
+/**
+ * Runs `work` with `tap` seeing every group's inputs (see {@linkcode GroupTap}); the tap is
+ * removed when `work` settles.
+ *
+ * @example
+ * ```ts ignore
+ * const seen: string[] = [];
+ * await withGroupTap((layer, group) => seen.push(`${layer}:${group.names}`), () => run());
+ * ```
+ */
+export async function withGroupTap<T>(tap: GroupTap, work: () => Promise<T>): Promise<T> {
+  if (groupTap) throw new SequentialCalibrationError("A group tap is already installed");
+  groupTap = tap;
+  try {
+    return await work();
+  } finally {
+    groupTap = undefined;
+  }
+}
+
 /** The groups of linears of a block's steps, each with its input. */
 export function groupsOf(steps: readonly BlockStep[]): LinearGroup[] {
   const inputs = linearInputs(steps);
@@ -336,7 +367,8 @@ async function quantizeGroups(
       values.flatMap((v) => [...v].flatMap(([k, x]) => k === "x" ? [] : [x])),
     );
     const inputs = values.map((v) => v.get(group.input)!);
-    if (!method.deviceInputs) await method.windows?.read?.(inputs);
+    if (!method.deviceInputs || groupTap) await method.windows?.read?.(inputs);
+    groupTap?.(layer.index, group, inputs);
     Object.assign(weights, await method.quantizeGroup(group, inputs, layer));
     meter.release(held);
     dropUnread(steps, done, values);

@@ -5,6 +5,7 @@ import {
   type LinearGroup,
   quantizeLayers,
   SequentialCalibrationError,
+  withGroupTap,
 } from "./sequential.ts";
 import { CalibrationBlock, layerBuffers, weightBytes, type WindowKernels } from "./calibration.ts";
 import { rtn } from "./rtn.ts";
@@ -123,6 +124,29 @@ Deno.test("sequential: taps capture each group's input, with the earlier groups 
     assert.deepEqual(seen[4]!.inputs[i], valueOf(model, l1!, next, "xb"));
   });
   assert.deepEqual(layers[1]!.w2, halved(l1!.w2));
+});
+
+Deno.test("sequential: withGroupTap sees each group's inputs as the method gets them, then goes", async () => {
+  const model = twoLayers();
+  const tapped: { layer: number; names: string; inputs: Float32Array[] }[] = [];
+  const { seen } = await withGroupTap(
+    (layer, group, inputs) =>
+      tapped.push({ layer, names: group.names.join(","), inputs: inputs.map((x) => x.slice()) }),
+    () => groupsRun(model, true),
+  );
+  assert.deepEqual(
+    tapped.map((t) => `${t.layer}:${t.names}`),
+    seen.map((s) => `${s.layer}:${s.group.names.join(",")}`),
+  );
+  tapped.forEach((t, i) => assert.deepEqual(t.inputs, seen[i]!.inputs));
+  // Removed once the work settles, also when it throws; one tap at a time.
+  await assert.rejects(
+    withGroupTap(() => {}, () => withGroupTap(() => {}, () => Promise.resolve())),
+    SequentialCalibrationError,
+  );
+  const before = tapped.length;
+  await groupsRun(model, true);
+  assert.equal(tapped.length, before);
 });
 
 Deno.test("sequential: without `sequential` every input is the float block's; the windows still go through the quantized one", async () => {
