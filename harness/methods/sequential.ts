@@ -177,12 +177,17 @@ export interface BlockResult {
 
 /**
  * Sees each group's calibration inputs as a `groups` method is handed them (layer index, group,
- * one array per window, on the host). It exists so that an independent reference implementation
+ * one array per window, on the host, each `tokens × cols`). It exists so that an independent reference implementation
  * (`fixtures/methods/`) can be fed the very statistics quantbench quantized each linear against,
  * and so compare the quantizers layer by layer without the float32 rounding of two different
  * forwards in between.
  */
-export type GroupTap = (layer: number, group: LinearGroup, inputs: Float32Array[]) => void;
+export type GroupTap = (
+  layer: number,
+  group: LinearGroup,
+  inputs: Float32Array[],
+  cols: number,
+) => void;
 
 let groupTap: GroupTap | undefined;
 
@@ -368,7 +373,7 @@ async function quantizeGroups(
     );
     const inputs = values.map((v) => v.get(group.input)!);
     if (!method.deviceInputs || groupTap) await method.windows?.read?.(inputs);
-    groupTap?.(layer.index, group, inputs);
+    groupTap?.(layer.index, group, inputs, layer.original[group.names[0]!].cols);
     Object.assign(weights, await method.quantizeGroup(group, inputs, layer));
     meter.release(held);
     dropUnread(steps, done, values);

@@ -130,8 +130,11 @@ Deno.test("sequential: withGroupTap sees each group's inputs as the method gets 
   const model = twoLayers();
   const tapped: { layer: number; names: string; inputs: Float32Array[] }[] = [];
   const { seen } = await withGroupTap(
-    (layer, group, inputs) =>
-      tapped.push({ layer, names: group.names.join(","), inputs: inputs.map((x) => x.slice()) }),
+    (layer, group, inputs, cols) => {
+      const { dim, hiddenDim } = model.config;
+      assert.equal(cols, group.names[0] === "w2" ? hiddenDim : dim);
+      tapped.push({ layer, names: group.names.join(","), inputs: inputs.map((x) => x.slice()) });
+    },
     () => groupsRun(model, true),
   );
   assert.deepEqual(
