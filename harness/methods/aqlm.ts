@@ -89,6 +89,11 @@ export const AQLM_OPTIONS = {
   finetune_adam_beta2: 0.95,
   finetune_early_stop: 3,
   val_size: 0,
+  /**
+   * Precision of the gradients' matmul `(Ŵ − W)·XXᵀ`: "float32" (the authors' precision, on the
+   * SIMD matmul) or "float64" (slower; with it every step is float64, as a float64 reference).
+   */
+  gradient_precision: "float32" as "float32" | "float64",
 };
 
 /** Thrown for AQLM options out of range. */
@@ -105,6 +110,8 @@ export interface AqlmSettings {
   /** `null`: run every epoch. */
   relativeMseTolerance: number | null;
   initMaxIter: number;
+  /** The gradients' matmul in float64 (`gradient_precision`); float32 by default. */
+  float64Gradients?: boolean;
 }
 
 /** The result of quantizing one linear. */
@@ -216,16 +223,38 @@ export class AqlmLinear {
   }
 
   /**
+   * Whether the gradients' product runs in float64 rather than on the float32 matmul. float32
+   * rounding there parts a run from a float64 reference's in the rare linear whose near-zero,
+   * sign-flipping gradients Adam's normalised steps amplify (harness/methods/RESULTS.md, AQLM).
+   */
+  float64Gradients = false;
+
+  /**
    * The gradients of `L` in codebooks and scales: `∂L/∂Ŵ = 2 (Ŵ − W) XXᵀ / rows`, the product in
-   * the float32 matmul (the Adam steps' cost; `L` itself, which the stopping rule reads, is float64).
+   * the float32 matmul (the Adam steps' cost; `L` itself, which the stopping rule reads, is float64)
+   * unless {@linkcode AqlmLinear.float64Gradients}.
    */
   gradients(grads: { codebooks: Float64Array; scales: Float64Array }): void {
     const { rows, width } = this;
     const { codebooks: M, groupSize: g } = this.scheme;
     const { raw, delta } = this.#delta();
-    const prod = new Float32Array(rows * width);
-    this.#xtx32 ??= dense(width, width, Float32Array.from(this.xtx));
-    wasmMatmul(prod, Float32Array.from(delta), this.#xtx32);
+    let prod: Float32Array | Float64Array;
+    if (this.float64Gradients) {
+      prod = new Float64Array(rows * width);
+      for (let r = 0; r < rows; r++) {
+        const out = prod.subarray(r * width, (r + 1) * width);
+        for (let k = 0; k < width; k++) {
+          const d = delta[r * width + k]!;
+          if (d === 0) continue;
+          const row = this.xtx.subarray(k * width, (k + 1) * width);
+          for (let c = 0; c < width; c++) out[c]! += d * row[c]!;
+        }
+      }
+    } else {
+      prod = new Float32Array(rows * width);
+      this.#xtx32 ??= dense(width, width, Float32Array.from(this.xtx));
+      wasmMatmul(prod, Float32Array.from(delta), this.#xtx32);
+    }
     grads.codebooks.fill(0);
     for (let r = 0; r < rows; r++) {
       let gs = 0;
@@ -397,6 +426,7 @@ export function aqlmQuantize(
     init.codebooks,
     init.scales,
   );
+  linear.float64Gradients = settings.float64Gradients === true;
   const grads = {
     codebooks: new Float64Array(init.codebooks.length),
     scales: new Float64Array(rows),
@@ -465,6 +495,14 @@ function settingsOf(
     }
     return v;
   };
+  const precision = o.gradient_precision;
+  if (precision !== "float32" && precision !== "float64") {
+    throw new AqlmOptionsError(
+      `AQLM option gradient_precision must be "float32" or "float64", got ${
+        JSON.stringify(precision)
+      }`,
+    );
+  }
   const tol = o.relative_mse_tolerance;
   if (tol !== null && !(typeof tol === "number" && tol >= 0 && tol < 1)) {
     throw new AqlmOptionsError(
@@ -504,6 +542,7 @@ function settingsOf(
     stepsPerEpoch: int("steps_per_epoch", 1),
     relativeMseTolerance: tol,
     initMaxIter: int("init_max_iter", 1),
+    float64Gradients: precision === "float64",
     valSize: int("val_size", 0),
   };
 }

@@ -106,6 +106,39 @@ Deno.test("aqlm: the loss is ‖(Ŵ−W)X‖²/rows and its gradients match fini
   }
 });
 
+Deno.test("aqlm: gradient_precision float64 gives the exact product; float32 is within its rounding", () => {
+  const scheme = { codebooks: 2, bits: 2, groupSize: 4 };
+  const { linear } = linearOf(scheme, 5, 12, 4);
+  const grad = () => ({
+    codebooks: new Float64Array(linear.codebooks.length),
+    scales: new Float64Array(5),
+  });
+  const [g32, g64] = [grad(), grad()];
+  linear.gradients(g32);
+  linear.float64Gradients = true;
+  linear.gradients(g64);
+  // The float64 product, written out: ∂L/∂scale_r = 2/rows · Σ_c ((Ŵ − W)XXᵀ)_rc · raw_rc.
+  const { rows, width } = linear;
+  const raw = linear.raw();
+  const delta = raw.map((v, i) => v * linear.scales[Math.floor(i / width)]! - linear.w[i]!);
+  for (let r = 0; r < rows; r++) {
+    let gs = 0;
+    for (let c = 0; c < width; c++) {
+      let p = 0;
+      for (let k = 0; k < width; k++) p += delta[r * width + k]! * linear.xtx[k * width + c]!;
+      gs += p * raw[r * width + c]!;
+    }
+    const exact = (2 / rows) * gs;
+    assert.ok(Math.abs(g64.scales[r]! - exact) <= 1e-12 * Math.abs(exact), `scale ${r}`);
+    assert.ok(Math.abs(g32.scales[r]! - exact) <= 1e-5 * Math.abs(exact), `scale ${r} float32`);
+  }
+  assert.notDeepEqual(g32.codebooks, g64.codebooks);
+  assert.throws(
+    () => aqlm.checkOptions!({ gradient_precision: "float16" }),
+    /gradient_precision must be "float32" or "float64", got "float16"/,
+  );
+});
+
 Deno.test("aqlm: a wide enough beam finds the best codes of a group; a narrow one never loses", () => {
   // One row, one group of 3, two codebooks of 4: 16 combinations. A beam of 4 keeps every value of
   // the first codebook searched, so the second step sees all 16.
