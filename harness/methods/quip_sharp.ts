@@ -310,6 +310,26 @@ function signs(n: number, random: () => number): Int8Array {
 }
 
 /**
+ * The Hessian QuIP# quantizes a group's linears against: `Σ xxᵀ` over every token of its
+ * calibration inputs (one `tokens × cols` array per window), summed in float64 from float32
+ * chunks (`addGram`). Exported so that the reference comparison (`fixtures/methods/`) can be
+ * given the very same matrix.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { quipSharpHessian } from "./quip_sharp.ts";
+ * const h = quipSharpHessian([Float32Array.of(1, 2, 3, 4)], 2); // two tokens of width 2
+ * assert.deepEqual([...h], [10, 14, 14, 20]);
+ * ```
+ */
+export function quipSharpHessian(inputs: Float32Array[], cols: number): Float64Array {
+  const h = new Float64Array(cols * cols);
+  for (const x of inputs) addGram(h, x, cols);
+  return h;
+}
+
+/**
  * The random signs `S_U` (cols) and `S_V` (rows) of linear `name` of layer `layer` under suite
  * seed `seed` (the same at every bit width; a reference can run with them).
  */
@@ -346,9 +366,7 @@ async function quantizeModel(
       kind: "groups",
       sequential: options.true_sequential !== false,
       quantizeGroup({ names }, inputs, { original, index }) {
-        const cols = original[names[0]!].cols;
-        const h = new Float64Array(cols * cols);
-        for (const x of inputs!) addGram(h, x, cols);
+        const h = quipSharpHessian(inputs!, original[names[0]!].cols);
         const held = meter.hold(h);
         const quantized: Partial<Record<LinearName, Matrix>> = {};
         for (const name of names) {
