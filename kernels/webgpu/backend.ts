@@ -32,6 +32,7 @@ import {
 } from "../../core/graph.ts";
 import { adapterUnavailable, getGpu } from "./device.ts";
 import {
+  type DecodePartials,
   type Dispatch,
   encodeDispatches,
   fusesGemvInput,
@@ -355,7 +356,9 @@ function planStacks(
  * enter its float window after attention), a linear whose output is added to the residual
  * stream accumulates into it (the `add` then costs nothing), RMSNorm outputs share one buffer,
  * SwiGLU writes over `gate`, and run-time activation quantization runs once per linear input,
- * before its first consumer.
+ * before its first consumer. One-token GEMVs compute their input from an RMSNorm's input, from
+ * stacked `[gate | up]` rows, or from split decode attention's partial results, where every reader
+ * of that value can, and the RMSNorm, SwiGLU or combine dispatch is then skipped or left out.
  */
 async function compileBlock(
   steps: readonly BlockStep[],
@@ -394,6 +397,18 @@ async function compileBlock(
   const fusedNorms = new Map<BlockValue, { input: GPUBuffer; weights: GPUBuffer }>();
   // SwiGLU outputs of stacked gate/up rows that every reader's decode GEMV computes itself.
   const fusedSwiglus = new Set<BlockValue>();
+  // Attention outputs whose readers' one-token GEMVs combine the split partial results themselves.
+  const fusedCombines = new Map<BlockValue, DecodePartials>();
+  // Split decode attention's combine, left out where every reader's GEMV combines instead.
+  const attend = (output: BlockValue, dispatches: Dispatch[]): Dispatch[] => {
+    const fused = !t.quantizesActivations &&
+      readers(output).every((r) => r.op === "linear" && fusesGemvInput(packOf(r.weight)));
+    return dispatches.filter((d) => {
+      if (!fused || d.partials === undefined) return true;
+      fusedCombines.set(output, d.partials);
+      return false;
+    });
+  };
   const quantizeFor = async (value: BlockValue, packed: PackedMatrix) => {
     if (quantized?.value === value) return quantized;
     const q = await t.quantize(slot(value).buffer, packed.cols, packed);
@@ -478,6 +493,7 @@ async function compileBlock(
         const { xq, input: source } = await quantizeFor(s.input, packed);
         const norm = fusedNorms.get(s.input);
         const swiglu = fusedSwiglus.has(s.input) ? b.gateUp : undefined;
+        const combine = fusedCombines.get(s.input);
         const attention = readers(s.output).find((r) => r.op === "attention");
         const residual = readers(s.output).find((r) => r.op === "add");
         let out: Slot;
@@ -491,7 +507,9 @@ async function compileBlock(
             width: kvDim,
             cache: false,
           };
-          program.push(...await t.matmul(packed, source, out.buffer, { xq, norm, swiglu }));
+          program.push(
+            ...await t.matmul(packed, source, out.buffer, { xq, norm, swiglu, combine }),
+          );
         } else if (
           attention?.op === "attention" && (attention.k === s.output || attention.v === s.output)
         ) {
@@ -503,6 +521,7 @@ async function compileBlock(
               xq,
               norm,
               swiglu,
+              combine,
             }),
           );
         } else if (residual?.op === "add") {
@@ -514,7 +533,13 @@ async function compileBlock(
           }
           out = { buffer: b.x, width: c.dim, cache: false };
           program.push(
-            ...await t.matmul(packed, source, b.x, { accumulate: true, xq, norm, swiglu }),
+            ...await t.matmul(packed, source, b.x, {
+              accumulate: true,
+              xq,
+              norm,
+              swiglu,
+              combine,
+            }),
           );
         } else {
           const buffer = s.output === "q"
@@ -530,7 +555,9 @@ async function compileBlock(
             );
           }
           out = { buffer, width: packed.rows, cache: false };
-          program.push(...await t.matmul(packed, source, buffer, { xq, norm, swiglu }));
+          program.push(
+            ...await t.matmul(packed, source, buffer, { xq, norm, swiglu, combine }),
+          );
         }
         if (s.bias !== undefined) {
           program.push(
@@ -587,7 +614,10 @@ async function compileBlock(
             program.push(await k.kvWindowWrite(step, t.kv, t.keys, t.values, "decode"));
           }
           program.push(
-            ...await k.attention(step, q.buffer, t.keys, t.values, b.att, shape, t.kv),
+            ...attend(
+              s.output,
+              await k.attention(step, q.buffer, t.keys, t.values, b.att, shape, t.kv),
+            ),
             await k.kvWindowWrite(step, t.kv, t.keys, t.values, "prefill"),
           );
         } else {
@@ -595,7 +625,10 @@ async function compileBlock(
             throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
           }
           program.push(
-            ...await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, shape),
+            ...attend(
+              s.output,
+              await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, shape),
+            ),
           );
         }
         slots.set(s.output, { buffer: b.att, width: qDim, cache: false });
