@@ -358,7 +358,9 @@ function planStacks(
  * SwiGLU writes over `gate`, and run-time activation quantization runs once per linear input,
  * before its first consumer. One-token GEMVs compute their input from an RMSNorm's input, from
  * stacked `[gate | up]` rows, or from split decode attention's partial results, where every reader
- * of that value can, and the RMSNorm, SwiGLU or combine dispatch is then skipped or left out.
+ * of that value can, and the RMSNorm, SwiGLU or combine dispatch is then skipped or left out; with a
+ * float cache, a one-token step's split attention splits and rotates the stacked `[q | k | v]` row
+ * itself (skipping the scatter). A plain Llama decode layer is then 5 dispatches.
  */
 async function compileBlock(
   steps: readonly BlockStep[],
@@ -397,6 +399,9 @@ async function compileBlock(
   const fusedNorms = new Map<BlockValue, { input: GPUBuffer; weights: GPUBuffer }>();
   // SwiGLU outputs of stacked gate/up rows that every reader's decode GEMV computes itself.
   const fusedSwiglus = new Set<BlockValue>();
+  // With a float cache: the stacked [q | k | v] row whose split, with RoPE, a one-token step's
+  // attention does itself (decode_attention_wgsl.ts), the scatter then not running.
+  let fromQkv: { qkv: GPUBuffer; table: GPUBuffer; style: "interleaved" | "half" } | undefined;
   // Attention outputs whose readers' one-token GEMVs combine the split partial results themselves.
   const fusedCombines = new Map<BlockValue, DecodePartials>();
   // Split decode attention's combine, left out where every reader's GEMV combines instead.
@@ -425,14 +430,28 @@ async function compileBlock(
       if (plan.kind === "qkv") {
         const [qOut, kOut, vOut] = plan.linears.map((l) => l.output) as BlockValue[];
         const norm = fusedNorms.get(s.input);
+        const scatter = await k.qkvScatter(step, t.table, b.qkv!, {
+          q: b.q,
+          keys: t.keys,
+          values: t.values,
+        }, {
+          nHeads: c.nHeads,
+          nKvHeads: c.nKvHeads,
+          headDim: c.headDim,
+          style: c.ropeStyle,
+        }, t.kv);
+        // The split decode kernel (head sizes of whole vec4s) can take the scatter's place
+        // where attention alone reads q, k and v.
+        const fusable = !t.kv && c.headDim % 4 === 0 &&
+          [qOut!, kOut!, vOut!].every((v) =>
+            readers(v).every((r) => r.op === "attention" || plan.covers.has(r))
+          );
+        fromQkv = fusable ? { qkv: b.qkv!, table: t.table, style: c.ropeStyle } : undefined;
         program.push(
           ...await t.matmul(plan.packed, input.input, b.qkv!, { xq: input.xq, norm }),
-          await k.qkvScatter(step, t.table, b.qkv!, { q: b.q, keys: t.keys, values: t.values }, {
-            nHeads: c.nHeads,
-            nKvHeads: c.nKvHeads,
-            headDim: c.headDim,
-            style: c.ropeStyle,
-          }, t.kv),
+          fusable
+            ? { ...scatter, groups: (T) => T === 1 ? [0, 0, 0] : scatter.groups(T) }
+            : scatter,
         );
         slots.set(qOut!, { buffer: b.q, width: qDim, cache: false });
         if (t.kv) {
@@ -627,7 +646,10 @@ async function compileBlock(
           program.push(
             ...attend(
               s.output,
-              await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, shape),
+              await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, {
+                ...shape,
+                fromQkv,
+              }),
             ),
           );
         }

@@ -360,7 +360,9 @@ export class Kernels {
    * the one-workgroup-per-row kernel (`ATTENTION_WGSL`) where those do not apply. The dispatches
    * that do not apply to a `T` have no workgroups (and are skipped). With `kv`, a quantized KV
    * cache (`kv_quant_wgsl.ts`), read as the CPU's view reads it: `keys` and `values` are then its
-   * float windows, and the step's own positions are read from `kv.rows`.
+   * float windows, and the step's own positions are read from `kv.rows`. With `fromQkv` (a float
+   * cache), a one-token step's split kernel reads the stacked `[q | k | v]` row and does the
+   * scatter's RoPE and cache write itself (`decode_attention_wgsl.ts`): its scatter need not run.
    */
   async attention(
     step: GPUBuffer,
@@ -368,7 +370,12 @@ export class Kernels {
     keys: GPUBuffer,
     values: GPUBuffer,
     out: GPUBuffer,
-    o: { nHeads: number; nKvHeads: number; headDim: number },
+    o: {
+      nHeads: number;
+      nKvHeads: number;
+      headDim: number;
+      fromQkv?: { qkv: GPUBuffer; table: GPUBuffer; style: "interleaved" | "half" };
+    },
     kv?: QuantizedKv,
   ): Promise<Dispatch[]> {
     if (o.headDim > 256 || o.headDim % 2 !== 0) {
@@ -448,11 +455,12 @@ export class Kernels {
     keys: GPUBuffer,
     values: GPUBuffer,
     out: GPUBuffer,
-    o: { nHeads: number; nKvHeads: number; headDim: number },
+    o: Parameters<Kernels["attention"]>[5],
     kvDim: number,
     scale: number,
     kv: QuantizedKv | undefined,
   ) {
+    const rope = kv ? undefined : o.fromQkv;
     // A quantized cache's float window is shorter than the positions it serves.
     const positions = kv?.layout.maxSeqLen ?? Math.floor(keys.size / (4 * kvDim));
     const blocks = Math.max(1, Math.ceil(positions / DECODE_SPLIT_KEYS));
@@ -466,20 +474,32 @@ export class Kernels {
     return {
       blocks,
       partial,
-      pipeline: await this.pipeline(
-        kv ? "usrrrwrr" : "usrrrw",
-        decodeAttentionShader(o.headDim, kv?.layout),
-      ),
+      pipeline: rope
+        ? await this.pipeline("usrwwwr", decodeAttentionShader(o.headDim, undefined, rope.style))
+        : await this.pipeline(
+          kv ? "usrrrwrr" : "usrrrw",
+          decodeAttentionShader(o.headDim, kv?.layout),
+        ),
       combine: await this.pipeline("usrw", decodeCombineShader(o.headDim)),
-      bindGroup: this.#bind(kv ? "usrrrwrr" : "usrrrw", [
-        uniform,
-        { buffer: step, size: 16 },
-        q,
-        keys,
-        values,
-        partial,
-        ...(kv ? [kv.keys, kv.values] : []),
-      ]),
+      bindGroup: rope
+        ? this.#bind("usrwwwr", [
+          uniform,
+          { buffer: step, size: 16 },
+          rope.qkv,
+          keys,
+          values,
+          partial,
+          rope.table,
+        ])
+        : this.#bind(kv ? "usrrrwrr" : "usrrrw", [
+          uniform,
+          { buffer: step, size: 16 },
+          q,
+          keys,
+          values,
+          partial,
+          ...(kv ? [kv.keys, kv.values] : []),
+        ]),
       combineGroup: this.#bind("usrw", [uniform, { buffer: step, size: 16 }, partial, out]),
     };
   }
