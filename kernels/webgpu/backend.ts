@@ -31,6 +31,7 @@ import {
   stepInputs,
 } from "../../core/graph.ts";
 import { adapterUnavailable, getGpu } from "./device.ts";
+import { COMBINE_MAX_HEADS } from "./gemv_combine_wgsl.ts";
 import {
   type DecodePartials,
   type Dispatch,
@@ -409,7 +410,9 @@ async function compileBlock(
     const fused = !t.quantizesActivations &&
       readers(output).every((r) => r.op === "linear" && fusesGemvInput(packOf(r.weight)));
     return dispatches.filter((d) => {
+      // Heads past the fused combine's workgroup memory keep the combine dispatch.
       if (!fused || d.partials === undefined) return true;
+      if (d.partials.shape.nHeads > COMBINE_MAX_HEADS) return true;
       fusedCombines.set(output, d.partials);
       return false;
     });

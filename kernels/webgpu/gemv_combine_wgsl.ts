@@ -11,14 +11,17 @@
  *
  * @module
  */
-import { DECODE_SPLIT_KEYS, decodePartialFloats } from "./decode_attention_wgsl.ts";
-
-/** The split attention a fused GEMV combines: its heads, head size and blocks per head. */
+/**
+ * The split attention a fused GEMV combines: its heads, head size, blocks per head, positions per
+ * block and floats per block (its maximum, its sum, then `headDim` values: the partial kernel's
+ * `DECODE_SPLIT_KEYS` and `decodePartialFloats`, passed in so this file needs not import that one).
+ */
 export interface CombineShape {
   nHeads: number;
   headDim: number;
-  /** Blocks of {@linkcode DECODE_SPLIT_KEYS} positions per head in the partial results. */
   nSplits: number;
+  splitKeys: number;
+  blockFloats: number;
 }
 
 /** Thrown for a shape the fused combine is not built for. */
@@ -26,17 +29,26 @@ export class GemvCombineError extends Error {
   override name = "GemvCombineError";
 }
 
-/** Throws {@linkcode GemvCombineError} unless `s` is a shape split decode attention produces. */
+/** Most heads a fused combine takes (their maxima and totals sit in workgroup memory). */
+export const COMBINE_MAX_HEADS = 256;
+
+const positive = (n: number) => Number.isInteger(n) && n > 0;
+
+/** Throws {@linkcode GemvCombineError} unless `s` is a shape the fused combine takes. */
 export function validateCombineShape(s: CombineShape): void {
-  const positive = (n: number) => Number.isInteger(n) && n > 0;
   if (!(positive(s.headDim) && s.headDim % 4 === 0 && s.headDim <= 256)) {
     throw new GemvCombineError(`Head size ${s.headDim} is not a multiple of 4 up to 256`);
   }
-  if (!positive(s.nHeads) || s.nHeads > 256) {
-    throw new GemvCombineError(`Head count ${s.nHeads} is not between 1 and 256`);
+  if (!positive(s.nHeads) || s.nHeads > COMBINE_MAX_HEADS) {
+    throw new GemvCombineError(`Head count ${s.nHeads} is not between 1 and ${COMBINE_MAX_HEADS}`);
   }
-  if (!positive(s.nSplits)) {
-    throw new GemvCombineError(`Block count ${s.nSplits} is not a positive integer`);
+  if (!positive(s.nSplits) || !positive(s.splitKeys)) {
+    throw new GemvCombineError(`Blocks ${s.nSplits} of ${s.splitKeys} keys are not positive`);
+  }
+  if (s.blockFloats !== s.headDim + 2) {
+    throw new GemvCombineError(
+      `A block of ${s.blockFloats} floats is not a maximum, a sum and a head`,
+    );
   }
 }
 
@@ -48,19 +60,19 @@ export function validateCombineShape(s: CombineShape): void {
  *
  * @example
  * ```ts
- * combineDeclarationsWgsl({ nHeads: 4, headDim: 8, nSplits: 2 }).includes("fn cx4"); // true
+ * combineDeclarationsWgsl({ nHeads: 4, headDim: 8, nSplits: 2, splitKeys: 64, blockFloats: 10 }).includes("fn cx4"); // true
  * ```
  */
 export function combineDeclarationsWgsl(s: CombineShape): string {
   validateCombineShape(s);
-  const F = decodePartialFloats(s.headDim);
+  const F = s.blockFloats;
   return `var<workgroup> hm: array<vec2<f32>, ${s.nHeads}>;
 fn pf(i: u32) -> f32 { return x[i >> 2u][i & 3u]; }
 fn cx(c: u32) -> f32 {
   if (c >= p.cols) { return 0.0; }
   let h = c / ${s.headDim}u;
   let d = c % ${s.headDim}u;
-  let blocks = (st.pos + ${DECODE_SPLIT_KEYS}u) / ${DECODE_SPLIT_KEYS}u;
+  let blocks = (st.pos + ${s.splitKeys}u) / ${s.splitKeys}u;
   let first = h * ${s.nSplits * F}u;
   var acc = 0.0;
   for (var b = 0u; b < blocks; b++) {
@@ -79,14 +91,14 @@ fn cx4(c: u32) -> vec4<f32> { return vec4<f32>(cx(c), cx(c + 1u), cx(c + 2u), cx
  *
  * @example
  * ```ts
- * combinePrologueWgsl({ nHeads: 4, headDim: 8, nSplits: 2 }, 256).includes("workgroupBarrier"); // true
+ * combinePrologueWgsl({ nHeads: 4, headDim: 8, nSplits: 2, splitKeys: 64, blockFloats: 10 }, 256).includes("workgroupBarrier"); // true
  * ```
  */
 export function combinePrologueWgsl(s: CombineShape, workgroup: number): string {
   validateCombineShape(s);
-  const F = decodePartialFloats(s.headDim);
+  const F = s.blockFloats;
   return `  {
-    let blocks = (st.pos + ${DECODE_SPLIT_KEYS}u) / ${DECODE_SPLIT_KEYS}u;
+    let blocks = (st.pos + ${s.splitKeys}u) / ${s.splitKeys}u;
     for (var h = lid; h < ${s.nHeads}u; h += ${workgroup}u) {
       let first = h * ${s.nSplits * F}u;
       var mx = -3.0e38;

@@ -13,14 +13,18 @@ import {
 import { gemvShader } from "./matmul_wgsl.ts";
 import { packDense } from "./pack.ts";
 
+const ok = { nHeads: 4, headDim: 16, nSplits: 3, splitKeys: 64, blockFloats: 18 };
+
 Deno.test("gemv combine: shapes split decode attention cannot produce are refused", () => {
-  validateCombineShape({ nHeads: 32, headDim: 64, nSplits: 32 });
+  validateCombineShape({ ...ok, nHeads: 32, headDim: 64, blockFloats: 66 });
   for (
     const bad of [
-      { nHeads: 4, headDim: 6, nSplits: 1 },
-      { nHeads: 4, headDim: 260, nSplits: 1 },
-      { nHeads: 0, headDim: 16, nSplits: 1 },
-      { nHeads: 4, headDim: 16, nSplits: 0 },
+      { ...ok, headDim: 6, blockFloats: 8 },
+      { ...ok, headDim: 260, blockFloats: 262 },
+      { ...ok, nHeads: 0 },
+      { ...ok, nHeads: 257 },
+      { ...ok, nSplits: 0 },
+      { ...ok, blockFloats: 16 },
     ]
   ) {
     assert.throws(() => validateCombineShape(bad), GemvCombineError);
@@ -31,7 +35,7 @@ Deno.test("gemv combine: shapes split decode attention cannot produce are refuse
 
 Deno.test("gemv combine: the float GEMV combines with a shape, and only with one", () => {
   const layout = packDense(8, 64, new Float32Array(8 * 64), 1 << 20).layout;
-  const shape = { nHeads: 4, headDim: 16, nSplits: 3 };
+  const shape = ok;
   const code = gemvShader(layout, "combine", shape);
   assert.ok(code.includes("fn cx4") && code.includes("hm[h] = vec2<f32>(mx, total)"));
   assert.throws(() => gemvShader(layout, "combine"), GemvCombineError);

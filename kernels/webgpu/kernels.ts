@@ -443,7 +443,13 @@ export class Kernels {
       groups: (T) => (T === 1 ? [o.nHeads, 1, 1] : [0, 0, 0]),
       partials: {
         buffer: split.partial,
-        shape: { nHeads: o.nHeads, headDim: o.headDim, nSplits: split.blocks },
+        shape: {
+          nHeads: o.nHeads,
+          headDim: o.headDim,
+          nSplits: split.blocks,
+          splitKeys: DECODE_SPLIT_KEYS,
+          blockFloats: decodePartialFloats(o.headDim),
+        },
       },
     }];
   }
