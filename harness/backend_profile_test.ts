@@ -40,10 +40,11 @@ Deno.test({
       // The profile wrote the cache but left its length: a real pass still starts at 0.
       await assert.rejects(runner.profile([3], 6), RangeError);
       await runner.forward([3, 4, 5, 6, 7, 8], 0);
-      // Decoding: the split attention and its combine, once a layer each.
+      // Decoding: the split attention once a layer; the output projection's GEMV combines its
+      // partial results, so the combine has no dispatch.
       const decode = await runner.profile([9], 6);
       assert.equal(count(decode, "attention"), layers);
-      assert.equal(count(decode, "attention combine"), layers);
+      assert.equal(count(decode, "attention combine"), 0);
       // Mixed formats and biases: q/k/v and gate/up stay separate matmuls.
       assert.equal(count(decode, "qkv rope scatter"), 0);
       assert.equal(count(decode, "rope"), 2 * layers);
@@ -56,8 +57,11 @@ Deno.test({
 
 /**
  * The synthetic model with q/k/v (int4-g16) and gate/up (f32) in one format each, no biases, no
- * q/k norms.
+ * q/k norms (so a decode layer's dispatches are the fused program's only).
  */
+/** Dispatches a profiled decode step runs outside its layers: the LM head. */
+const DECODE_EXTRA = 1;
+
 function stackableModel(): LlamaModel {
   const model = syntheticModel();
   const dense = (m: Matrix, seed: number): Matrix => ({
@@ -80,6 +84,7 @@ function stackableModel(): LlamaModel {
     bq: undefined,
     bk: undefined,
     bv: undefined,
+    bo: undefined,
     qNorm: undefined,
     kNorm: undefined,
   }));
@@ -105,28 +110,42 @@ Deno.test({
       const decode = await runner.profile([9], 0);
       for (const rows of [prefill, decode]) {
         assert.equal(matmuls(rows), 4 * layers + 1);
-        assert.equal(count(rows, "qkv rope scatter"), layers);
         assert.equal(count(rows, "rope"), 0);
       }
+      // Decoding, the split attention kernel rotates q and k and caches the step's k and v.
+      assert.equal(count(prefill, "qkv rope scatter"), layers);
+      assert.equal(count(decode, "qkv rope scatter"), 0);
       // Decode GEMVs normalize their own input and apply SwiGLU as they load it: neither has a
       // dispatch of its own there.
       assert.equal(count(prefill, "rmsnorm"), 2 * layers + 1);
       assert.equal(count(prefill, "swiglu"), layers);
       assert.equal(count(decode, "rmsnorm"), 0);
       assert.equal(count(decode, "swiglu"), 0);
+      assert.equal(count(decode, "attention combine"), 0);
+      // A decode layer: q/k/v GEMV, split attention, o GEMV, gate/up GEMV, down GEMV; then the
+      // LM head.
+      const dispatches = (rows: typeof prefill) => rows.reduce((n, r) => n + r.count, 0);
+      assert.equal(dispatches(decode), 5 * layers + DECODE_EXTRA);
     } finally {
       runner.dispose();
     }
-    // Prefill, then decode steps reading what the scatter cached, with each float-GEMV variant
+    // Prefill, then decode steps reading what the scatter or the attention kernel cached, with each
+    // float-GEMV variant
     // (staged activations, direct loads, prescaled codes) reading the fused inputs.
-    const cpu = await cpuBackend.load(model);
+    // One-token steps whose attention spans one, two and three blocks of 64 positions (the o
+    // GEMV combines that many partial results), between steps of 3 and more tokens (no combine).
+    const filler = (n: number) => Array.from({ length: n }, (_, i) => (i * 7 + n) % 96);
+    const steps = [[3, 4, 5, 6, 7, 8], [9], [10], [11, 12, 13], filler(50), [1], [2], [4], [5]];
+    steps.push(filler(61), [6], [7]);
+    const maxSeqLen = 192;
+    const cpu = await cpuBackend.load(model, { maxSeqLen });
     try {
       for (const gemv of [{}, { gemvDirect: true }, { gemvPrescale: true }]) {
-        const gpu = await createWebGpuBackend({ gemv }).load(model);
+        const gpu = await createWebGpuBackend({ gemv }).load(model, { maxSeqLen });
         cpu.reset();
         try {
           let pos = 0;
-          for (const step of [[3, 4, 5, 6, 7, 8], [9], [10], [11]]) {
+          for (const step of steps) {
             const [got, want] = [await gpu.forward(step, pos), await cpu.forward(step, pos)];
             pos += step.length;
             const worst = want.reduce((m, w, i) => Math.max(m, Math.abs(w - got[i]!)), 0);

@@ -31,7 +31,9 @@ import {
   stepInputs,
 } from "../../core/graph.ts";
 import { adapterUnavailable, getGpu } from "./device.ts";
+import { COMBINE_MAX_HEADS } from "./gemv_combine_wgsl.ts";
 import {
+  type DecodePartials,
   type Dispatch,
   encodeDispatches,
   fusesGemvInput,
@@ -355,7 +357,11 @@ function planStacks(
  * enter its float window after attention), a linear whose output is added to the residual
  * stream accumulates into it (the `add` then costs nothing), RMSNorm outputs share one buffer,
  * SwiGLU writes over `gate`, and run-time activation quantization runs once per linear input,
- * before its first consumer.
+ * before its first consumer. One-token GEMVs compute their input from an RMSNorm's input, from
+ * stacked `[gate | up]` rows, or from split decode attention's partial results, where every reader
+ * of that value can, and the RMSNorm, SwiGLU or combine dispatch is then skipped or left out; with a
+ * float cache, a one-token step's split attention splits and rotates the stacked `[q | k | v]` row
+ * itself (skipping the scatter). A plain Llama decode layer is then 5 dispatches.
  */
 async function compileBlock(
   steps: readonly BlockStep[],
@@ -394,6 +400,23 @@ async function compileBlock(
   const fusedNorms = new Map<BlockValue, { input: GPUBuffer; weights: GPUBuffer }>();
   // SwiGLU outputs of stacked gate/up rows that every reader's decode GEMV computes itself.
   const fusedSwiglus = new Set<BlockValue>();
+  // With a float cache: the stacked [q | k | v] row whose split, with RoPE, a one-token step's
+  // attention does itself (decode_attention_wgsl.ts), the scatter then not running.
+  let fromQkv: { qkv: GPUBuffer; table: GPUBuffer; style: "interleaved" | "half" } | undefined;
+  // Attention outputs whose readers' one-token GEMVs combine the split partial results themselves.
+  const fusedCombines = new Map<BlockValue, DecodePartials>();
+  // Split decode attention's combine, left out where every reader's GEMV combines instead.
+  const attend = (output: BlockValue, dispatches: Dispatch[]): Dispatch[] => {
+    const fused = !t.quantizesActivations &&
+      readers(output).every((r) => r.op === "linear" && fusesGemvInput(packOf(r.weight)));
+    return dispatches.filter((d) => {
+      // Heads past the fused combine's workgroup memory keep the combine dispatch.
+      if (!fused || d.partials === undefined) return true;
+      if (d.partials.shape.nHeads > COMBINE_MAX_HEADS) return true;
+      fusedCombines.set(output, d.partials);
+      return false;
+    });
+  };
   const quantizeFor = async (value: BlockValue, packed: PackedMatrix) => {
     if (quantized?.value === value) return quantized;
     const q = await t.quantize(slot(value).buffer, packed.cols, packed);
@@ -410,14 +433,28 @@ async function compileBlock(
       if (plan.kind === "qkv") {
         const [qOut, kOut, vOut] = plan.linears.map((l) => l.output) as BlockValue[];
         const norm = fusedNorms.get(s.input);
+        const scatter = await k.qkvScatter(step, t.table, b.qkv!, {
+          q: b.q,
+          keys: t.keys,
+          values: t.values,
+        }, {
+          nHeads: c.nHeads,
+          nKvHeads: c.nKvHeads,
+          headDim: c.headDim,
+          style: c.ropeStyle,
+        }, t.kv);
+        // The split decode kernel (head sizes of whole vec4s) can take the scatter's place
+        // where attention alone reads q, k and v.
+        const fusable = !t.kv && c.headDim % 4 === 0 &&
+          [qOut!, kOut!, vOut!].every((v) =>
+            readers(v).every((r) => r.op === "attention" || plan.covers.has(r))
+          );
+        fromQkv = fusable ? { qkv: b.qkv!, table: t.table, style: c.ropeStyle } : undefined;
         program.push(
           ...await t.matmul(plan.packed, input.input, b.qkv!, { xq: input.xq, norm }),
-          await k.qkvScatter(step, t.table, b.qkv!, { q: b.q, keys: t.keys, values: t.values }, {
-            nHeads: c.nHeads,
-            nKvHeads: c.nKvHeads,
-            headDim: c.headDim,
-            style: c.ropeStyle,
-          }, t.kv),
+          fusable
+            ? { ...scatter, groups: (T) => T === 1 ? [0, 0, 0] : scatter.groups(T) }
+            : scatter,
         );
         slots.set(qOut!, { buffer: b.q, width: qDim, cache: false });
         if (t.kv) {
@@ -478,6 +515,7 @@ async function compileBlock(
         const { xq, input: source } = await quantizeFor(s.input, packed);
         const norm = fusedNorms.get(s.input);
         const swiglu = fusedSwiglus.has(s.input) ? b.gateUp : undefined;
+        const combine = fusedCombines.get(s.input);
         const attention = readers(s.output).find((r) => r.op === "attention");
         const residual = readers(s.output).find((r) => r.op === "add");
         let out: Slot;
@@ -491,7 +529,9 @@ async function compileBlock(
             width: kvDim,
             cache: false,
           };
-          program.push(...await t.matmul(packed, source, out.buffer, { xq, norm, swiglu }));
+          program.push(
+            ...await t.matmul(packed, source, out.buffer, { xq, norm, swiglu, combine }),
+          );
         } else if (
           attention?.op === "attention" && (attention.k === s.output || attention.v === s.output)
         ) {
@@ -503,6 +543,7 @@ async function compileBlock(
               xq,
               norm,
               swiglu,
+              combine,
             }),
           );
         } else if (residual?.op === "add") {
@@ -514,7 +555,13 @@ async function compileBlock(
           }
           out = { buffer: b.x, width: c.dim, cache: false };
           program.push(
-            ...await t.matmul(packed, source, b.x, { accumulate: true, xq, norm, swiglu }),
+            ...await t.matmul(packed, source, b.x, {
+              accumulate: true,
+              xq,
+              norm,
+              swiglu,
+              combine,
+            }),
           );
         } else {
           const buffer = s.output === "q"
@@ -530,7 +577,9 @@ async function compileBlock(
             );
           }
           out = { buffer, width: packed.rows, cache: false };
-          program.push(...await t.matmul(packed, source, buffer, { xq, norm, swiglu }));
+          program.push(
+            ...await t.matmul(packed, source, buffer, { xq, norm, swiglu, combine }),
+          );
         }
         if (s.bias !== undefined) {
           program.push(
@@ -587,7 +636,10 @@ async function compileBlock(
             program.push(await k.kvWindowWrite(step, t.kv, t.keys, t.values, "decode"));
           }
           program.push(
-            ...await k.attention(step, q.buffer, t.keys, t.values, b.att, shape, t.kv),
+            ...attend(
+              s.output,
+              await k.attention(step, q.buffer, t.keys, t.values, b.att, shape, t.kv),
+            ),
             await k.kvWindowWrite(step, t.kv, t.keys, t.values, "prefill"),
           );
         } else {
@@ -595,7 +647,13 @@ async function compileBlock(
             throw new WebGpuCompileError(`Attention reads keys and values from the KV cache only`);
           }
           program.push(
-            ...await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, shape),
+            ...attend(
+              s.output,
+              await k.attention(step, q.buffer, keys.buffer, values.buffer, b.att, {
+                ...shape,
+                fromQkv,
+              }),
+            ),
           );
         }
         slots.set(s.output, { buffer: b.att, width: qDim, cache: false });

@@ -14,6 +14,8 @@
  * The grid covers the whole cache (`nSplits` blocks): blocks past the current position return at
  * once, so the dispatch's size is fixed when it is recorded, as the runner's programs need.
  * Both kernels read the `Step` uniform (`pos`: the query's position; `T` must be 1).
+ * Where every reader of the output is a float GEMV, that GEMV combines the blocks itself as it
+ * loads its input (`gemv_combine_wgsl.ts`, the same arithmetic) and the combine kernel does not run.
  *
  * @module
  */
@@ -55,18 +57,39 @@ function checkHeadDim(headDim: number): void {
  * and 7, its key and value buffers: positions the CPU's view reads quantized are dequantized, and
  * 3 and 4 are its float windows (position `j` at row `j % window`).
  *
+ * With `rope` (a float cache only), the kernel also does the stacked q/k/v split's work
+ * (`qkv_scatter_wgsl.ts`, the same arithmetic) for its one-token step: binding 2 is then the
+ * stacked `[q | k | v]` row, 3 and 4 are written too, and 6 is RoPE's (cos, sin) table. Each
+ * workgroup rotates its head's query and its KV head's key as it loads them, reads the step's own
+ * key and value from the stacked row instead of the cache, and the workgroup of the block holding
+ * the position and of the KV head's first query head writes them to the cache for later steps; no
+ * workgroup reads that cache row, so the dispatch needs no ordering among its workgroups.
+ *
  * @example
  * ```ts
  * decodeAttentionShader(64).includes("@workgroup_size(64)"); // true
  * ```
  */
-export function decodeAttentionShader(headDim: number, kv?: KvQuantLayout): string {
+export function decodeAttentionShader(
+  headDim: number,
+  kv?: KvQuantLayout,
+  rope?: "interleaved" | "half",
+): string {
   checkHeadDim(headDim);
+  if (kv && rope) {
+    throw new DecodeAttentionError(`RoPE style "${rope}" in the kernel needs a float KV cache`);
+  }
   const D4 = headDim / 4;
   const K = DECODE_SPLIT_KEYS;
   const keyDot = kv
     ? `if (j < keysBefore(st.pos)) {
       for (var i = 0u; i < ${D4}u; i++) { dot += qs[i] * kdq4(j, kvo + 4u * i); }
+    } else {
+      for (var i = 0u; i < ${D4}u; i++) { dot += qs[i] * kc[kb + i]; }
+    }`
+    : rope
+    ? `if (j == st.pos) {
+      for (var i = 0u; i < ${D4}u; i++) { dot += qs[i] * ks[i]; }
     } else {
       for (var i = 0u; i < ${D4}u; i++) { dot += qs[i] * kc[kb + i]; }
     }`
@@ -79,12 +102,60 @@ export function decodeAttentionShader(headDim: number, kv?: KvQuantLayout): stri
       if (jv < vB) { v = vdq(jv, kvo + d); } else { v = vc[win(jv) * p.kvDim + kvo + d]; }
       acc += pr[jj] * v;
     }`
+    : rope
+    ? `for (var jj = 0u; jj < n; jj++) {
+      let jv = j0 + jj;
+      var v: f32;
+      if (jv == st.pos) { v = qkv[vOff + kvo + d]; } else { v = vc[jv * p.kvDim + kvo + d]; }
+      acc += pr[jj] * v;
+    }`
     : `for (var jj = 0u; jj < n; jj++) { acc += pr[jj] * vc[(j0 + jj) * p.kvDim + kvo + d]; }`;
+  const half = headDim / 2;
+  const pair = rope === "interleaved"
+    ? `let a = 2u * i;
+    let b = a + 1u;`
+    : `let a = i;
+    let b = i + ${half}u;`;
+  // The query, and the step's key, rotated as the scatter rotates them (ROPE_WGSL's arithmetic).
+  const loadQuery = rope
+    ? `let vOff = p.nHeads * ${headDim}u + p.kvDim;
+  for (var i = lid; i < ${half}u; i += ${K}u) {
+    ${pair}
+    let cs = table[st.pos * ${half}u + i];
+    let qb = h * ${headDim}u;
+    let x0 = qkv[qb + a];
+    let x1 = qkv[qb + b];
+    qs[a / 4u][a % 4u] = x0 * cs.x - x1 * cs.y;
+    qs[b / 4u][b % 4u] = x0 * cs.y + x1 * cs.x;
+    let kb = p.nHeads * ${headDim}u + kvo;
+    let k0 = qkv[kb + a];
+    let k1 = qkv[kb + b];
+    ks[a / 4u][a % 4u] = k0 * cs.x - k1 * cs.y;
+    ks[b / 4u][b % 4u] = k0 * cs.y + k1 * cs.x;
+  }`
+    : `for (var i = lid; i < ${D4}u; i += ${K}u) { qs[i] = q[h * ${D4}u + i]; }`;
+  // One workgroup per KV head caches the step's key and value (after its own reads).
+  const cacheStep = rope
+    ? `
+  if (wg.x == st.pos / ${K}u && h % (p.nHeads / p.nKvHeads) == 0u) {
+    for (var i = lid; i < ${D4}u; i += ${K}u) { kc[(st.pos * p.kvDim + kvo) / 4u + i] = ks[i]; }
+    for (var d = lid; d < ${headDim}u; d += ${K}u) {
+      vc[st.pos * p.kvDim + kvo + d] = qkv[vOff + kvo + d];
+    }
+  }`
+    : "";
+  const bindings = rope
+    ? `@group(0) @binding(2) var<storage, read> qkv: array<f32>;
+@group(0) @binding(3) var<storage, read_write> kc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> vc: array<f32>;
+@group(0) @binding(6) var<storage, read> table: array<vec2<f32>>;
+var<workgroup> ks: array<vec4<f32>, ${D4}>;`
+    : `@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> kc: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> vc: array<f32>;`;
   return `${kv ? kvReadWgsl(kv) : ""}${PARAMS}
 ${STEP}
-@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> kc: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> vc: array<f32>;
+${bindings}
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 var<workgroup> qs: array<vec4<f32>, ${D4}>;
 var<workgroup> red: array<f32, ${K}>;
@@ -98,7 +169,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   if (j0 >= len) { return; }
   let h = wg.y;
   let kvo = (h / (p.nHeads / p.nKvHeads)) * ${headDim}u;
-  for (var i = lid; i < ${D4}u; i += ${K}u) { qs[i] = q[h * ${D4}u + i]; }
+  ${loadQuery}
   workgroupBarrier();
   // One cached position per thread: its score, from vector loads of its key row.
   let j = j0 + lid;
@@ -136,7 +207,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   if (lid == 0u) {
     part[base] = m;
     part[base + 1u] = red[0];
-  }
+  }${cacheStep}
 }
 `;
 }

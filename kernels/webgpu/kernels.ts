@@ -6,6 +6,7 @@
  * @module
  */
 import type { Gpu } from "./device.ts";
+import type { CombineShape } from "./gemv_combine_wgsl.ts";
 import { gemvShader } from "./matmul_wgsl.ts";
 import {
   chooseGemmTiling,
@@ -92,6 +93,17 @@ export interface Dispatch {
   /** A bind group for `T` rows other than `bindGroup` (kernels reading other inputs). */
   bindGroupFor?(T: number): GPUBindGroup;
   groups(T: number): [number, number, number];
+  /**
+   * On split decode attention's combine: the partial results it combines, which a float GEMV
+   * reading its output may combine itself instead (`Kernels.matmul`'s `combine`).
+   */
+  partials?: DecodePartials;
+}
+
+/** Split decode attention's partial results (`decode_attention_wgsl.ts`) and their shape. */
+export interface DecodePartials {
+  buffer: GPUBuffer;
+  shape: CombineShape;
 }
 
 /** Packed integer activation rows for the integer-activation GEMV (`quantizeActivations`). */
@@ -348,7 +360,9 @@ export class Kernels {
    * the one-workgroup-per-row kernel (`ATTENTION_WGSL`) where those do not apply. The dispatches
    * that do not apply to a `T` have no workgroups (and are skipped). With `kv`, a quantized KV
    * cache (`kv_quant_wgsl.ts`), read as the CPU's view reads it: `keys` and `values` are then its
-   * float windows, and the step's own positions are read from `kv.rows`.
+   * float windows, and the step's own positions are read from `kv.rows`. With `fromQkv` (a float
+   * cache), a one-token step's split kernel reads the stacked `[q | k | v]` row and does the
+   * scatter's RoPE and cache write itself (`decode_attention_wgsl.ts`): its scatter need not run.
    */
   async attention(
     step: GPUBuffer,
@@ -356,7 +370,12 @@ export class Kernels {
     keys: GPUBuffer,
     values: GPUBuffer,
     out: GPUBuffer,
-    o: { nHeads: number; nKvHeads: number; headDim: number },
+    o: {
+      nHeads: number;
+      nKvHeads: number;
+      headDim: number;
+      fromQkv?: { qkv: GPUBuffer; table: GPUBuffer; style: "interleaved" | "half" };
+    },
     kv?: QuantizedKv,
   ): Promise<Dispatch[]> {
     if (o.headDim > 256 || o.headDim % 2 !== 0) {
@@ -422,6 +441,16 @@ export class Kernels {
       pipeline: () => split.combine,
       bindGroup: split.combineGroup,
       groups: (T) => (T === 1 ? [o.nHeads, 1, 1] : [0, 0, 0]),
+      partials: {
+        buffer: split.partial,
+        shape: {
+          nHeads: o.nHeads,
+          headDim: o.headDim,
+          nSplits: split.blocks,
+          splitKeys: DECODE_SPLIT_KEYS,
+          blockFloats: decodePartialFloats(o.headDim),
+        },
+      },
     }];
   }
 
@@ -432,35 +461,51 @@ export class Kernels {
     keys: GPUBuffer,
     values: GPUBuffer,
     out: GPUBuffer,
-    o: { nHeads: number; nKvHeads: number; headDim: number },
+    o: Parameters<Kernels["attention"]>[5],
     kvDim: number,
     scale: number,
     kv: QuantizedKv | undefined,
   ) {
+    const rope = kv ? undefined : o.fromQkv;
     // A quantized cache's float window is shorter than the positions it serves.
     const positions = kv?.layout.maxSeqLen ?? Math.floor(keys.size / (4 * kvDim));
     const blocks = Math.max(1, Math.ceil(positions / DECODE_SPLIT_KEYS));
-    const partial = this.storage(o.nHeads * blocks * decodePartialFloats(o.headDim) * 4);
+    // Whole vec4s: a fused GEMV reads the partial results as vec4s (`gemv_combine_wgsl.ts`).
+    const partialFloats = o.nHeads * blocks * decodePartialFloats(o.headDim);
+    const partial = this.storage(Math.ceil(partialFloats / 4) * 16);
     const uniform = this.uniform(
       [o.nHeads, o.nKvHeads, o.headDim, kvDim, scale, blocks, 0, 0],
       [4],
     );
     return {
       blocks,
-      pipeline: await this.pipeline(
-        kv ? "usrrrwrr" : "usrrrw",
-        decodeAttentionShader(o.headDim, kv?.layout),
-      ),
+      partial,
+      pipeline: rope
+        ? await this.pipeline("usrwwwr", decodeAttentionShader(o.headDim, undefined, rope.style))
+        : await this.pipeline(
+          kv ? "usrrrwrr" : "usrrrw",
+          decodeAttentionShader(o.headDim, kv?.layout),
+        ),
       combine: await this.pipeline("usrw", decodeCombineShader(o.headDim)),
-      bindGroup: this.#bind(kv ? "usrrrwrr" : "usrrrw", [
-        uniform,
-        { buffer: step, size: 16 },
-        q,
-        keys,
-        values,
-        partial,
-        ...(kv ? [kv.keys, kv.values] : []),
-      ]),
+      bindGroup: rope
+        ? this.#bind("usrwwwr", [
+          uniform,
+          { buffer: step, size: 16 },
+          rope.qkv,
+          keys,
+          values,
+          partial,
+          rope.table,
+        ])
+        : this.#bind(kv ? "usrrrwrr" : "usrrrw", [
+          uniform,
+          { buffer: step, size: 16 },
+          q,
+          keys,
+          values,
+          partial,
+          ...(kv ? [kv.keys, kv.values] : []),
+        ]),
       combineGroup: this.#bind("usrw", [uniform, { buffer: step, size: 16 }, partial, out]),
     };
   }
@@ -799,6 +844,12 @@ export class Kernels {
        * `T` (as `norm`).
        */
       swiglu?: GPUBuffer;
+      /**
+       * `x` is split decode attention's output, combined from `combine`'s partial results: for a
+       * one-token step the float GEMV reads and combines those itself, so the combine dispatch is
+       * not needed (larger `T` read `x`, which attention's other kernels write).
+       */
+      combine?: DecodePartials;
     },
   ): Promise<Dispatch[]> {
     // QuIP: its rotations around the integer GEMV/GEMM of its codes (the matrix's parts).
@@ -839,6 +890,9 @@ export class Kernels {
     );
     const norm = o.norm && !a8 && !m.codebook ? o.norm : undefined;
     const swiglu = o.swiglu && !a8 && !m.codebook ? o.swiglu : undefined;
+    const combine = o.combine && !a8 && !m.codebook ? o.combine : undefined;
+    const gemvCombined = combine &&
+      await this.pipeline("usrrrw", gemvShader(m.layout, "combine", combine.shape));
     const gemvFused = norm
       ? await this.pipeline("usrrrwr", gemvShader(m.layout, "norm"))
       : swiglu && await this.pipeline("usrrrw", gemvShader(m.layout, "swiglu"));
@@ -898,6 +952,7 @@ export class Kernels {
           norm.weights,
         ])
         : swiglu && bind(swiglu, 2 * m.cols, out);
+      const combineGroup = combine && bind(combine.buffer, xStride, out);
       // Split GEMMs write partial sums to the scratch buffer, which the reduction then reads.
       const splitGroup = scratch && bind(x, xStride, scratch);
       const reduceGroup = scratch && bind(scratch, xStride, out);
@@ -913,11 +968,18 @@ export class Kernels {
       const label = `matmul ${m.rows}x${m.cols} part ${i}`;
       const main: Dispatch = {
         label: `${label}${a8 ? " (int8 activations)" : ""}`,
-        pipeline: (T: number) => T <= GEMV_MAX_ROWS ? gemvFused ?? gemv : gemms.get(tiling(T))!,
+        pipeline: (T: number) =>
+          T === 1 && gemvCombined
+            ? gemvCombined
+            : T <= GEMV_MAX_ROWS
+            ? gemvFused ?? gemv
+            : gemms.get(tiling(T))!,
         bindGroup: floatGroup,
-        bindGroupFor: (a8Group || splitGroup || fusedGroup) &&
+        bindGroupFor: (a8Group || splitGroup || fusedGroup || combineGroup) &&
           ((T: number) =>
-            T <= GEMV_MAX_ROWS
+            T === 1 && combineGroup
+              ? combineGroup
+              : T <= GEMV_MAX_ROWS
               ? a8Group ?? fusedGroup ?? floatGroup
               : ways(T) > 1
               ? splitGroup ?? floatGroup

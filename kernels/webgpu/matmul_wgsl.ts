@@ -23,6 +23,12 @@ import {
   vectorWords,
   WORKGROUP,
 } from "./pack.ts";
+import {
+  combineDeclarationsWgsl,
+  combinePrologueWgsl,
+  type CombineShape,
+  GemvCombineError,
+} from "./gemv_combine_wgsl.ts";
 
 /** Uniform block shared by the matmul kernels (12 words). */
 export const MATMUL_PARAMS = `
@@ -237,14 +243,17 @@ function chunkDot(layout: Layout, r: number, SUB: number, E: number): string[] {
 /**
  * What a float GEMV's activations are: the input row (`plain`), an RMSNorm of it (`norm`: times
  * the norm's weights here, by `1/rms` at the end) or SwiGLU of a stacked `[gate | up]` row
- * (`swiglu`: the row is twice `cols` long).
+ * (`swiglu`: the row is twice `cols` long), or split decode attention's partial results, combined
+ * as they load (`combine`, one token only: `gemv_combine_wgsl.ts`).
  */
-export type GemvInput = "plain" | "norm" | "swiglu";
+export type GemvInput = "plain" | "norm" | "swiglu" | "combine";
 
 /** WGSL of the vec4 of activations at column `c` (a multiple of 4) from the aligned row. */
 function alignedX(input: GemvInput, c: string): string {
   const x = `x[(xBase + ${c}) >> 2u]`;
-  return input === "norm"
+  return input === "combine"
+    ? `cx4(${c})`
+    : input === "norm"
     ? `${x} * gw[(${c}) >> 2u]`
     : input === "swiglu"
     ? `sw4(${x}, x[(xBase + p.cols + ${c}) >> 2u])`
@@ -254,7 +263,9 @@ function alignedX(input: GemvInput, c: string): string {
 /** WGSL of the activation at column `c`, bounds-checked (0 past the row). */
 function scalarX(input: GemvInput, c: string): string {
   const x = `xa(xBase + ${c}, lim)`;
-  return input === "norm"
+  return input === "combine"
+    ? `cx(${c})`
+    : input === "norm"
     ? `${x} * gn(${c})`
     : input === "swiglu"
     ? `sw(${x}, xa(xBase + p.cols + ${c}, lim + p.cols))`
@@ -340,10 +351,20 @@ function normPrologue(): string {
  * loads it. With `norm`, the input is the RMSNorm's input and binding 6 its weights and `eps` (`Kernels.matmul`'s `norm`): the
  * kernel normalizes the row itself ({@linkcode normPrologue}), so a decode step needs no RMSNorm
  * dispatch; the sum is `inv · Σ W·(weight ⊙ x)`, the CPU's `Σ W·(weight · (inv · x))` up to float32
- * rounding.
+ * rounding. With `combine` (and its shape), binding 2 holds split decode attention's partial
+ * results, which the kernel combines as it loads them (`gemv_combine_wgsl.ts`; `T` = 1 only).
  */
-export function gemvShader(layout: Layout, input: GemvInput = "plain"): string {
+export function gemvShader(
+  layout: Layout,
+  input: GemvInput = "plain",
+  combine?: CombineShape,
+): string {
   const norm = input === "norm";
+  if ((input === "combine") !== (combine !== undefined)) {
+    throw new GemvCombineError(
+      `A GEMV input "${input}" needs a combine shape exactly when combined`,
+    );
+  }
   const R = gemvRowsPerThread(layout);
   const TPR = layout.tpr;
   const RPW = WORKGROUP / TPR;
@@ -405,6 +426,8 @@ fn gn(i: u32) -> f32 {
   return select(0.0, gw[j >> 2u][j & 3u], i < p.cols);
 }
 `
+      : combine
+      ? combineDeclarationsWgsl(combine)
       : input === "swiglu"
       ? `// SWIGLU_WGSL's arithmetic, so the values equal the SwiGLU dispatch's.
 fn sw(g: f32, u: f32) -> f32 { return g / (1.0 + exp(-g)) * u; }
@@ -421,6 +444,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: ve
   let lim = xBase + p.cols;
   let aligned = ((xBase${input === "swiglu" ? " | p.cols" : ""}) & 3u) == 0u;
 ${norm ? normPrologue() : "  let f = p.tscale;"}
+${combine ? combinePrologueWgsl(combine, WORKGROUP) : ""}
 ${gemvRowsWgsl(R)}
   for (var s0 = 0u; s0 < p.chunks; s0 += ${TPR}u) {
 ${lines.join("\n")}

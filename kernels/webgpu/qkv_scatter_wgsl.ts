@@ -6,6 +6,8 @@
  * costs three dispatches fewer. RoPE is `ROPE_WGSL`'s arithmetic, term for term. A quantized KV
  * cache (`kv_quant_wgsl.ts`) takes the step's keys and values by token (its step rows) and, for a
  * one-token step, also into its float windows at row `pos % rows`.
+ * With a float cache, a one-token step's split attention kernel does this work itself
+ * (`decode_attention_wgsl.ts`'s `rope`) and the scatter does not run.
  *
  * @module
  */
