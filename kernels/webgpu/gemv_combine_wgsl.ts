@@ -60,7 +60,9 @@ export function validateCombineShape(s: CombineShape): void {
  *
  * @example
  * ```ts
- * combineDeclarationsWgsl({ nHeads: 4, headDim: 8, nSplits: 2, splitKeys: 64, blockFloats: 10 }).includes("fn cx4"); // true
+ * import assert from "node:assert/strict";
+ * const shape = { nHeads: 4, headDim: 8, nSplits: 2, splitKeys: 64, blockFloats: 10 };
+ * assert.ok(combineDeclarationsWgsl(shape).includes("fn cx4"));
  * ```
  */
 export function combineDeclarationsWgsl(s: CombineShape): string {
@@ -91,7 +93,9 @@ fn cx4(c: u32) -> vec4<f32> { return vec4<f32>(cx(c), cx(c + 1u), cx(c + 2u), cx
  *
  * @example
  * ```ts
- * combinePrologueWgsl({ nHeads: 4, headDim: 8, nSplits: 2, splitKeys: 64, blockFloats: 10 }, 256).includes("workgroupBarrier"); // true
+ * import assert from "node:assert/strict";
+ * const shape = { nHeads: 4, headDim: 8, nSplits: 2, splitKeys: 64, blockFloats: 10 };
+ * assert.ok(combinePrologueWgsl(shape, 256).includes("workgroupBarrier"));
  * ```
  */
 export function combinePrologueWgsl(s: CombineShape, workgroup: number): string {
