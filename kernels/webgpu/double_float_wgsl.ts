@@ -19,7 +19,11 @@
  * @module
  */
 
-/** The functions `keep`, `twoSum`, `quickTwoSum`, `ddAdd`, `split`, `twoProd`, `ddMulF`, `ddMul`. */
+/**
+ * The functions `keep`, `twoSum`, `quickTwoSum`, `ddAdd`, `split`, `twoProd`, `ddMulF`, `ddMul`,
+ * and `divRn` / `divFrom`: float32 division rounded as IEEE's (WGSL lets `a / b` be 2.5 ulp off,
+ * and NVIDIA's is, which moved FP8 KV-cache scales an ulp from the CPU's on an H100).
+ */
 export const DOUBLE_FLOAT_WGSL = `
 var<private> ddOne: f32;
 // x, opaque to the compiler (see the module notes): its bits XOR 0, a 0 it cannot know.
@@ -64,6 +68,28 @@ fn ddMulF(a: vec2<f32>, b: f32) -> vec2<f32> {
 fn ddMul(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   let q = twoProd(a.x, b.x);
   return quickTwoSum(q.x, keep(q.y + keep(keep(a.x * b.y) + keep(a.y * b.x))));
+}
+// a / b rounded to nearest (ties to even) from an estimate up to 8 ulp off, for b > 0 and a normal
+// quotient: q moves an ulp at a time while the exact remainder a − q·b lies past the midpoint
+// towards the neighbour on its side (half that ulp times b, exact).
+fn divFrom(a: f32, b: f32, estimate: f32) -> f32 {
+  var q = estimate;
+  for (var i = 0; i < 8; i++) {
+    if (q == 0.0) { break; }
+    let r = ddAdd(vec2<f32>(a, 0.0), -twoProd(q, b));
+    let bits = bitcast<u32>(q);
+    // Same sign bits: bits + 1 is the next value away from zero, bits − 1 the next towards it.
+    let away = (r.x > 0.0) == (q > 0.0);
+    let next = bitcast<f32>(select(bits - 1u, bits + 1u, away));
+    let half = abs(keep(next - q)) * 0.5 * b;
+    let past = ddAdd(select(r, -r, r.x < 0.0), vec2<f32>(-half, 0.0));
+    if (!(past.x > 0.0 || (past.x == 0.0 && (bits & 1u) == 1u))) { break; }
+    q = next;
+  }
+  return q;
+}
+fn divRn(a: f32, b: f32) -> f32 {
+  return divFrom(a, b, a / b);
 }
 `;
 

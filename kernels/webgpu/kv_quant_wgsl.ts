@@ -31,7 +31,8 @@
  * The integer recipe is computed in float64 on the CPU; here every rounding it makes is
  * reproduced exactly in f32: `hi − lo` and `x − min` are kept as exact two-term sums, and the
  * f16 scale and the integer code are settled by comparing against the exact midpoint between the
- * two candidates. FP8 divides in f32 as the CPU does (`fround(x / scale)`).
+ * two candidates. FP8 divides in f32 rounded as the CPU's `fround(x / scale)` (`divRn` of
+ * `double_float_wgsl.ts`: a GPU's own division may be ulps off).
  *
  * @module
  */
@@ -39,6 +40,7 @@ import type { KvCacheSettings } from "../../core/model.ts";
 import { FP8_E4M3, FP8_E5M2, type Minifloat } from "../formats/minifloat.ts";
 import { MIN_SCALE } from "../formats/scaled_minifloat.ts";
 import { fp8Fn } from "./gemv_a8_wgsl.ts";
+import { DOUBLE_FLOAT_WGSL } from "./double_float_wgsl.ts";
 
 /** Thrown for KV-cache settings or shapes the WebGPU kernels cannot take. */
 export class KvQuantError extends Error {
@@ -242,13 +244,14 @@ fn fp8Value(c: u32) -> f32 {
 function recipeWgsl(l: KvQuantLayout): string {
   if (l.element.kind === "fp8") {
     const m = l.element.minifloat;
-    return `${fp8Fn(m)}${fp8CodeWgsl(m)}
-// The group's scale, as scaledMinifloatScale(amax, element, "f32").
+    return `${fp8Fn(m)}${fp8CodeWgsl(m)}${DOUBLE_FLOAT_WGSL}
+// The group's scale, as scaledMinifloatScale(amax, element, "f32"): divisions rounded as the
+// CPU's (divRn), whatever the GPU's.
 fn groupSide(lo: f32, hi: f32) -> vec2<f32> {
-  return vec2<f32>(max(max(abs(lo), abs(hi)) / ${m.max}.0, ${MIN_SCALE}), 0.0);
+  return vec2<f32>(max(divRn(max(abs(lo), abs(hi)), ${m.max}.0), ${MIN_SCALE}), 0.0);
 }
 fn sideWord(s: vec2<f32>) -> u32 { return bitcast<u32>(s.x); }
-fn code(x: f32, s: vec2<f32>) -> u32 { return fp8Code(fp8(x / s.x)); }
+fn code(x: f32, s: vec2<f32>) -> u32 { return fp8Code(fp8(divRn(x, s.x))); }
 `;
   }
   const maxq = (1 << l.element.bits) - 1;
@@ -264,6 +267,14 @@ fn code(x: f32, s: vec2<f32>) -> u32 {
   return intCode(x, s.y, s.x, ${maxq}.0);
 }
 `;
+}
+
+/**
+ * FP8's division (`divRn`) needs `ddOne` = 1.0 from a uniform: `min(T, 1)`, 1 in every dispatch
+ * with work, which no compiler can know.
+ */
+function ddOneInit(l: KvQuantLayout): string {
+  return l.element.kind === "fp8" ? "  ddOne = f32(min(st.T, 1u));\n" : "";
 }
 
 /** The quantization kernels' bindings: the step, the float window, the step's rows, the codes. */
@@ -292,7 +303,7 @@ fn key(t: u32, c: u32) -> f32 {
 
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
+${ddOneInit(l)}  let i = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
   let w = i % ${W}u;
   let g = st.pos / ${G}u + i / ${W}u;
   if (g >= (st.pos + st.T) / ${G}u) { return; }
@@ -337,7 +348,7 @@ ${STEP}
 
 @compute @workgroup_size(${WORKGROUP})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let i = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
+${ddOneInit(l)}  let i = gid.x + gid.y * nwg.x * ${WORKGROUP}u;
   let w = i % ${W}u;
   if (i / ${W}u >= st.T) { return; }
   let t = st.pos + i / ${W}u;
