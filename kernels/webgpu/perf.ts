@@ -27,7 +27,8 @@
  *   workgroup and per row, rows per thread, chunks per iteration, signed codes or code sums)
  *   and of the float-activation GEMV (rows per thread, activations staged in workgroup memory,
  *   pre-scaled there, or loaded by each thread) at the decode shapes of a 1B model and at 8192²,
- *   each right after the default kernel, after everything else.
+ *   each right after the default kernel, after everything else. `--sweep-codebook` times the
+ *   codebook knobs alone (with `--formats ""`, nothing else but the copy kernel).
  * - `--sweep-gemm` times the prefill GEMM with each tiling of {@linkcode GEMM_TILINGS} at
  *   `T = 512` over the TinyLlama-1.1B linears and head (N×K 2048×2048, 256×2048, 5632×2048,
  *   2048×5632, 32000×2048) for f32, int4-g128 and f16 weights: TFLOP/s per tiling, also as rows
@@ -95,6 +96,8 @@ export interface WebGpuPerfOptions {
   quick?: boolean;
   /** Also time variants of the int4-g128 integer-activation GEMV ({@linkcode GEMV_VARIANTS}). */
   sweep?: boolean;
+  /** Also time the codebook formats' knobs ({@linkcode CODEBOOK_VARIANTS}) alone (in `sweep` too). */
+  sweepCodebook?: boolean;
   /** Also time the GEMM tilings of {@linkcode GEMM_TILINGS} at the 1.1B Llama shapes. */
   sweepGemm?: boolean;
   /** The tilings the GEMM sweep times instead of {@linkcode GEMM_TILINGS}. */
@@ -979,6 +982,8 @@ async function perfRuns(
   if (options.sweep) {
     sweep.push(await sweepGemv(b, quick, copyFor, log));
     sweep.push(await sweepFloatGemv(b, quick, copyFor, log));
+  }
+  if (options.sweep || options.sweepCodebook) {
     sweep.push(await sweepCodebook(host, quick, copyFor, log));
   }
   // The GEMM sweep's rows go to perf.csv; perf.md has them in the sweep's own table.

@@ -21,6 +21,7 @@ export async function perfMain(args: string[]): Promise<void> {
       quick: { type: "boolean" },
       sweep: { type: "boolean" },
       "sweep-gemm": { type: "boolean" },
+      "sweep-codebook": { type: "boolean" },
       "gemm-tilings": { type: "string" },
     },
     strict: true,
@@ -32,6 +33,7 @@ export async function perfMain(args: string[]): Promise<void> {
     quick: values.quick,
     sweep: values.sweep,
     sweepGemm: values["sweep-gemm"],
+    sweepCodebook: values["sweep-codebook"],
     gemmTilings: values["gemm-tilings"]?.split(",").map(parseGemmTiling),
   });
 }
