@@ -38,8 +38,11 @@ export interface PerfOptions {
 export interface PerfResult {
   backend: string;
   format: string;
-  /** `gemv-a8`: decode on run-time int8 activation codes (WebGPU); `quantize`: making them. */
-  kernel: "gemv" | "gemm" | "gemv-a8" | "quantize";
+  /**
+   * `gemv-a8`: decode on run-time int8 activation codes (WebGPU); `quantize`: making them; `atb`:
+   * GPTQ's calibration kernel (WebGPU, `--atb`).
+   */
+  kernel: "gemv" | "gemm" | "gemv-a8" | "quantize" | "atb";
   shape: string;
   median_ms: number;
   weight_bytes: number;

@@ -2,10 +2,12 @@
  * A linear layer `y = x·Wᵀ` over many token rows at once on the GPU — the bulk of a
  * calibration forward (`2 · tokens · rows · cols` flops per linear: about 140 TFLOP for GPTQ's
  * 128 windows of 512 tokens through a 1.1B model) — with the `AᵀB` kernel in its `ABᵀ` layout
- * (`atb_wgsl.ts`), float32 weights. Rows go through in chunks whose input and output each fit
- * the largest storage binding. A gated pair (SwiGLU's gate and up projections) runs as one:
- * `silu(x·Gᵀ) · (x·Uᵀ)` with the input sent once and only the product read back
- * ({@linkcode GpuBatchLinear.applyGated}; the SwiGLU kernel of `ops_wgsl.ts`).
+ * (`atb_wgsl.ts`), float32 weights: 64 token rows × 128 output features a workgroup, the tile
+ * of the prefill GEMM that reached ~20 TFLOP/s on an H100 (the older 64 × 64 kernel ran the
+ * calibration at ~1.5; `perf_main.ts --atb` times this one). Rows go through in chunks whose
+ * input and output each fit the largest storage binding. A gated pair (SwiGLU's gate and up
+ * projections) runs as one: `silu(x·Gᵀ) · (x·Uᵀ)` with the input sent once and only the product
+ * read back ({@linkcode GpuBatchLinear.applyGated}; the SwiGLU kernel of `ops_wgsl.ts`).
  *
  * @module
  */

@@ -3,7 +3,9 @@
  * Hessian `H = 2/N · Σ xxᵀ` — with the `AᵀB` kernel (`atb_wgsl.ts`). The sum lives in float32 on
  * the device, in bands of rows that each fit the largest storage binding (a 14336-wide Hessian
  * is 822 MB); activations are sent in chunks of tokens that fit one too. Only the upper triangle
- * is computed; {@linkcode GpuGram.read} mirrors it into a full float64 matrix.
+ * is computed (the kernel's 64 × 128 tiles wholly below the diagonal are skipped, so about half
+ * the products are made: a 5632-wide window of 512 tokens is 8.1 GFLOP of 16.2);
+ * {@linkcode GpuGram.read} mirrors it into a full float64 matrix.
  *
  * @module
  */
@@ -55,7 +57,8 @@ export class GpuGram {
     this.#pipeline = pipeline;
     const rowBytes = cols * 4;
     const fit = Math.floor(maxBinding / rowBytes);
-    // Bands are whole tiles of rows, so no workgroup straddles two.
+    // Bands are whole tiles of rows (each band is its own dispatch), so only the last band's
+    // last tile of rows is partial.
     const bandRows = Math.floor(fit / ATB_TILE) * ATB_TILE;
     if (bandRows === 0) {
       throw new GramShapeError(

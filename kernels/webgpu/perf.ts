@@ -33,6 +33,11 @@
  *   `T = 512` over the TinyLlama-1.1B linears and head (N×K 2048×2048, 256×2048, 5632×2048,
  *   2048×5632, 32000×2048) for f32, int4-g128 and f16 weights: TFLOP/s per tiling, also as rows
  *   (`kernel` `gemm`, `tiling` set) of `perf.csv`.
+ * - `--atb` times the `AᵀB` kernel of GPTQ's calibration (`atb_wgsl.ts`) at TinyLlama-1.1B's
+ *   shapes ({@linkcode ATB_PERF_CASES}): the Hessian sums `XᵀX` of a 512-token window (`rows`
+ *   layout, upper triangle only, 2048 and 5632 wide) and the calibration forward's linears over
+ *   4096 tokens (`cols` layout, 2048 → 5632 and 5632 → 2048), as `atb` rows whose TFLOP/s count
+ *   only the products made (for the Hessian, those on and above the diagonal).
  *
  * @module
  */
@@ -80,6 +85,15 @@ import {
   gemmTilingKey,
   gemmWorkgroupBytes,
 } from "./gemm_wgsl.ts";
+import {
+  ATB_TILE,
+  ATB_TILE_COLS,
+  atbGroups,
+  type AtbLayout,
+  type AtbParams,
+  atbShader,
+  atbUniform,
+} from "./atb_wgsl.ts";
 import { markdownTable } from "../../core/markdown_table.ts";
 import { rowsToCsvTable } from "../perf_csv.ts";
 import { writeFileAtomic } from "../../core/atomic.ts";
@@ -102,6 +116,8 @@ export interface WebGpuPerfOptions {
   sweepGemm?: boolean;
   /** The tilings the GEMM sweep times instead of {@linkcode GEMM_TILINGS}. */
   gemmTilings?: readonly GemmTiling[];
+  /** Also time GPTQ's calibration `AᵀB` kernel ({@linkcode ATB_PERF_CASES}). */
+  atb?: boolean;
 }
 
 /** One measurement. */
@@ -110,10 +126,14 @@ export interface GpuPerfRow {
   format: string;
   /**
    * `gemv-a8`: the decode GEMV on run-time int8 activation codes (`gemv_a8_wgsl.ts`);
-   * `quantize`: the per-token activation quantization before it.
+   * `quantize`: the per-token activation quantization before it; `atb`: GPTQ's calibration
+   * kernel (`atb_wgsl.ts`).
    */
-  kernel: "gemv" | "gemm" | "gemv-a8" | "quantize";
-  /** `T×N×K`: activation rows × output features × input features. */
+  kernel: "gemv" | "gemm" | "gemv-a8" | "quantize" | "atb";
+  /**
+   * `T×N×K`: activation rows × output features × input features (`atb`: depth `t` × rows `i` ×
+   * columns `j` of `O`).
+   */
   shape: string;
   /** `gpu-timestamps` or `wall`. */
   timing: string;
@@ -127,7 +147,7 @@ export interface GpuPerfRow {
   copy_ratio: number;
   /** Arithmetic rate `2·T·N·K / time` in TFLOP/s. */
   tflops: number;
-  /** The GEMM's tiling (`gemmTilingKey`), empty for other kernels. */
+  /** The GEMM's tiling (`gemmTilingKey`); `atb`: its tile, layout and `/upper`; else empty. */
   tiling: string;
 }
 
@@ -810,6 +830,103 @@ async function sweepGemm(
   return { rows, md };
 }
 
+/** One use of the `AᵀB` kernel timed by `--atb`. */
+export interface AtbPerfCase {
+  /** `hessian` (`H += XᵀX`) or `linear` (`x·Wᵀ` of the calibration forward). */
+  use: "hessian" | "linear";
+  layout: AtbLayout;
+  /** Only the upper triangle's tiles (the Hessian). */
+  upper: boolean;
+  /** Values of `t` summed over (tokens of a window, or input features). */
+  depth: number;
+  /** Rows `i` and columns `j` of `O`. */
+  rows: number;
+  cols: number;
+}
+
+/**
+ * `--atb`'s cases at TinyLlama-1.1B's shapes: GPTQ's Hessian of one 512-token window for the
+ * 2048-wide inputs (q/k/v, o, gate/up) and the 5632-wide one (down), and the calibration
+ * forward's gate/up and down linears over a chunk of 4096 token rows.
+ */
+export const ATB_PERF_CASES: readonly AtbPerfCase[] = [
+  { use: "hessian", layout: "rows", upper: true, depth: 512, rows: 2048, cols: 2048 },
+  { use: "hessian", layout: "rows", upper: true, depth: 512, rows: 5632, cols: 5632 },
+  { use: "linear", layout: "cols", upper: false, depth: 2048, rows: 4096, cols: 5632 },
+  { use: "linear", layout: "cols", upper: false, depth: 5632, rows: 4096, cols: 2048 },
+];
+
+/** `--atb --quick`: small shapes that are no whole tiles, for a smoke run. */
+const QUICK_ATB_CASES: readonly AtbPerfCase[] = [
+  { use: "hessian", layout: "rows", upper: true, depth: 70, rows: 150, cols: 150 },
+  { use: "linear", layout: "cols", upper: false, depth: 96, rows: 70, cols: 200 },
+];
+
+/**
+ * Times the `AᵀB` kernel at each case over random values in ±0.5, each dispatch accumulating into
+ * the same `O` as GPTQ's calibration does; TFLOP/s count the products made (`upper`: those with
+ * `i ≤ j`).
+ */
+async function timeAtb(
+  b: Bench,
+  cases: readonly AtbPerfCase[],
+  log: (line: string) => void,
+): Promise<GpuPerfRow[]> {
+  const { k, timer } = b;
+  const out: GpuPerfRow[] = [];
+  for (const c of cases) {
+    const { depth, rows: I, cols: J, layout, upper } = c;
+    const a = k.storage(depth * I * 4);
+    const bm = upper ? a : k.storage(depth * J * 4);
+    const o = k.storage(I * J * 4);
+    for (const [buffer, seed] of [[a, 11], [bm, 12]] as const) {
+      await b.weights.fill({ buffer, offset: 0, size: buffer.size }, 2, seed);
+    }
+    const p: AtbParams = {
+      depth,
+      lda: layout === "rows" ? I : depth,
+      ldb: layout === "rows" ? J : depth,
+      ldo: J,
+      i0: 0,
+      i1: I,
+      j0: 0,
+      j1: J,
+      row0: 0,
+      alpha: 1,
+    };
+    const pipeline = await k.pipeline("urrw", atbShader(upper, layout));
+    const bind = k.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries: [k.uniform([...atbUniform(p)]), a, bm, o].map((buffer, binding) => ({
+        binding,
+        resource: { buffer },
+      })),
+    });
+    const groups = atbGroups(p);
+    const ms = await timer.timeAuto(
+      (pass) => {
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, bind);
+        pass.dispatchWorkgroups(...groups);
+      },
+      20,
+      3,
+    );
+    for (const buffer of new Set([a, bm, o])) buffer.destroy();
+    const products = upper ? (depth * I * (I + 1)) / 2 : depth * I * J;
+    const tiling = `${ATB_TILE}x${ATB_TILE_COLS} ${layout}${upper ? "/upper" : ""}`;
+    const bytes = depth * (upper ? I : I + J) * 4;
+    const r = row(c.use, "atb", depth, I, J, timer.method, ms, bytes, NaN, tiling);
+    out.push({ ...r, copy_ratio: NaN, tflops: (2 * products) / (ms * 1e9) });
+    log(
+      `atb ${c.use} ${tiling} ${r.shape}: ${ms.toFixed(4)} ms, ${
+        out.at(-1)!.tflops.toFixed(2)
+      } TFLOP/s`,
+    );
+  }
+  return out;
+}
+
 /**
  * The codebook formats' GEMV with each knob setting of `CODEBOOK_VARIANTS` at 8192² (`quick`:
  * 512²), as a table of `÷ copy` per format and setting.
@@ -978,6 +1095,7 @@ async function perfRuns(
       log(`quantize activations 1×${K}: ${ms.toFixed(4)} ms`);
     }
   }
+  if (options.atb) out.push(...await timeAtb(b, quick ? QUICK_ATB_CASES : ATB_PERF_CASES, log));
   const sweep: string[] = [];
   if (options.sweep) {
     sweep.push(await sweepGemv(b, quick, copyFor, log));

@@ -1,7 +1,7 @@
 /**
  * Entry point of the WebGPU perf run that imports no npm packages, so it runs on a machine with
  * no registry access (the GPU machine): `deno run -A kernels/webgpu/perf_main.ts [--rows N]
- * [--out DIR] [--formats a,b] [--quick] [--sweep] [--sweep-gemm [--gemm-tilings A,B]]`. `deno task perf --backend webgpu` runs the
+ * [--out DIR] [--formats a,b] [--quick] [--sweep] [--sweep-gemm [--gemm-tilings A,B]] [--atb]`. `deno task perf --backend webgpu` runs the
  * same code through `main.ts`.
  *
  * @module
@@ -23,6 +23,7 @@ export async function perfMain(args: string[]): Promise<void> {
       "sweep-gemm": { type: "boolean" },
       "sweep-codebook": { type: "boolean" },
       "gemm-tilings": { type: "string" },
+      atb: { type: "boolean" },
     },
     strict: true,
   });
@@ -35,6 +36,7 @@ export async function perfMain(args: string[]): Promise<void> {
     sweepGemm: values["sweep-gemm"],
     sweepCodebook: values["sweep-codebook"],
     gemmTilings: values["gemm-tilings"]?.split(",").map(parseGemmTiling),
+    atb: values.atb,
   });
 }
 
