@@ -3,23 +3,26 @@
  * C[m][code(r, j, m)][i] · x[t][j·g + i]`, decoding the codes inside the product.
  *
  * Laid out as `e8p_wgsl.ts` is, with everything unrolled over compile-time constants (no private
- * arrays, which NVIDIA keeps in off-chip local memory): {@linkcode AQLM_LANES} lanes share a row,
- * {@linkcode AQLM_ROWS_PER_GROUP} rows a workgroup of 256. Where a group's `M` codes fill a whole
- * fraction of a u32 (`32 % (M·B) = 0`: 1x16, 2x8, 1x8, 2x4, …) a lane reads a *unit*, one code
- * word, and neighbouring lanes neighbouring words (a warp's input loads then touch few 128-byte
- * lines, as in `e8p_wgsl.ts`); other widths take one group a unit, its codes read
- * from the row's bit stream. A group's codewords (f16 pairs) are summed into `vec4<f32>` registers
- * (scalars where `g % 4 ≠ 0`) and dotted with `TT` token rows of activations, read as `vec4<f32>`
- * where `g`, `cols` and the input stride are multiples of 4 (1 token row when decoding; more for
- * prefill, so each decoded group serves several tokens). Each lane takes `unroll` units a step,
- * their loads issued together; whole steps run without bounds checks, then a guarded loop, then
- * the groups past the last whole unit one a lane (the last of them partial where `cols % g ≠ 0`,
- * reading zeros for the missing activations). The codebooks are read through the cache, or with
- * `shared` from workgroup memory (only where they fit: not 1x16's 65,536 codewords). The lanes of
- * a row meet through a 256-float buffer, one barrier per token row.
+ * arrays, which NVIDIA keeps in off-chip local memory): `lanes` lanes share a row, `256 / lanes`
+ * rows a workgroup of 256 ({@linkcode AQLM_LANES} = 8 by default; the layout knob `codebookLanes`
+ * sets 4, 16, 32 or another power of two for the perf sweep, and the default stays 8 until a sweep
+ * on the GPU says otherwise). Where a group's `M` codes fill a whole fraction of a u32
+ * (`32 % (M·B) = 0`: 1x16, 2x8, 1x8, 2x4, …) a lane reads a *unit*, one code word, and neighbouring
+ * lanes neighbouring words (a warp's input loads then touch few 128-byte lines, as in
+ * `e8p_wgsl.ts`); other widths take one group a unit, its codes read from the row's bit stream. A
+ * group's codewords (f16 pairs) are summed into `vec4<f32>` registers (scalars where `g % 4 ≠ 0`)
+ * and dotted with `TT` token rows of activations, read as `vec4<f32>` where `g`, `cols` and the
+ * input stride are multiples of 4 (1 token row when decoding; more for prefill, so each decoded
+ * group serves several tokens). Each lane takes `unroll` units a step, their loads issued together;
+ * whole steps run without bounds checks, then a guarded loop, then the groups past the last whole
+ * unit one a lane (the last of them partial where `cols % g ≠ 0`, reading zeros for the missing
+ * activations). The codebooks are read through the cache, or with `shared` from workgroup memory
+ * (only where they fit: not 1x16's 65,536 codewords). The lanes of a row meet through a 256-float
+ * buffer, one barrier per token row.
  *
  * Bindings: 0 params (`CODEBOOK_PARAMS`), 1 `Step`, 2 x, 3 codes (`rowWords` a row), 4 codebook
- * words, 5 out, 6 row scales (f32). Dispatch `(⌈rows / AQLM_ROWS_PER_GROUP⌉, ⌈T / TT⌉, 1)`.
+ * words, 5 out, 6 row scales (f32). Dispatch `(⌈rows / (256 / lanes)⌉, ⌈T / TT⌉, 1)`
+ * (`rowsPerWorkgroup`, `codebook_epilogue_wgsl.ts`).
  *
  * @module
  */
@@ -28,11 +31,11 @@ import {
   CODEBOOK_STORE,
   laneReduce,
   laneSteps,
+  rowsPerWorkgroup,
 } from "./codebook_epilogue_wgsl.ts";
 
-/** Threads sharing a row, and rows per workgroup of 256. */
+/** Lanes sharing a row by default (the option `lanes` of {@linkcode AqlmShaderOptions}). */
 export const AQLM_LANES = 8;
-export const AQLM_ROWS_PER_GROUP = 256 / AQLM_LANES;
 
 /** What the AQLM shader is built for. */
 export interface AqlmShaderOptions {
@@ -51,6 +54,8 @@ export interface AqlmShaderOptions {
   shared: boolean;
   /** Units (see the module notes) a lane takes per step (default {@linkcode aqlmUnroll}). */
   unroll?: number;
+  /** Lanes sharing a row, a power of two up to 256 (default {@linkcode AQLM_LANES}). */
+  lanes?: number;
 }
 
 /**
@@ -76,7 +81,9 @@ export function aqlmCodebookWords(o: Pick<AqlmShaderOptions, "codebooks" | "bits
 /** The cache key of {@linkcode aqlmShader}. */
 export function aqlmKey(o: AqlmShaderOptions): string {
   return `aqlm:${o.codebooks}x${o.bits}:g${o.groupSize}:s${o.stride}:w${o.rowWords}:c${o.cols}:` +
-    `x${o.xStride}:t${o.tokens}:u${o.unroll ?? aqlmUnroll(o)}:${o.shared ? "shared" : "cache"}`;
+    `x${o.xStride}:t${o.tokens}:u${o.unroll ?? aqlmUnroll(o)}:${o.shared ? "shared" : "cache"}` +
+    // Default lanes keep the key (and the shader's first line) as it was before the knob.
+    ((o.lanes ?? AQLM_LANES) === AQLM_LANES ? "" : `:l${o.lanes}`);
 }
 
 /** The AQLM matmul shader (see the module notes). */
@@ -85,7 +92,8 @@ export function aqlmShader(o: AqlmShaderOptions): string {
   if (!(B >= 1 && B <= 16 && G >= 1 && stride === Math.ceil(G / 2) && TT >= 1)) {
     throw new AqlmShaderError(`No AQLM shader for ${JSON.stringify(o)}`);
   }
-  const L = AQLM_LANES;
+  const L = o.lanes ?? AQLM_LANES;
+  const rowsPerGroup = rowsPerWorkgroup(L);
   const groups = Math.ceil(cols / G);
   const fullGroups = Math.floor(cols / G);
   const U = o.unroll ?? aqlmUnroll(o);
@@ -234,7 +242,7 @@ ${straddle}  return v & ${mask};
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
   let lane = lid % ${L}u;
   // Lanes past the last row read its codes (no bounds checks in the loops) and store nothing.
-  let r = wg.x * ${AQLM_ROWS_PER_GROUP}u + lid / ${L}u;
+  let r = wg.x * ${rowsPerGroup}u + lid / ${L}u;
   let row = min(r, p.rows - 1u);
 ${
     o.shared

@@ -1,7 +1,8 @@
 /**
  * WGSL shared by the codebook formats' kernels (`e8p_wgsl.ts`, `aqlm_wgsl.ts`, `vptq_wgsl.ts`):
  * their uniform block and output store, the lanes' unrolled loops over a row and their sum
- * ({@linkcode laneSteps}, {@linkcode laneReduce}), and the epilogue that finishes VPTQ's product
+ * ({@linkcode laneSteps}, {@linkcode laneReduce}; {@linkcode rowsPerWorkgroup} checks the lanes a
+ * row), and the epilogue that finishes VPTQ's product
  * computed in column splits: `out[t][r] (+)= Σ_z partial[z][t][r] + Σ_b tokenAdd[t][b]`, over
  * `splits` partial sums, with the norm's bias term in `tokenParts` parts as `tokenAdd` (where the
  * matrix has a norm: one part per workgroup of `vptqPrepShader`).
@@ -66,6 +67,24 @@ ${
 `;
 }
 
+/** Thrown for a number of lanes a row that does not divide a workgroup of 256 threads. */
+export class CodebookLanesError extends RangeError {
+  override name = "CodebookLanesError";
+}
+
+/**
+ * Rows a workgroup of 256 threads takes when `lanes` lanes share a row: `lanes` must be a power of
+ * two up to 256, so that the rows tile the workgroup and a row's lanes are neighbours in `red`.
+ */
+export function rowsPerWorkgroup(lanes: number): number {
+  if (!(Number.isInteger(lanes) && lanes >= 1 && lanes <= 256 && (lanes & (lanes - 1)) === 0)) {
+    throw new CodebookLanesError(
+      `Lanes a row must be a power of two from 1 to 256, not ${JSON.stringify(lanes)}`,
+    );
+  }
+  return 256 / lanes;
+}
+
 /** What {@linkcode laneSteps} generates the loops of. */
 export interface LaneSteps {
   /** Lanes sharing a row (`lane` in scope), units of the row, units a lane takes per step. */
@@ -115,9 +134,10 @@ export function laneSteps(o: LaneSteps): string {
 
 /**
  * WGSL summing each token row's accumulator `acc{t}` over the `lanes` lanes of a row through the
- * workgroup array `red` (256 f32), one barrier per token row: lane 0 adds its row's partial sums
- * in lane order and runs `store(t)` with the sum as `v` and `tok` the token row, where `valid`
- * (a WGSL condition) holds; token rows start at `wg.y · tokens`.
+ * workgroup array `red` (256 f32), one barrier per token row: lane 0 of a row (thread `lid`, a
+ * multiple of `lanes`) adds its row's partial sums `red[lid .. lid + lanes)` in lane order and
+ * runs `store(t)` with the sum as `v` and `tok` the token row, where `valid` (a WGSL condition)
+ * holds; token rows start at `wg.y · tokens`.
  */
 export function laneReduce(tokens: number, lanes: number, valid: string, store: string): string {
   return Array.from({ length: tokens }, (_, t) =>

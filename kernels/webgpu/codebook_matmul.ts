@@ -18,20 +18,16 @@
  * read through the cache (never AQLM 1x16's 65,536 codewords in workgroup memory); the sweeps'
  * `Layout.codebookShared` forces either where they fit (for E8P: the E81B grid of `rvq3`; its 256
  * patterns always sit there); `Layout.codebookUnroll` sets how much each thread takes per
- * step.
+ * step, and `Layout.codebookLanes` how many lanes share a row of E8P's and AQLM's kernels (decode
+ * and prefill alike; workgroups of 256 then take `256 / lanes` rows): 8 unless set, and 8 stays
+ * the default until the GPU sweep (`perf.ts`, `CODEBOOK_VARIANTS`) says otherwise.
  *
  * @module
  */
 import type { GpuCodebookPlan } from "../formats/gpu_layout.ts";
 import type { PackedMatrix } from "./pack.ts";
-import { AQLM_ROWS_PER_GROUP, aqlmCodebookWords, aqlmShader } from "./aqlm_wgsl.ts";
-import {
-  E8P_ROWS_PER_GROUP,
-  E8P_TABLE_WORDS,
-  e8pShader,
-  e8pSharedWords,
-  e8pTable,
-} from "./e8p_wgsl.ts";
+import { AQLM_LANES, aqlmCodebookWords, aqlmShader } from "./aqlm_wgsl.ts";
+import { E8P_LANES, E8P_TABLE_WORDS, e8pShader, e8pSharedWords, e8pTable } from "./e8p_wgsl.ts";
 import {
   VPTQ_GROUPS_PER_WORKGROUP,
   VPTQ_SLICES,
@@ -39,7 +35,7 @@ import {
   vptqPrepShader,
   vptqShader,
 } from "./vptq_wgsl.ts";
-import { epilogueShader } from "./codebook_epilogue_wgsl.ts";
+import { epilogueShader, rowsPerWorkgroup } from "./codebook_epilogue_wgsl.ts";
 import { hadamardFactorData, hadamardShader } from "./hadamard_wgsl.ts";
 import { wideHadamardPasses } from "./hadamard_wide_wgsl.ts";
 
@@ -161,6 +157,7 @@ export async function codebookMatmul(
   // codeword reads there cost a bank access, through the cache a line each.
   const shared = (bytes: number) => m.layout.codebookShared ?? bytes <= SHARED_BY_DEFAULT;
   const unroll = m.layout.codebookUnroll;
+  const lanes = m.layout.codebookLanes;
   const fits = (bytes: number) => bytes <= k.device.limits.maxComputeWorkgroupStorageSize;
   const label = `matmul ${m.rows}x${m.cols} ${plan.kind}`;
   const both = async (make: (tokens: number) => string, sig: string) => {
@@ -208,9 +205,10 @@ export async function codebookMatmul(
         fits(aqlmCodebookWords(plan) * 4 + 1024);
       const pipeline = await both(
         (tokens) =>
-          aqlmShader({ ...plan, cols: m.cols, xStride, tokens, shared: onShared, unroll }),
+          aqlmShader({ ...plan, cols: m.cols, xStride, tokens, shared: onShared, unroll, lanes }),
         "usrrrwr",
       );
+      const rowsPerGroup = rowsPerWorkgroup(lanes ?? AQLM_LANES);
       return [{
         label,
         pipeline,
@@ -223,7 +221,7 @@ export async function codebookMatmul(
           out,
           scales!,
         ]),
-        groups: (T) => [Math.ceil(m.rows / AQLM_ROWS_PER_GROUP), Math.ceil(T / tokensFor(T)), 1],
+        groups: (T) => [Math.ceil(m.rows / rowsPerGroup), Math.ceil(T / tokensFor(T)), 1],
       }];
     }
     case "e8p": {
@@ -347,9 +345,10 @@ export async function codebookMatmul(
         groups: d.groups,
       });
       const pipeline = await both(
-        (tokens) => e8pShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll }),
+        (tokens) => e8pShader({ ...plan, cols: m.cols, tokens, shared: onShared, unroll, lanes }),
         "usrrrwr",
       );
+      const rowsPerGroup = rowsPerWorkgroup(lanes ?? E8P_LANES);
       return [
         ...input.map(transform),
         {
@@ -364,7 +363,7 @@ export async function codebookMatmul(
             z,
             second!,
           ]),
-          groups: (T) => [Math.ceil(m.rows / E8P_ROWS_PER_GROUP), Math.ceil(T / tokensFor(T)), 1],
+          groups: (T) => [Math.ceil(m.rows / rowsPerGroup), Math.ceil(T / tokensFor(T)), 1],
         },
         ...output.map(transform),
       ];

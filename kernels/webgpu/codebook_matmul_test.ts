@@ -1,9 +1,10 @@
 /**
  * The codebook formats' WebGPU matmul (`codebook_matmul.ts`) against the CPU reference beyond the
  * conformance suite's cases: both codebook placements and another step per thread (the
- * `codebookShared` and `codebookUnroll` knobs), prefill in tiles of 8 token rows with a partial
- * last tile, rows of more codewords than threads per row, VPTQ split over columns; and the packer
- * keeping codes as stored (no f32 fallback) unless a part exceeds a storage binding.
+ * `codebookShared` and `codebookUnroll` knobs), 4, 16 and 32 lanes a row of E8P and AQLM (the
+ * `codebookLanes` knob), prefill in tiles of 8 token rows with a partial last tile, rows of more
+ * codewords than threads per row, VPTQ split over columns; and the packer keeping codes as stored
+ * (no f32 fallback) unless a part exceeds a storage binding.
  */
 import assert from "node:assert/strict";
 import { createWebGpuBackend } from "./backend.ts";
@@ -14,9 +15,9 @@ import type { Matrix } from "../../core/model.ts";
 import { e8pMatrix } from "../formats/e8p_format.ts";
 import { buildAqlmMatrix } from "../formats/aqlm.ts";
 import { buildVptq, parseVptqName, toHalves } from "../formats/vptq.ts";
-import { epilogueKey } from "./codebook_epilogue_wgsl.ts";
-import { aqlmKey } from "./aqlm_wgsl.ts";
-import { e8pKey } from "./e8p_wgsl.ts";
+import { CodebookLanesError, epilogueKey, rowsPerWorkgroup } from "./codebook_epilogue_wgsl.ts";
+import { aqlmKey, aqlmShader } from "./aqlm_wgsl.ts";
+import { e8pKey, e8pShader } from "./e8p_wgsl.ts";
 import { vptqKey } from "./vptq_wgsl.ts";
 
 const unavailable = await createWebGpuBackend().unavailable();
@@ -149,6 +150,78 @@ Deno.test({
       }
     }
   },
+});
+
+Deno.test({
+  name: "webgpu: E8P and AQLM with 4, 16 and 32 lanes a row equal the CPU's, T = 1, 11",
+  ignore: unavailable !== undefined,
+  async fn() {
+    // 28, 21 and 37 rows fill no whole number of workgroups (64, 16 or 8 rows). E8P: 28 × 172
+    // has 10 whole code words a row, then a whole codeword and one of 4 values; 28 × 2752 has 172
+    // code words a row, so unguarded steps for every lane count when prefilling (2 words a lane
+    // and step) and for 4 and 16 lanes when decoding (8). AQLM 2x8 (codes packed 2 groups a word;
+    // codebooks in workgroup memory) 21 × 2100: 131 words and a last group of 4 values; 1x5 g5
+    // (codes read from the bit stream) 37 × 603: a last group of 3. Few cases: each is two
+    // shaders per lane count to compile, ~0.5 s each on lavapipe.
+    const e8p = (rows: number, cols: number): Matrix =>
+      e8pMatrix(
+        rows,
+        cols,
+        Uint16Array.from(codes(rows * Math.ceil(cols / 8), 65536, 2)),
+        Uint8Array.from(codes(Math.ceil(cols / 8), 256, 9)),
+        toHalves(pseudoRandom(rows, 10).map((v) => 0.05 * v)),
+      );
+    const aqlm = (M: number, B: number, g: number, rows: number, cols: number): Matrix =>
+      buildAqlmMatrix({
+        scheme: { codebooks: M, bits: B, groupSize: g },
+        rows,
+        cols,
+        codes: codes(rows * Math.ceil(cols / g) * M, 2 ** B, 12),
+        codebooks: pseudoRandom(M * 2 ** B * g, 13),
+        scales: pseudoRandom(rows, 14).map((v) => 1 + v),
+      });
+    const cases: [string, Matrix][] = [
+      ["e8p12 28 × 172", e8p(28, 172)],
+      ["e8p12 28 × 2752", e8p(28, 2752)],
+      ["aqlm 2x8 g8 21 × 2100", aqlm(2, 8, 8, 21, 2100)],
+      ["aqlm 1x5 g5 37 × 603", aqlm(1, 5, 5, 37, 603)],
+    ];
+    for (const lanes of [4, 16, 32]) {
+      const ops = createWebGpuBackend({ gemv: { codebookLanes: lanes } }).ops!;
+      for (const [name, w] of cases) {
+        for (const T of [1, 11]) {
+          const x = pseudoRandom(T * w.cols, 70 + T);
+          const err = relativeError(await ops.matmul(x, w), await cpuOps.matmul(x, w));
+          assert.ok(err <= 1e-5, `${name} lanes=${lanes} T=${T}: relative error ${err}`);
+        }
+      }
+    }
+  },
+});
+
+Deno.test("codebook lanes a row: powers of two up to 256, in the keys unless the default", () => {
+  assert.deepEqual([1, 4, 8, 16, 32, 256].map(rowsPerWorkgroup), [256, 64, 32, 16, 8, 1]);
+  for (const bad of [0, 3, 12, 512, 2.5]) {
+    assert.throws(() => rowsPerWorkgroup(bad), CodebookLanesError);
+  }
+  const e = { rvq: 0, rowWords: 16, secondWords: 0, cols: 256, tokens: 1, shared: false } as const;
+  assert.equal(e8pKey({ ...e, lanes: 8 }), e8pKey(e));
+  assert.notEqual(e8pKey({ ...e, lanes: 16 }), e8pKey(e));
+  assert.throws(() => e8pShader({ ...e, lanes: 24 }), CodebookLanesError);
+  const a = {
+    codebooks: 2,
+    bits: 8,
+    groupSize: 8,
+    stride: 4,
+    rowWords: 32,
+    cols: 256,
+    xStride: 256,
+    tokens: 1,
+    shared: true,
+  };
+  assert.equal(aqlmKey({ ...a, lanes: 8 }), aqlmKey(a));
+  assert.notEqual(aqlmKey({ ...a, lanes: 4 }), aqlmKey(a));
+  assert.throws(() => aqlmShader({ ...a, lanes: 48 }), CodebookLanesError);
 });
 
 Deno.test({

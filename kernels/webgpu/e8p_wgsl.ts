@@ -8,30 +8,36 @@
  *
  * Laid out for NVIDIA-like GPUs, where private arrays indexed by a loop variable live in off-chip
  * local memory: the generator unrolls everything over compile-time constants, so a codeword is two
- * `vec4<f32>` registers and each token row one scalar accumulator. {@linkcode E8P_LANES} lanes
- * share a row ({@linkcode E8P_ROWS_PER_GROUP} rows a workgroup of 256); a lane reads a *unit*, one
- * u32 code word (2 codewords), and neighbouring lanes read neighbouring words. One word a lane
- * keeps a lane's 16 input floats within half a 128-byte line, so a warp's `vec4<f32>` input load
- * (8 lanes of a row, 4 rows reading the same addresses) touches 4 lines, not one a lane as a
+ * `vec4<f32>` registers and each token row one scalar accumulator. `lanes` lanes share a row
+ * (`256 / lanes` rows a workgroup of 256; {@linkcode E8P_LANES} = 8 by default, the layout knob
+ * `codebookLanes` sets 4, 16, 32 or another power of two for the perf sweep, and the default stays
+ * 8 until a sweep on the GPU says otherwise); a lane reads a *unit*, one u32 code word (2
+ * codewords), and neighbouring lanes read neighbouring words. One word a lane keeps a lane's 16
+ * input floats within half a 128-byte line, so a warp's `vec4<f32>` input load (with 8 lanes: 8
+ * lanes of a row, 4 rows reading the same addresses) touches 4 lines, not one a lane as a
  * `vec4<u32>` unit (64 input floats a lane) would. Each lane takes `unroll` units a step, their
  * loads issued together; whole steps run without bounds checks, then a guarded loop for the units
- * left and one guarded codeword past the last whole unit (partial where `cols % 8 ≠ 0`). The
- * input is read as `vec4<f32>` where `cols % 4 = 0`. The 256 patterns sit in workgroup memory (the
- * E81B grid of `rvq3` too with `shared`); the lanes of a row meet through a 256-float buffer, one
+ * left and one guarded codeword past the last whole unit (partial where `cols % 8 ≠ 0`). The input
+ * is read as `vec4<f32>` where `cols % 4 = 0`. The 256 patterns sit in workgroup memory (the E81B
+ * grid of `rvq3` too with `shared`); the lanes of a row meet through a 256-float buffer, one
  * barrier per token row.
  *
  * Bindings: 0 params (`CODEBOOK_PARAMS`), 1 `Step`, 2 u (rows of `cols`), 3 codes, 4 the table
  * words (then E81B as f32 bits), 5 z (rows of `rows`), 6 residual codes. Dispatch
- * `(⌈rows / E8P_ROWS_PER_GROUP⌉, ⌈T / TT⌉, 1)`.
+ * `(⌈rows / (256 / lanes)⌉, ⌈T / TT⌉, 1)` (`rowsPerWorkgroup`, `codebook_epilogue_wgsl.ts`).
  *
  * @module
  */
 import { E81B_GRID, E8P_ABS, E8P_RVQ } from "../formats/e8p_codebook.ts";
-import { CODEBOOK_PARAMS, laneReduce, laneSteps } from "./codebook_epilogue_wgsl.ts";
+import {
+  CODEBOOK_PARAMS,
+  laneReduce,
+  laneSteps,
+  rowsPerWorkgroup,
+} from "./codebook_epilogue_wgsl.ts";
 
-/** Lanes sharing a row, and rows per workgroup of 256. */
+/** Lanes sharing a row by default (the option `lanes` of {@linkcode E8pShaderOptions}). */
 export const E8P_LANES = 8;
-export const E8P_ROWS_PER_GROUP = 256 / E8P_LANES;
 
 /** What the E8P shader is built for. */
 export interface E8pShaderOptions {
@@ -44,6 +50,8 @@ export interface E8pShaderOptions {
   shared: boolean;
   /** Units (see the module notes) a lane takes per step (default {@linkcode e8pUnroll}). */
   unroll?: number;
+  /** Lanes sharing a row, a power of two up to 256 (default {@linkcode E8P_LANES}). */
+  lanes?: number;
 }
 
 /**
@@ -58,7 +66,9 @@ export function e8pUnroll(tokens: number): number {
 export function e8pKey(o: E8pShaderOptions): string {
   return `e8p:rvq${o.rvq}:w${o.rowWords}:${o.secondWords}:c${o.cols}:t${o.tokens}:` +
     `u${o.unroll ?? e8pUnroll(o.tokens)}:` +
-    (o.shared ? "shared" : "cache");
+    (o.shared ? "shared" : "cache") +
+    // Default lanes keep the key (and the shader's first line) as it was before the knob.
+    ((o.lanes ?? E8P_LANES) === E8P_LANES ? "" : `:l${o.lanes}`);
 }
 
 /**
@@ -97,7 +107,8 @@ export function e8pSharedWords(o: Pick<E8pShaderOptions, "rvq" | "shared">): num
 /** The E8P shader (see the module notes). */
 export function e8pShader(o: E8pShaderOptions): string {
   const { cols, tokens: TT, rowWords } = o;
-  const L = E8P_LANES;
+  const L = o.lanes ?? E8P_LANES;
+  const rowsPerGroup = rowsPerWorkgroup(L);
   const U = Math.max(1, o.unroll ?? e8pUnroll(TT));
   const vecIn = cols % 4 === 0;
   const fullVec = Math.floor(cols / 8);
@@ -230,7 +241,7 @@ fn e8p(code: u32) -> W8 {
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
   let lane = lid % ${L}u;
   // Lanes past the last row read its codes (no bounds checks in the loops) and store nothing.
-  let r = wg.x * ${E8P_ROWS_PER_GROUP}u + lid / ${L}u;
+  let r = wg.x * ${rowsPerGroup}u + lid / ${L}u;
   let row = min(r, p.rows - 1u);
   wtb[lid] = vec4<u32>(tb[4u * lid], tb[4u * lid + 1u], tb[4u * lid + 2u], tb[4u * lid + 3u]);
 ${

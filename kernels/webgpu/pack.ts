@@ -85,6 +85,11 @@ export interface Layout extends GpuLayout {
    * when not the kernel's default (sweeps).
    */
   codebookUnroll?: number;
+  /**
+   * Codebook formats: lanes sharing a row of the E8P and AQLM kernels (a power of two up to 256;
+   * VPTQ ignores it), when not their default of 8 (sweeps).
+   */
+  codebookLanes?: number;
 }
 
 /**
@@ -102,6 +107,7 @@ export type GemvTuning = Pick<
   | "gemvPrescale"
   | "codebookShared"
   | "codebookUnroll"
+  | "codebookLanes"
 >;
 
 /** One row range of a packed matrix, small enough for one storage binding per buffer. */

@@ -23,12 +23,13 @@
  * - Codebook formats (QuIP#'s E8P, AQLM, VPTQ) are timed by `perf_codebook.ts`: every dispatch
  *   of their product over matrices uploaded from the host, `gemv` and `gemm` rows alike.
  * - `--sweep` also times the codebook formats' knobs (`CODEBOOK_VARIANTS`: codebooks in workgroup
- *   memory, work per thread) at 8192², and variants of the int4-g128 integer-activation GEMV (threads per
- *   workgroup and per row, rows per thread, chunks per iteration, signed codes or code sums)
- *   and of the float-activation GEMV (rows per thread, activations staged in workgroup memory,
- *   pre-scaled there, or loaded by each thread) at the decode shapes of a 1B model and at 8192²,
- *   each right after the default kernel, after everything else. `--sweep-codebook` times the
- *   codebook knobs alone (with `--formats ""`, nothing else but the copy kernel).
+ *   memory, work per thread, E8P's and AQLM's lanes a row) at 8192², and variants of the
+ *   int4-g128 integer-activation GEMV (threads per workgroup and per row, rows per thread,
+ *   chunks per iteration, signed codes or code sums) and of the float-activation GEMV (rows per
+ *   thread, activations staged in workgroup memory, pre-scaled there, or loaded by each thread)
+ *   at the decode shapes of a 1B model and at 8192², each right after the default kernel, after
+ *   everything else. `--sweep-codebook` times the codebook knobs alone (with `--formats ""`,
+ *   nothing else but the copy kernel).
  * - `--sweep-gemm` times the prefill GEMM with each tiling of {@linkcode GEMM_TILINGS} at
  *   `T = 512` over the TinyLlama-1.1B linears and head (N×K 2048×2048, 256×2048, 5632×2048,
  *   2048×5632, 32000×2048) for f32, int4-g128 and f16 weights: TFLOP/s per tiling, also as rows
@@ -944,9 +945,14 @@ async function sweepCodebook(
     const cell = [f.name];
     for (const variant of CODEBOOK_VARIANTS) {
       const [t] = await codebookPerf(host, [f], [[size, size]], [1], log, variant);
-      const ratio = t ? t.bytes / (t.ms * 1e6) / await copyFor(t.bytes) : NaN;
+      if (!t) {
+        // Not timed (a knob its kernel does not take, lanes for VPTQ): codebookPerf said why.
+        cell.push("—");
+        continue;
+      }
+      const ratio = t.bytes / (t.ms * 1e6) / await copyFor(t.bytes);
       log(
-        `${f.name}${variant.label} gemv ${size}²: ${t?.ms.toFixed(4)} ms, ÷ copy ${
+        `${f.name}${variant.label} gemv ${size}²: ${t.ms.toFixed(4)} ms, ÷ copy ${
           ratio.toFixed(3)
         }`,
       );

@@ -16,6 +16,7 @@ import { type Dispatch, encodeDispatches, Kernels, STEP_STRIDE } from "./kernels
 import { packMatrix } from "./pack_matrix.ts";
 import type { GemvTuning, PackedMatrix } from "./pack.ts";
 import type { CodebookPerfFormat } from "../perf_codebook_formats.ts";
+import type { GpuCodebookPlan } from "../formats/gpu_layout.ts";
 
 /** One timing of {@linkcode codebookPerf}. */
 export interface CodebookTiming {
@@ -41,6 +42,13 @@ export interface CodebookPerfHost {
   ): Promise<number>;
 }
 
+/** Knob settings of a timing, labelled; `kinds`: the only kernels the knobs change (else all). */
+export interface CodebookVariant {
+  tuning: GemvTuning;
+  label: string;
+  kinds?: readonly GpuCodebookPlan["kind"][];
+}
+
 /** Bytes decode rotates over. */
 const ROTATE_BYTES = 256 * 2 ** 20;
 
@@ -59,7 +67,8 @@ function planBytes(p: PackedMatrix): number {
 /**
  * Times each format at each `[N, K]` for each of `tokenRows` (1: the GEMV row, more: prefill),
  * with the knobs of `variant` (its label appended to the format's); shapes a format cannot take
- * (E8P needs Hadamard sizes) or that fall back to f32 are skipped with a log line.
+ * (E8P needs Hadamard sizes) or that fall back to f32, and formats whose kernel the variant's
+ * knobs do not change, are skipped with a log line.
  */
 export async function codebookPerf(
   host: CodebookPerfHost,
@@ -67,7 +76,7 @@ export async function codebookPerf(
   shapes: readonly [number, number][],
   tokenRows: readonly number[],
   log: (line: string) => void,
-  variant: { tuning: GemvTuning; label: string } = { tuning: {}, label: "" },
+  variant: CodebookVariant = { tuning: {}, label: "" },
 ): Promise<CodebookTiming[]> {
   const out: CodebookTiming[] = [];
   for (const f of formats) {
@@ -77,6 +86,10 @@ export async function codebookPerf(
       const packed = plain && { ...plain, layout: { ...plain.layout, ...variant.tuning } };
       if (!packed?.codebook) {
         log(`${f.name} ${N}×${K}: not timed (${packed?.fallback ?? "no matrix of this shape"})`);
+        continue;
+      }
+      if (variant.kinds && !variant.kinds.includes(packed.codebook.kind)) {
+        log(`${f.name}${variant.label} ${N}×${K}: not timed (the knobs do not change its kernel)`);
         continue;
       }
       const bytes = planBytes(packed);
@@ -138,16 +151,21 @@ export async function codebookPerf(
 
 /**
  * Knob settings `--sweep` times for the codebook formats (the default first): codebooks in
- * workgroup memory or through the cache, and steps of 1, 4 and 16 units (groups' or codewords'
- * code words, VPTQ columns) per thread.
+ * workgroup memory or through the cache, steps of 1, 4 and 16 units (groups' or codewords' code
+ * words, VPTQ columns) per thread, and 4, 16 and 32 lanes a row (E8P and AQLM; default 8).
  */
-export const CODEBOOK_VARIANTS: readonly { tuning: GemvTuning; label: string }[] = [
+export const CODEBOOK_VARIANTS: readonly CodebookVariant[] = [
   { tuning: {}, label: " (default)" },
   { tuning: { codebookShared: true }, label: " shared" },
   { tuning: { codebookShared: false }, label: " cache" },
   { tuning: { codebookUnroll: 1 }, label: " unroll 1" },
   { tuning: { codebookUnroll: 4 }, label: " unroll 4" },
   { tuning: { codebookUnroll: 16 }, label: " unroll 16" },
+  ...[4, 16, 32].map((lanes) => ({
+    tuning: { codebookLanes: lanes },
+    label: ` lanes ${lanes}`,
+    kinds: ["e8p", "aqlm"] as const,
+  })),
 ];
 
 /** Formats the sweep times: the 2-bit schemes of each format and a small-codebook AQLM. */
