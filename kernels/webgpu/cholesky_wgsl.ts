@@ -109,18 +109,16 @@ ${loadDiagonal("a", DIAGONAL_THREADS)}
 }
 
 /**
- * Forward substitution `y ← L11⁻¹ · y` of the `b` named values `y0 … y{b−1}` against `l`, fully
- * unrolled (compile-time indices keep `y` in registers): right-looking, each solved value divided
- * by its pivot and then subtracted from the values below it.
+ * Forward substitution `y ← L11⁻¹ · y` of the thread's `b` values in private array `y` against
+ * `l`, left-looking: each value less the dot product of those solved before it with its row of
+ * `L11`, divided by its pivot. Loops, not unrolled code: lavapipe's LLVM took over a minute to
+ * compile a fully unrolled solve (2 080 statements) from a cold shader cache.
  */
-function forwardSubstitution(): string {
-  const lines: string[] = [];
-  for (let r = 0; r < B; r++) {
-    lines.push(`  y${r} = y${r} / l[${r * B + r}u];`);
-    for (let t = r + 1; t < B; t++) lines.push(`  y${t} -= y${r} * l[${t * B + r}u];`);
-  }
-  return lines.join("\n");
-}
+const FORWARD_SUBSTITUTION = `  for (var r = 0u; r < ${B}u; r++) {
+    var s = y[r];
+    for (var t = 0u; t < r; t++) { s -= y[t] * l[r * ${B}u + t]; }
+    y[r] = s / l[r * ${B}u + r];
+  }`;
 
 /**
  * Panel `k0`'s rows below its diagonal block, `L21 = A21 · L11⁻ᵀ` (signature `sww`: `a`, `lt`;
@@ -129,12 +127,6 @@ function forwardSubstitution(): string {
  * rows `k0 … k0 + b` of `lt` (`n × n`, `Lᵀ`), which the trailing GEMM reads.
  */
 export function panelSolveShader(): string {
-  const loads: string[] = [];
-  const stores: string[] = [];
-  for (let r = 0; r < B; r++) {
-    loads.push(`  var y${r} = a[row + ${r}u];`);
-    stores.push(`  a[row + ${r}u] = y${r};`, `  lt[(k0 + ${r}u) * n + i] = y${r};`);
-  }
   return `${HEADER}
 @group(0) @binding(1) var<storage, read_write> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> lt: array<f32>;
@@ -149,9 +141,13 @@ ${loadDiagonal("a", CHOLESKY_SOLVE_THREADS)}
   let i = k0 + ${B}u + wg.x * ${CHOLESKY_SOLVE_THREADS}u + lid;
   if (i >= n) { return; }
   let row = i * n + k0;
-${loads.join("\n")}
-${forwardSubstitution()}
-${stores.join("\n")}
+  var y: array<f32, ${B}>;
+  for (var t = 0u; t < ${B}u; t++) { y[t] = a[row + t]; }
+${FORWARD_SUBSTITUTION}
+  for (var t = 0u; t < ${B}u; t++) {
+    a[row + t] = y[t];
+    lt[(k0 + t) * n + i] = y[t];
+  }
 }
 `;
 }
@@ -161,23 +157,10 @@ ${stores.join("\n")}
  * `ceil((k0 + w) / 64)` workgroups, `w = min(b, n − k0)`): each thread one column `j < k0 + w`,
  * `X[k0 + t][j] ← (L11⁻¹ · (X1 + I1))[t]`, also written to row `t` of `r` (`b × n`) for the
  * GEMM that updates the rows below. Above the block's diagonal the identity's zeros solve to
- * exact zeros, so `X` stays lower triangular.
+ * exact zeros, so `X` stays lower triangular; past `n` the padded `y` (zeros, never stored)
+ * solves against the identity padding and leaves the others as they are.
  */
 export function blockSolveShader(): string {
-  const loads: string[] = [];
-  const stores: string[] = [];
-  for (let t = 0; t < B; t++) {
-    loads.push(
-      `  var y${t} = select(0.0, x[min(k0 + ${t}u, n - 1u) * n + j] + ` +
-        `select(0.0, 1.0, j == k0 + ${t}u), k0 + ${t}u < n);`,
-    );
-    stores.push(
-      `  if (k0 + ${t}u < n) {`,
-      `    x[(k0 + ${t}u) * n + j] = y${t};`,
-      `    r[${t}u * n + j] = y${t};`,
-      `  }`,
-    );
-  }
   return `${HEADER}
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> x: array<f32>;
@@ -191,10 +174,17 @@ fn main(
 ) {
 ${loadDiagonal("a", CHOLESKY_SOLVE_THREADS)}
   let j = wg.x * ${CHOLESKY_SOLVE_THREADS}u + lid;
-  if (j >= min(n, k0 + ${B}u)) { return; }
-${loads.join("\n")}
-${forwardSubstitution()}
-${stores.join("\n")}
+  let rows = min(n - k0, ${B}u);
+  if (j >= k0 + rows) { return; }
+  var y: array<f32, ${B}>;
+  for (var t = 0u; t < rows; t++) {
+    y[t] = x[(k0 + t) * n + j] + select(0.0, 1.0, j == k0 + t);
+  }
+${FORWARD_SUBSTITUTION}
+  for (var t = 0u; t < rows; t++) {
+    x[(k0 + t) * n + j] = y[t];
+    r[t * n + j] = y[t];
+  }
 }
 `;
 }
