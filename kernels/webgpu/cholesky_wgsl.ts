@@ -22,7 +22,7 @@
  * At `n = 5632` and `b = 64` that is 88 panels: 262 dispatches a Cholesky (88 diagonal blocks, 87
  * panel solves, 87 GEMMs), 175 for the inverse (88 block solves, 87 GEMMs), against `n + 1` for
  * each before (one rank-1 update of the whole trailing triangle per column, 5633 dispatches, and
- * `n³/3` element reads and writes from memory where the GEMMs read `n³/(3b)`). Only the lower
+ * `n³/3` element reads and writes from memory where the GEMMs make `n³/(3b)`). Only the lower
  * triangles are written meaningfully: the GEMM's tiles that straddle the diagonal leave sums above
  * it, which no reader looks at.
  *
@@ -52,8 +52,8 @@ const HEADER = `struct Step { n: u32, k0: u32 }
 
 /**
  * WGSL loading the diagonal block at `k0` of the lower triangle of `src` into workgroup array
- * `l` (`b × b`, row-major), padded past `n` with the identity so that the unrolled code runs the
- * same on a last, narrower block (a padded pivot 1 with zeros beside it changes nothing above it).
+ * `l` (`b × b`, row-major), padded past `n` with the identity so that the same `b`-wide code runs
+ * on a last, narrower block (a padded pivot 1 with zeros beside it changes nothing above it).
  * `count` threads, `lid` the thread's index.
  */
 function loadDiagonal(src: string, count: number): string {
