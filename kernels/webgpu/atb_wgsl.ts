@@ -172,7 +172,7 @@ export function atbShader(upper: boolean, layout: AtbLayout = "rows", lower = fa
   const skip = [
     upper ? `if (j0 + ${TJ}u <= i0) { return; }` : "",
     lower ? `if (i0 + ${TI}u <= j0) { return; }` : "",
-  ].join(" ");
+  ].filter((line) => line !== "").join("\n  ");
   return `struct P { depth: u32, lda: u32, ldb: u32, ldo: u32, i0: u32, i1: u32, j0: u32,
   j1: u32, row0: u32, alpha: f32 }
 @group(0) @binding(0) var<uniform> p: P;

@@ -57,6 +57,10 @@ Deno.test({
     }
     const bad = Float64Array.from([1, 2, 2, 1]);
     await assert.rejects(() => gpuInverseFactor(bad, 2), GpuFactorError);
+    // A negative pivot in the second panel reaches the final factor's diagonal too.
+    const late = hessian(100, 400, 0.05);
+    late[80 * 100 + 80] = -1;
+    await assert.rejects(() => gpuInverseFactor(late, 100), GpuFactorError);
   },
 });
 
