@@ -75,7 +75,7 @@ async function factor(
   const slots = 3 * panels + 1;
   const uniforms = k.buffer(slots * CHOLESKY_STEP_STRIDE, GPUBufferUsage.UNIFORM, true);
   const words = new Uint32Array(uniforms.getMappedRange());
-  const gemm = (slot: number, p: AtbParams) => {
+  const gemmUniform = (slot: number, p: AtbParams) => {
     words.set(atbUniform(p), (slot * CHOLESKY_STEP_STRIDE) / 4);
     return p;
   };
@@ -84,11 +84,13 @@ async function factor(
   for (let s = 0; s < panels; s++) {
     const k0 = s * b;
     words.set([n, k0], (s * CHOLESKY_STEP_STRIDE) / 4);
+    // The last panel has no rows below it, so no GEMMs.
+    if (k0 + b >= n) break;
     const base = { depth: b, lda: n, ldb: n, ldo: n, i0: k0 + b, i1: n, row0: 0, alpha: -1 };
-    trailing.push(gemm(panels + s, { ...base, j0: k0 + b, j1: n }));
-    below.push(gemm(2 * panels + s, { ...base, j0: 0, j1: k0 + b }));
+    trailing.push(gemmUniform(panels + s, { ...base, j0: k0 + b, j1: n }));
+    below.push(gemmUniform(2 * panels + s, { ...base, j0: 0, j1: k0 + b }));
   }
-  const gram = gemm(3 * panels, {
+  const gram = gemmUniform(3 * panels, {
     depth: n,
     lda: n,
     ldb: n,
@@ -121,7 +123,8 @@ async function factor(
   const step = [uniforms, 0, 16] as [GPUBuffer, number, number];
   const slot = (s: number) =>
     [uniforms, s * CHOLESKY_STEP_STRIDE, 64] as [GPUBuffer, number, number];
-  // Rows k0 … k0 + b of Lᵀ: the panel's `A` (and `B`) of the GEMMs.
+  // Rows k0 … k0 + b of Lᵀ: the panel's `A` (and `B`) of the GEMMs. Its offset is a multiple of
+  // 256 bytes (k0 of 64), the storage binding offset alignment.
   const ltPanel = (k0: number) => [lt, k0 * n * 4, b * n * 4] as [GPUBuffer, number, number];
   const run = (
     pass: GPUComputePassEncoder,
@@ -158,21 +161,21 @@ async function factor(
     }
   };
   const enc = device.createCommandEncoder();
-  const first = enc.beginComputePass();
-  cholesky(first, a);
+  const pass = enc.beginComputePass();
+  cholesky(pass, a);
   // X = L⁻¹ by block rows.
   const gb = bind("srww", [step, a, x, r]);
   for (let s = 0; s < panels; s++) {
     const k0 = s * b;
-    run(first, block, gb, solveGroups(Math.min(n, k0 + b)), s);
+    run(pass, block, gb, solveGroups(Math.min(n, k0 + b)), s);
     if (k0 + b >= n) break;
     const p = below[s]!;
-    run(first, update, bind("urrw", [slot(2 * panels + s), ltPanel(k0), r, x]), atbGroups(p));
+    run(pass, update, bind("urrw", [slot(2 * panels + s), ltPanel(k0), r, x]), atbGroups(p));
   }
   // H⁻¹ = XᵀX (its lower triangle), then its lower factor, whose transpose is U.
-  run(first, update, bind("urrw", [slot(3 * panels), x, x, hinv]), atbGroups(gram));
-  cholesky(first, hinv);
-  first.end();
+  run(pass, update, bind("urrw", [slot(3 * panels), x, x, hinv]), atbGroups(gram));
+  cholesky(pass, hinv);
+  pass.end();
   const staging = device.createBuffer({
     size: bytes,
     usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
