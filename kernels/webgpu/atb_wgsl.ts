@@ -7,6 +7,7 @@
  *   products are made and the reader mirrors the upper triangle;
  * - GPTQ's lazy batch update `Wᵀ[j][r] −= Σ_i H⁻¹[i][j] · Errᵀ[i][r]` (`A` = the block's rows of
  *   `H⁻¹`, `B` = the block's errors transposed, `O` = the weights stored column by column);
+ * - the blocked Cholesky's trailing updates and triangular inverse (`cholesky_wgsl.ts`);
  * - with `A` and `B` stored the other way ({@linkcode AtbLayout} `cols`), `ABᵀ`: the linear
  *   layers `x·Wᵀ` of the calibration forward.
  *
@@ -139,8 +140,12 @@ function stageTile(
  * Each output's sum is one float32 accumulator over `t` in order (`acc + a·b`, not `fma`), from
  * zero, with zeros added past the depth to the step's end: bit for bit the sums of the earlier
  * 64 × 64 kernel.
+ *
+ * With `upper`, workgroups whose tile lies wholly below the diagonal (`j < i`) return at once;
+ * with `lower`, those wholly above it (`i < j`: the blocked Cholesky's trailing update and
+ * `H⁻¹ = XᵀX`, whose readers look at the lower triangle only, `cholesky_wgsl.ts`).
  */
-export function atbShader(upper: boolean, layout: AtbLayout = "rows"): string {
+export function atbShader(upper: boolean, layout: AtbLayout = "rows", lower = false): string {
   const TI = ATB_TILE;
   const TJ = ATB_TILE_COLS;
   const SA = TI / 4 + 1;
@@ -164,7 +169,10 @@ export function atbShader(upper: boolean, layout: AtbLayout = "rows"): string {
   }
   const indent = (lines: string[], n: number) => lines.map((l) => " ".repeat(n) + l).join("\n");
   // The early return depends on uniform values only, so the barriers below stay uniform.
-  const skip = upper ? `if (j0 + ${TJ}u <= i0) { return; }` : "";
+  const skip = [
+    upper ? `if (j0 + ${TJ}u <= i0) { return; }` : "",
+    lower ? `if (i0 + ${TI}u <= j0) { return; }` : "",
+  ].filter((line) => line !== "").join("\n  ");
   return `struct P { depth: u32, lda: u32, ldb: u32, ldo: u32, i0: u32, i1: u32, j0: u32,
   j1: u32, row0: u32, alpha: f32 }
 @group(0) @binding(0) var<uniform> p: P;

@@ -1,23 +1,26 @@
 /**
  * GPTQ's factor of a (damped) Hessian on the GPU, in float32 as PyTorch's reference computes it
  * there: `L = cholesky(H)`, `H⁻¹ = L⁻ᵀ·L⁻¹` (`cholesky_inverse`), and `U = cholesky(H⁻¹)ᵀ` (the
- * upper factor), with the kernels of `cholesky_wgsl.ts` and the `AᵀB` GEMM (`atb_wgsl.ts`) for
- * `H⁻¹ = XᵀX`, `X = L⁻¹`. The CPU's float64 `linalg.ts` takes about `4/3·n³` multiply-adds in
- * JavaScript for the same (a minute and more at `n = 5632`); here each of the `2n` column steps
- * streams the trailing triangle once.
+ * upper factor), with the blocked kernels of `cholesky_wgsl.ts` (panels of 64 columns: the
+ * diagonal block in one workgroup, the panel's rows by substitution, the trailing update as the
+ * `AᵀB` GEMM of `atb_wgsl.ts`) and that GEMM for `H⁻¹ = XᵀX`, `X = L⁻¹` (its lower triangle, all
+ * the second factor reads). The CPU's float64 `linalg.ts` takes about `4/3·n³` multiply-adds in
+ * JavaScript for the same (a minute and more at `n = 5632`). At `n = 5632` the whole factor is one
+ * submit of 700 dispatches (262 a Cholesky, 175 for the inverse, one GEMM), where the per-column
+ * kernels it replaced took 16 900 (`n + 1` each for the two Cholesky factors and the inverse).
  *
  * @module
  */
 import { getGpu, type Gpu } from "./device.ts";
 import { Kernels } from "./kernels.ts";
-import { atbGroups, atbShader, atbUniform } from "./atb_wgsl.ts";
+import { atbGroups, type AtbParams, atbShader, atbUniform } from "./atb_wgsl.ts";
 import {
+  blockSolveShader,
+  CHOLESKY_BLOCK,
+  CHOLESKY_SOLVE_THREADS,
   CHOLESKY_STEP_STRIDE,
-  CHOLESKY_TILE,
-  diagonalShader,
-  finishShader,
-  schurShader,
-  trinvShader,
+  diagonalCholeskyShader,
+  panelSolveShader,
 } from "./cholesky_wgsl.ts";
 
 /** Thrown when the Hessian is too large for a binding or not positive definite. */
@@ -56,89 +59,123 @@ async function factor(
     );
   }
   const { device } = k;
+  const b = CHOLESKY_BLOCK;
   const storage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
   const a = k.buffer(bytes, storage);
   const h32 = h instanceof Float32Array ? h : Float32Array.from(h);
   device.queue.writeBuffer(a, 0, h32 as Float32Array<ArrayBuffer>);
+  // Lᵀ's panels (for the GEMMs), X = L⁻¹ (WebGPU zeroes new buffers), X's latest block row.
+  const lt = k.buffer(bytes, storage);
   const x = k.buffer(bytes, storage);
+  const r = k.buffer(b * n * 4, storage);
   const hinv = k.buffer(bytes, storage);
-  const d = k.buffer(Math.max(16, n * 4), storage);
-  // One uniform slot per step `k`, read at a dynamic offset.
-  const steps = k.buffer(n * CHOLESKY_STEP_STRIDE, GPUBufferUsage.UNIFORM, true);
-  const words = new Uint32Array(steps.getMappedRange());
-  for (let s = 0; s < n; s++) words.set([n, s], (s * CHOLESKY_STEP_STRIDE) / 4);
-  steps.unmap();
-  const [schur, trinv, diagonal, chol, inv, identity, atb] = await Promise.all([
-    k.pipeline("sw", schurShader()),
-    k.pipeline("srw", trinvShader()),
-    k.pipeline("srw", diagonalShader()),
-    k.pipeline("srw", finishShader("chol")),
-    k.pipeline("srw", finishShader("trinv")),
-    k.pipeline("srw", finishShader("identity")),
-    k.pipeline("urrw", atbShader(false)),
+  const panels = Math.ceil(n / b);
+  // Per panel: its `Step` (n, k0) at a dynamic offset, then the uniforms of its two GEMMs (the
+  // Cholesky's trailing update, the inverse's rows below), then the one of XᵀX.
+  const slots = 3 * panels + 1;
+  const uniforms = k.buffer(slots * CHOLESKY_STEP_STRIDE, GPUBufferUsage.UNIFORM, true);
+  const words = new Uint32Array(uniforms.getMappedRange());
+  const gemmUniform = (slot: number, p: AtbParams) => {
+    words.set(atbUniform(p), (slot * CHOLESKY_STEP_STRIDE) / 4);
+    return p;
+  };
+  const trailing: AtbParams[] = [];
+  const below: AtbParams[] = [];
+  for (let s = 0; s < panels; s++) {
+    const k0 = s * b;
+    words.set([n, k0], (s * CHOLESKY_STEP_STRIDE) / 4);
+    // The last panel has no rows below it, so no GEMMs.
+    if (k0 + b >= n) break;
+    const base = { depth: b, lda: n, ldb: n, ldo: n, i0: k0 + b, i1: n, row0: 0, alpha: -1 };
+    trailing.push(gemmUniform(panels + s, { ...base, j0: k0 + b, j1: n }));
+    below.push(gemmUniform(2 * panels + s, { ...base, j0: 0, j1: k0 + b }));
+  }
+  const gram = gemmUniform(3 * panels, {
+    depth: n,
+    lda: n,
+    ldb: n,
+    ldo: n,
+    i0: 0,
+    i1: n,
+    j0: 0,
+    j1: n,
+    row0: 0,
+    alpha: 1,
+  });
+  uniforms.unmap();
+  // One GEMM pipeline for all three: `lower` skips no tile of the inverse's rectangles below
+  // the diagonal, and half of the others'.
+  const [diagonal, panel, block, update] = await Promise.all([
+    k.pipeline("sw", diagonalCholeskyShader()),
+    k.pipeline("sww", panelSolveShader()),
+    k.pipeline("srww", blockSolveShader()),
+    k.pipeline("urrw", atbShader(false, "rows", true)),
   ]);
-  const bind = (sig: string, buffers: GPUBuffer[]) =>
+  type Binding = GPUBuffer | [GPUBuffer, number, number];
+  const bind = (sig: string, buffers: Binding[]) =>
     device.createBindGroup({
       layout: k.layout(sig),
-      entries: buffers.map((buffer, binding) => ({
-        binding,
-        resource: binding === 0 ? { buffer, size: 16 } : { buffer },
-      })),
+      entries: buffers.map((e, binding) => {
+        const [buffer, offset, size] = Array.isArray(e) ? e : [e, 0, undefined];
+        return { binding, resource: { buffer, offset, size } };
+      }),
     });
-  const tiles = Math.ceil(n / CHOLESKY_TILE);
+  const step = [uniforms, 0, 16] as [GPUBuffer, number, number];
+  const slot = (s: number) =>
+    [uniforms, s * CHOLESKY_STEP_STRIDE, 64] as [GPUBuffer, number, number];
+  // Rows k0 … k0 + b of Lᵀ: the panel's `A` (and `B`) of the GEMMs. Its offset is a multiple of
+  // 256 bytes (k0 of 64), the storage binding offset alignment.
+  const ltPanel = (k0: number) => [lt, k0 * n * 4, b * n * 4] as [GPUBuffer, number, number];
   const run = (
     pass: GPUComputePassEncoder,
     pipeline: GPUComputePipeline,
     group: GPUBindGroup,
-    step: number,
-    wx: number,
-    wy = 1,
+    groups: [number, number, number],
+    s?: number,
   ) => {
-    if (wx === 0 || wy === 0) return;
     pass.setPipeline(pipeline);
-    pass.setBindGroup(0, group, [step * CHOLESKY_STEP_STRIDE]);
-    pass.dispatchWorkgroups(wx, wy);
+    if (s === undefined) pass.setBindGroup(0, group);
+    else pass.setBindGroup(0, group, [s * CHOLESKY_STEP_STRIDE]);
+    pass.dispatchWorkgroups(...groups);
   };
-  // The lower factor of `m`, in place.
+  const solveGroups = (rows: number): [number, number, number] => [
+    Math.ceil(rows / CHOLESKY_SOLVE_THREADS),
+    1,
+    1,
+  ];
+  // The lower factor of `m`, in place (its panels' transposes in `lt`).
   const cholesky = (pass: GPUComputePassEncoder, m: GPUBuffer) => {
-    const g = bind("sw", [steps, m]);
-    for (let s = 0; s + 1 < n; s++) {
-      const t = Math.ceil((n - s - 1) / CHOLESKY_TILE);
-      run(pass, schur, g, s, t, t);
+    const [gd, gp] = [bind("sw", [step, m]), bind("sww", [step, m, lt])];
+    for (let s = 0; s < panels; s++) {
+      const k0 = s * b;
+      run(pass, diagonal, gd, [1, 1, 1], s);
+      if (k0 + b >= n) break;
+      run(pass, panel, gp, solveGroups(n - k0 - b), s);
+      const p = trailing[s]!;
+      run(
+        pass,
+        update,
+        bind("urrw", [slot(panels + s), ltPanel(k0), ltPanel(k0), m]),
+        atbGroups(p),
+      );
     }
-    run(pass, diagonal, bind("srw", [steps, m, d]), 0, Math.ceil(n / 256));
-    run(pass, chol, bind("srw", [steps, d, m]), 0, tiles, tiles);
   };
   const enc = device.createCommandEncoder();
-  const first = enc.beginComputePass();
-  cholesky(first, a);
-  // X = L⁻¹ from X = I.
-  run(first, identity, bind("srw", [steps, a, x]), 0, tiles, tiles);
-  const gt = bind("srw", [steps, a, x]);
-  for (let s = 0; s + 1 < n; s++) {
-    const [wx, wy] = [Math.ceil((s + 1) / CHOLESKY_TILE), Math.ceil((n - s - 1) / CHOLESKY_TILE)];
-    run(first, trinv, gt, s, wx, wy);
+  const pass = enc.beginComputePass();
+  cholesky(pass, a);
+  // X = L⁻¹ by block rows.
+  const gb = bind("srww", [step, a, x, r]);
+  for (let s = 0; s < panels; s++) {
+    const k0 = s * b;
+    run(pass, block, gb, solveGroups(Math.min(n, k0 + b)), s);
+    if (k0 + b >= n) break;
+    const p = below[s]!;
+    run(pass, update, bind("urrw", [slot(2 * panels + s), ltPanel(k0), r, x]), atbGroups(p));
   }
-  run(first, inv, gt, 0, tiles, tiles);
-  first.end();
-  // H⁻¹ = XᵀX, then its lower factor, whose transpose is U.
-  const p = { depth: n, lda: n, ldb: n, ldo: n, i0: 0, i1: n, j0: 0, j1: n, row0: 0, alpha: 1 };
-  const u = k.buffer(64, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
-  device.queue.writeBuffer(u, 0, atbUniform(p));
-  const gemm = enc.beginComputePass();
-  gemm.setPipeline(atb);
-  gemm.setBindGroup(
-    0,
-    device.createBindGroup({
-      layout: k.layout("urrw"),
-      entries: [u, x, x, hinv].map((buffer, binding) => ({ binding, resource: { buffer } })),
-    }),
-  );
-  gemm.dispatchWorkgroups(...atbGroups(p));
-  gemm.end();
-  const second = enc.beginComputePass();
-  cholesky(second, hinv);
-  second.end();
+  // H⁻¹ = XᵀX (its lower triangle), then its lower factor, whose transpose is U.
+  run(pass, update, bind("urrw", [slot(3 * panels), x, x, hinv]), atbGroups(gram));
+  cholesky(pass, hinv);
+  pass.end();
   const staging = device.createBuffer({
     size: bytes,
     usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
@@ -149,12 +186,13 @@ async function factor(
   const l = new Float32Array(staging.getMappedRange());
   const out = new Float32Array(n * n);
   for (let i = 0; i < n; i++) {
-    if (!(l[i * n + i]! > 0)) {
+    const pivot = l[i * n + i]!;
+    if (!(pivot > 0)) {
       staging.unmap();
       staging.destroy();
       throw new GpuFactorError(
         `The Hessian is not positive definite in float32: pivot ${i} of H⁻¹'s factor is ` +
-          `${l[i * n + i]} (increase the dampening)`,
+          `${pivot} (increase the dampening)`,
       );
     }
   }
