@@ -65,7 +65,7 @@ usage:
   deno task merge OUT_DIR SHARD_DIR... [--suite SUITE.yaml]
   deno task report RESULTS.json [--out DIR]
   deno task perf [--rows N] [--out DIR] [--backend cpu|webgpu] [--formats A,B]
-                 [--sweep]
+                 [--sweep] [--sweep-gemm] [--sweep-codebook] [--atb]
   deno task inspect MODEL [--json]
   deno task quantize SUITE.yaml --filter CELL --out DIR [--as gguf|gptq|awq|compressed-tensors]
   deno task score TASK --dataset FILE --predictions FILE [--out DIR] [--samples FILE]
@@ -370,10 +370,16 @@ async function perf(args: string[]): Promise<number> {
     backend: { type: "string" },
     formats: { type: "string" },
     sweep: { type: "boolean" },
+    "sweep-gemm": { type: "boolean" },
+    "sweep-codebook": { type: "boolean" },
+    atb: { type: "boolean" },
   });
-  if (values.sweep && values.backend !== "webgpu") {
+  const gpuOnly = (["sweep", "sweep-gemm", "sweep-codebook", "atb"] as const).filter((f) =>
+    values[f]
+  );
+  if (gpuOnly.length > 0 && values.backend !== "webgpu") {
     throw new UsageError(
-      "--sweep times variants of the WebGPU integer-activation GEMV; add --backend webgpu",
+      `--${gpuOnly[0]} times WebGPU kernels; add --backend webgpu`,
     );
   }
   await runPerf({
@@ -382,6 +388,9 @@ async function perf(args: string[]): Promise<number> {
     backend: values.backend as string | undefined,
     formats: (values.formats as string | undefined)?.split(",").map((f) => f.trim()),
     sweep: values.sweep as boolean | undefined,
+    sweepGemm: values["sweep-gemm"] as boolean | undefined,
+    sweepCodebook: values["sweep-codebook"] as boolean | undefined,
+    atb: values.atb as boolean | undefined,
   });
   return EXIT.ok;
 }

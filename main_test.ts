@@ -221,7 +221,7 @@ Deno.test("main: invalid input exits 2 naming file:line:col; unknown commands su
   assert.match(l.stderr, /--limit must be a positive integer, got "zero"/);
 });
 
-Deno.test("main: perf takes --formats (unknown names suggest), --rows N and --sweep only on WebGPU", async () => {
+Deno.test("main: perf takes --formats (unknown names suggest), --rows N, and its sweeps and --atb only on WebGPU", async () => {
   const out = await Deno.makeTempDir();
   const r = await quantbench("perf", "--formats", "int4-g128", "--out", out);
   assert.equal(r.code, 0, r.stderr);
@@ -237,9 +237,11 @@ Deno.test("main: perf takes --formats (unknown names suggest), --rows N and --sw
   const badRows = await quantbench("perf", "--rows", "many");
   assert.equal(badRows.code, 2);
   assert.match(badRows.stderr, /--rows must be a positive integer, got "many"/);
-  const sweep = await quantbench("perf", "--sweep");
-  assert.equal(sweep.code, 2);
-  assert.match(sweep.stderr, /--sweep .* add --backend webgpu/);
+  for (const flag of ["--sweep", "--sweep-gemm", "--sweep-codebook", "--atb"]) {
+    const gpuOnly = await quantbench("perf", flag);
+    assert.equal(gpuOnly.code, 2);
+    assert.match(gpuOnly.stderr, new RegExp(`${flag} times WebGPU kernels; add --backend webgpu`));
+  }
 });
 
 Deno.test("main: recommend names a recipe, writes markdown and JSON, exits 1 when none fits", async () => {

@@ -32,6 +32,12 @@ export interface PerfOptions {
   formats?: string[];
   /** WebGPU only: also time variants of the int4-g128 integer-activation GEMV. */
   sweep?: boolean;
+  /** WebGPU only: also time the prefill GEMM's tilings at the 1.1B Llama shapes. */
+  sweepGemm?: boolean;
+  /** WebGPU only: also time the codebook formats' kernel knobs at 8192². */
+  sweepCodebook?: boolean;
+  /** WebGPU only: also time GPTQ calibration's `AᵀB` kernel. */
+  atb?: boolean;
 }
 
 /** One measurement. */
