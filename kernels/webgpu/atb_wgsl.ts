@@ -79,6 +79,12 @@ export function atbGroups(p: AtbParams): [number, number, number] {
 }
 
 /**
+ * Which tiles of `O` a dispatch computes: `all`, or only those reaching the `upper` (`j ≥ i`) or
+ * `lower` (`i ≥ j`) triangle, for sums whose readers look at one triangle only.
+ */
+export type AtbTriangle = "all" | "upper" | "lower";
+
+/**
  * How `A` and `B` are stored: `rows`, `t` indexing their rows (`A[t][i]`, `AᵀB`); `cols`, `t`
  * indexing their columns (`A[i][t]`, `ABᵀ`: a linear layer `x·Wᵀ` with `A = x`, `B = W`).
  */
@@ -141,11 +147,11 @@ function stageTile(
  * zero, with zeros added past the depth to the step's end: bit for bit the sums of the earlier
  * 64 × 64 kernel.
  *
- * With `upper`, workgroups whose tile lies wholly below the diagonal (`j < i`) return at once;
- * with `lower`, those wholly above it (`i < j`: the blocked Cholesky's trailing update and
+ * With `triangle` `upper`, workgroups whose tile lies wholly below the diagonal (`j < i`) return
+ * at once; with `lower`, those wholly above it (`i < j`: the blocked Cholesky's trailing update and
  * `H⁻¹ = XᵀX`, whose readers look at the lower triangle only, `cholesky_wgsl.ts`).
  */
-export function atbShader(upper: boolean, layout: AtbLayout = "rows", lower = false): string {
+export function atbShader(triangle: AtbTriangle, layout: AtbLayout = "rows"): string {
   const TI = ATB_TILE;
   const TJ = ATB_TILE_COLS;
   const SA = TI / 4 + 1;
@@ -170,8 +176,8 @@ export function atbShader(upper: boolean, layout: AtbLayout = "rows", lower = fa
   const indent = (lines: string[], n: number) => lines.map((l) => " ".repeat(n) + l).join("\n");
   // The early return depends on uniform values only, so the barriers below stay uniform.
   const skip = [
-    upper ? `if (j0 + ${TJ}u <= i0) { return; }` : "",
-    lower ? `if (i0 + ${TI}u <= j0) { return; }` : "",
+    triangle === "upper" ? `if (j0 + ${TJ}u <= i0) { return; }` : "",
+    triangle === "lower" ? `if (i0 + ${TI}u <= j0) { return; }` : "",
   ].filter((line) => line !== "").join("\n  ");
   return `struct P { depth: u32, lda: u32, ldb: u32, ldo: u32, i0: u32, i1: u32, j0: u32,
   j1: u32, row0: u32, alpha: f32 }

@@ -13,6 +13,7 @@ import {
   type AtbLayout,
   type AtbParams,
   atbShader,
+  type AtbTriangle,
   atbUniform,
 } from "./atb_wgsl.ts";
 import { Kernels } from "./kernels.ts";
@@ -21,13 +22,10 @@ import { pseudoRandom } from "../../core/test_values.ts";
 
 const unavailable = await createWebGpuBackend().unavailable();
 
-/** Which triangle a case keeps: `atbShader`'s `upper` or `lower` skip, or neither. */
-type Triangle = "upper" | "lower" | "all";
-
 /** Runs one dispatch over `o` (the band's rows) and returns `O` after it. */
 async function atb(
   k: Kernels,
-  triangle: Triangle,
+  triangle: AtbTriangle,
   layout: AtbLayout,
   p: AtbParams,
   a: Float32Array,
@@ -36,7 +34,7 @@ async function atb(
 ): Promise<Float32Array> {
   const pipeline = await k.pipeline(
     "urrw",
-    atbShader(triangle === "upper", layout, triangle === "lower"),
+    atbShader(triangle, layout),
   );
   const out = k.storage(o);
   const bind = k.device.createBindGroup({
@@ -61,24 +59,29 @@ async function atb(
   return got;
 }
 
+/**
+ * A case: `I` rows of A's `i`, `J` columns of B's `j`, `pad` added to every row stride, the
+ * rectangle [i0, i1) × [j0, j1) of a band of O from row `row0`, and the tiles kept.
+ */
+type AtbCase = [
+  depth: number,
+  I: number,
+  J: number,
+  pad: number,
+  i0: number,
+  i1: number,
+  j0: number,
+  j1: number,
+  row0: number,
+  triangle: AtbTriangle,
+];
+
 Deno.test({
   name: "webgpu: AᵀB over rectangles, bands and partial tiles in both layouts",
   ignore: unavailable !== undefined,
   async fn() {
     const k = new Kernels(await getGpu());
-    // [depth, rows of A's i, columns of B's j, stride padding, i0, i1, j0, j1, row0, triangle].
-    const cases: [
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      number,
-      Triangle,
-    ][] = [
+    const cases: AtbCase[] = [
       [37, 150, 150, 0, 0, 150, 0, 150, 0, "upper"],
       [21, 200, 200, 0, 64, 200, 0, 200, 64, "upper"],
       [19, 300, 300, 0, 40, 300, 40, 300, 0, "lower"],

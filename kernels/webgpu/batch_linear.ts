@@ -116,7 +116,7 @@ export class GpuBatchLinear {
     }
     const buffer = k.buffer(w.byteLength, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST);
     k.device.queue.writeBuffer(buffer, 0, w as Float32Array<ArrayBuffer>);
-    const pipeline = await k.pipeline("urrw", atbShader(false, "cols"));
+    const pipeline = await k.pipeline("urrw", atbShader("all", "cols"));
     return new GpuBatchLinear(k, pipeline, buffer, rows, cols);
   }
 

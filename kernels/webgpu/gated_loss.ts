@@ -77,7 +77,7 @@ type LossPipelines = [GPUComputePipeline, GPUComputePipeline, GPUComputePipeline
 /** {@linkcode LossPipelines} of `k`. */
 async function lossPipelines(k: Kernels): Promise<LossPipelines> {
   return await Promise.all([
-    k.pipeline("urrw", atbShader(false, "cols")),
+    k.pipeline("urrw", atbShader("all", "cols")),
     k.pipeline(GATED_ERROR_SIGNATURE, GATED_ERROR_WGSL),
     k.pipeline(SUM_SQUARES_SIGNATURE, SUM_SQUARES_WGSL),
   ]);

@@ -91,7 +91,7 @@ export class GpuGptqColumns {
     for (let r = 0; r < rows; r++) {
       for (let c = 0; c < cols; c++) wt[c * rows + r] = w[r * cols + c]!;
     }
-    const pipeline = await k.pipeline("urrw", atbShader(false));
+    const pipeline = await k.pipeline("urrw", atbShader("all"));
     return new GpuGptqColumns(k, pipeline, wt, rows, cols, maxBlock);
   }
 

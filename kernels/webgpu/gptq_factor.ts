@@ -109,7 +109,7 @@ async function factor(
     k.pipeline("sw", diagonalCholeskyShader()),
     k.pipeline("sww", panelSolveShader()),
     k.pipeline("srww", blockSolveShader()),
-    k.pipeline("urrw", atbShader(false, "rows", true)),
+    k.pipeline("urrw", atbShader("lower")),
   ]);
   type Binding = GPUBuffer | [GPUBuffer, number, number];
   const bind = (sig: string, buffers: Binding[]) =>

@@ -93,7 +93,7 @@ export class GpuGram {
       throw new GramShapeError(`A Gram matrix needs a positive integer width, got ${cols}`);
     }
     const k = new Kernels(options.gpu ?? await getGpu());
-    const pipeline = await k.pipeline("urrw", atbShader(true));
+    const pipeline = await k.pipeline("urrw", atbShader("upper"));
     const maxBinding = Math.min(k.gpu.maxBinding, options.maxBinding ?? Infinity);
     return new GpuGram(k, pipeline, cols, maxBinding);
   }

@@ -895,7 +895,7 @@ async function timeAtb(
       row0: 0,
       alpha: 1,
     };
-    const pipeline = await k.pipeline("urrw", atbShader(upper, layout));
+    const pipeline = await k.pipeline("urrw", atbShader(upper ? "upper" : "all", layout));
     const bind = k.device.createBindGroup({
       layout: pipeline.getBindGroupLayout(0),
       entries: [k.uniform([...atbUniform(p)]), a, bm, o].map((buffer, binding) => ({
