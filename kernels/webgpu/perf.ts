@@ -543,6 +543,8 @@ function row(
 }
 
 function table(rows: GpuPerfRow[]): string {
+  // Rows without a copy to compare with (the compute-bound `atb` rows) read "—" there.
+  const fixed = (v: number, digits: number) => Number.isFinite(v) ? v.toFixed(digits) : "—";
   return markdownTable(
     ["format", "kernel", "T×N×K", "ms", "MB", "GB/s", "copy GB/s", "÷ copy", "TFLOP/s"],
     rows.map((r) => [
@@ -552,8 +554,8 @@ function table(rows: GpuPerfRow[]): string {
       r.median_ms.toFixed(4),
       (r.weight_bytes / 1e6).toFixed(2),
       r.gbps.toFixed(1),
-      r.copy_gbps.toFixed(1),
-      r.copy_ratio.toFixed(3),
+      fixed(r.copy_gbps, 1),
+      fixed(r.copy_ratio, 3),
       r.tflops.toFixed(2),
     ]),
   );
