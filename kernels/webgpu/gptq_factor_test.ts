@@ -81,7 +81,12 @@ function cholesky64(a: Float64Array, n: number): Float64Array {
   return l;
 }
 
-/** GPTQ's `U = chol((L⁻ᵀ·L⁻¹))ᵀ` for `L = chol(h)`, all in float64 (`h` rounded to float32). */
+/**
+ * GPTQ's `U = chol((L⁻ᵀ·L⁻¹))ᵀ` for `L = chol(h)`, all in float64 (`h` rounded to float32),
+ * unblocked. Written here rather than taken from the CPU path (`harness/methods/linalg.ts`):
+ * `kernels/` may not import `harness/` (architecture_test.ts), and an unblocked float64 route
+ * is the independent reference the blocked float32 kernels are held to.
+ */
 function inverseFactor64(h: Float64Array, n: number): Float64Array {
   const l = cholesky64(Float64Array.from(Float32Array.from(h)), n);
   // X = L⁻¹ column by column: L·x = e_j.
