@@ -231,8 +231,8 @@ export class AqlmLinear {
 
   /**
    * The gradients of `L` in codebooks and scales: `∂L/∂Ŵ = 2 (Ŵ − W) XXᵀ / rows`, the product in
-   * the float32 matmul (the Adam steps' cost; `L` itself, which the stopping rule reads, is float64)
-   * unless {@linkcode AqlmLinear.float64Gradients}.
+   * the float32 matmul (the Adam steps' cost; `L` itself, which the stopping rule reads, is
+   * float64) unless {@linkcode AqlmLinear.float64Gradients}.
    */
   gradients(grads: { codebooks: Float64Array; scales: Float64Array }): void {
     const { rows, width } = this;

@@ -177,10 +177,10 @@ export interface BlockResult {
 
 /**
  * Sees each group's calibration inputs as a `groups` method is handed them (layer index, group,
- * one array per window, on the host, each `tokens × cols`). It exists so that an independent reference implementation
- * (`fixtures/methods/`) can be fed the very statistics quantbench quantized each linear against,
- * and so compare the quantizers layer by layer without the float32 rounding of two different
- * forwards in between.
+ * one array per window, on the host, each `tokens × cols`). It exists so that an independent
+ * reference implementation (`fixtures/methods/`) can be fed the very statistics quantbench
+ * quantized each linear against, and so compare the quantizers layer by layer without the
+ * float32 rounding of two different forwards in between.
  */
 export type GroupTap = (
   layer: number,

@@ -358,10 +358,11 @@ function planStacks(
  * stream accumulates into it (the `add` then costs nothing), RMSNorm outputs share one buffer,
  * SwiGLU writes over `gate`, and run-time activation quantization runs once per linear input,
  * before its first consumer. One-token GEMVs compute their input from an RMSNorm's input, from
- * stacked `[gate | up]` rows, or from split decode attention's partial results, where every reader
- * of that value can, and the RMSNorm, SwiGLU or combine dispatch is then skipped or left out; with a
- * float cache, a one-token step's split attention splits and rotates the stacked `[q | k | v]` row
- * itself (skipping the scatter). A plain Llama decode layer is then 5 dispatches.
+ * stacked `[gate | up]` rows, or from split decode attention's partial results, where every
+ * reader of that value can, and the RMSNorm, SwiGLU or combine dispatch is then skipped or left
+ * out; with a float cache, a one-token step's split attention splits and rotates the stacked
+ * `[q | k | v]` row itself (skipping the scatter). A plain Llama decode layer is then 5
+ * dispatches.
  */
 async function compileBlock(
   steps: readonly BlockStep[],

@@ -15,7 +15,8 @@
  * once, so the dispatch's size is fixed when it is recorded, as the runner's programs need.
  * Both kernels read the `Step` uniform (`pos`: the query's position; `T` must be 1).
  * Where every reader of the output is a float GEMV, that GEMV combines the blocks itself as it
- * loads its input (`gemv_combine_wgsl.ts`, the same arithmetic) and the combine kernel does not run.
+ * loads its input (`gemv_combine_wgsl.ts`, the same arithmetic) and the combine kernel does not
+ * run.
  *
  * @module
  */

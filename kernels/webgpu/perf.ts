@@ -111,7 +111,7 @@ export interface WebGpuPerfOptions {
   quick?: boolean;
   /** Also time variants of the int4-g128 integer-activation GEMV ({@linkcode GEMV_VARIANTS}). */
   sweep?: boolean;
-  /** Also time the codebook formats' knobs ({@linkcode CODEBOOK_VARIANTS}) alone (in `sweep` too). */
+  /** Also time the codebook formats' knobs ({@linkcode CODEBOOK_VARIANTS}); `sweep` does too. */
   sweepCodebook?: boolean;
   /** Also time the GEMM tilings of {@linkcode GEMM_TILINGS} at the 1.1B Llama shapes. */
   sweepGemm?: boolean;

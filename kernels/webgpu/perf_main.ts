@@ -1,8 +1,9 @@
 /**
  * Entry point of the WebGPU perf run that imports no npm packages, so it runs on a machine with
  * no registry access (the GPU machine): `deno run -A kernels/webgpu/perf_main.ts [--rows N]
- * [--out DIR] [--formats a,b] [--quick] [--sweep] [--sweep-gemm [--gemm-tilings A,B]] [--atb]`. `deno task perf --backend webgpu` runs the
- * same code through `main.ts`.
+ * [--out DIR] [--formats a,b] [--quick] [--sweep] [--sweep-codebook] [--sweep-gemm
+ * [--gemm-tilings A,B]] [--atb]`. `deno task perf --backend webgpu` runs the same code through
+ * `main.ts`.
  *
  * @module
  */
