@@ -21,6 +21,7 @@
  * @module
  */
 import { type KvQuantLayout, kvReadWgsl } from "./kv_quant_wgsl.ts";
+import { combineFunctionsWgsl } from "./gemv_combine_wgsl.ts";
 
 /** Cached positions per workgroup of the partial kernel (one per thread). */
 export const DECODE_SPLIT_KEYS = 64;
@@ -230,26 +231,18 @@ export function decodeCombineShader(headDim: number): string {
 ${STEP}
 @group(0) @binding(2) var<storage, read> part: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
+fn pf(i: u32) -> f32 { return part[i]; }
+${combineFunctionsWgsl(decodePartialFloats(headDim))}
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
   let h = wg.x;
   let blocks = (st.pos + ${K}u) / ${K}u;
-  let first = h * p.nSplits * ${headDim + 2}u;
-  var mx = -3.0e38;
-  for (var b = 0u; b < blocks; b++) { mx = max(mx, part[first + b * ${headDim + 2}u]); }
-  var total = 0.0;
-  for (var b = 0u; b < blocks; b++) {
-    let o = first + b * ${headDim + 2}u;
-    total += part[o + 1u] * exp(part[o] - mx);
-  }
+  let first = h * p.nSplits * ${decodePartialFloats(headDim)}u;
+  let mx = combineMax(first, blocks);
+  let total = combineTotal(first, blocks, mx);
   for (var d = lid; d < ${headDim}u; d += 64u) {
-    var acc = 0.0;
-    for (var b = 0u; b < blocks; b++) {
-      let o = first + b * ${headDim + 2}u;
-      acc += part[o + 2u + d] * exp(part[o] - mx);
-    }
-    out[h * ${headDim}u + d] = acc / total;
+    out[h * ${headDim}u + d] = combineValue(first, blocks, mx, d) / total;
   }
 }
 `;

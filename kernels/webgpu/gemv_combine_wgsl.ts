@@ -6,8 +6,8 @@
  * Why: each decode dispatch cost an H100 6–20 µs whatever its bytes (kernels/webgpu/PERF.md,
  * "decode step at position 256"); the combine moves a few KiB. Every workgroup of the GEMV
  * recomputes each head's maximum and total (a few blocks' worth of loads) and each activation's
- * weighted sum over the blocks, with the combine kernel's arithmetic and order, so the values
- * equal the combine dispatch's.
+ * weighted sum over the blocks, through the functions the combine kernel runs too
+ * ({@linkcode combineFunctionsWgsl}), so the values equal the combine dispatch's.
  *
  * @module
  */
@@ -67,21 +67,15 @@ export function validateCombineShape(s: CombineShape): void {
  */
 export function combineDeclarationsWgsl(s: CombineShape): string {
   validateCombineShape(s);
-  const F = s.blockFloats;
   return `var<workgroup> hm: array<vec2<f32>, ${s.nHeads}>;
 fn pf(i: u32) -> f32 { return x[i >> 2u][i & 3u]; }
+${combineFunctionsWgsl(s.blockFloats)}
 fn cx(c: u32) -> f32 {
   if (c >= p.cols) { return 0.0; }
   let h = c / ${s.headDim}u;
-  let d = c % ${s.headDim}u;
   let blocks = (st.pos + ${s.splitKeys}u) / ${s.splitKeys}u;
-  let first = h * ${s.nSplits * F}u;
-  var acc = 0.0;
-  for (var b = 0u; b < blocks; b++) {
-    let o = first + b * ${F}u;
-    acc += pf(o + 2u + d) * exp(pf(o) - hm[h].x);
-  }
-  return acc / hm[h].y;
+  return combineValue(h * ${s.nSplits * s.blockFloats}u, blocks, hm[h].x, c % ${s.headDim}u) /
+    hm[h].y;
 }
 fn cx4(c: u32) -> vec4<f32> { return vec4<f32>(cx(c), cx(c + 1u), cx(c + 2u), cx(c + 3u)); }
 `;
@@ -100,20 +94,53 @@ fn cx4(c: u32) -> vec4<f32> { return vec4<f32>(cx(c), cx(c + 1u), cx(c + 2u), cx
  */
 export function combinePrologueWgsl(s: CombineShape, workgroup: number): string {
   validateCombineShape(s);
-  const F = s.blockFloats;
   return `  {
     let blocks = (st.pos + ${s.splitKeys}u) / ${s.splitKeys}u;
     for (var h = lid; h < ${s.nHeads}u; h += ${workgroup}u) {
-      let first = h * ${s.nSplits * F}u;
-      var mx = -3.0e38;
-      for (var b = 0u; b < blocks; b++) { mx = max(mx, pf(first + b * ${F}u)); }
-      var total = 0.0;
-      for (var b = 0u; b < blocks; b++) {
-        let o = first + b * ${F}u;
-        total += pf(o + 1u) * exp(pf(o) - mx);
-      }
+      let first = h * ${s.nSplits * s.blockFloats}u;
+      let mx = combineMax(first, blocks);
+      let total = combineTotal(first, blocks, mx);
       hm[h] = vec2<f32>(mx, total);
     }
     workgroupBarrier();
   }`;
+}
+
+/**
+ * WGSL of the combine's arithmetic over one head's blocks of partial results (`blockFloats`
+ * floats a block: its maximum, its sum, then the head's values), read through `pf(i)`, which the
+ * including shader defines: `combineMax(first, blocks)`, the largest block maximum;
+ * `combineTotal(first, blocks, mx)`, the blocks' sums rescaled to it; `combineValue(first, blocks,
+ * mx, d)`, value `d` likewise (divided by the total, the combined output). The combine kernel
+ * (`decodeCombineShader`) and the fused GEMV share these, so their values are equal.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * assert.ok(combineFunctionsWgsl(66).includes("fn combineValue"));
+ * ```
+ */
+export function combineFunctionsWgsl(blockFloats: number): string {
+  const F = blockFloats;
+  return `fn combineMax(first: u32, blocks: u32) -> f32 {
+  var mx = -3.0e38;
+  for (var b = 0u; b < blocks; b++) { mx = max(mx, pf(first + b * ${F}u)); }
+  return mx;
+}
+fn combineTotal(first: u32, blocks: u32, mx: f32) -> f32 {
+  var total = 0.0;
+  for (var b = 0u; b < blocks; b++) {
+    let o = first + b * ${F}u;
+    total += pf(o + 1u) * exp(pf(o) - mx);
+  }
+  return total;
+}
+fn combineValue(first: u32, blocks: u32, mx: f32, d: u32) -> f32 {
+  var acc = 0.0;
+  for (var b = 0u; b < blocks; b++) {
+    let o = first + b * ${F}u;
+    acc += pf(o + 2u + d) * exp(pf(o) - mx);
+  }
+  return acc;
+}`;
 }
